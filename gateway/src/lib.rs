@@ -1,1 +1,37 @@
+//! VRE Gateway: the `vre` binary's library.
+//!
+//! One process is both the server and its command-line client.
+//!
+//! Layout:
+//! - `cli`: the command line, server and client commands.
+//! - `startup`: `Application::build` and `run_until_stopped`.
+//! - `config`: layered settings (defaults, TOML, `VRE_*`).
+//! - `api`: the HTTP routes, one module per resource; `error` is their one error type.
+//! - `auth`: JWT verification and local issuance; `keys`: key files and the TLS certificate.
+//! - `db`: the pool and write transactions; `store`: the SQL; `audit`: the hash-chained log.
+//! - `blobs`: the content-addressed store; `metrics`: Prometheus counters.
+//!
+//! The rules themselves (who may do what, how an application moves) live in the `policy`
+//! crate; this crate loads facts, asks `policy`, and records the answer.
 
+pub mod api;
+pub mod audit;
+pub mod auth;
+pub mod blobs;
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod keys;
+pub mod metrics;
+pub mod startup;
+pub mod state;
+pub mod store;
+pub mod time;
+
+/// SHA-256 in lowercase hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}

@@ -1,1 +1,5 @@
-fn main() {}
+//! The `vre` binary: see `gateway::cli`.
+
+fn main() -> std::process::ExitCode {
+    gateway::cli::main()
+}

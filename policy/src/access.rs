@@ -38,6 +38,8 @@ pub enum Action {
     ReadContent,
     /// Read the audit log.
     AuditRead,
+    /// Scrape the gateway's metrics.
+    MetricsRead,
 }
 
 /// The caller's standing towards the object of an action.
@@ -148,6 +150,7 @@ pub fn authorize(roles: RoleSet, action: Action, standing: Standing) -> Access {
             }
         }
         Action::AuditRead => any_of(roles, &[Auditor, Admin]),
+        Action::MetricsRead => any_of(roles, &[Operator, Admin, Auditor]),
     }
 }
 
@@ -181,6 +184,7 @@ mod tests {
             Action::AttachCommitteeOpinion,
             Action::ReadContent,
             Action::AuditRead,
+            Action::MetricsRead,
         ];
         for a in actions {
             assert!(!allowed("", a, NONE), "{a:?} allowed with no role");
@@ -195,13 +199,25 @@ mod tests {
         };
         assert!(allowed("analyst", Action::AppCreate(Kind::Ingress), member));
         assert!(!allowed("analyst", Action::AppCreate(Kind::Ingress), NONE));
-        assert!(!allowed("reviewer", Action::AppCreate(Kind::Ingress), member));
-        assert!(!allowed("analyst", Action::AppCreate(Kind::Listing), member));
+        assert!(!allowed(
+            "reviewer",
+            Action::AppCreate(Kind::Ingress),
+            member
+        ));
+        assert!(!allowed(
+            "analyst",
+            Action::AppCreate(Kind::Listing),
+            member
+        ));
         let steward = Standing {
             member_roles: roles("steward"),
             is_requester: false,
         };
-        assert!(allowed("steward", Action::AppCreate(Kind::Listing), steward));
+        assert!(allowed(
+            "steward",
+            Action::AppCreate(Kind::Listing),
+            steward
+        ));
         assert!(!allowed("admin", Action::AppCreate(Kind::Listing), steward));
     }
 

@@ -100,7 +100,17 @@ mod tests {
         for ok in ["genome-2024", "p1", "amed.jp22", "a_b"] {
             ProjectId::parse(ok).unwrap();
         }
-        for bad in ["", "Genome", "-x", "a/b", "a..b", "../x", "a b", "é", &"x".repeat(65)] {
+        for bad in [
+            "",
+            "Genome",
+            "-x",
+            "a/b",
+            "a..b",
+            "../x",
+            "a b",
+            "é",
+            &"x".repeat(65),
+        ] {
             assert!(ProjectId::parse(bad).is_err(), "{bad:?} must be refused");
         }
     }

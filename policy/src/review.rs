@@ -268,11 +268,18 @@ pub struct Facts<'a> {
 /// Something that happens to an application.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Event<'a> {
-    Vote { voter: &'a str, choice: Choice },
+    Vote {
+        voter: &'a str,
+        choice: Choice,
+    },
     /// The requester takes it back.
-    Withdraw { by: &'a str },
+    Withdraw {
+        by: &'a str,
+    },
     /// The requester answers a request for changes.
-    Resubmit { by: &'a str },
+    Resubmit {
+        by: &'a str,
+    },
     /// The gateway carried out an approved application (staged, released, listed, extended).
     Complete,
 }
@@ -286,7 +293,9 @@ pub enum Refusal {
     ConflictOfInterest,
     #[error("{voter} has already voted in this round")]
     AlreadyVoted { voter: String },
-    #[error("the application is {state}; decisions are taken only while it is submitted or in review")]
+    #[error(
+        "the application is {state}; decisions are taken only while it is submitted or in review"
+    )]
     NotOpen { state: State },
     #[error("only the requester may {what} an application")]
     NotRequester { what: &'static str },
@@ -308,7 +317,11 @@ pub struct Transition {
 }
 
 /// The single place a state changes.
-pub fn next_state(facts: &Facts<'_>, quorum: &Quorum, event: Event<'_>) -> Result<Transition, Refusal> {
+pub fn next_state(
+    facts: &Facts<'_>,
+    quorum: &Quorum,
+    event: Event<'_>,
+) -> Result<Transition, Refusal> {
     let from = facts.state;
     let to_transition = |to, records_vote, new_round| Transition {
         from,

@@ -60,7 +60,9 @@ impl fmt::Display for Role {
 
 /// A role name that is not one of ours.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown role `{0}` (expected one of analyst, reviewer, operator, steward, auditor, admin)")]
+#[error(
+    "unknown role `{0}` (expected one of analyst, reviewer, operator, steward, auditor, admin)"
+)]
 pub struct UnknownRole(pub String);
 
 impl FromStr for Role {
@@ -139,7 +141,10 @@ mod tests {
             assert_eq!(r.as_str().parse::<Role>().unwrap(), r);
         }
         assert!("root".parse::<Role>().is_err());
-        assert!("Analyst".parse::<Role>().is_err(), "role names are case-sensitive");
+        assert!(
+            "Analyst".parse::<Role>().is_err(),
+            "role names are case-sensitive"
+        );
     }
 
     #[test]

@@ -21,12 +21,30 @@ fn vote(voter: &str, choice: Choice) -> Event<'_> {
 #[test]
 fn single_approval_approves_access_but_egress_needs_two() {
     let q = Quorum::default();
-    let t = next_state(&facts(Kind::Access, State::Submitted, &[]), &q, vote("rev1", Choice::Approve)).unwrap();
+    let t = next_state(
+        &facts(Kind::Access, State::Submitted, &[]),
+        &q,
+        vote("rev1", Choice::Approve),
+    )
+    .unwrap();
     assert_eq!(t.to, State::Approved);
-    let t = next_state(&facts(Kind::Egress, State::Submitted, &[]), &q, vote("rev1", Choice::Approve)).unwrap();
+    let t = next_state(
+        &facts(Kind::Egress, State::Submitted, &[]),
+        &q,
+        vote("rev1", Choice::Approve),
+    )
+    .unwrap();
     assert_eq!(t.to, State::InReview);
-    let first = [CastVote { voter: "rev1", choice: Choice::Approve }];
-    let t = next_state(&facts(Kind::Egress, State::InReview, &first), &q, vote("rev2", Choice::Approve)).unwrap();
+    let first = [CastVote {
+        voter: "rev1",
+        choice: Choice::Approve,
+    }];
+    let t = next_state(
+        &facts(Kind::Egress, State::InReview, &first),
+        &q,
+        vote("rev2", Choice::Approve),
+    )
+    .unwrap();
     assert_eq!(t.to, State::Approved);
 }
 
@@ -34,21 +52,47 @@ fn single_approval_approves_access_but_egress_needs_two() {
 fn separation_of_duties() {
     let q = Quorum::default();
     let f = facts(Kind::Egress, State::Submitted, &[]);
-    assert_eq!(next_state(&f, &q, vote("ana", Choice::Approve)), Err(Refusal::OwnApplication));
-    assert_eq!(next_state(&f, &q, vote("colleague", Choice::Approve)), Err(Refusal::ConflictOfInterest));
-    let first = [CastVote { voter: "rev1", choice: Choice::Approve }];
+    assert_eq!(
+        next_state(&f, &q, vote("ana", Choice::Approve)),
+        Err(Refusal::OwnApplication)
+    );
+    assert_eq!(
+        next_state(&f, &q, vote("colleague", Choice::Approve)),
+        Err(Refusal::ConflictOfInterest)
+    );
+    let first = [CastVote {
+        voter: "rev1",
+        choice: Choice::Approve,
+    }];
     let f = facts(Kind::Egress, State::InReview, &first);
-    assert!(matches!(next_state(&f, &q, vote("rev1", Choice::Approve)), Err(Refusal::AlreadyVoted { .. })));
-    assert!(matches!(next_state(&f, &q, vote("rev1", Choice::Reject)), Err(Refusal::AlreadyVoted { .. })));
+    assert!(matches!(
+        next_state(&f, &q, vote("rev1", Choice::Approve)),
+        Err(Refusal::AlreadyVoted { .. })
+    ));
+    assert!(matches!(
+        next_state(&f, &q, vote("rev1", Choice::Reject)),
+        Err(Refusal::AlreadyVoted { .. })
+    ));
 }
 
 #[test]
 fn reject_and_request_changes_end_the_round() {
     let q = Quorum::default();
-    let first = [CastVote { voter: "rev1", choice: Choice::Approve }];
+    let first = [CastVote {
+        voter: "rev1",
+        choice: Choice::Approve,
+    }];
     let f = facts(Kind::Egress, State::InReview, &first);
-    assert_eq!(next_state(&f, &q, vote("rev2", Choice::Reject)).unwrap().to, State::Rejected);
-    assert_eq!(next_state(&f, &q, vote("rev2", Choice::RequestChanges)).unwrap().to, State::ChangesRequested);
+    assert_eq!(
+        next_state(&f, &q, vote("rev2", Choice::Reject)).unwrap().to,
+        State::Rejected
+    );
+    assert_eq!(
+        next_state(&f, &q, vote("rev2", Choice::RequestChanges))
+            .unwrap()
+            .to,
+        State::ChangesRequested
+    );
 }
 
 #[test]
@@ -59,23 +103,87 @@ fn transitions_outside_review() {
     let t = next_state(&f, &q, Event::Resubmit { by: "ana" }).unwrap();
     assert_eq!((t.to, t.new_round), (State::Submitted, true));
     assert!(next_state(&f, &q, Event::Resubmit { by: "rev1" }).is_err());
-    assert!(next_state(&facts(Kind::Ingress, State::Rejected, &[]), &q, Event::Resubmit { by: "ana" }).is_err());
+    assert!(
+        next_state(
+            &facts(Kind::Ingress, State::Rejected, &[]),
+            &q,
+            Event::Resubmit { by: "ana" }
+        )
+        .is_err()
+    );
     // Withdraw while open or returned, never after a decision.
     for s in [State::Submitted, State::InReview, State::ChangesRequested] {
-        assert_eq!(next_state(&facts(Kind::Ingress, s, &[]), &q, Event::Withdraw { by: "ana" }).unwrap().to, State::Withdrawn);
+        assert_eq!(
+            next_state(
+                &facts(Kind::Ingress, s, &[]),
+                &q,
+                Event::Withdraw { by: "ana" }
+            )
+            .unwrap()
+            .to,
+            State::Withdrawn
+        );
     }
-    for s in [State::Approved, State::Rejected, State::Staged, State::Withdrawn] {
-        assert!(next_state(&facts(Kind::Ingress, s, &[]), &q, Event::Withdraw { by: "ana" }).is_err());
+    for s in [
+        State::Approved,
+        State::Rejected,
+        State::Staged,
+        State::Withdrawn,
+    ] {
+        assert!(
+            next_state(
+                &facts(Kind::Ingress, s, &[]),
+                &q,
+                Event::Withdraw { by: "ana" }
+            )
+            .is_err()
+        );
     }
     // Completion only from approved, to the kind's own final state.
-    assert_eq!(next_state(&facts(Kind::Ingress, State::Approved, &[]), &q, Event::Complete).unwrap().to, State::Staged);
-    assert_eq!(next_state(&facts(Kind::Egress, State::Approved, &[]), &q, Event::Complete).unwrap().to, State::Released);
-    assert!(next_state(&facts(Kind::Egress, State::InReview, &[]), &q, Event::Complete).is_err());
-    assert!(next_state(&facts(Kind::Access, State::Approved, &[]), &q, Event::Complete).is_err());
+    assert_eq!(
+        next_state(
+            &facts(Kind::Ingress, State::Approved, &[]),
+            &q,
+            Event::Complete
+        )
+        .unwrap()
+        .to,
+        State::Staged
+    );
+    assert_eq!(
+        next_state(
+            &facts(Kind::Egress, State::Approved, &[]),
+            &q,
+            Event::Complete
+        )
+        .unwrap()
+        .to,
+        State::Released
+    );
+    assert!(
+        next_state(
+            &facts(Kind::Egress, State::InReview, &[]),
+            &q,
+            Event::Complete
+        )
+        .is_err()
+    );
+    assert!(
+        next_state(
+            &facts(Kind::Access, State::Approved, &[]),
+            &q,
+            Event::Complete
+        )
+        .is_err()
+    );
     // No votes on closed applications.
     for s in State::ALL.into_iter().filter(|s| !s.is_open()) {
         assert!(matches!(
-            next_state(&facts(Kind::Access, s, &[]), &q, vote("rev1", Choice::Approve)),
+            next_state(
+                &facts(Kind::Access, s, &[]),
+                &q,
+                vote("rev1", Choice::Approve)
+            ),
             Err(Refusal::NotOpen { .. })
         ));
     }

@@ -1,0 +1,189 @@
+//! The HTTP API: routes under `/api/v1`, `/healthz`, `/metrics` and `/openapi.json`.
+//!
+//! Every handler takes a [`Caller`] (a verified token) unless the route is public, asks
+//! `policy::access::authorize` before it touches anything, and answers errors as
+//! [`ApiError`](crate::error::ApiError). The OpenAPI document is built from the handlers'
+//! annotations by `utoipa`, so it cannot drift from the routes.
+
+pub mod applications;
+pub mod projects;
+pub mod system;
+
+use std::time::Instant;
+
+use axum::extract::{FromRequest, FromRequestParts, MatchedPath, Request, State};
+use axum::http::request::Parts;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::{Json, Router};
+use policy::access::{Access, Action, Standing, authorize};
+use utoipa::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::auth::{AuthError, Caller};
+use crate::error::ApiError;
+use crate::state::AppState;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "VRE Gateway",
+        description = "Visiting-type research environment: ingress, sandboxes, committee review and egress of results."
+    ),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "projects", description = "Research projects and their members"),
+        (name = "applications", description = "Applications to the data-use committee"),
+        (name = "system", description = "Health, metrics, identity and the audit log"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The whole application: routes, the OpenAPI document, and the metrics layer.
+pub fn router(state: AppState) -> Router {
+    let (api, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(system::healthz))
+        .routes(routes!(system::metrics))
+        .routes(routes!(system::whoami))
+        .routes(routes!(system::audit_events))
+        .routes(routes!(projects::list, projects::create))
+        .routes(routes!(projects::show))
+        .routes(routes!(projects::add_member))
+        .routes(routes!(projects::remove_member))
+        .routes(routes!(applications::list, applications::create))
+        .routes(routes!(applications::show))
+        .routes(routes!(applications::decide))
+        .routes(routes!(applications::withdraw))
+        .routes(routes!(applications::resubmit))
+        .routes(routes!(applications::attach))
+        .routes(routes!(applications::attachment_file))
+        .split_for_parts();
+    let doc_json = doc
+        .to_pretty_json()
+        .expect("the OpenAPI document serialises");
+    api.route(
+        "/openapi.json",
+        axum::routing::get(
+            move || async move { ([("content-type", "application/json")], doc_json) },
+        ),
+    )
+    .route("/.well-known/jwks.json", axum::routing::get(system::jwks))
+    .fallback(|| async { ApiError::NotFound("route") })
+    .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
+    .with_state(state)
+}
+
+/// Counts and times every request by its route template (never by its raw path, which would
+/// put identifiers into metric labels).
+async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = req.method().as_str().to_owned();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16();
+    if status == 401 {
+        state
+            .metrics
+            .auth_failures
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    state
+        .metrics
+        .observe(&method, &route, status, start.elapsed());
+    resp
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .ok_or(AuthError::Missing)?;
+        let value = header.to_str().map_err(|_| AuthError::Malformed)?;
+        let token = value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))
+            .ok_or(AuthError::Missing)?;
+        Ok(state.verifier.verify(token.trim())?)
+    }
+}
+
+/// `axum::Json`, with rejections answered in our error format.
+pub struct ApiJson<T>(pub T);
+
+impl<T, S> FromRequest<S> for ApiJson<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(ApiJson(v)),
+            Err(rejection) => {
+                if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                    Err(ApiError::TooLarge("the request body is too large".into()))
+                } else {
+                    Err(ApiError::bad_request("bad_request", rejection.body_text()))
+                }
+            }
+        }
+    }
+}
+
+impl<T: serde::Serialize> IntoResponse for ApiJson<T> {
+    fn into_response(self) -> Response {
+        Json(self.0).into_response()
+    }
+}
+
+/// Asks the policy; a denial becomes a 403 naming what was missing.
+pub fn require(caller: &Caller, action: Action, standing: Standing) -> Result<(), ApiError> {
+    match authorize(caller.roles, action, standing) {
+        Access::Allow => Ok(()),
+        Access::Deny(d) => Err(ApiError::Forbidden(d.to_string())),
+    }
+}
+
+/// Like [`require`], for reads of one object: a caller who may not read it is told it does not
+/// exist, so identifiers of other projects' objects leak nothing.
+pub fn require_visible(
+    caller: &Caller,
+    action: Action,
+    standing: Standing,
+    what: &'static str,
+) -> Result<(), ApiError> {
+    match authorize(caller.roles, action, standing) {
+        Access::Allow => Ok(()),
+        Access::Deny(_) => Err(ApiError::NotFound(what)),
+    }
+}

@@ -1,0 +1,468 @@
+//! The tamper-evident audit log.
+//!
+//! Every event is one row in `audit_events`, chained: its hash is SHA-256 over a canonical,
+//! length-prefixed encoding of its fields and the previous event's hash. Editing, deleting,
+//! inserting or reordering rows breaks the chain at the first event touched. The head (sequence
+//! number and hash) is signed with the gateway's audit key into checkpoints kept outside the
+//! database, so a database restored to an earlier state, or cut short, is caught too.
+//! [`verify`] checks all of it offline, from the data dir alone.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use base64::Engine as _;
+use futures_util::TryStreamExt;
+use sha2::{Digest, Sha256};
+use sqlx::{AnyConnection, Row};
+use tokio::sync::watch;
+
+use crate::keys::{Ed25519Key, PublicKey};
+
+/// The hash before the first event.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Where the chain ends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChainHead {
+    pub seq: i64,
+    pub hash: String,
+}
+
+/// An event to append. `detail` is JSON; its keys are sorted on encoding, so the stored text is
+/// canonical.
+#[derive(Clone, Debug)]
+pub struct NewEvent<'a> {
+    pub actor: &'a str,
+    pub action: &'a str,
+    pub subject: &'a str,
+    pub detail: serde_json::Value,
+}
+
+/// An event as stored.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+pub struct StoredEvent {
+    pub seq: i64,
+    pub at: String,
+    pub actor: String,
+    pub action: String,
+    pub subject: String,
+    /// JSON text, exactly as hashed.
+    pub detail: String,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+fn field(h: &mut Sha256, bytes: &[u8]) {
+    h.update((bytes.len() as u64).to_be_bytes());
+    h.update(bytes);
+}
+
+/// The hash of an event: domain-separated, every field length-prefixed.
+pub fn event_hash(
+    seq: i64,
+    at: &str,
+    actor: &str,
+    action: &str,
+    subject: &str,
+    detail: &str,
+    prev: &str,
+) -> String {
+    let mut h = Sha256::new();
+    h.update(b"vre-audit-event-v1\0");
+    h.update(seq.to_be_bytes());
+    for f in [at, actor, action, subject, detail, prev] {
+        field(&mut h, f.as_bytes());
+    }
+    hex::encode(h.finalize())
+}
+
+pub(crate) async fn append(
+    conn: &mut AnyConnection,
+    head: &ChainHead,
+    event: NewEvent<'_>,
+) -> Result<StoredEvent, sqlx::Error> {
+    let seq = head.seq + 1;
+    let at = crate::time::now();
+    let detail = event.detail.to_string();
+    let hash = event_hash(
+        seq,
+        &at,
+        event.actor,
+        event.action,
+        event.subject,
+        &detail,
+        &head.hash,
+    );
+    sqlx::query(
+        "INSERT INTO audit_events (seq, at, actor, action, subject, detail, prev_hash, hash) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(seq)
+    .bind(&at)
+    .bind(event.actor)
+    .bind(event.action)
+    .bind(event.subject)
+    .bind(&detail)
+    .bind(&head.hash)
+    .bind(&hash)
+    .execute(&mut *conn)
+    .await?;
+    Ok(StoredEvent {
+        seq,
+        at,
+        actor: event.actor.to_owned(),
+        action: event.action.to_owned(),
+        subject: event.subject.to_owned(),
+        detail,
+        prev_hash: head.hash.clone(),
+        hash,
+    })
+}
+
+pub(crate) fn event_from_row(row: &sqlx::any::AnyRow) -> Result<StoredEvent, sqlx::Error> {
+    Ok(StoredEvent {
+        seq: row.try_get("seq")?,
+        at: row.try_get("at")?,
+        actor: row.try_get("actor")?,
+        action: row.try_get("action")?,
+        subject: row.try_get("subject")?,
+        detail: row.try_get("detail")?,
+        prev_hash: row.try_get("prev_hash")?,
+        hash: row.try_get("hash")?,
+    })
+}
+
+/// One signed checkpoint: a line `seq hash at kid signature` in the checkpoint log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Checkpoint {
+    pub seq: i64,
+    pub hash: String,
+    pub at: String,
+    pub kid: String,
+    pub signature: Vec<u8>,
+}
+
+fn checkpoint_message(seq: i64, hash: &str, at: &str) -> Vec<u8> {
+    format!("vre-audit-checkpoint-v1\n{seq}\n{hash}\n{at}\n").into_bytes()
+}
+
+impl Checkpoint {
+    fn line(&self) -> String {
+        let sig = base64::engine::general_purpose::STANDARD.encode(&self.signature);
+        format!(
+            "{} {} {} {} {}\n",
+            self.seq, self.hash, self.at, self.kid, sig
+        )
+    }
+
+    fn parse(line: &str) -> Option<Checkpoint> {
+        let mut parts = line.split(' ');
+        let cp = Checkpoint {
+            seq: parts.next()?.parse().ok()?,
+            hash: parts.next()?.to_owned(),
+            at: parts.next()?.to_owned(),
+            kid: parts.next()?.to_owned(),
+            signature: base64::engine::general_purpose::STANDARD
+                .decode(parts.next()?)
+                .ok()?,
+        };
+        parts.next().is_none().then_some(cp)
+    }
+}
+
+/// The checkpoint log: appended to, fsynced, never rewritten.
+pub fn checkpoint_file(dir: &Path) -> PathBuf {
+    dir.join("checkpoints.log")
+}
+
+/// Signs `head` and appends it to the log in `dir`.
+pub fn write_checkpoint(dir: &Path, key: &Ed25519Key, head: &ChainHead) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let at = crate::time::now();
+    let cp = Checkpoint {
+        seq: head.seq,
+        hash: head.hash.clone(),
+        signature: key
+            .sign(&checkpoint_message(head.seq, &head.hash, &at))
+            .to_vec(),
+        at,
+        kid: key.kid().to_owned(),
+    };
+    let path = checkpoint_file(dir);
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    f.write_all(cp.line().as_bytes())?;
+    f.sync_data()?;
+    Ok(())
+}
+
+/// Reads the checkpoint log; a missing log is an empty one.
+pub fn read_checkpoints(dir: &Path) -> anyhow::Result<Vec<Result<Checkpoint, String>>> {
+    let path = checkpoint_file(dir);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    Ok(text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.is_empty())
+        .map(|(i, l)| {
+            Checkpoint::parse(l)
+                .ok_or_else(|| format!("line {} of {} is not a checkpoint", i + 1, path.display()))
+        })
+        .collect())
+}
+
+/// Sends new chain heads to the checkpoint writer.
+#[derive(Clone)]
+pub struct HeadNotifier(watch::Sender<Option<ChainHead>>);
+
+impl HeadNotifier {
+    pub fn new() -> (HeadNotifier, watch::Receiver<Option<ChainHead>>) {
+        let (tx, rx) = watch::channel(None);
+        (HeadNotifier(tx), rx)
+    }
+
+    /// Records a committed head. Commits may report out of order; only a newer head replaces
+    /// the one waiting to be written.
+    pub fn committed(&self, head: ChainHead) {
+        self.0.send_if_modified(|cur| match cur {
+            Some(c) if c.seq >= head.seq => false,
+            _ => {
+                *cur = Some(head);
+                true
+            }
+        });
+    }
+}
+
+/// Writes a checkpoint for every new head it is told of, coalescing bursts, until `stop` fires;
+/// then writes the last head once more so a clean shutdown always ends on a checkpoint.
+pub async fn checkpoint_worker(
+    dir: PathBuf,
+    key: Ed25519Key,
+    mut heads: watch::Receiver<Option<ChainHead>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut written: Option<i64> = None;
+    loop {
+        let head = heads.borrow_and_update().clone();
+        if let Some(head) = head {
+            if written != Some(head.seq) {
+                let (d, k, h) = (dir.clone(), key.clone(), head.clone());
+                match tokio::task::spawn_blocking(move || write_checkpoint(&d, &k, &h)).await {
+                    Ok(Ok(())) => written = Some(head.seq),
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %format!("{e:#}"), "writing an audit checkpoint failed")
+                    }
+                    Err(e) => tracing::error!(error = %e, "the checkpoint writer panicked"),
+                }
+            }
+        }
+        tokio::select! {
+            changed = heads.changed() => if changed.is_err() { break },
+            _ = stop.wait_for(|s| *s) => {
+                if let Some(head) = heads.borrow().clone() {
+                    if written != Some(head.seq) {
+                        if let Err(e) = write_checkpoint(&dir, &key, &head) {
+                            tracing::error!(error = %format!("{e:#}"), "writing the last audit checkpoint failed");
+                        }
+                    }
+                }
+                break;
+            }
+        }
+    }
+}
+
+/// What [`verify`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    pub events: i64,
+    pub checkpoints: usize,
+    /// The first problem, naming the first bad event; `None` when the log is intact.
+    pub problem: Option<Problem>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The first event that is not what it should be (or should be there and is not).
+    pub seq: i64,
+    pub what: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "event {}: {}", self.seq, self.what)
+    }
+}
+
+/// Checks the chain in the database against itself, its head row and the signed checkpoints.
+/// Streams the events, so a long log is not loaded at once.
+pub async fn verify(
+    db: &crate::db::Db,
+    checkpoint_dir: &Path,
+    public: &PublicKey,
+) -> anyhow::Result<Report> {
+    let mut checkpoints = Vec::new();
+    for (i, cp) in read_checkpoints(checkpoint_dir)?.into_iter().enumerate() {
+        match cp {
+            Ok(cp) => checkpoints.push(cp),
+            Err(e) => {
+                return Ok(Report {
+                    events: 0,
+                    checkpoints: i,
+                    problem: Some(Problem { seq: 0, what: e }),
+                });
+            }
+        }
+    }
+    for cp in &checkpoints {
+        if cp.kid != public.kid()
+            || !public.verify(&checkpoint_message(cp.seq, &cp.hash, &cp.at), &cp.signature)
+        {
+            return Ok(Report {
+                events: 0,
+                checkpoints: checkpoints.len(),
+                problem: Some(Problem {
+                    seq: cp.seq,
+                    what: "a checkpoint's signature does not verify with the audit key".into(),
+                }),
+            });
+        }
+    }
+    // seq -> expected hash, from the checkpoints.
+    let mut expected: std::collections::BTreeMap<i64, String> = std::collections::BTreeMap::new();
+    for cp in &checkpoints {
+        expected.insert(cp.seq, cp.hash.clone());
+    }
+
+    let mut rows = sqlx::query("SELECT seq, at, actor, action, subject, detail, prev_hash, hash FROM audit_events ORDER BY seq")
+        .fetch(db.pool());
+    let mut prev = GENESIS.to_owned();
+    let mut last = 0i64;
+    let mut problem = None;
+    while let Some(row) = rows.try_next().await? {
+        let e = event_from_row(&row)?;
+        let want_seq = last + 1;
+        if e.seq != want_seq {
+            problem = Some(Problem {
+                seq: want_seq,
+                what: if e.seq > want_seq {
+                    format!(
+                        "missing: the log jumps from event {last} to event {}",
+                        e.seq
+                    )
+                } else {
+                    format!("out of sequence: found event {} after event {last}", e.seq)
+                },
+            });
+            break;
+        }
+        if e.prev_hash != prev {
+            problem = Some(Problem {
+                seq: e.seq,
+                what: "does not follow the event before it (its previous hash differs): an event was inserted, removed or moved here".into(),
+            });
+            break;
+        }
+        let h = event_hash(
+            e.seq,
+            &e.at,
+            &e.actor,
+            &e.action,
+            &e.subject,
+            &e.detail,
+            &e.prev_hash,
+        );
+        if h != e.hash {
+            problem = Some(Problem {
+                seq: e.seq,
+                what: "its content does not match its hash: the row was edited".into(),
+            });
+            break;
+        }
+        if let Some(want) = expected.get(&e.seq) {
+            if *want != e.hash {
+                problem = Some(Problem {
+                    seq: e.seq,
+                    what: "differs from the signed checkpoint: the chain was rewritten from here"
+                        .into(),
+                });
+                break;
+            }
+        }
+        prev = e.hash;
+        last = e.seq;
+    }
+    drop(rows);
+    if problem.is_none() {
+        if let Some((&cp_seq, _)) = expected.range(last + 1..).next() {
+            problem = Some(Problem {
+                seq: last + 1,
+                what: format!(
+                    "missing: a signed checkpoint covers event {cp_seq} but the database ends at event {last} (rolled back or cut short)"
+                ),
+            });
+        }
+    }
+    if problem.is_none() {
+        let row = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
+            .fetch_optional(db.pool())
+            .await?;
+        let head = match row {
+            Some(r) => Some((r.try_get::<i64, _>("seq")?, r.try_get::<String, _>("hash")?)),
+            None => None,
+        };
+        if head != Some((last, prev.clone())) {
+            problem = Some(Problem {
+                seq: last + 1,
+                what: format!(
+                    "missing: the chain's recorded head is {} but the log ends at event {last}",
+                    head.map(|(s, _)| s.to_string())
+                        .unwrap_or_else(|| "absent".into())
+                ),
+            });
+        }
+    }
+    Ok(Report {
+        events: last,
+        checkpoints: checkpoints.len(),
+        problem,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_is_length_prefixed() {
+        // Moving a byte between fields must change the hash.
+        let a = event_hash(1, "t", "ab", "c", "s", "{}", GENESIS);
+        let b = event_hash(1, "t", "a", "bc", "s", "{}", GENESIS);
+        assert_ne!(a, b);
+        assert_eq!(a, event_hash(1, "t", "ab", "c", "s", "{}", GENESIS));
+    }
+
+    #[test]
+    fn checkpoint_lines_round_trip() {
+        let cp = Checkpoint {
+            seq: 7,
+            hash: GENESIS.into(),
+            at: "2026-01-01T00:00:00.000Z".into(),
+            kid: "abcd".into(),
+            signature: vec![1, 2, 3],
+        };
+        assert_eq!(Checkpoint::parse(cp.line().trim_end()), Some(cp));
+        assert_eq!(Checkpoint::parse("7 x"), None);
+    }
+}

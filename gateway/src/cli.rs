@@ -1,0 +1,794 @@
+//! The command line: `vre server`, offline tools (`token issue`, `audit verify`) and the client
+//! commands that talk to a running gateway.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use base64::Engine as _;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use policy::ids::Subject;
+use policy::roles::RoleSet;
+use serde_json::{Value, json};
+
+use crate::client::Client;
+use crate::config::Settings;
+
+#[derive(Parser)]
+#[command(
+    name = "vre",
+    version,
+    about = "VRE Gateway: bring programs to sensitive data, take out only approved results"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Server(ServerArgs),
+    /// Mint tokens with the gateway's own key (offline).
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Projects and their members.
+    #[command(subcommand)]
+    Project(ProjectCommand),
+    /// Applications to the committee.
+    #[command(subcommand)]
+    App(AppCommand),
+    /// The audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Show who the token says you are.
+    Whoami(ClientArgs),
+}
+
+#[derive(Args, Clone)]
+struct ServerArgs {
+    /// A TOML configuration file.
+    #[arg(long, env = "VRE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Where the gateway keeps its data (default ./vre-data).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Address to listen on (default 127.0.0.1:8443).
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+}
+
+/// How to reach the gateway; every client command takes these.
+#[derive(Args, Clone)]
+struct ClientArgs {
+    /// The gateway's URL.
+    #[arg(
+        long,
+        env = "VRE_URL",
+        default_value = "https://127.0.0.1:8443",
+        global = true
+    )]
+    url: String,
+    /// A bearer token (see `vre token issue`).
+    #[arg(long, env = "VRE_TOKEN", hide_env_values = true, global = true)]
+    token: Option<String>,
+    /// A CA certificate to trust (default: ./vre-data/tls/ca.pem when present).
+    #[arg(long, env = "VRE_CA", global = true)]
+    ca: Option<PathBuf>,
+    /// Print machine-readable JSON.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+impl ClientArgs {
+    fn client(&self) -> anyhow::Result<Client> {
+        let default_ca = PathBuf::from("vre-data/tls/ca.pem");
+        let ca = self
+            .ca
+            .clone()
+            .or_else(|| default_ca.exists().then_some(default_ca));
+        let token = self.token.clone();
+        if token.is_none() {
+            anyhow::bail!(
+                "no token: pass --token or set VRE_TOKEN (an admin can mint one with `vre token issue`)"
+            );
+        }
+        Client::new(&self.url, token, ca.as_deref())
+    }
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Mint a token signed with the gateway's key.
+    Issue {
+        #[arg(long)]
+        sub: String,
+        /// One or more roles, comma-separated: analyst, reviewer, operator, steward, auditor, admin.
+        #[arg(long)]
+        role: String,
+        /// How long the token is valid (30m, 8h, 7d).
+        #[arg(long, default_value = "8h")]
+        ttl: String,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        #[arg(long, env = "VRE_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ProjectCommand {
+    /// Create a project.
+    Create {
+        id: String,
+        #[arg(long)]
+        title: String,
+        /// The AMED grant number.
+        #[arg(long)]
+        grant: Option<String>,
+        /// SUBJECT:ROLE, repeatable (roles: analyst, steward).
+        #[arg(long = "member")]
+        members: Vec<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List projects.
+    List {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show a project and its members.
+    Show {
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Add a member: SUBJECT:ROLE.
+    AddMember {
+        id: String,
+        member: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Remove a member (all roles, or one with --role).
+    RemoveMember {
+        id: String,
+        subject: String,
+        #[arg(long)]
+        role: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum AttachmentKind {
+    InstitutionReview,
+    CommitteeOpinion,
+}
+
+#[derive(Subcommand)]
+enum AppCommand {
+    /// Apply to the committee (listing, extension or access).
+    Create {
+        #[arg(long)]
+        kind: String,
+        #[arg(long)]
+        project: String,
+        #[arg(long)]
+        title: String,
+        #[arg(long, default_value = "")]
+        description: String,
+        /// Kind-specific details as a JSON object.
+        #[arg(long)]
+        payload: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List applications.
+    List {
+        #[arg(long)]
+        kind: Option<String>,
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long)]
+        project: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show an application, its votes and attachments.
+    Show {
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Vote to approve.
+    Approve(DecisionArgs),
+    /// Vote to reject.
+    Reject(DecisionArgs),
+    /// Send it back for changes.
+    RequestChanges(DecisionArgs),
+    /// Take your application back.
+    Withdraw {
+        id: String,
+        #[arg(long, default_value = "")]
+        comment: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Resubmit after a request for changes.
+    Resubmit {
+        id: String,
+        #[arg(long)]
+        comment: String,
+        #[arg(long)]
+        description: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Attach an institution's review result or a committee opinion.
+    Attach {
+        id: String,
+        #[arg(long, value_enum)]
+        kind: AttachmentKind,
+        #[arg(long)]
+        text: String,
+        #[arg(long)]
+        file: Option<PathBuf>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Download an attachment's file.
+    Attachment {
+        id: String,
+        attachment: String,
+        #[arg(short, long)]
+        output: PathBuf,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Args)]
+struct DecisionArgs {
+    id: String,
+    #[arg(long)]
+    comment: String,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the audit chain and its signed checkpoints, offline (exit 0 when intact).
+    Verify {
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        #[arg(long, env = "VRE_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// List audit events from a running gateway.
+    List {
+        #[arg(long)]
+        after: Option<i64>,
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        #[arg(long)]
+        subject: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(matches!(cli.command, Command::Server(_)));
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(server: bool) {
+    use tracing_subscriber::EnvFilter;
+    let default = if server { "info" } else { "warn" };
+    let filter = EnvFilter::try_from_env("VRE_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+}
+
+fn load_settings(config: Option<&Path>, data_dir: Option<PathBuf>) -> anyhow::Result<Settings> {
+    let (mut settings, warnings) = Settings::load(config, std::env::vars())?;
+    for w in warnings {
+        tracing::warn!("{w}");
+    }
+    if let Some(d) = data_dir {
+        settings.data_dir = d;
+    }
+    Ok(settings)
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Server(args) => server(args).await,
+        Command::Token(TokenCommand::Issue {
+            sub,
+            role,
+            ttl,
+            data_dir,
+            config,
+        }) => {
+            let settings = load_settings(config.as_deref(), data_dir)?;
+            let sub = Subject::parse(&sub)?;
+            let roles = RoleSet::parse_list(&role)?;
+            anyhow::ensure!(!roles.is_empty(), "give at least one role with --role");
+            let ttl = crate::time::parse_duration(&ttl).map_err(anyhow::Error::msg)?;
+            let data = crate::keys::DataDir::new(settings.data_dir.clone());
+            data.create()?;
+            let key = crate::keys::Ed25519Key::load_or_create(&data.token_key())?;
+            println!(
+                "{}",
+                crate::auth::issue(&key, &settings.auth, &sub, roles, ttl)?
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Audit(AuditCommand::Verify { data_dir, config }) => {
+            let settings = load_settings(config.as_deref(), data_dir)?;
+            audit_verify(&settings).await
+        }
+        Command::Audit(AuditCommand::List {
+            after,
+            limit,
+            subject,
+            client,
+        }) => {
+            let c = client.client()?;
+            let mut q = format!("/api/v1/audit?limit={limit}");
+            if let Some(a) = after {
+                q.push_str(&format!("&after={a}"));
+            }
+            if let Some(s) = subject {
+                q.push_str(&format!("&subject={}", urlencode(&s)));
+            }
+            let v: Value = c.get(&q).await?;
+            if client.json {
+                print_json(&v);
+            } else {
+                for e in v.as_array().into_iter().flatten() {
+                    println!(
+                        "{:>6}  {}  {:<14} {:<30} {}  {}",
+                        e["seq"],
+                        s(&e["at"]),
+                        s(&e["actor"]),
+                        s(&e["action"]),
+                        s(&e["subject"]),
+                        s(&e["detail"])
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Whoami(client) => {
+            let v: Value = client.client()?.get("/api/v1/whoami").await?;
+            if client.json {
+                print_json(&v);
+            } else {
+                println!("{} ({})", s(&v["sub"]), join(&v["roles"]));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Project(p) => project(p).await,
+        Command::App(a) => app(a).await,
+    }
+}
+
+async fn server(args: ServerArgs) -> anyhow::Result<ExitCode> {
+    let mut settings = load_settings(args.config.as_deref(), args.data_dir)?;
+    if let Some(l) = args.listen {
+        settings.listen = l;
+    }
+    tracing::debug!(?settings, "settings");
+    let app = crate::startup::Application::build(settings).await?;
+    let addr = app.addr();
+    let host = if addr.ip().is_loopback() && addr.is_ipv4() {
+        format!("127.0.0.1:{}", addr.port())
+    } else {
+        addr.to_string()
+    };
+    println!("VRE Gateway listening on https://{host}");
+    if let Some(ca) = app.ca_file() {
+        let ca = std::fs::canonicalize(ca).unwrap_or_else(|_| ca.to_path_buf());
+        println!("CA certificate: {}", ca.display());
+    }
+    tracing::info!(%addr, "ready");
+    app.run_until_stopped(crate::startup::shutdown_signal())
+        .await?;
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn audit_verify(settings: &Settings) -> anyhow::Result<ExitCode> {
+    let data = crate::keys::DataDir::new(settings.data_dir.clone());
+    let public_path = data.audit_public_key();
+    anyhow::ensure!(
+        public_path.exists(),
+        "no audit key at {}: is {} a gateway's data dir?",
+        public_path.display(),
+        settings.data_dir.display()
+    );
+    let public = crate::keys::PublicKey::load(&public_path)?;
+    let url = settings.database_url();
+    if url.starts_with("sqlite:") {
+        let file = settings.data_dir.join("vre.db");
+        anyhow::ensure!(
+            !settings.database_url.expose().is_empty() || file.exists(),
+            "no database at {}",
+            file.display()
+        );
+    }
+    let db = crate::db::Db::open(&url, 2).await?;
+    let report = crate::audit::verify(&db, &settings.checkpoint_dir(), &public).await?;
+    db.close().await;
+    match report.problem {
+        None => {
+            println!(
+                "audit log intact: {} events, {} signed checkpoints",
+                report.events, report.checkpoints
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(p) => {
+            println!("audit log TAMPERED: {p}");
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+fn parse_member_arg(m: &str) -> anyhow::Result<Value> {
+    let (sub, role) = m
+        .rsplit_once(':')
+        .with_context(|| format!("`{m}` is not SUBJECT:ROLE"))?;
+    Ok(json!({"subject": sub, "role": role}))
+}
+
+async fn project(cmd: ProjectCommand) -> anyhow::Result<ExitCode> {
+    let (client, v): (ClientArgs, Value) = match cmd {
+        ProjectCommand::Create {
+            id,
+            title,
+            grant,
+            members,
+            client,
+        } => {
+            let members = members
+                .iter()
+                .map(|m| parse_member_arg(m))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let body = json!({"id": id, "title": title, "grant_number": grant, "members": members});
+            let v = client.client()?.post("/api/v1/projects", &body).await?;
+            (client, v)
+        }
+        ProjectCommand::List { client } => {
+            let v: Value = client.client()?.get("/api/v1/projects").await?;
+            if !client.json {
+                for p in v.as_array().into_iter().flatten() {
+                    println!("{:<24} {}", s(&p["id"]), s(&p["title"]));
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            (client, v)
+        }
+        ProjectCommand::Show { id, client } => {
+            let v = client
+                .client()?
+                .get(&format!("/api/v1/projects/{}", urlencode(&id)))
+                .await?;
+            (client, v)
+        }
+        ProjectCommand::AddMember { id, member, client } => {
+            let body = parse_member_arg(&member)?;
+            let v = client
+                .client()?
+                .post(
+                    &format!("/api/v1/projects/{}/members", urlencode(&id)),
+                    &body,
+                )
+                .await?;
+            (client, v)
+        }
+        ProjectCommand::RemoveMember {
+            id,
+            subject,
+            role,
+            client,
+        } => {
+            let mut path = format!(
+                "/api/v1/projects/{}/members/{}",
+                urlencode(&id),
+                urlencode(&subject)
+            );
+            if let Some(r) = role {
+                path.push_str(&format!("?role={}", urlencode(&r)));
+            }
+            let v = client.client()?.delete(&path).await?;
+            (client, v)
+        }
+    };
+    if client.json {
+        print_json(&v);
+    } else {
+        println!("{}  {}", s(&v["id"]), s(&v["title"]));
+        if let Some(g) = v["grant_number"].as_str() {
+            println!("  grant: {g}");
+        }
+        for m in v["members"].as_array().into_iter().flatten() {
+            println!("  {:<10} {}", s(&m["role"]), s(&m["subject"]));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn app(cmd: AppCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        AppCommand::Create {
+            kind,
+            project,
+            title,
+            description,
+            payload,
+            client,
+        } => {
+            let payload: Value = match payload {
+                Some(p) => serde_json::from_str(&p).context("--payload is not JSON")?,
+                None => json!({}),
+            };
+            let body = json!({"kind": kind, "project": project, "title": title, "description": description, "payload": payload});
+            let v: Value = client.client()?.post("/api/v1/applications", &body).await?;
+            print_app(&client, &v);
+        }
+        AppCommand::List {
+            kind,
+            state,
+            project,
+            client,
+        } => {
+            let mut q = vec![];
+            for (k, v) in [("kind", kind), ("state", state), ("project", project)] {
+                if let Some(v) = v {
+                    q.push(format!("{k}={}", urlencode(&v)));
+                }
+            }
+            let v: Value = client
+                .client()?
+                .get(&format!("/api/v1/applications?{}", q.join("&")))
+                .await?;
+            if client.json {
+                print_json(&v);
+            } else {
+                for a in v.as_array().into_iter().flatten() {
+                    println!(
+                        "{:<18} {:<9} {:<18} {:<16} {}/{}  {}",
+                        s(&a["id"]),
+                        s(&a["kind"]),
+                        s(&a["state"]),
+                        s(&a["project"]),
+                        a["approvals"],
+                        a["quorum"],
+                        s(&a["title"])
+                    );
+                }
+            }
+        }
+        AppCommand::Show { id, client } => {
+            let v: Value = client
+                .client()?
+                .get(&format!("/api/v1/applications/{}", urlencode(&id)))
+                .await?;
+            if client.json {
+                print_json(&v);
+            } else {
+                print_app(&client, &v);
+                if !s(&v["description"]).is_empty() {
+                    println!("\n{}\n", s(&v["description"]));
+                }
+                for d in v["decisions"].as_array().into_iter().flatten() {
+                    println!(
+                        "  round {} {:<16} {:<12} {}",
+                        d["round"],
+                        s(&d["decision"]),
+                        s(&d["reviewer"]),
+                        s(&d["comment"])
+                    );
+                }
+                for a in v["attachments"].as_array().into_iter().flatten() {
+                    println!(
+                        "  [{}] {} by {}: {}{}",
+                        s(&a["id"]),
+                        s(&a["kind"]),
+                        s(&a["author"]),
+                        s(&a["text"]),
+                        a["file_name"]
+                            .as_str()
+                            .map(|f| format!(" (file: {f})"))
+                            .unwrap_or_default()
+                    );
+                }
+            }
+        }
+        AppCommand::Approve(d) => decide(d, "approve").await?,
+        AppCommand::Reject(d) => decide(d, "reject").await?,
+        AppCommand::RequestChanges(d) => decide(d, "request_changes").await?,
+        AppCommand::Withdraw {
+            id,
+            comment,
+            client,
+        } => {
+            let v: Value = client
+                .client()?
+                .post(
+                    &format!("/api/v1/applications/{}/withdraw", urlencode(&id)),
+                    &json!({"comment": comment}),
+                )
+                .await?;
+            print_app(&client, &v);
+        }
+        AppCommand::Resubmit {
+            id,
+            comment,
+            description,
+            client,
+        } => {
+            let v: Value = client
+                .client()?
+                .post(
+                    &format!("/api/v1/applications/{}/resubmit", urlencode(&id)),
+                    &json!({"comment": comment, "description": description}),
+                )
+                .await?;
+            print_app(&client, &v);
+        }
+        AppCommand::Attach {
+            id,
+            kind,
+            text,
+            file,
+            client,
+        } => {
+            let kind = match kind {
+                AttachmentKind::InstitutionReview => "institution_review",
+                AttachmentKind::CommitteeOpinion => "committee_opinion",
+            };
+            let mut body = json!({"kind": kind, "text": text});
+            if let Some(f) = file {
+                let bytes =
+                    std::fs::read(&f).with_context(|| format!("reading {}", f.display()))?;
+                let name = f
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .context("the file needs a UTF-8 name")?;
+                body["file_name"] = json!(name);
+                body["file_base64"] =
+                    json!(base64::engine::general_purpose::STANDARD.encode(bytes));
+            }
+            let v: Value = client
+                .client()?
+                .post(
+                    &format!("/api/v1/applications/{}/attachments", urlencode(&id)),
+                    &body,
+                )
+                .await?;
+            if client.json {
+                print_json(&v);
+            } else {
+                println!("attached {}", s(&v["id"]));
+            }
+        }
+        AppCommand::Attachment {
+            id,
+            attachment,
+            output,
+            client,
+        } => {
+            let sha = client
+                .client()?
+                .download(
+                    &format!(
+                        "/api/v1/applications/{}/attachments/{}/file",
+                        urlencode(&id),
+                        urlencode(&attachment)
+                    ),
+                    &output,
+                )
+                .await?;
+            let got = crate::sha256_hex(&std::fs::read(&output)?);
+            if let Some(want) = sha {
+                anyhow::ensure!(
+                    got == want,
+                    "the download's SHA-256 {got} differs from the gateway's {want}"
+                );
+            }
+            println!("{}  {}", got, output.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn decide(d: DecisionArgs, decision: &str) -> anyhow::Result<()> {
+    let v: Value = d
+        .client
+        .client()?
+        .post(
+            &format!("/api/v1/applications/{}/decisions", urlencode(&d.id)),
+            &json!({"decision": decision, "comment": d.comment}),
+        )
+        .await?;
+    print_app(&d.client, &v);
+    Ok(())
+}
+
+fn print_app(client: &ClientArgs, v: &Value) {
+    if client.json {
+        print_json(v);
+    } else {
+        println!(
+            "{}  {} {} in {}: {} ({} of {} approvals, round {})",
+            s(&v["id"]),
+            s(&v["kind"]),
+            s(&v["state"]),
+            s(&v["project"]),
+            s(&v["title"]),
+            v["approvals"],
+            v["quorum"],
+            v["round"]
+        );
+    }
+}
+
+fn print_json(v: &Value) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+fn join(v: &Value) -> String {
+    v.as_array()
+        .map(|a| a.iter().map(s).collect::<Vec<_>>().join(","))
+        .unwrap_or_default()
+}
+
+/// Percent-encodes a path segment or query value.
+fn urlencode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}

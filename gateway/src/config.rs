@@ -1,0 +1,400 @@
+//! Settings of `vre server`: built-in defaults, then a TOML file, then `VRE_*` variables.
+//!
+//! Nested keys are reached from the environment with a double underscore:
+//! `VRE_AUTH__ISSUER` sets `auth.issuer`, `VRE_REVIEW__QUORUM__EGRESS` sets `review.quorum.egress`.
+//! Unknown keys in the file are an error; unknown `VRE_*` variables are a warning (the client's
+//! `VRE_URL`, `VRE_TOKEN` and `VRE_CA` are known). Secrets are typed as [`Secret`] so that no
+//! `Debug` or log line shows them.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+
+/// Every setting of the gateway.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// Where the database (for SQLite), blobs, keys, certificates and audit checkpoints live.
+    pub data_dir: PathBuf,
+    /// The address the HTTPS listener binds to.
+    pub listen: SocketAddr,
+    /// `sqlite://…` or `postgres://…`; empty means SQLite in the data dir.
+    pub database_url: Secret,
+    /// How many database connections the gateway keeps at most.
+    pub database_max_connections: u32,
+    pub tls: TlsSettings,
+    pub auth: AuthSettings,
+    pub review: ReviewSettings,
+    pub limits: LimitSettings,
+    pub audit: AuditSettings,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsSettings {
+    /// PEM certificate chain; when empty a local CA and server certificate are generated in
+    /// `<data_dir>/tls` on first start.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// Names the generated certificate is valid for.
+    pub hostnames: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSettings {
+    /// The `iss` every accepted token must carry.
+    pub issuer: String,
+    /// The `aud` every accepted token must carry.
+    pub audience: String,
+    /// Where the roles are in the token's claims; dots descend (`realm_access.roles`).
+    pub roles_claim: String,
+    /// Accept tokens signed with the gateway's own key (`vre token issue`).
+    pub local_tokens: bool,
+    /// An identity provider's keys, as a JWKS document on disk.
+    pub jwks_file: Option<PathBuf>,
+    /// An identity provider's keys, fetched at start and refreshed.
+    pub jwks_url: Option<String>,
+    /// How often the JWKS URL is fetched again, in seconds.
+    pub jwks_refresh_secs: u64,
+    /// Clock skew tolerated on `exp` and `nbf`, in seconds.
+    pub leeway_secs: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReviewSettings {
+    pub quorum: QuorumSettings,
+}
+
+/// Approvals each kind of application needs.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuorumSettings {
+    pub listing: u32,
+    pub extension: u32,
+    pub access: u32,
+    pub ingress: u32,
+    pub egress: u32,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitSettings {
+    /// Largest attachment file accepted, in bytes.
+    pub attachment_max_bytes: u64,
+    /// Largest JSON request body, in bytes.
+    pub json_body_max_bytes: u64,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditSettings {
+    /// Where signed checkpoints of the audit chain's head are kept; outside the database, and
+    /// best on storage the database's administrators cannot rewrite. Defaults to
+    /// `<data_dir>/audit`.
+    pub checkpoint_dir: Option<PathBuf>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            data_dir: PathBuf::from("./vre-data"),
+            listen: "127.0.0.1:8443".parse().expect("a valid literal address"),
+            database_url: Secret::default(),
+            database_max_connections: 8,
+            tls: TlsSettings::default(),
+            auth: AuthSettings::default(),
+            review: ReviewSettings::default(),
+            limits: LimitSettings::default(),
+            audit: AuditSettings::default(),
+        }
+    }
+}
+
+impl Default for TlsSettings {
+    fn default() -> Self {
+        TlsSettings {
+            cert_file: None,
+            key_file: None,
+            hostnames: vec!["localhost".into(), "127.0.0.1".into(), "::1".into()],
+        }
+    }
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        AuthSettings {
+            issuer: crate::auth::LOCAL_ISSUER.into(),
+            audience: crate::auth::LOCAL_AUDIENCE.into(),
+            roles_claim: "roles".into(),
+            local_tokens: true,
+            jwks_file: None,
+            jwks_url: None,
+            jwks_refresh_secs: 600,
+            leeway_secs: 30,
+        }
+    }
+}
+
+impl Default for QuorumSettings {
+    fn default() -> Self {
+        let q = policy::review::Quorum::default();
+        use policy::review::Kind;
+        QuorumSettings {
+            listing: q.get(Kind::Listing),
+            extension: q.get(Kind::Extension),
+            access: q.get(Kind::Access),
+            ingress: q.get(Kind::Ingress),
+            egress: q.get(Kind::Egress),
+        }
+    }
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        LimitSettings {
+            attachment_max_bytes: 16 * 1024 * 1024,
+            json_body_max_bytes: 1024 * 1024,
+        }
+    }
+}
+
+impl QuorumSettings {
+    pub fn to_policy(&self) -> anyhow::Result<policy::review::Quorum> {
+        use policy::review::Kind;
+        let mut q = policy::review::Quorum::default();
+        for (kind, n) in [
+            (Kind::Listing, self.listing),
+            (Kind::Extension, self.extension),
+            (Kind::Access, self.access),
+            (Kind::Ingress, self.ingress),
+            (Kind::Egress, self.egress),
+        ] {
+            q.set(kind, n)?;
+        }
+        Ok(q)
+    }
+}
+
+/// Client-side variables that share the prefix and are not settings of the server.
+const CLIENT_VARS: &[&str] = &["VRE_URL", "VRE_TOKEN", "VRE_CA", "VRE_LOG", "VRE_CONFIG"];
+
+impl Settings {
+    /// Loads the layers. `file` is `--config`; `env` is the process environment (passed in so
+    /// tests need not touch the real one).
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> anyhow::Result<(Settings, Vec<String>)> {
+        let mut table =
+            toml::Table::try_from(Settings::default()).context("encoding the defaults")?;
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading the configuration file {}", path.display()))?;
+            let from_file: toml::Table = toml::from_str(&text)
+                .with_context(|| format!("parsing the configuration file {}", path.display()))?;
+            merge(&mut table, from_file);
+        }
+        let mut warnings = Vec::new();
+        for (name, value) in env {
+            let Some(rest) = name.strip_prefix("VRE_") else {
+                continue;
+            };
+            if CLIENT_VARS.contains(&name.as_str()) {
+                continue;
+            }
+            let path: Vec<String> = rest.split("__").map(|p| p.to_ascii_lowercase()).collect();
+            if !set_path(&mut table, &path, &value) {
+                warnings.push(format!("ignoring {name}: no such setting"));
+            }
+        }
+        let settings: Settings = toml::Value::Table(table)
+            .try_into()
+            .context("the configuration is not valid")?;
+        settings.check()?;
+        Ok((settings, warnings))
+    }
+
+    fn check(&self) -> anyhow::Result<()> {
+        self.review.quorum.to_policy()?;
+        if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
+            bail!("tls.cert_file and tls.key_file must be set together");
+        }
+        if self.auth.issuer.is_empty() || self.auth.audience.is_empty() {
+            bail!("auth.issuer and auth.audience must not be empty");
+        }
+        if self.database_max_connections == 0 {
+            bail!("database_max_connections must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// The database URL, defaulting to SQLite in the data dir.
+    pub fn database_url(&self) -> String {
+        if self.database_url.expose().is_empty() {
+            format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("vre.db").display()
+            )
+        } else {
+            self.database_url.expose().to_owned()
+        }
+    }
+
+    pub fn checkpoint_dir(&self) -> PathBuf {
+        self.audit
+            .checkpoint_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("audit"))
+    }
+}
+
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (k, v) in over {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
+/// Sets a dotted path if it names a known setting (one present in the defaults, or an optional
+/// one the struct knows). Values are read as TOML when they parse (numbers, booleans, arrays),
+/// else as strings.
+fn set_path(table: &mut toml::Table, path: &[String], raw: &str) -> bool {
+    let Some((last, parents)) = path.split_last() else {
+        return false;
+    };
+    let mut cur = table;
+    for p in parents {
+        match cur.get_mut(p) {
+            Some(toml::Value::Table(t)) => cur = t,
+            _ => return false,
+        }
+    }
+    let value = parse_env_value(raw);
+    // Optional settings are absent from the encoded defaults; accept them by name.
+    let known = cur.contains_key(last) || OPTIONAL_KEYS.contains(&last.as_str());
+    if known {
+        cur.insert(last.clone(), value);
+    }
+    known
+}
+
+const OPTIONAL_KEYS: &[&str] = &[
+    "cert_file",
+    "key_file",
+    "jwks_file",
+    "jwks_url",
+    "checkpoint_dir",
+];
+
+fn parse_env_value(raw: &str) -> toml::Value {
+    let probe = format!("v = {raw}");
+    match toml::from_str::<toml::Table>(&probe) {
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(raw.into())),
+        Err(_) => toml::Value::String(raw.into()),
+    }
+}
+
+/// A value that must never be printed.
+#[derive(Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            f.write_str("Secret(<unset>)")
+        } else {
+            f.write_str("Secret(<redacted>)")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_need_no_file() {
+        let (s, w) = Settings::load(None, env(&[])).unwrap();
+        assert_eq!(s.listen.to_string(), "127.0.0.1:8443");
+        assert_eq!(s.review.quorum.egress, 2);
+        assert!(w.is_empty());
+    }
+
+    #[test]
+    fn layers_apply_in_order() {
+        let dir = std::env::temp_dir().join(format!("vre-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("vre.toml");
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:9000\"\n[review.quorum]\negress = 3\naccess = 2\n",
+        )
+        .unwrap();
+        let (s, w) = Settings::load(
+            Some(&file),
+            env(&[
+                ("VRE_REVIEW__QUORUM__EGRESS", "4"),
+                ("VRE_DATABASE_URL", "postgres://u:hunter2@db/vre"),
+                ("VRE_AUTH__JWKS_URL", "https://idp.example/jwks"),
+                ("VRE_TOKEN", "client"),
+                ("VRE_NOPE", "x"),
+                ("HOME", "/root"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.listen.port(), 9000);
+        assert_eq!(s.review.quorum.egress, 4);
+        assert_eq!(s.review.quorum.access, 2);
+        assert_eq!(s.auth.jwks_url.as_deref(), Some("https://idp.example/jwks"));
+        assert_eq!(w, vec!["ignoring VRE_NOPE: no such setting".to_string()]);
+        let shown = format!("{s:?}");
+        assert!(
+            !shown.contains("hunter2"),
+            "a secret leaked into Debug: {shown}"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn bad_configuration_is_refused() {
+        let dir = std::env::temp_dir().join(format!("vre-cfg-bad-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("vre.toml");
+        std::fs::write(&file, "lisen = \"127.0.0.1:9000\"\n").unwrap();
+        assert!(
+            Settings::load(Some(&file), env(&[])).is_err(),
+            "a misspelt key must be refused"
+        );
+        assert!(Settings::load(None, env(&[("VRE_REVIEW__QUORUM__EGRESS", "0")])).is_err());
+        assert!(Settings::load(None, env(&[("VRE_LISTEN", "not an address")])).is_err());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

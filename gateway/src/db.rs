@@ -1,0 +1,144 @@
+//! The database: one pool over SQLite or PostgreSQL, migrations, and write transactions.
+//!
+//! The same SQL runs on both engines through sqlx's `Any` driver (portable types only: TEXT and
+//! BIGINT, `$n` placeholders). Every write goes through [`Db::begin_write`], which first updates
+//! the single `audit_head` row: that takes the write lock on SQLite and a row lock on
+//! PostgreSQL, so writers are serialised across threads and replicas, each transaction sees the
+//! latest head of the audit chain, and a quorum is counted exactly once.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{Any, AnyConnection, AnyPool, Executor, Row, Transaction};
+
+use crate::audit::{self, ChainHead, NewEvent};
+
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+/// A database handle; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Db {
+    pool: AnyPool,
+    engine: Engine,
+}
+
+impl Db {
+    /// Connects and migrates.
+    pub async fn open(url: &str, max_connections: u32) -> anyhow::Result<Db> {
+        sqlx::any::install_default_drivers();
+        let engine = if url.starts_with("sqlite:") {
+            Engine::Sqlite
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Engine::Postgres
+        } else {
+            anyhow::bail!("database_url must start with sqlite: or postgres:");
+        };
+        let options: AnyConnectOptions = url.parse().context("parsing database_url")?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(30))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if engine == Engine::Sqlite {
+                        // WAL lets readers go on while one writer writes; FULL makes a commit
+                        // durable before it is acknowledged; the busy timeout makes writers
+                        // queue for the lock instead of failing.
+                        conn.execute("PRAGMA journal_mode = WAL").await?;
+                        conn.execute("PRAGMA synchronous = FULL").await?;
+                        conn.execute("PRAGMA busy_timeout = 30000").await?;
+                        conn.execute("PRAGMA foreign_keys = ON").await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await
+            .context("connecting to the database")?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .context("migrating the database")?;
+        Ok(Db { pool, engine })
+    }
+
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    pub fn engine(&self) -> Engine {
+        self.engine
+    }
+
+    /// Starts a write transaction holding the chain lock.
+    pub async fn begin_write(&self) -> Result<WriteTx, sqlx::Error> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query("UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, hash")
+            .fetch_one(&mut *tx)
+            .await?;
+        let head = ChainHead {
+            seq: row.try_get("seq")?,
+            hash: row.try_get("hash")?,
+        };
+        Ok(WriteTx {
+            tx,
+            head,
+            dirty: false,
+            appended: 0,
+        })
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// A write transaction. Audit events appended through it commit or vanish with its other writes.
+pub struct WriteTx {
+    tx: Transaction<'static, Any>,
+    head: ChainHead,
+    dirty: bool,
+    appended: u64,
+}
+
+impl WriteTx {
+    pub fn conn(&mut self) -> &mut AnyConnection {
+        &mut self.tx
+    }
+
+    /// Appends one event to the audit chain.
+    pub async fn audit(&mut self, event: NewEvent<'_>) -> Result<i64, sqlx::Error> {
+        let stored = audit::append(&mut self.tx, &self.head, event).await?;
+        self.head = ChainHead {
+            seq: stored.seq,
+            hash: stored.hash,
+        };
+        self.dirty = true;
+        self.appended += 1;
+        Ok(self.head.seq)
+    }
+
+    /// How many events this transaction appended so far.
+    pub fn pending_events(&self) -> u64 {
+        self.appended
+    }
+
+    /// Commits; returns the new chain head when events were appended.
+    pub async fn commit(mut self) -> Result<Option<ChainHead>, sqlx::Error> {
+        if self.dirty {
+            sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
+                .bind(self.head.seq)
+                .bind(&self.head.hash)
+                .execute(&mut *self.tx)
+                .await?;
+        }
+        self.tx.commit().await?;
+        Ok(self.dirty.then_some(self.head))
+    }
+}

@@ -1,0 +1,98 @@
+//! Prometheus metrics, kept in process and rendered as text at `/metrics`.
+//!
+//! A handful of counters and one latency histogram do not need a metrics framework; the map is
+//! behind a mutex because requests on every worker thread update it, and no await happens while
+//! it is held.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+const BUCKETS: [f64; 10] = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
+
+#[derive(Default)]
+struct Histogram {
+    counts: [u64; BUCKETS.len()],
+    sum: f64,
+    count: u64,
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    /// (method, route, status) → count and latency.
+    requests: Mutex<BTreeMap<(String, String, u16), Histogram>>,
+    pub audit_events: AtomicU64,
+    pub auth_failures: AtomicU64,
+}
+
+impl Metrics {
+    pub fn observe(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
+        let secs = elapsed.as_secs_f64();
+        let mut map = self.requests.lock().unwrap_or_else(|p| p.into_inner());
+        let h = map
+            .entry((method.to_owned(), route.to_owned(), status))
+            .or_default();
+        for (i, b) in BUCKETS.iter().enumerate() {
+            if secs <= *b {
+                h.counts[i] += 1;
+            }
+        }
+        h.sum += secs;
+        h.count += 1;
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        out.push_str("# HELP vre_http_request_duration_seconds Time to answer HTTP requests.\n");
+        out.push_str("# TYPE vre_http_request_duration_seconds histogram\n");
+        let map = self.requests.lock().unwrap_or_else(|p| p.into_inner());
+        for ((method, route, status), h) in map.iter() {
+            let labels = format!(
+                "method=\"{method}\",route=\"{}\",status=\"{status}\"",
+                route.replace('"', "'")
+            );
+            for (i, b) in BUCKETS.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "vre_http_request_duration_seconds_bucket{{{labels},le=\"{b}\"}} {}",
+                    h.counts[i]
+                );
+            }
+            let _ = writeln!(
+                out,
+                "vre_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}",
+                h.count
+            );
+            let _ = writeln!(
+                out,
+                "vre_http_request_duration_seconds_sum{{{labels}}} {}",
+                h.sum
+            );
+            let _ = writeln!(
+                out,
+                "vre_http_request_duration_seconds_count{{{labels}}} {}",
+                h.count
+            );
+        }
+        drop(map);
+        out.push_str("# HELP vre_audit_events_total Audit events appended by this process.\n");
+        out.push_str("# TYPE vre_audit_events_total counter\n");
+        let _ = writeln!(
+            out,
+            "vre_audit_events_total {}",
+            self.audit_events.load(Ordering::Relaxed)
+        );
+        out.push_str(
+            "# HELP vre_auth_failures_total Requests refused for a missing or bad token.\n",
+        );
+        out.push_str("# TYPE vre_auth_failures_total counter\n");
+        let _ = writeln!(
+            out,
+            "vre_auth_failures_total {}",
+            self.auth_failures.load(Ordering::Relaxed)
+        );
+        out
+    }
+}

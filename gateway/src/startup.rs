@@ -1,0 +1,220 @@
+//! Building and running the gateway: `Application::build` binds and prepares everything,
+//! `run_until_stopped` serves until a shutdown signal, then drains and stops in order.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum_server::Handle;
+use axum_server::tls_rustls::RustlsConfig;
+use tokio::sync::watch;
+
+use crate::audit::{self, HeadNotifier};
+use crate::auth::Verifier;
+use crate::blobs::BlobStore;
+use crate::config::Settings;
+use crate::db::Db;
+use crate::keys::{DataDir, Ed25519Key};
+use crate::metrics::Metrics;
+use crate::state::{AppState, Inner};
+
+/// How long in-flight requests get to finish after a shutdown signal.
+const DRAIN: Duration = Duration::from_secs(20);
+
+pub struct Application {
+    state: AppState,
+    listener: std::net::TcpListener,
+    addr: SocketAddr,
+    tls: RustlsConfig,
+    ca_file: Option<PathBuf>,
+    heads_rx: watch::Receiver<Option<audit::ChainHead>>,
+    audit_key: Ed25519Key,
+}
+
+impl Application {
+    /// Prepares the data dir, keys, certificate and database, and binds the listener (port 0
+    /// picks a free port; [`Application::addr`] tells which).
+    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        let data = DataDir::new(settings.data_dir.clone());
+        data.create()?;
+        let token_key = Ed25519Key::load_or_create(&data.token_key())?;
+        let audit_key = Ed25519Key::load_or_create(&data.audit_key())?;
+        let tls = crate::keys::tls_material(
+            &data,
+            settings.tls.cert_file.as_deref(),
+            settings.tls.key_file.as_deref(),
+            &settings.tls.hostnames,
+        )?;
+        let blobs = BlobStore::new(data.blobs(), data.tmp());
+        let swept = blobs.sweep_tmp()?;
+        if swept > 0 {
+            tracing::info!(
+                files = swept,
+                "removed unfinished uploads left by an earlier run"
+            );
+        }
+        let db = Db::open(&settings.database_url(), settings.database_max_connections).await?;
+        let verifier = Verifier::new(&settings.auth, Some(&token_key))?;
+        if let Some(url) = settings.auth.jwks_url.clone() {
+            spawn_jwks_refresh(
+                verifier.clone(),
+                url,
+                Duration::from_secs(settings.auth.jwks_refresh_secs.max(10)),
+            )
+            .await;
+        }
+        let quorum = settings.review.quorum.to_policy()?;
+        let (heads, heads_rx) = HeadNotifier::new();
+        // Start from the current head so the first checkpoint of this run covers what is there.
+        let head =
+            sqlx::query_as::<_, (i64, String)>("SELECT seq, hash FROM audit_head WHERE id = 1")
+                .fetch_one(db.pool())
+                .await?;
+        if head.0 > 0 {
+            heads.committed(audit::ChainHead {
+                seq: head.0,
+                hash: head.1,
+            });
+        }
+        let listener = std::net::TcpListener::bind(settings.listen)
+            .with_context(|| format!("binding {}", settings.listen))?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let tls_config = server_tls_config(&tls.cert_chain_pem, &tls.key_pem)?;
+        let state = AppState::new(Inner {
+            db,
+            verifier,
+            quorum,
+            heads,
+            blobs,
+            metrics: Metrics::default(),
+            data,
+            settings,
+        });
+        Ok(Application {
+            state,
+            listener,
+            addr,
+            tls: RustlsConfig::from_config(tls_config),
+            ca_file: tls.ca_file,
+            heads_rx,
+            audit_key,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The CA file clients should trust, when the gateway made its own certificate.
+    pub fn ca_file(&self) -> Option<&std::path::Path> {
+        self.ca_file.as_deref()
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` resolves; then stops accepting, lets requests drain, writes the
+    /// last audit checkpoint and closes the database.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let checkpoints = tokio::spawn(audit::checkpoint_worker(
+            self.state.settings.checkpoint_dir(),
+            self.audit_key.clone(),
+            self.heads_rx.clone(),
+            stop_rx,
+        ));
+        let handle: Handle<SocketAddr> = Handle::new();
+        let h = handle.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            tracing::info!("shutting down: draining requests");
+            h.graceful_shutdown(Some(DRAIN));
+        });
+        let app = crate::api::router(self.state.clone());
+        let body_limit = self.state.settings.limits.json_body_max_bytes.max(
+            // Attachments travel as base64 inside JSON.
+            self.state.settings.limits.attachment_max_bytes / 3 * 4 + 64 * 1024,
+        );
+        let app = app.layer(axum::extract::DefaultBodyLimit::max(body_limit as usize));
+        let served = axum_server::from_tcp_rustls(self.listener, self.tls)?
+            .handle(handle)
+            .serve(app.into_make_service())
+            .await;
+        let _ = stop_tx.send(true);
+        let _ = checkpoints.await;
+        self.state.db.close().await;
+        served.context("serving HTTPS")
+    }
+}
+
+fn server_tls_config(
+    chain_pem: &[u8],
+    key_pem: &[u8],
+) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    let certs = rustls_pemfile::certs(&mut &chain_pem[..])
+        .collect::<Result<Vec<_>, _>>()
+        .context("reading the TLS certificate chain")?;
+    anyhow::ensure!(
+        !certs.is_empty(),
+        "the TLS certificate file holds no certificate"
+    );
+    let key = rustls_pemfile::private_key(&mut &key_pem[..])
+        .context("reading the TLS key")?
+        .context("the TLS key file holds no private key")?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .context("the TLS certificate and key do not match")?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Fetches the identity provider's keys now and then every `every`; a failed refresh keeps the
+/// keys already known.
+async fn spawn_jwks_refresh(verifier: Arc<Verifier>, url: String, every: Duration) {
+    let client = match crate::client::http_client(None) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "cannot build the JWKS client");
+            return;
+        }
+    };
+    match crate::auth::fetch_jwks(&client, &url).await {
+        Ok(keys) => verifier.replace_provider_keys(keys),
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "the first JWKS fetch failed; retrying in the background")
+        }
+    }
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            match crate::auth::fetch_jwks(&client, &url).await {
+                Ok(keys) => verifier.replace_provider_keys(keys),
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "refreshing the JWKS failed; keeping the known keys")
+                }
+            }
+        }
+    });
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("installing a SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+}

@@ -1,0 +1,482 @@
+//! SQL for projects and applications, portable across SQLite and PostgreSQL.
+//!
+//! Functions take a connection so the same query serves a plain read and a write transaction.
+//! Rows come back as plain structs; turning them into wire types is the API's business.
+
+use policy::review::{Choice, Kind, State};
+use policy::roles::{Role, RoleSet};
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
+
+#[derive(Clone, Debug)]
+pub struct ProjectRow {
+    pub id: String,
+    pub title: String,
+    pub grant_number: Option<String>,
+    pub created_at: String,
+    pub created_by: String,
+}
+
+fn project_from(r: &AnyRow) -> Result<ProjectRow, sqlx::Error> {
+    Ok(ProjectRow {
+        id: r.try_get("id")?,
+        title: r.try_get("title")?,
+        grant_number: r.try_get("grant_number")?,
+        created_at: r.try_get("created_at")?,
+        created_by: r.try_get("created_by")?,
+    })
+}
+
+pub async fn project(
+    conn: &mut AnyConnection,
+    id: &str,
+) -> Result<Option<ProjectRow>, sqlx::Error> {
+    sqlx::query(
+        "SELECT id, title, grant_number, created_at, created_by FROM projects WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(conn)
+    .await?
+    .as_ref()
+    .map(project_from)
+    .transpose()
+}
+
+/// All projects, or only those `member` belongs to.
+pub async fn projects(
+    conn: &mut AnyConnection,
+    member: Option<&str>,
+) -> Result<Vec<ProjectRow>, sqlx::Error> {
+    let rows = match member {
+        None => {
+            sqlx::query("SELECT id, title, grant_number, created_at, created_by FROM projects ORDER BY id")
+                .fetch_all(conn)
+                .await?
+        }
+        Some(sub) => {
+            sqlx::query(
+                "SELECT id, title, grant_number, created_at, created_by FROM projects \
+                 WHERE id IN (SELECT project_id FROM project_members WHERE subject = $1) ORDER BY id",
+            )
+            .bind(sub)
+            .fetch_all(conn)
+            .await?
+        }
+    };
+    rows.iter().map(project_from).collect()
+}
+
+pub async fn insert_project(conn: &mut AnyConnection, p: &ProjectRow) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "INSERT INTO projects (id, title, grant_number, created_at, created_by) VALUES ($1, $2, $3, $4, $5) \
+         ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(&p.id)
+    .bind(&p.title)
+    .bind(&p.grant_number)
+    .bind(&p.created_at)
+    .bind(&p.created_by)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberRow {
+    pub subject: String,
+    pub role: Role,
+    pub added_at: String,
+    pub added_by: String,
+}
+
+pub async fn members(
+    conn: &mut AnyConnection,
+    project: &str,
+) -> Result<Vec<MemberRow>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT subject, role, added_at, added_by FROM project_members WHERE project_id = $1 ORDER BY subject, role",
+    )
+    .bind(project)
+    .fetch_all(conn)
+    .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let role: String = r.try_get("role")?;
+        out.push(MemberRow {
+            subject: r.try_get("subject")?,
+            role: role.parse().map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+            added_at: r.try_get("added_at")?,
+            added_by: r.try_get("added_by")?,
+        });
+    }
+    Ok(out)
+}
+
+/// The roles `subject` holds in `project` (empty when not a member).
+pub async fn member_roles(
+    conn: &mut AnyConnection,
+    project: &str,
+    subject: &str,
+) -> Result<RoleSet, sqlx::Error> {
+    let rows =
+        sqlx::query("SELECT role FROM project_members WHERE project_id = $1 AND subject = $2")
+            .bind(project)
+            .bind(subject)
+            .fetch_all(conn)
+            .await?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| r.try_get::<String, _>("role").ok()?.parse::<Role>().ok())
+        .collect())
+}
+
+pub async fn add_member(
+    conn: &mut AnyConnection,
+    project: &str,
+    m: &MemberRow,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "INSERT INTO project_members (project_id, subject, role, added_at, added_by) VALUES ($1, $2, $3, $4, $5) \
+         ON CONFLICT (project_id, subject, role) DO NOTHING",
+    )
+    .bind(project)
+    .bind(&m.subject)
+    .bind(m.role.as_str())
+    .bind(&m.added_at)
+    .bind(&m.added_by)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Removes one role of a member, or all of them with `role = None`; returns how many went.
+pub async fn remove_member(
+    conn: &mut AnyConnection,
+    project: &str,
+    subject: &str,
+    role: Option<Role>,
+) -> Result<u64, sqlx::Error> {
+    let done =
+        match role {
+            Some(r) => sqlx::query(
+                "DELETE FROM project_members WHERE project_id = $1 AND subject = $2 AND role = $3",
+            )
+            .bind(project)
+            .bind(subject)
+            .bind(r.as_str())
+            .execute(conn)
+            .await?,
+            None => {
+                sqlx::query("DELETE FROM project_members WHERE project_id = $1 AND subject = $2")
+                    .bind(project)
+                    .bind(subject)
+                    .execute(conn)
+                    .await?
+            }
+        };
+    Ok(done.rows_affected())
+}
+
+#[derive(Clone, Debug)]
+pub struct AppRow {
+    pub id: String,
+    pub kind: Kind,
+    pub project_id: String,
+    pub requester: String,
+    pub title: String,
+    pub description: String,
+    /// Kind-specific JSON.
+    pub payload: String,
+    pub state: State,
+    pub round: i64,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+const APP_COLUMNS: &str = "id, kind, project_id, requester, title, description, payload, state, round, created_at, updated_at";
+
+fn decode_err<E: std::error::Error + Send + Sync + 'static>(e: E) -> sqlx::Error {
+    sqlx::Error::Decode(Box::new(e))
+}
+
+fn app_from(r: &AnyRow) -> Result<AppRow, sqlx::Error> {
+    let kind: String = r.try_get("kind")?;
+    let state: String = r.try_get("state")?;
+    Ok(AppRow {
+        id: r.try_get("id")?,
+        kind: kind.parse().map_err(decode_err)?,
+        project_id: r.try_get("project_id")?,
+        requester: r.try_get("requester")?,
+        title: r.try_get("title")?,
+        description: r.try_get("description")?,
+        payload: r.try_get("payload")?,
+        state: state.parse().map_err(decode_err)?,
+        round: r.try_get("round")?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+    })
+}
+
+pub async fn application(
+    conn: &mut AnyConnection,
+    id: &str,
+) -> Result<Option<AppRow>, sqlx::Error> {
+    sqlx::query(&format!(
+        "SELECT {APP_COLUMNS} FROM applications WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(conn)
+    .await?
+    .as_ref()
+    .map(app_from)
+    .transpose()
+}
+
+/// Filters for listing applications; `visible_to` narrows to the projects a person belongs to.
+#[derive(Clone, Debug, Default)]
+pub struct AppFilter {
+    pub kind: Option<Kind>,
+    pub state: Option<State>,
+    pub project: Option<String>,
+    pub requester: Option<String>,
+    pub visible_to: Option<String>,
+    pub limit: i64,
+}
+
+pub async fn applications(
+    conn: &mut AnyConnection,
+    f: &AppFilter,
+) -> Result<Vec<AppRow>, sqlx::Error> {
+    let mut sql = format!("SELECT {APP_COLUMNS} FROM applications WHERE 1 = 1");
+    let mut binds: Vec<String> = Vec::new();
+    let mut push = |sql: &mut String, clause: &str, v: String| {
+        binds.push(v);
+        sql.push_str(&clause.replace("?", &format!("${}", binds.len())));
+    };
+    if let Some(k) = f.kind {
+        push(&mut sql, " AND kind = ?", k.as_str().to_owned());
+    }
+    if let Some(s) = f.state {
+        push(&mut sql, " AND state = ?", s.as_str().to_owned());
+    }
+    if let Some(p) = &f.project {
+        push(&mut sql, " AND project_id = ?", p.clone());
+    }
+    if let Some(r) = &f.requester {
+        push(&mut sql, " AND requester = ?", r.clone());
+    }
+    if let Some(v) = &f.visible_to {
+        push(
+            &mut sql,
+            " AND project_id IN (SELECT project_id FROM project_members WHERE subject = ?)",
+            v.clone(),
+        );
+    }
+    sql.push_str(&format!(
+        " ORDER BY created_at DESC, id LIMIT {}",
+        f.limit.clamp(1, 1000)
+    ));
+    let mut q = sqlx::query(&sql);
+    for b in &binds {
+        q = q.bind(b);
+    }
+    q.fetch_all(conn).await?.iter().map(app_from).collect()
+}
+
+pub async fn insert_application(conn: &mut AnyConnection, a: &AppRow) -> Result<(), sqlx::Error> {
+    sqlx::query(&format!(
+        "INSERT INTO applications ({APP_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+    ))
+    .bind(&a.id)
+    .bind(a.kind.as_str())
+    .bind(&a.project_id)
+    .bind(&a.requester)
+    .bind(&a.title)
+    .bind(&a.description)
+    .bind(&a.payload)
+    .bind(a.state.as_str())
+    .bind(a.round)
+    .bind(&a.created_at)
+    .bind(&a.updated_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Moves an application to `to` (and `round`), only if it is still in `from`: a lost race
+/// updates nothing and the caller reports it.
+pub async fn set_state(
+    conn: &mut AnyConnection,
+    id: &str,
+    from: State,
+    to: State,
+    round: i64,
+    description: Option<&str>,
+    at: &str,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE applications SET state = $1, round = $2, updated_at = $3, description = COALESCE($4, description) \
+         WHERE id = $5 AND state = $6",
+    )
+    .bind(to.as_str())
+    .bind(round)
+    .bind(at)
+    .bind(description)
+    .bind(id)
+    .bind(from.as_str())
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+#[derive(Clone, Debug)]
+pub struct DecisionRow {
+    pub round: i64,
+    pub reviewer: String,
+    pub choice: Choice,
+    pub comment: String,
+    pub decided_at: String,
+}
+
+pub async fn decisions(
+    conn: &mut AnyConnection,
+    app: &str,
+) -> Result<Vec<DecisionRow>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT round, reviewer, choice, comment, decided_at FROM decisions WHERE application_id = $1 \
+         ORDER BY round, decided_at, reviewer",
+    )
+    .bind(app)
+    .fetch_all(conn)
+    .await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let choice: String = r.try_get("choice")?;
+        out.push(DecisionRow {
+            round: r.try_get("round")?,
+            reviewer: r.try_get("reviewer")?,
+            choice: choice.parse().map_err(decode_err)?,
+            comment: r.try_get("comment")?,
+            decided_at: r.try_get("decided_at")?,
+        });
+    }
+    Ok(out)
+}
+
+pub async fn insert_decision(
+    conn: &mut AnyConnection,
+    app: &str,
+    d: &DecisionRow,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO decisions (application_id, round, reviewer, choice, comment, decided_at) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(app)
+    .bind(d.round)
+    .bind(&d.reviewer)
+    .bind(d.choice.as_str())
+    .bind(&d.comment)
+    .bind(&d.decided_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+#[derive(Clone, Debug)]
+pub struct AttachmentRow {
+    pub id: String,
+    pub application_id: String,
+    pub kind: String,
+    pub author: String,
+    pub body: String,
+    pub file_name: Option<String>,
+    pub file_sha256: Option<String>,
+    pub file_size: Option<i64>,
+    pub created_at: String,
+}
+
+fn attachment_from(r: &AnyRow) -> Result<AttachmentRow, sqlx::Error> {
+    Ok(AttachmentRow {
+        id: r.try_get("id")?,
+        application_id: r.try_get("application_id")?,
+        kind: r.try_get("kind")?,
+        author: r.try_get("author")?,
+        body: r.try_get("body")?,
+        file_name: r.try_get("file_name")?,
+        file_sha256: r.try_get("file_sha256")?,
+        file_size: r.try_get("file_size")?,
+        created_at: r.try_get("created_at")?,
+    })
+}
+
+const ATTACHMENT_COLUMNS: &str =
+    "id, application_id, kind, author, body, file_name, file_sha256, file_size, created_at";
+
+pub async fn attachments(
+    conn: &mut AnyConnection,
+    app: &str,
+) -> Result<Vec<AttachmentRow>, sqlx::Error> {
+    sqlx::query(&format!(
+        "SELECT {ATTACHMENT_COLUMNS} FROM attachments WHERE application_id = $1 ORDER BY created_at, id"
+    ))
+    .bind(app)
+    .fetch_all(conn)
+    .await?
+    .iter()
+    .map(attachment_from)
+    .collect()
+}
+
+pub async fn attachment(
+    conn: &mut AnyConnection,
+    app: &str,
+    id: &str,
+) -> Result<Option<AttachmentRow>, sqlx::Error> {
+    sqlx::query(&format!(
+        "SELECT {ATTACHMENT_COLUMNS} FROM attachments WHERE application_id = $1 AND id = $2"
+    ))
+    .bind(app)
+    .bind(id)
+    .fetch_optional(conn)
+    .await?
+    .as_ref()
+    .map(attachment_from)
+    .transpose()
+}
+
+pub async fn insert_attachment(
+    conn: &mut AnyConnection,
+    a: &AttachmentRow,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(&format!(
+        "INSERT INTO attachments ({ATTACHMENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+    ))
+    .bind(&a.id)
+    .bind(&a.application_id)
+    .bind(&a.kind)
+    .bind(&a.author)
+    .bind(&a.body)
+    .bind(&a.file_name)
+    .bind(&a.file_sha256)
+    .bind(a.file_size)
+    .bind(&a.created_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// A new random identifier such as `app-7k2m9x4q1c3v`: 60 bits in Crockford base32.
+pub fn new_id(prefix: &str) -> String {
+    const ALPHABET: &[u8] = b"0123456789abcdefghjkmnpqrstvwxyz";
+    let mut r = [0u8; 8];
+    getrandom::fill(&mut r).expect("the OS has randomness");
+    let mut n = u64::from_le_bytes(r);
+    let mut s = String::with_capacity(prefix.len() + 13);
+    s.push_str(prefix);
+    s.push('-');
+    for _ in 0..12 {
+        s.push(ALPHABET[(n & 31) as usize] as char);
+        n >>= 5;
+    }
+    s
+}
