@@ -70,10 +70,19 @@ pub enum Denial {
 }
 
 /// Roles that act across every project: they see all projects and applications in lists.
+/// Stewards are among them because the applications they attach their institution's review
+/// results to come from other projects (an access application names the steward's datasets,
+/// not the steward's project).
 pub fn sees_every_project(roles: RoleSet) -> bool {
-    [Role::Admin, Role::Reviewer, Role::Auditor, Role::Operator]
-        .into_iter()
-        .any(|r| roles.contains(r))
+    [
+        Role::Admin,
+        Role::Reviewer,
+        Role::Auditor,
+        Role::Operator,
+        Role::Steward,
+    ]
+    .into_iter()
+    .any(|r| roles.contains(r))
 }
 
 /// The role an applicant of this kind must hold, globally and in the project.
@@ -124,10 +133,10 @@ pub fn authorize(roles: RoleSet, action: Action, standing: Standing) -> Access {
         }
         Action::AppCreate(kind) => member_as(roles, standing, applicant_role(kind)),
         Action::AppRead => {
-            if member && (roles.contains(Analyst) || roles.contains(Steward)) {
+            if member && roles.contains(Analyst) {
                 Access::Allow
             } else {
-                any_of(roles, &[Reviewer, Auditor, Admin])
+                any_of(roles, &[Reviewer, Auditor, Admin, Steward])
             }
         }
         Action::AppDecide => any_of(roles, &[Reviewer]),
@@ -255,6 +264,8 @@ mod tests {
             ("reviewer", Action::AttachInstitutionReview, NONE, false),
             ("reviewer", Action::AttachCommitteeOpinion, NONE, true),
             ("operator", Action::AppRead, NONE, false),
+            ("steward", Action::AppRead, NONE, true),
+            ("steward", Action::ReadContent, NONE, false),
         ];
         for (r, a, s, want) in cases {
             assert_eq!(allowed(r, *a, *s), *want, "{r} {a:?} {s:?}");

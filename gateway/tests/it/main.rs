@@ -1,1 +1,15 @@
-fn main() {}
+//! Integration tests of the gateway: one test binary, one module per concern.
+//!
+//! Each test starts a real gateway (HTTPS on a free loopback port, its own data dir and its own
+//! database) through `support::TestApp`. Storage-touching tests run once per engine:
+//! SQLite always, PostgreSQL when `VRE_TEST_POSTGRES_URL` names a server (CI sets it, and sets
+//! `VRE_TEST_REQUIRE_POSTGRES=1` so a missing server fails instead of skipping).
+
+mod support;
+
+mod applications;
+mod audit_tamper;
+mod authz;
+mod concurrency;
+mod jwt;
+mod restart;

@@ -1,0 +1,404 @@
+//! The committee's machinery end to end: submit, vote, quorum, return, resubmit, withdraw,
+//! attachments, and what the audit log remembers of it.
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::support::{TestApp, each_engine, engines};
+
+#[tokio::test]
+async fn access_application_lifecycle() {
+    each_engine(|app| async move {
+        app.project("p1", &[("ana", "analyst"), ("colleague", "analyst")])
+            .await;
+        let id = app.application("access", "p1", "ana", "analyst").await;
+        let ana = app.token("ana", "analyst");
+
+        let (st, body) = app
+            .get(&format!("/api/v1/applications/{id}"), Some(&ana))
+            .await;
+        assert_eq!(st, StatusCode::OK);
+        assert_eq!(body["state"], "submitted");
+        assert_eq!(body["quorum"], 1);
+
+        // A request for changes returns it; the requester resubmits; a new round opens.
+        let (st, body) = app.vote(&id, "rev1", "request_changes").await;
+        assert_eq!(st, StatusCode::OK, "{body}");
+        assert_eq!(body["state"], "changes_requested");
+        let (st, body) = app
+            .post(
+                &format!("/api/v1/applications/{id}/resubmit"),
+                Some(&ana),
+                &json!({"comment": "clarified the purpose", "description": "a better why"}),
+            )
+            .await;
+        assert_eq!(st, StatusCode::OK, "{body}");
+        assert_eq!(
+            (body["state"].as_str(), body["round"].as_i64()),
+            (Some("submitted"), Some(2))
+        );
+        assert_eq!(body["description"], "a better why");
+
+        // rev1 voted in round 1; in round 2 they may vote again, once.
+        let (st, body) = app.vote(&id, "rev1", "approve").await;
+        assert_eq!(st, StatusCode::OK, "{body}");
+        assert_eq!(body["state"], "approved");
+        let (st, body) = app.vote(&id, "rev2", "approve").await;
+        assert_eq!(st, StatusCode::CONFLICT, "{body}");
+        assert_eq!(body["code"], "wrong_state");
+
+        // Approved applications cannot be withdrawn.
+        let (st, _) = app
+            .post(
+                &format!("/api/v1/applications/{id}/withdraw"),
+                Some(&ana),
+                &json!({}),
+            )
+            .await;
+        assert_eq!(st, StatusCode::CONFLICT);
+
+        let (_, body) = app
+            .get(&format!("/api/v1/applications/{id}"), Some(&ana))
+            .await;
+        let decisions = body["decisions"].as_array().unwrap();
+        assert_eq!(decisions.len(), 2);
+        assert_eq!(decisions[0]["round"], 1);
+        assert_eq!(decisions[1]["round"], 2);
+
+        let auditor = app.token("aud", "auditor");
+        let (st, events) = app
+            .get(&format!("/api/v1/audit?subject={id}"), Some(&auditor))
+            .await;
+        assert_eq!(st, StatusCode::OK);
+        let actions: Vec<&str> = events
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["action"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            actions,
+            [
+                "application.submit",
+                "application.decision",
+                "application.state",
+                "application.resubmit",
+                "application.decision",
+                "application.state"
+            ]
+        );
+        assert!(app.verify_audit().await.problem.is_none());
+        app
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn quorum_comes_from_configuration_and_any_reject_rejects() {
+    for engine in engines() {
+        let app = TestApp::spawn_with(engine, |s| s.review.quorum.access = 3).await;
+        app.project("p1", &[("ana", "analyst")]).await;
+        let id = app.application("access", "p1", "ana", "analyst").await;
+        let (_, b) = app.vote(&id, "rev1", "approve").await;
+        assert_eq!(
+            (b["state"].as_str(), b["approvals"].as_i64()),
+            (Some("in_review"), Some(1))
+        );
+        let (_, b) = app.vote(&id, "rev2", "approve").await;
+        assert_eq!(
+            (b["state"].as_str(), b["approvals"].as_i64()),
+            (Some("in_review"), Some(2))
+        );
+        let (_, b) = app.vote(&id, "rev3", "reject").await;
+        assert_eq!(b["state"], "rejected");
+        let (st, b) = app.vote(&id, "rev4", "approve").await;
+        assert_eq!(
+            (st, b["code"].as_str()),
+            (StatusCode::CONFLICT, Some("wrong_state"))
+        );
+
+        let id = app.application("access", "p1", "ana", "analyst").await;
+        for (i, r) in ["rev1", "rev2", "rev3"].iter().enumerate() {
+            let (_, b) = app.vote(&id, r, "approve").await;
+            let want = if i == 2 { "approved" } else { "in_review" };
+            assert_eq!(b["state"], want);
+        }
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn separation_of_duties_is_enforced_and_audited() {
+    each_engine(|app| async move {
+        app.project("p1", &[("ana", "analyst"), ("colleague", "analyst")])
+            .await;
+        let id = app.application("access", "p1", "ana", "analyst").await;
+        // The requester also sits on the committee: still no vote on their own application.
+        let both = app.token("ana", "analyst,reviewer");
+        let (st, b) = app
+            .post(
+                &format!("/api/v1/applications/{id}/decisions"),
+                Some(&both),
+                &json!({"decision": "approve", "comment": "mine"}),
+            )
+            .await;
+        assert_eq!(
+            (st, b["code"].as_str()),
+            (StatusCode::FORBIDDEN, Some("separation_of_duties"))
+        );
+        // Nor a member of the same project.
+        let colleague = app.token("colleague", "analyst,reviewer");
+        let (st, b) = app
+            .post(
+                &format!("/api/v1/applications/{id}/decisions"),
+                Some(&colleague),
+                &json!({"decision": "approve", "comment": "a friend's"}),
+            )
+            .await;
+        assert_eq!(
+            (st, b["code"].as_str()),
+            (StatusCode::FORBIDDEN, Some("separation_of_duties"))
+        );
+        let (_, b) = app
+            .get(&format!("/api/v1/applications/{id}"), Some(&both))
+            .await;
+        assert_eq!(b["state"], "submitted");
+        assert!(b["decisions"].as_array().unwrap().is_empty());
+
+        let auditor = app.token("aud", "auditor");
+        let (_, events) = app
+            .get(&format!("/api/v1/audit?subject={id}"), Some(&auditor))
+            .await;
+        let refused = events
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["action"] == "application.decision_refused")
+            .count();
+        assert_eq!(refused, 2);
+        app
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn withdraw_and_bad_input() {
+    each_engine(|app| async move {
+        app.project(
+            "p1",
+            &[("ana", "analyst"), ("bea", "analyst"), ("sue", "steward")],
+        )
+        .await;
+        let ana = app.token("ana", "analyst");
+        let id = app.application("access", "p1", "ana", "analyst").await;
+        // Another member may read it but not withdraw it.
+        let bea = app.token("bea", "analyst");
+        let (st, b) = app
+            .post(
+                &format!("/api/v1/applications/{id}/withdraw"),
+                Some(&bea),
+                &json!({}),
+            )
+            .await;
+        assert_eq!(st, StatusCode::FORBIDDEN, "{b}");
+        let (st, b) = app
+            .post(
+                &format!("/api/v1/applications/{id}/withdraw"),
+                Some(&ana),
+                &json!({"comment": "not needed"}),
+            )
+            .await;
+        assert_eq!(
+            (st, b["state"].as_str()),
+            (StatusCode::OK, Some("withdrawn"))
+        );
+
+        for (body, code) in [
+            (
+                json!({"kind": "nonsense", "project": "p1", "title": "t"}),
+                "bad_kind",
+            ),
+            (
+                json!({"kind": "access", "project": "p1", "title": "  "}),
+                "missing_text",
+            ),
+            (
+                json!({"kind": "access", "project": "p1", "title": "t", "payload": [1]}),
+                "bad_payload",
+            ),
+            (
+                json!({"kind": "ingress", "project": "p1", "title": "t"}),
+                "wrong_route",
+            ),
+            (
+                json!({"kind": "access", "project": "p1", "title": "t", "surprise": 1}),
+                "bad_request",
+            ),
+        ] {
+            let (st, b) = app.post("/api/v1/applications", Some(&ana), &body).await;
+            assert_eq!(st, StatusCode::BAD_REQUEST, "{body} -> {b}");
+            assert_eq!(b["code"], code, "{body}");
+        }
+        // Listing and extension applications come from stewards.
+        let (st, _) = app
+            .post(
+                "/api/v1/applications",
+                Some(&ana),
+                &json!({"kind": "listing", "project": "p1", "title": "t"}),
+            )
+            .await;
+        assert_eq!(st, StatusCode::FORBIDDEN);
+        let id = app.application("listing", "p1", "sue", "steward").await;
+        let (st, b) = app.vote(&id, "rev1", "maybe").await;
+        assert_eq!(
+            (st, b["code"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("bad_decision"))
+        );
+        let rev = app.token("rev1", "reviewer");
+        let (st, b) = app
+            .post(
+                &format!("/api/v1/applications/{id}/decisions"),
+                Some(&rev),
+                &json!({"decision": "approve", "comment": ""}),
+            )
+            .await;
+        assert_eq!(
+            (st, b["code"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("missing_text"))
+        );
+        app
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn list_filters_and_visibility() {
+    each_engine(|app| async move {
+        app.project("p1", &[("ana", "analyst")]).await;
+        app.project("p2", &[("bob", "analyst")]).await;
+        let a1 = app.application("access", "p1", "ana", "analyst").await;
+        let a2 = app.application("access", "p1", "ana", "analyst").await;
+        let b1 = app.application("access", "p2", "bob", "analyst").await;
+        app.vote(&a2, "rev1", "approve").await;
+
+        let ana = app.token("ana", "analyst");
+        let (_, list) = app.get("/api/v1/applications", Some(&ana)).await;
+        let ids: Vec<&str> = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["id"].as_str().unwrap())
+            .collect();
+        assert!(ids.contains(&a1.as_str()) && ids.contains(&a2.as_str()));
+        assert!(
+            !ids.contains(&b1.as_str()),
+            "another project's application leaked into a list"
+        );
+
+        let rev = app.token("rev9", "reviewer");
+        let (_, list) = app
+            .get("/api/v1/applications?state=submitted", Some(&rev))
+            .await;
+        let ids: Vec<&str> = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids.len(), 2);
+        assert!(ids.contains(&a1.as_str()) && ids.contains(&b1.as_str()));
+        let (_, list) = app
+            .get("/api/v1/applications?project=p2&kind=access", Some(&rev))
+            .await;
+        assert_eq!(list.as_array().unwrap().len(), 1);
+        let (st, b) = app
+            .get("/api/v1/applications?state=bogus", Some(&rev))
+            .await;
+        assert_eq!(
+            (st, b["code"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("bad_filter"))
+        );
+        // Bob cannot even learn that ana's application exists.
+        let bob = app.token("bob", "analyst");
+        let (st, _) = app
+            .get(&format!("/api/v1/applications/{a1}"), Some(&bob))
+            .await;
+        assert_eq!(st, StatusCode::NOT_FOUND);
+        app
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn attachments_are_stored_by_hash_and_reads_are_audited() {
+    each_engine(|app| async move {
+        use base64::Engine as _;
+        app.project("p1", &[("ana", "analyst")]).await;
+        let id = app.application("access", "p1", "ana", "analyst").await;
+        let steward = app.token("sue", "steward");
+        let file = b"%PDF-1.4 institution review: approved with conditions\n".to_vec();
+        let (st, att) = app
+            .post(
+                &format!("/api/v1/applications/{id}/attachments"),
+                Some(&steward),
+                &json!({
+                    "kind": "institution_review",
+                    "text": "The ethics board of the providing institution approved.",
+                    "file_name": "review.pdf",
+                    "file_base64": base64::engine::general_purpose::STANDARD.encode(&file),
+                }),
+            )
+            .await;
+        assert_eq!(st, StatusCode::CREATED, "{att}");
+        assert_eq!(att["file_sha256"], gateway::sha256_hex(&file));
+        assert!(app.state.blobs.contains(att["file_sha256"].as_str().unwrap()));
+
+        // Reviewers attach opinions; analysts cannot attach either kind.
+        let ana = app.token("ana", "analyst");
+        for kind in ["institution_review", "committee_opinion"] {
+            let (st, _) = app
+                .post(&format!("/api/v1/applications/{id}/attachments"), Some(&ana), &json!({"kind": kind, "text": "x"}))
+                .await;
+            assert_eq!(st, StatusCode::FORBIDDEN);
+        }
+        let rev = app.token("rev1", "reviewer");
+        let (st, _) = app
+            .post(
+                &format!("/api/v1/applications/{id}/attachments"),
+                Some(&rev),
+                &json!({"kind": "committee_opinion", "text": "No concerns."}),
+            )
+            .await;
+        assert_eq!(st, StatusCode::CREATED);
+        let (st, b) = app
+            .post(
+                &format!("/api/v1/applications/{id}/attachments"),
+                Some(&rev),
+                &json!({"kind": "committee_opinion", "text": "x", "file_name": "../../etc/passwd", "file_base64": "aGk="}),
+            )
+            .await;
+        assert_eq!((st, b["code"].as_str()), (StatusCode::BAD_REQUEST, Some("bad_file_name")));
+
+        // Download: bytes and hash match, and the read is an audit event.
+        let resp = app
+            .http
+            .get(format!("{}/api/v1/applications/{id}/attachments/{}/file", app.url, att["id"].as_str().unwrap()))
+            .bearer_auth(&rev)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(resp.bytes().await.unwrap().to_vec(), file);
+        let auditor = app.token("aud", "auditor");
+        let (st, _) = app
+            .get(&format!("/api/v1/applications/{id}/attachments/{}/file", att["id"].as_str().unwrap()), Some(&auditor))
+            .await;
+        assert_eq!(st, StatusCode::FORBIDDEN, "auditors read the log, not the content");
+        let (_, events) = app.get(&format!("/api/v1/audit?subject={id}"), Some(&auditor)).await;
+        let reads: Vec<_> = events.as_array().unwrap().iter().filter(|e| e["action"] == "content.read").collect();
+        assert_eq!(reads.len(), 1);
+        assert_eq!(reads[0]["actor"], "rev1");
+        app
+    })
+    .await;
+}

@@ -1,0 +1,300 @@
+//! The test harness: a real gateway per test, tokens, and HTTP helpers.
+
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use gateway::config::{Secret, Settings};
+use gateway::keys::Ed25519Key;
+use gateway::state::AppState;
+use policy::ids::Subject;
+use policy::roles::RoleSet;
+use reqwest::StatusCode;
+use serde_json::Value;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+/// The engines storage tests run against here.
+pub fn engines() -> Vec<Engine> {
+    let mut v = vec![Engine::Sqlite];
+    if std::env::var("VRE_TEST_POSTGRES_URL").is_ok() {
+        v.push(Engine::Postgres);
+    } else if std::env::var("VRE_TEST_REQUIRE_POSTGRES").is_ok_and(|v| v == "1") {
+        panic!("VRE_TEST_REQUIRE_POSTGRES=1 but VRE_TEST_POSTGRES_URL is not set");
+    }
+    v
+}
+
+/// Runs `f` once per engine, each time against a fresh gateway.
+pub async fn each_engine<F, Fut>(f: F)
+where
+    F: Fn(TestApp) -> Fut,
+    Fut: Future<Output = TestApp>,
+{
+    for engine in engines() {
+        let app = TestApp::spawn(engine).await;
+        let app = f(app).await;
+        app.stop().await;
+    }
+}
+
+/// A temporary directory removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let mut r = [0u8; 8];
+        getrandom::fill(&mut r).unwrap();
+        let p = std::env::temp_dir().join(format!("vre-test-{tag}-{}", hex::encode(r)));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A fresh PostgreSQL database, dropped at the end of the test.
+pub struct PgDatabase {
+    admin_url: String,
+    pub name: String,
+    pub url: String,
+}
+
+impl PgDatabase {
+    pub async fn create() -> PgDatabase {
+        let admin_url = std::env::var("VRE_TEST_POSTGRES_URL").expect("VRE_TEST_POSTGRES_URL");
+        let mut r = [0u8; 6];
+        getrandom::fill(&mut r).unwrap();
+        let name = format!("vre_test_{}", hex::encode(r));
+        sqlx::any::install_default_drivers();
+        let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&admin_url)
+            .await
+            .expect("connecting to the test PostgreSQL server");
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let base = admin_url
+            .rsplit_once('/')
+            .map(|(b, _)| b)
+            .unwrap_or(&admin_url);
+        let url = format!("{base}/{name}");
+        PgDatabase {
+            admin_url,
+            name,
+            url,
+        }
+    }
+
+    pub async fn drop_db(&self) {
+        if let Ok(mut conn) =
+            <sqlx::AnyConnection as sqlx::Connection>::connect(&self.admin_url).await
+        {
+            let _ = sqlx::query(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
+            .execute(&mut conn)
+            .await;
+        }
+    }
+}
+
+/// Settings for a test gateway: a fresh data dir, a free port, the engine's database.
+pub async fn test_settings(engine: Engine, dir: &Path) -> (Settings, Option<PgDatabase>) {
+    let mut s = Settings::default();
+    s.data_dir = dir.to_path_buf();
+    s.listen = "127.0.0.1:0".parse().unwrap();
+    let pg = match engine {
+        Engine::Sqlite => None,
+        Engine::Postgres => {
+            let pg = PgDatabase::create().await;
+            s.database_url = Secret::new(pg.url.clone());
+            Some(pg)
+        }
+    };
+    (s, pg)
+}
+
+pub struct TestApp {
+    pub engine: Engine,
+    pub addr: SocketAddr,
+    pub url: String,
+    pub http: reqwest::Client,
+    pub state: AppState,
+    pub settings: Settings,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    join: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    pg: Option<PgDatabase>,
+    // Last: removed after everything else is stopped.
+    pub dir: TempDir,
+}
+
+impl TestApp {
+    pub async fn spawn(engine: Engine) -> TestApp {
+        Self::spawn_with(engine, |_| {}).await
+    }
+
+    pub async fn spawn_with(engine: Engine, tweak: impl FnOnce(&mut Settings)) -> TestApp {
+        let dir = TempDir::new("app");
+        let (mut settings, pg) = test_settings(engine, dir.path()).await;
+        tweak(&mut settings);
+        let app = gateway::startup::Application::build(settings.clone())
+            .await
+            .expect("the gateway starts");
+        let addr = app.addr();
+        let state = app.state().clone();
+        let ca = app.ca_file().expect("a generated CA").to_path_buf();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let join = tokio::spawn(app.run_until_stopped(async move {
+            let _ = rx.await;
+        }));
+        let http = gateway::client::http_client(Some(&ca)).unwrap();
+        TestApp {
+            engine,
+            addr,
+            url: format!("https://127.0.0.1:{}", addr.port()),
+            http,
+            state,
+            settings,
+            stop: Some(tx),
+            join: Some(join),
+            pg,
+            dir,
+        }
+    }
+
+    /// Stops the gateway gracefully and drops its database.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(j) = self.join.take() {
+            j.await
+                .expect("the server task")
+                .expect("the server stops cleanly");
+        }
+        if let Some(pg) = self.pg.take() {
+            pg.drop_db().await;
+        }
+    }
+
+    /// A token minted with this gateway's own key.
+    pub fn token(&self, sub: &str, roles: &str) -> String {
+        let key =
+            Ed25519Key::load_or_create(&self.settings.data_dir.join("keys/token.pem")).unwrap();
+        gateway::auth::issue(
+            &key,
+            &self.settings.auth,
+            &Subject::parse(sub).unwrap(),
+            RoleSet::parse_list(roles).unwrap(),
+            std::time::Duration::from_secs(3600),
+        )
+        .unwrap()
+    }
+
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> (StatusCode, Value) {
+        let mut r = self.http.request(method, format!("{}{}", self.url, path));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            r = r.json(b);
+        }
+        let resp = r.send().await.expect("the gateway answers");
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, v)
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
+        self.request(reqwest::Method::GET, path, token, None).await
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: &Value) -> (StatusCode, Value) {
+        self.request(reqwest::Method::POST, path, token, Some(body))
+            .await
+    }
+
+    pub async fn delete(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
+        self.request(reqwest::Method::DELETE, path, token, None)
+            .await
+    }
+
+    /// Creates project `id` with members, as an admin; panics unless it worked.
+    pub async fn project(&self, id: &str, members: &[(&str, &str)]) {
+        let admin = self.token("root", "admin");
+        let members: Vec<Value> = members
+            .iter()
+            .map(|(s, r)| serde_json::json!({"subject": s, "role": r}))
+            .collect();
+        let (st, body) = self
+            .post(
+                "/api/v1/projects",
+                Some(&admin),
+                &serde_json::json!({"id": id, "title": format!("Project {id}"), "members": members}),
+            )
+            .await;
+        assert_eq!(st, StatusCode::CREATED, "{body}");
+    }
+
+    /// Submits an application of `kind` as `sub` (an analyst or steward member); returns its id.
+    pub async fn application(&self, kind: &str, project: &str, sub: &str, role: &str) -> String {
+        let t = self.token(sub, role);
+        let (st, body) = self
+            .post(
+                "/api/v1/applications",
+                Some(&t),
+                &serde_json::json!({"kind": kind, "project": project, "title": "Please", "description": "why"}),
+            )
+            .await;
+        assert_eq!(st, StatusCode::CREATED, "{body}");
+        body["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Votes; returns the status and body.
+    pub async fn vote(&self, id: &str, reviewer: &str, decision: &str) -> (StatusCode, Value) {
+        let t = self.token(reviewer, "reviewer");
+        self.post(
+            &format!("/api/v1/applications/{id}/decisions"),
+            Some(&t),
+            &serde_json::json!({"decision": decision, "comment": format!("{reviewer} says {decision}")}),
+        )
+        .await
+    }
+
+    /// Runs `vre audit verify` logic in process.
+    pub async fn verify_audit(&self) -> gateway::audit::Report {
+        let public =
+            gateway::keys::PublicKey::load(&self.settings.data_dir.join("keys/audit.pub.pem"))
+                .unwrap();
+        gateway::audit::verify(&self.state.db, &self.settings.checkpoint_dir(), &public)
+            .await
+            .unwrap()
+    }
+}
+
+/// The `vre` binary built for these tests.
+pub fn vre_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_vre"))
+}
