@@ -5,6 +5,8 @@
 //! SQLite always, PostgreSQL when `VRE_TEST_POSTGRES_URL` names a server (CI sets it, and sets
 //! `VRE_TEST_REQUIRE_POSTGRES=1` so a missing server fails instead of skipping).
 
+#![allow(unreachable_pub)]
+
 mod support;
 
 mod applications;

@@ -115,9 +115,11 @@ impl PgDatabase {
 
 /// Settings for a test gateway: a fresh data dir, a free port, the engine's database.
 pub async fn test_settings(engine: Engine, dir: &Path) -> (Settings, Option<PgDatabase>) {
-    let mut s = Settings::default();
-    s.data_dir = dir.to_path_buf();
-    s.listen = "127.0.0.1:0".parse().unwrap();
+    let mut s = Settings {
+        data_dir: dir.to_path_buf(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..Default::default()
+    };
     let pg = match engine {
         Engine::Sqlite => None,
         Engine::Postgres => {
