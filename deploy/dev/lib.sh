@@ -1,0 +1,42 @@
+# Shared helpers for the development scripts: install Debian packages and start services.
+# Sourced, not run.
+
+as_root() {
+    if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+apt_updated=0
+need_packages() {
+    local missing=()
+    for p in "$@"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    if [ "$apt_updated" = 0 ]; then
+        as_root apt-get update -qq
+        apt_updated=1
+    fi
+    echo "installing: ${missing[*]}" >&2
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# Starts the distribution's PostgreSQL cluster and makes a superuser `vre` (password `vre`)
+# for the tests; prints the admin URL the tests use.
+start_postgres() {
+    need_packages postgresql
+    local version
+    version=$(ls /usr/lib/postgresql | sort -n | tail -1)
+    if ! pg_lsclusters -h | awk -v v="$version" '$1 == v && $2 == "main"' | grep -q .; then
+        as_root pg_createcluster "$version" main >/dev/null
+    fi
+    if ! pg_lsclusters -h | awk -v v="$version" '$1 == v && $2 == "main" && $4 == "online"' | grep -q .; then
+        as_root pg_ctlcluster "$version" main start
+    fi
+    for _ in $(seq 1 30); do
+        as_root su postgres -c "psql -qtAc 'SELECT 1'" >/dev/null 2>&1 && break
+        sleep 1
+    done
+    as_root su postgres -c "psql -qtAc \"SELECT 1 FROM pg_roles WHERE rolname = 'vre'\"" | grep -q 1 ||
+        as_root su postgres -c "psql -qc \"CREATE ROLE vre LOGIN SUPERUSER PASSWORD 'vre'\""
+    echo "postgres://vre:vre@127.0.0.1:5432/postgres"
+}
