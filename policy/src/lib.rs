@@ -9,6 +9,7 @@
 //! A denial or a refusal is a value the caller inspects, never a panic.
 
 pub mod access;
+pub mod archive;
 pub mod ids;
 pub mod review;
 pub mod roles;
