@@ -1,14 +1,16 @@
 //! The content-addressed blob store: `blobs/sha256/ab/cdef…`, each blob written once.
 //!
-//! A blob is written to `tmp/`, fsynced, and renamed into place only by [`BlobWriter::commit`],
-//! which the caller invokes after the database recorded the checksum; identical content is
-//! stored once. Whatever is in `tmp/` at start was never committed and is swept.
+//! A blob is written to `tmp/` and fsynced; [`FinishedBlob::commit`] renames it into place,
+//! which callers do inside the write transaction that records it (in the `blobs` table), just
+//! before the commit. Identical content is stored once. At start, whatever is in `tmp/` was never
+//! committed and is swept, and so is any blob the database does not know (a crash between the
+//! rename and the commit).
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use sha2::{Digest, Sha256};
-use tokio::io::AsyncWriteExt;
 
 #[derive(Clone, Debug)]
 pub struct BlobStore {
@@ -35,12 +37,38 @@ impl BlobStore {
         Ok(n)
     }
 
+    /// Every blob on disk, by SHA-256.
+    pub fn list(&self) -> anyhow::Result<Vec<String>> {
+        let mut out = Vec::new();
+        let base = self.root.join("sha256");
+        let Ok(dirs) = std::fs::read_dir(&base) else {
+            return Ok(out);
+        };
+        for d in dirs {
+            let d = d?;
+            let prefix = d.file_name().to_string_lossy().into_owned();
+            if !d.file_type()?.is_dir() {
+                continue;
+            }
+            for f in std::fs::read_dir(d.path())? {
+                let f = f?;
+                out.push(format!("{prefix}{}", f.file_name().to_string_lossy()));
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn remove(&self, sha256: &str) -> anyhow::Result<()> {
+        std::fs::remove_file(self.path_of(sha256)?)?;
+        Ok(())
+    }
+
     pub fn path_of(&self, sha256: &str) -> anyhow::Result<PathBuf> {
         anyhow::ensure!(
             sha256.len() == 64
                 && sha256
                     .bytes()
-                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()),
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
             "not a SHA-256 in lowercase hex"
         );
         Ok(self
@@ -54,29 +82,44 @@ impl BlobStore {
         self.path_of(sha256).map(|p| p.exists()).unwrap_or(false)
     }
 
-    /// Starts a new blob.
-    pub async fn writer(&self) -> anyhow::Result<BlobWriter> {
-        tokio::fs::create_dir_all(&self.tmp).await?;
+    /// A new temporary file for a blob being written (by a blocking writer).
+    pub fn temp_file(&self) -> anyhow::Result<(PathBuf, std::fs::File)> {
+        std::fs::create_dir_all(&self.tmp)?;
         let mut r = [0u8; 12];
         getrandom::fill(&mut r).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
         let path = self.tmp.join(format!("blob-{}", hex::encode(r)));
-        let file = tokio::fs::File::create(&path)
-            .await
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
             .with_context(|| format!("creating {}", path.display()))?;
-        Ok(BlobWriter {
-            file: Some(file),
-            path,
-            hasher: Sha256::new(),
-            size: 0,
-            root: self.root.clone(),
-        })
+        Ok((path, file))
     }
 
-    pub async fn put(&self, bytes: &[u8]) -> anyhow::Result<BlobWriter> {
-        let mut w = self.writer().await?;
-        w.write(bytes).await?;
-        w.finish().await?;
-        Ok(w)
+    /// Wraps a temporary file that was written, fsynced and hashed.
+    pub fn finished(&self, tmp: PathBuf, sha256: String, size: u64) -> FinishedBlob {
+        FinishedBlob {
+            tmp,
+            sha256,
+            size,
+            root: self.root.clone(),
+            committed: false,
+        }
+    }
+
+    /// Writes a small blob from memory.
+    pub async fn put(&self, bytes: Vec<u8>) -> anyhow::Result<FinishedBlob> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let (path, mut f) = store.temp_file()?;
+            // Build the guard first so an error below removes the file.
+            let mut blob = store.finished(path, String::new(), bytes.len() as u64);
+            f.write_all(&bytes)?;
+            f.sync_all()?;
+            blob.sha256 = hex::encode(Sha256::digest(&bytes));
+            Ok(blob)
+        })
+        .await?
     }
 
     pub async fn open(&self, sha256: &str) -> anyhow::Result<tokio::fs::File> {
@@ -87,56 +130,44 @@ impl BlobStore {
     }
 }
 
-/// A blob being written. Dropping it without [`commit`](BlobWriter::commit) removes the
-/// temporary file.
-pub struct BlobWriter {
-    file: Option<tokio::fs::File>,
-    path: PathBuf,
-    hasher: Sha256,
+/// A blob written to a temporary file, not yet in the store. Dropped without
+/// [`commit`](FinishedBlob::commit), it is removed.
+pub struct FinishedBlob {
+    tmp: PathBuf,
+    sha256: String,
     size: u64,
     root: PathBuf,
+    committed: bool,
 }
 
-impl BlobWriter {
-    pub async fn write(&mut self, chunk: &[u8]) -> anyhow::Result<()> {
-        let f = self.file.as_mut().context("the blob is already finished")?;
-        f.write_all(chunk).await?;
-        self.hasher.update(chunk);
-        self.size += chunk.len() as u64;
-        Ok(())
-    }
-
-    /// Flushes and fsyncs; returns (sha256, size).
-    pub async fn finish(&mut self) -> anyhow::Result<(String, u64)> {
-        if let Some(mut f) = self.file.take() {
-            f.flush().await?;
-            f.sync_all().await?;
-        }
-        Ok((self.sha256(), self.size))
-    }
-
-    pub fn sha256(&self) -> String {
-        hex::encode(self.hasher.clone().finalize())
+impl FinishedBlob {
+    pub fn sha256(&self) -> &str {
+        &self.sha256
     }
 
     pub fn size(&self) -> u64 {
         self.size
     }
 
-    /// Moves the finished blob into the store (or drops it when identical content is there).
+    /// Sets what a blocking writer found the content to be, once it finished.
+    pub fn set_content(&mut self, sha256: String, size: u64) {
+        self.sha256 = sha256;
+        self.size = size;
+    }
+
+    /// Moves the blob into the store (or drops it when identical content is there).
     pub async fn commit(mut self) -> anyhow::Result<String> {
-        self.finish().await?;
-        let sha = self.sha256();
+        let sha = self.sha256.clone();
         let dest = self.root.join("sha256").join(&sha[..2]).join(&sha[2..]);
         if tokio::fs::try_exists(&dest).await.unwrap_or(false) {
-            let _ = tokio::fs::remove_file(&self.path).await;
+            let _ = tokio::fs::remove_file(&self.tmp).await;
         } else {
-            let parent = dest.parent().context("blob path has a parent")?;
+            let parent = dest.parent().context("a blob path has a parent")?;
             tokio::fs::create_dir_all(parent).await?;
-            tokio::fs::rename(&self.path, &dest).await?;
+            tokio::fs::rename(&self.tmp, &dest).await?;
             sync_dir(parent).await;
         }
-        self.path = PathBuf::new();
+        self.committed = true;
         Ok(sha)
     }
 }
@@ -147,10 +178,10 @@ async fn sync_dir(dir: &Path) {
     }
 }
 
-impl Drop for BlobWriter {
+impl Drop for FinishedBlob {
     fn drop(&mut self) {
-        if !self.path.as_os_str().is_empty() {
-            let _ = std::fs::remove_file(&self.path);
+        if !self.committed {
+            let _ = std::fs::remove_file(&self.tmp);
         }
     }
 }

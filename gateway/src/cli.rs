@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use policy::ids::Subject;
 use policy::roles::RoleSet;
 use serde_json::{Value, json};
+use sha2::Digest;
 
 use crate::client::Client;
 use crate::config::Settings;
@@ -42,8 +43,30 @@ enum Command {
     /// The audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Bring programs and reference data into the environment.
+    #[command(subcommand)]
+    Ingress(IngressCommand),
     /// Show who the token says you are.
     Whoami(ClientArgs),
+}
+
+#[derive(Subcommand)]
+enum IngressCommand {
+    /// Upload a directory (packed as tar.zst on the fly), a .tar or a .tar.zst and apply for
+    /// its ingress.
+    Submit {
+        #[arg(long)]
+        project: String,
+        path: PathBuf,
+        /// A name for the archive (default: the file or directory name).
+        #[arg(long)]
+        name: Option<String>,
+        /// Why it is needed, for the committee.
+        #[arg(long)]
+        description: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
 }
 
 #[derive(Args, Clone)]
@@ -239,6 +262,13 @@ enum AppCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Print a text file inside an ingress archive (every read is audited).
+    Cat {
+        id: String,
+        path: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Download an attachment's file.
     Attachment {
         id: String,
@@ -395,6 +425,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Project(p) => project(p).await,
+        Command::Ingress(IngressCommand::Submit {
+            project,
+            path,
+            name,
+            description,
+            client,
+        }) => ingress_submit(project, path, name, description, client).await,
         Command::App(a) => app(a).await,
     }
 }
@@ -597,11 +634,22 @@ async fn app(cmd: AppCommand) -> anyhow::Result<ExitCode> {
             }
         }
         AppCommand::Show { id, client } => {
-            let v: Value = client
-                .client()?
+            let c = client.client()?;
+            let mut v: Value = c
                 .get(&format!("/api/v1/applications/{}", urlencode(&id)))
                 .await?;
+            let manifest: Option<Value> = if v["kind"] == "ingress" {
+                Some(
+                    c.get(&format!("/api/v1/applications/{}/manifest", urlencode(&id)))
+                        .await?,
+                )
+            } else {
+                None
+            };
             if client.json {
+                if let Some(m) = manifest {
+                    v["manifest"] = m;
+                }
                 print_json(&v);
             } else {
                 print_app(&client, &v);
@@ -617,6 +665,45 @@ async fn app(cmd: AppCommand) -> anyhow::Result<ExitCode> {
                         s(&d["comment"])
                     );
                 }
+                for c in v["checks"].as_array().into_iter().flatten() {
+                    println!(
+                        "  check {:<20} {}",
+                        s(&c["check"]),
+                        s(&c["outcome"]).to_uppercase()
+                    );
+                    for r in c["reasons"].as_array().into_iter().flatten() {
+                        println!("        {}", s(r));
+                    }
+                }
+                if let Some(m) = &manifest {
+                    let a = &m["archive"];
+                    println!(
+                        "  archive {} ({}), {} bytes, sha256 {}",
+                        s(&a["name"]),
+                        s(&a["format"]),
+                        a["upload_bytes"],
+                        s(&a["sha256"])
+                    );
+                    let entries = m["entries"].as_array().cloned().unwrap_or_default();
+                    for e in entries.iter().take(200) {
+                        println!(
+                            "    {:>4o} {:>12} {}  {}",
+                            e["mode"].as_u64().unwrap_or(0),
+                            e["size"],
+                            e["sha256"]
+                                .as_str()
+                                .map(|h| &h[..16])
+                                .unwrap_or("directory       "),
+                            s(&e["path"])
+                        );
+                    }
+                    if entries.len() > 200 {
+                        println!(
+                            "    … and {} more entries (--json lists all)",
+                            entries.len() - 200
+                        );
+                    }
+                }
                 for a in v["attachments"].as_array().into_iter().flatten() {
                     println!(
                         "  [{}] {} by {}: {}{}",
@@ -631,6 +718,17 @@ async fn app(cmd: AppCommand) -> anyhow::Result<ExitCode> {
                     );
                 }
             }
+        }
+        AppCommand::Cat { id, path, client } => {
+            let text = client
+                .client()?
+                .get_text(&format!(
+                    "/api/v1/applications/{}/file?path={}",
+                    urlencode(&id),
+                    urlencode(&path)
+                ))
+                .await?;
+            print!("{text}");
         }
         AppCommand::Approve(d) => decide(d, "approve").await?,
         AppCommand::Reject(d) => decide(d, "reject").await?,
@@ -725,6 +823,81 @@ async fn app(cmd: AppCommand) -> anyhow::Result<ExitCode> {
                 );
             }
             println!("{}  {}", got, output.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn ingress_submit(
+    project: String,
+    path: PathBuf,
+    name: Option<String>,
+    description: Option<String>,
+    client: ClientArgs,
+) -> anyhow::Result<ExitCode> {
+    let c = client.client()?;
+    let name = match name {
+        Some(n) => n,
+        None => std::fs::canonicalize(&path)
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| "archive".into()),
+    };
+    let upload = crate::upload::prepare(&path)?;
+    let packed = upload.packed;
+    let show = !client.json && std::io::stderr().is_terminal();
+    let (stream, hasher, bar) = crate::upload::instrument(upload, show);
+    let mut q = format!(
+        "/api/v1/ingress?project={}&name={}",
+        urlencode(&project),
+        urlencode(&name)
+    );
+    if let Some(d) = description {
+        q.push_str(&format!("&description={}", urlencode(&d)));
+    }
+    let content_type = if packed {
+        "application/zstd"
+    } else {
+        "application/x-tar"
+    };
+    let result: anyhow::Result<Value> = c
+        .post_stream(&q, reqwest::Body::wrap_stream(stream), content_type)
+        .await;
+    bar.finish_and_clear();
+    let v = result?;
+    let sent = hex::encode(
+        hasher
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .finalize(),
+    );
+    let got = s(&v["archive"]["sha256"]);
+    anyhow::ensure!(
+        sent == got,
+        "the gateway recorded SHA-256 {got} but this client sent {sent}"
+    );
+    if client.json {
+        print_json(&v);
+    } else {
+        let a = &v["archive"];
+        println!("{}", s(&v["application"]["id"]));
+        println!("  sha256   {}", got);
+        println!(
+            "  archive  {} ({}), {} bytes sent, {} files, {} bytes unpacked",
+            s(&a["name"]),
+            s(&a["format"]),
+            a["upload_bytes"],
+            a["files"],
+            a["unpacked_bytes"]
+        );
+        println!("  checks   {}", s(&v["checks_outcome"]).to_uppercase());
+        for ch in v["checks"].as_array().into_iter().flatten() {
+            if ch["outcome"] != "pass" {
+                for r in ch["reasons"].as_array().into_iter().flatten() {
+                    println!("    {}: {}", s(&ch["check"]), s(r));
+                }
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -104,6 +104,44 @@ impl Client {
             .await
     }
 
+    /// Posts a streaming body.
+    pub async fn post_stream<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: reqwest::Body,
+        content_type: &str,
+    ) -> anyhow::Result<T> {
+        self.send(
+            self.req(reqwest::Method::POST, path)
+                .header("content-type", content_type)
+                .body(body),
+        )
+        .await
+    }
+
+    /// Gets a text body.
+    pub async fn get_text(&self, path: &str) -> anyhow::Result<String> {
+        let resp = self
+            .req(reqwest::Method::GET, path)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the gateway at {}", self.base))?;
+        let status = resp.status();
+        let text = resp.text().await?;
+        if status.is_success() {
+            return Ok(text);
+        }
+        match serde_json::from_str::<ErrorBody>(&text) {
+            Ok(e) => Err(Refused {
+                status: status.as_u16(),
+                code: e.code,
+                message: e.message,
+            }
+            .into()),
+            Err(_) => anyhow::bail!("the gateway answered HTTP {status}: {text}"),
+        }
+    }
+
     pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
         self.send(self.req(reqwest::Method::DELETE, path)).await
     }

@@ -30,6 +30,7 @@ pub struct Settings {
     pub review: ReviewSettings,
     pub limits: LimitSettings,
     pub audit: AuditSettings,
+    pub ingress: IngressSettings,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -99,6 +100,62 @@ pub struct AuditSettings {
     pub checkpoint_dir: Option<PathBuf>,
 }
 
+/// Limits and checks for archives brought in. Sizes in bytes.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngressSettings {
+    pub max_upload_bytes: u64,
+    pub max_entries: u64,
+    pub max_entry_bytes: u64,
+    pub max_unpacked_bytes: u64,
+    /// Unpacked bytes per uploaded byte; a zstd bomb stops as soon as it passes this.
+    pub max_compression_ratio: u64,
+    pub max_path_depth: usize,
+    pub max_path_bytes: usize,
+    /// Files larger than this are pointed out to reviewers.
+    pub large_file_bytes: u64,
+    /// Largest text file reviewers read through the gateway.
+    pub max_view_bytes: u64,
+}
+
+impl Default for IngressSettings {
+    fn default() -> Self {
+        let l = policy::archive::rules::Limits::default();
+        IngressSettings {
+            max_upload_bytes: l.max_upload_bytes,
+            max_entries: l.max_entries,
+            max_entry_bytes: l.max_entry_bytes,
+            max_unpacked_bytes: l.max_unpacked_bytes,
+            max_compression_ratio: l.max_compression_ratio,
+            max_path_depth: l.max_path_depth,
+            max_path_bytes: l.max_path_bytes,
+            large_file_bytes: policy::archive::checks::CheckSettings::default().large_file_bytes,
+            max_view_bytes: 8 << 20,
+        }
+    }
+}
+
+impl IngressSettings {
+    pub fn limits(&self) -> policy::archive::rules::Limits {
+        policy::archive::rules::Limits {
+            max_upload_bytes: self.max_upload_bytes,
+            max_entries: self.max_entries,
+            max_entry_bytes: self.max_entry_bytes,
+            max_unpacked_bytes: self.max_unpacked_bytes,
+            max_compression_ratio: self.max_compression_ratio,
+            max_path_depth: self.max_path_depth,
+            max_path_bytes: self.max_path_bytes,
+            ..Default::default()
+        }
+    }
+
+    pub fn checks(&self) -> policy::archive::checks::CheckSettings {
+        policy::archive::checks::CheckSettings {
+            large_file_bytes: self.large_file_bytes,
+        }
+    }
+}
+
 impl Default for Settings {
     fn default() -> Self {
         Settings {
@@ -111,6 +168,7 @@ impl Default for Settings {
             review: ReviewSettings::default(),
             limits: LimitSettings::default(),
             audit: AuditSettings::default(),
+            ingress: IngressSettings::default(),
         }
     }
 }

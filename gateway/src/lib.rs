@@ -9,7 +9,8 @@
 //! - `api`: the HTTP routes, one module per resource; `error` is their one error type.
 //! - `auth`: JWT verification and local issuance; `keys`: key files and the TLS certificate.
 //! - `db`: the pool and write transactions; `store`: the SQL; `audit`: the hash-chained log.
-//! - `blobs`: the content-addressed store; `metrics`: Prometheus counters.
+//! - `blobs`: the content-addressed store; `ingress`: archives streamed in and validated;
+//!   `metrics`: Prometheus counters.
 //!
 //! The rules themselves (who may do what, how an application moves) live in the `policy`
 //! crate; this crate loads facts, asks `policy`, and records the answer.
@@ -23,12 +24,14 @@ pub mod client;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod ingress;
 pub mod keys;
 pub mod metrics;
 pub mod startup;
 pub mod state;
 pub mod store;
 pub mod time;
+pub mod upload;
 
 /// SHA-256 in lowercase hex.
 pub fn sha256_hex(bytes: &[u8]) -> String {

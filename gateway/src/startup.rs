@@ -57,6 +57,13 @@ impl Application {
             );
         }
         let db = Db::open(&settings.database_url(), settings.database_max_connections).await?;
+        let orphans = remove_orphan_blobs(&db, &blobs).await?;
+        if orphans > 0 {
+            tracing::info!(
+                blobs = orphans,
+                "removed blobs that no committed record refers to"
+            );
+        }
         let verifier = Verifier::new(&settings.auth, Some(&token_key))?;
         if let Some(url) = settings.auth.jwks_url.clone() {
             spawn_jwks_refresh(
@@ -206,6 +213,23 @@ async fn spawn_jwks_refresh(verifier: Arc<Verifier>, url: String, every: Duratio
             }
         }
     });
+}
+
+/// Removes blobs the database does not know: written by a process that died between renaming
+/// them into the store and committing their record.
+async fn remove_orphan_blobs(db: &Db, blobs: &BlobStore) -> anyhow::Result<usize> {
+    let known = {
+        let mut conn = db.pool().acquire().await?;
+        crate::store::known_blobs(&mut conn).await?
+    };
+    let mut removed = 0;
+    for sha in blobs.list()? {
+        if !known.contains(&sha) {
+            blobs.remove(&sha)?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
 }
 
 /// Resolves on SIGTERM or SIGINT.

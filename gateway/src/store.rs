@@ -465,6 +465,29 @@ pub async fn insert_attachment(
     Ok(())
 }
 
+/// Records a blob (idempotent: identical content is one blob).
+pub async fn record_blob(
+    conn: &mut AnyConnection,
+    sha256: &str,
+    size: u64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO blobs (sha256, size, created_at) VALUES ($1, $2, $3) ON CONFLICT (sha256) DO NOTHING")
+        .bind(sha256)
+        .bind(size as i64)
+        .bind(crate::time::now())
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+pub async fn blob_known(conn: &mut AnyConnection, sha256: &str) -> Result<bool, sqlx::Error> {
+    Ok(sqlx::query("SELECT 1 AS one FROM blobs WHERE sha256 = $1")
+        .bind(sha256)
+        .fetch_optional(conn)
+        .await?
+        .is_some())
+}
+
 /// A new random identifier such as `app-7k2m9x4q1c3v`: 60 bits in Crockford base32.
 pub fn new_id(prefix: &str) -> String {
     const ALPHABET: &[u8] = b"0123456789abcdefghjkmnpqrstvwxyz";
@@ -479,4 +502,190 @@ pub fn new_id(prefix: &str) -> String {
         n >>= 5;
     }
     s
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IngressRow {
+    pub application_id: String,
+    pub name: String,
+    pub blob_sha256: String,
+    pub format: String,
+    pub upload_bytes: i64,
+    pub tar_sha256: String,
+    pub unpacked_bytes: i64,
+    pub entry_count: i64,
+}
+
+pub async fn insert_ingress(conn: &mut AnyConnection, r: &IngressRow) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO ingress_archives (application_id, name, blob_sha256, format, upload_bytes, tar_sha256, \
+         unpacked_bytes, entry_count) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(&r.application_id)
+    .bind(&r.name)
+    .bind(&r.blob_sha256)
+    .bind(&r.format)
+    .bind(r.upload_bytes)
+    .bind(&r.tar_sha256)
+    .bind(r.unpacked_bytes)
+    .bind(r.entry_count)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn ingress(
+    conn: &mut AnyConnection,
+    app: &str,
+) -> Result<Option<IngressRow>, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT application_id, name, blob_sha256, format, upload_bytes, tar_sha256, unpacked_bytes, entry_count \
+         FROM ingress_archives WHERE application_id = $1",
+    )
+    .bind(app)
+    .fetch_optional(conn)
+    .await?;
+    row.map(|r| {
+        Ok(IngressRow {
+            application_id: r.try_get("application_id")?,
+            name: r.try_get("name")?,
+            blob_sha256: r.try_get("blob_sha256")?,
+            format: r.try_get("format")?,
+            upload_bytes: r.try_get("upload_bytes")?,
+            tar_sha256: r.try_get("tar_sha256")?,
+            unpacked_bytes: r.try_get("unpacked_bytes")?,
+            entry_count: r.try_get("entry_count")?,
+        })
+    })
+    .transpose()
+}
+
+/// Inserts a manifest in batches (both engines bound the number of parameters per statement).
+pub async fn insert_entries(
+    conn: &mut AnyConnection,
+    app: &str,
+    entries: &[crate::ingress::ManifestEntry],
+) -> Result<(), sqlx::Error> {
+    for batch in entries.chunks(500) {
+        let mut sql = String::from(
+            "INSERT INTO archive_entries (application_id, path, kind, size, mode, sha256) VALUES ",
+        );
+        for i in 0..batch.len() {
+            let b = i * 6;
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!(
+                "(${}, ${}, ${}, ${}, ${}, ${})",
+                b + 1,
+                b + 2,
+                b + 3,
+                b + 4,
+                b + 5,
+                b + 6
+            ));
+        }
+        let mut q = sqlx::query(&sql);
+        for e in batch {
+            q = q
+                .bind(app)
+                .bind(&e.path)
+                .bind(&e.kind)
+                .bind(e.size as i64)
+                .bind(i64::from(e.mode))
+                .bind(&e.sha256);
+        }
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+pub async fn entries(
+    conn: &mut AnyConnection,
+    app: &str,
+) -> Result<Vec<crate::ingress::ManifestEntry>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT path, kind, size, mode, sha256 FROM archive_entries WHERE application_id = $1 ORDER BY path",
+    )
+    .bind(app)
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(crate::ingress::ManifestEntry {
+                path: r.try_get("path")?,
+                kind: r.try_get("kind")?,
+                size: r.try_get::<i64, _>("size")? as u64,
+                mode: r.try_get::<i64, _>("mode")? as u32,
+                sha256: r.try_get("sha256")?,
+            })
+        })
+        .collect()
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CheckRow {
+    pub check: String,
+    pub outcome: String,
+    pub reasons: Vec<String>,
+}
+
+pub async fn insert_checks(
+    conn: &mut AnyConnection,
+    app: &str,
+    checks: &[policy::archive::checks::CheckResult],
+) -> Result<(), sqlx::Error> {
+    for c in checks {
+        sqlx::query(
+            "INSERT INTO application_checks (application_id, check_name, outcome, reasons) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(app)
+        .bind(c.check)
+        .bind(c.outcome.as_str())
+        .bind(serde_json::to_string(&c.reasons).unwrap_or_else(|_| "[]".into()))
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+pub async fn checks(conn: &mut AnyConnection, app: &str) -> Result<Vec<CheckRow>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT check_name, outcome, reasons FROM application_checks WHERE application_id = $1",
+    )
+    .bind(app)
+    .fetch_all(conn)
+    .await?;
+    let mut out: Vec<CheckRow> = rows
+        .iter()
+        .map(|r| {
+            let reasons: String = r.try_get("reasons")?;
+            Ok(CheckRow {
+                check: r.try_get("check_name")?,
+                outcome: r.try_get("outcome")?,
+                reasons: serde_json::from_str(&reasons).unwrap_or_default(),
+            })
+        })
+        .collect::<Result<_, sqlx::Error>>()?;
+    // In the order the checks are defined, so reviewers always see them the same way.
+    let order = |c: &str| {
+        policy::archive::checks::CHECKS
+            .iter()
+            .position(|x| *x == c)
+            .unwrap_or(usize::MAX)
+    };
+    out.sort_by_key(|c| order(&c.check));
+    Ok(out)
+}
+
+/// Every blob the database knows.
+pub async fn known_blobs(
+    conn: &mut AnyConnection,
+) -> Result<std::collections::HashSet<String>, sqlx::Error> {
+    let rows = sqlx::query("SELECT sha256 FROM blobs")
+        .fetch_all(conn)
+        .await?;
+    rows.iter()
+        .map(|r| r.try_get::<String, _>("sha256"))
+        .collect()
 }

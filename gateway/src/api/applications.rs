@@ -78,9 +78,11 @@ pub struct ApplicationDetail {
     pub application: Application,
     pub decisions: Vec<Decision>,
     pub attachments: Vec<Attachment>,
+    /// Automatic checks attached to the application (ingress archives, egress files).
+    pub checks: Vec<super::ingress::Check>,
 }
 
-fn app_dto(state: &AppState, a: AppRow, decisions: &[DecisionRow]) -> Application {
+pub(crate) fn app_summary(state: &AppState, a: AppRow, decisions: &[DecisionRow]) -> Application {
     let approvals = decisions
         .iter()
         .filter(|d| d.round == a.round && d.choice == Choice::Approve)
@@ -161,7 +163,7 @@ pub async fn list(
     let mut out = Vec::with_capacity(rows.len());
     for a in rows {
         let d = store::decisions(&mut conn, &a.id).await?;
-        out.push(app_dto(&state, a, &d));
+        out.push(app_summary(&state, a, &d));
     }
     Ok(ApiJson(out))
 }
@@ -256,7 +258,7 @@ pub async fn create(
     };
     submit_application(&mut tx, &row).await?;
     state.commit(tx).await?;
-    Ok((StatusCode::CREATED, ApiJson(app_dto(&state, row, &[]))))
+    Ok((StatusCode::CREATED, ApiJson(app_summary(&state, row, &[]))))
 }
 
 /// Records a new application and its audit event inside `tx`. Kind-specific routes (ingress,
@@ -280,7 +282,7 @@ pub async fn submit_application(tx: &mut WriteTx, row: &AppRow) -> ApiResult<()>
 }
 
 /// The caller's standing towards an application, or 404 when they may not see it.
-async fn visible_app(
+pub(crate) async fn visible_app(
     conn: &mut sqlx::AnyConnection,
     caller: &Caller,
     id: &str,
@@ -313,10 +315,12 @@ pub async fn show(
     let (app, _) = visible_app(&mut conn, &caller, &id).await?;
     let decisions = store::decisions(&mut conn, &id).await?;
     let attachments = store::attachments(&mut conn, &id).await?;
+    let checks = store::checks(&mut conn, &id).await?;
     Ok(ApiJson(ApplicationDetail {
-        application: app_dto(&state, app, &decisions),
+        application: app_summary(&state, app, &decisions),
         decisions: decisions.into_iter().map(decision_dto).collect(),
         attachments: attachments.into_iter().map(attachment_dto).collect(),
+        checks: checks.into_iter().map(super::ingress::check_dto).collect(),
     }))
 }
 
@@ -444,7 +448,7 @@ async fn apply_event(
         .await?
         .ok_or(ApiError::NotFound("application"))?;
     state.commit(tx).await?;
-    Ok(ApiJson(app_dto(state, updated, &all_decisions)))
+    Ok(ApiJson(app_summary(state, updated, &all_decisions)))
 }
 
 /// Votes on an application: approve, reject or request changes; reviewers, never on their own
@@ -614,7 +618,7 @@ pub async fn attach(
         }
     };
     let blob = match &file {
-        Some((_, bytes)) => Some(state.blobs.put(bytes).await?),
+        Some((_, bytes)) => Some(state.blobs.put(bytes.clone()).await?),
         None => None,
     };
     let mut tx = state.db.begin_write().await?;
@@ -633,11 +637,14 @@ pub async fn attach(
         author: caller.sub.to_string(),
         body: body.text,
         file_name: file.as_ref().map(|(n, _)| n.clone()),
-        file_sha256: blob.as_ref().map(|b| b.sha256()),
+        file_sha256: blob.as_ref().map(|b| b.sha256().to_owned()),
         file_size: blob.as_ref().map(|b| b.size() as i64),
         created_at: crate::time::now(),
     };
     store::insert_attachment(tx.conn(), &row).await?;
+    if let Some(b) = &blob {
+        store::record_blob(tx.conn(), b.sha256(), b.size()).await?;
+    }
     tx.audit(NewEvent {
         actor: caller.sub.as_str(),
         action: "application.attach",

@@ -6,6 +6,7 @@
 //! annotations by `utoipa`, so it cannot drift from the routes.
 
 pub mod applications;
+pub mod ingress;
 pub mod projects;
 pub mod system;
 
@@ -36,6 +37,7 @@ use crate::state::AppState;
     tags(
         (name = "projects", description = "Research projects and their members"),
         (name = "applications", description = "Applications to the data-use committee"),
+        (name = "ingress", description = "Program and reference-data archives brought into the environment"),
         (name = "system", description = "Health, metrics, identity and the audit log"),
     )
 )]
@@ -76,6 +78,9 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(applications::resubmit))
         .routes(routes!(applications::attach))
         .routes(routes!(applications::attachment_file))
+        .routes(routes!(ingress::submit))
+        .routes(routes!(ingress::manifest))
+        .routes(routes!(ingress::file))
         .split_for_parts();
     let doc_json = doc
         .to_pretty_json()

@@ -44,6 +44,36 @@ impl Default for Limits {
     }
 }
 
+impl Limits {
+    /// Checks the expansion so far: `uploaded` bytes received gave `unpacked` bytes of tar.
+    pub fn check_ratio(&self, uploaded: u64, unpacked: u64) -> Result<(), Violation> {
+        if unpacked > self.ratio_grace_bytes
+            && unpacked > uploaded.max(1).saturating_mul(self.max_compression_ratio)
+        {
+            return Err(Violation {
+                rule: Rule::CompressionRatio,
+                entry: None,
+                message: format!(
+                    "{uploaded} bytes expanded to more than {unpacked}: over the {}:1 compression ratio allowed",
+                    self.max_compression_ratio
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    pub fn check_upload_size(&self, uploaded: u64) -> Result<(), Violation> {
+        if uploaded > self.max_upload_bytes {
+            return Err(Violation {
+                rule: Rule::UploadTooLarge,
+                entry: None,
+                message: format!("the upload is larger than {} bytes", self.max_upload_bytes),
+            });
+        }
+        Ok(())
+    }
+}
+
 /// The rule an archive broke. Its [`code`](Rule::code) is the stable error code clients see.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Rule {
@@ -325,40 +355,6 @@ impl Validator {
         }))
     }
 
-    /// Checks the expansion so far: `uploaded` bytes received gave `unpacked` bytes of tar.
-    pub fn check_ratio(&self, uploaded: u64, unpacked: u64) -> Result<(), Violation> {
-        if unpacked > self.limits.ratio_grace_bytes
-            && unpacked
-                > uploaded
-                    .max(1)
-                    .saturating_mul(self.limits.max_compression_ratio)
-        {
-            return Err(Violation {
-                rule: Rule::CompressionRatio,
-                entry: None,
-                message: format!(
-                    "{uploaded} bytes expanded to more than {unpacked}: over the {}:1 compression ratio allowed",
-                    self.limits.max_compression_ratio
-                ),
-            });
-        }
-        Ok(())
-    }
-
-    pub fn check_upload_size(&self, uploaded: u64) -> Result<(), Violation> {
-        if uploaded > self.limits.max_upload_bytes {
-            return Err(Violation {
-                rule: Rule::UploadTooLarge,
-                entry: None,
-                message: format!(
-                    "the upload is larger than {} bytes",
-                    self.limits.max_upload_bytes
-                ),
-            });
-        }
-        Ok(())
-    }
-
     /// At the end: an archive with no file at all is refused.
     pub fn finish(&self) -> Result<(), Violation> {
         if !self.has_files {
@@ -574,12 +570,12 @@ mod tests {
 
     #[test]
     fn ratio_and_upload_size() {
-        let v = Validator::new(Limits {
+        let v = Limits {
             max_compression_ratio: 10,
             ratio_grace_bytes: 1000,
             max_upload_bytes: 5000,
             ..Limits::default()
-        });
+        };
         v.check_ratio(10, 999).unwrap(); // within the grace
         v.check_ratio(200, 2000).unwrap();
         assert_eq!(

@@ -1,0 +1,484 @@
+//! Ingress: archives streamed in, checksummed, validated entry by entry and stored.
+//!
+//! An upload runs through two blocking workers fed from the request body, so the network, the
+//! disk and the hashing overlap and nothing is held in memory beyond a few chunks:
+//!
+//! ```text
+//! body ──chunks──┬──▶ store worker: temp file + SHA-256 of the upload, fsync
+//!                └──▶ scan worker:  [zstd] ▶ tar reader ▶ rules ▶ SHA-256 per entry, checks
+//! ```
+//!
+//! The first broken rule stops the scan; the rest of the body is drained (up to the upload
+//! limit) so the client gets a clean answer, and the temporary file is removed. Only after both
+//! workers succeed does the caller record the application and commit the blob.
+
+use std::path::PathBuf;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+
+use axum::body::Bytes;
+use futures_util::{Stream, StreamExt};
+use policy::archive::checks::{CheckResult, CheckSettings, Checker, PREFIX_BYTES};
+use policy::archive::rules::{Limits, Rule, Validator, Violation};
+use policy::archive::tar::{EntryKind, Header, Sink, TarError, TarScanner};
+use sha2::{Digest, Sha256};
+
+use crate::blobs::{BlobStore, FinishedBlob};
+
+/// zstd frames that need a window larger than 2^this are refused (memory stays bounded).
+const ZSTD_WINDOW_LOG_MAX: u32 = 27;
+/// Chunks in flight per worker: the memory bound of a streaming upload.
+const QUEUE: usize = 8;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Tar,
+    TarZstd,
+}
+
+impl Format {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Tar => "tar",
+            Format::TarZstd => "tar.zst",
+        }
+    }
+    fn sniff(first: &[u8]) -> Format {
+        if first.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            Format::TarZstd
+        } else {
+            Format::Tar
+        }
+    }
+}
+
+/// One entry of the manifest.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ManifestEntry {
+    pub path: String,
+    /// file or directory
+    pub kind: String,
+    pub size: u64,
+    pub mode: u32,
+    /// SHA-256 of the file's content; none for directories.
+    pub sha256: Option<String>,
+}
+
+/// What an accepted upload is.
+pub struct Ingested {
+    pub blob: FinishedBlob,
+    pub format: Format,
+    pub upload_bytes: u64,
+    pub tar_sha256: String,
+    pub unpacked_bytes: u64,
+    pub entries: Vec<ManifestEntry>,
+    pub checks: Vec<CheckResult>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("{0}")]
+    Refused(Violation),
+    #[error("the upload was interrupted: {0}")]
+    Interrupted(String),
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+/// Streams `body` through validation into a temporary blob.
+pub async fn ingest<S, E>(
+    mut body: S,
+    blobs: &BlobStore,
+    limits: Limits,
+    checks: CheckSettings,
+) -> Result<Ingested, IngestError>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let (store_tx, store_rx) = sync_channel::<Bytes>(QUEUE);
+    let (scan_tx, scan_rx) = sync_channel::<Bytes>(QUEUE);
+    let (path, file) = blobs.temp_file()?;
+    // The guard removes the temporary file on every early return.
+    let mut blob = blobs.finished(path, String::new(), 0);
+    let store = tokio::task::spawn_blocking(move || store_worker(file, store_rx));
+    let scan_limits = limits.clone();
+    let scan = tokio::task::spawn_blocking(move || scan_worker(scan_rx, scan_limits, checks));
+
+    let mut uploaded: u64 = 0;
+    let mut scan_tx = Some(scan_tx);
+    let mut interrupted = None;
+    let mut too_large = None;
+    while let Some(chunk) = body.next().await {
+        let chunk = match chunk {
+            Ok(c) => c,
+            Err(e) => {
+                interrupted = Some(e.to_string());
+                break;
+            }
+        };
+        uploaded += chunk.len() as u64;
+        if uploaded > limits.max_upload_bytes {
+            too_large = limits.check_upload_size(uploaded).err();
+            break;
+        }
+        if let Some(tx) = &scan_tx {
+            if send(tx, chunk.clone()).await.is_err() {
+                // The scan stopped on a broken rule: stop storing, drain the rest.
+                scan_tx = None;
+            }
+        }
+        if scan_tx.is_none() {
+            continue;
+        }
+        if send(&store_tx, chunk).await.is_err() {
+            break;
+        }
+    }
+    drop(scan_tx);
+    drop(store_tx);
+    let scanned = scan
+        .await
+        .map_err(|e| anyhow::anyhow!("the scan worker failed: {e}"))?;
+    let stored = store
+        .await
+        .map_err(|e| anyhow::anyhow!("the store worker failed: {e}"))?;
+    if let Some(v) = too_large {
+        return Err(IngestError::Refused(v));
+    }
+    if let Some(why) = interrupted {
+        return Err(IngestError::Interrupted(why));
+    }
+    let scanned = scanned.map_err(IngestError::Refused)?;
+    let (sha256, size) = stored?;
+    blob.set_content(sha256, size);
+    Ok(Ingested {
+        blob,
+        format: scanned.format,
+        upload_bytes: uploaded,
+        tar_sha256: scanned.tar_sha256,
+        unpacked_bytes: scanned.unpacked,
+        entries: scanned.entries,
+        checks: scanned.checks,
+    })
+}
+
+/// Sends into a worker's queue without blocking the runtime; `Err` when the worker is gone.
+async fn send(tx: &SyncSender<Bytes>, mut chunk: Bytes) -> Result<(), ()> {
+    loop {
+        match tx.try_send(chunk) {
+            Ok(()) => return Ok(()),
+            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => return Err(()),
+            Err(std::sync::mpsc::TrySendError::Full(c)) => {
+                chunk = c;
+                // The worker is behind (disk or hashing): yield until it catches up.
+                tokio::time::sleep(std::time::Duration::from_micros(200)).await;
+            }
+        }
+    }
+}
+
+fn store_worker(mut file: std::fs::File, rx: Receiver<Bytes>) -> anyhow::Result<(String, u64)> {
+    use std::io::Write;
+    let mut hasher = Sha256::new();
+    let mut size = 0u64;
+    for chunk in rx {
+        file.write_all(&chunk)?;
+        hasher.update(&chunk);
+        size += chunk.len() as u64;
+    }
+    file.sync_all()?;
+    Ok((hex::encode(hasher.finalize()), size))
+}
+
+struct Scanned {
+    format: Format,
+    tar_sha256: String,
+    unpacked: u64,
+    entries: Vec<ManifestEntry>,
+    checks: Vec<CheckResult>,
+}
+
+/// Receives the tar (or zstd-compressed tar) stream and turns it into events for a sink.
+pub struct Unpacker {
+    format: Option<Format>,
+    zstd: Option<zstd::stream::raw::Decoder<'static>>,
+    out: Vec<u8>,
+    /// The zstd decoder says a frame ended and nothing is pending.
+    frame_done: bool,
+    pub scanner: TarScanner,
+    pub compressed_in: u64,
+    pub unpacked_out: u64,
+    tar_hasher: Sha256,
+}
+
+impl Default for Unpacker {
+    fn default() -> Self {
+        Unpacker {
+            format: None,
+            zstd: None,
+            out: vec![0u8; 128 * 1024],
+            frame_done: true,
+            scanner: TarScanner::default(),
+            compressed_in: 0,
+            unpacked_out: 0,
+            tar_hasher: Sha256::new(),
+        }
+    }
+}
+
+fn zstd_error(e: std::io::Error) -> Violation {
+    let msg = e.to_string();
+    let rule = if msg.contains("indow") {
+        Rule::CompressionRatio
+    } else {
+        Rule::Corrupt
+    };
+    Violation {
+        rule,
+        entry: None,
+        message: format!("the zstd stream cannot be decompressed: {msg}"),
+    }
+}
+
+impl Unpacker {
+    pub fn format(&self) -> Option<Format> {
+        self.format
+    }
+
+    /// Feeds raw upload bytes; `ratio` checks the expansion after each step.
+    pub fn feed<S: Sink<Error = Violation>>(
+        &mut self,
+        chunk: &[u8],
+        sink: &mut S,
+        ratio: impl Fn(u64, u64) -> Result<(), Violation>,
+    ) -> Result<(), Violation> {
+        use zstd::stream::raw::Operation;
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        self.compressed_in += chunk.len() as u64;
+        let format = *self.format.get_or_insert_with(|| Format::sniff(chunk));
+        if format == Format::Tar {
+            self.unpacked_out += chunk.len() as u64;
+            self.tar_hasher.update(chunk);
+            return self.scanner.feed(chunk, sink);
+        }
+        if self.zstd.is_none() {
+            let mut d = zstd::stream::raw::Decoder::new().map_err(zstd_error)?;
+            d.set_parameter(zstd::stream::raw::DParameter::WindowLogMax(
+                ZSTD_WINDOW_LOG_MAX,
+            ))
+            .map_err(zstd_error)?;
+            self.zstd = Some(d);
+        }
+        let mut input = chunk;
+        loop {
+            let dec = self.zstd.as_mut().expect("set above");
+            let st = dec
+                .run_on_buffers(input, &mut self.out)
+                .map_err(zstd_error)?;
+            input = &input[st.bytes_read..];
+            let produced = &self.out[..st.bytes_written];
+            self.frame_done = st.remaining == 0;
+            if !produced.is_empty() {
+                self.unpacked_out += produced.len() as u64;
+                self.tar_hasher.update(produced);
+                self.scanner.feed(produced, sink)?;
+                ratio(self.compressed_in, self.unpacked_out)?;
+            }
+            if input.is_empty() && st.bytes_written < self.out.len() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// At the end of the upload: the tar and the zstd stream must both be complete.
+    pub fn finish(&mut self) -> Result<String, Violation> {
+        if self.format == Some(Format::TarZstd) && !self.frame_done {
+            return Err(Violation {
+                rule: Rule::Truncated,
+                entry: None,
+                message: "the zstd stream ends inside a frame".into(),
+            });
+        }
+        self.scanner.finish()?;
+        Ok(hex::encode(std::mem::take(&mut self.tar_hasher).finalize()))
+    }
+}
+
+/// Validates entries, hashes their content, and runs the checks.
+struct IngestSink {
+    validator: Validator,
+    checker: Checker,
+    entries: Vec<ManifestEntry>,
+    current: Option<Current>,
+}
+
+struct Current {
+    entry: ManifestEntry,
+    hasher: Sha256,
+    prefix: Vec<u8>,
+}
+
+impl Sink for IngestSink {
+    type Error = Violation;
+
+    fn entry(&mut self, h: &Header) -> Result<(), Violation> {
+        let Some(accepted) = self.validator.check_entry(h)? else {
+            self.current = None;
+            return Ok(());
+        };
+        self.current = Some(Current {
+            entry: ManifestEntry {
+                path: accepted.path,
+                kind: if accepted.kind == EntryKind::Dir {
+                    "directory"
+                } else {
+                    "file"
+                }
+                .into(),
+                size: accepted.size,
+                mode: accepted.mode,
+                sha256: None,
+            },
+            hasher: Sha256::new(),
+            prefix: Vec::new(),
+        });
+        Ok(())
+    }
+
+    fn data(&mut self, bytes: &[u8]) -> Result<(), Violation> {
+        if let Some(c) = &mut self.current {
+            c.hasher.update(bytes);
+            if c.prefix.len() < PREFIX_BYTES {
+                let n = (PREFIX_BYTES - c.prefix.len()).min(bytes.len());
+                c.prefix.extend_from_slice(&bytes[..n]);
+            }
+        }
+        Ok(())
+    }
+
+    fn end_entry(&mut self) -> Result<(), Violation> {
+        if let Some(mut c) = self.current.take() {
+            if c.entry.kind == "file" {
+                c.entry.sha256 = Some(hex::encode(c.hasher.finalize()));
+                self.checker
+                    .file(&c.entry.path, c.entry.size, c.entry.mode, &c.prefix);
+            }
+            self.entries.push(c.entry);
+        }
+        Ok(())
+    }
+}
+
+fn scan_worker(
+    rx: Receiver<Bytes>,
+    limits: Limits,
+    checks: CheckSettings,
+) -> Result<Scanned, Violation> {
+    let mut unpacker = Unpacker::default();
+    let mut sink = IngestSink {
+        validator: Validator::new(limits),
+        checker: Checker::new(checks),
+        entries: Vec::new(),
+        current: None,
+    };
+    let limits = sink.validator.limits().clone();
+    for chunk in rx {
+        unpacker.feed(&chunk, &mut sink, |up, out| limits.check_ratio(up, out))?;
+    }
+    let tar_sha256 = unpacker.finish()?;
+    sink.validator.finish()?;
+    Ok(Scanned {
+        format: unpacker.format().unwrap_or(Format::Tar),
+        tar_sha256,
+        unpacked: unpacker.unpacked_out,
+        entries: sink.entries,
+        checks: sink.checker.finish(),
+    })
+}
+
+/// Reads one file out of a stored archive (for reviewers). Returns `None` when the archive has
+/// no such file, `Err` when it is larger than `max`.
+pub fn read_file(
+    blob: PathBuf,
+    wanted: String,
+    max: u64,
+) -> anyhow::Result<Option<Result<Vec<u8>, u64>>> {
+    use std::io::Read;
+    struct Find {
+        wanted: String,
+        max: u64,
+        active: bool,
+        found: Option<Result<Vec<u8>, u64>>,
+    }
+    impl Sink for Find {
+        type Error = Violation;
+        fn entry(&mut self, h: &Header) -> Result<(), Violation> {
+            let p = String::from_utf8_lossy(&h.path);
+            let p = p.trim_start_matches("./").trim_end_matches('/');
+            self.active = h.kind == EntryKind::File && p == self.wanted && self.found.is_none();
+            if self.active {
+                self.found = Some(if h.size > self.max {
+                    Err(h.size)
+                } else {
+                    Ok(Vec::with_capacity(h.size as usize))
+                });
+                if h.size > self.max {
+                    self.active = false;
+                }
+            }
+            Ok(())
+        }
+        fn data(&mut self, bytes: &[u8]) -> Result<(), Violation> {
+            if self.active {
+                if let Some(Ok(v)) = &mut self.found {
+                    v.extend_from_slice(bytes);
+                }
+            }
+            Ok(())
+        }
+        fn end_entry(&mut self) -> Result<(), Violation> {
+            if self.active {
+                self.active = false;
+                // Found: an error is how a sink stops the reader; the caller knows it is not one.
+                return Err(Violation {
+                    rule: Rule::Corrupt,
+                    entry: None,
+                    message: "stop: found".into(),
+                });
+            }
+            Ok(())
+        }
+    }
+    let mut f = std::fs::File::open(&blob)?;
+    let mut u = Unpacker::default();
+    let mut sink = Find {
+        wanted,
+        max,
+        active: false,
+        found: None,
+    };
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        match u.feed(&buf[..n], &mut sink, |_, _| Ok(())) {
+            Ok(()) => {}
+            Err(_) if sink.found.is_some() => break,
+            Err(e) => anyhow::bail!("the stored archive does not read back: {e}"),
+        }
+        if matches!(sink.found, Some(Err(_))) {
+            break;
+        }
+    }
+    Ok(sink.found)
+}
+
+impl From<TarError> for IngestError {
+    fn from(e: TarError) -> Self {
+        IngestError::Refused(e.into())
+    }
+}
