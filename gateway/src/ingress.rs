@@ -256,6 +256,24 @@ impl Unpacker {
         if chunk.is_empty() {
             return Ok(());
         }
+        if self.compressed_in == 0 {
+            for (magic, what) in [
+                (&b"\x1f\x8b"[..], "gzip"),
+                (b"BZh", "bzip2"),
+                (b"\xfd7zXZ\0", "xz"),
+                (b"PK\x03\x04", "zip"),
+            ] {
+                if chunk.starts_with(magic) {
+                    return Err(Violation {
+                        rule: Rule::Corrupt,
+                        entry: None,
+                        message: format!(
+                            "{what} archives are not accepted: send a tar, or a tar compressed with zstd"
+                        ),
+                    });
+                }
+            }
+        }
         self.compressed_in += chunk.len() as u64;
         let format = *self.format.get_or_insert_with(|| Format::sniff(chunk));
         if format == Format::Tar {

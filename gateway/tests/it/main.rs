@@ -13,5 +13,6 @@ mod applications;
 mod audit_tamper;
 mod authz;
 mod concurrency;
+mod ingress;
 mod jwt;
 mod restart;

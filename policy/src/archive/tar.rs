@@ -506,5 +506,96 @@ fn parse_number(field: &[u8]) -> Option<u64> {
     parse_octal(field)
 }
 
+/// A ustar header block for `name` (at most 100 bytes, taken as they are), with a correct
+/// checksum; owner and group 0, time 0.
+pub fn ustar_header(name: &[u8], flag: u8, size: u64, mode: u32) -> [u8; 512] {
+    let mut h = [0u8; 512];
+    let n = name.len().min(100);
+    h[..n].copy_from_slice(&name[..n]);
+    h[100..108].copy_from_slice(format!("{:07o}\0", mode & 0o7777777).as_bytes());
+    h[108..116].copy_from_slice(b"0000000\0");
+    h[116..124].copy_from_slice(b"0000000\0");
+    h[124..136].copy_from_slice(format!("{:011o}\0", size & 0o77777777777).as_bytes());
+    h[136..148].copy_from_slice(b"00000000000\0");
+    h[156] = flag;
+    h[257..263].copy_from_slice(b"ustar\0");
+    h[263..265].copy_from_slice(b"00");
+    h[265..269].copy_from_slice(b"root");
+    h[297..301].copy_from_slice(b"root");
+    set_checksum(&mut h);
+    h
+}
+
+/// Recomputes a header block's checksum.
+pub fn set_checksum(h: &mut [u8; 512]) {
+    h[148..156].copy_from_slice(b"        ");
+    let sum: u64 = h.iter().map(|b| u64::from(*b)).sum();
+    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+}
+
+/// The header blocks for one entry: a pax header first when the path or size does not fit in
+/// ustar fields, then the ustar header.
+pub fn entry_header(path: &str, kind: EntryKind, size: u64, mode: u32) -> Vec<u8> {
+    let flag = match kind {
+        EntryKind::File => b'0',
+        EntryKind::Dir => b'5',
+        EntryKind::Symlink => b'2',
+        EntryKind::Hardlink => b'1',
+        EntryKind::CharDevice => b'3',
+        EntryKind::BlockDevice => b'4',
+        EntryKind::Fifo => b'6',
+        EntryKind::Other(f) => f,
+    };
+    let mut out = Vec::with_capacity(1024);
+    let size_fits = size <= 0o77777777777;
+    if path.len() > 100 || !size_fits {
+        let mut records = String::new();
+        if path.len() > 100 {
+            records.push_str(&pax_record("path", path));
+        }
+        if size > 0o77777777777 {
+            records.push_str(&pax_record("size", &size.to_string()));
+        }
+        out.extend_from_slice(&ustar_header(
+            b"././@PaxHeader",
+            b'x',
+            records.len() as u64,
+            0o644,
+        ));
+        out.extend_from_slice(records.as_bytes());
+        out.resize(out.len().div_ceil(BLOCK) * BLOCK, 0);
+    }
+    let short = if path.len() <= 100 {
+        path.as_bytes()
+    } else {
+        &path.as_bytes()[..100]
+    };
+    out.extend_from_slice(&ustar_header(
+        short,
+        flag,
+        if size_fits { size } else { 0 },
+        mode,
+    ));
+    out
+}
+
+/// `len key=value\n`, where `len` counts itself.
+fn pax_record(key: &str, value: &str) -> String {
+    let body = format!(" {key}={value}\n");
+    let mut len = body.len() + 1;
+    while len.to_string().len() + body.len() != len {
+        len = len.to_string().len() + body.len();
+    }
+    format!("{len}{body}")
+}
+
+/// Zero padding after `size` bytes of data, up to the next block.
+pub fn padding(size: u64) -> usize {
+    ((BLOCK as u64 - size % BLOCK as u64) % BLOCK as u64) as usize
+}
+
+/// The end-of-archive marker.
+pub const END: [u8; 1024] = [0u8; 1024];
+
 #[cfg(test)]
 mod tests;

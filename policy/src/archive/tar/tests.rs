@@ -49,27 +49,12 @@ pub(crate) fn scan(bytes: &[u8], chunk: usize) -> Result<Collect, TarError> {
     Ok(c)
 }
 
-/// A raw ustar header with a correct checksum.
 pub(crate) fn raw_header(path: &[u8], flag: u8, size: u64, mode: u32) -> [u8; 512] {
-    let mut h = [0u8; 512];
-    let n = path.len().min(100);
-    h[..n].copy_from_slice(&path[..n]);
-    h[100..108].copy_from_slice(format!("{mode:07o}\0").as_bytes());
-    h[108..116].copy_from_slice(b"0000000\0");
-    h[116..124].copy_from_slice(b"0000000\0");
-    h[124..136].copy_from_slice(format!("{size:011o}\0").as_bytes());
-    h[136..148].copy_from_slice(b"00000000000\0");
-    h[156] = flag;
-    h[257..263].copy_from_slice(b"ustar\0");
-    h[263..265].copy_from_slice(b"00");
-    fix_checksum(&mut h);
-    h
+    ustar_header(path, flag, size, mode)
 }
 
 pub(crate) fn fix_checksum(h: &mut [u8; 512]) {
-    h[148..156].copy_from_slice(b"        ");
-    let sum: u64 = h.iter().map(|b| u64::from(*b)).sum();
-    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    set_checksum(h)
 }
 
 /// Headers and data, padded, with the end-of-archive marker.
@@ -138,6 +123,31 @@ fn pax_paths_and_sizes_apply() {
     let c = scan(&bytes, 100).unwrap();
     assert_eq!(c.entries.len(), 1);
     assert_eq!(c.entries[0].0.path, path.as_bytes());
+}
+
+#[test]
+fn entry_headers_round_trip_long_paths_and_sizes() {
+    let long = format!("{}/{}", "a".repeat(200), "b".repeat(100));
+    for (path, size) in [("short.txt", 3u64), (long.as_str(), 5)] {
+        let mut bytes = entry_header(path, EntryKind::File, size, 0o444);
+        bytes.extend(std::iter::repeat_n(b'z', size as usize));
+        bytes.extend(std::iter::repeat_n(0u8, padding(size)));
+        bytes.extend_from_slice(&END);
+        let c = scan(&bytes, 77).unwrap();
+        assert_eq!(c.entries.len(), 1);
+        assert_eq!(c.entries[0].0.path, path.as_bytes());
+        assert_eq!(c.entries[0].0.mode, 0o444);
+        assert_eq!(c.entries[0].1.len() as u64, size);
+    }
+    // Records whose length crosses a power of ten count themselves right.
+    for n in [1, 90, 91, 92, 995, 996, 997, 998] {
+        let r = pax_record("path", &"x".repeat(n));
+        assert_eq!(
+            r.split(' ').next().unwrap().parse::<usize>().unwrap(),
+            r.len(),
+            "{n}"
+        );
+    }
 }
 
 #[test]

@@ -1,0 +1,778 @@
+//! Ingress end to end: good archives in (tar, tar.zst, and a directory through the real `vre`
+//! binary), a corpus of hostile archives refused with their codes leaving nothing behind, reads
+//! of archive contents audited, and a gateway killed mid-upload leaving nothing visible.
+
+use std::io::Write;
+
+use policy::archive::tar::{END, EntryKind, entry_header, padding, set_checksum, ustar_header};
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::support::{TempDir, TestApp, each_engine, engines, vre_bin};
+
+/// A tar archive from (path, kind, mode, data) with honest headers.
+fn tar_of(entries: &[(&str, EntryKind, u32, &[u8])]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (path, kind, mode, data) in entries {
+        out.extend(entry_header(path, *kind, data.len() as u64, *mode));
+        out.extend_from_slice(data);
+        out.extend(std::iter::repeat_n(0u8, padding(data.len() as u64)));
+    }
+    out.extend_from_slice(&END);
+    out
+}
+
+/// A raw header (any name bytes, any type flag) followed by data.
+fn raw(name: &[u8], flag: u8, mode: u32, data: &[u8]) -> Vec<u8> {
+    let mut out = ustar_header(name, flag, data.len() as u64, mode).to_vec();
+    out.extend_from_slice(data);
+    out.extend(std::iter::repeat_n(0u8, padding(data.len() as u64)));
+    out
+}
+
+fn with_end(mut v: Vec<u8>) -> Vec<u8> {
+    v.extend_from_slice(&END);
+    v
+}
+
+fn zst(bytes: &[u8]) -> Vec<u8> {
+    zstd::stream::encode_all(bytes, 3).unwrap()
+}
+
+fn pax(records: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for (k, v) in records {
+        let inner = [b" ".as_slice(), k.as_bytes(), b"=", v, b"\n"].concat();
+        let mut len = inner.len() + 1;
+        while len.to_string().len() + inner.len() != len {
+            len = len.to_string().len() + inner.len();
+        }
+        body.extend_from_slice(len.to_string().as_bytes());
+        body.extend_from_slice(&inner);
+    }
+    raw(b"././@PaxHeader", b'x', 0o644, &body)
+}
+
+const F: EntryKind = EntryKind::File;
+const D: EntryKind = EntryKind::Dir;
+
+async fn upload(
+    app: &TestApp,
+    token: &str,
+    project: &str,
+    name: &str,
+    body: Vec<u8>,
+) -> (StatusCode, Value) {
+    let resp = app
+        .http
+        .post(format!(
+            "{}/api/v1/ingress?project={project}&name={name}",
+            app.url
+        ))
+        .bearer_auth(token)
+        .body(body)
+        .send()
+        .await
+        .expect("the gateway answers");
+    let st = resp.status();
+    let text = resp.text().await.unwrap();
+    (
+        st,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+/// 256 MiB of zeros in one file: a few KiB once compressed.
+fn zstd_bomb() -> Vec<u8> {
+    let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+    enc.write_all(&entry_header("zeros.bin", F, 256 << 20, 0o644))
+        .unwrap();
+    let block = vec![0u8; 1 << 20];
+    for _ in 0..256 {
+        enc.write_all(&block).unwrap();
+    }
+    enc.write_all(&END).unwrap();
+    enc.finish().unwrap()
+}
+
+/// The hostile corpus: each archive, the code it must be refused with, and why it is hostile.
+fn corpus() -> Vec<(&'static str, Vec<u8>, &'static str)> {
+    let ok = b"print(1)\n".as_slice();
+    let mut bad_sum = ustar_header(b"main.py", b'0', 9, 0o644);
+    bad_sum[0] = b'x'; // checksum no longer matches
+    let good = tar_of(&[("main.py", F, 0o644, ok), ("lib/util.py", F, 0o644, ok)]);
+    let good_zst = zst(&good);
+    let many: Vec<(String, EntryKind, u32, Vec<u8>)> = (0..30)
+        .map(|i| (format!("f{i}.txt"), F, 0o644, b"x".to_vec()))
+        .collect();
+    let many_refs: Vec<(&str, EntryKind, u32, &[u8])> = many
+        .iter()
+        .map(|(p, k, m, d)| (p.as_str(), *k, *m, d.as_slice()))
+        .collect();
+    vec![
+        (
+            "traversal",
+            tar_of(&[("../evil.sh", F, 0o644, ok)]),
+            "archive_path_traversal",
+        ),
+        (
+            "nested traversal",
+            tar_of(&[("a/../../evil.sh", F, 0o644, ok)]),
+            "archive_path_traversal",
+        ),
+        (
+            "absolute path",
+            tar_of(&[("/etc/cron.d/evil", F, 0o644, ok)]),
+            "archive_path_absolute",
+        ),
+        (
+            "symlink out of the tree",
+            with_end(raw(b"passwd", b'2', 0o777, b"")),
+            "archive_entry_type",
+        ),
+        (
+            "hardlink",
+            with_end(
+                [
+                    raw(b"a.py", b'0', 0o644, ok),
+                    raw(b"b.py", b'1', 0o644, b""),
+                ]
+                .concat(),
+            ),
+            "archive_entry_type",
+        ),
+        (
+            "character device",
+            with_end(raw(b"null", b'3', 0o666, b"")),
+            "archive_entry_type",
+        ),
+        (
+            "block device",
+            with_end(raw(b"sda", b'4', 0o660, b"")),
+            "archive_entry_type",
+        ),
+        (
+            "fifo",
+            with_end(raw(b"pipe", b'6', 0o644, b"")),
+            "archive_entry_type",
+        ),
+        (
+            "GNU sparse file",
+            with_end(raw(b"sparse", b'S', 0o644, b"")),
+            "archive_entry_type",
+        ),
+        (
+            "pax sparse records",
+            with_end(
+                [
+                    pax(&[("GNU.sparse.map", b"0,1")]),
+                    raw(b"s", b'0', 0o644, ok),
+                ]
+                .concat(),
+            ),
+            "archive_corrupt",
+        ),
+        (
+            "setuid binary",
+            tar_of(&[("bin/su", F, 0o4755, ok)]),
+            "archive_special_bits",
+        ),
+        (
+            "setgid directory",
+            tar_of(&[("shared", D, 0o2775, b"")]),
+            "archive_special_bits",
+        ),
+        (
+            "sticky directory",
+            tar_of(&[("tmp", D, 0o1777, b"")]),
+            "archive_special_bits",
+        ),
+        (
+            "duplicate names",
+            tar_of(&[("run.py", F, 0o644, ok), ("run.py", F, 0o644, b"evil")]),
+            "archive_duplicate_entry",
+        ),
+        (
+            "case collision",
+            tar_of(&[("README", F, 0o644, ok), ("readme", F, 0o644, ok)]),
+            "archive_name_collision",
+        ),
+        (
+            "unicode collision (NFC/NFD)",
+            tar_of(&[
+                ("caf\u{e9}.py", F, 0o644, ok),
+                ("cafe\u{301}.py", F, 0o644, ok),
+            ]),
+            "archive_name_collision",
+        ),
+        (
+            "fullwidth collision",
+            tar_of(&[("ｄａｔａ.csv", F, 0o644, ok), ("data.csv", F, 0o644, ok)]),
+            "archive_name_collision",
+        ),
+        (
+            "file used as a directory",
+            tar_of(&[("lib", F, 0o644, ok), ("lib/x.py", F, 0o644, ok)]),
+            "archive_path_conflict",
+        ),
+        (
+            "not UTF-8",
+            with_end(raw(b"caf\xe9.py", b'0', 0o644, ok)),
+            "archive_path_not_utf8",
+        ),
+        (
+            "NUL in a pax path",
+            with_end(
+                [
+                    pax(&[("path", b"ok.py\0../../evil")]),
+                    raw(b"x", b'0', 0o644, ok),
+                ]
+                .concat(),
+            ),
+            "archive_path_nul",
+        ),
+        (
+            "newline in a name",
+            tar_of(&[("a\nb.py", F, 0o644, ok)]),
+            "archive_path_control_char",
+        ),
+        (
+            "backslash traversal",
+            tar_of(&[("..\\..\\evil.bat", F, 0o644, ok)]),
+            "archive_path_backslash",
+        ),
+        (
+            "too deep",
+            tar_of(&[(
+                &"d/"
+                    .repeat(12)
+                    .to_string()
+                    .replace("//", "/")
+                    .trim_end_matches('/')
+                    .to_owned(),
+                F,
+                0o644,
+                ok,
+            )])
+            .to_vec(),
+            "archive_path_too_deep",
+        ),
+        (
+            "too long",
+            tar_of(&[(&"n".repeat(300), F, 0o644, ok)]),
+            "archive_path_too_long",
+        ),
+        (
+            "too many entries",
+            tar_of(&many_refs),
+            "archive_too_many_entries",
+        ),
+        (
+            "entry too large",
+            tar_of(&[("big.bin", F, 0o644, &vec![1u8; 300_000])]),
+            "archive_entry_too_large",
+        ),
+        (
+            "unpacked too large",
+            tar_of(&[
+                ("a.bin", F, 0o644, &vec![1u8; 200_000]),
+                ("b.bin", F, 0o644, &vec![1u8; 200_000]),
+                ("c.bin", F, 0o644, &vec![1u8; 200_000]),
+            ]),
+            "archive_unpacked_too_large",
+        ),
+        (
+            "upload too large",
+            vec![0u8; 3 << 20],
+            "archive_upload_too_large",
+        ),
+        ("truncated tar", good[..700].to_vec(), "archive_truncated"),
+        (
+            "tar without its end marker",
+            good[..good.len() - 1024].to_vec(),
+            "archive_truncated",
+        ),
+        (
+            "truncated zstd",
+            good_zst[..good_zst.len() - 5].to_vec(),
+            "archive_truncated",
+        ),
+        (
+            "garbage",
+            (0..5000u32)
+                .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+                .collect(),
+            "archive_corrupt",
+        ),
+        (
+            "bad header checksum",
+            with_end([bad_sum.to_vec(), ok.to_vec(), vec![0u8; 503]].concat()),
+            "archive_corrupt",
+        ),
+        (
+            "data hidden after the end",
+            [good.clone(), b"exfiltrate me".to_vec()].concat(),
+            "archive_corrupt",
+        ),
+        (
+            "gzip",
+            vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3, 1, 2, 3],
+            "archive_corrupt",
+        ),
+        ("empty upload", Vec::new(), "archive_truncated"),
+        (
+            "no files",
+            tar_of(&[("empty-dir", D, 0o755, b"")]),
+            "archive_no_files",
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn hostile_archives_are_refused_and_leave_nothing() {
+    for engine in engines() {
+        let app = TestApp::spawn_with(engine, |s| {
+            s.ingress.max_entries = 20;
+            s.ingress.max_entry_bytes = 250_000;
+            s.ingress.max_unpacked_bytes = 500_000;
+            s.ingress.max_upload_bytes = 2 << 20;
+            s.ingress.max_path_depth = 8;
+            s.ingress.max_path_bytes = 200;
+        })
+        .await;
+        app.project("p1", &[("ana", "analyst")]).await;
+        let ana = app.token("ana", "analyst");
+        let corpus = corpus();
+        assert!(corpus.len() >= 25);
+        for (what, bytes, code) in &corpus {
+            let (st, body) = upload(&app, &ana, "p1", "hostile", bytes.clone()).await;
+            assert!(st.is_client_error(), "{what}: {st} {body}");
+            assert_eq!(body["code"], *code, "{what}: {body}");
+            let want = if code.ends_with("too_large") || *code == "archive_too_many_entries" {
+                413
+            } else {
+                422
+            };
+            assert_eq!(st.as_u16(), want, "{what}: {body}");
+        }
+        // Nothing of them is kept: no blob, no temporary file, no application, no manifest.
+        assert!(
+            app.state.blobs.list().unwrap().is_empty(),
+            "a refused archive left a blob"
+        );
+        let tmp: Vec<_> = std::fs::read_dir(app.dir.path().join("tmp"))
+            .unwrap()
+            .collect();
+        assert!(
+            tmp.is_empty(),
+            "a refused archive left a temporary file: {tmp:?}"
+        );
+        let rev = app.token("rev", "reviewer");
+        let (_, apps) = app.get("/api/v1/applications", Some(&rev)).await;
+        assert_eq!(apps.as_array().unwrap().len(), 0);
+        for table in [
+            "ingress_archives",
+            "archive_entries",
+            "blobs",
+            "application_checks",
+        ] {
+            let n: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
+                .fetch_one(app.state.db.pool())
+                .await
+                .unwrap();
+            assert_eq!(n, 0, "{table} holds rows of refused archives");
+        }
+        // Each refusal is an audit event naming the rule.
+        let auditor = app.token("aud", "auditor");
+        let (_, events) = app.get("/api/v1/audit?limit=1000", Some(&auditor)).await;
+        let refused: Vec<&Value> = events
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["action"] == "ingress.refused")
+            .collect();
+        assert_eq!(refused.len(), corpus.len());
+        assert!(
+            refused[0]["detail"]
+                .as_str()
+                .unwrap()
+                .contains("archive_path_traversal")
+        );
+        assert!(app.verify_audit().await.problem.is_none());
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn a_zstd_bomb_stops_early() {
+    // Default limits: the entry and the total are within them; the ratio is not.
+    let app = TestApp::spawn(crate::support::Engine::Sqlite).await;
+    app.project("p1", &[("ana", "analyst")]).await;
+    let ana = app.token("ana", "analyst");
+    let bomb = zstd_bomb();
+    assert!(bomb.len() < 64 * 1024, "{}", bomb.len());
+    let (st, body) = upload(&app, &ana, "p1", "bomb", bomb).await;
+    assert_eq!(
+        (st, body["code"].as_str()),
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Some("archive_compression_ratio")
+        ),
+        "{body}"
+    );
+    // The message says how far it got: the grace (16 MiB) and a little, not 256 MiB.
+    let msg = body["message"].as_str().unwrap();
+    let unpacked: u64 = msg
+        .split("more than ")
+        .nth(1)
+        .unwrap()
+        .split(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        unpacked < 32 << 20,
+        "decompressed {unpacked} bytes before stopping"
+    );
+    assert!(app.state.blobs.list().unwrap().is_empty());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_good_archive_gets_a_manifest_checks_and_audited_reads() {
+    each_engine(|app| async move {
+        app.project("p1", &[("ana", "analyst")]).await;
+        app.project("p2", &[("bob", "analyst")]).await;
+        let ana = app.token("ana", "analyst");
+        let main_py = b"import pandas as pd\nprint('hello')\n";
+        let long = format!("{}/deep.txt", "long-directory-name".repeat(8));
+        let tar = tar_of(&[
+            ("./", D, 0o755, b""),
+            ("src", D, 0o755, b""),
+            ("src/main.py", F, 0o644, main_py),
+            ("bin/helper", F, 0o755, b"\x7fELF\x02\x01\x01\0rest of a binary"),
+            ("ref/cohort.csv", F, 0o644, b"id,age\n1,40\n"),
+            (&long, F, 0o644, b"deep"),
+            ("データ/説明.txt", F, 0o644, "日本語の説明\n".as_bytes()),
+        ]);
+        let (st, receipt) = upload(&app, &ana, "p1", "analysis-v1", zst(&tar)).await;
+        assert_eq!(st, StatusCode::CREATED, "{receipt}");
+        let id = receipt["application"]["id"].as_str().unwrap().to_owned();
+        assert_eq!(receipt["application"]["kind"], "ingress");
+        assert_eq!(receipt["application"]["state"], "submitted");
+        assert_eq!(receipt["archive"]["format"], "tar.zst");
+        assert_eq!(receipt["archive"]["files"], 5);
+        assert_eq!(receipt["archive"]["sha256"], gateway::sha256_hex(&zst(&tar)));
+        assert_eq!(receipt["archive"]["tar_sha256"], gateway::sha256_hex(&tar));
+        assert_eq!(receipt["checks_outcome"], "review");
+        // The stored blob is exactly the upload.
+        let blob = app.state.blobs.path_of(receipt["archive"]["sha256"].as_str().unwrap()).unwrap();
+        assert_eq!(gateway::sha256_hex(&std::fs::read(&blob).unwrap()), receipt["archive"]["sha256"]);
+
+        let rev = app.token("rev", "reviewer");
+        let (st, m) = app.get(&format!("/api/v1/applications/{id}/manifest"), Some(&rev)).await;
+        assert_eq!(st, StatusCode::OK);
+        let entries = m["entries"].as_array().unwrap();
+        let main = entries.iter().find(|e| e["path"] == "src/main.py").unwrap();
+        assert_eq!(main["sha256"], gateway::sha256_hex(main_py));
+        assert_eq!(main["mode"], 0o644);
+        assert!(entries.iter().any(|e| e["path"] == long.as_str()));
+        let checks: Vec<(&str, &str)> =
+            m["checks"].as_array().unwrap().iter().map(|c| (c["check"].as_str().unwrap(), c["outcome"].as_str().unwrap())).collect();
+        assert!(checks.contains(&("native_executables", "review")), "{checks:?}");
+        assert!(checks.contains(&("data_files", "review")), "{checks:?}");
+        assert!(checks.contains(&("secrets", "pass")), "{checks:?}");
+
+        // Reviewers read text files; binaries are not shown; another project's analyst sees nothing.
+        let (st, text) = app.get(&format!("/api/v1/applications/{id}/file?path=src/main.py"), Some(&rev)).await;
+        assert_eq!(st, StatusCode::OK);
+        assert_eq!(text, Value::String(String::from_utf8(main_py.to_vec()).unwrap()));
+        let (st, text) = app.get(&format!("/api/v1/applications/{id}/file?path=%E3%83%87%E3%83%BC%E3%82%BF/%E8%AA%AC%E6%98%8E.txt"), Some(&rev)).await;
+        assert_eq!((st, text), (StatusCode::OK, Value::String("日本語の説明\n".into())));
+        let (st, b) = app.get(&format!("/api/v1/applications/{id}/file?path=bin/helper"), Some(&rev)).await;
+        assert_eq!((st, b["code"].as_str()), (StatusCode::UNSUPPORTED_MEDIA_TYPE, Some("not_text")));
+        let (st, _) = app.get(&format!("/api/v1/applications/{id}/file?path=nope.txt"), Some(&rev)).await;
+        assert_eq!(st, StatusCode::NOT_FOUND);
+        let bob = app.token("bob", "analyst");
+        let (st, _) = app.get(&format!("/api/v1/applications/{id}/manifest"), Some(&bob)).await;
+        assert_eq!(st, StatusCode::NOT_FOUND);
+        let (st, _) = upload(&app, &bob, "p1", "not-mine", tar.clone()).await;
+        assert_eq!(st, StatusCode::FORBIDDEN, "only the project's analysts bring archives in");
+
+        let auditor = app.token("aud", "auditor");
+        let (_, events) = app.get(&format!("/api/v1/audit?subject={id}"), Some(&auditor)).await;
+        let reads: Vec<&Value> = events.as_array().unwrap().iter().filter(|e| e["action"] == "content.read").collect();
+        assert_eq!(reads.len(), 2, "each successful read is one audit event");
+        assert!(events.as_array().unwrap().iter().any(|e| e["action"] == "ingress.upload"));
+
+        // The same content again is stored once; it is a second application.
+        let (st, again) = upload(&app, &ana, "p1", "analysis-v1-again", zst(&tar)).await;
+        assert_eq!(st, StatusCode::CREATED);
+        assert_ne!(again["application"]["id"], receipt["application"]["id"]);
+        assert_eq!(app.state.blobs.list().unwrap().len(), 1);
+
+        // Approval follows the quorum rules like any application.
+        let (_, b) = app.vote(&id, "rev", "approve").await;
+        assert_eq!(b["state"], "approved");
+        app
+    })
+    .await;
+}
+
+/// Runs the real binary.
+fn vre(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut c = std::process::Command::new(vre_bin());
+    c.args(args);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().unwrap()
+}
+
+// The test's gateway runs on this runtime while the real binary blocks a thread: two workers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_packs_a_directory_and_reads_back() {
+    let app = TestApp::spawn(crate::support::Engine::Sqlite).await;
+    app.project("p1", &[("ana", "analyst")]).await;
+    let src = TempDir::new("prog");
+    std::fs::create_dir_all(src.path().join("prog/src")).unwrap();
+    std::fs::write(
+        src.path().join("prog/src/run.R"),
+        "library(stats)\nsummary(1:10)\n",
+    )
+    .unwrap();
+    std::fs::write(src.path().join("prog/README.md"), "How to run\n").unwrap();
+    let ca = app.dir.path().join("tls/ca.pem");
+    let ana = app.token("ana", "analyst");
+    let env = [
+        ("VRE_URL", app.url.as_str()),
+        ("VRE_CA", ca.to_str().unwrap()),
+        ("VRE_TOKEN", ana.as_str()),
+    ];
+    let dir = src.path().join("prog");
+    let out = vre(
+        &[
+            "ingress",
+            "submit",
+            "--project",
+            "p1",
+            dir.to_str().unwrap(),
+            "--json",
+        ],
+        &env,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let receipt: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(receipt["archive"]["name"], "prog");
+    assert_eq!(receipt["archive"]["format"], "tar.zst");
+    assert_eq!(receipt["archive"]["files"], 2);
+    assert_eq!(receipt["checks_outcome"], "pass");
+    let id = receipt["application"]["id"].as_str().unwrap();
+    // Packing is deterministic: the same tree is the same archive.
+    let again = vre(
+        &[
+            "ingress",
+            "submit",
+            "--project",
+            "p1",
+            dir.to_str().unwrap(),
+            "--json",
+        ],
+        &env,
+    );
+    let again: Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(again["archive"]["sha256"], receipt["archive"]["sha256"]);
+
+    let rev = app.token("rev", "reviewer");
+    let env = [
+        ("VRE_URL", app.url.as_str()),
+        ("VRE_CA", ca.to_str().unwrap()),
+        ("VRE_TOKEN", rev.as_str()),
+    ];
+    let out = vre(&["app", "cat", id, "src/run.R"], &env);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "library(stats)\nsummary(1:10)\n"
+    );
+    let out = vre(&["app", "show", id], &env);
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        shown.contains("src/run.R") && shown.contains("README.md"),
+        "{shown}"
+    );
+    // A symlink in the tree is refused before anything is sent.
+    std::os::unix::fs::symlink("/etc/passwd", dir.join("passwd")).unwrap();
+    let env = [
+        ("VRE_URL", app.url.as_str()),
+        ("VRE_CA", ca.to_str().unwrap()),
+        ("VRE_TOKEN", ana.as_str()),
+    ];
+    let out = vre(
+        &[
+            "ingress",
+            "submit",
+            "--project",
+            "p1",
+            dir.to_str().unwrap(),
+        ],
+        &env,
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("symbolic link"));
+    app.stop().await;
+}
+
+/// Kills the child on drop, so a failing test leaves no gateway running.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_server(dir: &std::path::Path) -> (Child, String) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(vre_bin())
+        .args([
+            "server",
+            "--data-dir",
+            dir.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    let first = lines.next().unwrap().unwrap();
+    let url = first.rsplit(' ').next().unwrap().to_owned();
+    std::thread::spawn(move || for _ in lines {});
+    (Child(child), url)
+}
+
+#[tokio::test]
+async fn a_gateway_killed_mid_upload_leaves_nothing_visible() {
+    let dir = TempDir::new("kill");
+    let (child, url) = start_server(dir.path());
+    let token = |sub: &str, role: &str| {
+        let out = vre(
+            &[
+                "token",
+                "issue",
+                "--sub",
+                sub,
+                "--role",
+                role,
+                "--data-dir",
+                dir.path().to_str().unwrap(),
+            ],
+            &[],
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let ca = dir.path().join("tls/ca.pem");
+    let http = gateway::client::http_client(Some(&ca)).unwrap();
+    let admin = token("root", "admin");
+    let r = http
+        .post(format!("{url}/api/v1/projects"))
+        .bearer_auth(&admin)
+        .json(&serde_json::json!({"id": "p1", "title": "P", "members": [{"subject": "ana", "role": "analyst"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    // An upload that sends 4 MiB, then stalls until the gateway is gone.
+    let ana = token("ana", "analyst");
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
+    let body = reqwest::Body::wrap_stream(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|v| (v, rx))
+    }));
+    let req = tokio::spawn(
+        http.post(format!("{url}/api/v1/ingress?project=p1&name=half"))
+            .bearer_auth(&ana)
+            .body(body)
+            .send(),
+    );
+    let mut first = entry_header("big.bin", F, 64 << 20, 0o644);
+    first.extend(vec![7u8; 4 << 20]);
+    tx.send(Ok(first)).await.unwrap();
+    // Wait until the gateway has written part of it to its temporary file.
+    let tmp = dir.path().join("tmp");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let written: u64 = std::fs::read_dir(&tmp)
+            .unwrap()
+            .filter_map(|e| e.ok()?.metadata().ok())
+            .map(|m| m.len())
+            .sum();
+        if written > 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the upload never reached the gateway's disk"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    drop(child); // SIGKILL
+    drop(tx);
+    let _ = req.await;
+    assert!(
+        std::fs::read_dir(&tmp).unwrap().next().is_some(),
+        "the killed gateway left its partial upload"
+    );
+
+    let (_child, url) = start_server(dir.path());
+    assert!(
+        std::fs::read_dir(&tmp).unwrap().next().is_none(),
+        "the temporary file was not swept at start"
+    );
+    let blobs: Vec<_> = walk_files(&dir.path().join("blobs"));
+    assert!(blobs.is_empty(), "{blobs:?}");
+    let rev = token("rev", "reviewer");
+    let list: Value = http
+        .get(format!("{url}/api/v1/applications"))
+        .bearer_auth(&rev)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 0);
+}
+
+fn walk_files(p: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(p) {
+        for e in rd.flatten() {
+            if e.file_type().unwrap().is_dir() {
+                out.extend(walk_files(&e.path()));
+            } else {
+                out.push(e.path());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn the_corpus_is_what_it_says() {
+    let mut bad = ustar_header(b"x", b'0', 0, 0o644);
+    set_checksum(&mut bad);
+    assert_eq!(bad, ustar_header(b"x", b'0', 0, 0o644));
+}
