@@ -562,3 +562,32 @@ async fn identity_provider_keys_from_a_jwks_url() {
     app.stop().await;
     server.abort();
 }
+
+#[tokio::test]
+async fn a_jwks_url_does_not_displace_the_keys_of_a_jwks_file() {
+    let from_file = Idp::new("file-1");
+    let from_url = Idp::new("url-1");
+    let dir = TempDir::new("jwks");
+    let file = dir.path().join("jwks.json");
+    std::fs::write(&file, json!({"keys": [from_file.jwk()]}).to_string()).unwrap();
+    // The URL also publishes another key under the file key's kid: the file's key stays.
+    let impostor = Idp::new("file-1");
+    let (url, hits, server) = serve_jwks(json!({"keys": [from_url.jwk(), impostor.jwk()]})).await;
+    let app = TestApp::spawn_with(Engine::Sqlite, |s| {
+        idp_settings(s);
+        s.auth.jwks_file = Some(file.clone());
+        s.auth.jwks_url = Some(url.clone());
+    })
+    .await;
+    assert!(hits.load(Ordering::SeqCst) >= 1, "the JWKS was not fetched");
+    accepted(&app, &from_url.token("url-1", "erin", &["analyst"])).await;
+    accepted(&app, &from_file.token("file-1", "erin", &["analyst"])).await;
+    refused(
+        &app,
+        &impostor.token("file-1", "erin", &["admin"]),
+        "a fetched key under the file key's kid",
+    )
+    .await;
+    app.stop().await;
+    server.abort();
+}
