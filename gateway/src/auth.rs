@@ -104,7 +104,9 @@ pub struct Verifier {
     /// Keys by `kid`. Behind a lock because the JWKS refresher replaces the provider's keys
     /// while requests read them; never held across an await.
     keys: RwLock<HashMap<String, VerifyingKey>>,
-    local_kid: Option<String>,
+    /// The keys that do not come from the JWKS URL: the local key and a JWKS file's. A refresh
+    /// keeps them, and they win over a fetched key of the same `kid`.
+    fixed: HashMap<String, VerifyingKey>,
     issuer: String,
     audience: String,
     roles_claim: Vec<String>,
@@ -117,7 +119,6 @@ impl Verifier {
         local: Option<&Ed25519Key>,
     ) -> anyhow::Result<Arc<Verifier>> {
         let mut keys = HashMap::new();
-        let mut local_kid = None;
         if let (true, Some(k)) = (settings.local_tokens, local) {
             keys.insert(
                 k.kid().to_owned(),
@@ -126,7 +127,6 @@ impl Verifier {
                     alg: Algorithm::EdDSA,
                 },
             );
-            local_kid = Some(k.kid().to_owned());
         }
         if let Some(path) = &settings.jwks_file {
             let text = std::fs::read_to_string(path)
@@ -137,8 +137,8 @@ impl Verifier {
             );
         }
         Ok(Arc::new(Verifier {
+            fixed: keys.clone(),
             keys: RwLock::new(keys),
-            local_kid,
             issuer: settings.issuer.clone(),
             audience: settings.audience.clone(),
             roles_claim: settings.roles_claim.split('.').map(str::to_owned).collect(),
@@ -146,11 +146,11 @@ impl Verifier {
         }))
     }
 
-    /// Replaces the keys that came from an identity provider; the local key stays.
+    /// Replaces the keys that came from the JWKS URL; the local key and a JWKS file's keys stay.
     pub fn replace_provider_keys(&self, provider: HashMap<String, VerifyingKey>) {
-        let mut keys = self.keys.write().unwrap_or_else(|p| p.into_inner());
-        keys.retain(|kid, _| Some(kid) == self.local_kid.as_ref());
-        keys.extend(provider);
+        let mut fresh = provider;
+        fresh.extend(self.fixed.iter().map(|(kid, k)| (kid.clone(), k.clone())));
+        *self.keys.write().unwrap_or_else(|p| p.into_inner()) = fresh;
     }
 
     pub fn key_count(&self) -> usize {

@@ -1,1 +1,419 @@
-//! (to be written)
+//! The authorization matrix: every route of the router, called by every kind of caller, against
+//! the status the policy promises, on every engine.
+//!
+//! [`table`] is the whole policy at a glance: one row per route (routes whose body selects a
+//! different rule, such as the kind of an application or attachment, get one row per kind), one
+//! column per caller. Each cell runs against objects in the state its route needs (a project,
+//! an application `submitted` or `changes_requested`, an attachment with a file), so a 2xx means
+//! the action itself was allowed. Each cell also checks the audit chain: a refused request
+//! leaves no trace in it, and an allowed write appends to it. That check is what lets cells of
+//! one row share their objects until one of them changes something: from then on the row's next
+//! cell gets freshly prepared ones.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::support::{Engine, TestApp, engines};
+
+/// Who calls. Members are members of the project the called object belongs to; everyone else
+/// is a member of no project, except the outsider, who is an analyst in another one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Who {
+    /// No `Authorization` header at all.
+    Anon,
+    /// A valid token that carries no role.
+    NoRole,
+    Analyst,
+    Reviewer,
+    Operator,
+    Steward,
+    Auditor,
+    Admin,
+    /// An analyst member of the project, and the requester of its application.
+    Requester,
+    /// An analyst member of the project who did not make the application.
+    Colleague,
+    /// A steward member of the project.
+    StewardMember,
+    /// An analyst member of another project.
+    Outsider,
+}
+
+/// The columns of [`table`], in order.
+const WHO: [Who; 12] = [
+    Who::Anon,
+    Who::NoRole,
+    Who::Analyst,
+    Who::Reviewer,
+    Who::Operator,
+    Who::Steward,
+    Who::Auditor,
+    Who::Admin,
+    Who::Requester,
+    Who::Colleague,
+    Who::StewardMember,
+    Who::Outsider,
+];
+
+impl Who {
+    /// Subject and global roles of the caller's token.
+    fn identity(self) -> Option<(&'static str, &'static str)> {
+        Some(match self {
+            Who::Anon => return None,
+            Who::NoRole => ("nobody", ""),
+            Who::Analyst => ("lone-analyst", "analyst"),
+            Who::Reviewer => ("rev", "reviewer"),
+            Who::Operator => ("op", "operator"),
+            Who::Steward => ("lone-steward", "steward"),
+            Who::Auditor => ("aud", "auditor"),
+            Who::Admin => ("root", "admin"),
+            Who::Requester => ("ana", "analyst"),
+            Who::Colleague => ("cole", "analyst"),
+            Who::StewardMember => ("sue", "steward"),
+            Who::Outsider => ("bob", "analyst"),
+        })
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Method {
+    Get,
+    Post,
+    Delete,
+}
+
+/// What a cell needs to exist before its request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Prep {
+    Nothing,
+    /// A project with the members (requester, colleague, steward member, and `leaver`).
+    Project,
+    /// The project and an access application of the requester's, `submitted`.
+    Submitted,
+    /// The same application, sent back by a reviewer: `changes_requested`.
+    ChangesRequested,
+    /// The submitted application with an institution review that has a file.
+    WithFile,
+}
+
+/// Whether an allowed request appends to the audit log. A refused one never does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Effect {
+    Reads,
+    Writes,
+}
+
+/// The objects one cell was prepared with; `n` makes its names unique.
+struct World {
+    n: usize,
+    project: String,
+    app: String,
+    attachment: String,
+}
+
+type Body = fn(&World) -> Option<Value>;
+
+struct Row {
+    method: Method,
+    /// The route as the router (and the OpenAPI document) spells it; `{id}` is the project or
+    /// the application, `{subject}` the member to remove, `{attachment}` the attachment.
+    path: &'static str,
+    prep: Prep,
+    body: Body,
+    effect: Effect,
+    /// One status per caller, in the order of [`WHO`].
+    expect: [u16; 12],
+}
+
+fn row(
+    method: Method,
+    path: &'static str,
+    prep: Prep,
+    body: Body,
+    effect: Effect,
+    expect: [u16; 12],
+) -> Row {
+    Row {
+        method,
+        path,
+        prep,
+        body,
+        effect,
+        expect,
+    }
+}
+
+fn none(_: &World) -> Option<Value> {
+    None
+}
+fn new_project(w: &World) -> Option<Value> {
+    Some(json!({"id": format!("new-{}", w.n), "title": "A new project"}))
+}
+fn new_member(_: &World) -> Option<Value> {
+    Some(json!({"subject": "newcomer", "role": "analyst"}))
+}
+fn access_app(w: &World) -> Option<Value> {
+    Some(json!({"kind": "access", "project": w.project, "title": "Access, please"}))
+}
+fn listing_app(w: &World) -> Option<Value> {
+    Some(json!({"kind": "listing", "project": w.project, "title": "List our dataset"}))
+}
+fn approve(_: &World) -> Option<Value> {
+    Some(json!({"decision": "approve", "comment": "fine"}))
+}
+fn withdrawal(_: &World) -> Option<Value> {
+    Some(json!({"comment": "not needed any more"}))
+}
+fn resubmission(_: &World) -> Option<Value> {
+    Some(json!({"comment": "clarified", "description": "a better why"}))
+}
+fn institution_review(_: &World) -> Option<Value> {
+    Some(
+        json!({"kind": "institution_review", "text": "Approved.", "file_name": "r.txt", "file_base64": "aGk="}),
+    )
+}
+fn committee_opinion(_: &World) -> Option<Value> {
+    Some(json!({"kind": "committee_opinion", "text": "No concerns."}))
+}
+
+/// The policy. Reads of one object answer 404 to callers who may not see it (they must not
+/// learn it exists); callers who may see it but not act on it get 403; no token is 401.
+///
+/// Columns ([`Who`]): no token; a token without roles; one role each, member of no project;
+/// the requester (an analyst member of the object's project), an analyst colleague and a
+/// steward member of that project; an analyst member of another project.
+#[rustfmt::skip]
+fn table() -> Vec<Row> {
+    use Effect::*;
+    use Method::*;
+    use Prep::*;
+    vec![
+        //                                                                                                                    -------- member of no project ---------   - its project -  another
+        //                                                                                                                    anon none anal revw oper stew audi admn   reqr coll stwm   proj
+        row(Get,    "/healthz",                                                Nothing,          none,               Reads,  [200, 200, 200, 200, 200, 200, 200, 200,   200, 200, 200,   200]),
+        row(Get,    "/openapi.json",                                           Nothing,          none,               Reads,  [200, 200, 200, 200, 200, 200, 200, 200,   200, 200, 200,   200]),
+        row(Get,    "/.well-known/jwks.json",                                  Nothing,          none,               Reads,  [200, 200, 200, 200, 200, 200, 200, 200,   200, 200, 200,   200]),
+        row(Get,    "/metrics",                                                Nothing,          none,               Reads,  [401, 403, 403, 403, 200, 403, 200, 200,   403, 403, 403,   403]),
+        row(Get,    "/api/v1/whoami",                                          Nothing,          none,               Reads,  [401, 200, 200, 200, 200, 200, 200, 200,   200, 200, 200,   200]),
+        row(Get,    "/api/v1/audit",                                           Nothing,          none,               Reads,  [401, 403, 403, 403, 403, 403, 200, 200,   403, 403, 403,   403]),
+        row(Get,    "/api/v1/projects",                                        Nothing,          none,               Reads,  [401, 403, 200, 200, 200, 200, 200, 200,   200, 200, 200,   200]),
+        row(Post,   "/api/v1/projects",                                        Nothing,          new_project,        Writes, [401, 403, 403, 403, 403, 403, 403, 201,   403, 403, 403,   403]),
+        row(Get,    "/api/v1/projects/{id}",                                   Project,          none,               Reads,  [401, 404, 404, 200, 200, 404, 200, 200,   200, 200, 200,   404]),
+        row(Post,   "/api/v1/projects/{id}/members",                           Project,          new_member,         Writes, [401, 403, 403, 403, 403, 403, 403, 200,   403, 403, 403,   403]),
+        row(Delete, "/api/v1/projects/{id}/members/{subject}",                 Project,          none,               Writes, [401, 403, 403, 403, 403, 403, 403, 200,   403, 403, 403,   403]),
+        row(Get,    "/api/v1/applications",                                    Nothing,          none,               Reads,  [401, 403, 200, 200, 200, 200, 200, 200,   200, 200, 200,   200]),
+        row(Post,   "/api/v1/applications",                                    Project,          access_app,         Writes, [401, 403, 403, 403, 403, 403, 403, 403,   201, 201, 403,   403]),
+        row(Post,   "/api/v1/applications",                                    Project,          listing_app,        Writes, [401, 403, 403, 403, 403, 403, 403, 403,   403, 403, 201,   403]),
+        row(Get,    "/api/v1/applications/{id}",                               Submitted,        none,               Reads,  [401, 404, 404, 200, 404, 200, 200, 200,   200, 200, 200,   404]),
+        row(Post,   "/api/v1/applications/{id}/decisions",                     Submitted,        approve,            Writes, [401, 404, 404, 200, 404, 403, 403, 403,   403, 403, 403,   404]),
+        row(Post,   "/api/v1/applications/{id}/withdraw",                      Submitted,        withdrawal,         Writes, [401, 404, 404, 403, 404, 403, 403, 403,   200, 403, 403,   404]),
+        row(Post,   "/api/v1/applications/{id}/resubmit",                      ChangesRequested, resubmission,       Writes, [401, 404, 404, 403, 404, 403, 403, 403,   200, 403, 403,   404]),
+        row(Post,   "/api/v1/applications/{id}/attachments",                   Submitted,        institution_review, Writes, [401, 404, 404, 403, 404, 201, 403, 403,   403, 403, 201,   404]),
+        row(Post,   "/api/v1/applications/{id}/attachments",                   Submitted,        committee_opinion,  Writes, [401, 404, 404, 201, 404, 403, 403, 403,   403, 403, 403,   404]),
+        row(Get,    "/api/v1/applications/{id}/attachments/{attachment}/file", WithFile,         none,               Writes, [401, 404, 404, 200, 404, 403, 403, 403,   200, 200, 200,   404]),
+    ]
+}
+
+/// The error code every refusal of a status carries.
+fn code_of(status: u16) -> Option<&'static str> {
+    match status {
+        401 => Some("unauthenticated"),
+        403 => Some("forbidden"),
+        404 => Some("not_found"),
+        _ => None,
+    }
+}
+
+async fn audit_seq(app: &TestApp) -> i64 {
+    sqlx::query_scalar::<_, i64>("SELECT seq FROM audit_head WHERE id = 1")
+        .fetch_one(app.state.db.pool())
+        .await
+        .unwrap()
+}
+
+/// Creates what the cell needs, with names of its own.
+async fn prepare(app: &TestApp, n: usize, prep: Prep) -> World {
+    let mut w = World {
+        n,
+        project: String::new(),
+        app: String::new(),
+        attachment: String::new(),
+    };
+    if prep == Prep::Nothing {
+        return w;
+    }
+    w.project = format!("p-{n}");
+    app.project(
+        &w.project,
+        &[
+            ("ana", "analyst"),
+            ("cole", "analyst"),
+            ("sue", "steward"),
+            ("leaver", "analyst"),
+        ],
+    )
+    .await;
+    if prep == Prep::Project {
+        return w;
+    }
+    w.app = app
+        .application("access", &w.project, "ana", "analyst")
+        .await;
+    match prep {
+        Prep::ChangesRequested => {
+            let (st, b) = app.vote(&w.app, "prep-rev", "request_changes").await;
+            assert_eq!(
+                (st, b["state"].as_str()),
+                (StatusCode::OK, Some("changes_requested")),
+                "{b}"
+            );
+        }
+        Prep::WithFile => {
+            let t = app.token("prep-steward", "steward");
+            let (st, b) = app
+                .post(
+                    &format!("/api/v1/applications/{}/attachments", w.app),
+                    Some(&t),
+                    &json!({"kind": "institution_review", "text": "Approved.", "file_name": "r.txt", "file_base64": "aGk="}),
+                )
+                .await;
+            assert_eq!(st, StatusCode::CREATED, "{b}");
+            w.attachment = b["id"].as_str().unwrap().to_owned();
+        }
+        _ => {}
+    }
+    w
+}
+
+fn path_of(row: &Row, w: &World) -> String {
+    let object = if row.path.starts_with("/api/v1/projects/") {
+        &w.project
+    } else {
+        &w.app
+    };
+    row.path
+        .replace("{id}", object)
+        .replace("{subject}", "leaver")
+        .replace("{attachment}", &w.attachment)
+}
+
+/// Runs every cell of the table against one gateway; returns the cells that went wrong.
+async fn run_matrix(app: &TestApp) -> Vec<String> {
+    app.project("elsewhere", &[("bob", "analyst")]).await;
+    let tokens: Vec<Option<String>> = WHO
+        .iter()
+        .map(|w| w.identity().map(|(sub, roles)| app.token(sub, roles)))
+        .collect();
+    let mut failures = Vec::new();
+    let mut n = 0;
+    for row in table() {
+        let mut world = None;
+        for (col, who) in WHO.iter().enumerate() {
+            n += 1;
+            let w = match world.take() {
+                Some(w) => w,
+                None => prepare(app, n, row.prep).await,
+            };
+            let path = path_of(&row, &w);
+            let method = match row.method {
+                Method::Get => reqwest::Method::GET,
+                Method::Post => reqwest::Method::POST,
+                Method::Delete => reqwest::Method::DELETE,
+            };
+            let before = audit_seq(app).await;
+            let (status, body) = app
+                .request(
+                    method.clone(),
+                    &path,
+                    tokens[col].as_deref(),
+                    (row.body)(&w).as_ref(),
+                )
+                .await;
+            let after = audit_seq(app).await;
+            let cell = format!("{method} {} as {who:?}", row.path);
+            let want = row.expect[col];
+            if status.as_u16() != want {
+                failures.push(format!("{cell}: got {status}, want {want}: {body}"));
+            } else if let Some(code) = code_of(want).filter(|c| body["code"] != *c) {
+                failures.push(format!("{cell}: code {}, want {code}", body["code"]));
+            }
+            let wrote = after > before;
+            let should_write = status.is_success() && row.effect == Effect::Writes;
+            if wrote != should_write {
+                failures.push(format!(
+                    "{cell}: the audit log went from {before} to {after} on a {status}"
+                ));
+            }
+            // Untouched objects serve the row's next caller; touched ones are prepared anew.
+            if !wrote {
+                world = Some(w);
+            }
+        }
+    }
+    failures
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_answers_every_caller_as_the_policy_says() {
+    let runs = engines().into_iter().map(|engine| async move {
+        let app = TestApp::spawn(engine).await;
+        let failures = run_matrix(&app).await;
+        app.stop().await;
+        (engine, failures)
+    });
+    for (engine, failures) in futures_util::future::join_all(runs).await {
+        assert!(
+            failures.is_empty(),
+            "{engine:?}: {} cells differ from the table:\n{}",
+            failures.len(),
+            failures.join("\n")
+        );
+    }
+}
+
+/// The table cannot silently fall behind the router: its routes are exactly the OpenAPI
+/// document's operations plus the two routes the document does not describe.
+#[tokio::test]
+async fn the_table_covers_every_route() {
+    let app = TestApp::spawn(Engine::Sqlite).await;
+    let (st, doc) = app.get("/openapi.json", None).await;
+    assert_eq!(st, StatusCode::OK);
+    let mut routed: Vec<(String, String)> = vec![
+        ("get".into(), "/openapi.json".into()),
+        ("get".into(), "/.well-known/jwks.json".into()),
+    ];
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        for method in ops.as_object().unwrap().keys() {
+            routed.push((method.clone(), path.clone()));
+        }
+    }
+    let mut tabled: Vec<(String, String)> = table()
+        .iter()
+        .map(|r| (format!("{:?}", r.method).to_lowercase(), r.path.to_owned()))
+        .collect();
+    routed.sort();
+    tabled.sort();
+    tabled.dedup();
+    assert_eq!(tabled, routed);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_routes_under_the_api_are_json_404s() {
+    let app = TestApp::spawn(Engine::Sqlite).await;
+    let admin = app.token("root", "admin");
+    for (method, path) in [
+        (reqwest::Method::GET, "/api/v1/nope"),
+        (reqwest::Method::GET, "/api/v1/projects/p1/secrets"),
+        (reqwest::Method::POST, "/api/v1/applications/x/approve"),
+        (reqwest::Method::DELETE, "/api/v1"),
+    ] {
+        for token in [None, Some(admin.as_str())] {
+            let (st, body) = app.request(method.clone(), path, token, None).await;
+            assert_eq!(st, StatusCode::NOT_FOUND, "{method} {path}: {body}");
+            assert_eq!(body["code"], "not_found", "{method} {path}: {body}");
+            assert!(body["message"].is_string(), "{body}");
+        }
+    }
+    app.stop().await;
+}
