@@ -94,6 +94,19 @@ enum Prep {
     ChangesRequested,
     /// The submitted application with an institution review that has a file.
     WithFile,
+    /// The project and an ingress application of the requester's (an archive with `main.py`).
+    Ingress,
+}
+
+/// The archive ingress rows upload (and the one `Prep::Ingress` submits).
+fn small_tar() -> Vec<u8> {
+    use policy::archive::tar::{END, EntryKind, entry_header, padding};
+    let data = b"print('hello')\n";
+    let mut t = entry_header("main.py", EntryKind::File, data.len() as u64, 0o644);
+    t.extend_from_slice(data);
+    t.extend(std::iter::repeat_n(0u8, padding(data.len() as u64)));
+    t.extend_from_slice(&END);
+    t
 }
 
 /// Whether an allowed request appends to the audit log. A refused one never does.
@@ -211,6 +224,9 @@ fn table() -> Vec<Row> {
         row(Post,   "/api/v1/applications/{id}/attachments",                   Submitted,        institution_review, Writes, [401, 404, 404, 403, 404, 201, 403, 403,   403, 403, 201,   404]),
         row(Post,   "/api/v1/applications/{id}/attachments",                   Submitted,        committee_opinion,  Writes, [401, 404, 404, 201, 404, 403, 403, 403,   403, 403, 403,   404]),
         row(Get,    "/api/v1/applications/{id}/attachments/{attachment}/file", WithFile,         none,               Writes, [401, 404, 404, 200, 404, 403, 403, 403,   200, 200, 200,   404]),
+        row(Post,   "/api/v1/ingress",                                         Project,          none,               Writes, [401, 403, 403, 403, 403, 403, 403, 403,   201, 201, 403,   403]),
+        row(Get,    "/api/v1/applications/{id}/manifest",                      Ingress,          none,               Reads,  [401, 404, 404, 200, 404, 200, 200, 200,   200, 200, 200,   404]),
+        row(Get,    "/api/v1/applications/{id}/file",                          Ingress,          none,               Writes, [401, 404, 404, 200, 404, 403, 403, 403,   200, 200, 200,   404]),
     ]
 }
 
@@ -256,6 +272,20 @@ async fn prepare(app: &TestApp, n: usize, prep: Prep) -> World {
     if prep == Prep::Project {
         return w;
     }
+    if prep == Prep::Ingress {
+        let t = app.token("ana", "analyst");
+        let (st, b) = app
+            .request_raw(
+                reqwest::Method::POST,
+                &format!("/api/v1/ingress?project={}&name=prep", w.project),
+                Some(&t),
+                small_tar(),
+            )
+            .await;
+        assert_eq!(st, StatusCode::CREATED, "{b}");
+        w.app = b["application"]["id"].as_str().unwrap().to_owned();
+        return w;
+    }
     w.app = app
         .application("access", &w.project, "ana", "analyst")
         .await;
@@ -291,10 +321,16 @@ fn path_of(row: &Row, w: &World) -> String {
     } else {
         &w.app
     };
+    let query = match row.path {
+        "/api/v1/ingress" => format!("?project={}&name=matrix", w.project),
+        "/api/v1/applications/{id}/file" => "?path=main.py".to_owned(),
+        _ => String::new(),
+    };
     row.path
         .replace("{id}", object)
         .replace("{subject}", "leaver")
         .replace("{attachment}", &w.attachment)
+        + &query
 }
 
 /// Runs every cell of the table against one gateway; returns the cells that went wrong.
@@ -321,14 +357,18 @@ async fn run_matrix(app: &TestApp) -> Vec<String> {
                 Method::Delete => reqwest::Method::DELETE,
             };
             let before = audit_seq(app).await;
-            let (status, body) = app
-                .request(
+            let (status, body) = if row.path == "/api/v1/ingress" {
+                app.request_raw(method.clone(), &path, tokens[col].as_deref(), small_tar())
+                    .await
+            } else {
+                app.request(
                     method.clone(),
                     &path,
                     tokens[col].as_deref(),
                     (row.body)(&w).as_ref(),
                 )
-                .await;
+                .await
+            };
             let after = audit_seq(app).await;
             let cell = format!("{method} {} as {who:?}", row.path);
             let want = row.expect[col];
