@@ -40,6 +40,20 @@ pub enum Action {
     AuditRead,
     /// Scrape the gateway's metrics.
     MetricsRead,
+    /// Allow an image for sandboxes (pinned by ID).
+    ImageAllow,
+    /// List the allowed images.
+    ImageList,
+    /// Create a sandbox for a project.
+    SandboxCreate,
+    /// Read a sandbox's description and its runs' outcomes (not their logs).
+    SandboxRead,
+    /// Stage approved ingress into a sandbox, or remove the sandbox.
+    SandboxManage,
+    /// Run a command in a sandbox.
+    RunCreate,
+    /// Read a run's logs: they come from the analysis and may hold data.
+    RunLogs,
 }
 
 /// The caller's standing towards the object of an action.
@@ -160,6 +174,31 @@ pub fn authorize(roles: RoleSet, action: Action, standing: Standing) -> Access {
         }
         Action::AuditRead => any_of(roles, &[Auditor, Admin]),
         Action::MetricsRead => any_of(roles, &[Operator, Admin, Auditor]),
+        Action::ImageAllow => any_of(roles, &[Operator]),
+        Action::ImageList => {
+            if roles.is_empty() {
+                Access::Deny(Denial::MissingRole(Role::ALL.into_iter().collect()))
+            } else {
+                Access::Allow
+            }
+        }
+        // Operators provision sandboxes; a project's analysts may too.
+        Action::SandboxCreate | Action::SandboxManage => {
+            if roles.contains(Operator) {
+                Access::Allow
+            } else {
+                member_as(roles, standing, Analyst)
+            }
+        }
+        Action::SandboxRead => {
+            if member && roles.contains(Analyst) {
+                Access::Allow
+            } else {
+                any_of(roles, &[Operator, Auditor, Admin])
+            }
+        }
+        // Only the project's analysts run code beside its data, and read what it printed.
+        Action::RunCreate | Action::RunLogs => member_as(roles, standing, Analyst),
     }
 }
 
@@ -194,6 +233,13 @@ mod tests {
             Action::ReadContent,
             Action::AuditRead,
             Action::MetricsRead,
+            Action::ImageAllow,
+            Action::ImageList,
+            Action::SandboxCreate,
+            Action::SandboxRead,
+            Action::SandboxManage,
+            Action::RunCreate,
+            Action::RunLogs,
         ];
         for a in actions {
             assert!(!allowed("", a, NONE), "{a:?} allowed with no role");
@@ -265,6 +311,16 @@ mod tests {
             ("reviewer", Action::AttachCommitteeOpinion, NONE, true),
             ("operator", Action::AppRead, NONE, false),
             ("steward", Action::AppRead, NONE, true),
+            ("operator", Action::SandboxCreate, NONE, true),
+            ("analyst", Action::SandboxCreate, member, true),
+            ("analyst", Action::SandboxCreate, NONE, false),
+            ("operator", Action::RunCreate, NONE, false),
+            ("admin", Action::RunCreate, NONE, false),
+            ("analyst", Action::RunCreate, member, true),
+            ("operator", Action::RunLogs, NONE, false),
+            ("auditor", Action::SandboxRead, NONE, true),
+            ("reviewer", Action::SandboxRead, NONE, false),
+            ("analyst", Action::ImageAllow, member, false),
             ("steward", Action::ReadContent, NONE, false),
         ];
         for (r, a, s, want) in cases {

@@ -1,0 +1,485 @@
+//! [`SandboxBackend`] over the Docker Engine API (bollard), on the local socket or a remote
+//! engine over TLS.
+//!
+//! Every control call runs under a deadline (`call_timeout`): bollard's own timeout covers only
+//! the time to response headers. Uploads get a client of their own with a long timeout, since
+//! the engine answers an upload only after extracting it. Waits poll the stream returned after
+//! `start` (never before: a wait stream created before start and polled after exit hangs).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bollard::Docker;
+use bollard::models::{ContainerCreateBody, ContainerStateStatusEnum, HostConfig, Mount, MountType, VolumeCreateRequest};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, DownloadFromContainerOptionsBuilder, KillContainerOptionsBuilder,
+    ListContainersOptionsBuilder, ListVolumesOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    RemoveVolumeOptionsBuilder, UploadToContainerOptionsBuilder,
+};
+use futures_util::stream::BoxStream;
+use futures_util::{StreamExt, TryStreamExt};
+
+use crate::hardening::{self, EngineFeatures};
+use crate::{
+    ByteStream, EngineInfo, Error, ImageInfo, LABEL_INSTANCE, LABEL_MANAGED, LABEL_SANDBOX, Managed, Result, RunSpec,
+    RunState, SANDBOX_UID, SandboxBackend, SandboxSpec,
+};
+
+/// How to reach the engine.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Connection {
+    /// `unix:///var/run/docker.sock` (the default), or `tcp://host:2376` with `tls`.
+    pub host: Option<String>,
+    /// Client key, certificate and CA for a remote engine.
+    pub tls: Option<(PathBuf, PathBuf, PathBuf)>,
+    /// Deadline of each control call.
+    pub call_timeout: Duration,
+}
+
+pub struct DockerBackend {
+    docker: Docker,
+    /// For uploads: the engine answers only after extracting, so the timeout must cover it.
+    bulk: Docker,
+    instance: String,
+    call_timeout: Duration,
+    features: tokio::sync::OnceCell<EngineFeatures>,
+}
+
+fn engine_error(e: bollard::errors::Error) -> Error {
+    use bollard::errors::Error as B;
+    match e {
+        B::DockerResponseServerError { status_code: 404, message } => Error::NotFound(message),
+        B::DockerResponseServerError { status_code, message } => Error::Engine(format!("{status_code}: {message}")),
+        B::RequestTimeoutError => Error::Timeout(Duration::ZERO),
+        B::HyperResponseError { .. } | B::IOError { .. } => Error::Unavailable(e.to_string()),
+        other => {
+            let s = other.to_string();
+            if s.contains("connect") || s.contains("No such file") || s.contains("refused") {
+                Error::Unavailable(s)
+            } else {
+                Error::Engine(s)
+            }
+        }
+    }
+}
+
+impl DockerBackend {
+    /// Connects lazily: nothing is sent until the first call, so a gateway starts while the
+    /// engine is down and its sandbox routes answer 503 until it is up.
+    pub fn connect(conn: &Connection, instance: &str) -> Result<DockerBackend> {
+        let timeout = if conn.call_timeout.is_zero() { Duration::from_secs(30) } else { conn.call_timeout };
+        let docker = match (&conn.host, &conn.tls) {
+            (Some(host), Some((key, cert, ca))) => {
+                Docker::connect_with_ssl(host, key, cert, ca, timeout.as_secs().max(1), bollard::API_DEFAULT_VERSION)
+            }
+            (Some(host), None) if host.starts_with("unix://") => Docker::connect_with_unix(
+                host.trim_start_matches("unix://"),
+                timeout.as_secs().max(1),
+                bollard::API_DEFAULT_VERSION,
+            ),
+            (Some(host), None) => {
+                Docker::connect_with_http(host, timeout.as_secs().max(1), bollard::API_DEFAULT_VERSION)
+            }
+            (None, _) => Docker::connect_with_local_defaults(),
+        }
+        .map_err(engine_error)?;
+        let bulk = docker.clone().with_timeout(Duration::from_secs(6 * 3600));
+        Ok(DockerBackend {
+            docker: docker.with_timeout(timeout),
+            bulk,
+            instance: instance.to_owned(),
+            call_timeout: timeout,
+            features: tokio::sync::OnceCell::new(),
+        })
+    }
+
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    async fn call<T>(&self, fut: impl std::future::Future<Output = std::result::Result<T, bollard::errors::Error>>) -> Result<T> {
+        match tokio::time::timeout(self.call_timeout, fut).await {
+            Ok(r) => r.map_err(engine_error),
+            Err(_) => Err(Error::Timeout(self.call_timeout)),
+        }
+    }
+
+    async fn features(&self) -> Result<EngineFeatures> {
+        self.features
+            .get_or_try_init(|| async {
+                let info = self.info().await?;
+                let (major, minor) = info
+                    .api_version
+                    .split_once('.')
+                    .and_then(|(a, b)| Some((a.parse::<u32>().ok()?, b.parse::<u32>().ok()?)))
+                    .unwrap_or((1, 0));
+                Ok(EngineFeatures {
+                    recursive_read_only: (major, minor) >= (1, 44),
+                })
+            })
+            .await
+            .copied()
+    }
+
+    fn label_filter(&self, extra: Option<(&str, &str)>) -> HashMap<String, Vec<String>> {
+        let mut labels = vec![format!("{LABEL_MANAGED}=1"), format!("{LABEL_INSTANCE}={}", self.instance)];
+        if let Some((k, v)) = extra {
+            labels.push(format!("{k}={v}"));
+        }
+        HashMap::from([("label".to_owned(), labels)])
+    }
+
+    async fn create_volume(&self, name: &str, labels: HashMap<String, String>) -> Result<()> {
+        self.call(self.docker.create_volume(VolumeCreateRequest {
+            name: Some(name.to_owned()),
+            driver: Some("local".into()),
+            labels: Some(labels),
+            ..Default::default()
+        }))
+        .await?;
+        Ok(())
+    }
+
+    /// A container that never starts, used to reach volumes through the archive API (which
+    /// writes only into volumes when the root is read-only).
+    async fn helper(&self, sandbox: &SandboxSpec, name: &str, mounts: Vec<Mount>) -> Result<String> {
+        let mut labels = hardening::labels(&self.instance, &sandbox.id, &sandbox.project, "helper");
+        labels.insert("vre.helper".into(), name.to_owned());
+        let body = ContainerCreateBody {
+            image: Some(sandbox.image_id.clone()),
+            cmd: Some(vec!["/nonexistent".into()]),
+            entrypoint: Some(Vec::new()),
+            user: Some(format!("{SANDBOX_UID}:{SANDBOX_UID}")),
+            network_disabled: Some(true),
+            labels: Some(labels),
+            host_config: Some(HostConfig {
+                network_mode: Some("none".into()),
+                readonly_rootfs: Some(true),
+                cap_drop: Some(vec!["ALL".into()]),
+                security_opt: Some(vec!["no-new-privileges:true".into()]),
+                mounts: Some(mounts),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        // A helper left by a crash has the same name: remove it first.
+        let _ = self.remove_container(name).await;
+        let created = self
+            .call(self.docker.create_container(Some(CreateContainerOptionsBuilder::default().name(name).build()), body))
+            .await?;
+        Ok(created.id)
+    }
+
+    async fn upload(&self, container: &str, path: &str, tar: ByteStream) -> Result<()> {
+        self.bulk
+            .upload_to_container(
+                container,
+                Some(UploadToContainerOptionsBuilder::default().path(path).build()),
+                bollard::body_try_stream(tar),
+            )
+            .await
+            .map_err(engine_error)
+    }
+}
+
+/// A tar with one directory entry: `./`, owned by the sandbox user, mode 0755. Uploaded into a
+/// fresh volume, it makes the volume's root writable for the runs.
+fn owner_tar(mode: u32) -> Vec<u8> {
+    let mut h = [0u8; 512];
+    h[..2].copy_from_slice(b"./");
+    h[100..108].copy_from_slice(format!("{mode:07o}\0").as_bytes());
+    h[108..116].copy_from_slice(format!("{SANDBOX_UID:07o}\0").as_bytes());
+    h[116..124].copy_from_slice(format!("{SANDBOX_UID:07o}\0").as_bytes());
+    h[124..136].copy_from_slice(b"00000000000\0");
+    h[136..148].copy_from_slice(b"00000000000\0");
+    h[156] = b'5';
+    h[257..263].copy_from_slice(b"ustar\0");
+    h[263..265].copy_from_slice(b"00");
+    h[148..156].copy_from_slice(b"        ");
+    let sum: u32 = h.iter().map(|b| u32::from(*b)).sum();
+    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    let mut out = h.to_vec();
+    out.extend_from_slice(&[0u8; 1024]);
+    out
+}
+
+fn one_chunk(bytes: Vec<u8>) -> ByteStream {
+    futures_util::stream::once(async move { Ok(bytes::Bytes::from(bytes)) }).boxed()
+}
+
+#[async_trait::async_trait]
+impl SandboxBackend for DockerBackend {
+    async fn info(&self) -> Result<EngineInfo> {
+        let v = self.call(self.docker.version()).await?;
+        let info = self.call(self.docker.info()).await?;
+        Ok(EngineInfo {
+            version: v.version.unwrap_or_default(),
+            api_version: v.api_version.unwrap_or_default(),
+            runtimes: info.runtimes.map(|r| r.into_keys().collect()).unwrap_or_default(),
+        })
+    }
+
+    async fn image(&self, name: &str) -> Result<Option<ImageInfo>> {
+        match self.call(self.docker.inspect_image(name)).await {
+            Ok(i) => Ok(Some(ImageInfo {
+                id: i.id.unwrap_or_default(),
+                tags: i.repo_tags.unwrap_or_default(),
+                size: i.size.unwrap_or_default(),
+                user: i.config.and_then(|c| c.user).unwrap_or_default(),
+            })),
+            Err(Error::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn prepare(&self, sb: &SandboxSpec) -> Result<()> {
+        let work = hardening::work_volume(&sb.id);
+        let output = hardening::output_volume(&sb.id);
+        self.create_volume(&work, hardening::labels(&self.instance, &sb.id, &sb.project, "work")).await?;
+        self.create_volume(&output, hardening::labels(&self.instance, &sb.id, &sb.project, "output")).await?;
+        let mounts = vec![
+            Mount {
+                typ: Some(MountType::VOLUME),
+                source: Some(work),
+                target: Some("/vre/work".into()),
+                ..Default::default()
+            },
+            Mount {
+                typ: Some(MountType::VOLUME),
+                source: Some(output),
+                target: Some("/vre/output".into()),
+                ..Default::default()
+            },
+        ];
+        let name = format!("vre-prepare-{}", sb.id);
+        let helper = self.helper(sb, &name, mounts).await?;
+        let result = async {
+            self.upload(&helper, "/vre/work", one_chunk(owner_tar(0o700))).await?;
+            self.upload(&helper, "/vre/output", one_chunk(owner_tar(0o700))).await
+        }
+        .await;
+        let _ = self.remove_container(&helper).await;
+        result
+    }
+
+    async fn stage(&self, sb: &SandboxSpec, ingress: &str, tar: ByteStream) -> Result<()> {
+        let volume = hardening::ingress_volume(&sb.id, ingress);
+        let mut labels = hardening::labels(&self.instance, &sb.id, &sb.project, "ingress");
+        labels.insert("vre.ingress".into(), ingress.to_owned());
+        self.create_volume(&volume, labels).await?;
+        let mounts = vec![Mount {
+            typ: Some(MountType::VOLUME),
+            source: Some(volume),
+            target: Some("/stage".into()),
+            ..Default::default()
+        }];
+        let name = format!("vre-stage-{}-{ingress}", sb.id);
+        let helper = self.helper(sb, &name, mounts).await?;
+        let result = self.upload(&helper, "/stage", tar).await;
+        let _ = self.remove_container(&helper).await;
+        result
+    }
+
+    async fn start(&self, run: &RunSpec) -> Result<String> {
+        let features = self.features().await?;
+        let name = hardening::run_container_name(&run.id);
+        let body = hardening::run_container(&self.instance, run, features);
+        let id = match self
+            .call(self.docker.create_container(Some(CreateContainerOptionsBuilder::default().name(&name).build()), body))
+            .await
+        {
+            Ok(c) => c.id,
+            // Created before a crash: start what is there.
+            Err(Error::Engine(m)) if m.starts_with("409") => name.clone(),
+            Err(e) => return Err(e),
+        };
+        match self.call(self.docker.start_container(&id, None)).await {
+            Ok(()) => Ok(id),
+            Err(Error::Engine(m)) if m.starts_with("304") => Ok(id),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn wait(&self, container: &str, deadline: Duration) -> Result<Option<RunState>> {
+        let mut stream = self.docker.wait_container(container, None);
+        match tokio::time::timeout(deadline, stream.next()).await {
+            Err(_) => Ok(None),
+            Ok(None) => Ok(Some(self.state(container).await?)),
+            Ok(Some(Ok(_))) | Ok(Some(Err(bollard::errors::Error::DockerContainerWaitError { .. }))) => {
+                Ok(Some(self.state(container).await?))
+            }
+            Ok(Some(Err(e))) => Err(engine_error(e)),
+        }
+    }
+
+    async fn kill(&self, container: &str) -> Result<()> {
+        match self
+            .call(self.docker.kill_container(container, Some(KillContainerOptionsBuilder::default().signal("SIGKILL").build())))
+            .await
+        {
+            Ok(()) | Err(Error::NotFound(_)) => Ok(()),
+            // Not running any more.
+            Err(Error::Engine(m)) if m.starts_with("409") => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn state(&self, container: &str) -> Result<RunState> {
+        let c = match self.call(self.docker.inspect_container(container, None)).await {
+            Ok(c) => c,
+            Err(Error::NotFound(_)) => return Ok(RunState::Missing),
+            Err(e) => return Err(e),
+        };
+        let st = c.state.unwrap_or_default();
+        Ok(match st.status {
+            Some(ContainerStateStatusEnum::CREATED) => RunState::Created,
+            Some(ContainerStateStatusEnum::RUNNING)
+            | Some(ContainerStateStatusEnum::RESTARTING)
+            | Some(ContainerStateStatusEnum::PAUSED) => RunState::Running,
+            _ => RunState::Exited {
+                code: st.exit_code.unwrap_or(-1),
+                oom_killed: st.oom_killed.unwrap_or(false),
+            },
+        })
+    }
+
+    fn logs(&self, container: &str) -> BoxStream<'static, Result<Vec<u8>>> {
+        let opts = LogsOptionsBuilder::default().follow(true).stdout(true).stderr(true).build();
+        self.docker
+            .logs(container, Some(opts))
+            .map_ok(|l| l.into_bytes().to_vec())
+            .map_err(engine_error)
+            .boxed()
+    }
+
+    async fn output_usage(&self, sandbox: &str) -> Result<u64> {
+        let v = self.call(self.docker.inspect_volume(&hardening::output_volume(sandbox))).await?;
+        let root = PathBuf::from(v.mountpoint);
+        // Walked without following links; reads metadata only, never content the sandbox wrote.
+        tokio::task::spawn_blocking(move || {
+            let mut total = 0u64;
+            let mut stack = vec![root];
+            while let Some(dir) = stack.pop() {
+                let Ok(rd) = std::fs::read_dir(&dir) else { continue };
+                for e in rd.flatten() {
+                    let Ok(m) = e.path().symlink_metadata() else { continue };
+                    if m.is_dir() {
+                        stack.push(e.path());
+                    }
+                    total += std::os::unix::fs::MetadataExt::blocks(&m) * 512;
+                }
+            }
+            total
+        })
+        .await
+        .map_err(|e| Error::Engine(e.to_string()))
+    }
+
+    fn download_output(&self, sb: &SandboxSpec, path: &str) -> ByteStream {
+        let docker = self.bulk.clone();
+        let sb = sb.clone();
+        let path = format!("/vre/output/{}", path.trim_start_matches('/'));
+        let this_instance = self.instance.clone();
+        let name = format!("vre-egress-{}", sb.id);
+        let backend = DockerBackend {
+            docker: self.docker.clone(),
+            bulk: self.bulk.clone(),
+            instance: this_instance,
+            call_timeout: self.call_timeout,
+            features: tokio::sync::OnceCell::new(),
+        };
+        let stream = async move {
+            let mounts = vec![Mount {
+                typ: Some(MountType::VOLUME),
+                source: Some(hardening::output_volume(&sb.id)),
+                target: Some("/vre/output".into()),
+                read_only: Some(true),
+                ..Default::default()
+            }];
+            let helper = backend.helper(&sb, &name, mounts).await.map_err(std::io::Error::other)?;
+            let body = docker
+                .download_from_container(&helper, Some(DownloadFromContainerOptionsBuilder::default().path(&path).build()))
+                .map_err(std::io::Error::other);
+            Ok::<_, std::io::Error>((backend, helper, body))
+        };
+        futures_util::stream::once(stream)
+            .map(|r| match r {
+                Ok((backend, helper, body)) => {
+                    let cleanup = futures_util::stream::once(async move {
+                        let _ = backend.remove_container(&helper).await;
+                        None
+                    });
+                    body.map(Some).chain(cleanup).filter_map(|x| async move { x }).boxed()
+                }
+                Err(e) => futures_util::stream::once(async move { Err(e) }).boxed(),
+            })
+            .flatten()
+            .boxed()
+    }
+
+    async fn remove_container(&self, container: &str) -> Result<()> {
+        match self
+            .call(self.docker.remove_container(container, Some(RemoveContainerOptionsBuilder::default().force(true).build())))
+            .await
+        {
+            Ok(()) | Err(Error::NotFound(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn remove_sandbox(&self, sandbox: &str) -> Result<()> {
+        let filters = self.label_filter(Some((LABEL_SANDBOX, sandbox)));
+        let containers = self
+            .call(self.docker.list_containers(Some(ListContainersOptionsBuilder::default().all(true).filters(&filters).build())))
+            .await?;
+        for c in containers {
+            if let Some(id) = c.id {
+                self.remove_container(&id).await?;
+            }
+        }
+        let vols = self
+            .call(self.docker.list_volumes(Some(ListVolumesOptionsBuilder::default().filters(&filters).build())))
+            .await?;
+        for v in vols.volumes.unwrap_or_default() {
+            match self
+                .call(self.docker.remove_volume(&v.name, Some(RemoveVolumeOptionsBuilder::default().force(true).build())))
+                .await
+            {
+                Ok(()) | Err(Error::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    async fn list_containers(&self) -> Result<Vec<Managed>> {
+        let filters = self.label_filter(None);
+        let list = self
+            .call(self.docker.list_containers(Some(ListContainersOptionsBuilder::default().all(true).filters(&filters).build())))
+            .await?;
+        Ok(list
+            .into_iter()
+            .map(|c| Managed {
+                name: c.id.unwrap_or_default(),
+                labels: c.labels.unwrap_or_default(),
+            })
+            .collect())
+    }
+
+    async fn list_volumes(&self) -> Result<Vec<Managed>> {
+        let filters = self.label_filter(None);
+        let list = self
+            .call(self.docker.list_volumes(Some(ListVolumesOptionsBuilder::default().filters(&filters).build())))
+            .await?;
+        Ok(list
+            .volumes
+            .unwrap_or_default()
+            .into_iter()
+            .map(|v| Managed {
+                name: v.name,
+                labels: v.labels,
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,201 @@
+//! The only crate of VRE Gateway that speaks Docker.
+//!
+//! [`SandboxBackend`] is what the gateway needs from a container engine: volumes that make up a
+//! sandbox, staging an archive into one of them, runs in fresh hardened containers, their logs
+//! and outcomes, and listing what it manages (for recovery after a restart). Every step is
+//! idempotent, every engine call has a deadline, and a failed run is an [`Outcome`], not an
+//! error. [`docker::DockerBackend`] implements it over bollard; [`hardening`] builds the
+//! container profile every run gets, as a pure function that tests inspect field by field.
+//!
+//! Architecture invariant: no other crate of the workspace depends on bollard.
+
+pub mod docker;
+pub mod hardening;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use futures_util::stream::BoxStream;
+
+/// Bytes on their way into or out of a container.
+pub type ByteStream = BoxStream<'static, std::result::Result<bytes::Bytes, std::io::Error>>;
+
+/// Labels every object the gateway creates carries.
+pub const LABEL_MANAGED: &str = "vre.managed";
+pub const LABEL_INSTANCE: &str = "vre.instance";
+pub const LABEL_SANDBOX: &str = "vre.sandbox";
+pub const LABEL_PROJECT: &str = "vre.project";
+pub const LABEL_RUN: &str = "vre.run";
+pub const LABEL_ROLE: &str = "vre.role";
+
+/// The user every run runs as.
+pub const SANDBOX_UID: u32 = 65534;
+
+/// How much a run may use.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resources {
+    /// CPUs in billionths (1 CPU = 1_000_000_000).
+    pub nano_cpus: i64,
+    pub memory_bytes: i64,
+    pub pids: i64,
+    pub tmpfs_bytes: i64,
+    /// Bytes the output folder may hold; a run that goes past is stopped.
+    pub output_quota_bytes: u64,
+    /// Bytes of stdout and stderr kept per run; a run that writes more is stopped.
+    pub log_max_bytes: u64,
+}
+
+/// A dataset mounted read-only at `/vre/data/<id>`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DatasetMount {
+    pub id: String,
+    pub host_path: String,
+}
+
+/// What a sandbox is made of.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SandboxSpec {
+    pub id: String,
+    pub project: String,
+    /// The image, pinned by its ID (`sha256:…`).
+    pub image_id: String,
+    pub resources: Resources,
+    /// Ingress application ids staged into the sandbox, each its own read-only volume.
+    pub ingress: Vec<String>,
+    pub datasets: Vec<DatasetMount>,
+    /// An alternative OCI runtime, e.g. `runsc`.
+    pub runtime: Option<String>,
+}
+
+/// One run: a command in a fresh container of a sandbox.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunSpec {
+    pub id: String,
+    pub sandbox: SandboxSpec,
+    pub cmd: Vec<String>,
+    pub env: Vec<(String, String)>,
+}
+
+/// How a run ended. Failures of the analyst's program are outcomes like any other.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The program exited by itself.
+    Exited { code: i64 },
+    /// The kernel killed it for using more memory than allowed.
+    OomKilled,
+    /// It ran past its deadline and was killed.
+    TimedOut,
+    /// Its output folder grew past the quota and it was stopped.
+    OutputQuotaExceeded,
+    /// It wrote more logs than allowed and was stopped.
+    LogLimitExceeded,
+    /// Its container disappeared (removed behind the gateway's back, or the engine lost it).
+    Vanished,
+    /// The engine could not run it.
+    Failed { reason: String },
+}
+
+impl Outcome {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Outcome::Exited { .. } => "exited",
+            Outcome::OomKilled => "oom_killed",
+            Outcome::TimedOut => "timed_out",
+            Outcome::OutputQuotaExceeded => "output_quota_exceeded",
+            Outcome::LogLimitExceeded => "log_limit_exceeded",
+            Outcome::Vanished => "vanished",
+            Outcome::Failed { .. } => "failed",
+        }
+    }
+
+    /// The exit code a client reports: the program's own, or 125+ for the gateway's reasons
+    /// (137 as a shell reports a SIGKILL).
+    pub fn exit_code(&self) -> i64 {
+        match self {
+            Outcome::Exited { code } => *code,
+            Outcome::OomKilled | Outcome::TimedOut | Outcome::OutputQuotaExceeded | Outcome::LogLimitExceeded => 137,
+            Outcome::Vanished | Outcome::Failed { .. } => 125,
+        }
+    }
+}
+
+/// A run's container as the engine sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RunState {
+    Created,
+    Running,
+    Exited { code: i64, oom_killed: bool },
+    Missing,
+}
+
+/// An object the backend manages, found by its labels.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Managed {
+    pub name: String,
+    pub labels: HashMap<String, String>,
+}
+
+/// What the engine is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EngineInfo {
+    pub version: String,
+    pub api_version: String,
+    pub runtimes: Vec<String>,
+}
+
+/// An image as the engine knows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageInfo {
+    pub id: String,
+    pub tags: Vec<String>,
+    pub size: i64,
+    pub user: String,
+}
+
+/// Why the engine could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("the container engine is unavailable: {0}")]
+    Unavailable(String),
+    #[error("the container engine did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("the container engine refused: {0}")]
+    Engine(String),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// What the gateway needs from a container engine. Every method is idempotent: calling it
+/// again after a crash, a timeout or a success leaves the same state.
+#[async_trait::async_trait]
+pub trait SandboxBackend: Send + Sync + 'static {
+    async fn info(&self) -> Result<EngineInfo>;
+    /// An image by name or ID, when the engine has it.
+    async fn image(&self, name: &str) -> Result<Option<ImageInfo>>;
+    /// Creates the sandbox's volumes (work area, output folder).
+    async fn prepare(&self, sandbox: &SandboxSpec) -> Result<()>;
+    /// Streams a tar archive into the sandbox's volume for one ingress application.
+    async fn stage(&self, sandbox: &SandboxSpec, ingress: &str, tar: ByteStream) -> Result<()>;
+    /// Creates and starts the run's container; returns its ID.
+    async fn start(&self, run: &RunSpec) -> Result<String>;
+    /// Waits for the run to end, at most `deadline`; `None` when the deadline passed first.
+    async fn wait(&self, container: &str, deadline: Duration) -> Result<Option<RunState>>;
+    async fn kill(&self, container: &str) -> Result<()>;
+    async fn state(&self, container: &str) -> Result<RunState>;
+    /// stdout and stderr, interleaved, following until the container ends.
+    fn logs(&self, container: &str) -> BoxStream<'static, Result<Vec<u8>>>;
+    /// Bytes held by the sandbox's output folder.
+    async fn output_usage(&self, sandbox: &str) -> Result<u64>;
+    /// The output folder as a tar stream (for egress).
+    fn download_output(&self, sandbox: &SandboxSpec, path: &str) -> ByteStream;
+    async fn remove_container(&self, container: &str) -> Result<()>;
+    /// Removes the sandbox's volumes (its containers must be gone).
+    async fn remove_sandbox(&self, sandbox: &str) -> Result<()>;
+    /// Everything this gateway instance created that still exists.
+    async fn list_containers(&self) -> Result<Vec<Managed>>;
+    async fn list_volumes(&self) -> Result<Vec<Managed>>;
+}
