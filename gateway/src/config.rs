@@ -31,6 +31,7 @@ pub struct Settings {
     pub limits: LimitSettings,
     pub audit: AuditSettings,
     pub ingress: IngressSettings,
+    pub sandbox: SandboxSettings,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -98,6 +99,88 @@ pub struct AuditSettings {
     /// best on storage the database's administrators cannot rewrite. Defaults to
     /// `<data_dir>/audit`.
     pub checkpoint_dir: Option<PathBuf>,
+}
+
+/// Sandboxes: the engine, resource classes and how many runs go at once.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SandboxSettings {
+    /// `unix:///var/run/docker.sock` (the default when empty), or `tcp://host:2376` with TLS.
+    pub docker_host: String,
+    /// Client key, certificate and CA files for a remote engine over TLS.
+    pub docker_tls_key: Option<PathBuf>,
+    pub docker_tls_cert: Option<PathBuf>,
+    pub docker_tls_ca: Option<PathBuf>,
+    /// Deadline of each engine call, in seconds.
+    pub call_timeout_secs: u64,
+    /// An alternative OCI runtime for runs, e.g. `runsc` (gVisor).
+    pub runtime: Option<String>,
+    /// Runs at once, over all projects; more wait in the queue.
+    pub max_concurrent_runs: usize,
+    /// Runs at once in one project.
+    pub max_concurrent_runs_per_project: usize,
+    /// The class sandboxes get when none is named.
+    pub default_class: String,
+    pub classes: std::collections::BTreeMap<String, ResourceClass>,
+    /// Datasets that can be mounted (read-only), by id: their directory on the engine's host.
+    pub datasets: std::collections::BTreeMap<String, PathBuf>,
+}
+
+/// What a sandbox's runs may use. Sizes in bytes.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceClass {
+    pub cpus: f64,
+    pub memory_bytes: i64,
+    pub pids: i64,
+    pub tmpfs_bytes: i64,
+    /// The longest a run may take unless it asks for less, in seconds.
+    pub max_run_secs: u64,
+    pub output_quota_bytes: u64,
+    pub log_max_bytes: u64,
+}
+
+impl Default for SandboxSettings {
+    fn default() -> Self {
+        SandboxSettings {
+            docker_host: String::new(),
+            docker_tls_key: None,
+            docker_tls_cert: None,
+            docker_tls_ca: None,
+            call_timeout_secs: 30,
+            runtime: None,
+            max_concurrent_runs: 8,
+            max_concurrent_runs_per_project: 4,
+            default_class: "standard".into(),
+            classes: std::collections::BTreeMap::from([
+                (
+                    "standard".to_owned(),
+                    ResourceClass {
+                        cpus: 1.0,
+                        memory_bytes: 2 << 30,
+                        pids: 256,
+                        tmpfs_bytes: 256 << 20,
+                        max_run_secs: 4 * 3600,
+                        output_quota_bytes: 1 << 30,
+                        log_max_bytes: 8 << 20,
+                    },
+                ),
+                (
+                    "large".to_owned(),
+                    ResourceClass {
+                        cpus: 2.0,
+                        memory_bytes: 8 << 30,
+                        pids: 1024,
+                        tmpfs_bytes: 1 << 30,
+                        max_run_secs: 24 * 3600,
+                        output_quota_bytes: 8 << 30,
+                        log_max_bytes: 32 << 20,
+                    },
+                ),
+            ]),
+            datasets: Default::default(),
+        }
+    }
 }
 
 /// Limits and checks for archives brought in. Sizes in bytes.
@@ -169,6 +252,7 @@ impl Default for Settings {
             limits: LimitSettings::default(),
             audit: AuditSettings::default(),
             ingress: IngressSettings::default(),
+            sandbox: SandboxSettings::default(),
         }
     }
 }
@@ -284,6 +368,12 @@ impl Settings {
         }
         if self.auth.issuer.is_empty() || self.auth.audience.is_empty() {
             bail!("auth.issuer and auth.audience must not be empty");
+        }
+        if !self.sandbox.classes.contains_key(&self.sandbox.default_class) {
+            bail!("sandbox.default_class `{}` is not one of sandbox.classes", self.sandbox.default_class);
+        }
+        if self.sandbox.max_concurrent_runs == 0 || self.sandbox.max_concurrent_runs_per_project == 0 {
+            bail!("sandbox.max_concurrent_runs and max_concurrent_runs_per_project must be at least 1");
         }
         if self.database_max_connections == 0 {
             bail!("database_max_connections must be at least 1");

@@ -3,6 +3,8 @@
 //! Functions take a connection so the same query serves a plain read and a write transaction.
 //! Rows come back as plain structs; turning them into wire types is the API's business.
 
+pub mod sandboxes;
+
 use policy::review::{Choice, Kind, State};
 use policy::roles::{Role, RoleSet};
 use sqlx::any::AnyRow;
