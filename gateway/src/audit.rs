@@ -422,16 +422,28 @@ pub async fn verify(
             Some(r) => Some((r.try_get::<i64, _>("seq")?, r.try_get::<String, _>("hash")?)),
             None => None,
         };
-        if head != Some((last, prev.clone())) {
-            problem = Some(Problem {
+        problem = match head {
+            Some((seq, hash)) if seq == last && hash == prev => None,
+            // Events past the head were added outside the gateway: the first of them is bad.
+            Some((seq, _)) if (0..last).contains(&seq) => Some(Problem {
+                seq: seq + 1,
+                what: format!(
+                    "not in the chain: its recorded head is event {seq} but the log goes on to event {last} (appended outside the gateway)"
+                ),
+            }),
+            Some((seq, _)) if seq == last => Some(Problem {
+                seq: last,
+                what: "differs from the chain's recorded head: the last event was rewritten".into(),
+            }),
+            head => Some(Problem {
                 seq: last + 1,
                 what: format!(
                     "missing: the chain's recorded head is {} but the log ends at event {last}",
                     head.map(|(s, _)| s.to_string())
                         .unwrap_or_else(|| "absent".into())
                 ),
-            });
-        }
+            }),
+        };
     }
     Ok(Report {
         events: last,

@@ -94,8 +94,19 @@ impl Db {
         })
     }
 
+    /// Closes every connection. sqlx's `Pool::close` can return while a connection is still on
+    /// its way back to the pool, and that one then stays open for good (launchbadge/sqlx#3217):
+    /// on SQLite it keeps the database, its WAL and its locks after a clean stop. So close again
+    /// until the pool is empty, for a bounded time.
     pub async fn close(&self) {
-        self.pool.close().await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            self.pool.close().await;
+            if self.pool.size() == 0 || std::time::Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 }
 

@@ -322,3 +322,107 @@ impl TestApp {
 pub fn vre_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_vre"))
 }
+
+impl TestApp {
+    /// Stops the gateway gracefully (so its last checkpoint is written) but keeps its data dir
+    /// and database, for tests that look at or tamper with what it left behind. `stop` still
+    /// cleans up afterwards.
+    pub async fn halt(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(j) = self.join.take() {
+            j.await
+                .expect("the server task")
+                .expect("the server stops cleanly");
+        }
+        if self.engine == Engine::Sqlite {
+            // Only the last connection to close checkpoints and removes the WAL.
+            let wal = self.settings.data_dir.join("vre.db-wal");
+            assert!(
+                !wal.exists(),
+                "a clean stop left {} behind: a connection is still open",
+                wal.display()
+            );
+        }
+    }
+
+    /// Waits until the checkpoint log covers the current head of the audit chain, so that the
+    /// signed checkpoints are known exactly (one per commit when called after each write).
+    pub async fn settle_checkpoints(&self) {
+        let dir = self.settings.checkpoint_dir();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let (seq, hash) =
+                sqlx::query_as::<_, (i64, String)>("SELECT seq, hash FROM audit_head WHERE id = 1")
+                    .fetch_one(self.state.db.pool())
+                    .await
+                    .unwrap();
+            let last = gateway::audit::read_checkpoints(&dir)
+                .unwrap()
+                .into_iter()
+                .filter_map(Result::ok)
+                .next_back();
+            if seq == 0 || last.is_some_and(|c| c.seq == seq && c.hash == hash) {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no checkpoint for head {seq} after 10 s"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+}
+
+/// `vre audit verify`'s check, in process, through a fresh connection: for a gateway that has
+/// been halted, or a database changed behind its back.
+pub async fn verify_offline(settings: &Settings) -> gateway::audit::Report {
+    let db = gateway::db::Db::open(&settings.database_url(), 2)
+        .await
+        .unwrap();
+    let public = gateway::keys::PublicKey::load(
+        &gateway::keys::DataDir::new(settings.data_dir.clone()).audit_public_key(),
+    )
+    .unwrap();
+    let report = gateway::audit::verify(&db, &settings.checkpoint_dir(), &public)
+        .await
+        .unwrap();
+    db.close().await;
+    report
+}
+
+/// The `vre` binary without the caller's `VRE_*` variables, so that nothing in a developer's
+/// environment points a test at another database or configuration.
+pub fn vre_command() -> std::process::Command {
+    let mut c = std::process::Command::new(vre_bin());
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("VRE_") {
+            c.env_remove(k);
+        }
+    }
+    c.env("VRE_LOG", "warn");
+    c
+}
+
+/// Runs `vre audit verify --data-dir DIR` (with `VRE_DATABASE_URL` when the database is not
+/// SQLite in the data dir); returns the exit code and stdout.
+pub fn run_audit_verify(data_dir: &Path, database_url: Option<&str>) -> (i32, String) {
+    let mut c = vre_command();
+    c.arg("audit").arg("verify").arg("--data-dir").arg(data_dir);
+    if let Some(url) = database_url {
+        c.env("VRE_DATABASE_URL", url);
+    }
+    let out = c.output().expect("running vre audit verify");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let code = out
+        .status
+        .code()
+        .expect("vre audit verify exits, not killed");
+    assert!(
+        code == 0 || code == 1,
+        "vre audit verify failed to run ({code}): {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (code, stdout)
+}
