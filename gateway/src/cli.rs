@@ -46,8 +46,94 @@ enum Command {
     /// Bring programs and reference data into the environment.
     #[command(subcommand)]
     Ingress(IngressCommand),
+    /// Images sandboxes may use.
+    #[command(subcommand)]
+    Image(ImageCommand),
+    /// Sandboxes: a project's hardened workspaces.
+    #[command(subcommand)]
+    Sandbox(SandboxCommand),
+    /// Run a command in a fresh hardened container of a sandbox; streams its output and exits
+    /// with its exit code.
+    Run {
+        sandbox: String,
+        /// Kill the run after this long (30s, 10m, 2h).
+        #[arg(long)]
+        timeout: Option<String>,
+        /// Return at once with the run's id instead of following it.
+        #[arg(long)]
+        detach: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The command and its arguments (after `--`).
+        #[arg(last = true, required = true)]
+        cmd: Vec<String>,
+    },
     /// Show who the token says you are.
     Whoami(ClientArgs),
+}
+
+#[derive(Subcommand)]
+enum ImageCommand {
+    /// Allow an image the engine has, pinned by its current ID (operators).
+    Allow {
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List the allowed images.
+    List {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum SandboxCommand {
+    /// Create a sandbox for a project, staging approved ingress.
+    Create {
+        #[arg(long)]
+        project: String,
+        /// An allowed image (see `vre image list`).
+        #[arg(long)]
+        image: String,
+        /// A resource class from the configuration.
+        #[arg(long)]
+        class: Option<String>,
+        /// An approved ingress application to stage (repeatable).
+        #[arg(long = "ingress")]
+        ingress: Vec<String>,
+        /// A dataset to mount read-only (repeatable).
+        #[arg(long = "dataset")]
+        datasets: Vec<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List sandboxes.
+    List {
+        #[arg(long)]
+        project: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show a sandbox and its runs.
+    Show {
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Stage another approved ingress application.
+    Stage {
+        id: String,
+        application: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Remove a sandbox and its volumes.
+    Remove {
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -425,6 +511,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Project(p) => project(p).await,
+        Command::Image(i) => image(i).await,
+        Command::Sandbox(sb) => sandbox(sb).await,
+        Command::Run {
+            sandbox,
+            timeout,
+            detach,
+            client,
+            cmd,
+        } => run_command(sandbox, timeout, detach, client, cmd).await,
         Command::Ingress(IngressCommand::Submit {
             project,
             path,
@@ -901,6 +996,218 @@ async fn ingress_submit(
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn image(cmd: ImageCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        ImageCommand::Allow { name, client } => {
+            let v: Value = client
+                .client()?
+                .post("/api/v1/images", &json!({"name": name}))
+                .await?;
+            if client.json {
+                print_json(&v);
+            } else {
+                println!("{}  {}", s(&v["name"]), s(&v["image_id"]));
+            }
+        }
+        ImageCommand::List { client } => {
+            let v: Value = client.client()?.get("/api/v1/images").await?;
+            if client.json {
+                print_json(&v);
+            } else {
+                for i in v.as_array().into_iter().flatten() {
+                    println!(
+                        "{:<32} {}  {} bytes",
+                        s(&i["name"]),
+                        s(&i["image_id"]),
+                        i["size"]
+                    );
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_sandbox(client: &ClientArgs, v: &Value) {
+    if client.json {
+        print_json(v);
+        return;
+    }
+    println!(
+        "{}  {} in {} ({}, class {})",
+        s(&v["id"]),
+        s(&v["state"]),
+        s(&v["project"]),
+        s(&v["image"]),
+        s(&v["resource_class"])
+    );
+    for i in v["ingress"].as_array().into_iter().flatten() {
+        println!(
+            "  ingress {}  staged sha256 {}",
+            s(&i["application"]),
+            s(&i["staged_sha256"])
+        );
+    }
+    for d in v["datasets"].as_array().into_iter().flatten() {
+        println!("  dataset {}", s(d));
+    }
+}
+
+async fn sandbox(cmd: SandboxCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        SandboxCommand::Create {
+            project,
+            image,
+            class,
+            ingress,
+            datasets,
+            client,
+        } => {
+            let body = json!({"project": project, "image": image, "class": class, "ingress": ingress, "datasets": datasets});
+            let v: Value = client.client()?.post("/api/v1/sandboxes", &body).await?;
+            print_sandbox(&client, &v);
+        }
+        SandboxCommand::List { project, client } => {
+            let q = project
+                .map(|p| format!("?project={}", urlencode(&p)))
+                .unwrap_or_default();
+            let v: Value = client
+                .client()?
+                .get(&format!("/api/v1/sandboxes{q}"))
+                .await?;
+            if client.json {
+                print_json(&v);
+            } else {
+                for sb in v.as_array().into_iter().flatten() {
+                    println!(
+                        "{:<18} {:<16} {:<24} {}",
+                        s(&sb["id"]),
+                        s(&sb["project"]),
+                        s(&sb["image"]),
+                        s(&sb["resource_class"])
+                    );
+                }
+            }
+        }
+        SandboxCommand::Show { id, client } => {
+            let c = client.client()?;
+            let mut v: Value = c
+                .get(&format!("/api/v1/sandboxes/{}", urlencode(&id)))
+                .await?;
+            let runs: Value = c
+                .get(&format!("/api/v1/sandboxes/{}/runs", urlencode(&id)))
+                .await?;
+            if client.json {
+                v["runs"] = runs;
+                print_json(&v);
+            } else {
+                print_sandbox(&client, &v);
+                for r in runs.as_array().into_iter().flatten() {
+                    println!(
+                        "  run {}  {} {} exit {}  {}",
+                        s(&r["id"]),
+                        s(&r["state"]),
+                        s(&r["outcome"]),
+                        r["exit_code"],
+                        join(&r["cmd"]).replace(',', " ")
+                    );
+                }
+            }
+        }
+        SandboxCommand::Stage {
+            id,
+            application,
+            client,
+        } => {
+            let v: Value = client
+                .client()?
+                .post(
+                    &format!("/api/v1/sandboxes/{}/ingress", urlencode(&id)),
+                    &json!({"application": application}),
+                )
+                .await?;
+            print_sandbox(&client, &v);
+        }
+        SandboxCommand::Remove { id, client } => {
+            let v: Value = client
+                .client()?
+                .delete(&format!("/api/v1/sandboxes/{}", urlencode(&id)))
+                .await?;
+            print_sandbox(&client, &v);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run_command(
+    sandbox: String,
+    timeout: Option<String>,
+    detach: bool,
+    client: ClientArgs,
+    cmd: Vec<String>,
+) -> anyhow::Result<ExitCode> {
+    use std::io::Write as _;
+    let c = client.client()?;
+    let timeout_secs = match timeout {
+        Some(t) => Some(
+            crate::time::parse_duration(&t)
+                .map_err(anyhow::Error::msg)?
+                .as_secs(),
+        ),
+        None => None,
+    };
+    let run: Value = c
+        .post(
+            &format!("/api/v1/sandboxes/{}/runs", urlencode(&sandbox)),
+            &json!({"cmd": cmd, "timeout_secs": timeout_secs}),
+        )
+        .await?;
+    let id = s(&run["id"]);
+    if detach {
+        if client.json {
+            print_json(&run);
+        } else {
+            println!("{id}");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut out = std::io::stdout();
+    c.stream(
+        &format!("/api/v1/runs/{}/logs?follow=true", urlencode(&id)),
+        |chunk| {
+            let _ = out.write_all(chunk);
+            let _ = out.flush();
+        },
+    )
+    .await?;
+    // The log ends when the run does; its record follows a moment later.
+    let mut done: Value;
+    let mut tries = 0;
+    loop {
+        done = c.get(&format!("/api/v1/runs/{}", urlencode(&id))).await?;
+        if done["state"] == "finished" || tries > 200 {
+            break;
+        }
+        tries += 1;
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    if client.json {
+        print_json(&done);
+    }
+    let outcome = s(&done["outcome"]);
+    if outcome != "exited" {
+        eprintln!(
+            "vre: run {id} ended: {outcome}{}",
+            done["detail"]
+                .as_str()
+                .map(|d| format!(" ({d})"))
+                .unwrap_or_default()
+        );
+    }
+    let code = done["exit_code"].as_i64().unwrap_or(125);
+    Ok(ExitCode::from(code.clamp(0, 255) as u8))
 }
 
 async fn decide(d: DecisionArgs, decision: &str) -> anyhow::Result<()> {

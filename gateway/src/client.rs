@@ -119,6 +119,34 @@ impl Client {
         .await
     }
 
+    /// Gets a body and hands it over chunk by chunk as it arrives.
+    pub async fn stream(&self, path: &str, mut each: impl FnMut(&[u8])) -> anyhow::Result<()> {
+        use futures_util::StreamExt;
+        let resp = self
+            .req(reqwest::Method::GET, path)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the gateway at {}", self.base))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let text = resp.text().await.unwrap_or_default();
+            if let Ok(e) = serde_json::from_str::<ErrorBody>(&text) {
+                return Err(Refused {
+                    status: status.as_u16(),
+                    code: e.code,
+                    message: e.message,
+                }
+                .into());
+            }
+            anyhow::bail!("the gateway answered HTTP {status}: {text}");
+        }
+        let mut body = resp.bytes_stream();
+        while let Some(chunk) = body.next().await {
+            each(&chunk.context("the stream was cut")?);
+        }
+        Ok(())
+    }
+
     /// Gets a text body.
     pub async fn get_text(&self, path: &str) -> anyhow::Result<String> {
         let resp = self

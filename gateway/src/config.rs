@@ -369,11 +369,22 @@ impl Settings {
         if self.auth.issuer.is_empty() || self.auth.audience.is_empty() {
             bail!("auth.issuer and auth.audience must not be empty");
         }
-        if !self.sandbox.classes.contains_key(&self.sandbox.default_class) {
-            bail!("sandbox.default_class `{}` is not one of sandbox.classes", self.sandbox.default_class);
+        if !self
+            .sandbox
+            .classes
+            .contains_key(&self.sandbox.default_class)
+        {
+            bail!(
+                "sandbox.default_class `{}` is not one of sandbox.classes",
+                self.sandbox.default_class
+            );
         }
-        if self.sandbox.max_concurrent_runs == 0 || self.sandbox.max_concurrent_runs_per_project == 0 {
-            bail!("sandbox.max_concurrent_runs and max_concurrent_runs_per_project must be at least 1");
+        if self.sandbox.max_concurrent_runs == 0
+            || self.sandbox.max_concurrent_runs_per_project == 0
+        {
+            bail!(
+                "sandbox.max_concurrent_runs and max_concurrent_runs_per_project must be at least 1"
+            );
         }
         if self.database_max_connections == 0 {
             bail!("database_max_connections must be at least 1");

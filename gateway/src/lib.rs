@@ -11,6 +11,7 @@
 //! - `db`: the pool and write transactions; `store`: the SQL; `audit`: the hash-chained log.
 //! - `blobs`: the content-addressed store; `ingress`: archives streamed in and validated;
 //!   `metrics`: Prometheus counters.
+//! - `sandboxes`: the run queue and supervisor over `sandbox-runner`, and recovery at start.
 //!
 //! The rules themselves (who may do what, how an application moves) live in the `policy`
 //! crate; this crate loads facts, asks `policy`, and records the answer.
@@ -27,6 +28,7 @@ pub mod error;
 pub mod ingress;
 pub mod keys;
 pub mod metrics;
+pub mod sandboxes;
 pub mod startup;
 pub mod state;
 pub mod store;

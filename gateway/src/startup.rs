@@ -91,7 +91,31 @@ impl Application {
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
         let tls_config = server_tls_config(&tls.cert_chain_pem, &tls.key_pem)?;
+        let instance = instance_id(&data)?;
+        let conn = sandbox_runner::docker::Connection {
+            host: (!settings.sandbox.docker_host.is_empty())
+                .then(|| settings.sandbox.docker_host.clone()),
+            tls: match (
+                &settings.sandbox.docker_tls_key,
+                &settings.sandbox.docker_tls_cert,
+                &settings.sandbox.docker_tls_ca,
+            ) {
+                (Some(k), Some(c), Some(a)) => Some((k.clone(), c.clone(), a.clone())),
+                _ => None,
+            },
+            call_timeout: Duration::from_secs(settings.sandbox.call_timeout_secs.max(1)),
+        };
+        let backend = sandbox_runner::docker::DockerBackend::connect(&conn, &instance)
+            .map_err(|e| anyhow::anyhow!("configuring the container engine client: {e}"))?;
+        let logs_dir = data.root().join("runs");
+        std::fs::create_dir_all(&logs_dir)?;
+        let sandboxes = Arc::new(crate::sandboxes::Sandboxes::new(
+            Arc::new(backend),
+            settings.sandbox.clone(),
+            logs_dir,
+        ));
         let state = AppState::new(Inner {
+            sandboxes,
             db,
             verifier,
             quorum,
@@ -138,6 +162,7 @@ impl Application {
             self.heads_rx.clone(),
             stop_rx,
         ));
+        let recovery = tokio::spawn(crate::sandboxes::recover(self.state.clone()));
         let handle: Handle<SocketAddr> = Handle::new();
         let h = handle.clone();
         tokio::spawn(async move {
@@ -155,6 +180,7 @@ impl Application {
             .handle(handle)
             .serve(app.into_make_service())
             .await;
+        recovery.abort();
         let _ = stop_tx.send(true);
         let _ = checkpoints.await;
         self.state.db.close().await;
@@ -213,6 +239,21 @@ async fn spawn_jwks_refresh(verifier: Arc<Verifier>, url: String, every: Duratio
             }
         }
     });
+}
+
+/// This gateway's name on the container engine: every object it creates carries it, so several
+/// gateways can share an engine and each recovers only its own.
+fn instance_id(data: &DataDir) -> anyhow::Result<String> {
+    let path = data.root().join("instance-id");
+    if let Ok(s) = std::fs::read_to_string(&path) {
+        let s = s.trim();
+        if !s.is_empty() {
+            return Ok(s.to_owned());
+        }
+    }
+    let id = crate::store::new_id("gw");
+    crate::keys::write_atomic(&path, id.as_bytes(), 0o644)?;
+    Ok(id)
 }
 
 /// Removes blobs the database does not know: written by a process that died between renaming

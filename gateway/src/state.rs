@@ -25,6 +25,7 @@ pub struct Inner {
     pub blobs: BlobStore,
     pub metrics: Metrics,
     pub data: DataDir,
+    pub sandboxes: Arc<crate::sandboxes::Sandboxes>,
 }
 
 impl std::ops::Deref for AppState {

@@ -11,19 +11,23 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bollard::Docker;
-use bollard::models::{ContainerCreateBody, ContainerStateStatusEnum, HostConfig, Mount, MountType, VolumeCreateRequest};
+use bollard::models::{
+    ContainerCreateBody, ContainerStateStatusEnum, HostConfig, Mount, MountType,
+    VolumeCreateRequest,
+};
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, DownloadFromContainerOptionsBuilder, KillContainerOptionsBuilder,
-    ListContainersOptionsBuilder, ListVolumesOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
-    RemoveVolumeOptionsBuilder, UploadToContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, DownloadFromContainerOptionsBuilder,
+    KillContainerOptionsBuilder, ListContainersOptionsBuilder, ListVolumesOptionsBuilder,
+    LogsOptionsBuilder, RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder,
+    UploadToContainerOptionsBuilder,
 };
 use futures_util::stream::BoxStream;
 use futures_util::{StreamExt, TryStreamExt};
 
 use crate::hardening::{self, EngineFeatures};
 use crate::{
-    ByteStream, EngineInfo, Error, ImageInfo, LABEL_INSTANCE, LABEL_MANAGED, LABEL_SANDBOX, Managed, Result, RunSpec,
-    RunState, SANDBOX_UID, SandboxBackend, SandboxSpec,
+    ByteStream, EngineInfo, Error, ImageInfo, LABEL_INSTANCE, LABEL_MANAGED, LABEL_SANDBOX,
+    Managed, Result, RunSpec, RunState, SANDBOX_UID, SandboxBackend, SandboxSpec,
 };
 
 /// How to reach the engine.
@@ -49,8 +53,14 @@ pub struct DockerBackend {
 fn engine_error(e: bollard::errors::Error) -> Error {
     use bollard::errors::Error as B;
     match e {
-        B::DockerResponseServerError { status_code: 404, message } => Error::NotFound(message),
-        B::DockerResponseServerError { status_code, message } => Error::Engine(format!("{status_code}: {message}")),
+        B::DockerResponseServerError {
+            status_code: 404,
+            message,
+        } => Error::NotFound(message),
+        B::DockerResponseServerError {
+            status_code,
+            message,
+        } => Error::Engine(format!("{status_code}: {message}")),
         B::RequestTimeoutError => Error::Timeout(Duration::ZERO),
         B::HyperResponseError { .. } | B::IOError { .. } => Error::Unavailable(e.to_string()),
         other => {
@@ -68,19 +78,30 @@ impl DockerBackend {
     /// Connects lazily: nothing is sent until the first call, so a gateway starts while the
     /// engine is down and its sandbox routes answer 503 until it is up.
     pub fn connect(conn: &Connection, instance: &str) -> Result<DockerBackend> {
-        let timeout = if conn.call_timeout.is_zero() { Duration::from_secs(30) } else { conn.call_timeout };
+        let timeout = if conn.call_timeout.is_zero() {
+            Duration::from_secs(30)
+        } else {
+            conn.call_timeout
+        };
         let docker = match (&conn.host, &conn.tls) {
-            (Some(host), Some((key, cert, ca))) => {
-                Docker::connect_with_ssl(host, key, cert, ca, timeout.as_secs().max(1), bollard::API_DEFAULT_VERSION)
-            }
+            (Some(host), Some((key, cert, ca))) => Docker::connect_with_ssl(
+                host,
+                key,
+                cert,
+                ca,
+                timeout.as_secs().max(1),
+                bollard::API_DEFAULT_VERSION,
+            ),
             (Some(host), None) if host.starts_with("unix://") => Docker::connect_with_unix(
                 host.trim_start_matches("unix://"),
                 timeout.as_secs().max(1),
                 bollard::API_DEFAULT_VERSION,
             ),
-            (Some(host), None) => {
-                Docker::connect_with_http(host, timeout.as_secs().max(1), bollard::API_DEFAULT_VERSION)
-            }
+            (Some(host), None) => Docker::connect_with_http(
+                host,
+                timeout.as_secs().max(1),
+                bollard::API_DEFAULT_VERSION,
+            ),
             (None, _) => Docker::connect_with_local_defaults(),
         }
         .map_err(engine_error)?;
@@ -98,7 +119,10 @@ impl DockerBackend {
         &self.instance
     }
 
-    async fn call<T>(&self, fut: impl std::future::Future<Output = std::result::Result<T, bollard::errors::Error>>) -> Result<T> {
+    async fn call<T>(
+        &self,
+        fut: impl std::future::Future<Output = std::result::Result<T, bollard::errors::Error>>,
+    ) -> Result<T> {
         match tokio::time::timeout(self.call_timeout, fut).await {
             Ok(r) => r.map_err(engine_error),
             Err(_) => Err(Error::Timeout(self.call_timeout)),
@@ -123,7 +147,10 @@ impl DockerBackend {
     }
 
     fn label_filter(&self, extra: Option<(&str, &str)>) -> HashMap<String, Vec<String>> {
-        let mut labels = vec![format!("{LABEL_MANAGED}=1"), format!("{LABEL_INSTANCE}={}", self.instance)];
+        let mut labels = vec![
+            format!("{LABEL_MANAGED}=1"),
+            format!("{LABEL_INSTANCE}={}", self.instance),
+        ];
         if let Some((k, v)) = extra {
             labels.push(format!("{k}={v}"));
         }
@@ -143,7 +170,12 @@ impl DockerBackend {
 
     /// A container that never starts, used to reach volumes through the archive API (which
     /// writes only into volumes when the root is read-only).
-    async fn helper(&self, sandbox: &SandboxSpec, name: &str, mounts: Vec<Mount>) -> Result<String> {
+    async fn helper(
+        &self,
+        sandbox: &SandboxSpec,
+        name: &str,
+        mounts: Vec<Mount>,
+    ) -> Result<String> {
         let mut labels = hardening::labels(&self.instance, &sandbox.id, &sandbox.project, "helper");
         labels.insert("vre.helper".into(), name.to_owned());
         let body = ContainerCreateBody {
@@ -166,16 +198,48 @@ impl DockerBackend {
         // A helper left by a crash has the same name: remove it first.
         let _ = self.remove_container(name).await;
         let created = self
-            .call(self.docker.create_container(Some(CreateContainerOptionsBuilder::default().name(name).build()), body))
+            .call(self.docker.create_container(
+                Some(CreateContainerOptionsBuilder::default().name(name).build()),
+                body,
+            ))
             .await?;
         Ok(created.id)
+    }
+
+    async fn ensure_init_image(&self) -> Result<()> {
+        if self.image(INIT_IMAGE).await?.is_some() {
+            return Ok(());
+        }
+        let tar = dirs_tar(&[
+            ("./", 0, 0o755),
+            ("vre/", 0, 0o755),
+            ("vre/work/", SANDBOX_UID, 0o700),
+            ("vre/output/", SANDBOX_UID, 0o700),
+        ]);
+        let (repo, tag) = INIT_IMAGE.split_once(':').expect("the name has a tag");
+        let opts = bollard::query_parameters::CreateImageOptionsBuilder::default()
+            .from_src("-")
+            .repo(repo)
+            .tag(tag)
+            .build();
+        let mut progress =
+            self.bulk
+                .create_image(Some(opts), Some(bollard::body_full(tar.into())), None);
+        while let Some(p) = progress.next().await {
+            p.map_err(engine_error)?;
+        }
+        Ok(())
     }
 
     async fn upload(&self, container: &str, path: &str, tar: ByteStream) -> Result<()> {
         self.bulk
             .upload_to_container(
                 container,
-                Some(UploadToContainerOptionsBuilder::default().path(path).build()),
+                Some(
+                    UploadToContainerOptionsBuilder::default()
+                        .path(path)
+                        .build(),
+                ),
                 bollard::body_try_stream(tar),
             )
             .await
@@ -183,29 +247,32 @@ impl DockerBackend {
     }
 }
 
-/// A tar with one directory entry: `./`, owned by the sandbox user, mode 0755. Uploaded into a
-/// fresh volume, it makes the volume's root writable for the runs.
-fn owner_tar(mode: u32) -> Vec<u8> {
-    let mut h = [0u8; 512];
-    h[..2].copy_from_slice(b"./");
-    h[100..108].copy_from_slice(format!("{mode:07o}\0").as_bytes());
-    h[108..116].copy_from_slice(format!("{SANDBOX_UID:07o}\0").as_bytes());
-    h[116..124].copy_from_slice(format!("{SANDBOX_UID:07o}\0").as_bytes());
-    h[124..136].copy_from_slice(b"00000000000\0");
-    h[136..148].copy_from_slice(b"00000000000\0");
-    h[156] = b'5';
-    h[257..263].copy_from_slice(b"ustar\0");
-    h[263..265].copy_from_slice(b"00");
-    h[148..156].copy_from_slice(b"        ");
-    let sum: u32 = h.iter().map(|b| u32::from(*b)).sum();
-    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
-    let mut out = h.to_vec();
+/// The image that initialises a sandbox's volumes: nothing but its mount points, owned by the
+/// sandbox user. A fresh volume mounted on a container of it takes the mount point's owner
+/// (the engine's copy-up), which the archive API cannot set on a volume's root.
+pub const INIT_IMAGE: &str = "vre/volume-init:1";
+
+/// A tar of directories: (path, uid, mode).
+fn dirs_tar(dirs: &[(&str, u32, u32)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (path, uid, mode) in dirs {
+        let mut h = [0u8; 512];
+        h[..path.len()].copy_from_slice(path.as_bytes());
+        h[100..108].copy_from_slice(format!("{mode:07o}\0").as_bytes());
+        h[108..116].copy_from_slice(format!("{uid:07o}\0").as_bytes());
+        h[116..124].copy_from_slice(format!("{uid:07o}\0").as_bytes());
+        h[124..136].copy_from_slice(b"00000000000\0");
+        h[136..148].copy_from_slice(b"00000000000\0");
+        h[156] = b'5';
+        h[257..263].copy_from_slice(b"ustar\0");
+        h[263..265].copy_from_slice(b"00");
+        h[148..156].copy_from_slice(b"        ");
+        let sum: u32 = h.iter().map(|b| u32::from(*b)).sum();
+        h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+        out.extend_from_slice(&h);
+    }
     out.extend_from_slice(&[0u8; 1024]);
     out
-}
-
-fn one_chunk(bytes: Vec<u8>) -> ByteStream {
-    futures_util::stream::once(async move { Ok(bytes::Bytes::from(bytes)) }).boxed()
 }
 
 #[async_trait::async_trait]
@@ -216,7 +283,10 @@ impl SandboxBackend for DockerBackend {
         Ok(EngineInfo {
             version: v.version.unwrap_or_default(),
             api_version: v.api_version.unwrap_or_default(),
-            runtimes: info.runtimes.map(|r| r.into_keys().collect()).unwrap_or_default(),
+            runtimes: info
+                .runtimes
+                .map(|r| r.into_keys().collect())
+                .unwrap_or_default(),
         })
     }
 
@@ -236,8 +306,16 @@ impl SandboxBackend for DockerBackend {
     async fn prepare(&self, sb: &SandboxSpec) -> Result<()> {
         let work = hardening::work_volume(&sb.id);
         let output = hardening::output_volume(&sb.id);
-        self.create_volume(&work, hardening::labels(&self.instance, &sb.id, &sb.project, "work")).await?;
-        self.create_volume(&output, hardening::labels(&self.instance, &sb.id, &sb.project, "output")).await?;
+        self.create_volume(
+            &work,
+            hardening::labels(&self.instance, &sb.id, &sb.project, "work"),
+        )
+        .await?;
+        self.create_volume(
+            &output,
+            hardening::labels(&self.instance, &sb.id, &sb.project, "output"),
+        )
+        .await?;
         let mounts = vec![
             Mount {
                 typ: Some(MountType::VOLUME),
@@ -252,15 +330,13 @@ impl SandboxBackend for DockerBackend {
                 ..Default::default()
             },
         ];
+        self.ensure_init_image().await?;
         let name = format!("vre-prepare-{}", sb.id);
-        let helper = self.helper(sb, &name, mounts).await?;
-        let result = async {
-            self.upload(&helper, "/vre/work", one_chunk(owner_tar(0o700))).await?;
-            self.upload(&helper, "/vre/output", one_chunk(owner_tar(0o700))).await
-        }
-        .await;
-        let _ = self.remove_container(&helper).await;
-        result
+        let mut init = sb.clone();
+        init.image_id = INIT_IMAGE.into();
+        // Creating the container is enough: the engine copies the owners up into the volumes.
+        let helper = self.helper(&init, &name, mounts).await?;
+        self.remove_container(&helper).await
     }
 
     async fn stage(&self, sb: &SandboxSpec, ingress: &str, tar: ByteStream) -> Result<()> {
@@ -286,7 +362,10 @@ impl SandboxBackend for DockerBackend {
         let name = hardening::run_container_name(&run.id);
         let body = hardening::run_container(&self.instance, run, features);
         let id = match self
-            .call(self.docker.create_container(Some(CreateContainerOptionsBuilder::default().name(&name).build()), body))
+            .call(self.docker.create_container(
+                Some(CreateContainerOptionsBuilder::default().name(&name).build()),
+                body,
+            ))
             .await
         {
             Ok(c) => c.id,
@@ -306,7 +385,8 @@ impl SandboxBackend for DockerBackend {
         match tokio::time::timeout(deadline, stream.next()).await {
             Err(_) => Ok(None),
             Ok(None) => Ok(Some(self.state(container).await?)),
-            Ok(Some(Ok(_))) | Ok(Some(Err(bollard::errors::Error::DockerContainerWaitError { .. }))) => {
+            Ok(Some(Ok(_)))
+            | Ok(Some(Err(bollard::errors::Error::DockerContainerWaitError { .. }))) => {
                 Ok(Some(self.state(container).await?))
             }
             Ok(Some(Err(e))) => Err(engine_error(e)),
@@ -315,7 +395,16 @@ impl SandboxBackend for DockerBackend {
 
     async fn kill(&self, container: &str) -> Result<()> {
         match self
-            .call(self.docker.kill_container(container, Some(KillContainerOptionsBuilder::default().signal("SIGKILL").build())))
+            .call(
+                self.docker.kill_container(
+                    container,
+                    Some(
+                        KillContainerOptionsBuilder::default()
+                            .signal("SIGKILL")
+                            .build(),
+                    ),
+                ),
+            )
             .await
         {
             Ok(()) | Err(Error::NotFound(_)) => Ok(()),
@@ -326,7 +415,10 @@ impl SandboxBackend for DockerBackend {
     }
 
     async fn state(&self, container: &str) -> Result<RunState> {
-        let c = match self.call(self.docker.inspect_container(container, None)).await {
+        let c = match self
+            .call(self.docker.inspect_container(container, None))
+            .await
+        {
             Ok(c) => c,
             Err(Error::NotFound(_)) => return Ok(RunState::Missing),
             Err(e) => return Err(e),
@@ -345,7 +437,11 @@ impl SandboxBackend for DockerBackend {
     }
 
     fn logs(&self, container: &str) -> BoxStream<'static, Result<Vec<u8>>> {
-        let opts = LogsOptionsBuilder::default().follow(true).stdout(true).stderr(true).build();
+        let opts = LogsOptionsBuilder::default()
+            .follow(true)
+            .stdout(true)
+            .stderr(true)
+            .build();
         self.docker
             .logs(container, Some(opts))
             .map_ok(|l| l.into_bytes().to_vec())
@@ -354,16 +450,25 @@ impl SandboxBackend for DockerBackend {
     }
 
     async fn output_usage(&self, sandbox: &str) -> Result<u64> {
-        let v = self.call(self.docker.inspect_volume(&hardening::output_volume(sandbox))).await?;
+        let v = self
+            .call(
+                self.docker
+                    .inspect_volume(&hardening::output_volume(sandbox)),
+            )
+            .await?;
         let root = PathBuf::from(v.mountpoint);
         // Walked without following links; reads metadata only, never content the sandbox wrote.
         tokio::task::spawn_blocking(move || {
             let mut total = 0u64;
             let mut stack = vec![root];
             while let Some(dir) = stack.pop() {
-                let Ok(rd) = std::fs::read_dir(&dir) else { continue };
+                let Ok(rd) = std::fs::read_dir(&dir) else {
+                    continue;
+                };
                 for e in rd.flatten() {
-                    let Ok(m) = e.path().symlink_metadata() else { continue };
+                    let Ok(m) = e.path().symlink_metadata() else {
+                        continue;
+                    };
                     if m.is_dir() {
                         stack.push(e.path());
                     }
@@ -397,9 +502,19 @@ impl SandboxBackend for DockerBackend {
                 read_only: Some(true),
                 ..Default::default()
             }];
-            let helper = backend.helper(&sb, &name, mounts).await.map_err(std::io::Error::other)?;
+            let helper = backend
+                .helper(&sb, &name, mounts)
+                .await
+                .map_err(std::io::Error::other)?;
             let body = docker
-                .download_from_container(&helper, Some(DownloadFromContainerOptionsBuilder::default().path(&path).build()))
+                .download_from_container(
+                    &helper,
+                    Some(
+                        DownloadFromContainerOptionsBuilder::default()
+                            .path(&path)
+                            .build(),
+                    ),
+                )
                 .map_err(std::io::Error::other);
             Ok::<_, std::io::Error>((backend, helper, body))
         };
@@ -410,7 +525,10 @@ impl SandboxBackend for DockerBackend {
                         let _ = backend.remove_container(&helper).await;
                         None
                     });
-                    body.map(Some).chain(cleanup).filter_map(|x| async move { x }).boxed()
+                    body.map(Some)
+                        .chain(cleanup)
+                        .filter_map(|x| async move { x })
+                        .boxed()
                 }
                 Err(e) => futures_util::stream::once(async move { Err(e) }).boxed(),
             })
@@ -420,7 +538,10 @@ impl SandboxBackend for DockerBackend {
 
     async fn remove_container(&self, container: &str) -> Result<()> {
         match self
-            .call(self.docker.remove_container(container, Some(RemoveContainerOptionsBuilder::default().force(true).build())))
+            .call(self.docker.remove_container(
+                container,
+                Some(RemoveContainerOptionsBuilder::default().force(true).build()),
+            ))
             .await
         {
             Ok(()) | Err(Error::NotFound(_)) => Ok(()),
@@ -431,7 +552,14 @@ impl SandboxBackend for DockerBackend {
     async fn remove_sandbox(&self, sandbox: &str) -> Result<()> {
         let filters = self.label_filter(Some((LABEL_SANDBOX, sandbox)));
         let containers = self
-            .call(self.docker.list_containers(Some(ListContainersOptionsBuilder::default().all(true).filters(&filters).build())))
+            .call(
+                self.docker.list_containers(Some(
+                    ListContainersOptionsBuilder::default()
+                        .all(true)
+                        .filters(&filters)
+                        .build(),
+                )),
+            )
             .await?;
         for c in containers {
             if let Some(id) = c.id {
@@ -439,11 +567,20 @@ impl SandboxBackend for DockerBackend {
             }
         }
         let vols = self
-            .call(self.docker.list_volumes(Some(ListVolumesOptionsBuilder::default().filters(&filters).build())))
+            .call(
+                self.docker.list_volumes(Some(
+                    ListVolumesOptionsBuilder::default()
+                        .filters(&filters)
+                        .build(),
+                )),
+            )
             .await?;
         for v in vols.volumes.unwrap_or_default() {
             match self
-                .call(self.docker.remove_volume(&v.name, Some(RemoveVolumeOptionsBuilder::default().force(true).build())))
+                .call(self.docker.remove_volume(
+                    &v.name,
+                    Some(RemoveVolumeOptionsBuilder::default().force(true).build()),
+                ))
                 .await
             {
                 Ok(()) | Err(Error::NotFound(_)) => {}
@@ -456,7 +593,14 @@ impl SandboxBackend for DockerBackend {
     async fn list_containers(&self) -> Result<Vec<Managed>> {
         let filters = self.label_filter(None);
         let list = self
-            .call(self.docker.list_containers(Some(ListContainersOptionsBuilder::default().all(true).filters(&filters).build())))
+            .call(
+                self.docker.list_containers(Some(
+                    ListContainersOptionsBuilder::default()
+                        .all(true)
+                        .filters(&filters)
+                        .build(),
+                )),
+            )
             .await?;
         Ok(list
             .into_iter()
@@ -470,7 +614,13 @@ impl SandboxBackend for DockerBackend {
     async fn list_volumes(&self) -> Result<Vec<Managed>> {
         let filters = self.label_filter(None);
         let list = self
-            .call(self.docker.list_volumes(Some(ListVolumesOptionsBuilder::default().filters(&filters).build())))
+            .call(
+                self.docker.list_volumes(Some(
+                    ListVolumesOptionsBuilder::default()
+                        .filters(&filters)
+                        .build(),
+                )),
+            )
             .await?;
         Ok(list
             .volumes

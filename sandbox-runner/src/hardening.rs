@@ -6,11 +6,14 @@
 use std::collections::HashMap;
 
 use bollard::models::{
-    ContainerCreateBody, HostConfig, HostConfigLogConfig, Mount, MountBindOptions, MountType, ResourcesUlimits,
-    RestartPolicy, RestartPolicyNameEnum,
+    ContainerCreateBody, HostConfig, HostConfigLogConfig, Mount, MountBindOptions, MountType,
+    MountVolumeOptions, ResourcesUlimits, RestartPolicy, RestartPolicyNameEnum,
 };
 
-use crate::{LABEL_INSTANCE, LABEL_MANAGED, LABEL_PROJECT, LABEL_ROLE, LABEL_RUN, LABEL_SANDBOX, RunSpec, SANDBOX_UID};
+use crate::{
+    LABEL_INSTANCE, LABEL_MANAGED, LABEL_PROJECT, LABEL_ROLE, LABEL_RUN, LABEL_SANDBOX, RunSpec,
+    SANDBOX_UID,
+};
 
 /// Inside every run: the same layout and environment.
 pub const INGRESS_DIR: &str = "/vre/ingress";
@@ -48,6 +51,12 @@ fn volume(source: String, target: String, read_only: bool) -> Mount {
         source: Some(source),
         target: Some(target),
         read_only: Some(read_only),
+        // Never copy the image's content up into a volume: an empty output folder would take
+        // the owner of the image's mount point, and an image could seed the work area.
+        volume_options: Some(MountVolumeOptions {
+            no_copy: Some(true),
+            ..Default::default()
+        }),
         ..Default::default()
     }
 }
@@ -63,7 +72,11 @@ pub struct EngineFeatures {
 /// on pids, memory (= memory + swap) and CPU, a size-capped `/tmp`, capped logs, an init
 /// process, labels, never privileged, never a host namespace, never the Docker socket;
 /// datasets and ingress read-only.
-pub fn run_container(instance: &str, run: &RunSpec, features: EngineFeatures) -> ContainerCreateBody {
+pub fn run_container(
+    instance: &str,
+    run: &RunSpec,
+    features: EngineFeatures,
+) -> ContainerCreateBody {
     let sb = &run.sandbox;
     let r = &sb.resources;
     let mut mounts = vec![
@@ -71,7 +84,11 @@ pub fn run_container(instance: &str, run: &RunSpec, features: EngineFeatures) ->
         volume(output_volume(&sb.id), OUTPUT_DIR.into(), false),
     ];
     for app in &sb.ingress {
-        mounts.push(volume(ingress_volume(&sb.id, app), format!("{INGRESS_DIR}/{app}"), true));
+        mounts.push(volume(
+            ingress_volume(&sb.id, app),
+            format!("{INGRESS_DIR}/{app}"),
+            true,
+        ));
     }
     for d in &sb.datasets {
         mounts.push(Mount {
@@ -213,9 +230,18 @@ mod tests {
         assert_eq!(h.cap_drop.as_deref(), Some(&["ALL".to_owned()][..]));
         assert_eq!(h.privileged, Some(false));
         assert_eq!(h.memory, h.memory_swap);
-        assert!(h.security_opt.as_ref().unwrap().contains(&"no-new-privileges:true".to_owned()));
         assert!(
-            !h.security_opt.as_ref().unwrap().iter().any(|o| o.contains("unconfined")),
+            h.security_opt
+                .as_ref()
+                .unwrap()
+                .contains(&"no-new-privileges:true".to_owned())
+        );
+        assert!(
+            !h.security_opt
+                .as_ref()
+                .unwrap()
+                .iter()
+                .any(|o| o.contains("unconfined")),
             "the default seccomp and AppArmor profiles stay"
         );
         assert_eq!(c.user.as_deref(), Some("65534:65534"));
@@ -226,12 +252,29 @@ mod tests {
             .filter(|m| m.read_only == Some(true))
             .map(|m| m.target.clone().unwrap())
             .collect();
-        assert_eq!(ro, vec!["/vre/ingress/app-1".to_owned(), "/vre/data/ds-1".to_owned()]);
+        assert_eq!(
+            ro,
+            vec!["/vre/ingress/app-1".to_owned(), "/vre/data/ds-1".to_owned()]
+        );
         assert!(
-            mounts.iter().all(|m| !m.source.as_deref().unwrap_or("").contains("docker.sock")),
+            mounts
+                .iter()
+                .all(|m| !m.source.as_deref().unwrap_or("").contains("docker.sock")),
             "never the Docker socket"
         );
-        assert_eq!(c.labels.as_ref().unwrap().get(LABEL_RUN).map(String::as_str), Some("run-1"));
-        assert!(c.env.as_ref().unwrap().contains(&"VRE_OUTPUT=/vre/output".to_owned()));
+        assert_eq!(
+            c.labels
+                .as_ref()
+                .unwrap()
+                .get(LABEL_RUN)
+                .map(String::as_str),
+            Some("run-1")
+        );
+        assert!(
+            c.env
+                .as_ref()
+                .unwrap()
+                .contains(&"VRE_OUTPUT=/vre/output".to_owned())
+        );
     }
 }

@@ -113,7 +113,10 @@ impl Outcome {
     pub fn exit_code(&self) -> i64 {
         match self {
             Outcome::Exited { code } => *code,
-            Outcome::OomKilled | Outcome::TimedOut | Outcome::OutputQuotaExceeded | Outcome::LogLimitExceeded => 137,
+            Outcome::OomKilled
+            | Outcome::TimedOut
+            | Outcome::OutputQuotaExceeded
+            | Outcome::LogLimitExceeded => 137,
             Outcome::Vanished | Outcome::Failed { .. } => 125,
         }
     }

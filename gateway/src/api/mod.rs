@@ -8,6 +8,7 @@
 pub mod applications;
 pub mod ingress;
 pub mod projects;
+pub mod sandboxes;
 pub mod system;
 
 use std::time::Instant;
@@ -38,6 +39,7 @@ use crate::state::AppState;
         (name = "projects", description = "Research projects and their members"),
         (name = "applications", description = "Applications to the data-use committee"),
         (name = "ingress", description = "Program and reference-data archives brought into the environment"),
+        (name = "sandboxes", description = "Images, sandboxes and runs"),
         (name = "system", description = "Health, metrics, identity and the audit log"),
     )
 )]
@@ -81,6 +83,13 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(ingress::submit))
         .routes(routes!(ingress::manifest))
         .routes(routes!(ingress::file))
+        .routes(routes!(sandboxes::images, sandboxes::allow_image))
+        .routes(routes!(sandboxes::list, sandboxes::create))
+        .routes(routes!(sandboxes::show, sandboxes::remove))
+        .routes(routes!(sandboxes::stage_ingress))
+        .routes(routes!(sandboxes::create_run, sandboxes::runs))
+        .routes(routes!(sandboxes::show_run))
+        .routes(routes!(sandboxes::logs))
         .split_for_parts();
     let doc_json = doc
         .to_pretty_json()

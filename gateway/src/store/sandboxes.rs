@@ -71,8 +71,7 @@ pub struct SandboxRow {
     pub removed_at: Option<String>,
 }
 
-const SANDBOX_COLUMNS: &str =
-    "id, project_id, image_name, image_id, resource_class, state, created_by, created_at, removed_at";
+const SANDBOX_COLUMNS: &str = "id, project_id, image_name, image_id, resource_class, state, created_by, created_at, removed_at";
 
 fn sandbox_from(r: &AnyRow) -> Result<SandboxRow, sqlx::Error> {
     Ok(SandboxRow {
@@ -89,29 +88,36 @@ fn sandbox_from(r: &AnyRow) -> Result<SandboxRow, sqlx::Error> {
 }
 
 pub async fn insert_sandbox(conn: &mut AnyConnection, s: &SandboxRow) -> Result<(), sqlx::Error> {
-    sqlx::query(&format!("INSERT INTO sandboxes ({SANDBOX_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"))
-        .bind(&s.id)
-        .bind(&s.project_id)
-        .bind(&s.image_name)
-        .bind(&s.image_id)
-        .bind(&s.resource_class)
-        .bind(&s.state)
-        .bind(&s.created_by)
-        .bind(&s.created_at)
-        .bind(&s.removed_at)
-        .execute(conn)
-        .await?;
+    sqlx::query(&format!(
+        "INSERT INTO sandboxes ({SANDBOX_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+    ))
+    .bind(&s.id)
+    .bind(&s.project_id)
+    .bind(&s.image_name)
+    .bind(&s.image_id)
+    .bind(&s.resource_class)
+    .bind(&s.state)
+    .bind(&s.created_by)
+    .bind(&s.created_at)
+    .bind(&s.removed_at)
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
-pub async fn sandbox(conn: &mut AnyConnection, id: &str) -> Result<Option<SandboxRow>, sqlx::Error> {
-    sqlx::query(&format!("SELECT {SANDBOX_COLUMNS} FROM sandboxes WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(conn)
-        .await?
-        .as_ref()
-        .map(sandbox_from)
-        .transpose()
+pub async fn sandbox(
+    conn: &mut AnyConnection,
+    id: &str,
+) -> Result<Option<SandboxRow>, sqlx::Error> {
+    sqlx::query(&format!(
+        "SELECT {SANDBOX_COLUMNS} FROM sandboxes WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(conn)
+    .await?
+    .as_ref()
+    .map(sandbox_from)
+    .transpose()
 }
 
 /// Sandboxes not removed; of one project, or those of projects `member` belongs to, or all.
@@ -141,12 +147,23 @@ pub async fn sandboxes(
     q.fetch_all(conn).await?.iter().map(sandbox_from).collect()
 }
 
-pub async fn all_sandbox_ids(conn: &mut AnyConnection) -> Result<Vec<(String, String)>, sqlx::Error> {
-    let rows = sqlx::query("SELECT id, state FROM sandboxes").fetch_all(conn).await?;
-    rows.iter().map(|r| Ok((r.try_get("id")?, r.try_get("state")?))).collect()
+pub async fn all_sandbox_ids(
+    conn: &mut AnyConnection,
+) -> Result<Vec<(String, String)>, sqlx::Error> {
+    let rows = sqlx::query("SELECT id, state FROM sandboxes")
+        .fetch_all(conn)
+        .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get("id")?, r.try_get("state")?)))
+        .collect()
 }
 
-pub async fn set_sandbox_state(conn: &mut AnyConnection, id: &str, state: &str, at: &str) -> Result<(), sqlx::Error> {
+pub async fn set_sandbox_state(
+    conn: &mut AnyConnection,
+    id: &str,
+    state: &str,
+    at: &str,
+) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE sandboxes SET state = $1, removed_at = $2 WHERE id = $3")
         .bind(state)
         .bind(if state == "removed" { Some(at) } else { None })
@@ -179,7 +196,10 @@ pub async fn insert_staged(
 }
 
 /// (application, staged SHA-256, staged at) for a sandbox.
-pub async fn staged(conn: &mut AnyConnection, sandbox: &str) -> Result<Vec<(String, String, String)>, sqlx::Error> {
+pub async fn staged(
+    conn: &mut AnyConnection,
+    sandbox: &str,
+) -> Result<Vec<(String, String, String)>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT application_id, staged_sha256, staged_at FROM sandbox_ingress WHERE sandbox_id = $1 ORDER BY staged_at",
     )
@@ -187,26 +207,44 @@ pub async fn staged(conn: &mut AnyConnection, sandbox: &str) -> Result<Vec<(Stri
     .fetch_all(conn)
     .await?;
     rows.iter()
-        .map(|r| Ok((r.try_get("application_id")?, r.try_get("staged_sha256")?, r.try_get("staged_at")?)))
+        .map(|r| {
+            Ok((
+                r.try_get("application_id")?,
+                r.try_get("staged_sha256")?,
+                r.try_get("staged_at")?,
+            ))
+        })
         .collect()
 }
 
-pub async fn insert_dataset(conn: &mut AnyConnection, sandbox: &str, id: &str, path: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO sandbox_datasets (sandbox_id, dataset_id, host_path) VALUES ($1, $2, $3)")
-        .bind(sandbox)
-        .bind(id)
-        .bind(path)
-        .execute(conn)
-        .await?;
+pub async fn insert_dataset(
+    conn: &mut AnyConnection,
+    sandbox: &str,
+    id: &str,
+    path: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO sandbox_datasets (sandbox_id, dataset_id, host_path) VALUES ($1, $2, $3)",
+    )
+    .bind(sandbox)
+    .bind(id)
+    .bind(path)
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
-pub async fn datasets(conn: &mut AnyConnection, sandbox: &str) -> Result<Vec<(String, String)>, sqlx::Error> {
+pub async fn datasets(
+    conn: &mut AnyConnection,
+    sandbox: &str,
+) -> Result<Vec<(String, String)>, sqlx::Error> {
     let rows = sqlx::query("SELECT dataset_id, host_path FROM sandbox_datasets WHERE sandbox_id = $1 ORDER BY dataset_id")
         .bind(sandbox)
         .fetch_all(conn)
         .await?;
-    rows.iter().map(|r| Ok((r.try_get("dataset_id")?, r.try_get("host_path")?))).collect()
+    rows.iter()
+        .map(|r| Ok((r.try_get("dataset_id")?, r.try_get("host_path")?)))
+        .collect()
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -285,31 +323,42 @@ pub async fn run(conn: &mut AnyConnection, id: &str) -> Result<Option<RunRow>, s
 }
 
 pub async fn runs_of(conn: &mut AnyConnection, sandbox: &str) -> Result<Vec<RunRow>, sqlx::Error> {
-    sqlx::query(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE sandbox_id = $1 ORDER BY created_at, id"))
-        .bind(sandbox)
-        .fetch_all(conn)
-        .await?
-        .iter()
-        .map(run_from)
-        .collect()
+    sqlx::query(&format!(
+        "SELECT {RUN_COLUMNS} FROM runs WHERE sandbox_id = $1 ORDER BY created_at, id"
+    ))
+    .bind(sandbox)
+    .fetch_all(conn)
+    .await?
+    .iter()
+    .map(run_from)
+    .collect()
 }
 
 pub async fn unfinished_runs(conn: &mut AnyConnection) -> Result<Vec<RunRow>, sqlx::Error> {
-    sqlx::query(&format!("SELECT {RUN_COLUMNS} FROM runs WHERE state <> 'finished' ORDER BY created_at, id"))
-        .fetch_all(conn)
-        .await?
-        .iter()
-        .map(run_from)
-        .collect()
+    sqlx::query(&format!(
+        "SELECT {RUN_COLUMNS} FROM runs WHERE state <> 'finished' ORDER BY created_at, id"
+    ))
+    .fetch_all(conn)
+    .await?
+    .iter()
+    .map(run_from)
+    .collect()
 }
 
-pub async fn mark_started(conn: &mut AnyConnection, id: &str, container: &str, at: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE runs SET state = 'running', container_id = $1, started_at = $2 WHERE id = $3")
-        .bind(container)
-        .bind(at)
-        .bind(id)
-        .execute(conn)
-        .await?;
+pub async fn mark_started(
+    conn: &mut AnyConnection,
+    id: &str,
+    container: &str,
+    at: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE runs SET state = 'running', container_id = $1, started_at = $2 WHERE id = $3",
+    )
+    .bind(container)
+    .bind(at)
+    .bind(id)
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
@@ -326,7 +375,11 @@ pub struct Finish {
 }
 
 /// Records the end of a run, once: a run already finished is left as it is.
-pub async fn mark_finished(conn: &mut AnyConnection, id: &str, f: &Finish) -> Result<bool, sqlx::Error> {
+pub async fn mark_finished(
+    conn: &mut AnyConnection,
+    id: &str,
+    f: &Finish,
+) -> Result<bool, sqlx::Error> {
     let done = sqlx::query(
         "UPDATE runs SET state = 'finished', outcome = $1, exit_code = $2, detail = $3, log_bytes = $4, \
          log_sha256 = $5, log_truncated = $6, finished_at = $7 WHERE id = $8 AND state <> 'finished'",

@@ -1,0 +1,528 @@
+//! Sandboxes and runs: the gateway's side of `sandbox-runner`.
+//!
+//! A run is recorded `queued`, waits for a slot (a global limit and one per project, so extra
+//! runs queue instead of failing), starts in a fresh hardened container, and is supervised to
+//! its end: its logs go to a capped file in the data dir, its output folder is measured against
+//! the quota, its deadline is enforced with a kill. The outcome, the log's SHA-256 and the times
+//! are recorded with an audit event, and the container is removed. At start, [`recover`]
+//! re-attaches to runs that were live, records those that ended or vanished meanwhile, and
+//! removes what the gateway created but no longer knows.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sandbox_runner::{Outcome, RunSpec, RunState, SandboxBackend, SandboxSpec};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+
+use crate::audit::NewEvent;
+use crate::config::{ResourceClass, SandboxSettings};
+use crate::state::AppState;
+use crate::store::sandboxes::{self as sstore, Finish, RunRow, SandboxRow};
+
+/// The engine and the run queue.
+pub struct Sandboxes {
+    pub backend: Arc<dyn SandboxBackend>,
+    settings: SandboxSettings,
+    /// Slots for runs over all projects.
+    global: Arc<Semaphore>,
+    /// Slots per project, made on first use. The map is touched only to get a project's
+    /// semaphore; never held across an await.
+    per_project: Mutex<HashMap<String, Arc<Semaphore>>>,
+    logs_dir: PathBuf,
+    /// Runs supervised by this process: followers of their logs watch for the end.
+    live: Mutex<HashMap<String, watch::Receiver<bool>>>,
+}
+
+impl Sandboxes {
+    pub fn new(
+        backend: Arc<dyn SandboxBackend>,
+        settings: SandboxSettings,
+        logs_dir: PathBuf,
+    ) -> Self {
+        Sandboxes {
+            backend,
+            global: Arc::new(Semaphore::new(settings.max_concurrent_runs)),
+            per_project: Mutex::new(HashMap::new()),
+            settings,
+            logs_dir,
+            live: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn settings(&self) -> &SandboxSettings {
+        &self.settings
+    }
+
+    pub fn class(&self, name: &str) -> Option<&ResourceClass> {
+        self.settings.classes.get(name)
+    }
+
+    pub fn log_path(&self, run: &str) -> PathBuf {
+        self.logs_dir.join(format!("{run}.log"))
+    }
+
+    /// Whether this process is still supervising the run; a follower waits on the receiver.
+    pub fn live(&self, run: &str) -> Option<watch::Receiver<bool>> {
+        self.live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(run)
+            .cloned()
+    }
+
+    async fn slots(&self, project: &str) -> (OwnedSemaphorePermit, OwnedSemaphorePermit) {
+        let project_sem = {
+            let mut map = self.per_project.lock().unwrap_or_else(|p| p.into_inner());
+            map.entry(project.to_owned())
+                .or_insert_with(|| {
+                    Arc::new(Semaphore::new(
+                        self.settings.max_concurrent_runs_per_project,
+                    ))
+                })
+                .clone()
+        };
+        // The project's slot first: a project at its limit does not hold global slots others
+        // could use.
+        let p = project_sem
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
+        let g = self
+            .global
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
+        (p, g)
+    }
+}
+
+/// The resources of a class, for the runner.
+pub fn resources(class: &ResourceClass) -> sandbox_runner::Resources {
+    sandbox_runner::Resources {
+        nano_cpus: (class.cpus * 1e9) as i64,
+        memory_bytes: class.memory_bytes,
+        pids: class.pids,
+        tmpfs_bytes: class.tmpfs_bytes,
+        output_quota_bytes: class.output_quota_bytes,
+        log_max_bytes: class.log_max_bytes,
+    }
+}
+
+/// The full description of a sandbox, from its records.
+pub async fn spec_of(
+    state: &AppState,
+    conn: &mut sqlx::AnyConnection,
+    sb: &SandboxRow,
+) -> Result<SandboxSpec, sqlx::Error> {
+    let staged = sstore::staged(conn, &sb.id).await?;
+    let datasets = sstore::datasets(conn, &sb.id).await?;
+    let class = state
+        .sandboxes
+        .class(&sb.resource_class)
+        .or_else(|| {
+            state
+                .sandboxes
+                .class(&state.sandboxes.settings.default_class)
+        })
+        .cloned()
+        .expect("the default class exists (checked at start)");
+    Ok(SandboxSpec {
+        id: sb.id.clone(),
+        project: sb.project_id.clone(),
+        image_id: sb.image_id.clone(),
+        resources: resources(&class),
+        ingress: staged.into_iter().map(|(a, _, _)| a).collect(),
+        datasets: datasets
+            .into_iter()
+            .map(|(id, host_path)| sandbox_runner::DatasetMount { id, host_path })
+            .collect(),
+        runtime: state.sandboxes.settings.runtime.clone(),
+    })
+}
+
+/// Supervises a run from the queue to its end. `attach` is set when the container already
+/// exists (recovery after a restart).
+pub async fn supervise(state: AppState, run: RunRow, attach: bool) {
+    let sbx = state.sandboxes.clone();
+    let (done_tx, done_rx) = watch::channel(false);
+    sbx.live
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(run.id.clone(), done_rx);
+    let finish = supervise_inner(&state, &run, attach).await;
+    let finish = match finish {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::error!(run = %run.id, error = %format!("{e:#}"), "supervising a run failed");
+            failed(&sbx, &run.id, format!("{e:#}")).await
+        }
+    };
+    if let Err(e) = record_finish(&state, &run, &finish).await {
+        tracing::error!(run = %run.id, error = %format!("{e:#}"), "recording the end of a run failed");
+    }
+    let _ = done_tx.send(true);
+    sbx.live
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&run.id);
+}
+
+async fn failed(sbx: &Sandboxes, run: &str, reason: String) -> Finish {
+    let (log_bytes, log_sha256) = log_digest(&sbx.log_path(run)).await;
+    Finish {
+        outcome: Outcome::Failed {
+            reason: reason.clone(),
+        }
+        .as_str()
+        .into(),
+        exit_code: 125,
+        detail: Some(reason),
+        log_bytes,
+        log_sha256,
+        log_truncated: false,
+        at: crate::time::now(),
+    }
+}
+
+async fn log_digest(path: &std::path::Path) -> (i64, String) {
+    let p = path.to_path_buf();
+    let size = tokio::fs::metadata(&p)
+        .await
+        .map(|m| m.len() as i64)
+        .unwrap_or(0);
+    let sha = tokio::task::spawn_blocking(move || sha256_file(&p))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_else(|| crate::sha256_hex(b""));
+    (size, sha)
+}
+
+async fn supervise_inner(state: &AppState, run: &RunRow, attach: bool) -> anyhow::Result<Finish> {
+    let sbx = state.sandboxes.clone();
+    let backend = sbx.backend.clone();
+    let (sb, spec) = {
+        let mut conn = state.db.pool().acquire().await?;
+        let sb = sstore::sandbox(&mut conn, &run.sandbox_id)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("the sandbox {} is gone", run.sandbox_id))?;
+        let spec = spec_of(state, &mut conn, &sb).await?;
+        (sb, spec)
+    };
+    let _slots = sbx.slots(&sb.project_id).await;
+    let container = if attach {
+        run.container_id
+            .clone()
+            .unwrap_or_else(|| sandbox_runner::hardening::run_container_name(&run.id))
+    } else {
+        let spec = RunSpec {
+            id: run.id.clone(),
+            sandbox: spec.clone(),
+            cmd: run.cmd.clone(),
+            env: Vec::new(),
+        };
+        match backend.start(&spec).await {
+            Ok(id) => {
+                let mut tx = state.db.begin_write().await?;
+                sstore::mark_started(tx.conn(), &run.id, &id, &crate::time::now()).await?;
+                tx.audit(NewEvent {
+                    actor: "gateway",
+                    action: "run.start",
+                    subject: &run.id,
+                    detail: json!({"sandbox": run.sandbox_id, "container": id}),
+                })
+                .await?;
+                state.commit(tx).await?;
+                id
+            }
+            Err(e) => {
+                let _ = backend
+                    .remove_container(&sandbox_runner::hardening::run_container_name(&run.id))
+                    .await;
+                return Ok(failed(&sbx, &run.id, format!("the run could not start: {e}")).await);
+            }
+        }
+    };
+
+    // Logs: captured from the start of the container's output, up to the cap.
+    let log_path = sbx.log_path(&run.id);
+    let cap = spec.resources.log_max_bytes;
+    let over_log = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let log_task = {
+        let backend = backend.clone();
+        let container = container.clone();
+        let over = over_log.clone();
+        let path = log_path.clone();
+        tokio::spawn(async move { capture_logs(backend, container, path, cap, over).await })
+    };
+
+    // The deadline counts from the start, across restarts.
+    let started = match &run.started_at {
+        Some(s) if attach => {
+            time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
+        }
+        _ => None,
+    };
+    let total = Duration::from_secs(run.timeout_secs.max(1) as u64);
+    let elapsed = started
+        .map(|s| {
+            (time::OffsetDateTime::now_utc() - s)
+                .try_into()
+                .unwrap_or(Duration::ZERO)
+        })
+        .unwrap_or(Duration::ZERO);
+    let remaining = total.saturating_sub(elapsed);
+
+    let quota = spec.resources.output_quota_bytes;
+    let mut over_quota = false;
+    let mut timed_out = false;
+    let deadline = tokio::time::Instant::now() + remaining;
+    let end_state = loop {
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            timed_out = true;
+            backend.kill(&container).await?;
+            break backend.wait(&container, Duration::from_secs(30)).await?;
+        }
+        let step = (deadline - now).min(Duration::from_millis(500));
+        if let Some(s) = backend.wait(&container, step).await? {
+            break Some(s);
+        }
+        if over_log.load(std::sync::atomic::Ordering::Relaxed) {
+            backend.kill(&container).await?;
+            break backend.wait(&container, Duration::from_secs(30)).await?;
+        }
+        match backend.output_usage(&sb.id).await {
+            Ok(used) if used > quota => {
+                over_quota = true;
+                backend.kill(&container).await?;
+                break backend.wait(&container, Duration::from_secs(30)).await?;
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!(error = %e, "measuring the output folder failed"),
+        }
+    };
+    // A quick writer can fill the folder between two measurements and exit: measure once more.
+    if !timed_out && !over_quota {
+        if let Ok(used) = backend.output_usage(&sb.id).await {
+            over_quota = used > quota;
+        }
+    }
+    let truncated = match tokio::time::timeout(Duration::from_secs(10), log_task).await {
+        Ok(Ok(Ok(t))) => t,
+        _ => over_log.load(std::sync::atomic::Ordering::Relaxed),
+    };
+    let outcome = match end_state {
+        None | Some(RunState::Missing) => Outcome::Vanished,
+        Some(RunState::Exited { code, oom_killed }) => {
+            if timed_out {
+                Outcome::TimedOut
+            } else if over_quota {
+                Outcome::OutputQuotaExceeded
+            } else if oom_killed {
+                Outcome::OomKilled
+            } else if over_log.load(std::sync::atomic::Ordering::Relaxed) {
+                Outcome::LogLimitExceeded
+            } else {
+                Outcome::Exited { code }
+            }
+        }
+        Some(other) => Outcome::Failed {
+            reason: format!("the container is {other:?} after its wait ended"),
+        },
+    };
+    let _ = backend.remove_container(&container).await;
+    let (log_bytes, log_sha256) = log_digest(&log_path).await;
+    Ok(Finish {
+        exit_code: outcome.exit_code(),
+        detail: match &outcome {
+            Outcome::Failed { reason } => Some(reason.clone()),
+            _ => None,
+        },
+        outcome: outcome.as_str().into(),
+        log_bytes,
+        log_sha256,
+        log_truncated: truncated,
+        at: crate::time::now(),
+    })
+}
+
+/// Copies the container's output into the log file until it ends or passes `cap`; returns
+/// whether it was cut.
+async fn capture_logs(
+    backend: Arc<dyn SandboxBackend>,
+    container: String,
+    path: PathBuf,
+    cap: u64,
+    over: Arc<std::sync::atomic::AtomicBool>,
+) -> anyhow::Result<bool> {
+    use futures_util::StreamExt;
+    use tokio::io::AsyncWriteExt;
+    let mut f = tokio::fs::File::create(&path).await?;
+    let mut written = 0u64;
+    let mut stream = backend.logs(&container);
+    while let Some(chunk) = stream.next().await {
+        let Ok(chunk) = chunk else { break };
+        let room = cap.saturating_sub(written) as usize;
+        if chunk.len() > room {
+            f.write_all(&chunk[..room]).await?;
+            over.store(true, std::sync::atomic::Ordering::Relaxed);
+            f.write_all(
+                format!("\n[vre: the run's output passed the {cap}-byte limit and was stopped]\n")
+                    .as_bytes(),
+            )
+            .await?;
+            f.flush().await?;
+            return Ok(true);
+        }
+        f.write_all(&chunk).await?;
+        written += chunk.len() as u64;
+    }
+    f.flush().await?;
+    f.sync_all().await?;
+    Ok(false)
+}
+
+async fn record_finish(state: &AppState, run: &RunRow, f: &Finish) -> anyhow::Result<()> {
+    let mut tx = state.db.begin_write().await?;
+    if sstore::mark_finished(tx.conn(), &run.id, f).await? {
+        tx.audit(NewEvent {
+            actor: "gateway",
+            action: "run.finish",
+            subject: &run.id,
+            detail: json!({
+                "sandbox": run.sandbox_id,
+                "outcome": f.outcome,
+                "exit_code": f.exit_code,
+                "detail": f.detail,
+                "log_bytes": f.log_bytes,
+                "log_sha256": f.log_sha256,
+                "log_truncated": f.log_truncated,
+            }),
+        })
+        .await?;
+    }
+    state.commit(tx).await?;
+    Ok(())
+}
+
+/// Brings the engine's state and the records together after a start: waits for the engine,
+/// then re-attaches to live runs, records ended and vanished ones, requeues runs that never
+/// started, and removes containers and volumes the gateway no longer knows.
+pub async fn recover(state: AppState) {
+    let backend = state.sandboxes.backend.clone();
+    let mut wait = Duration::from_millis(500);
+    loop {
+        match backend.info().await {
+            Ok(_) => break,
+            Err(e) => {
+                tracing::warn!(error = %e, "the container engine is not answering; sandbox routes answer 503 until it does");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+    if let Err(e) = recover_once(&state).await {
+        tracing::error!(error = %format!("{e:#}"), "recovering sandboxes failed");
+    }
+}
+
+async fn recover_once(state: &AppState) -> anyhow::Result<()> {
+    let backend = state.sandboxes.backend.clone();
+    let (runs, sandboxes) = {
+        let mut conn = state.db.pool().acquire().await?;
+        (
+            sstore::unfinished_runs(&mut conn).await?,
+            sstore::all_sandbox_ids(&mut conn).await?,
+        )
+    };
+    let mut keep_runs = std::collections::HashSet::new();
+    for run in runs {
+        keep_runs.insert(run.id.clone());
+        match run.state.as_str() {
+            "queued" => {
+                tracing::info!(run = %run.id, "requeueing a run that had not started");
+                tokio::spawn(supervise(state.clone(), run, false));
+            }
+            _ => {
+                let container = run
+                    .container_id
+                    .clone()
+                    .unwrap_or_else(|| sandbox_runner::hardening::run_container_name(&run.id));
+                match backend.state(&container).await? {
+                    RunState::Missing => {
+                        tracing::warn!(run = %run.id, "a run's container vanished");
+                        let (log_bytes, log_sha256) =
+                            log_digest(&state.sandboxes.log_path(&run.id)).await;
+                        let f = Finish {
+                            outcome: Outcome::Vanished.as_str().into(),
+                            exit_code: Outcome::Vanished.exit_code(),
+                            detail: Some(
+                                "the container was gone when the gateway came back".into(),
+                            ),
+                            log_bytes,
+                            log_sha256,
+                            log_truncated: false,
+                            at: crate::time::now(),
+                        };
+                        record_finish(state, &run, &f).await?;
+                    }
+                    _ => {
+                        tracing::info!(run = %run.id, "re-attaching to a run");
+                        tokio::spawn(supervise(state.clone(), run, true));
+                    }
+                }
+            }
+        }
+    }
+    let live_sandboxes: std::collections::HashSet<String> = sandboxes
+        .into_iter()
+        .filter(|(_, s)| s != "removed")
+        .map(|(id, _)| id)
+        .collect();
+    for c in backend.list_containers().await? {
+        let run = c.labels.get(sandbox_runner::LABEL_RUN);
+        let orphan = match run {
+            Some(r) => !keep_runs.contains(r),
+            // Helpers are short-lived: one left over was interrupted.
+            None => true,
+        };
+        if orphan {
+            tracing::info!(container = %c.name, "removing an orphaned container");
+            backend.remove_container(&c.name).await?;
+        }
+    }
+    for v in backend.list_volumes().await? {
+        let sb = v
+            .labels
+            .get(sandbox_runner::LABEL_SANDBOX)
+            .cloned()
+            .unwrap_or_default();
+        if !live_sandboxes.contains(&sb) {
+            tracing::info!(volume = %v.name, "removing an orphaned volume");
+            let _ = backend.remove_sandbox(&sb).await;
+        }
+    }
+    Ok(())
+}
+
+/// Streams the SHA-256 of a file (for logs too large to read at once).
+pub fn sha256_file(path: &std::path::Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex::encode(h.finalize()))
+}
