@@ -181,6 +181,7 @@ impl TestApp {
 
     /// Stops the gateway gracefully and drops its database.
     pub async fn stop(mut self) {
+        self.remove_engine_objects().await;
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
@@ -191,6 +192,24 @@ impl TestApp {
         }
         if let Some(pg) = self.pg.take() {
             pg.drop_db().await;
+        }
+    }
+
+    /// Removes every container and volume this gateway created on the engine (each test gateway
+    /// has its own instance label, so tests running at once do not touch each other's).
+    pub async fn remove_engine_objects(&self) {
+        let backend = &self.state.sandboxes.backend;
+        if let Ok(containers) = backend.list_containers().await {
+            for c in containers {
+                let _ = backend.remove_container(&c.name).await;
+            }
+        }
+        if let Ok(volumes) = backend.list_volumes().await {
+            for v in volumes {
+                if let Some(sb) = v.labels.get(sandbox_runner::LABEL_SANDBOX) {
+                    let _ = backend.remove_sandbox(sb).await;
+                }
+            }
         }
     }
 
@@ -317,6 +336,26 @@ impl TestApp {
             .unwrap()
     }
 }
+
+/// Whether a Docker engine answers here. Where `VRE_TEST_REQUIRE_DOCKER=1` (CI), a missing
+/// engine fails the tests that need it instead of skipping them.
+pub fn docker_available() -> bool {
+    let ok = std::process::Command::new("docker")
+        .args(["info", "--format", "{{.ServerVersion}}"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !ok && std::env::var("VRE_TEST_REQUIRE_DOCKER").is_ok_and(|v| v == "1") {
+        panic!("VRE_TEST_REQUIRE_DOCKER=1 but no Docker engine answers");
+    }
+    if !ok {
+        eprintln!("no Docker engine here: skipping a sandbox test (CI sets VRE_TEST_REQUIRE_DOCKER=1)");
+    }
+    ok
+}
+
+/// The test image, built by `deploy/images/build-test-image.sh`.
+pub const TEST_IMAGE: &str = "vre-test/busybox:latest";
 
 /// The `vre` binary built for these tests.
 pub fn vre_bin() -> PathBuf {
