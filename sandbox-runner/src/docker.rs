@@ -42,12 +42,32 @@ pub struct Connection {
 }
 
 pub struct DockerBackend {
-    docker: Docker,
-    /// For uploads: the engine answers only after extracting, so the timeout must cover it.
-    bulk: Docker,
+    conn: Connection,
+    /// The clients, made on first use and again after a failure to make them (a socket that
+    /// does not exist yet): a gateway starts while the engine is down.
+    clients: std::sync::Mutex<Option<(Docker, Docker)>>,
     instance: String,
     call_timeout: Duration,
     features: tokio::sync::OnceCell<EngineFeatures>,
+}
+
+fn make_clients(conn: &Connection) -> Result<(Docker, Docker)> {
+    let secs = conn.call_timeout.as_secs().max(1);
+    let docker = match (&conn.host, &conn.tls) {
+        (Some(host), Some((key, cert, ca))) => {
+            Docker::connect_with_ssl(host, key, cert, ca, secs, bollard::API_DEFAULT_VERSION)
+        }
+        (Some(host), None) if host.starts_with("unix://") => Docker::connect_with_unix(
+            host.trim_start_matches("unix://"),
+            secs,
+            bollard::API_DEFAULT_VERSION,
+        ),
+        (Some(host), None) => Docker::connect_with_http(host, secs, bollard::API_DEFAULT_VERSION),
+        (None, _) => Docker::connect_with_local_defaults(),
+    }
+    .map_err(engine_error)?;
+    let bulk = docker.clone().with_timeout(Duration::from_secs(6 * 3600));
+    Ok((docker.with_timeout(conn.call_timeout), bulk))
 }
 
 fn engine_error(e: bollard::errors::Error) -> Error {
@@ -78,41 +98,40 @@ impl DockerBackend {
     /// Connects lazily: nothing is sent until the first call, so a gateway starts while the
     /// engine is down and its sandbox routes answer 503 until it is up.
     pub fn connect(conn: &Connection, instance: &str) -> Result<DockerBackend> {
-        let timeout = if conn.call_timeout.is_zero() {
-            Duration::from_secs(30)
-        } else {
-            conn.call_timeout
-        };
-        let docker = match (&conn.host, &conn.tls) {
-            (Some(host), Some((key, cert, ca))) => Docker::connect_with_ssl(
-                host,
-                key,
-                cert,
-                ca,
-                timeout.as_secs().max(1),
-                bollard::API_DEFAULT_VERSION,
-            ),
-            (Some(host), None) if host.starts_with("unix://") => Docker::connect_with_unix(
-                host.trim_start_matches("unix://"),
-                timeout.as_secs().max(1),
-                bollard::API_DEFAULT_VERSION,
-            ),
-            (Some(host), None) => Docker::connect_with_http(
-                host,
-                timeout.as_secs().max(1),
-                bollard::API_DEFAULT_VERSION,
-            ),
-            (None, _) => Docker::connect_with_local_defaults(),
+        let mut conn = conn.clone();
+        if conn.call_timeout.is_zero() {
+            conn.call_timeout = Duration::from_secs(30);
         }
-        .map_err(engine_error)?;
-        let bulk = docker.clone().with_timeout(Duration::from_secs(6 * 3600));
         Ok(DockerBackend {
-            docker: docker.with_timeout(timeout),
-            bulk,
+            call_timeout: conn.call_timeout,
+            conn,
+            clients: std::sync::Mutex::new(None),
             instance: instance.to_owned(),
-            call_timeout: timeout,
             features: tokio::sync::OnceCell::new(),
         })
+    }
+
+    /// The control client and the bulk client (for uploads, whose answer comes only after the
+    /// engine extracted them, so their timeout must cover it).
+    fn clients(&self) -> Result<(Docker, Docker)> {
+        let mut guard = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = guard.as_ref() {
+            return Ok(c.clone());
+        }
+        let c = make_clients(&self.conn).map_err(|e| match e {
+            Error::Engine(m) => Error::Unavailable(m),
+            other => other,
+        })?;
+        *guard = Some(c.clone());
+        Ok(c)
+    }
+
+    fn docker(&self) -> Result<Docker> {
+        Ok(self.clients()?.0)
+    }
+
+    fn bulk(&self) -> Result<Docker> {
+        Ok(self.clients()?.1)
     }
 
     pub fn instance(&self) -> &str {
@@ -158,7 +177,7 @@ impl DockerBackend {
     }
 
     async fn create_volume(&self, name: &str, labels: HashMap<String, String>) -> Result<()> {
-        self.call(self.docker.create_volume(VolumeCreateRequest {
+        self.call(self.docker()?.create_volume(VolumeCreateRequest {
             name: Some(name.to_owned()),
             driver: Some("local".into()),
             labels: Some(labels),
@@ -198,7 +217,7 @@ impl DockerBackend {
         // A helper left by a crash has the same name: remove it first.
         let _ = self.remove_container(name).await;
         let created = self
-            .call(self.docker.create_container(
+            .call(self.docker()?.create_container(
                 Some(CreateContainerOptionsBuilder::default().name(name).build()),
                 body,
             ))
@@ -223,7 +242,7 @@ impl DockerBackend {
             .tag(tag)
             .build();
         let mut progress =
-            self.bulk
+            self.bulk()?
                 .create_image(Some(opts), Some(bollard::body_full(tar.into())), None);
         while let Some(p) = progress.next().await {
             p.map_err(engine_error)?;
@@ -232,7 +251,7 @@ impl DockerBackend {
     }
 
     async fn upload(&self, container: &str, path: &str, tar: ByteStream) -> Result<()> {
-        self.bulk
+        self.bulk()?
             .upload_to_container(
                 container,
                 Some(
@@ -278,8 +297,8 @@ fn dirs_tar(dirs: &[(&str, u32, u32)]) -> Vec<u8> {
 #[async_trait::async_trait]
 impl SandboxBackend for DockerBackend {
     async fn info(&self) -> Result<EngineInfo> {
-        let v = self.call(self.docker.version()).await?;
-        let info = self.call(self.docker.info()).await?;
+        let v = self.call(self.docker()?.version()).await?;
+        let info = self.call(self.docker()?.info()).await?;
         Ok(EngineInfo {
             version: v.version.unwrap_or_default(),
             api_version: v.api_version.unwrap_or_default(),
@@ -291,7 +310,7 @@ impl SandboxBackend for DockerBackend {
     }
 
     async fn image(&self, name: &str) -> Result<Option<ImageInfo>> {
-        match self.call(self.docker.inspect_image(name)).await {
+        match self.call(self.docker()?.inspect_image(name)).await {
             Ok(i) => Ok(Some(ImageInfo {
                 id: i.id.unwrap_or_default(),
                 tags: i.repo_tags.unwrap_or_default(),
@@ -362,7 +381,7 @@ impl SandboxBackend for DockerBackend {
         let name = hardening::run_container_name(&run.id);
         let body = hardening::run_container(&self.instance, run, features);
         let id = match self
-            .call(self.docker.create_container(
+            .call(self.docker()?.create_container(
                 Some(CreateContainerOptionsBuilder::default().name(&name).build()),
                 body,
             ))
@@ -373,7 +392,7 @@ impl SandboxBackend for DockerBackend {
             Err(Error::Engine(m)) if m.starts_with("409") => name.clone(),
             Err(e) => return Err(e),
         };
-        match self.call(self.docker.start_container(&id, None)).await {
+        match self.call(self.docker()?.start_container(&id, None)).await {
             Ok(()) => Ok(id),
             Err(Error::Engine(m)) if m.starts_with("304") => Ok(id),
             Err(e) => Err(e),
@@ -381,7 +400,7 @@ impl SandboxBackend for DockerBackend {
     }
 
     async fn wait(&self, container: &str, deadline: Duration) -> Result<Option<RunState>> {
-        let mut stream = self.docker.wait_container(container, None);
+        let mut stream = self.docker()?.wait_container(container, None);
         match tokio::time::timeout(deadline, stream.next()).await {
             Err(_) => Ok(None),
             Ok(None) => Ok(Some(self.state(container).await?)),
@@ -396,7 +415,7 @@ impl SandboxBackend for DockerBackend {
     async fn kill(&self, container: &str) -> Result<()> {
         match self
             .call(
-                self.docker.kill_container(
+                self.docker()?.kill_container(
                     container,
                     Some(
                         KillContainerOptionsBuilder::default()
@@ -416,7 +435,7 @@ impl SandboxBackend for DockerBackend {
 
     async fn state(&self, container: &str) -> Result<RunState> {
         let c = match self
-            .call(self.docker.inspect_container(container, None))
+            .call(self.docker()?.inspect_container(container, None))
             .await
         {
             Ok(c) => c,
@@ -442,17 +461,20 @@ impl SandboxBackend for DockerBackend {
             .stdout(true)
             .stderr(true)
             .build();
-        self.docker
-            .logs(container, Some(opts))
-            .map_ok(|l| l.into_bytes().to_vec())
-            .map_err(engine_error)
-            .boxed()
+        match self.docker() {
+            Ok(d) => d
+                .logs(container, Some(opts))
+                .map_ok(|l| l.into_bytes().to_vec())
+                .map_err(engine_error)
+                .boxed(),
+            Err(e) => futures_util::stream::once(async move { Err(e) }).boxed(),
+        }
     }
 
     async fn output_usage(&self, sandbox: &str) -> Result<u64> {
         let v = self
             .call(
-                self.docker
+                self.docker()?
                     .inspect_volume(&hardening::output_volume(sandbox)),
             )
             .await?;
@@ -482,15 +504,20 @@ impl SandboxBackend for DockerBackend {
     }
 
     fn download_output(&self, sb: &SandboxSpec, path: &str) -> ByteStream {
-        let docker = self.bulk.clone();
+        let docker = match self.bulk() {
+            Ok(d) => d,
+            Err(e) => {
+                return futures_util::stream::once(async move { Err(std::io::Error::other(e)) })
+                    .boxed();
+            }
+        };
         let sb = sb.clone();
         let path = format!("/vre/output/{}", path.trim_start_matches('/'));
-        let this_instance = self.instance.clone();
         let name = format!("vre-egress-{}", sb.id);
         let backend = DockerBackend {
-            docker: self.docker.clone(),
-            bulk: self.bulk.clone(),
-            instance: this_instance,
+            conn: self.conn.clone(),
+            clients: std::sync::Mutex::new(self.clients().ok()),
+            instance: self.instance.clone(),
             call_timeout: self.call_timeout,
             features: tokio::sync::OnceCell::new(),
         };
@@ -538,7 +565,7 @@ impl SandboxBackend for DockerBackend {
 
     async fn remove_container(&self, container: &str) -> Result<()> {
         match self
-            .call(self.docker.remove_container(
+            .call(self.docker()?.remove_container(
                 container,
                 Some(RemoveContainerOptionsBuilder::default().force(true).build()),
             ))
@@ -553,7 +580,7 @@ impl SandboxBackend for DockerBackend {
         let filters = self.label_filter(Some((LABEL_SANDBOX, sandbox)));
         let containers = self
             .call(
-                self.docker.list_containers(Some(
+                self.docker()?.list_containers(Some(
                     ListContainersOptionsBuilder::default()
                         .all(true)
                         .filters(&filters)
@@ -568,7 +595,7 @@ impl SandboxBackend for DockerBackend {
         }
         let vols = self
             .call(
-                self.docker.list_volumes(Some(
+                self.docker()?.list_volumes(Some(
                     ListVolumesOptionsBuilder::default()
                         .filters(&filters)
                         .build(),
@@ -577,7 +604,7 @@ impl SandboxBackend for DockerBackend {
             .await?;
         for v in vols.volumes.unwrap_or_default() {
             match self
-                .call(self.docker.remove_volume(
+                .call(self.docker()?.remove_volume(
                     &v.name,
                     Some(RemoveVolumeOptionsBuilder::default().force(true).build()),
                 ))
@@ -594,7 +621,7 @@ impl SandboxBackend for DockerBackend {
         let filters = self.label_filter(None);
         let list = self
             .call(
-                self.docker.list_containers(Some(
+                self.docker()?.list_containers(Some(
                     ListContainersOptionsBuilder::default()
                         .all(true)
                         .filters(&filters)
@@ -615,7 +642,7 @@ impl SandboxBackend for DockerBackend {
         let filters = self.label_filter(None);
         let list = self
             .call(
-                self.docker.list_volumes(Some(
+                self.docker()?.list_volumes(Some(
                     ListVolumesOptionsBuilder::default()
                         .filters(&filters)
                         .build(),

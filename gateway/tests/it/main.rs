@@ -16,3 +16,4 @@ mod concurrency;
 mod ingress;
 mod jwt;
 mod restart;
+mod sandbox;

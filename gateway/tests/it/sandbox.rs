@@ -1,0 +1,505 @@
+//! Sandboxes and runs on the real Docker engine, each run through the gateway: isolation
+//! (network, file system, capabilities, user, the Docker socket), limits (pids, memory, deadline,
+//! output quota, logs), every hardening field on the created container, staging rules, an engine
+//! that is down, and a gateway killed during a run.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::support::{Engine, TEST_IMAGE, TempDir, TestApp, docker_available};
+
+/// A small class so limits are reached quickly.
+fn tiny(s: &mut gateway::config::Settings, data: &std::path::Path) {
+    s.sandbox.classes.insert(
+        "tiny".into(),
+        gateway::config::ResourceClass {
+            cpus: 0.5,
+            memory_bytes: 48 << 20,
+            pids: 32,
+            tmpfs_bytes: 1 << 20,
+            max_run_secs: 60,
+            output_quota_bytes: 2 << 20,
+            log_max_bytes: 1 << 20,
+        },
+    );
+    s.sandbox.default_class = "tiny".into();
+    s.sandbox
+        .datasets
+        .insert("cohort".into(), data.to_path_buf());
+}
+
+struct World {
+    app: TestApp,
+    ana: String,
+    sandbox: String,
+    ingress: String,
+    _data: TempDir,
+}
+
+/// A gateway with project p1, an approved and staged ingress archive, a dataset, a sandbox.
+async fn world() -> World {
+    let data = TempDir::new("dataset");
+    std::fs::write(data.path().join("cohort.csv"), "id,age\n1,40\n").unwrap();
+    let d = data.path().to_path_buf();
+    let app = TestApp::spawn_with(Engine::Sqlite, move |s| tiny(s, &d)).await;
+    app.project("p1", &[("ana", "analyst")]).await;
+    let ana = app.token("ana", "analyst");
+    let op = app.token("op", "operator");
+    let (st, b) = app
+        .post("/api/v1/images", Some(&op), &json!({"name": TEST_IMAGE}))
+        .await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    let ingress = upload(&app, &ana, "p1", b"#!/bin/sh\necho from the archive\n").await;
+    let (_, b) = app.vote(&ingress, "rev", "approve").await;
+    assert_eq!(b["state"], "approved");
+    let (st, sb) = app
+        .post(
+            "/api/v1/sandboxes",
+            Some(&ana),
+            &json!({"project": "p1", "image": TEST_IMAGE, "ingress": [ingress], "datasets": ["cohort"]}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{sb}");
+    World {
+        sandbox: sb["id"].as_str().unwrap().to_owned(),
+        app,
+        ana,
+        ingress,
+        _data: data,
+    }
+}
+
+async fn upload(app: &TestApp, token: &str, project: &str, script: &[u8]) -> String {
+    use policy::archive::tar::{END, EntryKind, entry_header, padding};
+    let mut t = entry_header("run.sh", EntryKind::File, script.len() as u64, 0o755);
+    t.extend_from_slice(script);
+    t.extend(std::iter::repeat_n(0u8, padding(script.len() as u64)));
+    t.extend_from_slice(&END);
+    let (st, b) = app
+        .request_raw(
+            reqwest::Method::POST,
+            &format!("/api/v1/ingress?project={project}&name=prog"),
+            Some(token),
+            t,
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{b}");
+    b["application"]["id"].as_str().unwrap().to_owned()
+}
+
+/// Runs `cmd` and waits for its end; returns the run record and its log.
+async fn run(
+    app: &TestApp,
+    token: &str,
+    sandbox: &str,
+    cmd: &[&str],
+    timeout: Option<u64>,
+) -> (Value, String) {
+    let (st, r) = app
+        .post(
+            &format!("/api/v1/sandboxes/{sandbox}/runs"),
+            Some(token),
+            &json!({"cmd": cmd, "timeout_secs": timeout}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{r}");
+    let id = r["id"].as_str().unwrap().to_owned();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let done = loop {
+        let (_, r) = app.get(&format!("/api/v1/runs/{id}"), Some(token)).await;
+        if r["state"] == "finished" {
+            break r;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run never finished: {r}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let resp = app
+        .http
+        .get(format!("{}/api/v1/runs/{id}/logs", app.url))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    let log = resp.text().await.unwrap();
+    (done, log)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_are_isolated_and_limited() {
+    if !docker_available() {
+        return;
+    }
+    let w = world().await;
+    let (app, ana, sb) = (&w.app, w.ana.as_str(), w.sandbox.as_str());
+    let healthy = || async { app.get("/healthz", None).await.0 == StatusCode::OK };
+
+    // Who and where: not root, no capabilities, the layout and its environment.
+    let (r, log) = run(app, ana, sb, &["sh", "-c", "id -u; grep CapEff /proc/self/status; pwd; echo $VRE_OUTPUT $VRE_INGRESS $VRE_DATA $VRE_WORK"], None).await;
+    assert_eq!(
+        (r["outcome"].as_str(), r["exit_code"].as_i64()),
+        (Some("exited"), Some(0)),
+        "{r} {log}"
+    );
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines[0], "65534");
+    assert_eq!(
+        lines[1].split_whitespace().last(),
+        Some("0000000000000000"),
+        "{log}"
+    );
+    assert_eq!(lines[2], "/vre/work");
+    assert_eq!(lines[3], "/vre/output /vre/ingress /vre/data /vre/work");
+
+    // No network but loopback, no route anywhere, no Docker socket.
+    let (r, log) = run(app, ana, sb, &["sh", "-c", "ls /sys/class/net; cat /proc/net/route | wc -l; ls /var/run/docker.sock /run/docker.sock 2>&1; true"], None).await;
+    assert_eq!(r["exit_code"], 0, "{log}");
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines[0], "lo", "only loopback: {log}");
+    assert_eq!(lines[1], "1", "no routes beyond the header line: {log}");
+    assert!(log.contains("No such file"), "{log}");
+
+    // Writes: root, dataset and ingress refused; work and output allowed; the ingress is there.
+    let script = "touch /x 2>/dev/null && echo root-writable; \
+                  touch /vre/data/cohort/x 2>/dev/null && echo data-writable; \
+                  touch /vre/ingress/*/x 2>/dev/null && echo ingress-writable; \
+                  echo ok > /vre/work/w && echo ok > /vre/output/o && echo wrote; \
+                  cat /vre/data/cohort/cohort.csv; sh /vre/ingress/*/run.sh";
+    let (r, log) = run(app, ana, sb, &["sh", "-c", script], None).await;
+    assert_eq!(r["exit_code"], 0, "{log}");
+    assert!(!log.contains("writable"), "{log}");
+    assert!(
+        log.contains("wrote") && log.contains("id,age") && log.contains("from the archive"),
+        "{log}"
+    );
+    // The work area persists to the next run; /tmp does not, and it is capped.
+    let (_, log) = run(
+        app,
+        ana,
+        sb,
+        &[
+            "sh",
+            "-c",
+            "cat /vre/work/w; echo t > /tmp/t; dd if=/dev/zero of=/tmp/big bs=1k count=4096 2>&1",
+        ],
+        None,
+    )
+    .await;
+    assert!(log.starts_with("ok\n"), "{log}");
+    assert!(log.contains("No space left"), "/tmp is capped: {log}");
+    let (_, log) = run(app, ana, sb, &["sh", "-c", "ls /tmp | wc -l"], None).await;
+    assert_eq!(log.trim(), "0");
+
+    // A fork bomb is contained by the pids limit; the gateway stays healthy.
+    // (busybox's shell gives up at the first fork that fails.)
+    let bomb = "i=0; while [ $i -lt 500 ]; do sleep 5 & i=$((i+1)); done; wait";
+    let (r, log) = run(app, ana, sb, &["sh", "-c", bomb], Some(30)).await;
+    assert_eq!(r["outcome"], "exited", "{r}");
+    assert_ne!(r["exit_code"], 0, "{r}");
+    assert!(
+        log.contains("can't fork"),
+        "forks past the limit fail: {log}"
+    );
+    assert!(healthy().await);
+
+    // A memory hog is reported as OOM.
+    let (r, _) = run(
+        app,
+        ana,
+        sb,
+        &["dd", "if=/dev/zero", "of=/dev/null", "bs=128M", "count=1"],
+        None,
+    )
+    .await;
+    assert_eq!(
+        (r["outcome"].as_str(), r["exit_code"].as_i64()),
+        (Some("oom_killed"), Some(137)),
+        "{r}"
+    );
+
+    // A run past its deadline is killed and reported.
+    let t0 = std::time::Instant::now();
+    let (r, _) = run(app, ana, sb, &["sleep", "60"], Some(1)).await;
+    assert_eq!(r["outcome"], "timed_out", "{r}");
+    assert!(t0.elapsed() < Duration::from_secs(20));
+
+    // An output folder filled past its quota: stopped and reported, also when it was quick.
+    let (r, _) = run(
+        app,
+        ana,
+        sb,
+        &[
+            "dd",
+            "if=/dev/zero",
+            "of=/vre/output/big",
+            "bs=1M",
+            "count=20",
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(r["outcome"], "output_quota_exceeded", "{r}");
+    let (r, _) = run(app, ana, sb, &["sh", "-c", "rm -f /vre/output/big; while true; do head -c 65536 /dev/zero >> /vre/output/slow; sleep 0.1; done"], Some(30)).await;
+    assert_eq!(r["outcome"], "output_quota_exceeded", "{r}");
+    let _ = run(app, ana, sb, &["sh", "-c", "rm -f /vre/output/*"], None).await;
+
+    // Logs are capped and their hash is recorded in the audit trail.
+    let (r, log) = run(
+        app,
+        ana,
+        sb,
+        &[
+            "sh",
+            "-c",
+            "while true; do echo 0123456789abcdef0123456789abcdef; done",
+        ],
+        Some(30),
+    )
+    .await;
+    assert_eq!(r["outcome"], "log_limit_exceeded", "{r}");
+    assert!(log.len() < (1 << 20) + 200, "{}", log.len());
+    assert_eq!(r["log_truncated"], true);
+    let auditor = app.token("aud", "auditor");
+    let (_, events) = app
+        .get(
+            &format!("/api/v1/audit?subject={}", r["id"].as_str().unwrap()),
+            Some(&auditor),
+        )
+        .await;
+    let finish = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "run.finish")
+        .unwrap();
+    assert!(
+        finish["detail"]
+            .as_str()
+            .unwrap()
+            .contains(r["log_sha256"].as_str().unwrap())
+    );
+    assert_eq!(r["log_sha256"], gateway::sha256_hex(log.as_bytes()));
+
+    // Every run's container is gone; the exit code is the program's own.
+    let (r, _) = run(app, ana, sb, &["sh", "-c", "exit 7"], None).await;
+    assert_eq!(
+        (r["outcome"].as_str(), r["exit_code"].as_i64()),
+        (Some("exited"), Some(7))
+    );
+    let left = app.state.sandboxes.backend.list_containers().await.unwrap();
+    assert!(left.is_empty(), "{left:?}");
+    assert!(healthy().await);
+    assert!(app.verify_audit().await.problem.is_none());
+    w.app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_hardening_field_is_on_the_container() {
+    if !docker_available() {
+        return;
+    }
+    let w = world().await;
+    let (st, r) = w
+        .app
+        .post(
+            &format!("/api/v1/sandboxes/{}/runs", w.sandbox),
+            Some(&w.ana),
+            &json!({"cmd": ["sleep", "30"]}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::ACCEPTED);
+    let name = format!("vre-run-{}", r["id"].as_str().unwrap());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let inspect: Value = loop {
+        let out = std::process::Command::new("docker")
+            .args(["inspect", &name])
+            .output()
+            .unwrap();
+        if out.status.success() {
+            let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+            if v[0]["State"]["Running"] == true {
+                break v[0].clone();
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run's container never ran"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let h = &inspect["HostConfig"];
+    let c = &inspect["Config"];
+    assert_eq!(h["NetworkMode"], "none");
+    assert_eq!(c["NetworkDisabled"], true);
+    assert_eq!(h["ReadonlyRootfs"], true);
+    assert_eq!(h["CapDrop"], json!(["ALL"]));
+    assert!(h["CapAdd"].is_null() || h["CapAdd"] == json!([]));
+    assert_eq!(h["Privileged"], false);
+    assert_eq!(
+        h["SecurityOpt"],
+        json!(["no-new-privileges:true"]),
+        "and no seccomp=unconfined"
+    );
+    assert_eq!(c["User"], "65534:65534");
+    assert_eq!(h["PidsLimit"], 32);
+    assert_eq!(h["Memory"], 48 << 20);
+    assert_eq!(h["MemorySwap"], h["Memory"], "no swap");
+    assert_eq!(h["NanoCpus"], 500_000_000);
+    assert_eq!(
+        h["Tmpfs"]["/tmp"],
+        format!("rw,noexec,nosuid,nodev,size={}", 1 << 20)
+    );
+    assert_eq!(h["LogConfig"]["Type"], "json-file");
+    assert_eq!(h["LogConfig"]["Config"]["max-size"], (1 << 20).to_string());
+    assert_eq!(h["Init"], true);
+    assert_eq!(h["IpcMode"], "private");
+    assert_eq!(h["PidMode"], "");
+    assert_eq!(h["UsernsMode"], "");
+    assert_eq!(h["RestartPolicy"]["Name"], "no");
+    assert_eq!(h["AutoRemove"], false);
+    assert_eq!(
+        inspect["AppArmorProfile"]
+            .as_str()
+            .map(|p| p != "unconfined"),
+        Some(true)
+    );
+    let labels = &c["Labels"];
+    assert_eq!(labels["vre.managed"], "1");
+    assert_eq!(labels["vre.sandbox"], w.sandbox.as_str());
+    assert_eq!(labels["vre.project"], "p1");
+    let mounts = inspect["Mounts"].as_array().unwrap();
+    let rw = |dest: &str| {
+        mounts
+            .iter()
+            .find(|m| m["Destination"] == dest)
+            .map(|m| m["RW"].clone())
+    };
+    assert_eq!(rw("/vre/work"), Some(json!(true)));
+    assert_eq!(rw("/vre/output"), Some(json!(true)));
+    assert_eq!(
+        rw(&format!("/vre/ingress/{}", w.ingress)),
+        Some(json!(false))
+    );
+    assert_eq!(rw("/vre/data/cohort"), Some(json!(false)));
+    assert_eq!(mounts.len(), 4, "nothing else is mounted: {mounts:?}");
+    assert!(!inspect.to_string().contains("docker.sock"));
+    w.app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_approved_ingress_of_the_project_is_staged() {
+    if !docker_available() {
+        return;
+    }
+    let w = world().await;
+    let app = &w.app;
+    app.project("p2", &[("bob", "analyst")]).await;
+    let bob = app.token("bob", "analyst");
+    let submitted = upload(app, &w.ana, "p1", b"echo unreviewed\n").await;
+    let rejected = upload(app, &w.ana, "p1", b"echo rejected\n").await;
+    app.vote(&rejected, "rev", "reject").await;
+    let elsewhere = upload(app, &bob, "p2", b"echo other project\n").await;
+    app.vote(&elsewhere, "rev", "approve").await;
+    let access = app.application("access", "p1", "ana", "analyst").await;
+    app.vote(&access, "rev", "approve").await;
+    for (id, status, code) in [
+        (&submitted, StatusCode::CONFLICT, "not_approved"),
+        (&rejected, StatusCode::CONFLICT, "not_approved"),
+        (&elsewhere, StatusCode::FORBIDDEN, "other_project"),
+        (&access, StatusCode::CONFLICT, "not_ingress"),
+    ] {
+        let (st, b) = app
+            .post(
+                &format!("/api/v1/sandboxes/{}/ingress", w.sandbox),
+                Some(&w.ana),
+                &json!({"application": id}),
+            )
+            .await;
+        assert_eq!((st, b["code"].as_str()), (status, Some(code)), "{id}: {b}");
+    }
+    // The staged archive: recorded with its hash, the application is now staged.
+    let (_, sb) = app
+        .get(&format!("/api/v1/sandboxes/{}", w.sandbox), Some(&w.ana))
+        .await;
+    let staged = sb["ingress"].as_array().unwrap();
+    assert_eq!(staged.len(), 1);
+    assert_eq!(staged[0]["application"], w.ingress.as_str());
+    let (_, a) = app
+        .get(&format!("/api/v1/applications/{}", w.ingress), Some(&w.ana))
+        .await;
+    assert_eq!(a["state"], "staged");
+    let auditor = app.token("aud", "auditor");
+    let (_, events) = app
+        .get(
+            &format!("/api/v1/audit?subject={}", w.ingress),
+            Some(&auditor),
+        )
+        .await;
+    let stage = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "ingress.stage")
+        .unwrap();
+    let detail: Value = serde_json::from_str(stage["detail"].as_str().unwrap()).unwrap();
+    assert_eq!(detail["verified_sha256"], detail["archive_sha256"]);
+    assert_eq!(detail["staged_sha256"], staged[0]["staged_sha256"]);
+    // A staged application can go into a second sandbox of the project.
+    let (st, b) = app
+        .post(
+            "/api/v1/sandboxes",
+            Some(&w.ana),
+            &json!({"project": "p1", "image": TEST_IMAGE, "ingress": [w.ingress]}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{b}");
+    // Other project's analysts see no sandbox of p1 and cannot run in it.
+    let (st, _) = app
+        .post(
+            &format!("/api/v1/sandboxes/{}/runs", w.sandbox),
+            Some(&bob),
+            &json!({"cmd": ["true"]}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    // Removing a sandbox removes its volumes.
+    let (st, _) = app
+        .delete(&format!("/api/v1/sandboxes/{}", w.sandbox), Some(&w.ana))
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    let vols = app.state.sandboxes.backend.list_volumes().await.unwrap();
+    assert!(
+        vols.iter()
+            .all(|v| v.labels.get("vre.sandbox") != Some(&w.sandbox)),
+        "{vols:?}"
+    );
+    w.app.stop().await;
+}
+
+#[tokio::test]
+async fn an_engine_that_is_down_gives_a_clear_error_and_the_rest_serves() {
+    let app = TestApp::spawn_with(Engine::Sqlite, |s| {
+        s.sandbox.docker_host = "unix:///nonexistent/docker.sock".into()
+    })
+    .await;
+    app.project("p1", &[("ana", "analyst")]).await;
+    let op = app.token("op", "operator");
+    let (st, b) = app
+        .post("/api/v1/images", Some(&op), &json!({"name": TEST_IMAGE}))
+        .await;
+    assert_eq!(
+        (st, b["code"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("engine_unavailable")),
+        "{b}"
+    );
+    let (st, _) = app.get("/healthz", None).await;
+    assert_eq!(st, StatusCode::OK);
+    let id = app.application("access", "p1", "ana", "analyst").await;
+    let (_, b) = app.vote(&id, "rev", "approve").await;
+    assert_eq!(b["state"], "approved");
+    app.stop().await;
+}
