@@ -337,6 +337,45 @@ impl TestApp {
     }
 }
 
+impl Drop for TestApp {
+    /// A test that panics never reaches `stop`: remove its containers and volumes anyway, by
+    /// this gateway's instance label, through the docker CLI (no runtime is needed for that).
+    fn drop(&mut self) {
+        let Ok(instance) = std::fs::read_to_string(self.settings.data_dir.join("instance-id"))
+        else {
+            return;
+        };
+        let filter = format!("label=vre.instance={}", instance.trim());
+        let list = |args: &[&str]| -> Vec<String> {
+            std::process::Command::new("docker")
+                .args(args)
+                .output()
+                .map(|o| {
+                    String::from_utf8_lossy(&o.stdout)
+                        .lines()
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let containers = list(&["ps", "-aq", "--filter", &filter]);
+        if !containers.is_empty() {
+            let _ = std::process::Command::new("docker")
+                .arg("rm")
+                .arg("-f")
+                .args(&containers)
+                .output();
+        }
+        let volumes = list(&["volume", "ls", "-q", "--filter", &filter]);
+        if !volumes.is_empty() {
+            let _ = std::process::Command::new("docker")
+                .args(["volume", "rm", "-f"])
+                .args(&volumes)
+                .output();
+        }
+    }
+}
+
 /// Whether a Docker engine answers here. Where `VRE_TEST_REQUIRE_DOCKER=1` (CI), a missing
 /// engine fails the tests that need it instead of skipping them.
 pub fn docker_available() -> bool {
