@@ -510,7 +510,7 @@ async fn a_good_archive_gets_a_manifest_checks_and_audited_reads() {
 }
 
 /// Runs the real binary.
-fn vre(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+pub(crate) fn vre(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
     let mut c = std::process::Command::new(vre_bin());
     c.args(args);
     for (k, v) in env {
@@ -622,7 +622,7 @@ async fn the_cli_packs_a_directory_and_reads_back() {
 }
 
 /// Kills the child on drop, so a failing test leaves no gateway running.
-struct Child(std::process::Child);
+pub(crate) struct Child(pub(crate) std::process::Child);
 
 impl Drop for Child {
     fn drop(&mut self) {
@@ -631,7 +631,7 @@ impl Drop for Child {
     }
 }
 
-fn start_server(dir: &std::path::Path) -> (Child, String) {
+pub(crate) fn start_server(dir: &std::path::Path) -> (Child, String) {
     use std::io::BufRead;
     let mut child = std::process::Command::new(vre_bin())
         .args([

@@ -503,3 +503,250 @@ async fn an_engine_that_is_down_gives_a_clear_error_and_the_rest_serves() {
     assert_eq!(b["state"], "approved");
     app.stop().await;
 }
+
+/// The real binary, killed with SIGKILL during runs and started again on the same data dir.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_killed_during_runs_records_their_outcomes_after_restart() {
+    use crate::ingress::{start_server, vre};
+    if !docker_available() {
+        return;
+    }
+    let dir = TempDir::new("restart-runs");
+    let (child, url) = start_server(dir.path());
+    let d = dir.path().to_str().unwrap().to_owned();
+    let token = |sub: &str, role: &str| {
+        let out = vre(
+            &[
+                "token",
+                "issue",
+                "--sub",
+                sub,
+                "--role",
+                role,
+                "--data-dir",
+                &d,
+            ],
+            &[],
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let http = gateway::client::http_client(Some(&dir.path().join("tls/ca.pem"))).unwrap();
+    let post = |path: String, t: String, body: Value| {
+        let http = http.clone();
+        let url = url.clone();
+        async move {
+            let r = http
+                .post(format!("{url}{path}"))
+                .bearer_auth(t)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let st = r.status();
+            (st, r.json::<Value>().await.unwrap())
+        }
+    };
+    let (admin, op, ana) = (
+        token("root", "admin"),
+        token("op", "operator"),
+        token("ana", "analyst"),
+    );
+    let (st, _) = post(
+        "/api/v1/projects".into(),
+        admin,
+        json!({"id": "p1", "title": "P", "members": [{"subject": "ana", "role": "analyst"}]}),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED);
+    let (st, _) = post("/api/v1/images".into(), op, json!({"name": TEST_IMAGE})).await;
+    assert_eq!(st, StatusCode::OK);
+    let (st, sb) = post(
+        "/api/v1/sandboxes".into(),
+        ana.clone(),
+        json!({"project": "p1", "image": TEST_IMAGE}),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{sb}");
+    let sb = sb["id"].as_str().unwrap().to_owned();
+    let runs_path = format!("/api/v1/sandboxes/{sb}/runs");
+    // One run that outlives the gateway and ends by itself; one whose container is removed
+    // while the gateway is down.
+    let (_, survivor) = post(
+        runs_path.clone(),
+        ana.clone(),
+        json!({"cmd": ["sh", "-c", "sleep 4; echo survived; exit 5"]}),
+    )
+    .await;
+    let (_, victim) = post(
+        runs_path.clone(),
+        ana.clone(),
+        json!({"cmd": ["sleep", "60"]}),
+    )
+    .await;
+    let (survivor, victim) = (
+        survivor["id"].as_str().unwrap().to_owned(),
+        victim["id"].as_str().unwrap().to_owned(),
+    );
+    let get = |url: String, id: String, t: String| {
+        let http = http.clone();
+        async move {
+            http.get(format!("{url}/api/v1/runs/{id}"))
+                .bearer_auth(t)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    for id in [&survivor, &victim] {
+        while get(url.clone(), id.clone(), ana.clone()).await["state"] != "running" {
+            assert!(std::time::Instant::now() < deadline, "{id} never started");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    drop(child); // SIGKILL: the runs' containers go on without their supervisor.
+    let gone = std::process::Command::new("docker")
+        .args(["rm", "-f", &format!("vre-run-{victim}")])
+        .output()
+        .unwrap();
+    assert!(gone.status.success());
+    // An object of this gateway that no record knows: removed at start.
+    let instance = std::fs::read_to_string(dir.path().join("instance-id")).unwrap();
+    let orphan = std::process::Command::new("docker")
+        .args([
+            "create",
+            "--network",
+            "none",
+            "--label",
+            "vre.managed=1",
+            "--label",
+        ])
+        .arg(format!("vre.instance={}", instance.trim()))
+        .args(["--label", "vre.run=run-unknown", TEST_IMAGE, "true"])
+        .output()
+        .unwrap();
+    assert!(
+        orphan.status.success(),
+        "{}",
+        String::from_utf8_lossy(&orphan.stderr)
+    );
+    let orphan_id = String::from_utf8(orphan.stdout).unwrap().trim().to_owned();
+
+    let (_child, url) = start_server(dir.path());
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let (s, v) = loop {
+        let s = get(url.clone(), survivor.clone(), ana.clone()).await;
+        let v = get(url.clone(), victim.clone(), ana.clone()).await;
+        if s["state"] == "finished" && v["state"] == "finished" {
+            break (s, v);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "outcomes never recorded: {s} {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        (s["outcome"].as_str(), s["exit_code"].as_i64()),
+        (Some("exited"), Some(5)),
+        "{s}"
+    );
+    let log = http
+        .get(format!("{url}/api/v1/runs/{survivor}/logs"))
+        .bearer_auth(&ana)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(log, "survived\n");
+    assert_eq!(v["outcome"], "vanished", "{v}");
+    let inspect = std::process::Command::new("docker")
+        .args(["inspect", &orphan_id])
+        .output()
+        .unwrap();
+    assert!(
+        !inspect.status.success(),
+        "the orphaned container is still there"
+    );
+    // Clean up the sandbox through the gateway.
+    let r = http
+        .delete(format!("{url}/api/v1/sandboxes/{sb}"))
+        .bearer_auth(&ana)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let out = vre(&["audit", "verify", "--data-dir", &d], &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extra_runs_queue_instead_of_failing() {
+    if !docker_available() {
+        return;
+    }
+    let data = TempDir::new("dataset");
+    let d = data.path().to_path_buf();
+    let app = TestApp::spawn_with(Engine::Sqlite, move |s| {
+        tiny(s, &d);
+        s.sandbox.max_concurrent_runs = 4;
+        s.sandbox.max_concurrent_runs_per_project = 1;
+    })
+    .await;
+    app.project("p1", &[("ana", "analyst")]).await;
+    let ana = app.token("ana", "analyst");
+    let op = app.token("op", "operator");
+    app.post("/api/v1/images", Some(&op), &json!({"name": TEST_IMAGE}))
+        .await;
+    let (_, sb) = app
+        .post(
+            "/api/v1/sandboxes",
+            Some(&ana),
+            &json!({"project": "p1", "image": TEST_IMAGE}),
+        )
+        .await;
+    let sb = sb["id"].as_str().unwrap().to_owned();
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let (st, r) = app
+            .post(
+                &format!("/api/v1/sandboxes/{sb}/runs"),
+                Some(&ana),
+                &json!({"cmd": ["sh", "-c", format!("sleep 1; echo {i}")]}),
+            )
+            .await;
+        assert_eq!(st, StatusCode::ACCEPTED);
+        ids.push(r["id"].as_str().unwrap().to_owned());
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut max_running = 0;
+    loop {
+        let (_, runs) = app
+            .get(&format!("/api/v1/sandboxes/{sb}/runs"), Some(&ana))
+            .await;
+        let runs = runs.as_array().unwrap().clone();
+        let running = runs.iter().filter(|r| r["state"] == "running").count();
+        max_running = max_running.max(running);
+        if runs.iter().all(|r| r["state"] == "finished") {
+            assert!(
+                runs.iter()
+                    .all(|r| r["outcome"] == "exited" && r["exit_code"] == 0),
+                "{runs:?}"
+            );
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{runs:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(max_running, 1, "one run at a time in the project");
+    app.stop().await;
+}
