@@ -750,3 +750,56 @@ async fn extra_runs_queue_instead_of_failing() {
     assert_eq!(max_running, 1, "one run at a time in the project");
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vre_run_streams_output_and_exits_with_the_runs_code() {
+    use crate::ingress::vre;
+    if !docker_available() {
+        return;
+    }
+    let w = world().await;
+    let ca = w.app.dir.path().join("tls/ca.pem");
+    let env = [
+        ("VRE_URL", w.app.url.as_str()),
+        ("VRE_CA", ca.to_str().unwrap()),
+        ("VRE_TOKEN", w.ana.as_str()),
+    ];
+    let sb = w.sandbox.clone();
+    let e: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let out = tokio::task::spawn_blocking(move || {
+        let env: Vec<(&str, &str)> = e.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let a = vre(
+            &[
+                "run",
+                &sb,
+                "--",
+                "sh",
+                "-c",
+                "echo one; sleep 1; echo two; exit 4",
+            ],
+            &env,
+        );
+        let b = vre(&["run", &sb, "--timeout", "1s", "--", "sleep", "30"], &env);
+        (a, b)
+    })
+    .await
+    .unwrap();
+    let (a, b) = out;
+    assert_eq!(
+        a.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&a.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&a.stdout), "one\ntwo\n");
+    assert_eq!(b.status.code(), Some(137));
+    assert!(
+        String::from_utf8_lossy(&b.stderr).contains("timed_out"),
+        "{}",
+        String::from_utf8_lossy(&b.stderr)
+    );
+    w.app.stop().await;
+}
