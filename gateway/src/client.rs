@@ -53,6 +53,21 @@ pub struct Refused {
     pub message: String,
 }
 
+/// The error a failed answer stands for: the gateway's own refusal when it sent one.
+async fn refusal(resp: reqwest::Response) -> anyhow::Error {
+    let status = resp.status();
+    let text = resp.text().await.unwrap_or_default();
+    match serde_json::from_str::<ErrorBody>(&text) {
+        Ok(e) => Refused {
+            status: status.as_u16(),
+            code: e.code,
+            message: e.message,
+        }
+        .into(),
+        Err(_) => anyhow::anyhow!("the gateway answered HTTP {status}: {text}"),
+    }
+}
+
 impl Client {
     pub fn new(url: &str, token: Option<String>, ca: Option<&Path>) -> anyhow::Result<Client> {
         Ok(Client {
@@ -75,20 +90,10 @@ impl Client {
             .send()
             .await
             .with_context(|| format!("cannot reach the gateway at {}", self.base))?;
-        let status = resp.status();
-        if status.is_success() {
+        if resp.status().is_success() {
             return resp.json().await.context("reading the gateway's answer");
         }
-        let text = resp.text().await.unwrap_or_default();
-        match serde_json::from_str::<ErrorBody>(&text) {
-            Ok(e) => Err(Refused {
-                status: status.as_u16(),
-                code: e.code,
-                message: e.message,
-            }
-            .into()),
-            Err(_) => anyhow::bail!("the gateway answered HTTP {status}: {text}"),
-        }
+        Err(refusal(resp).await)
     }
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
@@ -127,18 +132,8 @@ impl Client {
             .send()
             .await
             .with_context(|| format!("cannot reach the gateway at {}", self.base))?;
-        let status = resp.status();
-        if !status.is_success() {
-            let text = resp.text().await.unwrap_or_default();
-            if let Ok(e) = serde_json::from_str::<ErrorBody>(&text) {
-                return Err(Refused {
-                    status: status.as_u16(),
-                    code: e.code,
-                    message: e.message,
-                }
-                .into());
-            }
-            anyhow::bail!("the gateway answered HTTP {status}: {text}");
+        if !resp.status().is_success() {
+            return Err(refusal(resp).await);
         }
         let mut body = resp.bytes_stream();
         while let Some(chunk) = body.next().await {
@@ -154,20 +149,10 @@ impl Client {
             .send()
             .await
             .with_context(|| format!("cannot reach the gateway at {}", self.base))?;
-        let status = resp.status();
-        let text = resp.text().await?;
-        if status.is_success() {
-            return Ok(text);
+        if !resp.status().is_success() {
+            return Err(refusal(resp).await);
         }
-        match serde_json::from_str::<ErrorBody>(&text) {
-            Ok(e) => Err(Refused {
-                status: status.as_u16(),
-                code: e.code,
-                message: e.message,
-            }
-            .into()),
-            Err(_) => anyhow::bail!("the gateway answered HTTP {status}: {text}"),
-        }
+        Ok(resp.text().await?)
     }
 
     pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
@@ -184,17 +169,7 @@ impl Client {
             .await
             .with_context(|| format!("cannot reach the gateway at {}", self.base))?;
         if !resp.status().is_success() {
-            let status = resp.status();
-            let text = resp.text().await.unwrap_or_default();
-            if let Ok(e) = serde_json::from_str::<ErrorBody>(&text) {
-                return Err(Refused {
-                    status: status.as_u16(),
-                    code: e.code,
-                    message: e.message,
-                }
-                .into());
-            }
-            anyhow::bail!("the gateway answered HTTP {status}: {text}");
+            return Err(refusal(resp).await);
         }
         let sha = resp
             .headers()
