@@ -349,7 +349,9 @@ pub fn docker_available() -> bool {
         panic!("VRE_TEST_REQUIRE_DOCKER=1 but no Docker engine answers");
     }
     if !ok {
-        eprintln!("no Docker engine here: skipping a sandbox test (CI sets VRE_TEST_REQUIRE_DOCKER=1)");
+        eprintln!(
+            "no Docker engine here: skipping a sandbox test (CI sets VRE_TEST_REQUIRE_DOCKER=1)"
+        );
     }
     ok
 }
