@@ -10,6 +10,9 @@
 //! one row share their objects until one of them changes something: from then on the row's next
 //! cell gets freshly prepared ones.
 
+use std::panic::AssertUnwindSafe;
+
+use futures_util::FutureExt;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -395,20 +398,36 @@ async fn run_matrix(app: &TestApp) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_route_answers_every_caller_as_the_policy_says() {
-    let runs = engines().into_iter().map(|engine| async move {
-        let app = TestApp::spawn(engine).await;
-        let failures = run_matrix(&app).await;
-        app.stop().await;
-        (engine, failures)
+    // Every gateway is stopped, whatever happens to it or to the others (stopping removes the
+    // sandboxes and containers it made on the engine): a panic is caught where it happens and
+    // raised again only once all engines are done.
+    let runs = engines().into_iter().map(|engine| {
+        AssertUnwindSafe(async move {
+            let app = TestApp::spawn(engine).await;
+            let failures = AssertUnwindSafe(run_matrix(&app)).catch_unwind().await;
+            app.stop().await;
+            failures
+        })
+        .catch_unwind()
+        .map(move |r| (engine, r.and_then(|f| f)))
     });
-    for (engine, failures) in futures_util::future::join_all(runs).await {
-        assert!(
-            failures.is_empty(),
-            "{engine:?}: {} cells differ from the table:\n{}",
-            failures.len(),
-            failures.join("\n")
-        );
+    let mut panics = Vec::new();
+    let mut differ = Vec::new();
+    for (engine, outcome) in futures_util::future::join_all(runs).await {
+        match outcome {
+            Ok(failures) if failures.is_empty() => {}
+            Ok(failures) => differ.push(format!(
+                "{engine:?}: {} cells differ from the table:\n{}",
+                failures.len(),
+                failures.join("\n")
+            )),
+            Err(panic) => panics.push(panic),
+        }
     }
+    if let Some(panic) = panics.into_iter().next() {
+        std::panic::resume_unwind(panic);
+    }
+    assert!(differ.is_empty(), "{}", differ.join("\n"));
 }
 
 /// The table cannot silently fall behind the router: its routes are exactly the OpenAPI
