@@ -9,11 +9,19 @@
 //! leaves no trace in it, and an allowed write appends to it. That check is what lets cells of
 //! one row share their objects until one of them changes something: from then on the row's next
 //! cell gets freshly prepared ones.
+//!
+//! The sandbox rows need a container engine (their fixtures are real sandboxes and runs): where
+//! no Docker engine answers they are skipped, and the rest of the matrix still runs. They stay
+//! in the table either way, so the coverage check sees every route.
 
+use std::panic::AssertUnwindSafe;
+use std::time::Duration;
+
+use futures_util::FutureExt;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::support::{Engine, TestApp, engines};
+use crate::support::{Engine, TEST_IMAGE, TestApp, docker_available, engines};
 
 /// Who calls. Members are members of the project the called object belongs to; everyone else
 /// is a member of no project, except the outsider, who is an analyst in another one.
@@ -96,6 +104,24 @@ enum Prep {
     WithFile,
     /// The project and an ingress application of the requester's (an archive with `main.py`).
     Ingress,
+    /// The project, and the test image allowed for sandboxes.
+    Allowed,
+    /// A sandbox of the project, on the allowed image.
+    Sandbox,
+    /// The sandbox and an ingress application of the requester's, approved (ready to stage).
+    Staging,
+    /// The sandbox and a run of the requester's in it, finished.
+    Run,
+}
+
+impl Prep {
+    /// Whether the fixture lives on the container engine.
+    fn needs_engine(self) -> bool {
+        matches!(
+            self,
+            Prep::Allowed | Prep::Sandbox | Prep::Staging | Prep::Run
+        )
+    }
 }
 
 /// The archive ingress rows upload (and the one `Prep::Ingress` submits).
@@ -114,6 +140,10 @@ fn small_tar() -> Vec<u8> {
 enum Effect {
     Reads,
     Writes,
+    /// Writes, and starts a run whose supervisor goes on appending (its start and its end):
+    /// the cell waits for the run to finish before it reads the audit log's head, so the next
+    /// cell starts from a quiet log.
+    Starts,
 }
 
 /// The objects one cell was prepared with; `n` makes its names unique.
@@ -122,20 +152,31 @@ struct World {
     project: String,
     app: String,
     attachment: String,
+    sandbox: String,
+    run: String,
 }
 
 type Body = fn(&World) -> Option<Value>;
 
 struct Row {
     method: Method,
-    /// The route as the router (and the OpenAPI document) spells it; `{id}` is the project or
-    /// the application, `{subject}` the member to remove, `{attachment}` the attachment.
+    /// The route as the router (and the OpenAPI document) spells it; `{id}` is the project, the
+    /// application, the sandbox or the run, `{subject}` the member to remove, `{attachment}`
+    /// the attachment.
     path: &'static str,
     prep: Prep,
     body: Body,
     effect: Effect,
     /// One status per caller, in the order of [`WHO`].
     expect: [u16; 12],
+}
+
+impl Row {
+    /// Whether the row needs a container engine: its fixtures are on one, or its allowed
+    /// request asks one (allowing an image pins the ID the engine has for it).
+    fn needs_engine(&self) -> bool {
+        self.prep.needs_engine() || (self.method == Method::Post && self.path == "/api/v1/images")
+    }
 }
 
 fn row(
@@ -188,6 +229,18 @@ fn institution_review(_: &World) -> Option<Value> {
 fn committee_opinion(_: &World) -> Option<Value> {
     Some(json!({"kind": "committee_opinion", "text": "No concerns."}))
 }
+fn test_image(_: &World) -> Option<Value> {
+    Some(json!({"name": TEST_IMAGE}))
+}
+fn new_sandbox(w: &World) -> Option<Value> {
+    Some(json!({"project": w.project, "image": TEST_IMAGE}))
+}
+fn staging(w: &World) -> Option<Value> {
+    Some(json!({"application": w.app}))
+}
+fn new_run(_: &World) -> Option<Value> {
+    Some(json!({"cmd": ["true"]}))
+}
 
 /// The policy. Reads of one object answer 404 to callers who may not see it (they must not
 /// learn it exists); callers who may see it but not act on it get 403; no token is 401.
@@ -227,6 +280,17 @@ fn table() -> Vec<Row> {
         row(Post,   "/api/v1/ingress",                                         Project,          none,               Writes, [401, 403, 403, 403, 403, 403, 403, 403,   201, 201, 403,   403]),
         row(Get,    "/api/v1/applications/{id}/manifest",                      Ingress,          none,               Reads,  [401, 404, 404, 200, 404, 200, 200, 200,   200, 200, 200,   404]),
         row(Get,    "/api/v1/applications/{id}/file",                          Ingress,          none,               Writes, [401, 404, 404, 200, 404, 403, 403, 403,   200, 200, 200,   404]),
+        row(Get,    "/api/v1/images",                                          Nothing,          none,               Reads,  [401, 403, 200, 200, 200, 200, 200, 200,   200, 200, 200,   200]),
+        row(Post,   "/api/v1/images",                                          Nothing,          test_image,         Writes, [401, 403, 403, 403, 200, 403, 403, 403,   403, 403, 403,   403]),
+        row(Get,    "/api/v1/sandboxes",                                       Nothing,          none,               Reads,  [401, 403, 200, 200, 200, 200, 200, 200,   200, 200, 200,   200]),
+        row(Post,   "/api/v1/sandboxes",                                       Allowed,          new_sandbox,        Writes, [401, 403, 403, 403, 201, 403, 403, 403,   201, 201, 403,   403]),
+        row(Get,    "/api/v1/sandboxes/{id}",                                  Sandbox,          none,               Reads,  [401, 404, 404, 404, 200, 404, 200, 200,   200, 200, 404,   404]),
+        row(Post,   "/api/v1/sandboxes/{id}/ingress",                          Staging,          staging,            Writes, [401, 404, 404, 404, 200, 404, 403, 403,   200, 200, 404,   404]),
+        row(Get,    "/api/v1/sandboxes/{id}/runs",                             Run,              none,               Reads,  [401, 404, 404, 404, 200, 404, 200, 200,   200, 200, 404,   404]),
+        row(Post,   "/api/v1/sandboxes/{id}/runs",                             Sandbox,          new_run,            Starts, [401, 404, 404, 404, 403, 404, 403, 403,   202, 202, 404,   404]),
+        row(Get,    "/api/v1/runs/{id}",                                       Run,              none,               Reads,  [401, 404, 404, 404, 200, 404, 200, 200,   200, 200, 404,   404]),
+        row(Get,    "/api/v1/runs/{id}/logs",                                  Run,              none,               Reads,  [401, 404, 404, 404, 403, 404, 403, 403,   200, 200, 404,   404]),
+        row(Delete, "/api/v1/sandboxes/{id}",                                  Sandbox,          none,               Writes, [401, 404, 404, 404, 200, 404, 403, 403,   200, 200, 404,   404]),
     ]
 }
 
@@ -247,6 +311,53 @@ async fn audit_seq(app: &TestApp) -> i64 {
         .unwrap()
 }
 
+/// Waits until the run has finished (and with it the audit events of its supervisor); returns
+/// its record.
+async fn finished_run(app: &TestApp, id: &str) -> Value {
+    let t = app.token("ana", "analyst");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (st, b) = app.get(&format!("/api/v1/runs/{id}"), Some(&t)).await;
+        assert_eq!(st, StatusCode::OK, "{b}");
+        if b["state"] == "finished" {
+            return b;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "run {id} has not finished after 60 s: {b}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Allows the test image, as an operator.
+async fn allow_test_image(app: &TestApp) {
+    let t = app.token("prep-op", "operator");
+    let (st, b) = app
+        .post("/api/v1/images", Some(&t), &json!({"name": TEST_IMAGE}))
+        .await;
+    assert_eq!(
+        st,
+        StatusCode::OK,
+        "allowing {TEST_IMAGE} (made by deploy/images/build-test-image.sh): {b}"
+    );
+}
+
+/// Uploads the small archive to the project as the requester; returns the application's id.
+async fn upload_ingress(app: &TestApp, project: &str) -> String {
+    let t = app.token("ana", "analyst");
+    let (st, b) = app
+        .request_raw(
+            reqwest::Method::POST,
+            &format!("/api/v1/ingress?project={project}&name=prep"),
+            Some(&t),
+            small_tar(),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{b}");
+    b["application"]["id"].as_str().unwrap().to_owned()
+}
+
 /// Creates what the cell needs, with names of its own.
 async fn prepare(app: &TestApp, n: usize, prep: Prep) -> World {
     let mut w = World {
@@ -254,6 +365,8 @@ async fn prepare(app: &TestApp, n: usize, prep: Prep) -> World {
         project: String::new(),
         app: String::new(),
         attachment: String::new(),
+        sandbox: String::new(),
+        run: String::new(),
     };
     if prep == Prep::Nothing {
         return w;
@@ -273,17 +386,53 @@ async fn prepare(app: &TestApp, n: usize, prep: Prep) -> World {
         return w;
     }
     if prep == Prep::Ingress {
-        let t = app.token("ana", "analyst");
+        w.app = upload_ingress(app, &w.project).await;
+        return w;
+    }
+    if prep.needs_engine() {
+        allow_test_image(app).await;
+        if prep == Prep::Allowed {
+            return w;
+        }
+        let ana = app.token("ana", "analyst");
         let (st, b) = app
-            .request_raw(
-                reqwest::Method::POST,
-                &format!("/api/v1/ingress?project={}&name=prep", w.project),
-                Some(&t),
-                small_tar(),
+            .post(
+                "/api/v1/sandboxes",
+                Some(&ana),
+                &json!({"project": w.project, "image": TEST_IMAGE}),
             )
             .await;
         assert_eq!(st, StatusCode::CREATED, "{b}");
-        w.app = b["application"]["id"].as_str().unwrap().to_owned();
+        w.sandbox = b["id"].as_str().unwrap().to_owned();
+        match prep {
+            Prep::Staging => {
+                w.app = upload_ingress(app, &w.project).await;
+                let (st, b) = app.vote(&w.app, "prep-rev", "approve").await;
+                assert_eq!(
+                    (st, b["state"].as_str()),
+                    (StatusCode::OK, Some("approved")),
+                    "{b}"
+                );
+            }
+            Prep::Run => {
+                let (st, b) = app
+                    .post(
+                        &format!("/api/v1/sandboxes/{}/runs", w.sandbox),
+                        Some(&ana),
+                        &json!({"cmd": ["true"]}),
+                    )
+                    .await;
+                assert_eq!(st, StatusCode::ACCEPTED, "{b}");
+                w.run = b["id"].as_str().unwrap().to_owned();
+                let run = finished_run(app, &w.run).await;
+                assert_eq!(
+                    (run["outcome"].as_str(), run["exit_code"].as_i64()),
+                    (Some("exited"), Some(0)),
+                    "{run}"
+                );
+            }
+            _ => {}
+        }
         return w;
     }
     w.app = app
@@ -318,6 +467,10 @@ async fn prepare(app: &TestApp, n: usize, prep: Prep) -> World {
 fn path_of(row: &Row, w: &World) -> String {
     let object = if row.path.starts_with("/api/v1/projects/") {
         &w.project
+    } else if row.path.starts_with("/api/v1/sandboxes/") {
+        &w.sandbox
+    } else if row.path.starts_with("/api/v1/runs/") {
+        &w.run
     } else {
         &w.app
     };
@@ -333,8 +486,9 @@ fn path_of(row: &Row, w: &World) -> String {
         + &query
 }
 
-/// Runs every cell of the table against one gateway; returns the cells that went wrong.
-async fn run_matrix(app: &TestApp) -> Vec<String> {
+/// Runs every cell of the table against one gateway; returns the cells that went wrong. The
+/// rows that need a container engine run only when `engine` is set.
+async fn run_matrix(app: &TestApp, engine: bool) -> Vec<String> {
     app.project("elsewhere", &[("bob", "analyst")]).await;
     let tokens: Vec<Option<String>> = WHO
         .iter()
@@ -343,6 +497,9 @@ async fn run_matrix(app: &TestApp) -> Vec<String> {
     let mut failures = Vec::new();
     let mut n = 0;
     for row in table() {
+        if row.needs_engine() && !engine {
+            continue;
+        }
         let mut world = None;
         for (col, who) in WHO.iter().enumerate() {
             n += 1;
@@ -369,6 +526,11 @@ async fn run_matrix(app: &TestApp) -> Vec<String> {
                 )
                 .await
             };
+            if row.effect == Effect::Starts && status.is_success() {
+                if let Some(run) = body["id"].as_str() {
+                    finished_run(app, run).await;
+                }
+            }
             let after = audit_seq(app).await;
             let cell = format!("{method} {} as {who:?}", row.path);
             let want = row.expect[col];
@@ -378,7 +540,7 @@ async fn run_matrix(app: &TestApp) -> Vec<String> {
                 failures.push(format!("{cell}: code {}, want {code}", body["code"]));
             }
             let wrote = after > before;
-            let should_write = status.is_success() && row.effect == Effect::Writes;
+            let should_write = status.is_success() && row.effect != Effect::Reads;
             if wrote != should_write {
                 failures.push(format!(
                     "{cell}: the audit log went from {before} to {after} on a {status}"
@@ -395,20 +557,39 @@ async fn run_matrix(app: &TestApp) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_route_answers_every_caller_as_the_policy_says() {
-    let runs = engines().into_iter().map(|engine| async move {
-        let app = TestApp::spawn(engine).await;
-        let failures = run_matrix(&app).await;
-        app.stop().await;
-        (engine, failures)
+    let docker = docker_available();
+    // Every gateway is stopped, whatever happens to it or to the others (stopping removes the
+    // sandboxes and containers it made on the engine): a panic is caught where it happens and
+    // raised again only once all engines are done.
+    let runs = engines().into_iter().map(|engine| {
+        AssertUnwindSafe(async move {
+            let app = TestApp::spawn(engine).await;
+            let failures = AssertUnwindSafe(run_matrix(&app, docker))
+                .catch_unwind()
+                .await;
+            app.stop().await;
+            failures
+        })
+        .catch_unwind()
+        .map(move |r| (engine, r.and_then(|f| f)))
     });
-    for (engine, failures) in futures_util::future::join_all(runs).await {
-        assert!(
-            failures.is_empty(),
-            "{engine:?}: {} cells differ from the table:\n{}",
-            failures.len(),
-            failures.join("\n")
-        );
+    let mut panics = Vec::new();
+    let mut differ = Vec::new();
+    for (engine, outcome) in futures_util::future::join_all(runs).await {
+        match outcome {
+            Ok(failures) if failures.is_empty() => {}
+            Ok(failures) => differ.push(format!(
+                "{engine:?}: {} cells differ from the table:\n{}",
+                failures.len(),
+                failures.join("\n")
+            )),
+            Err(panic) => panics.push(panic),
+        }
     }
+    if let Some(panic) = panics.into_iter().next() {
+        std::panic::resume_unwind(panic);
+    }
+    assert!(differ.is_empty(), "{}", differ.join("\n"));
 }
 
 /// The table cannot silently fall behind the router: its routes are exactly the OpenAPI
