@@ -434,6 +434,9 @@ pub async fn recover(state: AppState) {
 
 async fn recover_once(state: &AppState) -> anyhow::Result<()> {
     let backend = state.sandboxes.backend.clone();
+    // Volumes newer than this may belong to a sandbox being created right now, whose record
+    // is not committed yet: they are left alone.
+    let cutoff = time::OffsetDateTime::now_utc() - Duration::from_secs(60);
     let (runs, sandboxes) = {
         let mut conn = state.db.pool().acquire().await?;
         (
@@ -503,7 +506,14 @@ async fn recover_once(state: &AppState) -> anyhow::Result<()> {
             .get(sandbox_runner::LABEL_SANDBOX)
             .cloned()
             .unwrap_or_default();
-        if !live_sandboxes.contains(&sb) {
+        let recent = v
+            .created
+            .as_deref()
+            .and_then(|c| {
+                time::OffsetDateTime::parse(c, &time::format_description::well_known::Rfc3339).ok()
+            })
+            .is_none_or(|c| c > cutoff);
+        if !live_sandboxes.contains(&sb) && !recent {
             tracing::info!(volume = %v.name, "removing an orphaned volume");
             let _ = backend.remove_sandbox(&sb).await;
         }

@@ -634,6 +634,7 @@ impl SandboxBackend for DockerBackend {
             .map(|c| Managed {
                 name: c.id.unwrap_or_default(),
                 labels: c.labels.unwrap_or_default(),
+                created: None,
             })
             .collect())
     }
@@ -656,6 +657,7 @@ impl SandboxBackend for DockerBackend {
             .map(|v| Managed {
                 name: v.name,
                 labels: v.labels,
+                created: v.created_at,
             })
             .collect())
     }

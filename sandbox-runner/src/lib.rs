@@ -136,6 +136,8 @@ pub enum RunState {
 pub struct Managed {
     pub name: String,
     pub labels: HashMap<String, String>,
+    /// When the engine created it (RFC 3339), when it says.
+    pub created: Option<String>,
 }
 
 /// What the engine is.
