@@ -150,12 +150,13 @@ where
     }
     let scanned = scanned.map_err(IngestError::Refused)?;
     let (sha256, size) = stored?;
+    let tar_sha256 = scanned.tar_sha256.clone().unwrap_or_else(|| sha256.clone());
     blob.set_content(sha256, size);
     Ok(Ingested {
         blob,
         format: scanned.format,
         upload_bytes: uploaded,
-        tar_sha256: scanned.tar_sha256,
+        tar_sha256,
         unpacked_bytes: scanned.unpacked,
         entries: scanned.entries,
         checks: scanned.checks,
@@ -192,7 +193,7 @@ fn store_worker(mut file: std::fs::File, rx: Receiver<Bytes>) -> anyhow::Result<
 
 struct Scanned {
     format: Format,
-    tar_sha256: String,
+    tar_sha256: Option<String>,
     unpacked: u64,
     entries: Vec<ManifestEntry>,
     checks: Vec<CheckResult>,
@@ -277,8 +278,8 @@ impl Unpacker {
         self.compressed_in += chunk.len() as u64;
         let format = *self.format.get_or_insert_with(|| Format::sniff(chunk));
         if format == Format::Tar {
+            // The tar is the upload: its hash is the upload's, computed by the store worker.
             self.unpacked_out += chunk.len() as u64;
-            self.tar_hasher.update(chunk);
             return self.scanner.feed(chunk, sink);
         }
         if self.zstd.is_none() {
@@ -297,7 +298,12 @@ impl Unpacker {
                 .map_err(zstd_error)?;
             input = &input[st.bytes_read..];
             let produced = &self.out[..st.bytes_written];
-            self.frame_done = st.remaining == 0;
+            // A call that neither read nor wrote (asking for more output after the buffer came
+            // back full) says nothing about the frame: after a frame's end it already hints at
+            // the next frame's header.
+            if st.bytes_read > 0 || st.bytes_written > 0 {
+                self.frame_done = st.remaining == 0;
+            }
             if !produced.is_empty() {
                 self.unpacked_out += produced.len() as u64;
                 self.tar_hasher.update(produced);
@@ -310,8 +316,9 @@ impl Unpacker {
         }
     }
 
-    /// At the end of the upload: the tar and the zstd stream must both be complete.
-    pub fn finish(&mut self) -> Result<String, Violation> {
+    /// At the end of the upload: the tar and the zstd stream must both be complete. Returns the
+    /// SHA-256 of the decompressed tar; `None` for a plain tar, whose hash is the upload's.
+    pub fn finish(&mut self) -> Result<Option<String>, Violation> {
         if self.format == Some(Format::TarZstd) && !self.frame_done {
             return Err(Violation {
                 rule: Rule::Truncated,
@@ -320,7 +327,12 @@ impl Unpacker {
             });
         }
         self.scanner.finish()?;
-        Ok(hex::encode(std::mem::take(&mut self.tar_hasher).finalize()))
+        if self.format == Some(Format::Tar) {
+            return Ok(None);
+        }
+        Ok(Some(hex::encode(
+            std::mem::take(&mut self.tar_hasher).finalize(),
+        )))
     }
 }
 

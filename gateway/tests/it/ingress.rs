@@ -759,6 +759,27 @@ fn walk_files(p: &std::path::Path) -> Vec<std::path::PathBuf> {
     out
 }
 
+#[tokio::test]
+async fn zstd_archives_whose_tar_ends_on_a_buffer_boundary_are_accepted() {
+    // 512 + 260608 + 1024 = 2 x 128 KiB: the decoder's last output fills its buffer exactly.
+    let tar = tar_of(&[("data.bin", F, 0o644, &vec![3u8; 260_608])]);
+    assert_eq!(tar.len(), 2 * 128 * 1024);
+    let app = TestApp::spawn(crate::support::Engine::Sqlite).await;
+    app.project("p1", &[("ana", "analyst")]).await;
+    let ana = app.token("ana", "analyst");
+    for level in [1, 3, 19] {
+        let z = zstd::stream::encode_all(&tar[..], level).unwrap();
+        let (st, b) = upload(&app, &ana, "p1", "aligned", z).await;
+        assert_eq!(st, StatusCode::CREATED, "level {level}: {b}");
+        assert_eq!(b["archive"]["tar_sha256"], gateway::sha256_hex(&tar));
+    }
+    // A plain tar's tar hash is its upload hash.
+    let (st, b) = upload(&app, &ana, "p1", "plain", tar.clone()).await;
+    assert_eq!(st, StatusCode::CREATED, "{b}");
+    assert_eq!(b["archive"]["tar_sha256"], b["archive"]["sha256"]);
+    app.stop().await;
+}
+
 #[test]
 fn the_corpus_is_what_it_says() {
     let mut bad = ustar_header(b"x", b'0', 0, 0o644);
