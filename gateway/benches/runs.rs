@@ -1,0 +1,710 @@
+//! Benchmark: what a run through the gateway costs, next to the engine doing the same work.
+//!
+//! Run it with `cargo bench -p gateway --bench runs` (release build; needs the Docker engine
+//! and the test image `vre-test/busybox:latest`, made by `deploy/images/build-test-image.sh`).
+//! It is a benchmark, not a test: it prints figures and PASS/MISS against the targets, and exits
+//! 0 whether they are met or not. Built as a test (`cargo test --all-targets`), it does nothing.
+//!
+//! In one run, side by side, each over the same trivial command (`true`):
+//!
+//! 1. gateway  — `POST /api/v1/sandboxes/{id}/runs {"cmd":["true"]}` on an in-process gateway
+//!    over HTTPS on loopback, then `GET /api/v1/runs/{id}` every `POLL` until `state` is
+//!    `finished`: the time from sending the POST to seeing `finished`.
+//! 2. bollard  — the bare engine cycle, `create_container` / `start_container` /
+//!    `wait_container(..).next()` / `remove_container(force)`, with the very create request the
+//!    gateway sends (`sandbox_runner::hardening::run_container`), on the same sandbox's volumes.
+//! 3. docker run --rm — the CLI: `docker run --rm --network none --read-only --cap-drop ALL
+//!    --security-opt no-new-privileges -u 65534:65534 vre-test/busybox:latest true`.
+//! 4. throughput — `RUNS_TOTAL` gateway runs by `CLIENTS` concurrent clients (each POSTs and
+//!    polls, then starts its next run), with the gateway allowing `CLIENTS` runs at once, once
+//!    polling every `POLL` and once every `SLOW_POLL` (on a small machine the status requests
+//!    of 8 clients polling every few ms take CPU the engine needs), each with the CPU time
+//!    used meanwhile by this process and by the engine's daemons; the bare bollard cycle at the
+//!    same concurrency next to it.
+//!
+//! Each latency series has `WARMUP` discarded runs, then `SAMPLES` measured ones (override with
+//! `VRE_BENCH_SAMPLES`, and the poll interval with `VRE_BENCH_POLL_MS`); the three series are interleaved round by round, so a drift of the
+//! machine touches them alike. Two splits of the medians show where the time goes: for the
+//! gateway, from the run's own timestamps (milliseconds), POST to container started (queue,
+//! create, start), started to the supervisor's end (wait, last output measurement, logs,
+//! remove, log digest), and the rest (recording the end, the client's polling); for the bare
+//! cycle, each of its four engine calls.
+//!
+//! Targets: gateway p50 <= 1.3 x bollard p50, and gateway p50 <= 0.5 x `docker run --rm` p50.
+//!
+//! Everything the bench creates (project, sandbox and its volumes, containers) belongs to a
+//! gateway with a temporary data dir; the sandbox is deleted through the API at the end and
+//! anything left with that gateway's instance label is removed from the engine.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bollard::Docker;
+use bollard::query_parameters::{CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder};
+use futures_util::StreamExt;
+use gateway::config::Settings;
+use gateway::keys::Ed25519Key;
+use policy::ids::Subject;
+use policy::roles::RoleSet;
+use serde_json::{Value, json};
+
+const IMAGE: &str = "vre-test/busybox:latest";
+const WARMUP: usize = 5;
+const SAMPLES: usize = 40;
+/// How often a client asks whether its run has finished (override with `VRE_BENCH_POLL_MS`).
+const POLL: Duration = Duration::from_millis(5);
+/// The throughput is measured at `POLL` and again at this interval, to show what the clients'
+/// own polling costs the machine.
+const SLOW_POLL: Duration = Duration::from_millis(25);
+const CLIENTS: usize = 8;
+const RUNS_TOTAL: usize = 64;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type Res<T> = Result<T, BoxError>;
+
+fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this binary without it.
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    if let Err(e) = rt.block_on(bench()) {
+        eprintln!("the benchmark failed: {e}");
+        std::process::exit(1);
+    }
+}
+
+async fn bench() -> Res<()> {
+    let env = |k: &str| std::env::var(k).ok().and_then(|s| s.parse::<u64>().ok());
+    let samples = env("VRE_BENCH_SAMPLES").map_or(SAMPLES, |n| n as usize);
+    let poll = env("VRE_BENCH_POLL_MS").map_or(POLL, Duration::from_millis);
+    preflight()?;
+    let mut gw = Gateway::start().await?;
+    let result = match gw.setup().await {
+        Ok(()) => measure(&gw, samples, poll).await,
+        Err(e) => Err(e),
+    };
+    // Whatever happened, nothing is left behind on the engine.
+    gw.stop().await;
+    let report = result?;
+    report.print(samples, poll);
+    Ok(())
+}
+
+/// The engine answers and the image is there.
+fn preflight() -> Res<()> {
+    let ok = std::process::Command::new("docker")
+        .args(["image", "inspect", "--format", "{{.Id}}", IMAGE])
+        .output()?
+        .status
+        .success();
+    if !ok {
+        return Err(format!(
+            "no Docker engine here, or no image {IMAGE} (run deploy/images/build-test-image.sh)"
+        )
+        .into());
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The gateway, in process.
+
+struct Gateway {
+    url: String,
+    http: reqwest::Client,
+    state: gateway::state::AppState,
+    settings: Settings,
+    instance: String,
+    analyst: String,
+    sandbox: Value,
+    /// Status requests sent by `run_true`.
+    polls: std::sync::atomic::AtomicUsize,
+    stop: tokio::sync::oneshot::Sender<()>,
+    join: tokio::task::JoinHandle<anyhow::Result<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Gateway {
+    /// A gateway on a temporary data dir (SQLite), listening on a free loopback port.
+    async fn start() -> Res<Gateway> {
+        let dir = tempfile::Builder::new()
+            .prefix("vre-bench-runs-")
+            .tempdir()?;
+        let mut settings = Settings {
+            data_dir: dir.path().to_path_buf(),
+            listen: "127.0.0.1:0".parse()?,
+            ..Default::default()
+        };
+        settings.sandbox.max_concurrent_runs = CLIENTS;
+        settings.sandbox.max_concurrent_runs_per_project = CLIENTS;
+        let app = gateway::startup::Application::build(settings.clone()).await?;
+        let url = format!("https://127.0.0.1:{}", app.addr().port());
+        let state = app.state().clone();
+        let ca = app.ca_file().ok_or("the gateway made no CA")?.to_path_buf();
+        let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+        let join = tokio::spawn(app.run_until_stopped(async move {
+            let _ = rx.await;
+        }));
+        let http = gateway::client::http_client(Some(&ca))?;
+        let instance = std::fs::read_to_string(dir.path().join("instance-id"))?
+            .trim()
+            .to_owned();
+        Ok(Gateway {
+            url,
+            http,
+            state,
+            settings,
+            instance,
+            analyst: String::new(),
+            sandbox: Value::Null,
+            polls: Default::default(),
+            stop,
+            join,
+            _dir: dir,
+        })
+    }
+
+    /// A project `bench` with the analyst `ana`, the test image allowed, one sandbox.
+    async fn setup(&mut self) -> Res<()> {
+        let admin = self.token("root", "admin")?;
+        self.analyst = self.token("ana", "analyst")?;
+        let op = self.token("op", "operator")?;
+        self.call(
+            reqwest::Method::POST,
+            "/api/v1/projects",
+            &admin,
+            Some(json!({"id": "bench", "title": "Benchmark",
+                        "members": [{"subject": "ana", "role": "analyst"}]})),
+        )
+        .await?;
+        self.call(
+            reqwest::Method::POST,
+            "/api/v1/images",
+            &op,
+            Some(json!({"name": IMAGE})),
+        )
+        .await?;
+        let ana = self.analyst.clone();
+        self.sandbox = self
+            .call(
+                reqwest::Method::POST,
+                "/api/v1/sandboxes",
+                &ana,
+                Some(json!({"project": "bench", "image": IMAGE})),
+            )
+            .await?;
+        Ok(())
+    }
+
+    fn token(&self, sub: &str, roles: &str) -> Res<String> {
+        let key = Ed25519Key::load_or_create(&self.settings.data_dir.join("keys/token.pem"))?;
+        Ok(gateway::auth::issue(
+            &key,
+            &self.settings.auth,
+            &Subject::parse(sub)?,
+            RoleSet::parse_list(roles)?,
+            Duration::from_secs(3600),
+        )?)
+    }
+
+    fn sandbox_id(&self) -> String {
+        self.sandbox["id"].as_str().unwrap_or_default().to_owned()
+    }
+
+    /// One API call; an answer other than 2xx is an error.
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> Res<Value> {
+        let mut r = self
+            .http
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(token);
+        if let Some(b) = body {
+            r = r.json(&b);
+        }
+        let resp = r.send().await?;
+        let status = resp.status();
+        let text = resp.text().await?;
+        if !status.is_success() {
+            return Err(format!("{path}: {status}: {text}").into());
+        }
+        Ok(serde_json::from_str(&text)?)
+    }
+
+    /// One run of `true`, from the POST to seeing it finished; returns the time and the run.
+    async fn run_true(&self, poll: Duration) -> Res<(Duration, Value)> {
+        let path = format!("/api/v1/sandboxes/{}/runs", self.sandbox_id());
+        let t0 = Instant::now();
+        let run = self
+            .call(
+                reqwest::Method::POST,
+                &path,
+                &self.analyst,
+                Some(json!({"cmd": ["true"]})),
+            )
+            .await?;
+        let get = format!("/api/v1/runs/{}", run["id"].as_str().unwrap_or_default());
+        loop {
+            self.polls
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let r = self
+                .call(reqwest::Method::GET, &get, &self.analyst, None)
+                .await?;
+            if r["state"] == "finished" {
+                let took = t0.elapsed();
+                if r["outcome"] != "exited" || r["exit_code"] != 0 {
+                    return Err(format!("the run did not succeed: {r}").into());
+                }
+                return Ok((took, r));
+            }
+            tokio::time::sleep(poll).await;
+        }
+    }
+
+    /// Deletes the sandbox through the API, stops the gateway, and removes from the engine
+    /// anything still labelled with this gateway's instance.
+    async fn stop(self) {
+        let path = format!("/api/v1/sandboxes/{}", self.sandbox_id());
+        if !self.sandbox.is_null() {
+            if let Err(e) = self
+                .call(reqwest::Method::DELETE, &path, &self.analyst, None)
+                .await
+            {
+                eprintln!("removing the sandbox: {e}");
+            }
+        }
+        let _ = self.stop.send(());
+        let _ = self.join.await;
+        let filter = format!("label=vre.instance={}", self.instance);
+        let list = |args: &[&str]| -> Vec<String> {
+            std::process::Command::new("docker")
+                .args(args)
+                .output()
+                .map(|o| {
+                    String::from_utf8_lossy(&o.stdout)
+                        .lines()
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let containers = list(&["ps", "-aq", "--filter", &filter]);
+        if !containers.is_empty() {
+            eprintln!("removing {} leftover container(s)", containers.len());
+            let _ = std::process::Command::new("docker")
+                .args(["rm", "-f"])
+                .args(&containers)
+                .output();
+        }
+        let volumes = list(&["volume", "ls", "-q", "--filter", &filter]);
+        if !volumes.is_empty() {
+            eprintln!("removing {} leftover volume(s)", volumes.len());
+            let _ = std::process::Command::new("docker")
+                .args(["volume", "rm", "-f"])
+                .args(&volumes)
+                .output();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The bare engine cycle, with the gateway's own create request.
+
+struct Bare {
+    docker: Docker,
+    instance: String,
+    sandbox: sandbox_runner::SandboxSpec,
+    features: sandbox_runner::hardening::EngineFeatures,
+}
+
+impl Bare {
+    async fn new(gw: &Gateway) -> Res<Bare> {
+        let docker = Docker::connect_with_local_defaults()?.with_timeout(Duration::from_secs(30));
+        let api = docker.version().await?.api_version.unwrap_or_default();
+        let (major, minor) = api
+            .split_once('.')
+            .and_then(|(a, b)| Some((a.parse::<u32>().ok()?, b.parse::<u32>().ok()?)))
+            .unwrap_or((1, 0));
+        let class = gw
+            .state
+            .sandboxes
+            .class(gw.sandbox["resource_class"].as_str().unwrap_or_default())
+            .ok_or("the sandbox's class")?;
+        // The sandbox the gateway made (no ingress, no dataset): its volumes are mounted.
+        let sandbox = sandbox_runner::SandboxSpec {
+            id: gw.sandbox_id(),
+            project: "bench".into(),
+            image_id: gw.sandbox["image_id"].as_str().unwrap_or_default().into(),
+            resources: gateway::sandboxes::resources(class),
+            ingress: Vec::new(),
+            datasets: Vec::new(),
+            runtime: gw.settings.sandbox.runtime.clone(),
+        };
+        Ok(Bare {
+            docker,
+            instance: gw.instance.clone(),
+            sandbox,
+            features: sandbox_runner::hardening::EngineFeatures {
+                recursive_read_only: (major, minor) >= (1, 44),
+            },
+        })
+    }
+
+    /// create, start, wait, remove: one container running `true`. Returns the whole cycle and
+    /// the time of each of the four calls.
+    async fn cycle(&self, n: usize) -> Res<(Duration, [Duration; 4])> {
+        let run = sandbox_runner::RunSpec {
+            id: format!("bench-{n}"),
+            sandbox: self.sandbox.clone(),
+            cmd: vec!["true".into()],
+            env: Vec::new(),
+        };
+        let name = sandbox_runner::hardening::run_container_name(&run.id);
+        let body = sandbox_runner::hardening::run_container(&self.instance, &run, self.features);
+        let t0 = Instant::now();
+        let id = self
+            .docker
+            .create_container(
+                Some(CreateContainerOptionsBuilder::default().name(&name).build()),
+                body,
+            )
+            .await?
+            .id;
+        let t1 = Instant::now();
+        let mut t2 = t1;
+        let result: Res<()> = async {
+            self.docker.start_container(&id, None).await?;
+            t2 = Instant::now();
+            match self.docker.wait_container(&id, None).next().await {
+                Some(Ok(w)) if w.status_code == 0 => Ok(()),
+                other => Err(format!("the container did not exit cleanly: {other:?}").into()),
+            }
+        }
+        .await;
+        let t3 = Instant::now();
+        self.docker
+            .remove_container(
+                &id,
+                Some(RemoveContainerOptionsBuilder::default().force(true).build()),
+            )
+            .await?;
+        let t4 = Instant::now();
+        result?;
+        Ok((t4 - t0, [t1 - t0, t2 - t1, t3 - t2, t4 - t3]))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The docker CLI.
+
+fn docker_run_rm() -> Res<Duration> {
+    let t0 = Instant::now();
+    let out = std::process::Command::new("docker")
+        .args([
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--read-only",
+            "--cap-drop",
+            "ALL",
+            "--security-opt",
+            "no-new-privileges",
+            "-u",
+            "65534:65534",
+            IMAGE,
+            "true",
+        ])
+        .output()?;
+    let took = t0.elapsed();
+    if !out.status.success() {
+        return Err(format!(
+            "docker run failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+        .into());
+    }
+    Ok(took)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The measurements.
+
+struct Report {
+    gateway: Vec<Duration>,
+    /// Medians of the gateway's split (ms): POST to started (queue, create, start), started
+    /// to the supervisor's end (wait, teardown), recording the end and polling.
+    gateway_split: [f64; 3],
+    bollard: Vec<Duration>,
+    /// Medians of the bare cycle's calls (ms): create, start, wait, remove.
+    bollard_split: [f64; 4],
+    cli: Vec<Duration>,
+    /// At the poll interval of the latency series, then at `SLOW_POLL`.
+    gateway_rps: Vec<(Duration, Throughput)>,
+    bollard_rps: Throughput,
+}
+
+/// Runs per second, the wall time, the CPU time this process (the clients, and the gateway in
+/// the gateway's case) and the engine used meanwhile, and the status requests the clients sent.
+struct Throughput {
+    rps: f64,
+    wall: Duration,
+    cpu: f64,
+    /// CPU seconds dockerd and containerd used meanwhile.
+    engine_cpu: f64,
+    polls: usize,
+}
+
+/// User + system CPU seconds of a process so far (`/proc/PID/stat`, in 1/100 s ticks).
+fn cpu_of(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0.0))
+        .collect();
+    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
+    (f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0)) / 100.0
+}
+
+/// CPU seconds of this process (the clients, and the in-process gateway).
+fn cpu_seconds() -> f64 {
+    cpu_of("self")
+}
+
+/// CPU seconds of the engine's daemons here (dockerd and containerd; not the per-container
+/// shims and runc, which come and go), when they run on this machine.
+fn engine_cpu_seconds() -> f64 {
+    let pids = std::process::Command::new("pidof")
+        .args(["dockerd", "containerd"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    pids.split_whitespace().map(cpu_of).sum()
+}
+
+async fn measure(gw: &Gateway, samples: usize, poll: Duration) -> Res<Report> {
+    let bare = Arc::new(Bare::new(gw).await?);
+    let mut n = 0;
+
+    eprintln!("latency: {WARMUP} warm-up + {samples} rounds of (gateway, bollard, docker run) ...");
+    let mut gateway = Vec::new();
+    let mut gateway_split: [Vec<f64>; 3] = Default::default();
+    let mut bollard = Vec::new();
+    let mut bollard_split: [Vec<f64>; 4] = Default::default();
+    let mut cli = Vec::new();
+    for round in 0..WARMUP + samples {
+        let keep = round >= WARMUP;
+        // The three series are interleaved, in a rotating order, so that a drift of the
+        // machine (another load, the engine's state) spreads over all of them alike.
+        for k in 0..3 {
+            match (round + k) % 3 {
+                0 => {
+                    let (took, run) = gw.run_true(poll).await?;
+                    if keep {
+                        let at = |k: &str| ms_of(run[k].as_str().unwrap_or_default());
+                        let (c, s, f) = (at("created_at"), at("started_at"), at("finished_at"));
+                        gateway_split[0].push(s - c);
+                        gateway_split[1].push(f - s);
+                        gateway_split[2].push(ms(took) - (f - c));
+                        gateway.push(took);
+                    }
+                }
+                1 => {
+                    let (took, calls) = bare.cycle(n).await?;
+                    n += 1;
+                    if keep {
+                        for (v, d) in bollard_split.iter_mut().zip(calls) {
+                            v.push(ms(d));
+                        }
+                        bollard.push(took);
+                    }
+                }
+                _ => {
+                    let took = tokio::task::spawn_blocking(docker_run_rm).await??;
+                    if keep {
+                        cli.push(took);
+                    }
+                }
+            }
+        }
+    }
+
+    let mut gateway_rps = Vec::new();
+    for poll in [poll, SLOW_POLL] {
+        eprintln!(
+            "throughput: {RUNS_TOTAL} gateway runs by {CLIENTS} clients polling every {} ms ...",
+            poll.as_millis()
+        );
+        let (t0, cpu0, engine0) = (Instant::now(), cpu_seconds(), engine_cpu_seconds());
+        let polls0 = gw.polls.load(std::sync::atomic::Ordering::Relaxed);
+        let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut clients = Vec::new();
+        for _ in 0..CLIENTS {
+            let next = next.clone();
+            clients.push(async move {
+                while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < RUNS_TOTAL {
+                    gw.run_true(poll).await?;
+                }
+                Ok::<_, BoxError>(())
+            });
+        }
+        for r in futures_util::future::join_all(clients).await {
+            r?;
+        }
+        let took = t0.elapsed();
+        gateway_rps.push((
+            poll,
+            Throughput {
+                rps: RUNS_TOTAL as f64 / took.as_secs_f64(),
+                wall: took,
+                cpu: cpu_seconds() - cpu0,
+                engine_cpu: engine_cpu_seconds() - engine0,
+                polls: gw.polls.load(std::sync::atomic::Ordering::Relaxed) - polls0,
+            },
+        ));
+    }
+
+    eprintln!("throughput: {RUNS_TOTAL} bare bollard cycles by {CLIENTS} tasks ...");
+    let bollard_rps = {
+        let (t0, cpu0, engine0) = (Instant::now(), cpu_seconds(), engine_cpu_seconds());
+        let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..CLIENTS {
+            let (next, bare) = (next.clone(), bare.clone());
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= RUNS_TOTAL {
+                        return Ok::<_, BoxError>(());
+                    }
+                    bare.cycle(n + i).await?;
+                }
+            }));
+        }
+        for t in tasks {
+            t.await??;
+        }
+        let took = t0.elapsed();
+        Throughput {
+            rps: RUNS_TOTAL as f64 / took.as_secs_f64(),
+            wall: took,
+            cpu: cpu_seconds() - cpu0,
+            engine_cpu: engine_cpu_seconds() - engine0,
+            polls: 0,
+        }
+    };
+
+    Ok(Report {
+        gateway,
+        gateway_split: gateway_split.map(|v| median(&v)),
+        bollard,
+        bollard_split: bollard_split.map(|v| median(&v)),
+        cli,
+        gateway_rps,
+        bollard_rps,
+    })
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Milliseconds since the epoch of a gateway timestamp (RFC 3339, milliseconds).
+fn ms_of(s: &str) -> f64 {
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as f64)
+        .unwrap_or(f64::NAN)
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// The nearest-rank percentile, in milliseconds.
+fn pct(v: &[Duration], p: f64) -> f64 {
+    let mut v = v.to_vec();
+    v.sort();
+    let rank = ((p / 100.0) * v.len() as f64).ceil().max(1.0) as usize;
+    v.get(rank - 1).copied().map(ms).unwrap_or(f64::NAN)
+}
+
+impl Report {
+    fn print(&self, samples: usize, poll: Duration) {
+        let row = |name: &str, v: &[Duration]| {
+            println!(
+                "{name:<34} {:>9.1} {:>9.1} {:>9.1}",
+                pct(v, 50.0),
+                pct(v, 90.0),
+                pct(v, 100.0)
+            );
+        };
+        println!();
+        println!("runs of `true`, {samples} samples each after {WARMUP} warm-up (ms)");
+        println!("{:<34} {:>9} {:>9} {:>9}", "", "p50", "p90", "max");
+        row("gateway POST -> finished (poll)", &self.gateway);
+        row("bare bollard create/start/wait/rm", &self.bollard);
+        row("docker run --rm (CLI)", &self.cli);
+        let [q, r, rest] = self.gateway_split;
+        println!(
+            "  gateway split (medians): POST->started {q:.0}, started->supervisor done {r:.0}, \
+             record + poll {rest:.0}  (poll every {} ms)",
+            poll.as_millis()
+        );
+        let [c, s, w, rm] = self.bollard_split;
+        println!(
+            "  bollard split (medians): create {c:.0}, start {s:.0}, wait {w:.0}, remove {rm:.0}"
+        );
+        println!();
+        println!("throughput, {RUNS_TOTAL} runs at {CLIENTS} concurrent");
+        let line = |name: &str, t: &Throughput, what: &str| {
+            println!(
+                "{name:<34} {:>9.1} runs/s  ({:.2} s; CPU-s: {:.2} {what}, {:.2} engine{})",
+                t.rps,
+                t.wall.as_secs_f64(),
+                t.cpu,
+                t.engine_cpu,
+                if t.polls > 0 {
+                    format!(", {} status polls", t.polls)
+                } else {
+                    String::new()
+                }
+            );
+        };
+        for (poll, t) in &self.gateway_rps {
+            let name = format!("gateway, polling every {} ms", poll.as_millis());
+            line(&name, t, "clients + gateway");
+        }
+        line("bare bollard", &self.bollard_rps, "the client");
+        println!();
+        let g = pct(&self.gateway, 50.0);
+        let b = pct(&self.bollard, 50.0);
+        let c = pct(&self.cli, 50.0);
+        let verdict = |ok: bool| if ok { "PASS" } else { "MISS" };
+        println!(
+            "target gateway p50 <= 1.3 x bollard p50:         {:.1} <= {:.1}  ({:.2}x)  {}",
+            g,
+            1.3 * b,
+            g / b,
+            verdict(g <= 1.3 * b)
+        );
+        println!(
+            "target gateway p50 <= 0.5 x docker run --rm p50: {:.1} <= {:.1}  ({:.2}x)  {}",
+            g,
+            0.5 * c,
+            g / c,
+            verdict(g <= 0.5 * c)
+        );
+    }
+}
