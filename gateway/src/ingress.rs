@@ -13,7 +13,7 @@
 //! workers succeed does the caller record the application and commit the blob.
 
 use std::path::PathBuf;
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use tokio::sync::mpsc::{Receiver, channel};
 
 use axum::body::Bytes;
 use futures_util::{Stream, StreamExt};
@@ -95,8 +95,9 @@ where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
     E: std::fmt::Display,
 {
-    let (store_tx, store_rx) = sync_channel::<Bytes>(QUEUE);
-    let (scan_tx, scan_rx) = sync_channel::<Bytes>(QUEUE);
+    // Bounded queues: the body is read no faster than the slower worker takes it.
+    let (store_tx, store_rx) = channel::<Bytes>(QUEUE);
+    let (scan_tx, scan_rx) = channel::<Bytes>(QUEUE);
     let (path, file) = blobs.temp_file()?;
     // The guard removes the temporary file on every early return.
     let mut blob = blobs.finished(path, String::new(), 0);
@@ -122,7 +123,7 @@ where
             break;
         }
         if let Some(tx) = &scan_tx {
-            if send(tx, chunk.clone()).await.is_err() {
+            if tx.send(chunk.clone()).await.is_err() {
                 // The scan stopped on a broken rule: stop storing, drain the rest.
                 scan_tx = None;
             }
@@ -130,7 +131,7 @@ where
         if scan_tx.is_none() {
             continue;
         }
-        if send(&store_tx, chunk).await.is_err() {
+        if store_tx.send(chunk).await.is_err() {
             break;
         }
     }
@@ -163,26 +164,11 @@ where
     })
 }
 
-/// Sends into a worker's queue without blocking the runtime; `Err` when the worker is gone.
-async fn send(tx: &SyncSender<Bytes>, mut chunk: Bytes) -> Result<(), ()> {
-    loop {
-        match tx.try_send(chunk) {
-            Ok(()) => return Ok(()),
-            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => return Err(()),
-            Err(std::sync::mpsc::TrySendError::Full(c)) => {
-                chunk = c;
-                // The worker is behind (disk or hashing): yield until it catches up.
-                tokio::time::sleep(std::time::Duration::from_micros(200)).await;
-            }
-        }
-    }
-}
-
-fn store_worker(mut file: std::fs::File, rx: Receiver<Bytes>) -> anyhow::Result<(String, u64)> {
+fn store_worker(mut file: std::fs::File, mut rx: Receiver<Bytes>) -> anyhow::Result<(String, u64)> {
     use std::io::Write;
     let mut hasher = Sha256::new();
     let mut size = 0u64;
-    for chunk in rx {
+    while let Some(chunk) = rx.blocking_recv() {
         file.write_all(&chunk)?;
         hasher.update(&chunk);
         size += chunk.len() as u64;
@@ -402,7 +388,7 @@ impl Sink for IngestSink {
 }
 
 fn scan_worker(
-    rx: Receiver<Bytes>,
+    mut rx: Receiver<Bytes>,
     limits: Limits,
     checks: CheckSettings,
 ) -> Result<Scanned, Violation> {
@@ -414,7 +400,7 @@ fn scan_worker(
         current: None,
     };
     let limits = sink.validator.limits().clone();
-    for chunk in rx {
+    while let Some(chunk) = rx.blocking_recv() {
         unpacker.feed(&chunk, &mut sink, |up, out| limits.check_ratio(up, out))?;
     }
     let tar_sha256 = unpacker.finish()?;
