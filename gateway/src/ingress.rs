@@ -520,6 +520,8 @@ pub fn restage(
 pub struct Restaged {
     /// SHA-256 of the tar stream as sent to the sandbox.
     pub sha256: String,
+    /// SHA-256 of the stored archive, as it was read for staging.
+    pub source_sha256: String,
     pub files: u64,
     pub bytes: u64,
 }
@@ -647,7 +649,8 @@ fn restage_worker(
         files: 0,
         bytes: 0,
     };
-    let run = |sink: &mut RestageSink| -> anyhow::Result<()> {
+    let mut source = Sha256::new();
+    let mut run = |sink: &mut RestageSink| -> anyhow::Result<()> {
         let mut f = std::fs::File::open(&blob)?;
         let mut u = Unpacker::default();
         let mut buf = vec![0u8; 256 * 1024];
@@ -656,6 +659,7 @@ fn restage_worker(
             if n == 0 {
                 break;
             }
+            source.update(&buf[..n]);
             u.feed(&buf[..n], sink, |_, _| Ok(()))?;
         }
         u.finish()?;
@@ -673,6 +677,7 @@ fn restage_worker(
     match run(&mut sink) {
         Ok(()) => Ok(Restaged {
             sha256: hex::encode(sink.stream_hash.clone().finalize()),
+            source_sha256: hex::encode(source.finalize()),
             files: sink.files,
             bytes: sink.bytes,
         }),

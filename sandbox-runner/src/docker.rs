@@ -376,6 +376,20 @@ impl SandboxBackend for DockerBackend {
         result
     }
 
+    async fn unstage(&self, sandbox: &str, ingress: &str) -> Result<()> {
+        let name = hardening::ingress_volume(sandbox, ingress);
+        match self
+            .call(self.docker()?.remove_volume(
+                &name,
+                Some(RemoveVolumeOptionsBuilder::default().force(true).build()),
+            ))
+            .await
+        {
+            Ok(()) | Err(Error::NotFound(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     async fn start(&self, run: &RunSpec) -> Result<String> {
         let features = self.features().await?;
         let name = hardening::run_container_name(&run.id);

@@ -185,6 +185,9 @@ pub trait SandboxBackend: Send + Sync + 'static {
     async fn prepare(&self, sandbox: &SandboxSpec) -> Result<()>;
     /// Streams a tar archive into the sandbox's volume for one ingress application.
     async fn stage(&self, sandbox: &SandboxSpec, ingress: &str, tar: ByteStream) -> Result<()>;
+    /// Removes what `stage` put in the sandbox for one ingress application (after a failed or
+    /// refused staging).
+    async fn unstage(&self, sandbox: &str, ingress: &str) -> Result<()>;
     /// Creates and starts the run's container; returns its ID.
     async fn start(&self, run: &RunSpec) -> Result<String>;
     /// Waits for the run to end, at most `deadline`; `None` when the deadline passed first.

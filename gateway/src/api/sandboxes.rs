@@ -336,18 +336,6 @@ async fn stage(state: &AppState, caller: &Caller, sb: &SandboxRow, app_id: &str)
         (a, store::entries(&mut conn, app_id).await?)
     };
     let blob = state.blobs.path_of(&archive.blob_sha256)?;
-    let approved_sha = {
-        let b = blob.clone();
-        tokio::task::spawn_blocking(move || crate::sandboxes::sha256_file(&b))
-            .await
-            .map_err(|e| anyhow::anyhow!("hashing the stored archive: {e}"))?
-            .map_err(anyhow::Error::from)?
-    };
-    if approved_sha != archive.blob_sha256 {
-        return Err(ApiError::Internal(anyhow::anyhow!(
-            "the stored archive of {app_id} no longer has its approved SHA-256"
-        )));
-    }
     let (rx, worker) = crate::ingress::restage(blob, manifest);
     let stream =
         futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|v| (v, rx)) });
@@ -361,10 +349,20 @@ async fn stage(state: &AppState, caller: &Caller, sb: &SandboxRow, app_id: &str)
         .stage(&spec, app_id, Box::pin(stream))
         .await;
     let restaged = worker.await.map_err(|e| anyhow::anyhow!("staging: {e}"))?;
+    // The archive was read once: its files checked against the manifest on the way, the whole
+    // stored archive hashed as it was read. Anything short of a full match leaves nothing staged.
     let restaged = match (uploaded, restaged) {
-        (Ok(()), Ok(r)) => r,
-        (_, Err(e)) => return Err(ApiError::Internal(e.context(format!("staging {app_id}")))),
-        (Err(e), Ok(_)) => return Err(engine(e)),
+        (Ok(()), Ok(r)) if r.source_sha256 == archive.blob_sha256 => r,
+        (uploaded, restaged) => {
+            let _ = state.sandboxes.backend.unstage(&sb.id, app_id).await;
+            return Err(match (uploaded, restaged) {
+                (_, Err(e)) => ApiError::Internal(e.context(format!("staging {app_id}"))),
+                (Err(e), Ok(_)) => engine(e),
+                (Ok(()), Ok(_)) => ApiError::Internal(anyhow::anyhow!(
+                    "the stored archive of {app_id} no longer has its approved SHA-256"
+                )),
+            });
+        }
     };
     let now = crate::time::now();
     let mut tx = state.db.begin_write().await?;
@@ -384,7 +382,7 @@ async fn stage(state: &AppState, caller: &Caller, sb: &SandboxRow, app_id: &str)
         detail: json!({
             "sandbox": sb.id,
             "archive_sha256": archive.blob_sha256,
-            "verified_sha256": approved_sha,
+            "verified_sha256": restaged.source_sha256,
             "staged_sha256": restaged.sha256,
             "files": restaged.files,
             "bytes": restaged.bytes,

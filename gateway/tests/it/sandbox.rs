@@ -252,11 +252,8 @@ async fn runs_are_isolated_and_limited() {
         app,
         ana,
         sb,
-        &[
-            "sh",
-            "-c",
-            "while true; do echo 0123456789abcdef0123456789abcdef; done",
-        ],
+        // `yes` writes as fast as the pipe takes it, whatever the machine's load.
+        &["yes", "0123456789abcdef0123456789abcdef"],
         Some(30),
     )
     .await;
@@ -448,6 +445,48 @@ async fn only_approved_ingress_of_the_project_is_staged() {
     let detail: Value = serde_json::from_str(stage["detail"].as_str().unwrap()).unwrap();
     assert_eq!(detail["verified_sha256"], detail["archive_sha256"]);
     assert_eq!(detail["staged_sha256"], staged[0]["staged_sha256"]);
+    // A stored archive that changed since its approval is not staged, and nothing of it stays:
+    // once with a file's content changed (caught while streaming), once with only zero padding
+    // added (caught by the archive's hash at the end).
+    for tamper in ["content", "padding"] {
+        let id = upload(app, &w.ana, "p1", b"echo approved content\n").await;
+        app.vote(&id, "rev", "approve").await;
+        let (_, m) = app
+            .get(&format!("/api/v1/applications/{id}/manifest"), Some(&w.ana))
+            .await;
+        let blob = app
+            .state
+            .blobs
+            .path_of(m["archive"]["sha256"].as_str().unwrap())
+            .unwrap();
+        let mut bytes = std::fs::read(&blob).unwrap();
+        match tamper {
+            "content" => {
+                let at = bytes.windows(8).position(|x| x == b"approved").unwrap();
+                bytes[at..at + 8].copy_from_slice(b"TAMPERED");
+            }
+            _ => bytes.extend_from_slice(&[0u8; 512]),
+        }
+        std::fs::write(&blob, &bytes).unwrap();
+        let (st, b) = app
+            .post(
+                &format!("/api/v1/sandboxes/{}/ingress", w.sandbox),
+                Some(&w.ana),
+                &json!({"application": id}),
+            )
+            .await;
+        assert_eq!(st, StatusCode::INTERNAL_SERVER_ERROR, "{tamper}: {b}");
+        let vols = app.state.sandboxes.backend.list_volumes().await.unwrap();
+        assert!(
+            vols.iter()
+                .all(|v| v.labels.get("vre.ingress") != Some(&id)),
+            "{tamper}: a refused staging left its volume: {vols:?}"
+        );
+        let (_, a) = app
+            .get(&format!("/api/v1/applications/{id}"), Some(&w.ana))
+            .await;
+        assert_eq!(a["state"], "approved", "{tamper}");
+    }
     // A staged application can go into a second sandbox of the project.
     let (st, b) = app
         .post(
