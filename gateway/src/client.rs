@@ -85,15 +85,24 @@ impl Client {
         r
     }
 
-    async fn send<T: DeserializeOwned>(&self, r: reqwest::RequestBuilder) -> anyhow::Result<T> {
+    /// Sends; a failed answer becomes the gateway's refusal.
+    async fn answer(&self, r: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
         let resp = r
             .send()
             .await
             .with_context(|| format!("cannot reach the gateway at {}", self.base))?;
-        if resp.status().is_success() {
-            return resp.json().await.context("reading the gateway's answer");
+        if !resp.status().is_success() {
+            return Err(refusal(resp).await);
         }
-        Err(refusal(resp).await)
+        Ok(resp)
+    }
+
+    async fn send<T: DeserializeOwned>(&self, r: reqwest::RequestBuilder) -> anyhow::Result<T> {
+        self.answer(r)
+            .await?
+            .json()
+            .await
+            .context("reading the gateway's answer")
     }
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
@@ -127,14 +136,7 @@ impl Client {
     /// Gets a body and hands it over chunk by chunk as it arrives.
     pub async fn stream(&self, path: &str, mut each: impl FnMut(&[u8])) -> anyhow::Result<()> {
         use futures_util::StreamExt;
-        let resp = self
-            .req(reqwest::Method::GET, path)
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the gateway at {}", self.base))?;
-        if !resp.status().is_success() {
-            return Err(refusal(resp).await);
-        }
+        let resp = self.answer(self.req(reqwest::Method::GET, path)).await?;
         let mut body = resp.bytes_stream();
         while let Some(chunk) = body.next().await {
             each(&chunk.context("the stream was cut")?);
@@ -144,14 +146,7 @@ impl Client {
 
     /// Gets a text body.
     pub async fn get_text(&self, path: &str) -> anyhow::Result<String> {
-        let resp = self
-            .req(reqwest::Method::GET, path)
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the gateway at {}", self.base))?;
-        if !resp.status().is_success() {
-            return Err(refusal(resp).await);
-        }
+        let resp = self.answer(self.req(reqwest::Method::GET, path)).await?;
         Ok(resp.text().await?)
     }
 
@@ -163,14 +158,7 @@ impl Client {
     pub async fn download(&self, path: &str, out: &Path) -> anyhow::Result<Option<String>> {
         use futures_util::StreamExt;
         use tokio::io::AsyncWriteExt;
-        let resp = self
-            .req(reqwest::Method::GET, path)
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the gateway at {}", self.base))?;
-        if !resp.status().is_success() {
-            return Err(refusal(resp).await);
-        }
+        let resp = self.answer(self.req(reqwest::Method::GET, path)).await?;
         let sha = resp
             .headers()
             .get("x-content-sha256")

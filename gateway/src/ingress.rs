@@ -19,7 +19,7 @@ use axum::body::Bytes;
 use futures_util::{Stream, StreamExt};
 use policy::archive::checks::{CheckResult, CheckSettings, Checker, PREFIX_BYTES};
 use policy::archive::rules::{Limits, Rule, Validator, Violation};
-use policy::archive::tar::{EntryKind, Header, Sink, TarError, TarScanner};
+use policy::archive::tar::{EntryKind, Header, Sink, TarScanner};
 use sha2::{Digest, Sha256};
 
 use crate::blobs::{BlobStore, FinishedBlob};
@@ -491,12 +491,6 @@ pub fn read_file(
         }
     }
     Ok(sink.found)
-}
-
-impl From<TarError> for IngestError {
-    fn from(e: TarError) -> Self {
-        IngestError::Refused(e.into())
-    }
 }
 
 /// A stored archive re-emitted for staging: the same paths and contents, every entry owned by

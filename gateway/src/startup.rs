@@ -115,6 +115,7 @@ impl Application {
             logs_dir,
         ));
         let state = AppState::new(Inner {
+            jwks: crate::auth::local_jwks(&token_key),
             sandboxes,
             db,
             verifier,

@@ -26,6 +26,8 @@ pub struct Inner {
     pub metrics: Metrics,
     pub data: DataDir,
     pub sandboxes: Arc<crate::sandboxes::Sandboxes>,
+    /// The public JWKS of the token key, served at `/.well-known/jwks.json`.
+    pub jwks: serde_json::Value,
 }
 
 impl std::ops::Deref for AppState {

@@ -76,10 +76,9 @@ pub async fn whoami(caller: Caller) -> ApiJson<WhoAmI> {
     })
 }
 
-/// The gateway's token-signing key as a JWKS.
-pub async fn jwks(State(state): State<AppState>) -> ApiResult<impl IntoResponse> {
-    let key = crate::keys::Ed25519Key::load_or_create(&state.data.token_key())?;
-    Ok(ApiJson(crate::auth::local_jwks(&key)))
+/// The gateway's token-signing key as a JWKS (public halves only, made at start).
+pub async fn jwks(State(state): State<AppState>) -> ApiJson<serde_json::Value> {
+    ApiJson(state.jwks.clone())
 }
 
 #[derive(Deserialize, IntoParams)]
