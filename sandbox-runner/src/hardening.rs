@@ -61,6 +61,14 @@ fn volume(source: String, target: String, read_only: bool) -> Mount {
     }
 }
 
+/// The engine's own cap on a run's log file. The gateway cuts the output at `log_max_bytes`;
+/// the engine stores it as JSON lines (about three times the bytes for short lines), and a log
+/// file that rotates under a follower loses what the follower had not read yet. So the engine's
+/// cap sits well above the gateway's and never rotates before the gateway has stopped the run.
+pub fn engine_log_max(log_max_bytes: u64) -> u64 {
+    log_max_bytes.clamp(1 << 20, 1 << 30) * 4 + (1 << 20)
+}
+
 /// Whether the engine applies read-only binds recursively when asked (API 1.44 and later).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct EngineFeatures {
@@ -116,7 +124,7 @@ pub fn run_container(
         "HOME=/tmp".to_owned(),
     ];
     env.extend(run.env.iter().map(|(k, v)| format!("{k}={v}")));
-    let log_max = r.log_max_bytes.clamp(1 << 20, 1 << 30);
+    let log_max = engine_log_max(r.log_max_bytes);
     ContainerCreateBody {
         image: Some(sb.image_id.clone()),
         cmd: Some(run.cmd.clone()),

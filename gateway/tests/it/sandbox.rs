@@ -351,7 +351,11 @@ async fn every_hardening_field_is_on_the_container() {
         format!("rw,noexec,nosuid,nodev,size={}", 1 << 20)
     );
     assert_eq!(h["LogConfig"]["Type"], "json-file");
-    assert_eq!(h["LogConfig"]["Config"]["max-size"], (1 << 20).to_string());
+    assert_eq!(
+        h["LogConfig"]["Config"]["max-size"],
+        sandbox_runner::hardening::engine_log_max(1 << 20).to_string(),
+        "the engine keeps more than the gateway's cap, so it never rotates under the follower"
+    );
     assert_eq!(h["Init"], true);
     assert_eq!(h["IpcMode"], "private");
     assert_eq!(h["PidMode"], "");
