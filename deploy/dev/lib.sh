@@ -20,9 +20,15 @@ need_packages() {
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
-# Starts the distribution's PostgreSQL cluster and makes a superuser `vre` (password `vre`)
-# for the tests; prints the admin URL the tests use.
+# Starts the distribution's PostgreSQL cluster, makes a superuser `vre` (password `vre`) for
+# the tests and exports the admin URL they use as VRE_TEST_POSTGRES_URL. Everything it and the
+# tools it calls print goes to stderr (apt and pg_ctlcluster talk on stdout).
 start_postgres() {
+    _start_postgres >&2
+    export VRE_TEST_POSTGRES_URL="postgres://vre:vre@127.0.0.1:5432/postgres"
+}
+
+_start_postgres() {
     need_packages postgresql
     local version
     version=$(ls /usr/lib/postgresql | sort -n | tail -1)
@@ -38,5 +44,4 @@ start_postgres() {
     done
     as_root su postgres -c "psql -qtAc \"SELECT 1 FROM pg_roles WHERE rolname = 'vre'\"" | grep -q 1 ||
         as_root su postgres -c "psql -qc \"CREATE ROLE vre LOGIN SUPERUSER PASSWORD 'vre'\""
-    echo "postgres://vre:vre@127.0.0.1:5432/postgres"
 }

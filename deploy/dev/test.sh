@@ -6,8 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 . deploy/dev/lib.sh
 
-VRE_TEST_POSTGRES_URL=$(start_postgres)
-export VRE_TEST_POSTGRES_URL
+start_postgres
 # Storage tests must run on PostgreSQL too; a missing server fails instead of skipping.
 export VRE_TEST_REQUIRE_POSTGRES=1
 

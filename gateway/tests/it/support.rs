@@ -82,7 +82,9 @@ impl PgDatabase {
         sqlx::any::install_default_drivers();
         let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&admin_url)
             .await
-            .expect("connecting to the test PostgreSQL server");
+            .unwrap_or_else(|e| {
+                panic!("connecting to the test PostgreSQL server {admin_url:?}: {e}")
+            });
         sqlx::query(&format!("CREATE DATABASE {name}"))
             .execute(&mut conn)
             .await
