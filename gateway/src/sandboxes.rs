@@ -154,12 +154,11 @@ pub async fn supervise(state: AppState, run: RunRow, attach: bool) {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .insert(run.id.clone(), done_rx);
-    let finish = supervise_inner(&state, &run, attach).await;
-    let finish = match finish {
-        Ok(f) => f,
+    let (finish, container) = match supervise_inner(&state, &run, attach).await {
+        Ok(done) => done,
         Err(e) => {
             tracing::error!(run = %run.id, error = %format!("{e:#}"), "supervising a run failed");
-            failed(&sbx, &run.id, format!("{e:#}")).await
+            (failed(&sbx, &run.id, format!("{e:#}")).await, None)
         }
     };
     if let Err(e) = record_finish(&state, &run, &finish).await {
@@ -170,6 +169,13 @@ pub async fn supervise(state: AppState, run: RunRow, attach: bool) {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .remove(&run.id);
+    // The container goes after the end is recorded, which the analyst need not wait for. One
+    // left by a crash in between is an orphan the next start removes.
+    if let Some(c) = container {
+        if let Err(e) = sbx.backend.remove_container(&c).await {
+            tracing::warn!(run = %run.id, error = %e, "removing a run's container failed");
+        }
+    }
 }
 
 async fn failed(sbx: &Sandboxes, run: &str, reason: String) -> Finish {
@@ -203,7 +209,13 @@ async fn log_digest(path: &std::path::Path) -> (i64, String) {
     (size, sha)
 }
 
-async fn supervise_inner(state: &AppState, run: &RunRow, attach: bool) -> anyhow::Result<Finish> {
+/// Runs the run to its end; returns how it ended and its container, when it had one, for the
+/// caller to remove once the end is recorded.
+async fn supervise_inner(
+    state: &AppState,
+    run: &RunRow,
+    attach: bool,
+) -> anyhow::Result<(Finish, Option<String>)> {
     let sbx = state.sandboxes.clone();
     let backend = sbx.backend.clone();
     let (sb, spec) = {
@@ -244,7 +256,8 @@ async fn supervise_inner(state: &AppState, run: &RunRow, attach: bool) -> anyhow
                 let _ = backend
                     .remove_container(&sandbox_runner::hardening::run_container_name(&run.id))
                     .await;
-                return Ok(failed(&sbx, &run.id, format!("the run could not start: {e}")).await);
+                let f = failed(&sbx, &run.id, format!("the run could not start: {e}")).await;
+                return Ok((f, None));
             }
         }
     };
@@ -336,9 +349,8 @@ async fn supervise_inner(state: &AppState, run: &RunRow, attach: bool) -> anyhow
             reason: format!("the container is {other:?} after its wait ended"),
         },
     };
-    let _ = backend.remove_container(&container).await;
     let (log_bytes, log_sha256) = log_digest(&log_path).await;
-    Ok(Finish {
+    let finish = Finish {
         exit_code: outcome.exit_code(),
         detail: match &outcome {
             Outcome::Failed { reason } => Some(reason.clone()),
@@ -349,7 +361,8 @@ async fn supervise_inner(state: &AppState, run: &RunRow, attach: bool) -> anyhow
         log_sha256,
         log_truncated: truncated,
         at: crate::time::now(),
-    })
+    };
+    Ok((finish, Some(container)))
 }
 
 /// Copies the container's output into the log file until it ends or passes `cap`; returns

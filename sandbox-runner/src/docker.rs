@@ -586,6 +586,8 @@ impl SandboxBackend for DockerBackend {
             .await
         {
             Ok(()) | Err(Error::NotFound(_)) => Ok(()),
+            // Another caller is removing it (a run's supervisor, and the sandbox's removal).
+            Err(Error::Engine(m)) if m.starts_with("409") && m.contains("in progress") => Ok(()),
             Err(e) => Err(e),
         }
     }
@@ -617,15 +619,23 @@ impl SandboxBackend for DockerBackend {
             )
             .await?;
         for v in vols.volumes.unwrap_or_default() {
-            match self
-                .call(self.docker()?.remove_volume(
-                    &v.name,
-                    Some(RemoveVolumeOptionsBuilder::default().force(true).build()),
-                ))
-                .await
-            {
-                Ok(()) | Err(Error::NotFound(_)) => {}
-                Err(e) => return Err(e),
+            // A container whose removal another caller started may hold the volume a moment.
+            let mut tries = 0;
+            loop {
+                match self
+                    .call(self.docker()?.remove_volume(
+                        &v.name,
+                        Some(RemoveVolumeOptionsBuilder::default().force(true).build()),
+                    ))
+                    .await
+                {
+                    Ok(()) | Err(Error::NotFound(_)) => break,
+                    Err(Error::Engine(m)) if m.starts_with("409") && tries < 50 => {
+                        tries += 1;
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    Err(e) => return Err(e),
+                }
             }
         }
         Ok(())

@@ -287,8 +287,16 @@ async fn runs_are_isolated_and_limited() {
         (r["outcome"].as_str(), r["exit_code"].as_i64()),
         (Some("exited"), Some(7))
     );
-    let left = app.state.sandboxes.backend.list_containers().await.unwrap();
-    assert!(left.is_empty(), "{left:?}");
+    // Removed right after the end is recorded.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = app.state.sandboxes.backend.list_containers().await.unwrap();
+        if left.is_empty() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{left:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert!(healthy().await);
     assert!(app.verify_audit().await.problem.is_none());
     w.app.stop().await;
@@ -791,6 +799,73 @@ async fn extra_runs_queue_instead_of_failing() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(max_running, 1, "one run at a time in the project");
+    app.stop().await;
+}
+
+/// A run's container is removed after its end is recorded, so an analyst who removes the
+/// sandbox the moment the run is finished races that removal: it must still succeed and leave
+/// nothing on the engine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sandbox_removed_as_its_run_finishes_leaves_nothing() {
+    if !docker_available() {
+        return;
+    }
+    let data = TempDir::new("dataset");
+    let d = data.path().to_path_buf();
+    let app = TestApp::spawn_with(Engine::Sqlite, move |s| tiny(s, &d)).await;
+    app.project("p1", &[("ana", "analyst")]).await;
+    let ana = app.token("ana", "analyst");
+    let op = app.token("op", "operator");
+    app.post("/api/v1/images", Some(&op), &json!({"name": TEST_IMAGE}))
+        .await;
+    for _ in 0..3 {
+        let (st, sb) = app
+            .post(
+                "/api/v1/sandboxes",
+                Some(&ana),
+                &json!({"project": "p1", "image": TEST_IMAGE}),
+            )
+            .await;
+        assert_eq!(st, StatusCode::CREATED, "{sb}");
+        let sb = sb["id"].as_str().unwrap().to_owned();
+        let (st, r) = app
+            .post(
+                &format!("/api/v1/sandboxes/{sb}/runs"),
+                Some(&ana),
+                &json!({"cmd": ["true"]}),
+            )
+            .await;
+        assert_eq!(st, StatusCode::ACCEPTED, "{r}");
+        let id = r["id"].as_str().unwrap().to_owned();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let (_, r) = app.get(&format!("/api/v1/runs/{id}"), Some(&ana)).await;
+            if r["state"] == "finished" {
+                assert_eq!(r["exit_code"], 0, "{r}");
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "{r}");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let (st, r) = app
+            .delete(&format!("/api/v1/sandboxes/{sb}"), Some(&ana))
+            .await;
+        assert_eq!(st, StatusCode::OK, "{r}");
+        assert_eq!(r["state"], "removed");
+    }
+    let backend = &app.state.sandboxes.backend;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (c, v) = (
+            backend.list_containers().await.unwrap(),
+            backend.list_volumes().await.unwrap(),
+        );
+        if c.is_empty() && v.is_empty() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{c:?} {v:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     app.stop().await;
 }
 
