@@ -213,12 +213,11 @@ impl Writeback {
                     libc::SYNC_FILE_RANGE_WRITE,
                 );
                 if self.kicked > self.previous {
-                    libc::sync_file_range(
-                        fd,
-                        self.previous as i64,
-                        (self.kicked - self.previous) as i64,
-                        libc::SYNC_FILE_RANGE_WAIT_BEFORE,
-                    );
+                    let (start, len) = (self.previous as i64, (self.kicked - self.previous) as i64);
+                    libc::sync_file_range(fd, start, len, libc::SYNC_FILE_RANGE_WAIT_BEFORE);
+                    // Written and clean: the upload is not read again soon (staging comes
+                    // after a review), so its pages leave the cache to what others use.
+                    libc::posix_fadvise(fd, start, len, libc::POSIX_FADV_DONTNEED);
                 }
             }
         }
