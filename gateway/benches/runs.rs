@@ -322,17 +322,11 @@ struct Bare {
     docker: Docker,
     instance: String,
     sandbox: sandbox_runner::SandboxSpec,
-    features: sandbox_runner::hardening::EngineFeatures,
 }
 
 impl Bare {
     async fn new(gw: &Gateway) -> Res<Bare> {
         let docker = Docker::connect_with_local_defaults()?.with_timeout(Duration::from_secs(30));
-        let api = docker.version().await?.api_version.unwrap_or_default();
-        let (major, minor) = api
-            .split_once('.')
-            .and_then(|(a, b)| Some((a.parse::<u32>().ok()?, b.parse::<u32>().ok()?)))
-            .unwrap_or((1, 0));
         let class = gw
             .state
             .sandboxes
@@ -352,9 +346,6 @@ impl Bare {
             docker,
             instance: gw.instance.clone(),
             sandbox,
-            features: sandbox_runner::hardening::EngineFeatures {
-                recursive_read_only: (major, minor) >= (1, 44),
-            },
         })
     }
 
@@ -368,7 +359,7 @@ impl Bare {
             env: Vec::new(),
         };
         let name = sandbox_runner::hardening::run_container_name(&run.id);
-        let body = sandbox_runner::hardening::run_container(&self.instance, &run, self.features);
+        let body = sandbox_runner::hardening::run_container(&self.instance, &run);
         let t0 = Instant::now();
         let id = self
             .docker

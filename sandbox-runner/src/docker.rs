@@ -24,7 +24,7 @@ use bollard::query_parameters::{
 use futures_util::stream::BoxStream;
 use futures_util::{StreamExt, TryStreamExt};
 
-use crate::hardening::{self, EngineFeatures};
+use crate::hardening;
 use crate::{
     ByteStream, EngineInfo, Error, ImageInfo, LABEL_INSTANCE, LABEL_MANAGED, LABEL_SANDBOX,
     Managed, Result, RunSpec, RunState, SANDBOX_UID, SandboxBackend, SandboxSpec,
@@ -48,7 +48,6 @@ pub struct DockerBackend {
     clients: std::sync::Mutex<Option<(Docker, Docker)>>,
     instance: String,
     call_timeout: Duration,
-    features: tokio::sync::OnceCell<EngineFeatures>,
 }
 
 fn make_clients(conn: &Connection) -> Result<(Docker, Docker)> {
@@ -107,7 +106,6 @@ impl DockerBackend {
             conn,
             clients: std::sync::Mutex::new(None),
             instance: instance.to_owned(),
-            features: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -148,23 +146,6 @@ impl DockerBackend {
         }
     }
 
-    async fn features(&self) -> Result<EngineFeatures> {
-        self.features
-            .get_or_try_init(|| async {
-                let info = self.info().await?;
-                let (major, minor) = info
-                    .api_version
-                    .split_once('.')
-                    .and_then(|(a, b)| Some((a.parse::<u32>().ok()?, b.parse::<u32>().ok()?)))
-                    .unwrap_or((1, 0));
-                Ok(EngineFeatures {
-                    recursive_read_only: (major, minor) >= (1, 44),
-                })
-            })
-            .await
-            .copied()
-    }
-
     fn label_filter(&self, extra: Option<(&str, &str)>) -> HashMap<String, Vec<String>> {
         let mut labels = vec![
             format!("{LABEL_MANAGED}=1"),
@@ -177,13 +158,40 @@ impl DockerBackend {
     }
 
     async fn create_volume(&self, name: &str, labels: HashMap<String, String>) -> Result<()> {
+        self.create_volume_with(name, labels, HashMap::new()).await
+    }
+
+    async fn create_volume_with(
+        &self,
+        name: &str,
+        labels: HashMap<String, String>,
+        driver_opts: HashMap<String, String>,
+    ) -> Result<()> {
         self.call(self.docker()?.create_volume(VolumeCreateRequest {
             name: Some(name.to_owned()),
             driver: Some("local".into()),
+            driver_opts: Some(driver_opts),
             labels: Some(labels),
             ..Default::default()
         }))
         .await?;
+        Ok(())
+    }
+
+    /// The sandbox's dataset volumes (see [`hardening::dataset_volume_options`]). Creating an
+    /// existing one is a no-op; making sure before every run keeps the engine from quietly
+    /// creating an empty volume in place of one removed behind the gateway's back.
+    async fn ensure_datasets(&self, sb: &SandboxSpec) -> Result<()> {
+        for d in &sb.datasets {
+            let mut labels = hardening::labels(&self.instance, &sb.id, &sb.project, "dataset");
+            labels.insert("vre.dataset".into(), d.id.clone());
+            self.create_volume_with(
+                &hardening::dataset_volume(&sb.id, &d.id),
+                labels,
+                hardening::dataset_volume_options(&d.host_path),
+            )
+            .await?;
+        }
         Ok(())
     }
 
@@ -335,6 +343,7 @@ impl SandboxBackend for DockerBackend {
             hardening::labels(&self.instance, &sb.id, &sb.project, "output"),
         )
         .await?;
+        self.ensure_datasets(sb).await?;
         let mounts = vec![
             Mount {
                 typ: Some(MountType::VOLUME),
@@ -391,9 +400,9 @@ impl SandboxBackend for DockerBackend {
     }
 
     async fn start(&self, run: &RunSpec) -> Result<String> {
-        let features = self.features().await?;
+        self.ensure_datasets(&run.sandbox).await?;
         let name = hardening::run_container_name(&run.id);
-        let body = hardening::run_container(&self.instance, run, features);
+        let body = hardening::run_container(&self.instance, run);
         let id = match self
             .call(self.docker()?.create_container(
                 Some(CreateContainerOptionsBuilder::default().name(&name).build()),
@@ -533,7 +542,6 @@ impl SandboxBackend for DockerBackend {
             clients: std::sync::Mutex::new(self.clients().ok()),
             instance: self.instance.clone(),
             call_timeout: self.call_timeout,
-            features: tokio::sync::OnceCell::new(),
         };
         let stream = async move {
             let mounts = vec![Mount {

@@ -6,8 +6,8 @@
 use std::collections::HashMap;
 
 use bollard::models::{
-    ContainerCreateBody, HostConfig, HostConfigLogConfig, Mount, MountBindOptions, MountType,
-    MountVolumeOptions, ResourcesUlimits, RestartPolicy, RestartPolicyNameEnum,
+    ContainerCreateBody, HostConfig, HostConfigLogConfig, Mount, MountType, MountVolumeOptions,
+    ResourcesUlimits, RestartPolicy, RestartPolicyNameEnum,
 };
 
 use crate::{
@@ -30,6 +30,23 @@ pub fn output_volume(sandbox: &str) -> String {
 pub fn ingress_volume(sandbox: &str, ingress: &str) -> String {
     format!("vre-{sandbox}-ingress-{ingress}")
 }
+pub fn dataset_volume(sandbox: &str, dataset: &str) -> String {
+    format!("vre-{sandbox}-data-{dataset}")
+}
+
+/// The local driver's options for a dataset's volume: a bind of its directory, read-only and
+/// not recursive. Mounts below the directory are not carried into the volume at all, so none of
+/// them can be writable inside a run (which a recursive bind made read-only only at its top
+/// would allow on engines before API 1.44), and the run's own mount of the volume is read-only
+/// too.
+pub fn dataset_volume_options(host_path: &str) -> HashMap<String, String> {
+    HashMap::from([
+        ("type".to_owned(), "none".to_owned()),
+        ("device".to_owned(), host_path.to_owned()),
+        ("o".to_owned(), "bind,ro".to_owned()),
+    ])
+}
+
 pub fn run_container_name(run: &str) -> String {
     format!("vre-run-{run}")
 }
@@ -69,22 +86,12 @@ pub fn engine_log_max(log_max_bytes: u64) -> u64 {
     log_max_bytes.clamp(1 << 20, 1 << 30) * 4 + (1 << 20)
 }
 
-/// Whether the engine applies read-only binds recursively when asked (API 1.44 and later).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct EngineFeatures {
-    pub recursive_read_only: bool,
-}
-
 /// The create request for a run: network `none`, read-only root, no capabilities,
 /// no-new-privileges, the default seccomp profile (never overridden), a non-root user, limits
 /// on pids, memory (= memory + swap) and CPU, a size-capped `/tmp`, capped logs, an init
 /// process, labels, never privileged, never a host namespace, never the Docker socket;
 /// datasets and ingress read-only.
-pub fn run_container(
-    instance: &str,
-    run: &RunSpec,
-    features: EngineFeatures,
-) -> ContainerCreateBody {
+pub fn run_container(instance: &str, run: &RunSpec) -> ContainerCreateBody {
     let sb = &run.sandbox;
     let r = &sb.resources;
     let mut mounts = vec![
@@ -99,18 +106,11 @@ pub fn run_container(
         ));
     }
     for d in &sb.datasets {
-        mounts.push(Mount {
-            typ: Some(MountType::BIND),
-            source: Some(d.host_path.clone()),
-            target: Some(format!("{DATA_DIR}/{}", d.id)),
-            read_only: Some(true),
-            bind_options: Some(MountBindOptions {
-                // Fails closed on engines that cannot make submounts read-only too.
-                read_only_force_recursive: features.recursive_read_only.then_some(true),
-                ..Default::default()
-            }),
-            ..Default::default()
-        });
+        mounts.push(volume(
+            dataset_volume(&sb.id, &d.id),
+            format!("{DATA_DIR}/{}", d.id),
+            true,
+        ));
     }
     let mut labels = labels(instance, &sb.id, &sb.project, "run");
     labels.insert(LABEL_RUN.to_owned(), run.id.clone());
@@ -230,7 +230,7 @@ mod tests {
 
     #[test]
     fn every_run_is_hardened() {
-        let c = run_container("gw", &spec(), EngineFeatures::default());
+        let c = run_container("gw", &spec());
         let h = c.host_config.as_ref().unwrap();
         assert_eq!(h.network_mode.as_deref(), Some("none"));
         assert_eq!(c.network_disabled, Some(true));
@@ -264,6 +264,23 @@ mod tests {
             ro,
             vec!["/vre/ingress/app-1".to_owned(), "/vre/data/ds-1".to_owned()]
         );
+        // Datasets too are volumes (non-recursive read-only binds made by the local driver);
+        // nothing of the host is bind-mounted directly.
+        assert!(mounts.iter().all(|m| m.typ == Some(MountType::VOLUME)));
+        assert_eq!(h.binds.as_deref(), Some(&[][..]));
+        let ds = mounts
+            .iter()
+            .find(|m| m.target.as_deref() == Some("/vre/data/ds-1"));
+        assert_eq!(
+            ds.and_then(|m| m.source.clone()),
+            Some(dataset_volume("sbx-1", "ds-1"))
+        );
+        let opts = dataset_volume_options("/srv/data/ds-1");
+        assert_eq!(
+            opts["o"], "bind,ro",
+            "read-only and not recursive (not rbind)"
+        );
+        assert_eq!(opts["device"], "/srv/data/ds-1");
         assert!(
             mounts
                 .iter()

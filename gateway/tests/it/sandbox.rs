@@ -35,13 +35,46 @@ struct World {
     ana: String,
     sandbox: String,
     ingress: String,
-    _data: TempDir,
+    /// Dropped before the dataset's directory.
+    submount: Option<Submount>,
+    data: TempDir,
+}
+
+/// A tmpfs (world-writable, with a file in it) mounted below the dataset's directory, as a
+/// site's data tree may hold other file systems; unmounted on drop. Needs root (as CI has).
+struct Submount(std::path::PathBuf);
+
+impl Submount {
+    fn new(at: std::path::PathBuf) -> Option<Submount> {
+        std::fs::create_dir_all(&at).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "mode=1777,size=1m", "tmpfs"])
+            .arg(&at)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!("not root: the dataset has no file system mounted below it");
+            return None;
+        }
+        std::fs::write(at.join("host-only.txt"), "below the dataset\n").unwrap();
+        Some(Submount(at))
+    }
+}
+
+impl Drop for Submount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
 }
 
 /// A gateway with project p1, an approved and staged ingress archive, a dataset, a sandbox.
 async fn world() -> World {
     let data = TempDir::new("dataset");
     std::fs::write(data.path().join("cohort.csv"), "id,age\n1,40\n").unwrap();
+    let submount = Submount::new(data.path().join("nested"));
     let d = data.path().to_path_buf();
     let app = TestApp::spawn_with(Engine::Sqlite, move |s| tiny(s, &d)).await;
     app.project("p1", &[("ana", "analyst")]).await;
@@ -67,7 +100,8 @@ async fn world() -> World {
         app,
         ana,
         ingress,
-        _data: data,
+        submount,
+        data,
     }
 }
 
@@ -176,6 +210,17 @@ async fn runs_are_isolated_and_limited() {
         log.contains("wrote") && log.contains("id,age") && log.contains("from the archive"),
         "{log}"
     );
+    // A file system mounted below the dataset's directory on the host is not carried in (the
+    // dataset is one read-only, non-recursive bind), so it can be neither read nor written.
+    if w.submount.is_some() {
+        let script = "ls -A /vre/data/cohort/nested; \
+                      touch /vre/data/cohort/nested/x 2>&1 && echo nested-writable; true";
+        let (r, log) = run(app, ana, sb, &["sh", "-c", script], None).await;
+        assert_eq!(r["exit_code"], 0, "{log}");
+        assert!(!log.contains("nested-writable"), "{log}");
+        assert!(!log.contains("host-only"), "{log}");
+        assert!(log.contains("Read-only file system"), "{log}");
+    }
     // The work area persists to the next run; /tmp does not, and it is capped.
     let (_, log) = run(
         app,
@@ -298,6 +343,22 @@ async fn runs_are_isolated_and_limited() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(healthy().await);
+
+    // Removing the sandbox removes its dataset volume and leaves the dataset itself whole.
+    let (st, r) = app
+        .delete(&format!("/api/v1/sandboxes/{sb}"), Some(ana))
+        .await;
+    assert_eq!(st, StatusCode::OK, "{r}");
+    let volumes = app.state.sandboxes.backend.list_volumes().await.unwrap();
+    assert!(volumes.is_empty(), "{volumes:?}");
+    let data = w.data.path();
+    assert_eq!(
+        std::fs::read_to_string(data.join("cohort.csv")).unwrap(),
+        "id,age\n1,40\n"
+    );
+    if w.submount.is_some() {
+        assert!(data.join("nested/host-only.txt").exists());
+    }
     assert!(app.verify_audit().await.problem.is_none());
     w.app.stop().await;
 }
