@@ -293,6 +293,7 @@ async fn supervise_inner(
 
     let quota = spec.resources.output_quota_bytes;
     let mut over_quota = false;
+    let mut unmeasured = false;
     let mut timed_out = false;
     let deadline = tokio::time::Instant::now() + remaining;
     let end_state = loop {
@@ -317,7 +318,11 @@ async fn supervise_inner(
                 break backend.wait(&container, Duration::from_secs(30)).await?;
             }
             Ok(_) => {}
-            Err(e) => tracing::debug!(error = %e, "measuring the output folder failed"),
+            Err(e) if !unmeasured => {
+                unmeasured = true;
+                tracing::warn!(run = %run.id, error = %e, "the output folder cannot be measured: its quota is not enforced until it can");
+            }
+            Err(_) => {}
         }
     };
     // A quick writer can fill the folder between two measurements and exit: measure once more.

@@ -504,6 +504,14 @@ impl SandboxBackend for DockerBackend {
         let root = PathBuf::from(v.mountpoint);
         // Walked without following links; reads metadata only, never content the sandbox wrote.
         tokio::task::spawn_blocking(move || {
+            // A root that cannot be read (the volume lives on another host, or the gateway may
+            // not read the engine's volumes) is an error: a silent 0 would switch the quota off.
+            std::fs::read_dir(&root).map_err(|e| {
+                Error::Unavailable(format!(
+                    "the output folder {} cannot be read on this host: {e}",
+                    root.display()
+                ))
+            })?;
             let mut total = 0u64;
             let mut stack = vec![root];
             while let Some(dir) = stack.pop() {
@@ -520,10 +528,10 @@ impl SandboxBackend for DockerBackend {
                     total += std::os::unix::fs::MetadataExt::blocks(&m) * 512;
                 }
             }
-            total
+            Ok(total)
         })
         .await
-        .map_err(|e| Error::Engine(e.to_string()))
+        .map_err(|e| Error::Engine(e.to_string()))?
     }
 
     fn download_output(&self, sb: &SandboxSpec, path: &str) -> ByteStream {
