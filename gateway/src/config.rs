@@ -199,6 +199,11 @@ pub struct IngressSettings {
     pub large_file_bytes: u64,
     /// Largest text file reviewers read through the gateway.
     pub max_view_bytes: u64,
+    /// Write uploads to the blob store with direct I/O, around the page cache, where the file
+    /// system allows it (tmpfs does not; there, and with `false`, uploads go through the page
+    /// cache with early writeback). It saves the kernel's copy and later writeback of every
+    /// upload; `false` suits a store on a file system where direct I/O is slow.
+    pub direct_io: bool,
 }
 
 impl Default for IngressSettings {
@@ -214,6 +219,7 @@ impl Default for IngressSettings {
             max_path_bytes: l.max_path_bytes,
             large_file_bytes: policy::archive::checks::CheckSettings::default().large_file_bytes,
             max_view_bytes: 8 << 20,
+            direct_io: true,
         }
     }
 }

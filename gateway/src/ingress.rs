@@ -90,6 +90,7 @@ pub async fn ingest<S, E>(
     blobs: &BlobStore,
     limits: Limits,
     checks: CheckSettings,
+    direct_io: bool,
 ) -> Result<Ingested, IngestError>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
@@ -99,9 +100,13 @@ where
     let (store_tx, store_rx) = channel::<Bytes>(QUEUE);
     let (scan_tx, scan_rx) = channel::<Bytes>(QUEUE);
     let (path, file) = blobs.temp_file()?;
+    let direct = direct_io.then(|| open_direct(&path)).flatten();
     // The guard removes the temporary file on every early return.
     let mut blob = blobs.finished(path, String::new(), 0);
-    let store = tokio::task::spawn_blocking(move || store_worker(file, store_rx));
+    let store = tokio::task::spawn_blocking(move || match direct {
+        Some(direct) => store_direct(file, direct, store_rx),
+        None => store_buffered(file, store_rx),
+    });
     let scan_limits = limits.clone();
     let scan = tokio::task::spawn_blocking(move || scan_worker(scan_rx, scan_limits, checks));
 
@@ -164,7 +169,10 @@ where
     })
 }
 
-fn store_worker(mut file: std::fs::File, mut rx: Receiver<Bytes>) -> anyhow::Result<(String, u64)> {
+fn store_buffered(
+    mut file: std::fs::File,
+    mut rx: Receiver<Bytes>,
+) -> anyhow::Result<(String, u64)> {
     use std::io::Write;
     let mut hasher = Sha256::new();
     let mut size = 0u64;
@@ -177,6 +185,147 @@ fn store_worker(mut file: std::fs::File, mut rx: Receiver<Bytes>) -> anyhow::Res
     }
     file.sync_all()?;
     Ok((hex::encode(hasher.finalize()), size))
+}
+
+/// The temporary file opened again for direct I/O, when its file system allows it (tmpfs
+/// does not).
+fn open_direct(path: &std::path::Path) -> Option<std::fs::File> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_DIRECT)
+            .open(path)
+            .ok()
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = path;
+        None
+    }
+}
+
+/// Direct I/O writes from buffers aligned to this, in multiples of it.
+const DIRECT_ALIGN: usize = 4096;
+const DIRECT_BUF: usize = 1 << 20;
+
+/// A `DIRECT_BUF`-sized window of a vector, aligned to `DIRECT_ALIGN`.
+struct AlignedBuf {
+    raw: Vec<u8>,
+    start: usize,
+    len: usize,
+}
+
+impl AlignedBuf {
+    fn new() -> Self {
+        let raw = vec![0u8; DIRECT_BUF + DIRECT_ALIGN];
+        let start = raw.as_ptr().align_offset(DIRECT_ALIGN);
+        AlignedBuf { raw, start, len: 0 }
+    }
+    fn room(&self) -> usize {
+        DIRECT_BUF - self.len
+    }
+    fn push(&mut self, bytes: &[u8]) {
+        let at = self.start + self.len;
+        self.raw[at..at + bytes.len()].copy_from_slice(bytes);
+        self.len += bytes.len();
+    }
+    fn filled(&self) -> &[u8] {
+        &self.raw[self.start..self.start + self.len]
+    }
+}
+
+/// Writes the upload around the page cache: the worker hashes and copies each chunk into
+/// aligned buffers, a writer thread writes full buffers with direct I/O, so hashing and the
+/// disk overlap and the kernel neither copies the upload nor writes it back later. The last
+/// few bytes past the alignment go through the page cache; the final fsync covers them and the
+/// metadata.
+fn store_direct(
+    file: std::fs::File,
+    direct: std::fs::File,
+    mut rx: Receiver<Bytes>,
+) -> anyhow::Result<(String, u64)> {
+    use std::os::unix::fs::FileExt;
+    let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<(AlignedBuf, u64)>(2);
+    let (free_tx, free_rx) = std::sync::mpsc::channel::<AlignedBuf>();
+    for _ in 0..3 {
+        free_tx
+            .send(AlignedBuf::new())
+            .expect("the receiver is here");
+    }
+    // A file system may take the open and still refuse the writes (EINVAL for an alignment
+    // it does not support): the rest then goes through the page cache.
+    let buffered = file.try_clone()?;
+    std::thread::scope(|scope| {
+        let writer = scope.spawn(move || -> std::io::Result<()> {
+            let mut through_cache = false;
+            for (mut buf, offset) in full_rx {
+                if !through_cache {
+                    match direct.write_all_at(buf.filled(), offset) {
+                        Ok(()) => {}
+                        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => through_cache = true,
+                        Err(e) => return Err(e),
+                    }
+                }
+                if through_cache {
+                    buffered.write_all_at(buf.filled(), offset)?;
+                }
+                buf.len = 0;
+                if free_tx.send(buf).is_err() {
+                    break;
+                }
+            }
+            Ok(())
+        });
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        let mut written = 0u64;
+        let mut buf = free_rx.recv().ok();
+        while let Some(chunk) = rx.blocking_recv() {
+            hasher.update(&chunk);
+            size += chunk.len() as u64;
+            let mut rest = &chunk[..];
+            while let (false, Some(b)) = (rest.is_empty(), buf.as_mut()) {
+                let n = rest.len().min(b.room());
+                b.push(&rest[..n]);
+                rest = &rest[n..];
+                if b.room() == 0 {
+                    let full = buf.take().expect("just used");
+                    let len = full.len as u64;
+                    if full_tx.send((full, written)).is_ok() {
+                        written += len;
+                        buf = free_rx.recv().ok();
+                    }
+                }
+            }
+            if buf.is_none() {
+                break;
+            }
+        }
+        // The tail: its aligned part directly, the rest through the page cache.
+        let mut tail = Vec::new();
+        if let Some(mut b) = buf.take() {
+            let aligned = b.len / DIRECT_ALIGN * DIRECT_ALIGN;
+            tail = b.filled()[aligned..].to_vec();
+            if aligned > 0 {
+                b.len = aligned;
+                if full_tx.send((b, written)).is_ok() {
+                    written += aligned as u64;
+                }
+            }
+        }
+        drop(full_tx);
+        writer
+            .join()
+            .map_err(|_| anyhow::anyhow!("the direct writer panicked"))??;
+        if written + tail.len() as u64 != size {
+            return Err(anyhow::anyhow!("the direct writer stopped"));
+        }
+        file.write_all_at(&tail, written)?;
+        file.sync_all()?;
+        Ok((hex::encode(hasher.finalize()), size))
+    })
 }
 
 /// Starts writing an upload to disk while it is still arriving, so that the `fsync` at its end

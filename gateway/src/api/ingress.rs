@@ -138,6 +138,7 @@ pub async fn submit(
         &state.blobs,
         settings.limits(),
         settings.checks(),
+        settings.direct_io,
     )
     .await;
     let ingested = match result {

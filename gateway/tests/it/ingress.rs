@@ -786,3 +786,39 @@ fn the_corpus_is_what_it_says() {
     set_checksum(&mut bad);
     assert_eq!(bad, ustar_header(b"x", b'0', 0, 0o644));
 }
+
+/// What lands in the blob store is the upload, byte for byte, whatever its size against the
+/// direct-I/O buffer (1 MiB) and alignment (4 KiB), with direct I/O and through the page cache.
+#[tokio::test]
+async fn stored_blobs_are_the_upload_at_every_alignment() {
+    for direct_io in [true, false] {
+        let app = TestApp::spawn_with(crate::support::Engine::Sqlite, move |s| {
+            s.ingress.direct_io = direct_io;
+        })
+        .await;
+        app.project("p1", &[("ana", "analyst")]).await;
+        let ana = app.token("ana", "analyst");
+        // Tar sizes: 512 (header) + data padded to 512 + 1024 (end).
+        for data_len in [
+            0usize,
+            2_560,                 // 4 KiB in all
+            (1 << 20) - 1_536,     // exactly one buffer
+            (1 << 20) - 1_024,     // one buffer and 512 bytes
+            (3 << 20) + 2_048 - 7, // three buffers and an unaligned tail
+        ] {
+            let data: Vec<u8> = (0..data_len).map(|i| (i * 31 % 251) as u8).collect();
+            let tar = tar_of(&[("data.bin", F, 0o644, &data)]);
+            let (st, b) = upload(&app, &ana, "p1", "sizes", tar.clone()).await;
+            assert_eq!(st, StatusCode::CREATED, "{data_len}: {b}");
+            let sha = gateway::sha256_hex(&tar);
+            assert_eq!(b["archive"]["sha256"], sha);
+            let stored = std::fs::read(app.state.blobs.path_of(&sha).unwrap()).unwrap();
+            assert_eq!(stored.len(), tar.len(), "direct_io {direct_io}, {data_len}");
+            assert!(
+                stored == tar,
+                "direct_io {direct_io}, {data_len}: the bytes differ"
+            );
+        }
+        app.stop().await;
+    }
+}
