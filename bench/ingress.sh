@@ -265,7 +265,10 @@ time_cmd() {
 }
 hash_file() { openssl dgst -sha256 "$1"; }
 unzstd_hash() { zstd -dc -q "$1" | openssl dgst -sha256; }
-durable_copy() { dd if="$1" of="$WORK/data/copy" bs=1M conv=fsync status=none; rm -f "$WORK/data/copy"; }
+durable_copy() { dd if="$1" of="$WORK/data/copy" bs=1M conv=fsync status=none; }
+# Removes the dd copy and lets the disk settle (the file system may discard the freed blocks in
+# the background), so that the next measurement starts on a quiet disk. Not timed.
+settle() { rm -f "$WORK/data/copy"; sync; sleep 2; }
 
 # ---------------------------------------------------------------------------------------------
 # Run
@@ -325,6 +328,7 @@ for f in "${archives[@]}"; do
         gw+=("$t")
         cpu+=("$(awk -v c=$(( c1 - c0 )) -v hz="$(getconf CLK_TCK)" -v t="$t" 'BEGIN { printf "%.0f", 100 * c / hz / t }')")
         dds+=("$(time_cmd durable_copy "$f")")
+        settle
         zo_note=""; [[ ${#zo[@]} -gt 0 ]] && zo_note=", zstd|openssl ${zo[-1]}s"
         log "  run $rep: gateway ${t}s ($(rate "$bytes" "$t") MiB/s, cpu ${cpu[-1]}%), openssl ${ossl[-1]}s$zo_note, dd ${dds[-1]}s, peak RSS $(( $(peak_rss_kib "$GW_PID") / 1024 )) MiB"
     done
