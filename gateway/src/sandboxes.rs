@@ -158,7 +158,15 @@ pub async fn supervise(state: AppState, run: RunRow, attach: bool) {
         Ok(done) => done,
         Err(e) => {
             tracing::error!(run = %run.id, error = %format!("{e:#}"), "supervising a run failed");
-            (failed(&sbx, &run.id, format!("{e:#}")).await, None)
+            // Recorded as failed: whatever is left of its container goes too.
+            let container = run
+                .container_id
+                .clone()
+                .unwrap_or_else(|| sandbox_runner::hardening::run_container_name(&run.id));
+            (
+                failed(&sbx, &run.id, format!("{e:#}")).await,
+                Some(container),
+            )
         }
     };
     if let Err(e) = record_finish(&state, &run, &finish).await {
