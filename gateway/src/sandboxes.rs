@@ -159,13 +159,9 @@ pub async fn supervise(state: AppState, run: RunRow, attach: bool) {
         Err(e) => {
             tracing::error!(run = %run.id, error = %format!("{e:#}"), "supervising a run failed");
             // Recorded as failed: whatever is left of its container goes too.
-            let container = run
-                .container_id
-                .clone()
-                .unwrap_or_else(|| sandbox_runner::hardening::run_container_name(&run.id));
             (
                 failed(&sbx, &run.id, format!("{e:#}")).await,
-                Some(container),
+                Some(container_of(&run)),
             )
         }
     };
@@ -184,6 +180,13 @@ pub async fn supervise(state: AppState, run: RunRow, attach: bool) {
             tracing::warn!(run = %run.id, error = %e, "removing a run's container failed");
         }
     }
+}
+
+/// The run's container: the ID recorded when it started, else the name it is created under.
+fn container_of(run: &RunRow) -> String {
+    run.container_id
+        .clone()
+        .unwrap_or_else(|| sandbox_runner::hardening::run_container_name(&run.id))
 }
 
 async fn failed(sbx: &Sandboxes, run: &str, reason: String) -> Finish {
@@ -236,9 +239,7 @@ async fn supervise_inner(
     };
     let _slots = sbx.slots(&sb.project_id).await;
     let container = if attach {
-        run.container_id
-            .clone()
-            .unwrap_or_else(|| sandbox_runner::hardening::run_container_name(&run.id))
+        container_of(run)
     } else {
         let spec = RunSpec {
             id: run.id.clone(),
@@ -479,10 +480,7 @@ async fn recover_once(state: &AppState) -> anyhow::Result<()> {
                 tokio::spawn(supervise(state.clone(), run, false));
             }
             _ => {
-                let container = run
-                    .container_id
-                    .clone()
-                    .unwrap_or_else(|| sandbox_runner::hardening::run_container_name(&run.id));
+                let container = container_of(&run);
                 match backend.state(&container).await? {
                     RunState::Missing => {
                         tracing::warn!(run = %run.id, "a run's container vanished");
