@@ -399,7 +399,11 @@ enum AuditCommand {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(matches!(cli.command, Command::Server(_)));
+    let serving = matches!(cli.command, Command::Server(_));
+    init_tracing(serving);
+    if serving {
+        crate::startup::tune_allocator();
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

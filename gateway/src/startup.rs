@@ -313,3 +313,31 @@ pub async fn shutdown_signal() {
         _ = int.recv() => {},
     }
 }
+
+/// Keeps the memory the allocator has from going back to the kernel after every upload chunk.
+///
+/// Request bodies arrive in buffers of up to ~400 KiB that live only until both ingress workers
+/// have read them. With glibc's defaults each freed buffer at the top of a heap is returned to
+/// the kernel and the next one faults its pages in again: about 370 MiB of page faults, and a
+/// sixth of the gateway's CPU, per GiB uploaded. Kept instead (up to `TRIM` per arena), the
+/// same pages are reused; the peak resident size does not change, it is only not given back
+/// between uploads. An operator's own `GLIBC_TUNABLES` for malloc is left to rule.
+pub fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        if std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("glibc.malloc.")) {
+            return;
+        }
+        /// Allocations up to this come from the heap (so are reused), larger ones are mapped.
+        const MMAP_THRESHOLD: libc::c_int = 4 << 20;
+        /// Free memory at the top of a heap is returned to the kernel past this.
+        const TRIM: libc::c_int = 32 << 20;
+        // SAFETY: mallopt only sets the allocator's parameters; it takes no pointers and is
+        // safe to call at any time (it takes the allocator's own lock).
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD);
+            libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM);
+        }
+    }
+}
