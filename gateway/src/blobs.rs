@@ -160,7 +160,7 @@ impl FinishedBlob {
         let sha = self.sha256.clone();
         let dest = self.root.join("sha256").join(&sha[..2]).join(&sha[2..]);
         if tokio::fs::try_exists(&dest).await.unwrap_or(false) {
-            let _ = tokio::fs::remove_file(&self.tmp).await;
+            remove_soon(std::mem::take(&mut self.tmp));
         } else {
             let parent = dest.parent().context("a blob path has a parent")?;
             tokio::fs::create_dir_all(parent).await?;
@@ -181,7 +181,28 @@ async fn sync_dir(dir: &Path) {
 impl Drop for FinishedBlob {
     fn drop(&mut self) {
         if !self.committed {
-            let _ = std::fs::remove_file(&self.tmp);
+            remove_soon(std::mem::take(&mut self.tmp));
+        }
+    }
+}
+
+/// Removes a temporary file without making the caller wait for it. Unlinking a large file
+/// frees all its blocks there and then (about 160 ms per GiB on an ext4 volume with online
+/// discard), which must hold neither the write transaction a duplicate upload commits in nor a
+/// thread of the async runtime, as a refused upload's guard would. A file a crash leaves before
+/// it goes is swept at the next start.
+fn remove_soon(path: PathBuf) {
+    if path.as_os_str().is_empty() {
+        return;
+    }
+    match tokio::runtime::Handle::try_current() {
+        Ok(rt) => {
+            rt.spawn_blocking(move || {
+                let _ = std::fs::remove_file(&path);
+            });
+        }
+        Err(_) => {
+            let _ = std::fs::remove_file(&path);
         }
     }
 }

@@ -349,9 +349,7 @@ async fn hostile_archives_are_refused_and_leave_nothing() {
             app.state.blobs.list().unwrap().is_empty(),
             "a refused archive left a blob"
         );
-        let tmp: Vec<_> = std::fs::read_dir(app.dir.path().join("tmp"))
-            .unwrap()
-            .collect();
+        let tmp = app.temp_files_left().await;
         assert!(
             tmp.is_empty(),
             "a refused archive left a temporary file: {tmp:?}"
@@ -500,6 +498,8 @@ async fn a_good_archive_gets_a_manifest_checks_and_audited_reads() {
         assert_eq!(st, StatusCode::CREATED);
         assert_ne!(again["application"]["id"], receipt["application"]["id"]);
         assert_eq!(app.state.blobs.list().unwrap().len(), 1);
+        let tmp = app.temp_files_left().await;
+        assert!(tmp.is_empty(), "the duplicate's temporary file stayed: {tmp:?}");
 
         // Approval follows the quorum rules like any application.
         let (_, b) = app.vote(&id, "rev", "approve").await;

@@ -429,6 +429,24 @@ impl TestApp {
         }
     }
 
+    /// The temporary files of the blob store once the removals the gateway started have run
+    /// (they run in the background, so an answer does not wait for a large file's unlink):
+    /// empty, unless one stays for 10 s.
+    pub async fn temp_files_left(&self) -> Vec<PathBuf> {
+        let tmp = self.dir.path().join("tmp");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let left: Vec<PathBuf> = std::fs::read_dir(&tmp)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
+            if left.is_empty() || std::time::Instant::now() > deadline {
+                return left;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+
     /// Waits until the checkpoint log covers the current head of the audit chain, so that the
     /// signed checkpoints are known exactly (one per commit when called after each write).
     pub async fn settle_checkpoints(&self) {
