@@ -8,26 +8,25 @@
 //! In one run, side by side, each over the same trivial command (`true`):
 //!
 //! 1. gateway  — `POST /api/v1/sandboxes/{id}/runs {"cmd":["true"]}` on an in-process gateway
-//!    over HTTPS on loopback, then `GET /api/v1/runs/{id}` every `POLL` until `state` is
-//!    `finished`: the time from sending the POST to seeing `finished`.
+//!    over HTTPS on loopback, then `GET /api/v1/runs/{id}?wait=60`, which answers once the end
+//!    is recorded (as `vre run` learns of it): the time from sending the POST to seeing
+//!    `finished`.
 //! 2. bollard  — the bare engine cycle, `create_container` / `start_container` /
 //!    `wait_container(..).next()` / `remove_container(force)`, with the very create request the
 //!    gateway sends (`sandbox_runner::hardening::run_container`), on the same sandbox's volumes.
 //! 3. docker run --rm — the CLI: `docker run --rm --network none --read-only --cap-drop ALL
 //!    --security-opt no-new-privileges -u 65534:65534 vre-test/busybox:latest true`.
 //! 4. throughput — `RUNS_TOTAL` gateway runs by `CLIENTS` concurrent clients (each POSTs and
-//!    polls, then starts its next run), with the gateway allowing `CLIENTS` runs at once, once
-//!    polling every `POLL` and once every `SLOW_POLL` (on a small machine the status requests
-//!    of 8 clients polling every few ms take CPU the engine needs), each with the CPU time
-//!    used meanwhile by this process and by the engine's daemons; the bare bollard cycle at the
-//!    same concurrency next to it.
+//!    waits for the end as above, then starts its next run), with the gateway allowing
+//!    `CLIENTS` runs at once, with the CPU time used meanwhile by this process and by the
+//!    engine's daemons; the bare bollard cycle at the same concurrency next to it.
 //!
 //! Each latency series has `WARMUP` discarded runs, then `SAMPLES` measured ones (override with
-//! `VRE_BENCH_SAMPLES`, and the poll interval with `VRE_BENCH_POLL_MS`); the three series are interleaved round by round, so a drift of the
+//! `VRE_BENCH_SAMPLES`); the three series are interleaved round by round, so a drift of the
 //! machine touches them alike. Two splits of the medians show where the time goes: for the
 //! gateway, from the run's own timestamps (milliseconds), POST to container started (queue,
 //! create, start), started to the supervisor's end (wait, last output measurement, logs,
-//! remove, log digest), and the rest (recording the end, the client's polling); for the bare
+//! remove, log digest), and the rest (recording the end, the client learning of it); for the bare
 //! cycle, each of its four engine calls.
 //!
 //! Targets: gateway p50 <= 1.3 x bollard p50, and gateway p50 <= 0.5 x `docker run --rm` p50.
@@ -51,11 +50,6 @@ use serde_json::{Value, json};
 const IMAGE: &str = "vre-test/busybox:latest";
 const WARMUP: usize = 5;
 const SAMPLES: usize = 40;
-/// How often a client asks whether its run has finished (override with `VRE_BENCH_POLL_MS`).
-const POLL: Duration = Duration::from_millis(5);
-/// The throughput is measured at `POLL` and again at this interval, to show what the clients'
-/// own polling costs the machine.
-const SLOW_POLL: Duration = Duration::from_millis(25);
 const CLIENTS: usize = 8;
 const RUNS_TOTAL: usize = 64;
 
@@ -78,19 +72,20 @@ fn main() {
 }
 
 async fn bench() -> Res<()> {
-    let env = |k: &str| std::env::var(k).ok().and_then(|s| s.parse::<u64>().ok());
-    let samples = env("VRE_BENCH_SAMPLES").map_or(SAMPLES, |n| n as usize);
-    let poll = env("VRE_BENCH_POLL_MS").map_or(POLL, Duration::from_millis);
+    let samples = std::env::var("VRE_BENCH_SAMPLES")
+        .ok()
+        .and_then(|s| s.parse::<usize>().ok())
+        .unwrap_or(SAMPLES);
     preflight()?;
     let mut gw = Gateway::start().await?;
     let result = match gw.setup().await {
-        Ok(()) => measure(&gw, samples, poll).await,
+        Ok(()) => measure(&gw, samples).await,
         Err(e) => Err(e),
     };
     // Whatever happened, nothing is left behind on the engine.
     gw.stop().await;
     let report = result?;
-    report.print(samples, poll);
+    report.print(samples);
     Ok(())
 }
 
@@ -121,8 +116,6 @@ struct Gateway {
     instance: String,
     analyst: String,
     sandbox: Value,
-    /// Status requests sent by `run_true`.
-    polls: std::sync::atomic::AtomicUsize,
     stop: tokio::sync::oneshot::Sender<()>,
     join: tokio::task::JoinHandle<anyhow::Result<()>>,
     _dir: tempfile::TempDir,
@@ -161,7 +154,6 @@ impl Gateway {
             instance,
             analyst: String::new(),
             sandbox: Value::Null,
-            polls: Default::default(),
             stop,
             join,
             _dir: dir,
@@ -240,7 +232,7 @@ impl Gateway {
     }
 
     /// One run of `true`, from the POST to seeing it finished; returns the time and the run.
-    async fn run_true(&self, poll: Duration) -> Res<(Duration, Value)> {
+    async fn run_true(&self) -> Res<(Duration, Value)> {
         let path = format!("/api/v1/sandboxes/{}/runs", self.sandbox_id());
         let t0 = Instant::now();
         let run = self
@@ -251,10 +243,11 @@ impl Gateway {
                 Some(json!({"cmd": ["true"]})),
             )
             .await?;
-        let get = format!("/api/v1/runs/{}", run["id"].as_str().unwrap_or_default());
+        let get = format!(
+            "/api/v1/runs/{}?wait=60",
+            run["id"].as_str().unwrap_or_default()
+        );
         loop {
-            self.polls
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let r = self
                 .call(reqwest::Method::GET, &get, &self.analyst, None)
                 .await?;
@@ -265,7 +258,6 @@ impl Gateway {
                 }
                 return Ok((took, r));
             }
-            tokio::time::sleep(poll).await;
         }
     }
 
@@ -432,26 +424,24 @@ fn docker_run_rm() -> Res<Duration> {
 struct Report {
     gateway: Vec<Duration>,
     /// Medians of the gateway's split (ms): POST to started (queue, create, start), started
-    /// to the supervisor's end (wait, teardown), recording the end and polling.
+    /// to the supervisor's end (wait, teardown), recording the end and the client seeing it.
     gateway_split: [f64; 3],
     bollard: Vec<Duration>,
     /// Medians of the bare cycle's calls (ms): create, start, wait, remove.
     bollard_split: [f64; 4],
     cli: Vec<Duration>,
-    /// At the poll interval of the latency series, then at `SLOW_POLL`.
-    gateway_rps: Vec<(Duration, Throughput)>,
+    gateway_rps: Throughput,
     bollard_rps: Throughput,
 }
 
-/// Runs per second, the wall time, the CPU time this process (the clients, and the gateway in
-/// the gateway's case) and the engine used meanwhile, and the status requests the clients sent.
+/// Runs per second, the wall time, and the CPU time this process (the clients, and the gateway
+/// in the gateway's case) and the engine used meanwhile.
 struct Throughput {
     rps: f64,
     wall: Duration,
     cpu: f64,
     /// CPU seconds dockerd and containerd used meanwhile.
     engine_cpu: f64,
-    polls: usize,
 }
 
 /// User + system CPU seconds of a process so far (`/proc/PID/stat`, in 1/100 s ticks).
@@ -483,7 +473,7 @@ fn engine_cpu_seconds() -> f64 {
     pids.split_whitespace().map(cpu_of).sum()
 }
 
-async fn measure(gw: &Gateway, samples: usize, poll: Duration) -> Res<Report> {
+async fn measure(gw: &Gateway, samples: usize) -> Res<Report> {
     let bare = Arc::new(Bare::new(gw).await?);
     let mut n = 0;
 
@@ -500,7 +490,7 @@ async fn measure(gw: &Gateway, samples: usize, poll: Duration) -> Res<Report> {
         for k in 0..3 {
             match (round + k) % 3 {
                 0 => {
-                    let (took, run) = gw.run_true(poll).await?;
+                    let (took, run) = gw.run_true().await?;
                     if keep {
                         let at = |k: &str| ms_of(run[k].as_str().unwrap_or_default());
                         let (c, s, f) = (at("created_at"), at("started_at"), at("finished_at"));
@@ -530,21 +520,16 @@ async fn measure(gw: &Gateway, samples: usize, poll: Duration) -> Res<Report> {
         }
     }
 
-    let mut gateway_rps = Vec::new();
-    for poll in [poll, SLOW_POLL] {
-        eprintln!(
-            "throughput: {RUNS_TOTAL} gateway runs by {CLIENTS} clients polling every {} ms ...",
-            poll.as_millis()
-        );
+    eprintln!("throughput: {RUNS_TOTAL} gateway runs by {CLIENTS} clients ...");
+    let gateway_rps = {
         let (t0, cpu0, engine0) = (Instant::now(), cpu_seconds(), engine_cpu_seconds());
-        let polls0 = gw.polls.load(std::sync::atomic::Ordering::Relaxed);
         let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let mut clients = Vec::new();
         for _ in 0..CLIENTS {
             let next = next.clone();
             clients.push(async move {
                 while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < RUNS_TOTAL {
-                    gw.run_true(poll).await?;
+                    gw.run_true().await?;
                 }
                 Ok::<_, BoxError>(())
             });
@@ -553,17 +538,13 @@ async fn measure(gw: &Gateway, samples: usize, poll: Duration) -> Res<Report> {
             r?;
         }
         let took = t0.elapsed();
-        gateway_rps.push((
-            poll,
-            Throughput {
-                rps: RUNS_TOTAL as f64 / took.as_secs_f64(),
-                wall: took,
-                cpu: cpu_seconds() - cpu0,
-                engine_cpu: engine_cpu_seconds() - engine0,
-                polls: gw.polls.load(std::sync::atomic::Ordering::Relaxed) - polls0,
-            },
-        ));
-    }
+        Throughput {
+            rps: RUNS_TOTAL as f64 / took.as_secs_f64(),
+            wall: took,
+            cpu: cpu_seconds() - cpu0,
+            engine_cpu: engine_cpu_seconds() - engine0,
+        }
+    };
 
     eprintln!("throughput: {RUNS_TOTAL} bare bollard cycles by {CLIENTS} tasks ...");
     let bollard_rps = {
@@ -591,7 +572,6 @@ async fn measure(gw: &Gateway, samples: usize, poll: Duration) -> Res<Report> {
             wall: took,
             cpu: cpu_seconds() - cpu0,
             engine_cpu: engine_cpu_seconds() - engine0,
-            polls: 0,
         }
     };
 
@@ -632,7 +612,7 @@ fn pct(v: &[Duration], p: f64) -> f64 {
 }
 
 impl Report {
-    fn print(&self, samples: usize, poll: Duration) {
+    fn print(&self, samples: usize) {
         let row = |name: &str, v: &[Duration]| {
             println!(
                 "{name:<34} {:>9.1} {:>9.1} {:>9.1}",
@@ -644,14 +624,13 @@ impl Report {
         println!();
         println!("runs of `true`, {samples} samples each after {WARMUP} warm-up (ms)");
         println!("{:<34} {:>9} {:>9} {:>9}", "", "p50", "p90", "max");
-        row("gateway POST -> finished (poll)", &self.gateway);
+        row("gateway POST -> finished", &self.gateway);
         row("bare bollard create/start/wait/rm", &self.bollard);
         row("docker run --rm (CLI)", &self.cli);
         let [q, r, rest] = self.gateway_split;
         println!(
             "  gateway split (medians): POST->started {q:.0}, started->supervisor done {r:.0}, \
-             record + poll {rest:.0}  (poll every {} ms)",
-            poll.as_millis()
+             record + seen {rest:.0}"
         );
         let [c, s, w, rm] = self.bollard_split;
         println!(
@@ -661,22 +640,14 @@ impl Report {
         println!("throughput, {RUNS_TOTAL} runs at {CLIENTS} concurrent");
         let line = |name: &str, t: &Throughput, what: &str| {
             println!(
-                "{name:<34} {:>9.1} runs/s  ({:.2} s; CPU-s: {:.2} {what}, {:.2} engine{})",
+                "{name:<34} {:>9.1} runs/s  ({:.2} s; CPU-s: {:.2} {what}, {:.2} engine)",
                 t.rps,
                 t.wall.as_secs_f64(),
                 t.cpu,
                 t.engine_cpu,
-                if t.polls > 0 {
-                    format!(", {} status polls", t.polls)
-                } else {
-                    String::new()
-                }
             );
         };
-        for (poll, t) in &self.gateway_rps {
-            let name = format!("gateway, polling every {} ms", poll.as_millis());
-            line(&name, t, "clients + gateway");
-        }
+        line("gateway", &self.gateway_rps, "clients + gateway");
         line("bare bollard", &self.bollard_rps, "the client");
         println!();
         let g = pct(&self.gateway, 50.0);

@@ -1186,17 +1186,16 @@ async fn run_command(
         },
     )
     .await?;
-    // The log ends when the run does; its record follows a moment later.
-    let mut done: Value;
-    let mut tries = 0;
-    loop {
-        done = c.get(&format!("/api/v1/runs/{}", urlencode(&id))).await?;
-        if done["state"] == "finished" || tries > 200 {
-            break;
+    // The log ends when the run's end is recorded; a run this gateway no longer supervises
+    // (it restarted meanwhile) is waited for again until its end is recorded.
+    let status = format!("/api/v1/runs/{}?wait=60", urlencode(&id));
+    let done = loop {
+        let r: Value = c.get(&status).await?;
+        if r["state"] == "finished" {
+            break r;
         }
-        tries += 1;
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    };
     if client.json {
         print_json(&done);
     }

@@ -33,8 +33,18 @@ pub struct Sandboxes {
     /// semaphore; never held across an await.
     per_project: Mutex<HashMap<String, Arc<Semaphore>>>,
     logs_dir: PathBuf,
-    /// Runs supervised by this process: followers of their logs watch for the end.
-    live: Mutex<HashMap<String, watch::Receiver<bool>>>,
+    /// Runs supervised by this process: followers of their logs and of their end watch them.
+    live: Mutex<HashMap<String, watch::Receiver<Progress>>>,
+}
+
+/// How far a live run is, for those who follow it: each change wakes them, so a follower of
+/// the logs or of the end learns of it at once instead of polling.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Bytes of output in the log file, written through (a reader sees them).
+    pub log_bytes: u64,
+    /// The end is recorded.
+    pub done: bool,
 }
 
 impl Sandboxes {
@@ -66,12 +76,21 @@ impl Sandboxes {
     }
 
     /// Whether this process is still supervising the run; a follower waits on the receiver.
-    pub fn live(&self, run: &str) -> Option<watch::Receiver<bool>> {
+    pub fn live(&self, run: &str) -> Option<watch::Receiver<Progress>> {
         self.live
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(run)
             .cloned()
+    }
+
+    /// Waits until the run's end is recorded, or `limit` passes; returns at once for a run
+    /// this process does not supervise (ended, or never started here).
+    pub async fn wait_done(&self, run: &str, limit: Duration) {
+        let Some(mut rx) = self.live(run) else {
+            return;
+        };
+        let _ = tokio::time::timeout(limit, rx.wait_for(|p| p.done)).await;
     }
 
     async fn slots(&self, project: &str) -> (OwnedSemaphorePermit, OwnedSemaphorePermit) {
@@ -146,15 +165,31 @@ pub async fn spec_of(
 }
 
 /// Supervises a run from the queue to its end. `attach` is set when the container already
-/// exists (recovery after a restart).
-pub async fn supervise(state: AppState, run: RunRow, attach: bool) {
-    let sbx = state.sandboxes.clone();
-    let (done_tx, done_rx) = watch::channel(false);
-    sbx.live
+/// exists (recovery after a restart). The run is live (followers can wait on it) from the
+/// call, before the returned future first runs.
+pub fn supervise(
+    state: AppState,
+    run: RunRow,
+    attach: bool,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let (progress, rx) = watch::channel(Progress::default());
+    state
+        .sandboxes
+        .live
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .insert(run.id.clone(), done_rx);
-    let (finish, container) = match supervise_inner(&state, &run, attach).await {
+        .insert(run.id.clone(), rx);
+    supervise_live(state, run, attach, Arc::new(progress))
+}
+
+async fn supervise_live(
+    state: AppState,
+    run: RunRow,
+    attach: bool,
+    progress: Arc<watch::Sender<Progress>>,
+) {
+    let sbx = state.sandboxes.clone();
+    let (finish, container) = match supervise_inner(&state, &run, attach, &progress).await {
         Ok(done) => done,
         Err(e) => {
             tracing::error!(run = %run.id, error = %format!("{e:#}"), "supervising a run failed");
@@ -168,7 +203,7 @@ pub async fn supervise(state: AppState, run: RunRow, attach: bool) {
     if let Err(e) = record_finish(&state, &run, &finish).await {
         tracing::error!(run = %run.id, error = %format!("{e:#}"), "recording the end of a run failed");
     }
-    let _ = done_tx.send(true);
+    progress.send_modify(|p| p.done = true);
     sbx.live
         .lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -226,6 +261,7 @@ async fn supervise_inner(
     state: &AppState,
     run: &RunRow,
     attach: bool,
+    progress: &Arc<watch::Sender<Progress>>,
 ) -> anyhow::Result<(Finish, Option<String>)> {
     let sbx = state.sandboxes.clone();
     let backend = sbx.backend.clone();
@@ -280,7 +316,10 @@ async fn supervise_inner(
         let container = container.clone();
         let over = over_log.clone();
         let path = log_path.clone();
-        tokio::spawn(async move { capture_logs(backend, container, path, cap, over).await })
+        let progress = progress.clone();
+        tokio::spawn(
+            async move { capture_logs(backend, container, path, cap, over, progress).await },
+        )
     };
 
     // The deadline counts from the start, across restarts.
@@ -387,11 +426,14 @@ async fn capture_logs(
     path: PathBuf,
     cap: u64,
     over: Arc<std::sync::atomic::AtomicBool>,
+    progress: Arc<watch::Sender<Progress>>,
 ) -> anyhow::Result<bool> {
     use futures_util::StreamExt;
     use tokio::io::AsyncWriteExt;
     let mut f = tokio::fs::File::create(&path).await?;
     let mut written = 0u64;
+    // Followers waiting for the file to exist.
+    progress.send_modify(|_| {});
     let mut stream = backend.logs(&container);
     while let Some(chunk) = stream.next().await {
         let Ok(chunk) = chunk else { break };
@@ -408,9 +450,11 @@ async fn capture_logs(
             return Ok(true);
         }
         f.write_all(&chunk).await?;
+        // Written through before followers are told: tokio's file hands writes to a thread.
+        f.flush().await?;
         written += chunk.len() as u64;
+        progress.send_modify(|p| p.log_bytes = written);
     }
-    f.flush().await?;
     f.sync_all().await?;
     Ok(false)
 }

@@ -6,7 +6,7 @@
 //! the other and a quorum is reached exactly once.
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use base64::Engine as _;
@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 
-use super::{ApiJson, require, require_visible};
+use super::{ApiJson, ApiQuery, require, require_visible};
 use crate::audit::NewEvent;
 use crate::auth::Caller;
 use crate::db::WriteTx;
@@ -143,7 +143,7 @@ pub struct ListQuery {
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    Query(q): Query<ListQuery>,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<ApiJson<Vec<Application>>> {
     require(&caller, Action::AppList, Standing::default())?;
     let filter = AppFilter {

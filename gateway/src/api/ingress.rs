@@ -4,7 +4,7 @@
 //! read text files inside the archive; every read is audited.
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use policy::access::{Action, Standing};
 use policy::review::{Kind, State as AppStateName};
@@ -13,7 +13,7 @@ use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 
 use super::applications::{Application, app_summary, submit_application, visible_app};
-use super::{ApiJson, require};
+use super::{ApiJson, ApiQuery, require};
 use crate::audit::NewEvent;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult, ErrorBody};
@@ -112,7 +112,7 @@ fn check_name(name: &str) -> ApiResult<String> {
 pub async fn submit(
     State(state): State<AppState>,
     caller: Caller,
-    Query(q): Query<IngressQuery>,
+    ApiQuery(q): ApiQuery<IngressQuery>,
     body: Body,
 ) -> ApiResult<(StatusCode, ApiJson<IngressReceipt>)> {
     let standing = {
@@ -302,7 +302,7 @@ pub async fn file(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-    Query(q): Query<FileQuery>,
+    ApiQuery(q): ApiQuery<FileQuery>,
 ) -> ApiResult<([(axum::http::HeaderName, String); 2], Vec<u8>)> {
     let (archive, entry) = {
         let mut conn = state.db.pool().acquire().await?;

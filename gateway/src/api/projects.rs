@@ -1,6 +1,6 @@
 //! Projects and their members.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use policy::access::{Action, Standing, sees_every_project};
 use policy::ids::{ProjectId, Subject};
@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 
-use super::{ApiJson, require, require_visible};
+use super::{ApiJson, ApiQuery, require, require_visible};
 use crate::audit::NewEvent;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult, ErrorBody};
@@ -238,7 +238,7 @@ pub async fn remove_member(
     State(state): State<AppState>,
     caller: Caller,
     Path((id, subject)): Path<(String, String)>,
-    Query(q): Query<RemoveQuery>,
+    ApiQuery(q): ApiQuery<RemoveQuery>,
 ) -> ApiResult<ApiJson<Project>> {
     require(&caller, Action::ProjectManageMembers, Standing::default())?;
     let role = match q.role.as_deref() {

@@ -1,7 +1,7 @@
 //! Images, sandboxes, staging and runs.
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use policy::access::{Action, Standing};
 use policy::review::{Event, Facts, Kind, State as AppStateName};
@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 
-use super::{ApiJson, require, require_visible};
+use super::{ApiJson, ApiQuery, require, require_visible};
 use crate::audit::NewEvent;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult, ErrorBody};
@@ -470,7 +470,7 @@ pub struct SandboxQuery {
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    Query(q): Query<SandboxQuery>,
+    ApiQuery(q): ApiQuery<SandboxQuery>,
 ) -> ApiResult<ApiJson<Vec<Sandbox>>> {
     require(&caller, Action::ImageList, Standing::default())?;
     let mut conn = state.db.pool().acquire().await?;
@@ -721,15 +721,33 @@ async fn visible_run(state: &AppState, caller: &Caller, id: &str) -> ApiResult<(
     Ok((run.ok_or(ApiError::NotFound("run"))?, standing))
 }
 
-/// One run: its state, outcome and times.
+#[derive(Deserialize, IntoParams)]
+pub struct RunQuery {
+    /// Seconds to wait for the run to end before answering (at most 60): the answer comes as
+    /// soon as the end is recorded, with the run as it is then.
+    #[serde(default)]
+    pub wait: Option<u64>,
+}
+
+/// The longest a client may hold a status request open.
+const MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// One run: its state, outcome and times; with `wait`, once it has ended.
 #[utoipa::path(get, path = "/api/v1/runs/{id}", tag = "sandboxes", security(("bearer" = [])),
-    params(("id" = String, Path)),
+    params(("id" = String, Path), RunQuery),
     responses((status = 200, body = Run), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn show_run(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
+    ApiQuery(q): ApiQuery<RunQuery>,
 ) -> ApiResult<ApiJson<Run>> {
+    let run = visible_run(&state, &caller, &id).await?.0;
+    let wait = std::time::Duration::from_secs(q.wait.unwrap_or(0)).min(MAX_WAIT);
+    if wait.is_zero() || run.state == "finished" {
+        return Ok(ApiJson(run_dto(run)));
+    }
+    state.sandboxes.wait_done(&run.id, wait).await;
     Ok(ApiJson(run_dto(visible_run(&state, &caller, &id).await?.0)))
 }
 
@@ -738,6 +756,18 @@ pub struct LogQuery {
     /// Keep the response open and send output as it comes, until the run ends.
     #[serde(default)]
     pub follow: bool,
+}
+
+/// Waits for the next change of a live run's progress; a run whose supervisor is gone counts
+/// as ended.
+async fn next_progress(
+    live: &mut Option<tokio::sync::watch::Receiver<crate::sandboxes::Progress>>,
+) {
+    if let Some(l) = live {
+        if l.changed().await.is_err() {
+            *live = None;
+        }
+    }
 }
 
 /// A run's output (stdout and stderr), capped; the project's analysts only.
@@ -749,7 +779,7 @@ pub async fn logs(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-    Query(q): Query<LogQuery>,
+    ApiQuery(q): ApiQuery<LogQuery>,
 ) -> ApiResult<(
     StatusCode,
     [(axum::http::HeaderName, &'static str); 1],
@@ -763,15 +793,14 @@ pub async fn logs(
     struct Tail {
         file: Option<tokio::fs::File>,
         path: std::path::PathBuf,
-        live: Option<tokio::sync::watch::Receiver<bool>>,
-        follow: bool,
+        /// Followed while the run is live: each change of its progress wakes the follower.
+        live: Option<tokio::sync::watch::Receiver<crate::sandboxes::Progress>>,
         done: bool,
     }
     let tail = Tail {
         file: None,
         path,
-        live,
-        follow,
+        live: live.filter(|_| follow),
         done: false,
     };
     let stream = futures_util::stream::unfold(tail, |mut t| async move {
@@ -781,11 +810,13 @@ pub async fn logs(
         }
         let mut buf = vec![0u8; 64 * 1024];
         loop {
+            // Seen before reading: a change after this wakes the wait below.
+            let ended = t.live.as_mut().is_none_or(|l| l.borrow_and_update().done);
             if t.file.is_none() {
                 match tokio::fs::File::open(&t.path).await {
                     Ok(f) => t.file = Some(f),
-                    Err(_) if t.follow && t.live.as_ref().is_some_and(|l| !*l.borrow()) => {
-                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    Err(_) if !ended => {
+                        next_progress(&mut t.live).await;
                         continue;
                     }
                     Err(_) => return None,
@@ -793,19 +824,12 @@ pub async fn logs(
             }
             let f = t.file.as_mut().expect("opened above");
             match f.read(&mut buf).await {
-                Ok(0) => {
-                    let running = t.live.as_ref().is_some_and(|l| !*l.borrow());
-                    if t.follow && running {
-                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                        continue;
-                    }
-                    if t.follow && t.live.is_some() {
-                        // The run just ended: read what was flushed last, then stop.
-                        t.live = None;
-                        continue;
-                    }
-                    return None;
+                Ok(0) if !ended => next_progress(&mut t.live).await,
+                Ok(0) if t.live.is_some() => {
+                    // The run just ended: read what was written last, then stop.
+                    t.live = None;
                 }
+                Ok(0) => return None,
                 Ok(n) => {
                     buf.truncate(n);
                     return Some((Ok::<_, std::io::Error>(axum::body::Bytes::from(buf)), t));

@@ -1,13 +1,13 @@
 //! Health, metrics, identity, the gateway's public keys and the audit log.
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use policy::access::{Action, Standing};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{ApiJson, require};
+use super::{ApiJson, ApiQuery, require};
 use crate::audit::{StoredEvent, event_from_row};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult, ErrorBody};
@@ -97,7 +97,7 @@ pub struct AuditQuery {
 pub async fn audit_events(
     State(state): State<AppState>,
     caller: Caller,
-    Query(q): Query<AuditQuery>,
+    ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> ApiResult<ApiJson<Vec<StoredEvent>>> {
     require(&caller, Action::AuditRead, Standing::default())?;
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);

@@ -123,14 +123,14 @@ async fn upload(app: &TestApp, token: &str, project: &str, script: &[u8]) -> Str
     b["application"]["id"].as_str().unwrap().to_owned()
 }
 
-/// Runs `cmd` and waits for its end; returns the run record and its log.
-async fn run(
+/// Starts `cmd` in the sandbox; returns the run's id.
+async fn start_run(
     app: &TestApp,
     token: &str,
     sandbox: &str,
     cmd: &[&str],
     timeout: Option<u64>,
-) -> (Value, String) {
+) -> String {
     let (st, r) = app
         .post(
             &format!("/api/v1/sandboxes/{sandbox}/runs"),
@@ -139,10 +139,23 @@ async fn run(
         )
         .await;
     assert_eq!(st, StatusCode::ACCEPTED, "{r}");
-    let id = r["id"].as_str().unwrap().to_owned();
+    r["id"].as_str().unwrap().to_owned()
+}
+
+/// Runs `cmd` and waits for its end; returns the run record and its log.
+async fn run(
+    app: &TestApp,
+    token: &str,
+    sandbox: &str,
+    cmd: &[&str],
+    timeout: Option<u64>,
+) -> (Value, String) {
+    let id = start_run(app, token, sandbox, cmd, timeout).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     let done = loop {
-        let (_, r) = app.get(&format!("/api/v1/runs/{id}"), Some(token)).await;
+        let (_, r) = app
+            .get(&format!("/api/v1/runs/{id}?wait=60"), Some(token))
+            .await;
         if r["state"] == "finished" {
             break r;
         }
@@ -369,16 +382,8 @@ async fn every_hardening_field_is_on_the_container() {
         return;
     }
     let w = world().await;
-    let (st, r) = w
-        .app
-        .post(
-            &format!("/api/v1/sandboxes/{}/runs", w.sandbox),
-            Some(&w.ana),
-            &json!({"cmd": ["sleep", "30"]}),
-        )
-        .await;
-    assert_eq!(st, StatusCode::ACCEPTED);
-    let name = format!("vre-run-{}", r["id"].as_str().unwrap());
+    let id = start_run(&w.app, &w.ana, &w.sandbox, &["sleep", "30"], None).await;
+    let name = format!("vre-run-{id}");
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let inspect: Value = loop {
         let out = std::process::Command::new("docker")
@@ -928,6 +933,75 @@ async fn a_sandbox_removed_as_its_run_finishes_leaves_nothing() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_status_request_with_wait_answers_when_the_run_ends() {
+    if !docker_available() {
+        return;
+    }
+    let w = world().await;
+    let cmd = ["sh", "-c", "echo one; sleep 2; echo two; exit 3"];
+    let id = start_run(&w.app, &w.ana, &w.sandbox, &cmd, None).await;
+    // Without waiting: as it is now.
+    let (_, now) = w.app.get(&format!("/api/v1/runs/{id}"), Some(&w.ana)).await;
+    assert_ne!(now["state"], "finished", "{now}");
+    // Following the log while waiting for the end: the log comes as it is written.
+    let follow = {
+        let http = w.app.http.clone();
+        let url = format!("{}/api/v1/runs/{id}/logs?follow=true", w.app.url);
+        let token = w.ana.clone();
+        tokio::spawn(async move {
+            let mut resp = http.get(url).bearer_auth(token).send().await.unwrap();
+            let first = resp.chunk().await.unwrap().unwrap_or_default();
+            let mut rest = Vec::new();
+            while let Some(c) = resp.chunk().await.unwrap() {
+                rest.extend_from_slice(&c);
+            }
+            (first, rest)
+        })
+    };
+    let asked = std::time::Instant::now();
+    let (st, done) = w
+        .app
+        .get(&format!("/api/v1/runs/{id}?wait=50"), Some(&w.ana))
+        .await;
+    assert_eq!(st, StatusCode::OK, "{done}");
+    assert_eq!(
+        done["state"], "finished",
+        "the answer came before the end: {done}"
+    );
+    assert_eq!(
+        (done["outcome"].as_str(), done["exit_code"].as_i64()),
+        (Some("exited"), Some(3))
+    );
+    assert!(
+        asked.elapsed() < Duration::from_secs(40),
+        "the answer waited for the limit, not for the end"
+    );
+    let (first, rest) = follow.await.unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&first),
+        "one\n",
+        "the first line came on its own"
+    );
+    assert_eq!(String::from_utf8_lossy(&rest), "two\n");
+    // An ended run answers at once, wait or not; a wait past the limit is cut to it.
+    let (st, again) = w
+        .app
+        .get(&format!("/api/v1/runs/{id}?wait=100000"), Some(&w.ana))
+        .await;
+    assert_eq!((st, &again), (StatusCode::OK, &done));
+    let (st, b) = w
+        .app
+        .get(&format!("/api/v1/runs/{id}?wait=soon"), Some(&w.ana))
+        .await;
+    assert_eq!(
+        (st, b["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("bad_request")),
+        "{b}"
+    );
+    w.app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
