@@ -258,6 +258,8 @@ impl Gateway {
                 }
                 return Ok((took, r));
             }
+            // Not supervised (any more) by this gateway: ask again, not in a tight loop.
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 

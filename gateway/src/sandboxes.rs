@@ -179,17 +179,35 @@ pub fn supervise(
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .insert(run.id.clone(), rx);
-    supervise_live(state, run, attach, Arc::new(progress))
+    let live = Live {
+        sandboxes: state.sandboxes.clone(),
+        run: run.id.clone(),
+        progress: Arc::new(progress),
+    };
+    supervise_live(state, run, attach, live)
 }
 
-async fn supervise_live(
-    state: AppState,
-    run: RunRow,
-    attach: bool,
+/// A run's place among the live ones, for as long as its supervisor runs: gone with it, even
+/// when it panics, so that followers stop waiting (the next start recovers the run).
+struct Live {
+    sandboxes: Arc<Sandboxes>,
+    run: String,
     progress: Arc<watch::Sender<Progress>>,
-) {
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.sandboxes
+            .live
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.run);
+    }
+}
+
+async fn supervise_live(state: AppState, run: RunRow, attach: bool, live: Live) {
     let sbx = state.sandboxes.clone();
-    let (finish, container) = match supervise_inner(&state, &run, attach, &progress).await {
+    let (finish, container) = match supervise_inner(&state, &run, attach, &live.progress).await {
         Ok(done) => done,
         Err(e) => {
             tracing::error!(run = %run.id, error = %format!("{e:#}"), "supervising a run failed");
@@ -203,11 +221,8 @@ async fn supervise_live(
     if let Err(e) = record_finish(&state, &run, &finish).await {
         tracing::error!(run = %run.id, error = %format!("{e:#}"), "recording the end of a run failed");
     }
-    progress.send_modify(|p| p.done = true);
-    sbx.live
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .remove(&run.id);
+    live.progress.send_modify(|p| p.done = true);
+    drop(live);
     // The container goes after the end is recorded, which the analyst need not wait for. One
     // left by a crash in between is an orphan the next start removes.
     if let Some(c) = container {

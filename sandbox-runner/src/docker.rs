@@ -4,7 +4,9 @@
 //! Every control call runs under a deadline (`call_timeout`): bollard's own timeout covers only
 //! the time to response headers. Uploads get a client of their own with a long timeout, since
 //! the engine answers an upload only after extracting it. Waits poll the stream returned after
-//! `start` (never before: a wait stream created before start and polled after exit hangs).
+//! `start` (never before: a wait stream created before start and polled after exit hangs),
+//! raced against the end the engine's event stream reports a few milliseconds earlier
+//! (`exits`).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -16,10 +18,10 @@ use bollard::models::{
     VolumeCreateRequest,
 };
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, DownloadFromContainerOptionsBuilder,
-    KillContainerOptionsBuilder, ListContainersOptionsBuilder, ListVolumesOptionsBuilder,
-    LogsOptionsBuilder, RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder,
-    UploadToContainerOptionsBuilder,
+    AttachContainerOptionsBuilder, CreateContainerOptionsBuilder,
+    DownloadFromContainerOptionsBuilder, KillContainerOptionsBuilder, ListContainersOptionsBuilder,
+    ListVolumesOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    RemoveVolumeOptionsBuilder, UploadToContainerOptionsBuilder,
 };
 use futures_util::stream::BoxStream;
 use futures_util::{StreamExt, TryStreamExt};
@@ -48,6 +50,21 @@ pub struct DockerBackend {
     clients: std::sync::Mutex<Option<(Docker, Docker)>>,
     instance: String,
     call_timeout: Duration,
+    /// The ends of this instance's containers from the engine's event stream, followed by a
+    /// task started with the first run or wait and stopped when the backend goes.
+    exits: std::sync::Arc<crate::exits::Exits>,
+    events: std::sync::Mutex<Option<tokio::task::AbortHandle>>,
+    /// The output of runs started by this backend, attached before their start, until `logs`
+    /// takes it.
+    attached: std::sync::Mutex<HashMap<String, BoxStream<'static, Result<Vec<u8>>>>>,
+}
+
+impl Drop for DockerBackend {
+    fn drop(&mut self) {
+        if let Some(task) = self.events.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            task.abort();
+        }
+    }
 }
 
 fn make_clients(conn: &Connection) -> Result<(Docker, Docker)> {
@@ -106,7 +123,49 @@ impl DockerBackend {
             conn,
             clients: std::sync::Mutex::new(None),
             instance: instance.to_owned(),
+            exits: Default::default(),
+            events: std::sync::Mutex::new(None),
+            attached: Default::default(),
         })
+    }
+
+    /// Attaches to a created container's stdout and stderr, so its output comes straight from
+    /// its pipes and ends when the process does: a few milliseconds before the engine's log
+    /// reader would end (after the engine has handled the exit). None when the engine refuses;
+    /// `logs` then follows the engine's log.
+    async fn attach(&self, container: &str) -> Option<BoxStream<'static, Result<Vec<u8>>>> {
+        let opts = AttachContainerOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .stream(true)
+            .build();
+        let attached = self
+            .call(self.bulk().ok()?.attach_container(container, Some(opts)))
+            .await;
+        match attached {
+            Ok(a) => Some(
+                a.output
+                    .map_ok(|l| l.into_bytes().to_vec())
+                    .map_err(engine_error)
+                    .boxed(),
+            ),
+            Err(e) => {
+                tracing::debug!(container, error = %e, "attaching failed; the log is followed");
+                None
+            }
+        }
+    }
+
+    /// Follows the engine's events for this instance's containers, from now on (once).
+    fn follow_events(&self) {
+        let mut task = self.events.lock().unwrap_or_else(|p| p.into_inner());
+        if task.as_ref().is_some_and(|t| !t.is_finished()) {
+            return;
+        }
+        let Ok(docker) = self.bulk() else { return };
+        let labels = self.label_filter(None).remove("label").unwrap_or_default();
+        let follow = crate::exits::follow(docker, labels, std::sync::Arc::downgrade(&self.exits));
+        *task = Some(tokio::spawn(follow).abort_handle());
     }
 
     /// The control client and the bulk client (for uploads, whose answer comes only after the
@@ -400,6 +459,8 @@ impl SandboxBackend for DockerBackend {
     }
 
     async fn start(&self, run: &RunSpec) -> Result<String> {
+        // Subscribed before the container exists, so its end is not missed.
+        self.follow_events();
         self.ensure_datasets(&run.sandbox).await?;
         let name = hardening::run_container_name(&run.id);
         let body = hardening::run_container(&self.instance, run);
@@ -415,23 +476,45 @@ impl SandboxBackend for DockerBackend {
             Err(Error::Engine(m)) if m.starts_with("409") => name.clone(),
             Err(e) => return Err(e),
         };
+        // Attached before the start, so no output is missed.
+        if let Some(output) = self.attach(&id).await {
+            self.attached
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(id.clone(), output);
+        }
         match self.call(self.docker()?.start_container(&id, None)).await {
             Ok(()) => Ok(id),
             Err(Error::Engine(m)) if m.starts_with("304") => Ok(id),
-            Err(e) => Err(e),
+            Err(e) => {
+                self.attached
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&id);
+                Err(e)
+            }
         }
     }
 
     async fn wait(&self, container: &str, deadline: Duration) -> Result<Option<RunState>> {
-        let mut stream = self.docker()?.wait_container(container, None);
-        match tokio::time::timeout(deadline, stream.next()).await {
-            Err(_) => Ok(None),
-            Ok(None) => Ok(Some(self.state(container).await?)),
-            Ok(Some(Ok(_)))
-            | Ok(Some(Err(bollard::errors::Error::DockerContainerWaitError { .. }))) => {
-                Ok(Some(self.state(container).await?))
+        // The engine reports the end on its event stream before its wait API answers.
+        self.follow_events();
+        let mut reported = self.exits.watch(container);
+        let api = async {
+            let mut stream = self.docker()?.wait_container(container, None);
+            match tokio::time::timeout(deadline, stream.next()).await {
+                Err(_) => Ok(None),
+                Ok(None) => Ok(Some(self.state(container).await?)),
+                Ok(Some(Ok(_)))
+                | Ok(Some(Err(bollard::errors::Error::DockerContainerWaitError { .. }))) => {
+                    Ok(Some(self.state(container).await?))
+                }
+                Ok(Some(Err(e))) => Err(engine_error(e)),
             }
-            Ok(Some(Err(e))) => Err(engine_error(e)),
+        };
+        tokio::select! {
+            r = api => r,
+            Ok(end) = reported.wait_for(Option::is_some) => Ok(end.clone()),
         }
     }
 
@@ -479,6 +562,14 @@ impl SandboxBackend for DockerBackend {
     }
 
     fn logs(&self, container: &str) -> BoxStream<'static, Result<Vec<u8>>> {
+        let attached = self
+            .attached
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(container);
+        if let Some(output) = attached {
+            return output;
+        }
         let opts = LogsOptionsBuilder::default()
             .follow(true)
             .stdout(true)
@@ -550,6 +641,9 @@ impl SandboxBackend for DockerBackend {
             clients: std::sync::Mutex::new(self.clients().ok()),
             instance: self.instance.clone(),
             call_timeout: self.call_timeout,
+            exits: self.exits.clone(),
+            events: std::sync::Mutex::new(None),
+            attached: Default::default(),
         };
         let stream = async move {
             let mounts = vec![Mount {
@@ -594,6 +688,11 @@ impl SandboxBackend for DockerBackend {
     }
 
     async fn remove_container(&self, container: &str) -> Result<()> {
+        self.exits.forget(container);
+        self.attached
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(container);
         match self
             .call(self.docker()?.remove_container(
                 container,

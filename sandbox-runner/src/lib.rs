@@ -10,6 +10,7 @@
 //! Architecture invariant: no other crate of the workspace depends on bollard.
 
 pub mod docker;
+mod exits;
 pub mod hardening;
 
 use std::collections::HashMap;
