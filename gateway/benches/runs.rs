@@ -16,13 +16,16 @@
 //!    gateway sends (`sandbox_runner::hardening::run_container`), on the same sandbox's volumes.
 //! 3. docker run --rm — the CLI: `docker run --rm --network none --read-only --cap-drop ALL
 //!    --security-opt no-new-privileges -u 65534:65534 vre-test/busybox:latest true`.
+//!    Next to it, for the analyst's view, `vre run SANDBOX -- true`: the gateway's own CLI
+//!    (a new process, TLS handshake, POST, following the log, waiting for the end), shown but
+//!    not part of the targets, which are about the gateway.
 //! 4. throughput — `RUNS_TOTAL` gateway runs by `CLIENTS` concurrent clients (each POSTs and
 //!    waits for the end as above, then starts its next run), with the gateway allowing
 //!    `CLIENTS` runs at once, with the CPU time used meanwhile by this process and by the
 //!    engine's daemons; the bare bollard cycle at the same concurrency next to it.
 //!
 //! Each latency series has `WARMUP` discarded runs, then `SAMPLES` measured ones (override with
-//! `VRE_BENCH_SAMPLES`); the three series are interleaved round by round, so a drift of the
+//! `VRE_BENCH_SAMPLES`); the four series are interleaved round by round, so a drift of the
 //! machine touches them alike. Two splits of the medians show where the time goes: for the
 //! gateway, from the run's own timestamps (milliseconds), POST to container started (queue,
 //! create, start), started to the supervisor's end (wait, last output measurement, logs,
@@ -110,6 +113,7 @@ fn preflight() -> Res<()> {
 
 struct Gateway {
     url: String,
+    ca: std::path::PathBuf,
     http: reqwest::Client,
     state: gateway::state::AppState,
     settings: Settings,
@@ -148,6 +152,7 @@ impl Gateway {
             .to_owned();
         Ok(Gateway {
             url,
+            ca: ca.clone(),
             http,
             state,
             settings,
@@ -390,6 +395,22 @@ impl Bare {
 // ---------------------------------------------------------------------------------------------
 // The docker CLI.
 
+/// `vre run SANDBOX -- true` through the real binary, as an analyst would type it.
+fn vre_run(url: &str, ca: &std::path::Path, token: &str, sandbox: &str) -> Res<Duration> {
+    let t0 = Instant::now();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vre"))
+        .args(["run", sandbox, "--", "true"])
+        .env("VRE_URL", url)
+        .env("VRE_CA", ca)
+        .env("VRE_TOKEN", token)
+        .output()?;
+    let took = t0.elapsed();
+    if !out.status.success() {
+        return Err(format!("vre run failed: {}", String::from_utf8_lossy(&out.stderr)).into());
+    }
+    Ok(took)
+}
+
 fn docker_run_rm() -> Res<Duration> {
     let t0 = Instant::now();
     let out = std::process::Command::new("docker")
@@ -432,6 +453,7 @@ struct Report {
     /// Medians of the bare cycle's calls (ms): create, start, wait, remove.
     bollard_split: [f64; 4],
     cli: Vec<Duration>,
+    vre_cli: Vec<Duration>,
     gateway_rps: Throughput,
     bollard_rps: Throughput,
 }
@@ -479,18 +501,21 @@ async fn measure(gw: &Gateway, samples: usize) -> Res<Report> {
     let bare = Arc::new(Bare::new(gw).await?);
     let mut n = 0;
 
-    eprintln!("latency: {WARMUP} warm-up + {samples} rounds of (gateway, bollard, docker run) ...");
+    eprintln!(
+        "latency: {WARMUP} warm-up + {samples} rounds of (gateway, bollard, docker run, vre run) ..."
+    );
     let mut gateway = Vec::new();
     let mut gateway_split: [Vec<f64>; 3] = Default::default();
     let mut bollard = Vec::new();
     let mut bollard_split: [Vec<f64>; 4] = Default::default();
     let mut cli = Vec::new();
+    let mut vre_cli = Vec::new();
     for round in 0..WARMUP + samples {
         let keep = round >= WARMUP;
-        // The three series are interleaved, in a rotating order, so that a drift of the
+        // The four series are interleaved, in a rotating order, so that a drift of the
         // machine (another load, the engine's state) spreads over all of them alike.
-        for k in 0..3 {
-            match (round + k) % 3 {
+        for k in 0..4 {
+            match (round + k) % 4 {
                 0 => {
                     let (took, run) = gw.run_true().await?;
                     if keep {
@@ -512,10 +537,20 @@ async fn measure(gw: &Gateway, samples: usize) -> Res<Report> {
                         bollard.push(took);
                     }
                 }
-                _ => {
+                2 => {
                     let took = tokio::task::spawn_blocking(docker_run_rm).await??;
                     if keep {
                         cli.push(took);
+                    }
+                }
+                _ => {
+                    let (url, ca, token) = (gw.url.clone(), gw.ca.clone(), gw.analyst.clone());
+                    let sandbox = gw.sandbox_id();
+                    let took =
+                        tokio::task::spawn_blocking(move || vre_run(&url, &ca, &token, &sandbox))
+                            .await??;
+                    if keep {
+                        vre_cli.push(took);
                     }
                 }
             }
@@ -583,6 +618,7 @@ async fn measure(gw: &Gateway, samples: usize) -> Res<Report> {
         bollard,
         bollard_split: bollard_split.map(|v| median(&v)),
         cli,
+        vre_cli,
         gateway_rps,
         bollard_rps,
     })
@@ -629,6 +665,7 @@ impl Report {
         row("gateway POST -> finished", &self.gateway);
         row("bare bollard create/start/wait/rm", &self.bollard);
         row("docker run --rm (CLI)", &self.cli);
+        row("vre run -- true (CLI)", &self.vre_cli);
         let [q, r, rest] = self.gateway_split;
         println!(
             "  gateway split (medians): POST->started {q:.0}, started->supervisor done {r:.0}, \
@@ -669,6 +706,11 @@ impl Report {
             0.5 * c,
             g / c,
             verdict(g <= 0.5 * c)
+        );
+        let v = pct(&self.vre_cli, 50.0);
+        println!(
+            "(not a target) CLI to CLI, vre run p50 / docker run --rm p50: {v:.1} / {c:.1}  ({:.2}x)",
+            v / c
         );
     }
 }
