@@ -462,6 +462,7 @@ async fn capture_logs(
             )
             .await?;
             f.flush().await?;
+            f.sync_all().await?;
             return Ok(true);
         }
         f.write_all(&chunk).await?;
