@@ -388,13 +388,23 @@ async fn supervise_inner(
             Err(_) => {}
         }
     };
-    // A quick writer can fill the folder between two measurements and exit: measure once more.
-    if !timed_out && !over_quota {
-        if let Ok(used) = backend.output_usage(&sb.id).await {
-            over_quota = used > quota;
+    // A quick writer can fill the folder between two measurements and exit: measure once more,
+    // while the end of the output is written.
+    let last_usage = async {
+        if !timed_out && !over_quota {
+            backend.output_usage(&sb.id).await.ok()
+        } else {
+            None
         }
+    };
+    let (used, logs) = tokio::join!(
+        last_usage,
+        tokio::time::timeout(Duration::from_secs(10), log_task)
+    );
+    if let Some(used) = used {
+        over_quota = used > quota;
     }
-    let truncated = match tokio::time::timeout(Duration::from_secs(10), log_task).await {
+    let truncated = match logs {
         Ok(Ok(Ok(t))) => t,
         _ => over_log.load(std::sync::atomic::Ordering::Relaxed),
     };

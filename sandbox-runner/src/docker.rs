@@ -57,6 +57,9 @@ pub struct DockerBackend {
     /// The output of runs started by this backend, attached before their start, until `logs`
     /// takes it.
     attached: std::sync::Mutex<HashMap<String, BoxStream<'static, Result<Vec<u8>>>>>,
+    /// Where each sandbox's output volume lives on the engine's host, once asked: the quota is
+    /// measured every half second of a run, and the place does not change.
+    output_roots: std::sync::Mutex<HashMap<String, PathBuf>>,
 }
 
 impl Drop for DockerBackend {
@@ -126,7 +129,32 @@ impl DockerBackend {
             exits: Default::default(),
             events: std::sync::Mutex::new(None),
             attached: Default::default(),
+            output_roots: Default::default(),
         })
+    }
+
+    async fn output_root(&self, sandbox: &str) -> Result<PathBuf> {
+        let known = self
+            .output_roots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(sandbox)
+            .cloned();
+        if let Some(root) = known {
+            return Ok(root);
+        }
+        let v = self
+            .call(
+                self.docker()?
+                    .inspect_volume(&hardening::output_volume(sandbox)),
+            )
+            .await?;
+        let root = PathBuf::from(v.mountpoint);
+        self.output_roots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(sandbox.to_owned(), root.clone());
+        Ok(root)
     }
 
     /// Attaches to a created container's stdout and stderr, so its output comes straight from
@@ -586,15 +614,9 @@ impl SandboxBackend for DockerBackend {
     }
 
     async fn output_usage(&self, sandbox: &str) -> Result<u64> {
-        let v = self
-            .call(
-                self.docker()?
-                    .inspect_volume(&hardening::output_volume(sandbox)),
-            )
-            .await?;
-        let root = PathBuf::from(v.mountpoint);
+        let root = self.output_root(sandbox).await?;
         // Walked without following links; reads metadata only, never content the sandbox wrote.
-        tokio::task::spawn_blocking(move || {
+        let used = tokio::task::spawn_blocking(move || {
             // A root that cannot be read (the volume lives on another host, or the gateway may
             // not read the engine's volumes) is an error: a silent 0 would switch the quota off.
             std::fs::read_dir(&root).map_err(|e| {
@@ -622,7 +644,15 @@ impl SandboxBackend for DockerBackend {
             Ok(total)
         })
         .await
-        .map_err(|e| Error::Engine(e.to_string()))?
+        .map_err(|e| Error::Engine(e.to_string()))?;
+        if used.is_err() {
+            // Asked again next time: the volume may have been made anew.
+            self.output_roots
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(sandbox);
+        }
+        used
     }
 
     fn download_output(&self, sb: &SandboxSpec, path: &str) -> ByteStream {
@@ -644,6 +674,7 @@ impl SandboxBackend for DockerBackend {
             exits: self.exits.clone(),
             events: std::sync::Mutex::new(None),
             attached: Default::default(),
+            output_roots: Default::default(),
         };
         let stream = async move {
             let mounts = vec![Mount {
@@ -708,6 +739,10 @@ impl SandboxBackend for DockerBackend {
     }
 
     async fn remove_sandbox(&self, sandbox: &str) -> Result<()> {
+        self.output_roots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(sandbox);
         let filters = self.label_filter(Some((LABEL_SANDBOX, sandbox)));
         let containers = self
             .call(
