@@ -558,59 +558,13 @@ async fn measure(gw: &Gateway, samples: usize) -> Res<Report> {
     }
 
     eprintln!("throughput: {RUNS_TOTAL} gateway runs by {CLIENTS} clients ...");
-    let gateway_rps = {
-        let (t0, cpu0, engine0) = (Instant::now(), cpu_seconds(), engine_cpu_seconds());
-        let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let mut clients = Vec::new();
-        for _ in 0..CLIENTS {
-            let next = next.clone();
-            clients.push(async move {
-                while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < RUNS_TOTAL {
-                    gw.run_true().await?;
-                }
-                Ok::<_, BoxError>(())
-            });
-        }
-        for r in futures_util::future::join_all(clients).await {
-            r?;
-        }
-        let took = t0.elapsed();
-        Throughput {
-            rps: RUNS_TOTAL as f64 / took.as_secs_f64(),
-            wall: took,
-            cpu: cpu_seconds() - cpu0,
-            engine_cpu: engine_cpu_seconds() - engine0,
-        }
-    };
-
-    eprintln!("throughput: {RUNS_TOTAL} bare bollard cycles by {CLIENTS} tasks ...");
-    let bollard_rps = {
-        let (t0, cpu0, engine0) = (Instant::now(), cpu_seconds(), engine_cpu_seconds());
-        let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let mut tasks = Vec::new();
-        for _ in 0..CLIENTS {
-            let (next, bare) = (next.clone(), bare.clone());
-            tasks.push(tokio::spawn(async move {
-                loop {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    if i >= RUNS_TOTAL {
-                        return Ok::<_, BoxError>(());
-                    }
-                    bare.cycle(n + i).await?;
-                }
-            }));
-        }
-        for t in tasks {
-            t.await??;
-        }
-        let took = t0.elapsed();
-        Throughput {
-            rps: RUNS_TOTAL as f64 / took.as_secs_f64(),
-            wall: took,
-            cpu: cpu_seconds() - cpu0,
-            engine_cpu: engine_cpu_seconds() - engine0,
-        }
-    };
+    let gateway_rps = throughput(|_| async { gw.run_true().await.map(|_| ()) }).await?;
+    eprintln!("throughput: {RUNS_TOTAL} bare bollard cycles by {CLIENTS} clients ...");
+    let bollard_rps = throughput(|i| {
+        let bare = bare.clone();
+        async move { bare.cycle(n + i).await.map(|_| ()) }
+    })
+    .await?;
 
     Ok(Report {
         gateway,
@@ -621,6 +575,36 @@ async fn measure(gw: &Gateway, samples: usize) -> Res<Report> {
         vre_cli,
         gateway_rps,
         bollard_rps,
+    })
+}
+
+/// `RUNS_TOTAL` calls of `one` (given their number) by `CLIENTS` concurrent clients, each
+/// starting its next as soon as the last ended; with the CPU used meanwhile.
+async fn throughput<F, Fut>(one: F) -> Res<Throughput>
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = Res<()>>,
+{
+    let (t0, cpu0, engine0) = (Instant::now(), cpu_seconds(), engine_cpu_seconds());
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let client = || async {
+        loop {
+            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if i >= RUNS_TOTAL {
+                return Ok::<_, BoxError>(());
+            }
+            one(i).await?;
+        }
+    };
+    for r in futures_util::future::join_all((0..CLIENTS).map(|_| client())).await {
+        r?;
+    }
+    let took = t0.elapsed();
+    Ok(Throughput {
+        rps: RUNS_TOTAL as f64 / took.as_secs_f64(),
+        wall: took,
+        cpu: cpu_seconds() - cpu0,
+        engine_cpu: engine_cpu_seconds() - engine0,
     })
 }
 
