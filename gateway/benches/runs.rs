@@ -10,29 +10,38 @@
 //! 1. gateway  — `POST /api/v1/sandboxes/{id}/runs {"cmd":["true"]}` on an in-process gateway
 //!    over HTTPS on loopback, then `GET /api/v1/runs/{id}?wait=60`, which answers once the end
 //!    is recorded (as `vre run` learns of it): the time from sending the POST to seeing
-//!    `finished`.
+//!    `finished`. Three series:
+//!    - *container ready*: the default configuration, its sandbox's container started ahead
+//!      and running (the run waits `SETTLE` first, untimed), as when an analyst's next run
+//!      comes seconds after the last;
+//!    - *the next run right after*: a second run as soon as the first is seen finished, while
+//!      the engine is still starting the container for it;
+//!    - *nothing started ahead*: a second gateway with `standby_containers = 0`, each run
+//!      creating and starting its own container.
 //! 2. bollard  — the bare engine cycle, `create_container` / `start_container` /
-//!    `wait_container(..).next()` / `remove_container(force)`, with the very create request the
-//!    gateway sends (`sandbox_runner::hardening::run_container`), on the same sandbox's volumes.
+//!    `wait_container(..).next()` / `remove_container(force)`, with the create request the
+//!    gateway sends where it cannot use its launcher (`sandbox_runner::hardening::run_container`),
+//!    on the same sandbox's volumes.
 //! 3. docker run --rm — the CLI: `docker run --rm --network none --read-only --cap-drop ALL
 //!    --security-opt no-new-privileges -u 65534:65534 vre-test/busybox:latest true`.
-//!    Next to it, for the analyst's view, `vre run SANDBOX -- true`: the gateway's own CLI
-//!    (a new process, TLS handshake, POST, following the log, waiting for the end), shown but
-//!    not part of the targets, which are about the gateway.
+//!    Next to it, for the analyst's view, `vre run SANDBOX -- true` (container ready): the
+//!    gateway's own CLI (a new process, TLS handshake, POST, following the log, waiting for the
+//!    end), shown but not part of the targets, which are about the gateway.
 //! 4. throughput — `RUNS_TOTAL` gateway runs by `CLIENTS` concurrent clients (each POSTs and
 //!    waits for the end as above, then starts its next run), with the gateway allowing
 //!    `CLIENTS` runs at once, with the CPU time used meanwhile by this process and by the
-//!    engine's daemons; the bare bollard cycle at the same concurrency next to it.
+//!    engine's daemons; both gateways, and the bare bollard cycle at the same concurrency.
 //!
 //! Each latency series has `WARMUP` discarded runs, then `SAMPLES` measured ones (override with
-//! `VRE_BENCH_SAMPLES`); the four series are interleaved round by round, so a drift of the
-//! machine touches them alike. Two splits of the medians show where the time goes: for the
-//! gateway, from the run's own timestamps (milliseconds), POST to container started (queue,
-//! create, start), started to the supervisor's end (wait, last output measurement, logs,
-//! remove, log digest), and the rest (recording the end, the client learning of it); for the bare
-//! cycle, each of its four engine calls.
+//! `VRE_BENCH_SAMPLES`); the series are interleaved round by round, so a drift of the
+//! machine touches them alike. Splits of the medians show where the time goes: for the
+//! gateway, from the run's own timestamps (milliseconds), POST to started (queue, the
+//! container, the command handed over), started to the supervisor's end (wait, last output
+//! measurement, logs, log digest), and the rest (recording the end, the client learning of
+//! it); for the bare cycle, each of its four engine calls.
 //!
-//! Targets: gateway p50 <= 1.3 x bollard p50, and gateway p50 <= 0.5 x `docker run --rm` p50.
+//! Targets: gateway p50 <= 1.3 x bollard p50, and gateway p50 <= 0.5 x `docker run --rm` p50,
+//! for the default configuration (container ready); printed for the other two series too.
 //!
 //! Everything the bench creates (project, sandbox and its volumes, containers) belongs to a
 //! gateway with a temporary data dir; the sandbox is deleted through the API at the end and
@@ -80,13 +89,15 @@ async fn bench() -> Res<()> {
         .and_then(|s| s.parse::<usize>().ok())
         .unwrap_or(SAMPLES);
     preflight()?;
-    let mut gw = Gateway::start().await?;
-    let result = match gw.setup().await {
-        Ok(()) => measure(&gw, samples).await,
-        Err(e) => Err(e),
+    let mut gw = Gateway::start(Settings::default().sandbox.standby_containers).await?;
+    let mut cold = Gateway::start(0).await?;
+    let result = match (gw.setup().await, cold.setup().await) {
+        (Ok(()), Ok(())) => measure(&gw, &cold, samples).await,
+        (Err(e), _) | (_, Err(e)) => Err(e),
     };
     // Whatever happened, nothing is left behind on the engine.
     gw.stop().await;
+    cold.stop().await;
     let report = result?;
     report.print(samples);
     Ok(())
@@ -126,8 +137,9 @@ struct Gateway {
 }
 
 impl Gateway {
-    /// A gateway on a temporary data dir (SQLite), listening on a free loopback port.
-    async fn start() -> Res<Gateway> {
+    /// A gateway on a temporary data dir (SQLite), listening on a free loopback port, keeping
+    /// containers started ahead for `standby` sandboxes.
+    async fn start(standby: usize) -> Res<Gateway> {
         let dir = tempfile::Builder::new()
             .prefix("vre-bench-runs-")
             .tempdir()?;
@@ -138,6 +150,7 @@ impl Gateway {
         };
         settings.sandbox.max_concurrent_runs = CLIENTS;
         settings.sandbox.max_concurrent_runs_per_project = CLIENTS;
+        settings.sandbox.standby_containers = standby;
         let app = gateway::startup::Application::build(settings.clone()).await?;
         let url = format!("https://127.0.0.1:{}", app.addr().port());
         let state = app.state().clone();
@@ -444,17 +457,29 @@ fn docker_run_rm() -> Res<Duration> {
 // ---------------------------------------------------------------------------------------------
 // The measurements.
 
+/// A series of gateway runs.
+#[derive(Default)]
+struct Series {
+    times: Vec<Duration>,
+    /// The split (ms): POST to started (queue, container, command), started to the
+    /// supervisor's end (wait, teardown), recording the end and the client seeing it.
+    split: [Vec<f64>; 3],
+}
+
 struct Report {
-    gateway: Vec<Duration>,
-    /// Medians of the gateway's split (ms): POST to started (queue, create, start), started
-    /// to the supervisor's end (wait, teardown), recording the end and the client seeing it.
-    gateway_split: [f64; 3],
+    /// The gateway with its container started ahead, ready.
+    ready: Series,
+    /// The run right after, while that container is still being started.
+    next: Series,
+    /// A gateway that starts nothing ahead (`standby_containers = 0`).
+    none: Series,
     bollard: Vec<Duration>,
     /// Medians of the bare cycle's calls (ms): create, start, wait, remove.
     bollard_split: [f64; 4],
     cli: Vec<Duration>,
     vre_cli: Vec<Duration>,
     gateway_rps: Throughput,
+    cold_rps: Throughput,
     bollard_rps: Throughput,
 }
 
@@ -497,37 +522,58 @@ fn engine_cpu_seconds() -> f64 {
     pids.split_whitespace().map(cpu_of).sum()
 }
 
-async fn measure(gw: &Gateway, samples: usize) -> Res<Report> {
+/// Long enough for the container started ahead at a run's start to be running: the engine
+/// creates and starts one in about 80 ms.
+const SETTLE: Duration = Duration::from_millis(300);
+
+/// One gateway run's time, and its split from the run's own timestamps.
+fn gateway_sample(series: &mut Series, took: Duration, run: &Value) {
+    let at = |k: &str| ms_of(run[k].as_str().unwrap_or_default());
+    let (c, s, f) = (at("created_at"), at("started_at"), at("finished_at"));
+    series.split[0].push(s - c);
+    series.split[1].push(f - s);
+    series.split[2].push(ms(took) - (f - c));
+    series.times.push(took);
+}
+
+async fn measure(gw: &Gateway, cold: &Gateway, samples: usize) -> Res<Report> {
     let bare = Arc::new(Bare::new(gw).await?);
     let mut n = 0;
 
     eprintln!(
-        "latency: {WARMUP} warm-up + {samples} rounds of (gateway, bollard, docker run, vre run) ..."
+        "latency: {WARMUP} warm-up + {samples} rounds of (gateway: ready, then right after; \
+         gateway with nothing ahead; bollard; docker run; vre run) ..."
     );
-    let mut gateway = Vec::new();
-    let mut gateway_split: [Vec<f64>; 3] = Default::default();
+    let (mut ready, mut next, mut none) = (Series::default(), Series::default(), Series::default());
     let mut bollard = Vec::new();
     let mut bollard_split: [Vec<f64>; 4] = Default::default();
     let mut cli = Vec::new();
     let mut vre_cli = Vec::new();
     for round in 0..WARMUP + samples {
         let keep = round >= WARMUP;
-        // The four series are interleaved, in a rotating order, so that a drift of the
-        // machine (another load, the engine's state) spreads over all of them alike.
-        for k in 0..4 {
-            match (round + k) % 4 {
+        // The series are interleaved, in a rotating order, so that a drift of the machine
+        // (another load, the engine's state) spreads over all of them alike.
+        for k in 0..5 {
+            match (round + k) % 5 {
                 0 => {
+                    // A run when its container is ready (the analyst's usual case: the next
+                    // run comes seconds after the last), then one right after it, while the
+                    // engine is still starting the container for it.
+                    tokio::time::sleep(SETTLE).await;
                     let (took, run) = gw.run_true().await?;
+                    let (took2, run2) = gw.run_true().await?;
                     if keep {
-                        let at = |k: &str| ms_of(run[k].as_str().unwrap_or_default());
-                        let (c, s, f) = (at("created_at"), at("started_at"), at("finished_at"));
-                        gateway_split[0].push(s - c);
-                        gateway_split[1].push(f - s);
-                        gateway_split[2].push(ms(took) - (f - c));
-                        gateway.push(took);
+                        gateway_sample(&mut ready, took, &run);
+                        gateway_sample(&mut next, took2, &run2);
                     }
                 }
                 1 => {
+                    let (took, run) = cold.run_true().await?;
+                    if keep {
+                        gateway_sample(&mut none, took, &run);
+                    }
+                }
+                2 => {
                     let (took, calls) = bare.cycle(n).await?;
                     n += 1;
                     if keep {
@@ -537,13 +583,14 @@ async fn measure(gw: &Gateway, samples: usize) -> Res<Report> {
                         bollard.push(took);
                     }
                 }
-                2 => {
+                3 => {
                     let took = tokio::task::spawn_blocking(docker_run_rm).await??;
                     if keep {
                         cli.push(took);
                     }
                 }
                 _ => {
+                    tokio::time::sleep(SETTLE).await;
                     let (url, ca, token) = (gw.url.clone(), gw.ca.clone(), gw.analyst.clone());
                     let sandbox = gw.sandbox_id();
                     let took =
@@ -557,8 +604,9 @@ async fn measure(gw: &Gateway, samples: usize) -> Res<Report> {
         }
     }
 
-    eprintln!("throughput: {RUNS_TOTAL} gateway runs by {CLIENTS} clients ...");
+    eprintln!("throughput: {RUNS_TOTAL} gateway runs by {CLIENTS} clients, twice ...");
     let gateway_rps = throughput(|_| async { gw.run_true().await.map(|_| ()) }).await?;
+    let cold_rps = throughput(|_| async { cold.run_true().await.map(|_| ()) }).await?;
     eprintln!("throughput: {RUNS_TOTAL} bare bollard cycles by {CLIENTS} clients ...");
     let bollard_rps = throughput(|i| {
         let bare = bare.clone();
@@ -567,13 +615,15 @@ async fn measure(gw: &Gateway, samples: usize) -> Res<Report> {
     .await?;
 
     Ok(Report {
-        gateway,
-        gateway_split: gateway_split.map(|v| median(&v)),
+        ready,
+        next,
+        none,
         bollard,
         bollard_split: bollard_split.map(|v| median(&v)),
         cli,
         vre_cli,
         gateway_rps,
+        cold_rps,
         bollard_rps,
     })
 }
@@ -646,15 +696,23 @@ impl Report {
         println!();
         println!("runs of `true`, {samples} samples each after {WARMUP} warm-up (ms)");
         println!("{:<34} {:>9} {:>9} {:>9}", "", "p50", "p90", "max");
-        row("gateway POST -> finished", &self.gateway);
+        row("gateway, container ready", &self.ready.times);
+        row("gateway, the next run right after", &self.next.times);
+        row("gateway, nothing started ahead", &self.none.times);
         row("bare bollard create/start/wait/rm", &self.bollard);
         row("docker run --rm (CLI)", &self.cli);
-        row("vre run -- true (CLI)", &self.vre_cli);
-        let [q, r, rest] = self.gateway_split;
-        println!(
-            "  gateway split (medians): POST->started {q:.0}, started->supervisor done {r:.0}, \
-             record + seen {rest:.0}"
-        );
+        row("vre run -- true (CLI, ready)", &self.vre_cli);
+        for (name, series) in [
+            ("ready", &self.ready),
+            ("right after", &self.next),
+            ("nothing ahead", &self.none),
+        ] {
+            let [q, r, rest] = series.split.clone().map(|v| median(&v));
+            println!(
+                "  gateway split, {name} (medians): POST->started {q:.0}, started->supervisor done {r:.0}, \
+                 record + seen {rest:.0}"
+            );
+        }
         let [c, s, w, rm] = self.bollard_split;
         println!(
             "  bollard split (medians): create {c:.0}, start {s:.0}, wait {w:.0}, remove {rm:.0}"
@@ -671,26 +729,35 @@ impl Report {
             );
         };
         line("gateway", &self.gateway_rps, "clients + gateway");
+        line(
+            "gateway, nothing ahead",
+            &self.cold_rps,
+            "clients + gateway",
+        );
         line("bare bollard", &self.bollard_rps, "the client");
         println!();
-        let g = pct(&self.gateway, 50.0);
         let b = pct(&self.bollard, 50.0);
         let c = pct(&self.cli, 50.0);
         let verdict = |ok: bool| if ok { "PASS" } else { "MISS" };
-        println!(
-            "target gateway p50 <= 1.3 x bollard p50:         {:.1} <= {:.1}  ({:.2}x)  {}",
-            g,
-            1.3 * b,
-            g / b,
-            verdict(g <= 1.3 * b)
-        );
-        println!(
-            "target gateway p50 <= 0.5 x docker run --rm p50: {:.1} <= {:.1}  ({:.2}x)  {}",
-            g,
-            0.5 * c,
-            g / c,
-            verdict(g <= 0.5 * c)
-        );
+        for (name, series) in [
+            ("gateway p50", &self.ready),
+            ("  (right after) ", &self.next),
+            ("  (nothing ahead)", &self.none),
+        ] {
+            let g = pct(&series.times, 50.0);
+            println!(
+                "target {name:<17} <= 1.3 x bollard p50:         {g:.1} <= {:.1}  ({:.2}x)  {}",
+                1.3 * b,
+                g / b,
+                verdict(g <= 1.3 * b)
+            );
+            println!(
+                "target {name:<17} <= 0.5 x docker run --rm p50: {g:.1} <= {:.1}  ({:.2}x)  {}",
+                0.5 * c,
+                g / c,
+                verdict(g <= 0.5 * c)
+            );
+        }
         let v = pct(&self.vre_cli, 50.0);
         println!(
             "(not a target) CLI to CLI, vre run p50 / docker run --rm p50: {v:.1} / {c:.1}  ({:.2}x)",

@@ -634,10 +634,19 @@ async fn recover_once(state: &AppState) -> anyhow::Result<()> {
         .map(|(id, _)| id)
         .collect();
     for c in backend.list_containers().await? {
-        let run = c.labels.get(sandbox_runner::LABEL_RUN);
-        let orphan = match run {
-            Some(r) => !keep_runs.contains(r),
-            // Helpers are short-lived: one left over was interrupted.
+        let orphan = match c.labels.get(sandbox_runner::LABEL_RUN) {
+            Some(r) if keep_runs.contains(r) => false,
+            // A run asked for since the list above was read is not an orphan either.
+            Some(r) => {
+                let mut conn = state.db.pool().acquire().await?;
+                sstore::run(&mut conn, r)
+                    .await?
+                    .is_none_or(|row| row.state == "finished")
+            }
+            // Started ahead by this process for a sandbox's next run.
+            None if backend.holds(&c) => false,
+            // Helpers are short-lived, and containers started ahead by an earlier process
+            // are not wanted: one left over was interrupted.
             None => true,
         };
         if orphan {
@@ -646,6 +655,10 @@ async fn recover_once(state: &AppState) -> anyhow::Result<()> {
         }
     }
     for v in backend.list_volumes().await? {
+        // The launcher's volume belongs to the instance, not to a sandbox.
+        if v.labels.get(sandbox_runner::LABEL_ROLE).map(String::as_str) == Some("launcher") {
+            continue;
+        }
         let sb = v
             .labels
             .get(sandbox_runner::LABEL_SANDBOX)

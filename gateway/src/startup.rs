@@ -104,6 +104,7 @@ impl Application {
                 _ => None,
             },
             call_timeout: Duration::from_secs(settings.sandbox.call_timeout_secs.max(1)),
+            standby: settings.sandbox.standby_containers,
         };
         let backend = sandbox_runner::docker::DockerBackend::connect(&conn, &instance)
             .map_err(|e| anyhow::anyhow!("configuring the container engine client: {e}"))?;
@@ -185,6 +186,8 @@ impl Application {
             .serve(app.into_make_service())
             .await;
         recovery.abort();
+        // Nothing is left idle on the engine: the next start begins without containers ahead.
+        self.state.sandboxes.backend.shutdown().await;
         let _ = stop_tx.send(true);
         let _ = checkpoints.await;
         self.state.db.close().await;

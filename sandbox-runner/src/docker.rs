@@ -8,8 +8,10 @@
 //! raced against the end the engine's event stream reports a few milliseconds earlier
 //! (`exits`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bollard::Docker;
@@ -21,16 +23,19 @@ use bollard::query_parameters::{
     AttachContainerOptionsBuilder, CreateContainerOptionsBuilder,
     DownloadFromContainerOptionsBuilder, KillContainerOptionsBuilder, ListContainersOptionsBuilder,
     ListVolumesOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
-    RemoveVolumeOptionsBuilder, UploadToContainerOptionsBuilder,
+    RemoveVolumeOptionsBuilder, RenameContainerOptions, UploadToContainerOptionsBuilder,
 };
 use futures_util::stream::BoxStream;
 use futures_util::{StreamExt, TryStreamExt};
 
 use crate::hardening;
 use crate::{
-    ByteStream, EngineInfo, Error, ImageInfo, LABEL_INSTANCE, LABEL_MANAGED, LABEL_SANDBOX,
-    Managed, Result, RunSpec, RunState, SANDBOX_UID, SandboxBackend, SandboxSpec,
+    ByteStream, EngineInfo, Error, ImageInfo, LABEL_INSTANCE, LABEL_MANAGED, LABEL_ROLE, LABEL_RUN,
+    LABEL_SANDBOX, Managed, Result, RunSpec, RunState, SANDBOX_UID, SandboxBackend, SandboxSpec,
 };
+
+/// The launcher (`launch/main.rs`), built static by `build.rs`.
+const LAUNCHER: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/vre-launch"));
 
 /// How to reach the engine.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -41,6 +46,8 @@ pub struct Connection {
     pub tls: Option<(PathBuf, PathBuf, PathBuf)>,
     /// Deadline of each control call.
     pub call_timeout: Duration,
+    /// How many sandboxes keep a container started ahead for their next run (0: none).
+    pub standby: usize,
 }
 
 pub struct DockerBackend {
@@ -60,6 +67,49 @@ pub struct DockerBackend {
     /// Where each sandbox's output volume lives on the engine's host, once asked: the quota is
     /// measured every half second of a run, and the place does not change.
     output_roots: std::sync::Mutex<HashMap<String, PathBuf>>,
+    /// Containers started ahead, shared with the tasks that start them.
+    standbys: Arc<std::sync::Mutex<Standbys>>,
+    /// Whether runs go through the launcher on this engine, once known.
+    launcher: tokio::sync::Mutex<Option<bool>>,
+}
+
+/// The containers started ahead for sandboxes' next runs, at most one per sandbox and
+/// `Connection::standby` in all (the sandbox used least recently gives its up first).
+///
+/// A run's container costs the engine 70–80 ms to create and start, most of a trivial run. A
+/// sandbox's containers all have the same profile and only the command differs, so each run
+/// takes a container already started (its launcher waiting on standard input), names it after
+/// itself, and hands it the command; another is started for the next run meanwhile. Every
+/// container still serves exactly one run and is removed after it.
+///
+/// Whoever takes a slot out of the map owns what its task makes: the run that claims it, or
+/// `discard` (evicted, replaced, sandbox removed, shutting down), which waits for the task and
+/// removes the container.
+#[derive(Default)]
+struct Standbys {
+    slots: HashMap<String, Slot>,
+    /// Sandboxes being removed: nothing more is started for them.
+    retired: HashSet<String>,
+    closed: bool,
+    /// Counts the slots made: their order of use, and unique names.
+    tick: u64,
+}
+
+struct Slot {
+    /// The container profile it was made with: a run whose sandbox changed (a new staging)
+    /// does not take it.
+    key: String,
+    name: String,
+    /// Filled by the task that starts it; locked until then.
+    cell: Arc<tokio::sync::Mutex<Option<Ready>>>,
+    used: u64,
+}
+
+/// A started launcher container, attached, waiting for its command.
+struct Ready {
+    id: String,
+    input: Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
+    output: BoxStream<'static, Result<Vec<u8>>>,
 }
 
 impl Drop for DockerBackend {
@@ -130,7 +180,262 @@ impl DockerBackend {
             events: std::sync::Mutex::new(None),
             attached: Default::default(),
             output_roots: Default::default(),
+            standbys: Default::default(),
+            launcher: tokio::sync::Mutex::new(None),
         })
+    }
+
+    /// A backend sharing this one's clients, ends and containers started ahead, for work that
+    /// goes on after the call that began it.
+    fn sibling(&self) -> DockerBackend {
+        DockerBackend {
+            conn: self.conn.clone(),
+            clients: std::sync::Mutex::new(self.clients().ok()),
+            instance: self.instance.clone(),
+            call_timeout: self.call_timeout,
+            exits: self.exits.clone(),
+            events: std::sync::Mutex::new(None),
+            attached: Default::default(),
+            output_roots: Default::default(),
+            standbys: self.standbys.clone(),
+            launcher: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    fn standbys(&self) -> std::sync::MutexGuard<'_, Standbys> {
+        self.standbys.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether runs can go through the launcher here: the engine runs Linux on this
+    /// architecture and holds the launcher's volume (placed on first use). An engine that
+    /// cannot is asked no more; one that failed to answer is asked again next run.
+    async fn launcher_ready(&self) -> bool {
+        let mut known = self.launcher.lock().await;
+        if let Some(ok) = *known {
+            return ok;
+        }
+        match self.place_launcher().await {
+            Ok(ok) => {
+                *known = Some(ok);
+                ok
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "placing the launcher failed; this run starts without it");
+                false
+            }
+        }
+    }
+
+    async fn place_launcher(&self) -> Result<bool> {
+        let info = self.call(self.docker()?.info()).await?;
+        let (os, arch) = (
+            info.os_type.unwrap_or_default(),
+            info.architecture.unwrap_or_default(),
+        );
+        if os != "linux" || arch != std::env::consts::ARCH {
+            tracing::info!(%os, %arch, "the engine runs another system: runs are created with their command, none ahead");
+            return Ok(false);
+        }
+        let volume = hardening::launcher_volume(&self.instance);
+        let labels = HashMap::from([
+            (LABEL_MANAGED.to_owned(), "1".to_owned()),
+            (LABEL_INSTANCE.to_owned(), self.instance.clone()),
+            (LABEL_ROLE.to_owned(), "launcher".to_owned()),
+        ]);
+        self.create_volume(&volume, labels.clone()).await?;
+        self.ensure_init_image().await?;
+        let mounts = vec![Mount {
+            typ: Some(MountType::VOLUME),
+            source: Some(volume),
+            target: Some("/launch".into()),
+            ..Default::default()
+        }];
+        let name = format!("vre-launch-{}", self.instance);
+        let helper = self.helper_with(INIT_IMAGE, labels, &name, mounts).await?;
+        let tar = tar_of(&[("vre-launch", 0, 0o555, Some(LAUNCHER))]);
+        let body = futures_util::stream::once(async move { Ok(bytes::Bytes::from(tar)) }).boxed();
+        let placed = self.upload(&helper, "/launch", body).await;
+        let _ = self.remove_container(&helper).await;
+        placed.map(|()| true)
+    }
+
+    /// Creates, attaches to and starts a launcher container of the sandbox, named `name`.
+    async fn launch_container(
+        &self,
+        sb: &SandboxSpec,
+        name: &str,
+        run: Option<&str>,
+    ) -> Result<Ready> {
+        self.ensure_datasets(sb).await?;
+        let body = hardening::launcher_container(&self.instance, sb, run);
+        let id = self
+            .call(self.docker()?.create_container(
+                Some(CreateContainerOptionsBuilder::default().name(name).build()),
+                body,
+            ))
+            .await?
+            .id;
+        let started = async {
+            let opts = AttachContainerOptionsBuilder::default()
+                .stdin(true)
+                .stdout(true)
+                .stderr(true)
+                .stream(true)
+                .build();
+            // Attached before the start, so no output is missed.
+            let a = self
+                .call(self.bulk()?.attach_container(&id, Some(opts)))
+                .await?;
+            self.call(self.docker()?.start_container(&id, None)).await?;
+            Ok(Ready {
+                id: id.clone(),
+                input: a.input,
+                output: a
+                    .output
+                    .map_ok(|l| l.into_bytes().to_vec())
+                    .map_err(engine_error)
+                    .boxed(),
+            })
+        }
+        .await;
+        if started.is_err() {
+            let _ = self.remove_container(&id).await;
+        }
+        started
+    }
+
+    /// The sandbox's container started ahead, when there is one of the profile its runs get
+    /// now, alive; waits for it when it is still being started (it began before this run did).
+    async fn claim(&self, sb: &SandboxSpec, key: &str) -> Option<Ready> {
+        let cell = {
+            let mut s = self.standbys();
+            match s.slots.get(&sb.id) {
+                Some(slot) if slot.key == key => {}
+                _ => return None,
+            }
+            s.slots.remove(&sb.id)?.cell
+        };
+        let ready = match tokio::time::timeout(self.call_timeout, cell.clone().lock_owned()).await {
+            Ok(mut g) => g.take()?,
+            Err(_) => {
+                self.discard(cell);
+                return None;
+            }
+        };
+        if self.exits.watch(&ready.id).borrow().is_some() {
+            // It ended while waiting (its engine restarted, or someone removed it).
+            let _ = self.remove_container(&ready.id).await;
+            return None;
+        }
+        Some(ready)
+    }
+
+    /// Starts a container ahead for the sandbox's next run, in the background.
+    fn refill(&self, sb: &SandboxSpec) {
+        if self.conn.standby == 0 {
+            return;
+        }
+        let key = hardening::standby_key(&self.instance, sb);
+        let cell = Arc::new(tokio::sync::Mutex::new(None));
+        let guard = cell.clone().try_lock_owned().expect("a new lock is free");
+        let (name, evicted) = {
+            let mut s = self.standbys();
+            if s.closed || s.retired.contains(&sb.id) {
+                return;
+            }
+            // One at a time per sandbox: runs that start together while one is being made
+            // start their own rather than make more.
+            if s.slots.get(&sb.id).is_some_and(|slot| slot.key == key) {
+                return;
+            }
+            s.tick += 1;
+            let tick = s.tick;
+            let name = hardening::standby_name(&sb.id, tick);
+            let slot = Slot {
+                key,
+                name: name.clone(),
+                cell,
+                used: tick,
+            };
+            let mut evicted: Vec<_> = s
+                .slots
+                .insert(sb.id.clone(), slot)
+                .map(|o| o.cell)
+                .into_iter()
+                .collect();
+            while s.slots.len() > self.conn.standby {
+                let lru = s
+                    .slots
+                    .iter()
+                    .min_by_key(|(_, v)| v.used)
+                    .map(|(k, _)| k.clone())
+                    .expect("more slots than allowed, so not empty");
+                evicted.extend(s.slots.remove(&lru).map(|o| o.cell));
+            }
+            (name, evicted)
+        };
+        for cell in evicted {
+            self.discard(cell);
+        }
+        let backend = self.sibling();
+        let sb = sb.clone();
+        tokio::spawn(async move {
+            let mut guard = guard;
+            match backend.launch_container(&sb, &name, None).await {
+                Ok(ready) => *guard = Some(ready),
+                Err(e) => {
+                    tracing::debug!(sandbox = %sb.id, error = %e, "starting a container ahead failed; the next run starts its own")
+                }
+            }
+        });
+    }
+
+    /// Removes what a slot taken out of the map holds, once its task is done.
+    fn discard(&self, cell: Arc<tokio::sync::Mutex<Option<Ready>>>) {
+        let backend = self.sibling();
+        tokio::spawn(async move {
+            let ready = cell.lock().await.take();
+            if let Some(r) = ready {
+                let _ = backend.remove_container(&r.id).await;
+            }
+        });
+    }
+
+    /// Creates and starts a run's container with its command in it (no launcher).
+    async fn start_direct(&self, run: &RunSpec) -> Result<String> {
+        self.ensure_datasets(&run.sandbox).await?;
+        let name = hardening::run_container_name(&run.id);
+        let body = hardening::run_container(&self.instance, run);
+        let id = match self
+            .call(self.docker()?.create_container(
+                Some(CreateContainerOptionsBuilder::default().name(&name).build()),
+                body,
+            ))
+            .await
+        {
+            Ok(c) => c.id,
+            // Created before a crash: start what is there.
+            Err(Error::Engine(m)) if m.starts_with("409") => name.clone(),
+            Err(e) => return Err(e),
+        };
+        // Attached before the start, so no output is missed.
+        if let Some(output) = self.attach(&id).await {
+            self.attached
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(id.clone(), output);
+        }
+        match self.call(self.docker()?.start_container(&id, None)).await {
+            Ok(()) => Ok(id),
+            Err(Error::Engine(m)) if m.starts_with("304") => Ok(id),
+            Err(e) => {
+                self.attached
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&id);
+                Err(e)
+            }
+        }
     }
 
     async fn output_root(&self, sandbox: &str) -> Result<PathBuf> {
@@ -290,10 +595,21 @@ impl DockerBackend {
         name: &str,
         mounts: Vec<Mount>,
     ) -> Result<String> {
-        let mut labels = hardening::labels(&self.instance, &sandbox.id, &sandbox.project, "helper");
+        let labels = hardening::labels(&self.instance, &sandbox.id, &sandbox.project, "helper");
+        self.helper_with(&sandbox.image_id, labels, name, mounts)
+            .await
+    }
+
+    async fn helper_with(
+        &self,
+        image: &str,
+        mut labels: HashMap<String, String>,
+        name: &str,
+        mounts: Vec<Mount>,
+    ) -> Result<String> {
         labels.insert("vre.helper".into(), name.to_owned());
         let body = ContainerCreateBody {
-            image: Some(sandbox.image_id.clone()),
+            image: Some(image.to_owned()),
             cmd: Some(vec!["/nonexistent".into()]),
             entrypoint: Some(Vec::new()),
             user: Some(format!("{SANDBOX_UID}:{SANDBOX_UID}")),
@@ -324,11 +640,11 @@ impl DockerBackend {
         if self.image(INIT_IMAGE).await?.is_some() {
             return Ok(());
         }
-        let tar = dirs_tar(&[
-            ("./", 0, 0o755),
-            ("vre/", 0, 0o755),
-            ("vre/work/", SANDBOX_UID, 0o700),
-            ("vre/output/", SANDBOX_UID, 0o700),
+        let tar = tar_of(&[
+            ("./", 0, 0o755, None),
+            ("vre/", 0, 0o755, None),
+            ("vre/work/", SANDBOX_UID, 0o700, None),
+            ("vre/output/", SANDBOX_UID, 0o700, None),
         ]);
         let (repo, tag) = INIT_IMAGE.split_once(':').expect("the name has a tag");
         let opts = bollard::query_parameters::CreateImageOptionsBuilder::default()
@@ -366,24 +682,29 @@ impl DockerBackend {
 /// (the engine's copy-up), which the archive API cannot set on a volume's root.
 pub const INIT_IMAGE: &str = "vre/volume-init:1";
 
-/// A tar of directories: (path, uid, mode).
-fn dirs_tar(dirs: &[(&str, u32, u32)]) -> Vec<u8> {
+/// A tar of directories (no content) and files: (path, uid, mode, content).
+fn tar_of(entries: &[(&str, u32, u32, Option<&[u8]>)]) -> Vec<u8> {
     let mut out = Vec::new();
-    for (path, uid, mode) in dirs {
+    for (path, uid, mode, content) in entries {
         let mut h = [0u8; 512];
         h[..path.len()].copy_from_slice(path.as_bytes());
         h[100..108].copy_from_slice(format!("{mode:07o}\0").as_bytes());
         h[108..116].copy_from_slice(format!("{uid:07o}\0").as_bytes());
         h[116..124].copy_from_slice(format!("{uid:07o}\0").as_bytes());
-        h[124..136].copy_from_slice(b"00000000000\0");
+        let size = content.map_or(0, <[u8]>::len);
+        h[124..136].copy_from_slice(format!("{size:011o}\0").as_bytes());
         h[136..148].copy_from_slice(b"00000000000\0");
-        h[156] = b'5';
+        h[156] = if content.is_some() { b'0' } else { b'5' };
         h[257..263].copy_from_slice(b"ustar\0");
         h[263..265].copy_from_slice(b"00");
         h[148..156].copy_from_slice(b"        ");
         let sum: u32 = h.iter().map(|b| u32::from(*b)).sum();
         h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
         out.extend_from_slice(&h);
+        if let Some(c) = content {
+            out.extend_from_slice(c);
+            out.resize(out.len().next_multiple_of(512), 0);
+        }
     }
     out.extend_from_slice(&[0u8; 1024]);
     out
@@ -489,39 +810,76 @@ impl SandboxBackend for DockerBackend {
     async fn start(&self, run: &RunSpec) -> Result<String> {
         // Subscribed before the container exists, so its end is not missed.
         self.follow_events();
-        self.ensure_datasets(&run.sandbox).await?;
-        let name = hardening::run_container_name(&run.id);
-        let body = hardening::run_container(&self.instance, run);
-        let id = match self
-            .call(self.docker()?.create_container(
-                Some(CreateContainerOptionsBuilder::default().name(&name).build()),
-                body,
-            ))
-            .await
-        {
-            Ok(c) => c.id,
-            // Created before a crash: start what is there.
-            Err(Error::Engine(m)) if m.starts_with("409") => name.clone(),
-            Err(e) => return Err(e),
-        };
-        // Attached before the start, so no output is missed.
-        if let Some(output) = self.attach(&id).await {
-            self.attached
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(id.clone(), output);
+        if !self.launcher_ready().await {
+            return self.start_direct(run).await;
         }
-        match self.call(self.docker()?.start_container(&id, None)).await {
-            Ok(()) => Ok(id),
-            Err(Error::Engine(m)) if m.starts_with("304") => Ok(id),
-            Err(e) => {
-                self.attached
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&id);
-                Err(e)
+        let name = hardening::run_container_name(&run.id);
+        let key = hardening::standby_key(&self.instance, &run.sandbox);
+        let mut ready = None;
+        if let Some(r) = self.claim(&run.sandbox, &key).await {
+            // Named after its run before it has the command: after a restart, it is the run's.
+            let rename = RenameContainerOptions { name: name.clone() };
+            match self
+                .call(self.docker()?.rename_container(&r.id, rename))
+                .await
+            {
+                Ok(()) => ready = Some(r),
+                Err(e) => {
+                    tracing::debug!(run = %run.id, error = %e, "renaming a container started ahead failed; the run starts its own");
+                    let _ = self.remove_container(&r.id).await;
+                }
             }
         }
+        let ready = match ready {
+            Some(r) => r,
+            None => match self
+                .launch_container(&run.sandbox, &name, Some(&run.id))
+                .await
+            {
+                Ok(r) => r,
+                Err(Error::Engine(m)) if m.starts_with("409") => {
+                    // This run's container, from before a restart. Running, it has its command
+                    // (a launcher without one ends when the gateway that attached goes): it is
+                    // followed. Anything else never ran to a recorded end: it is made anew.
+                    if self.state(&name).await? == RunState::Running {
+                        return Ok(name);
+                    }
+                    self.remove_container(&name).await?;
+                    self.launch_container(&run.sandbox, &name, Some(&run.id))
+                        .await?
+                }
+                Err(e) => return Err(e),
+            },
+        };
+        let Ready {
+            id,
+            mut input,
+            output,
+        } = ready;
+        let payload = hardening::launch_payload(run);
+        let sent = tokio::time::timeout(self.call_timeout, async {
+            use tokio::io::AsyncWriteExt;
+            input.write_all(&payload).await?;
+            input.flush().await
+        })
+        .await;
+        let sent = match sent {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(Error::Unavailable(format!(
+                "handing the command to the run's container failed: {e}"
+            ))),
+            Err(_) => Err(Error::Timeout(self.call_timeout)),
+        };
+        if let Err(e) = sent {
+            let _ = self.remove_container(&id).await;
+            return Err(e);
+        }
+        self.attached
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.clone(), output);
+        self.refill(&run.sandbox);
+        Ok(id)
     }
 
     async fn wait(&self, container: &str, deadline: Duration) -> Result<Option<RunState>> {
@@ -666,16 +1024,7 @@ impl SandboxBackend for DockerBackend {
         let sb = sb.clone();
         let path = format!("/vre/output/{}", path.trim_start_matches('/'));
         let name = format!("vre-egress-{}", sb.id);
-        let backend = DockerBackend {
-            conn: self.conn.clone(),
-            clients: std::sync::Mutex::new(self.clients().ok()),
-            instance: self.instance.clone(),
-            call_timeout: self.call_timeout,
-            exits: self.exits.clone(),
-            events: std::sync::Mutex::new(None),
-            attached: Default::default(),
-            output_roots: Default::default(),
-        };
+        let backend = self.sibling();
         let stream = async move {
             let mounts = vec![Mount {
                 typ: Some(MountType::VOLUME),
@@ -743,6 +1092,17 @@ impl SandboxBackend for DockerBackend {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(sandbox);
+        let standby = {
+            let mut s = self.standbys();
+            s.retired.insert(sandbox.to_owned());
+            s.slots.remove(sandbox)
+        };
+        if let Some(slot) = standby {
+            let ready = slot.cell.lock().await.take();
+            if let Some(r) = ready {
+                self.remove_container(&r.id).await?;
+            }
+        }
         let filters = self.label_filter(Some((LABEL_SANDBOX, sandbox)));
         let containers = self
             .call(
@@ -805,10 +1165,27 @@ impl SandboxBackend for DockerBackend {
             .await?;
         Ok(list
             .into_iter()
-            .map(|c| Managed {
-                name: c.id.unwrap_or_default(),
-                labels: c.labels.unwrap_or_default(),
-                created: None,
+            .map(|c| {
+                let names: Vec<String> = c
+                    .names
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|n| n.trim_start_matches('/').to_owned())
+                    .collect();
+                let mut labels = c.labels.unwrap_or_default();
+                // A container started ahead is labelled before its run exists; the name it
+                // takes says which run it serves.
+                if !labels.contains_key(LABEL_RUN) {
+                    if let Some(run) = names.iter().find_map(|n| n.strip_prefix("vre-run-")) {
+                        labels.insert(LABEL_RUN.to_owned(), run.to_owned());
+                    }
+                }
+                Managed {
+                    name: c.id.unwrap_or_default(),
+                    names,
+                    labels,
+                    created: None,
+                }
             })
             .collect())
     }
@@ -830,9 +1207,31 @@ impl SandboxBackend for DockerBackend {
             .into_iter()
             .map(|v| Managed {
                 name: v.name,
+                names: Vec::new(),
                 labels: v.labels,
                 created: v.created_at,
             })
             .collect())
+    }
+
+    fn holds(&self, container: &Managed) -> bool {
+        let s = self.standbys();
+        s.slots
+            .values()
+            .any(|slot| container.names.contains(&slot.name))
+    }
+
+    async fn shutdown(&self) {
+        let slots: Vec<Slot> = {
+            let mut s = self.standbys();
+            s.closed = true;
+            s.slots.drain().map(|(_, v)| v).collect()
+        };
+        for slot in slots {
+            let ready = slot.cell.lock().await.take();
+            if let Some(r) = ready {
+                let _ = self.remove_container(&r.id).await;
+            }
+        }
     }
 }

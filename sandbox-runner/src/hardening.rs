@@ -12,7 +12,7 @@ use bollard::models::{
 
 use crate::{
     LABEL_INSTANCE, LABEL_MANAGED, LABEL_PROJECT, LABEL_ROLE, LABEL_RUN, LABEL_SANDBOX, RunSpec,
-    SANDBOX_UID,
+    SANDBOX_UID, SandboxSpec,
 };
 
 /// Inside every run: the same layout and environment.
@@ -90,9 +90,102 @@ pub fn engine_log_max(log_max_bytes: u64) -> u64 {
 /// no-new-privileges, the default seccomp profile (never overridden), a non-root user, limits
 /// on pids, memory (= memory + swap) and CPU, a size-capped `/tmp`, capped logs, an init
 /// process, labels, never privileged, never a host namespace, never the Docker socket;
-/// datasets and ingress read-only.
+/// datasets and ingress read-only. The command is the container's own: used where the
+/// launcher cannot run (an engine of another architecture).
 pub fn run_container(instance: &str, run: &RunSpec) -> ContainerCreateBody {
-    let sb = &run.sandbox;
+    let mut env = base_env(&run.sandbox);
+    env.extend(launch_env(run));
+    let mut c = container(instance, &run.sandbox, env, Vec::new());
+    c.cmd = Some(run.cmd.clone());
+    c.labels
+        .get_or_insert_default()
+        .insert(LABEL_RUN.to_owned(), run.id.clone());
+    c
+}
+
+/// Where the launcher is mounted (read-only) in containers started through it.
+pub const LAUNCH_DIR: &str = "/vre/launch";
+/// The launcher itself (`launch/main.rs`).
+pub const LAUNCHER: &str = "/vre/launch/vre-launch";
+
+/// The volume that holds the launcher, one per gateway instance.
+pub fn launcher_volume(instance: &str) -> String {
+    format!("vre-launch-{instance}")
+}
+
+/// The name of a container started ahead for a sandbox's next run, until a run takes it.
+pub fn standby_name(sandbox: &str, n: u64) -> String {
+    format!("vre-standby-{sandbox}-{n}")
+}
+
+/// The create request for a run's container started through the launcher: exactly the
+/// profile of [`run_container`], plus the launcher's volume (read-only) and a standard input
+/// open for the one payload that carries the command ([`launch_payload`]). It depends on the
+/// sandbox only, so it can be created and started before the run is asked for; `run` is given
+/// when it is made for a run already known, which it is then labelled with.
+pub fn launcher_container(
+    instance: &str,
+    sb: &SandboxSpec,
+    run: Option<&str>,
+) -> ContainerCreateBody {
+    let launcher = volume(launcher_volume(instance), LAUNCH_DIR.into(), true);
+    let mut c = container(instance, sb, base_env(sb), vec![launcher]);
+    c.cmd = Some(vec![LAUNCHER.to_owned()]);
+    c.open_stdin = Some(true);
+    c.attach_stdin = Some(true);
+    // Closed when the gateway's attachment goes: a launcher whose gateway died before handing
+    // over the command ends instead of waiting forever.
+    c.stdin_once = Some(true);
+    if let Some(run) = run {
+        c.labels
+            .get_or_insert_default()
+            .insert(LABEL_RUN.to_owned(), run.to_owned());
+    }
+    c
+}
+
+/// What a sandbox's containers started ahead are made with: a run takes one only if its
+/// sandbox would still get exactly that (a staging since changes it).
+pub fn standby_key(instance: &str, sb: &SandboxSpec) -> String {
+    // Through a `Value`, whose maps are ordered: the request's own maps are not.
+    serde_json::to_value(launcher_container(instance, sb, None))
+        .map(|v| v.to_string())
+        .unwrap_or_default()
+}
+
+/// The run's own environment: set by the launcher, or in the container for [`run_container`].
+pub fn launch_env(run: &RunSpec) -> Vec<String> {
+    let mut env = vec![format!("VRE_RUN={}", run.id)];
+    env.extend(run.env.iter().map(|(k, v)| format!("{k}={v}")));
+    env
+}
+
+/// What the launcher reads: the run's command and its own environment.
+pub fn launch_payload(run: &RunSpec) -> Vec<u8> {
+    let args: Vec<&[u8]> = run.cmd.iter().map(|a| a.as_bytes()).collect();
+    let env = launch_env(run);
+    let env: Vec<&[u8]> = env.iter().map(|e| e.as_bytes()).collect();
+    crate::launch::encode(&args, &env)
+}
+
+fn base_env(sb: &SandboxSpec) -> Vec<String> {
+    vec![
+        format!("VRE_INGRESS={INGRESS_DIR}"),
+        format!("VRE_DATA={DATA_DIR}"),
+        format!("VRE_WORK={WORK_DIR}"),
+        format!("VRE_OUTPUT={OUTPUT_DIR}"),
+        format!("VRE_SANDBOX={}", sb.id),
+        "HOME=/tmp".to_owned(),
+    ]
+}
+
+/// The profile every run's container gets, without its command.
+fn container(
+    instance: &str,
+    sb: &SandboxSpec,
+    env: Vec<String>,
+    extra_mounts: Vec<Mount>,
+) -> ContainerCreateBody {
     let r = &sb.resources;
     let mut mounts = vec![
         volume(work_volume(&sb.id), WORK_DIR.into(), false),
@@ -112,22 +205,11 @@ pub fn run_container(instance: &str, run: &RunSpec) -> ContainerCreateBody {
             true,
         ));
     }
-    let mut labels = labels(instance, &sb.id, &sb.project, "run");
-    labels.insert(LABEL_RUN.to_owned(), run.id.clone());
-    let mut env = vec![
-        format!("VRE_INGRESS={INGRESS_DIR}"),
-        format!("VRE_DATA={DATA_DIR}"),
-        format!("VRE_WORK={WORK_DIR}"),
-        format!("VRE_OUTPUT={OUTPUT_DIR}"),
-        format!("VRE_RUN={}", run.id),
-        format!("VRE_SANDBOX={}", sb.id),
-        "HOME=/tmp".to_owned(),
-    ];
-    env.extend(run.env.iter().map(|(k, v)| format!("{k}={v}")));
+    mounts.extend(extra_mounts);
+    let labels = labels(instance, &sb.id, &sb.project, "run");
     let log_max = engine_log_max(r.log_max_bytes);
     ContainerCreateBody {
         image: Some(sb.image_id.clone()),
-        cmd: Some(run.cmd.clone()),
         // Replace the image's entrypoint: the command is exactly what was asked for.
         entrypoint: Some(Vec::new()),
         user: Some(format!("{SANDBOX_UID}:{SANDBOX_UID}")),
@@ -226,6 +308,89 @@ mod tests {
                 runtime: None,
             },
         }
+    }
+
+    #[test]
+    fn a_container_started_ahead_has_the_runs_profile_and_takes_its_command_later() {
+        let run = spec();
+        let ahead = launcher_container("gw", &run.sandbox, None);
+        let direct = run_container("gw", &run);
+        // The same request but for the command, what carries it (standard input, the
+        // launcher's volume) and what names the run (its label, its environment).
+        let mut same = ahead.clone();
+        same.cmd = direct.cmd.clone();
+        (same.open_stdin, same.attach_stdin, same.stdin_once) =
+            (direct.open_stdin, direct.attach_stdin, direct.stdin_once);
+        same.labels = direct.labels.clone();
+        same.env = direct.env.clone();
+        let h = same.host_config.as_mut().unwrap();
+        h.mounts.as_mut().unwrap().pop();
+        assert_eq!(same, direct);
+        assert_eq!(ahead.cmd, Some(vec![LAUNCHER.to_owned()]));
+        assert_eq!(
+            (ahead.open_stdin, ahead.stdin_once, ahead.tty),
+            (Some(true), Some(true), Some(false))
+        );
+        let mounts = ahead.host_config.as_ref().unwrap().mounts.as_ref().unwrap();
+        let launcher = mounts.last().unwrap();
+        assert_eq!(
+            (launcher.target.as_deref(), launcher.read_only),
+            (Some(LAUNCH_DIR), Some(true))
+        );
+        // Made before its run exists: no run in its labels or environment; the payload has them.
+        assert!(!ahead.labels.as_ref().unwrap().contains_key(LABEL_RUN));
+        assert!(
+            !ahead
+                .env
+                .as_ref()
+                .unwrap()
+                .iter()
+                .any(|e| e.starts_with("VRE_RUN="))
+        );
+        let payload = crate::launch::read(&mut &launch_payload(&run)[..]).unwrap();
+        assert_eq!(payload.args, vec![b"true".to_vec()]);
+        assert_eq!(
+            payload.env,
+            vec![b"VRE_RUN=run-1".to_vec(), b"A=b".to_vec()]
+        );
+        // Its key is stable (the request's maps are not ordered) and changes with the sandbox.
+        let key = standby_key("gw", &run.sandbox);
+        assert_eq!(key, standby_key("gw", &run.sandbox));
+        let mut staged = run.sandbox.clone();
+        staged.ingress.push("app-2".into());
+        assert_ne!(key, standby_key("gw", &staged));
+    }
+
+    #[test]
+    fn the_launch_payload_refuses_what_is_not_a_whole_command() {
+        use crate::launch::{encode, read};
+        let ok = encode(&[b"sh", b"-c", b"echo 'a b'"], &[b"K=v=w"]);
+        let l = read(&mut &ok[..]).unwrap();
+        assert_eq!(l.args.len(), 3);
+        assert_eq!(l.env, vec![b"K=v=w".to_vec()]);
+        // Exactly one payload is read; what follows stays for the program (here: nothing).
+        let mut twice = &[ok.clone(), b"rest".to_vec()].concat()[..];
+        read(&mut twice).unwrap();
+        assert_eq!(twice, b"rest");
+        for bad in [
+            Vec::new(),                         // the gateway went before sending
+            ok[..ok.len() - 1].to_vec(),        // cut short
+            encode(&[], &[]),                   // no command
+            encode(&[b"a\0b"], &[]),            // a NUL in an argument
+            encode(&[b"true"], &[b"NOEQUALS"]), // not KEY=value
+            encode(&[b"true"], &[b"=v"]),       // no key
+            [b"VRE-LAUNCH 2\n".to_vec(), ok[13..].to_vec()].concat(), // another version
+        ] {
+            assert!(read(&mut &bad[..]).is_err(), "{bad:?}");
+        }
+        let mut huge = crate::launch::MAGIC.to_vec();
+        huge.extend_from_slice(&1u32.to_be_bytes());
+        huge.extend_from_slice(&0u32.to_be_bytes());
+        huge.extend_from_slice(&u32::MAX.to_be_bytes());
+        assert!(
+            read(&mut &huge[..]).is_err(),
+            "a length past the limit allocates nothing"
+        );
     }
 
     #[test]

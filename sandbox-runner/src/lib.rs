@@ -12,6 +12,8 @@
 pub mod docker;
 mod exits;
 pub mod hardening;
+#[path = "../launch/payload.rs"]
+mod launch;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -135,7 +137,10 @@ pub enum RunState {
 /// An object the backend manages, found by its labels.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Managed {
+    /// Its ID (containers) or name (volumes).
     pub name: String,
+    /// A container's names, without the leading `/`.
+    pub names: Vec<String>,
     pub labels: HashMap<String, String>,
     /// When the engine created it (RFC 3339), when it says.
     pub created: Option<String>,
@@ -207,4 +212,11 @@ pub trait SandboxBackend: Send + Sync + 'static {
     /// Everything this gateway instance created that still exists.
     async fn list_containers(&self) -> Result<Vec<Managed>>;
     async fn list_volumes(&self) -> Result<Vec<Managed>>;
+    /// Whether a container is one the backend keeps started ahead for a sandbox's next run
+    /// (recovery leaves it alone).
+    fn holds(&self, _container: &Managed) -> bool {
+        false
+    }
+    /// Stops starting containers ahead and removes those it holds (before a graceful stop).
+    async fn shutdown(&self) {}
 }

@@ -345,11 +345,15 @@ async fn runs_are_isolated_and_limited() {
         (r["outcome"].as_str(), r["exit_code"].as_i64()),
         (Some("exited"), Some(7))
     );
-    // Removed right after the end is recorded.
+    // Removed right after the end is recorded. What is left is the one container started
+    // ahead for the sandbox's next run.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let left = app.state.sandboxes.backend.list_containers().await.unwrap();
-        if left.is_empty() {
+        let backend = &app.state.sandboxes.backend;
+        let left = backend.list_containers().await.unwrap();
+        let (ahead, runs): (Vec<_>, Vec<_>) = left.iter().partition(|c| backend.holds(c));
+        if runs.is_empty() && ahead.len() == 1 {
+            assert_eq!(ahead[0].labels["vre.sandbox"], *sb);
             break;
         }
         assert!(std::time::Instant::now() < deadline, "{left:?}");
@@ -362,8 +366,7 @@ async fn runs_are_isolated_and_limited() {
         .delete(&format!("/api/v1/sandboxes/{sb}"), Some(ana))
         .await;
     assert_eq!(st, StatusCode::OK, "{r}");
-    let volumes = app.state.sandboxes.backend.list_volumes().await.unwrap();
-    assert!(volumes.is_empty(), "{volumes:?}");
+    assert_eq!(only_the_launcher_left(app).await, Ok(()));
     let data = w.data.path();
     assert_eq!(
         std::fs::read_to_string(data.join("cohort.csv")).unwrap(),
@@ -460,7 +463,15 @@ async fn every_hardening_field_is_on_the_container() {
         Some(json!(false))
     );
     assert_eq!(rw("/vre/data/cohort"), Some(json!(false)));
-    assert_eq!(mounts.len(), 4, "nothing else is mounted: {mounts:?}");
+    // The launcher that took the command on its standard input, read-only, and nothing else.
+    assert_eq!(rw("/vre/launch"), Some(json!(false)));
+    assert_eq!(mounts.len(), 5, "nothing else is mounted: {mounts:?}");
+    assert_eq!(c["Cmd"], json!(["/vre/launch/vre-launch"]));
+    assert_eq!(
+        (&c["OpenStdin"], &c["StdinOnce"]),
+        (&json!(true), &json!(true))
+    );
+    assert_eq!(c["Tty"], false);
     assert!(!inspect.to_string().contains("docker.sock"));
     w.app.stop().await;
 }
@@ -630,6 +641,13 @@ async fn a_gateway_killed_during_runs_records_their_outcomes_after_restart() {
     }
     let dir = TempDir::new("restart-runs");
     let (child, url) = start_server(dir.path());
+    // Whatever the gateways in other processes leave (the launcher's volume), gone at the end.
+    let _objects = crate::support::InstanceObjects(
+        std::fs::read_to_string(dir.path().join("instance-id"))
+            .unwrap()
+            .trim()
+            .to_owned(),
+    );
     let d = dir.path().to_str().unwrap().to_owned();
     let token = |sub: &str, role: &str| {
         let out = vre(
@@ -919,20 +937,29 @@ async fn a_sandbox_removed_as_its_run_finishes_leaves_nothing() {
         assert_eq!(st, StatusCode::OK, "{r}");
         assert_eq!(r["state"], "removed");
     }
-    let backend = &app.state.sandboxes.backend;
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let (c, v) = (
-            backend.list_containers().await.unwrap(),
-            backend.list_volumes().await.unwrap(),
-        );
-        if c.is_empty() && v.is_empty() {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "{c:?} {v:?}");
+    while let Err(left) = only_the_launcher_left(&app).await {
+        assert!(std::time::Instant::now() < deadline, "{left}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     app.stop().await;
+}
+
+/// Whether the gateway's objects on the engine are down to the launcher's volume (which
+/// belongs to the gateway, not to a sandbox); what else is left, when not.
+async fn only_the_launcher_left(app: &TestApp) -> Result<(), String> {
+    let backend = &app.state.sandboxes.backend;
+    let c = backend.list_containers().await.unwrap();
+    let v = backend.list_volumes().await.unwrap();
+    let others: Vec<_> = v
+        .iter()
+        .filter(|v| v.labels.get("vre.role").map(String::as_str) != Some("launcher"))
+        .collect();
+    if c.is_empty() && others.is_empty() && v.len() == 1 {
+        Ok(())
+    } else {
+        Err(format!("{c:?} {v:?}"))
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1054,5 +1081,167 @@ async fn vre_run_streams_output_and_exits_with_the_runs_code() {
         "{}",
         String::from_utf8_lossy(&b.stderr)
     );
+    w.app.stop().await;
+}
+
+/// The containers the backend holds started ahead, by sandbox: (sandbox, container ID).
+async fn started_ahead(app: &TestApp) -> Vec<(String, String)> {
+    let backend = &app.state.sandboxes.backend;
+    let mut held: Vec<_> = backend
+        .list_containers()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|c| backend.holds(c))
+        .map(|c| (c.labels["vre.sandbox"].clone(), c.name))
+        .collect();
+    held.sort();
+    held
+}
+
+/// The container a run was recorded in.
+async fn container_of(app: &TestApp, run: &str) -> String {
+    let mut conn = app.state.db.pool().acquire().await.unwrap();
+    gateway::store::sandboxes::run(&mut conn, run)
+        .await
+        .unwrap()
+        .unwrap()
+        .container_id
+        .unwrap()
+}
+
+/// Waits until the sandbox has a container started ahead, running (its launcher waiting for a
+/// command); returns its ID.
+async fn ready_ahead(app: &TestApp, sandbox: &str) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some((_, id)) = started_ahead(app)
+            .await
+            .into_iter()
+            .find(|(s, _)| s == sandbox)
+        {
+            let out = std::process::Command::new("docker")
+                .args(["inspect", "--format", "{{.State.Running}}", &id])
+                .output()
+                .unwrap();
+            if String::from_utf8_lossy(&out.stdout).trim() == "true" {
+                return id;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing started ahead"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_takes_the_container_started_ahead_for_it_and_gets_only_its_command() {
+    if !docker_available() {
+        return;
+    }
+    let w = world().await;
+    let (app, ana, sb) = (&w.app, &w.ana, &w.sandbox);
+    // The first run makes its own container; one is started ahead for the next.
+    let (r, _) = run(app, ana, sb, &["true"], None).await;
+    assert_eq!(r["exit_code"], 0, "{r}");
+    let ahead = ready_ahead(app, sb).await;
+
+    // The next run takes that very container, named after it, and nothing of the launcher
+    // is left: its command, its environment, standard input at end of file, no signal
+    // ignored, the program as the init's child.
+    let script = "echo \"run=$VRE_RUN sandbox=$VRE_SANDBOX\"; cat; echo stdin-empty; \
+                  grep -E '^Sig(Ign|Blk)' /proc/self/status; cat /proc/1/cmdline | tr '\\0' ' '; \
+                  echo; ls /vre/launch; exit 3";
+    let (done, log) = run(app, ana, sb, &["sh", "-c", script], None).await;
+    let id = done["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        container_of(app, &id).await,
+        ahead,
+        "the run took the container started ahead"
+    );
+    assert_eq!(
+        (done["outcome"].as_str(), done["exit_code"].as_i64()),
+        (Some("exited"), Some(3)),
+        "{done}"
+    );
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines[0], format!("run={id} sandbox={sb}"), "{log}");
+    assert_eq!(lines[1], "stdin-empty", "standard input is empty: {log}");
+    assert_eq!(lines[2], "SigBlk:\t0000000000000000", "{log}");
+    assert_eq!(lines[3], "SigIgn:\t0000000000000000", "{log}");
+    assert!(
+        lines[4].starts_with("/sbin/docker-init -- /vre/launch/vre-launch"),
+        "{log}"
+    );
+    assert_eq!(lines[5], "vre-launch", "{log}");
+
+    // A command that does not exist is the program's failure, as a shell reports it.
+    let _ = ready_ahead(app, sb).await;
+    let (r, log) = run(app, ana, sb, &["no-such-program", "x"], None).await;
+    assert_eq!(
+        (r["outcome"].as_str(), r["exit_code"].as_i64()),
+        (Some("exited"), Some(127)),
+        "{r}"
+    );
+    assert!(log.contains("vre: cannot run no-such-program"), "{log}");
+
+    // A staging changes what the sandbox's runs mount: the container started before it is not
+    // used, and the run sees the new archive.
+    let before = ready_ahead(app, sb).await;
+    let second = upload(app, ana, "p1", b"#!/bin/sh\necho second\n").await;
+    let (_, b) = app.vote(&second, "rev", "approve").await;
+    assert_eq!(b["state"], "approved");
+    let (st, b) = app
+        .post(
+            &format!("/api/v1/sandboxes/{sb}/ingress"),
+            Some(ana),
+            &json!({"application": second}),
+        )
+        .await;
+    assert!(st.is_success(), "{b}");
+    let (r, log) = run(
+        app,
+        ana,
+        sb,
+        &["sh", "-c", &format!("/vre/ingress/{second}/run.sh")],
+        None,
+    )
+    .await;
+    assert_eq!(
+        (r["exit_code"].as_i64(), log.as_str()),
+        (Some(0), "second\n"),
+        "{r}"
+    );
+    assert_ne!(container_of(app, r["id"].as_str().unwrap()).await, before);
+    // The one made before the staging is gone; one of the new profile takes its place.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let held = started_ahead(app).await;
+        let exists = std::process::Command::new("docker")
+            .args(["inspect", &before])
+            .output()
+            .unwrap()
+            .status
+            .success();
+        if !exists && held.len() == 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{held:?}, old one there: {exists}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Removing the sandbox removes its container started ahead; a graceful stop leaves
+    // nothing idle on the engine.
+    let (st, _) = app
+        .delete(&format!("/api/v1/sandboxes/{sb}"), Some(ana))
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(started_ahead(app).await, Vec::new());
+    assert!(app.verify_audit().await.problem.is_none());
     w.app.stop().await;
 }

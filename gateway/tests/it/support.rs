@@ -183,6 +183,7 @@ impl TestApp {
 
     /// Stops the gateway gracefully and drops its database.
     pub async fn stop(mut self) {
+        self.state.sandboxes.backend.shutdown().await;
         self.remove_engine_objects().await;
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
@@ -343,38 +344,52 @@ impl Drop for TestApp {
     /// A test that panics never reaches `stop`: remove its containers and volumes anyway, by
     /// this gateway's instance label, through the docker CLI (no runtime is needed for that).
     fn drop(&mut self) {
-        let Ok(instance) = std::fs::read_to_string(self.settings.data_dir.join("instance-id"))
-        else {
-            return;
-        };
-        let filter = format!("label=vre.instance={}", instance.trim());
-        let list = |args: &[&str]| -> Vec<String> {
-            std::process::Command::new("docker")
-                .args(args)
-                .output()
-                .map(|o| {
-                    String::from_utf8_lossy(&o.stdout)
-                        .lines()
-                        .map(str::to_owned)
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
-        let containers = list(&["ps", "-aq", "--filter", &filter]);
-        if !containers.is_empty() {
-            let _ = std::process::Command::new("docker")
-                .arg("rm")
-                .arg("-f")
-                .args(&containers)
-                .output();
+        if let Ok(instance) = std::fs::read_to_string(self.settings.data_dir.join("instance-id")) {
+            remove_instance_objects(instance.trim());
         }
-        let volumes = list(&["volume", "ls", "-q", "--filter", &filter]);
-        if !volumes.is_empty() {
-            let _ = std::process::Command::new("docker")
-                .args(["volume", "rm", "-f"])
-                .args(&volumes)
-                .output();
-        }
+    }
+}
+
+/// Removes every container and volume labelled with a gateway instance, through the docker
+/// CLI (no runtime is needed for that).
+pub fn remove_instance_objects(instance: &str) {
+    let filter = format!("label=vre.instance={instance}");
+    let list = |args: &[&str]| -> Vec<String> {
+        std::process::Command::new("docker")
+            .args(args)
+            .output()
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let containers = list(&["ps", "-aq", "--filter", &filter]);
+    if !containers.is_empty() {
+        let _ = std::process::Command::new("docker")
+            .arg("rm")
+            .arg("-f")
+            .args(&containers)
+            .output();
+    }
+    let volumes = list(&["volume", "ls", "-q", "--filter", &filter]);
+    if !volumes.is_empty() {
+        let _ = std::process::Command::new("docker")
+            .args(["volume", "rm", "-f"])
+            .args(&volumes)
+            .output();
+    }
+}
+
+/// Removes an instance's objects from the engine when dropped (a test's gateway in another
+/// process, even when the test panics).
+pub struct InstanceObjects(pub String);
+
+impl Drop for InstanceObjects {
+    fn drop(&mut self) {
+        remove_instance_objects(&self.0);
     }
 }
 
