@@ -34,6 +34,9 @@ use crate::{
     LABEL_SANDBOX, Managed, Result, RunSpec, RunState, SANDBOX_UID, SandboxBackend, SandboxSpec,
 };
 
+/// How long a run has to end before the container for its sandbox's next run is started.
+const REFILL_AFTER: Duration = Duration::from_millis(100);
+
 /// The launcher (`launch/main.rs`), built static by `build.rs`.
 const LAUNCHER: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/vre-launch"));
 
@@ -330,8 +333,11 @@ impl DockerBackend {
         Some(ready)
     }
 
-    /// Starts a container ahead for the sandbox's next run, in the background.
-    fn refill(&self, sb: &SandboxSpec) {
+    /// Starts a container ahead for the sandbox's next run, in the background: once the run
+    /// that just started in `after` has ended or run for `REFILL_AFTER`, so that the engine's
+    /// work on it does not slow down a short run (which spends most of its time in the
+    /// engine's handling of its start and exit).
+    fn refill(&self, sb: &SandboxSpec, after: &str) {
         if self.conn.standby == 0 {
             return;
         }
@@ -379,8 +385,10 @@ impl DockerBackend {
         }
         let backend = self.sibling();
         let sb = sb.clone();
+        let mut ended = self.exits.watch(after);
         tokio::spawn(async move {
             let mut guard = guard;
+            let _ = tokio::time::timeout(REFILL_AFTER, ended.wait_for(Option::is_some)).await;
             match backend.launch_container(&sb, &name, None).await {
                 Ok(ready) => *guard = Some(ready),
                 Err(e) => {
@@ -878,7 +886,7 @@ impl SandboxBackend for DockerBackend {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(id.clone(), output);
-        self.refill(&run.sandbox);
+        self.refill(&run.sandbox, &id);
         Ok(id)
     }
 
