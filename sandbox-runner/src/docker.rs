@@ -307,6 +307,40 @@ impl DockerBackend {
         started
     }
 
+    /// Hands the run's command to a started launcher container, keeps its output for `logs`
+    /// and has the next container started ahead; a container that cannot take it is removed.
+    async fn hand_over(&self, ready: Ready, run: &RunSpec) -> Result<String> {
+        let Ready {
+            id,
+            mut input,
+            output,
+        } = ready;
+        let payload = hardening::launch_payload(run);
+        let sent = tokio::time::timeout(self.call_timeout, async {
+            use tokio::io::AsyncWriteExt;
+            input.write_all(&payload).await?;
+            input.flush().await
+        })
+        .await;
+        let sent = match sent {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(Error::Unavailable(format!(
+                "handing the command to the run's container failed: {e}"
+            ))),
+            Err(_) => Err(Error::Timeout(self.call_timeout)),
+        };
+        if let Err(e) = sent {
+            let _ = self.remove_container(&id).await;
+            return Err(e);
+        }
+        self.attached
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.clone(), output);
+        self.refill(&run.sandbox, &id);
+        Ok(id)
+    }
+
     /// The sandbox's container started ahead, when there is one of the profile its runs get
     /// now, alive; waits for it when it is still being started (it began before this run did).
     async fn claim(&self, sb: &SandboxSpec, key: &str) -> Option<Ready> {
@@ -823,71 +857,46 @@ impl SandboxBackend for DockerBackend {
         }
         let name = hardening::run_container_name(&run.id);
         let key = hardening::standby_key(&self.instance, &run.sandbox);
-        let mut ready = None;
         if let Some(r) = self.claim(&run.sandbox, &key).await {
             // Named after its run before it has the command: after a restart, it is the run's.
             let rename = RenameContainerOptions { name: name.clone() };
-            match self
+            let handed = match self
                 .call(self.docker()?.rename_container(&r.id, rename))
                 .await
             {
-                Ok(()) => ready = Some(r),
+                Ok(()) => self.hand_over(r, run).await,
                 Err(e) => {
-                    tracing::debug!(run = %run.id, error = %e, "renaming a container started ahead failed; the run starts its own");
                     let _ = self.remove_container(&r.id).await;
+                    Err(e)
+                }
+            };
+            match handed {
+                Ok(id) => return Ok(id),
+                // It died idle, unnoticed (the event stream was down): the run makes its own.
+                Err(e) => {
+                    tracing::debug!(run = %run.id, error = %e, "the container started ahead could not take the run; it starts its own")
                 }
             }
         }
-        let ready = match ready {
-            Some(r) => r,
-            None => match self
-                .launch_container(&run.sandbox, &name, Some(&run.id))
-                .await
-            {
-                Ok(r) => r,
-                Err(Error::Engine(m)) if m.starts_with("409") => {
-                    // This run's container, from before a restart. Running, it has its command
-                    // (a launcher without one ends when the gateway that attached goes): it is
-                    // followed. Anything else never ran to a recorded end: it is made anew.
-                    if self.state(&name).await? == RunState::Running {
-                        return Ok(name);
-                    }
-                    self.remove_container(&name).await?;
-                    self.launch_container(&run.sandbox, &name, Some(&run.id))
-                        .await?
+        let ready = match self
+            .launch_container(&run.sandbox, &name, Some(&run.id))
+            .await
+        {
+            Ok(r) => r,
+            Err(Error::Engine(m)) if m.starts_with("409") => {
+                // This run's container, from before a restart. Running, it has its command (a
+                // launcher without one ends when the gateway that attached goes): it is
+                // followed. Anything else never ran to a recorded end: it is made anew.
+                if self.state(&name).await? == RunState::Running {
+                    return Ok(name);
                 }
-                Err(e) => return Err(e),
-            },
+                self.remove_container(&name).await?;
+                self.launch_container(&run.sandbox, &name, Some(&run.id))
+                    .await?
+            }
+            Err(e) => return Err(e),
         };
-        let Ready {
-            id,
-            mut input,
-            output,
-        } = ready;
-        let payload = hardening::launch_payload(run);
-        let sent = tokio::time::timeout(self.call_timeout, async {
-            use tokio::io::AsyncWriteExt;
-            input.write_all(&payload).await?;
-            input.flush().await
-        })
-        .await;
-        let sent = match sent {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(Error::Unavailable(format!(
-                "handing the command to the run's container failed: {e}"
-            ))),
-            Err(_) => Err(Error::Timeout(self.call_timeout)),
-        };
-        if let Err(e) = sent {
-            let _ = self.remove_container(&id).await;
-            return Err(e);
-        }
-        self.attached
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id.clone(), output);
-        self.refill(&run.sandbox, &id);
-        Ok(id)
+        self.hand_over(ready, run).await
     }
 
     async fn wait(&self, container: &str, deadline: Duration) -> Result<Option<RunState>> {

@@ -1187,6 +1187,21 @@ async fn a_run_takes_the_container_started_ahead_for_it_and_gets_only_its_comman
     );
     assert!(log.contains("vre: cannot run no-such-program"), "{log}");
 
+    // One removed behind the gateway's back is not taken: the run makes its own.
+    let gone = ready_ahead(app, sb).await;
+    let rm = std::process::Command::new("docker")
+        .args(["rm", "-f", &gone])
+        .output()
+        .unwrap();
+    assert!(rm.status.success());
+    let (r, _) = run(app, ana, sb, &["true"], None).await;
+    assert_eq!(
+        (r["outcome"].as_str(), r["exit_code"].as_i64()),
+        (Some("exited"), Some(0)),
+        "{r}"
+    );
+    assert_ne!(container_of(app, r["id"].as_str().unwrap()).await, gone);
+
     // A staging changes what the sandbox's runs mount: the container started before it is not
     // used, and the run sees the new archive.
     let before = ready_ahead(app, sb).await;
