@@ -25,6 +25,11 @@ pub struct Metrics {
     requests: Mutex<BTreeMap<(String, String, u16), Histogram>>,
     pub audit_events: AtomicU64,
     pub auth_failures: AtomicU64,
+    /// Runs started in a container started ahead, and in one made for them.
+    runs_started_ahead: AtomicU64,
+    runs_started_made: AtomicU64,
+    /// Runs ended, by outcome.
+    runs_finished: Mutex<BTreeMap<String, u64>>,
 }
 
 impl Metrics {
@@ -41,6 +46,20 @@ impl Metrics {
         }
         h.sum += secs;
         h.count += 1;
+    }
+
+    pub fn run_started(&self, ahead: bool) {
+        let c = if ahead {
+            &self.runs_started_ahead
+        } else {
+            &self.runs_started_made
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn run_finished(&self, outcome: &str) {
+        let mut map = self.runs_finished.lock().unwrap_or_else(|p| p.into_inner());
+        *map.entry(outcome.to_owned()).or_default() += 1;
     }
 
     pub fn render(&self) -> String {
@@ -93,6 +112,26 @@ impl Metrics {
             "vre_auth_failures_total {}",
             self.auth_failures.load(Ordering::Relaxed)
         );
+        out.push_str(
+            "# HELP vre_runs_started_total Runs started, in a container started ahead or made for the run.\n",
+        );
+        out.push_str("# TYPE vre_runs_started_total counter\n");
+        for (container, c) in [
+            ("ahead", &self.runs_started_ahead),
+            ("made", &self.runs_started_made),
+        ] {
+            let _ = writeln!(
+                out,
+                "vre_runs_started_total{{container=\"{container}\"}} {}",
+                c.load(Ordering::Relaxed)
+            );
+        }
+        out.push_str("# HELP vre_runs_finished_total Runs ended, by outcome.\n");
+        out.push_str("# TYPE vre_runs_finished_total counter\n");
+        let map = self.runs_finished.lock().unwrap_or_else(|p| p.into_inner());
+        for (outcome, n) in map.iter() {
+            let _ = writeln!(out, "vre_runs_finished_total{{outcome=\"{outcome}\"}} {n}");
+        }
         out
     }
 }

@@ -220,6 +220,7 @@ async fn supervise_live(state: AppState, run: RunRow, attach: bool, live: Live) 
     if let Err(e) = record_finish(&state, &run, &finish).await {
         tracing::error!(run = %run.id, error = %format!("{e:#}"), "recording the end of a run failed");
     }
+    state.metrics.run_finished(&finish.outcome);
     live.progress.send_modify(|p| p.done = true);
     drop(live);
     // The container goes after the end is recorded, which the analyst need not wait for. One
@@ -298,17 +299,19 @@ async fn supervise_inner(
             env: Vec::new(),
         };
         match backend.start(&spec).await {
-            Ok(id) => {
+            Ok(started) => {
+                let id = started.container;
                 let mut tx = state.db.begin_write().await?;
                 sstore::mark_started(tx.conn(), &run.id, &id, &crate::time::now()).await?;
                 tx.audit(NewEvent {
                     actor: "gateway",
                     action: "run.start",
                     subject: &run.id,
-                    detail: json!({"sandbox": run.sandbox_id, "container": id}),
+                    detail: json!({"sandbox": run.sandbox_id, "container": id, "started_ahead": started.ahead}),
                 })
                 .await?;
                 state.commit(tx).await?;
+                state.metrics.run_started(started.ahead);
                 id
             }
             Err(e) => {

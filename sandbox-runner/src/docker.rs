@@ -32,6 +32,7 @@ use crate::hardening;
 use crate::{
     ByteStream, EngineInfo, Error, ImageInfo, LABEL_INSTANCE, LABEL_MANAGED, LABEL_ROLE, LABEL_RUN,
     LABEL_SANDBOX, Managed, Result, RunSpec, RunState, SANDBOX_UID, SandboxBackend, SandboxSpec,
+    Started,
 };
 
 /// How long a run has to end before the container for its sandbox's next run is started.
@@ -849,11 +850,15 @@ impl SandboxBackend for DockerBackend {
         }
     }
 
-    async fn start(&self, run: &RunSpec) -> Result<String> {
+    async fn start(&self, run: &RunSpec) -> Result<Started> {
         // Subscribed before the container exists, so its end is not missed.
         self.follow_events();
+        let made = |container| Started {
+            container,
+            ahead: false,
+        };
         if !self.launcher_ready().await {
-            return self.start_direct(run).await;
+            return self.start_direct(run).await.map(made);
         }
         let name = hardening::run_container_name(&run.id);
         let key = hardening::standby_key(&self.instance, &run.sandbox);
@@ -871,7 +876,12 @@ impl SandboxBackend for DockerBackend {
                 }
             };
             match handed {
-                Ok(id) => return Ok(id),
+                Ok(container) => {
+                    return Ok(Started {
+                        container,
+                        ahead: true,
+                    });
+                }
                 // It died idle, unnoticed (the event stream was down): the run makes its own.
                 Err(e) => {
                     tracing::debug!(run = %run.id, error = %e, "the container started ahead could not take the run; it starts its own")
@@ -888,7 +898,7 @@ impl SandboxBackend for DockerBackend {
                 // launcher without one ends when the gateway that attached goes): it is
                 // followed. Anything else never ran to a recorded end: it is made anew.
                 if self.state(&name).await? == RunState::Running {
-                    return Ok(name);
+                    return Ok(made(name));
                 }
                 self.remove_container(&name).await?;
                 self.launch_container(&run.sandbox, &name, Some(&run.id))
@@ -896,7 +906,7 @@ impl SandboxBackend for DockerBackend {
             }
             Err(e) => return Err(e),
         };
-        self.hand_over(ready, run).await
+        self.hand_over(ready, run).await.map(made)
     }
 
     async fn wait(&self, container: &str, deadline: Duration) -> Result<Option<RunState>> {

@@ -79,6 +79,14 @@ pub struct RunSpec {
     pub env: Vec<(String, String)>,
 }
 
+/// A run's container, started.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Started {
+    pub container: String,
+    /// It was started ahead, before the run was asked for, and took the run's command then.
+    pub ahead: bool,
+}
+
 /// How a run ended. Failures of the analyst's program are outcomes like any other.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -194,8 +202,9 @@ pub trait SandboxBackend: Send + Sync + 'static {
     /// Removes what `stage` put in the sandbox for one ingress application (after a failed or
     /// refused staging).
     async fn unstage(&self, sandbox: &str, ingress: &str) -> Result<()>;
-    /// Creates and starts the run's container; returns its ID.
-    async fn start(&self, run: &RunSpec) -> Result<String>;
+    /// Starts the run in a fresh container: one started ahead for its sandbox, or one made
+    /// for it.
+    async fn start(&self, run: &RunSpec) -> Result<Started>;
     /// Waits for the run to end, at most `deadline`; `None` when the deadline passed first.
     async fn wait(&self, container: &str, deadline: Duration) -> Result<Option<RunState>>;
     async fn kill(&self, container: &str) -> Result<()>;

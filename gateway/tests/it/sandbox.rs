@@ -1250,8 +1250,29 @@ async fn a_run_takes_the_container_started_ahead_for_it_and_gets_only_its_comman
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
-    // Removing the sandbox removes its container started ahead; a graceful stop leaves
-    // nothing idle on the engine.
+    // Operators see how runs started and ended: two took a container started ahead; the
+    // first, the one after the removal and the one after the staging made their own.
+    let op = app.token("op", "operator");
+    let metrics = app
+        .http
+        .get(format!("{}/metrics", app.url))
+        .bearer_auth(&op)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "vre_runs_started_total{container=\"ahead\"} 2",
+        "vre_runs_started_total{container=\"made\"} 3",
+        "vre_runs_finished_total{outcome=\"exited\"} 5",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
+    }
+
+    // Removing the sandbox removes its container started ahead (and a graceful stop, as
+    // `TestApp::stop` checks, leaves none of the others).
     let (st, _) = app
         .delete(&format!("/api/v1/sandboxes/{sb}"), Some(ana))
         .await;

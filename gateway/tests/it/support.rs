@@ -181,10 +181,9 @@ impl TestApp {
         }
     }
 
-    /// Stops the gateway gracefully and drops its database.
+    /// Stops the gateway gracefully and drops its database. A graceful stop leaves no
+    /// container started ahead on the engine (checked); runs still going are removed after.
     pub async fn stop(mut self) {
-        self.state.sandboxes.backend.shutdown().await;
-        self.remove_engine_objects().await;
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
@@ -193,6 +192,17 @@ impl TestApp {
                 .expect("the server task")
                 .expect("the server stops cleanly");
         }
+        let left = self.state.sandboxes.backend.list_containers().await;
+        let ahead: Vec<_> = left
+            .iter()
+            .flatten()
+            .filter(|c| c.names.iter().any(|n| n.starts_with("vre-standby-")))
+            .collect();
+        assert!(
+            ahead.is_empty(),
+            "left started ahead after a graceful stop: {ahead:?}"
+        );
+        self.remove_engine_objects().await;
         if let Some(pg) = self.pg.take() {
             pg.drop_db().await;
         }
