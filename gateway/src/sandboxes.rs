@@ -226,7 +226,7 @@ async fn supervise_live(state: AppState, run: RunRow, attach: bool, live: Live) 
     // The container goes after the end is recorded, which the analyst need not wait for. One
     // left by a crash in between is an orphan the next start removes.
     if let Some(c) = container {
-        if let Err(e) = sbx.backend.remove_container(&c).await {
+        if let Err(e) = patiently(&run.id, || sbx.backend.remove_container(&c)).await {
             tracing::warn!(run = %run.id, error = %e, "removing a run's container failed");
         }
     }
@@ -366,16 +366,14 @@ async fn supervise_inner(
         let now = tokio::time::Instant::now();
         if now >= deadline {
             timed_out = true;
-            backend.kill(&container).await?;
-            break backend.wait(&container, Duration::from_secs(30)).await?;
+            break stop(&run.id, &*backend, &container).await?;
         }
         let step = (deadline - now).min(measure.next);
-        if let Some(s) = backend.wait(&container, step).await? {
+        if let Some(s) = patiently(&run.id, || backend.wait(&container, step)).await? {
             break Some(s);
         }
         if over_log.load(std::sync::atomic::Ordering::Relaxed) {
-            backend.kill(&container).await?;
-            break backend.wait(&container, Duration::from_secs(30)).await?;
+            break stop(&run.id, &*backend, &container).await?;
         }
         let walk = std::time::Instant::now();
         let usage = backend.output_usage(&sb.id).await;
@@ -385,8 +383,7 @@ async fn supervise_inner(
         match usage {
             Ok(used) if used > quota => {
                 over_quota = true;
-                backend.kill(&container).await?;
-                break backend.wait(&container, Duration::from_secs(30)).await?;
+                break stop(&run.id, &*backend, &container).await?;
             }
             Ok(_) => {}
             Err(e) if !unmeasured => {
@@ -449,6 +446,48 @@ async fn supervise_inner(
         at: crate::time::now(),
     };
     Ok((finish, Some(container)))
+}
+
+/// Kills a run's container and waits for its end.
+async fn stop(
+    run: &str,
+    backend: &dyn SandboxBackend,
+    container: &str,
+) -> sandbox_runner::Result<Option<RunState>> {
+    patiently(run, || backend.kill(container)).await?;
+    patiently(run, || backend.wait(container, Duration::from_secs(30))).await
+}
+
+/// Calls the engine again, with a growing pause, for as long as it is away (restarting,
+/// unreachable): under live restore a run goes on without it, and its supervisor takes it up
+/// again once it is back. Other errors are returned.
+async fn patiently<T, F, Fut>(run: &str, mut call: F) -> sandbox_runner::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = sandbox_runner::Result<T>>,
+{
+    let mut pause = Duration::from_millis(100);
+    let mut told = false;
+    loop {
+        match call().await {
+            Err(
+                e @ (sandbox_runner::Error::Unavailable(_) | sandbox_runner::Error::Timeout(_)),
+            ) => {
+                if !told {
+                    tracing::warn!(run, error = %e, "the container engine is away; the run is supervised again once it is back");
+                    told = true;
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+            other => {
+                if told {
+                    tracing::info!(run, "the container engine is back");
+                }
+                return other;
+            }
+        }
+    }
 }
 
 /// When to measure a run's output folder next. Every `QUOTA_STEP_MAX` while it grows slowly;

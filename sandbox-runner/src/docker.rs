@@ -15,15 +15,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bollard::Docker;
-use bollard::models::{
-    ContainerCreateBody, ContainerStateStatusEnum, HostConfig, Mount, MountType,
-    VolumeCreateRequest,
-};
+use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType, VolumeCreateRequest};
 use bollard::query_parameters::{
     AttachContainerOptionsBuilder, CreateContainerOptionsBuilder,
     DownloadFromContainerOptionsBuilder, KillContainerOptionsBuilder, ListContainersOptionsBuilder,
-    ListVolumesOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
-    RemoveVolumeOptionsBuilder, RenameContainerOptions, UploadToContainerOptionsBuilder,
+    ListVolumesOptionsBuilder, RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder,
+    RenameContainerOptions, UploadToContainerOptionsBuilder,
 };
 use futures_util::stream::BoxStream;
 use futures_util::{StreamExt, TryStreamExt};
@@ -67,7 +64,7 @@ pub struct DockerBackend {
     events: std::sync::Mutex<Option<tokio::task::AbortHandle>>,
     /// The output of runs started by this backend, attached before their start, until `logs`
     /// takes it.
-    attached: std::sync::Mutex<HashMap<String, BoxStream<'static, Result<Vec<u8>>>>>,
+    attached: std::sync::Mutex<HashMap<String, crate::output::Frames>>,
     /// Where each sandbox's output volume lives on the engine's host, once asked: the quota is
     /// measured every half second of a run, and the place does not change.
     output_roots: std::sync::Mutex<HashMap<String, PathBuf>>,
@@ -113,7 +110,7 @@ struct Slot {
 struct Ready {
     id: String,
     input: Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
-    output: BoxStream<'static, Result<Vec<u8>>>,
+    output: crate::output::Frames,
 }
 
 impl Drop for DockerBackend {
@@ -143,7 +140,7 @@ fn make_clients(conn: &Connection) -> Result<(Docker, Docker)> {
     Ok((docker.with_timeout(conn.call_timeout), bulk))
 }
 
-fn engine_error(e: bollard::errors::Error) -> Error {
+pub(crate) fn engine_error(e: bollard::errors::Error) -> Error {
     use bollard::errors::Error as B;
     match e {
         B::DockerResponseServerError {
@@ -155,10 +152,14 @@ fn engine_error(e: bollard::errors::Error) -> Error {
             message,
         } => Error::Engine(format!("{status_code}: {message}")),
         B::RequestTimeoutError => Error::Timeout(Duration::ZERO),
-        B::HyperResponseError { .. } | B::IOError { .. } => Error::Unavailable(e.to_string()),
+        // The connection failed or broke: the engine is down, restarting or unreachable.
+        B::HyperResponseError { .. } | B::IOError { .. } | B::HyperLegacyError { .. } => {
+            Error::Unavailable(e.to_string())
+        }
         other => {
             let s = other.to_string();
-            if s.contains("connect") || s.contains("No such file") || s.contains("refused") {
+            let l = s.to_lowercase();
+            if l.contains("connect") || l.contains("no such file") || l.contains("refused") {
                 Error::Unavailable(s)
             } else {
                 Error::Engine(s)
@@ -294,11 +295,7 @@ impl DockerBackend {
             Ok(Ready {
                 id: id.clone(),
                 input: a.input,
-                output: a
-                    .output
-                    .map_ok(|l| l.into_bytes().to_vec())
-                    .map_err(engine_error)
-                    .boxed(),
+                output: a.output,
             })
         }
         .await;
@@ -509,7 +506,7 @@ impl DockerBackend {
     /// its pipes and ends when the process does: a few milliseconds before the engine's log
     /// reader would end (after the engine has handled the exit). None when the engine refuses;
     /// `logs` then follows the engine's log.
-    async fn attach(&self, container: &str) -> Option<BoxStream<'static, Result<Vec<u8>>>> {
+    async fn attach(&self, container: &str) -> Option<crate::output::Frames> {
         let opts = AttachContainerOptionsBuilder::default()
             .stdout(true)
             .stderr(true)
@@ -519,12 +516,7 @@ impl DockerBackend {
             .call(self.bulk().ok()?.attach_container(container, Some(opts)))
             .await;
         match attached {
-            Ok(a) => Some(
-                a.output
-                    .map_ok(|l| l.into_bytes().to_vec())
-                    .map_err(engine_error)
-                    .boxed(),
-            ),
+            Ok(a) => Some(a.output),
             Err(e) => {
                 tracing::debug!(container, error = %e, "attaching failed; the log is followed");
                 None
@@ -953,25 +945,7 @@ impl SandboxBackend for DockerBackend {
     }
 
     async fn state(&self, container: &str) -> Result<RunState> {
-        let c = match self
-            .call(self.docker()?.inspect_container(container, None))
-            .await
-        {
-            Ok(c) => c,
-            Err(Error::NotFound(_)) => return Ok(RunState::Missing),
-            Err(e) => return Err(e),
-        };
-        let st = c.state.unwrap_or_default();
-        Ok(match st.status {
-            Some(ContainerStateStatusEnum::CREATED) => RunState::Created,
-            Some(ContainerStateStatusEnum::RUNNING)
-            | Some(ContainerStateStatusEnum::RESTARTING)
-            | Some(ContainerStateStatusEnum::PAUSED) => RunState::Running,
-            _ => RunState::Exited {
-                code: st.exit_code.unwrap_or(-1),
-                oom_killed: st.oom_killed.unwrap_or(false),
-            },
-        })
+        crate::output::inspect(&self.docker()?, container, self.call_timeout).await
     }
 
     fn logs(&self, container: &str) -> BoxStream<'static, Result<Vec<u8>>> {
@@ -980,20 +954,14 @@ impl SandboxBackend for DockerBackend {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(container);
-        if let Some(output) = attached {
-            return output;
-        }
-        let opts = LogsOptionsBuilder::default()
-            .follow(true)
-            .stdout(true)
-            .stderr(true)
-            .build();
         match self.docker() {
-            Ok(d) => d
-                .logs(container, Some(opts))
-                .map_ok(|l| l.into_bytes().to_vec())
-                .map_err(engine_error)
-                .boxed(),
+            Ok(docker) => crate::output::Output::stream(
+                attached,
+                docker,
+                container.to_owned(),
+                self.exits.clone(),
+                self.call_timeout,
+            ),
             Err(e) => futures_util::stream::once(async move { Err(e) }).boxed(),
         }
     }

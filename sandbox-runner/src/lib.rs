@@ -14,6 +14,7 @@ mod exits;
 pub mod hardening;
 #[path = "../launch/payload.rs"]
 mod launch;
+mod output;
 
 use std::collections::HashMap;
 use std::time::Duration;

@@ -1120,11 +1120,8 @@ async fn ready_ahead(app: &TestApp, sandbox: &str) -> String {
             .into_iter()
             .find(|(s, _)| s == sandbox)
         {
-            let out = std::process::Command::new("docker")
-                .args(["inspect", "--format", "{{.State.Running}}", &id])
-                .output()
-                .unwrap();
-            if String::from_utf8_lossy(&out.stdout).trim() == "true" {
+            let state = app.state.sandboxes.backend.state(&id).await;
+            if matches!(state, Ok(sandbox_runner::RunState::Running)) {
                 return id;
             }
         }
@@ -1280,4 +1277,245 @@ async fn a_run_takes_the_container_started_ahead_for_it_and_gets_only_its_comman
     assert_eq!(started_ahead(app).await, Vec::new());
     assert!(app.verify_audit().await.problem.is_none());
     w.app.stop().await;
+}
+
+/// A Docker engine of the test's own (data, sockets and containerd apart from the shared one),
+/// with live restore: it can be restarted without disturbing other tests. Stopped, and its
+/// data removed, on drop.
+struct PrivateEngine {
+    dir: TempDir,
+    child: Option<std::process::Child>,
+}
+
+impl PrivateEngine {
+    /// None where no engine can be started here (not root, no dockerd).
+    fn start() -> Option<PrivateEngine> {
+        let root = std::process::Command::new("id").arg("-u").output().ok()?;
+        if String::from_utf8_lossy(&root.stdout).trim() != "0" {
+            eprintln!("not root: no engine of the test's own");
+            return None;
+        }
+        let mut e = PrivateEngine {
+            dir: TempDir::new("engine"),
+            child: None,
+        };
+        e.launch();
+        // The test image, from the shared engine.
+        let mut save = std::process::Command::new("docker")
+            .args(["save", TEST_IMAGE])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let load = std::process::Command::new("docker")
+            .args(["-H", &e.host(), "load"])
+            .stdin(save.stdout.take().unwrap())
+            .output()
+            .unwrap();
+        assert!(save.wait().unwrap().success());
+        assert!(
+            load.status.success(),
+            "{}",
+            String::from_utf8_lossy(&load.stderr)
+        );
+        Some(e)
+    }
+
+    fn host(&self) -> String {
+        format!("unix://{}", self.dir.path().join("docker.sock").display())
+    }
+
+    fn launch(&mut self) {
+        let d = self.dir.path();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(d.join("dockerd.log"))
+            .unwrap();
+        let child = std::process::Command::new("dockerd")
+            .arg("--data-root")
+            .arg(d.join("root"))
+            .arg("--exec-root")
+            .arg(d.join("exec"))
+            .arg("--pidfile")
+            .arg(d.join("dockerd.pid"))
+            .args(["-H", &self.host()])
+            .args([
+                "--containerd-namespace",
+                "vre-test",
+                "--containerd-plugins-namespace",
+                "vre-test-plugins",
+            ])
+            .args([
+                "--bridge=none",
+                "--iptables=false",
+                "--ip-forward=false",
+                "--ip-masq=false",
+            ])
+            .args(["--live-restore", "--log-level=warn"])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("dockerd runs");
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while !std::process::Command::new("docker")
+            .args(["-H", &self.host(), "info"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the test's engine did not start: {}",
+                std::fs::read_to_string(d.join("dockerd.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Stops the engine (SIGTERM, as an operator's restart does); live restore keeps its
+    /// containers running.
+    fn halt(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = std::process::Command::new("kill")
+                .arg(c.id().to_string())
+                .status();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for PrivateEngine {
+    fn drop(&mut self) {
+        if self.child.is_none() {
+            self.launch();
+        }
+        let h = self.host();
+        let ids = std::process::Command::new("docker")
+            .args(["-H", &h, "ps", "-aq"])
+            .output()
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .split_whitespace()
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default();
+        if !ids.is_empty() {
+            let _ = std::process::Command::new("docker")
+                .args(["-H", &h, "rm", "-f"])
+                .args(&ids)
+                .output();
+        }
+        self.halt();
+        // What the engine mounted under its root, then the rest.
+        let _ = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "grep -o ' {0}[^ ]*' /proc/mounts | sort -r | xargs -r -n1 umount -l",
+                self.dir.path().display()
+            ))
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_goes_on_and_keeps_all_its_output_across_an_engine_restart() {
+    if !docker_available() {
+        return;
+    }
+    let Some(mut engine) = PrivateEngine::start() else {
+        return;
+    };
+    let data = TempDir::new("dataset");
+    let d = data.path().to_path_buf();
+    let host = engine.host();
+    let app = TestApp::spawn_with(Engine::Sqlite, move |s| {
+        tiny(s, &d);
+        s.sandbox.docker_host = host;
+    })
+    .await;
+    app.project("p1", &[("ana", "analyst")]).await;
+    let ana = app.token("ana", "analyst");
+    let op = app.token("op", "operator");
+    let (st, b) = app
+        .post("/api/v1/images", Some(&op), &json!({"name": TEST_IMAGE}))
+        .await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    let (st, sb) = app
+        .post(
+            "/api/v1/sandboxes",
+            Some(&ana),
+            &json!({"project": "p1", "image": TEST_IMAGE}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{sb}");
+    let sb = sb["id"].as_str().unwrap().to_owned();
+    // A first run, so that a container is started ahead before the restart too.
+    let (r, _) = run(&app, &ana, &sb, &["true"], None).await;
+    assert_eq!(r["exit_code"], 0, "{r}");
+    let _ = ready_ahead(&app, &sb).await;
+
+    let script = "for i in $(seq 1 25); do echo out-$i; echo err-$i >&2; sleep 0.2; done";
+    let id = start_run(&app, &ana, &sb, &["sh", "-c", script], None).await;
+    // Once it is well under way, the engine restarts.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let log = tokio::fs::read_to_string(app.state.sandboxes.log_path(&id))
+            .await
+            .unwrap_or_default();
+        if log.contains("out-3\n") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no output: {log:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::task::block_in_place(|| {
+        engine.halt();
+        std::thread::sleep(Duration::from_secs(1));
+        engine.launch();
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let done = loop {
+        let (_, r) = app
+            .get(&format!("/api/v1/runs/{id}?wait=30"), Some(&ana))
+            .await;
+        if r["state"] == "finished" {
+            break r;
+        }
+        assert!(std::time::Instant::now() < deadline, "{r}");
+    };
+    assert_eq!(
+        (done["outcome"].as_str(), done["exit_code"].as_i64()),
+        (Some("exited"), Some(0)),
+        "{done}"
+    );
+    let log = app
+        .http
+        .get(format!("{}/api/v1/runs/{id}/logs", app.url))
+        .bearer_auth(&ana)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    // Every line once, each stream in its order.
+    for stream in ["out", "err"] {
+        let lines: Vec<&str> = log.lines().filter(|l| l.starts_with(stream)).collect();
+        let want: Vec<String> = (1..=25).map(|i| format!("{stream}-{i}")).collect();
+        assert_eq!(lines, want, "{log}");
+    }
+    assert_eq!(log.lines().count(), 50, "{log}");
+
+    // The container started ahead did not live through the restart: the next run makes its
+    // own and succeeds.
+    let (r, log) = run(&app, &ana, &sb, &["echo", "after"], None).await;
+    assert_eq!(
+        (r["exit_code"].as_i64(), log.as_str()),
+        (Some(0), "after\n"),
+        "{r}"
+    );
+    assert!(app.verify_audit().await.problem.is_none());
+    app.stop().await;
+    drop(engine);
 }
