@@ -163,6 +163,24 @@ pub async fn spec_of(
     })
 }
 
+/// Has a container started ahead for the sandbox's next run (after the sandbox is made or a
+/// staging changed it). It is being started when this returns, so a run asked for next takes
+/// it; nothing is lost when it fails: the run makes its own.
+pub async fn ready_next(state: &AppState, sandbox: &str) {
+    let spec = async {
+        let mut conn = state.db.pool().acquire().await?;
+        match sstore::sandbox(&mut conn, sandbox).await? {
+            Some(sb) => spec_of(state, &mut conn, &sb).await.map(Some),
+            None => Ok(None),
+        }
+    };
+    match spec.await {
+        Ok(Some(spec)) => state.sandboxes.backend.ready_next(&spec).await,
+        Ok(None) => {}
+        Err(e) => tracing::debug!(%sandbox, error = %e, "no container started ahead"),
+    }
+}
+
 /// Supervises a run from the queue to its end. `attach` is set when the container already
 /// exists (recovery after a restart). The run is live (followers can wait on it) from the
 /// call, before the returned future first runs.

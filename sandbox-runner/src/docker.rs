@@ -335,7 +335,7 @@ impl DockerBackend {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(id.clone(), output);
-        self.refill(&run.sandbox, &id);
+        self.refill(&run.sandbox, Some(&id));
         Ok(id)
     }
 
@@ -368,8 +368,8 @@ impl DockerBackend {
     /// Starts a container ahead for the sandbox's next run, in the background: once the run
     /// that just started in `after` has ended or run for `REFILL_AFTER`, so that the engine's
     /// work on it does not slow down a short run (which spends most of its time in the
-    /// engine's handling of its start and exit).
-    fn refill(&self, sb: &SandboxSpec, after: &str) {
+    /// engine's handling of its start and exit); at once when there is no such run.
+    fn refill(&self, sb: &SandboxSpec, after: Option<&str>) {
         if self.conn.standby == 0 {
             return;
         }
@@ -417,10 +417,12 @@ impl DockerBackend {
         }
         let backend = self.sibling();
         let sb = sb.clone();
-        let mut ended = self.exits.watch(after);
+        let ended = after.map(|c| self.exits.watch(c));
         tokio::spawn(async move {
             let mut guard = guard;
-            let _ = tokio::time::timeout(REFILL_AFTER, ended.wait_for(Option::is_some)).await;
+            if let Some(mut ended) = ended {
+                let _ = tokio::time::timeout(REFILL_AFTER, ended.wait_for(Option::is_some)).await;
+            }
             match backend.launch_container(&sb, &name, None).await {
                 Ok(ready) => *guard = Some(ready),
                 Err(e) => {
@@ -1214,6 +1216,13 @@ impl SandboxBackend for DockerBackend {
         s.slots
             .values()
             .any(|slot| container.names.contains(&slot.name))
+    }
+
+    async fn ready_next(&self, sb: &SandboxSpec) {
+        if self.launcher_ready().await {
+            self.follow_events();
+            self.refill(sb, None);
+        }
     }
 
     async fn shutdown(&self) {

@@ -227,6 +227,10 @@ pub trait SandboxBackend: Send + Sync + 'static {
     fn holds(&self, _container: &Managed) -> bool {
         false
     }
+    /// Has a container started ahead for the sandbox's next run, when the backend keeps any:
+    /// after the sandbox is made or changed (a staging), so that its next run need not wait
+    /// for one.
+    async fn ready_next(&self, _sandbox: &SandboxSpec) {}
     /// Stops starting containers ahead and removes those it holds (before a graceful stop).
     async fn shutdown(&self) {}
 }

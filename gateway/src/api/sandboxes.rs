@@ -291,6 +291,7 @@ pub async fn create(
     for app in &body.ingress {
         stage(&state, &caller, &row, app).await?;
     }
+    crate::sandboxes::ready_next(&state, &row.id).await;
     let mut conn = state.db.pool().acquire().await?;
     Ok((
         StatusCode::CREATED,
@@ -433,6 +434,7 @@ pub async fn stage_ingress(
     let standing = standing_in(&state, &sb.project_id, &caller).await?;
     require(&caller, Action::SandboxManage, standing)?;
     stage(&state, &caller, &sb, &body.application).await?;
+    crate::sandboxes::ready_next(&state, &sb.id).await;
     let mut conn = state.db.pool().acquire().await?;
     Ok(ApiJson(sandbox_dto(&mut conn, sb).await?))
 }

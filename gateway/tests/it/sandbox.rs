@@ -1140,9 +1140,12 @@ async fn a_run_takes_the_container_started_ahead_for_it_and_gets_only_its_comman
     }
     let w = world().await;
     let (app, ana, sb) = (&w.app, &w.ana, &w.sandbox);
-    // The first run makes its own container; one is started ahead for the next.
+    // A container is started ahead as the sandbox is made: its first run takes it, and one
+    // is started ahead for the next.
+    let first = ready_ahead(app, sb).await;
     let (r, _) = run(app, ana, sb, &["true"], None).await;
     assert_eq!(r["exit_code"], 0, "{r}");
+    assert_eq!(container_of(app, r["id"].as_str().unwrap()).await, first);
     let ahead = ready_ahead(app, sb).await;
 
     // The next run takes that very container, named after it, and nothing of the launcher
@@ -1247,8 +1250,8 @@ async fn a_run_takes_the_container_started_ahead_for_it_and_gets_only_its_comman
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
-    // Operators see how runs started and ended: two took a container started ahead; the
-    // first, the one after the removal and the one after the staging made their own.
+    // Operators see how runs started and ended: only the run after the removal made its own
+    // (the staging had one of the new profile started ahead at once).
     let op = app.token("op", "operator");
     let metrics = app
         .http
@@ -1261,8 +1264,8 @@ async fn a_run_takes_the_container_started_ahead_for_it_and_gets_only_its_comman
         .await
         .unwrap();
     for line in [
-        "vre_runs_started_total{container=\"ahead\"} 2",
-        "vre_runs_started_total{container=\"made\"} 3",
+        "vre_runs_started_total{container=\"ahead\"} 4",
+        "vre_runs_started_total{container=\"made\"} 1",
         "vre_runs_finished_total{outcome=\"exited\"} 5",
     ] {
         assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
