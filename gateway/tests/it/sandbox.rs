@@ -1522,3 +1522,67 @@ async fn a_run_goes_on_and_keeps_all_its_output_across_an_engine_restart() {
     app.stop().await;
     drop(engine);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_sandboxes_used_last_keep_a_container_ahead() {
+    if !docker_available() {
+        return;
+    }
+    let data = TempDir::new("dataset");
+    let d = data.path().to_path_buf();
+    let app = TestApp::spawn_with(Engine::Sqlite, move |s| {
+        tiny(s, &d);
+        s.sandbox.standby_containers = 1;
+    })
+    .await;
+    app.project("p1", &[("ana", "analyst")]).await;
+    let ana = app.token("ana", "analyst");
+    let op = app.token("op", "operator");
+    app.post("/api/v1/images", Some(&op), &json!({"name": TEST_IMAGE}))
+        .await;
+    let mut sandboxes = Vec::new();
+    for _ in 0..2 {
+        let (st, sb) = app
+            .post(
+                "/api/v1/sandboxes",
+                Some(&ana),
+                &json!({"project": "p1", "image": TEST_IMAGE}),
+            )
+            .await;
+        assert_eq!(st, StatusCode::CREATED, "{sb}");
+        sandboxes.push(sb["id"].as_str().unwrap().to_owned());
+    }
+    let (a, b) = (&sandboxes[0], &sandboxes[1]);
+    // The second sandbox made took the one place: the first's container is removed.
+    let b_ahead = ready_ahead(&app, b).await;
+    let held: Vec<String> = started_ahead(&app)
+        .await
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect();
+    assert_eq!(held, vec![b.clone()]);
+    // A run in the first makes its own container, and takes the place back.
+    let (r, _) = run(&app, &ana, a, &["true"], None).await;
+    assert_eq!(r["exit_code"], 0, "{r}");
+    let _ = ready_ahead(&app, a).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while app.state.sandboxes.backend.state(&b_ahead).await.unwrap()
+        != sandbox_runner::RunState::Missing
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the evicted container stays"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let held: Vec<String> = started_ahead(&app)
+        .await
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect();
+    assert_eq!(held, vec![a.clone()]);
+    // The other sandbox's runs still work, in containers made for them.
+    let (r, log) = run(&app, &ana, b, &["echo", "made"], None).await;
+    assert_eq!((r["exit_code"].as_i64(), log.as_str()), (Some(0), "made\n"));
+    app.stop().await;
+}
