@@ -964,13 +964,7 @@ async fn ingress_submit(
         .await;
     bar.finish_and_clear();
     let v = result?;
-    let sent = hex::encode(
-        hasher
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-            .finalize(),
-    );
+    let sent = hex::encode(crate::lock(&hasher).clone().finalize());
     let got = s(&v["archive"]["sha256"]);
     anyhow::ensure!(
         sent == got,

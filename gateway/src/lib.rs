@@ -35,6 +35,11 @@ pub mod store;
 pub mod time;
 pub mod upload;
 
+/// A mutex's guard, poisoned or not: no holder panics with the data half-changed.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// SHA-256 in lowercase hex.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;

@@ -35,7 +35,7 @@ pub struct Metrics {
 impl Metrics {
     pub fn observe(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
         let secs = elapsed.as_secs_f64();
-        let mut map = self.requests.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = crate::lock(&self.requests);
         let h = map
             .entry((method.to_owned(), route.to_owned(), status))
             .or_default();
@@ -58,7 +58,7 @@ impl Metrics {
     }
 
     pub fn run_finished(&self, outcome: &str) {
-        let mut map = self.runs_finished.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = crate::lock(&self.runs_finished);
         *map.entry(outcome.to_owned()).or_default() += 1;
     }
 
@@ -66,7 +66,7 @@ impl Metrics {
         let mut out = String::new();
         out.push_str("# HELP vre_http_request_duration_seconds Time to answer HTTP requests.\n");
         out.push_str("# TYPE vre_http_request_duration_seconds histogram\n");
-        let map = self.requests.lock().unwrap_or_else(|p| p.into_inner());
+        let map = crate::lock(&self.requests);
         for ((method, route, status), h) in map.iter() {
             let labels = format!(
                 "method=\"{method}\",route=\"{}\",status=\"{status}\"",
@@ -128,7 +128,7 @@ impl Metrics {
         }
         out.push_str("# HELP vre_runs_finished_total Runs ended, by outcome.\n");
         out.push_str("# TYPE vre_runs_finished_total counter\n");
-        let map = self.runs_finished.lock().unwrap_or_else(|p| p.into_inner());
+        let map = crate::lock(&self.runs_finished);
         for (outcome, n) in map.iter() {
             let _ = writeln!(out, "vre_runs_finished_total{{outcome=\"{outcome}\"}} {n}");
         }

@@ -76,11 +76,7 @@ impl Sandboxes {
 
     /// Whether this process is still supervising the run; a follower waits on the receiver.
     pub fn live(&self, run: &str) -> Option<watch::Receiver<Progress>> {
-        self.live
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(run)
-            .cloned()
+        crate::lock(&self.live).get(run).cloned()
     }
 
     /// Waits until the run's end is recorded, or `limit` passes; returns at once for a run
@@ -94,7 +90,7 @@ impl Sandboxes {
 
     async fn slots(&self, project: &str) -> (OwnedSemaphorePermit, OwnedSemaphorePermit) {
         let project_sem = {
-            let mut map = self.per_project.lock().unwrap_or_else(|p| p.into_inner());
+            let mut map = crate::lock(&self.per_project);
             map.entry(project.to_owned())
                 .or_insert_with(|| {
                     Arc::new(Semaphore::new(
@@ -190,12 +186,7 @@ pub fn supervise(
     attach: bool,
 ) -> impl std::future::Future<Output = ()> + Send + 'static {
     let (progress, rx) = watch::channel(Progress::default());
-    state
-        .sandboxes
-        .live
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(run.id.clone(), rx);
+    crate::lock(&state.sandboxes.live).insert(run.id.clone(), rx);
     let live = Live {
         sandboxes: state.sandboxes.clone(),
         run: run.id.clone(),
@@ -214,11 +205,7 @@ struct Live {
 
 impl Drop for Live {
     fn drop(&mut self) {
-        self.sandboxes
-            .live
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.run);
+        crate::lock(&self.sandboxes.live).remove(&self.run);
     }
 }
 

@@ -219,7 +219,7 @@ pub fn instrument(
     let b = bar.clone();
     let stream = upload.stream.map(move |chunk| {
         if let Ok(c) = &chunk {
-            h.lock().unwrap_or_else(|p| p.into_inner()).update(c);
+            crate::lock(&h).update(c);
             b.inc(c.len() as u64);
         }
         chunk

@@ -115,7 +115,7 @@ struct Ready {
 
 impl Drop for DockerBackend {
     fn drop(&mut self) {
-        if let Some(task) = self.events.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        if let Some(task) = crate::lock(&self.events).take() {
             task.abort();
         }
     }
@@ -208,7 +208,7 @@ impl DockerBackend {
     }
 
     fn standbys(&self) -> std::sync::MutexGuard<'_, Standbys> {
-        self.standbys.lock().unwrap_or_else(|p| p.into_inner())
+        crate::lock(&self.standbys)
     }
 
     /// Whether runs can go through the launcher here: the engine runs Linux on this
@@ -331,10 +331,7 @@ impl DockerBackend {
             let _ = self.remove_container(&id).await;
             return Err(e);
         }
-        self.attached
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id.clone(), output);
+        crate::lock(&self.attached).insert(id.clone(), output);
         self.refill(&run.sandbox, Some(&id));
         Ok(id)
     }
@@ -462,31 +459,20 @@ impl DockerBackend {
         };
         // Attached before the start, so no output is missed.
         if let Some(output) = self.attach(&id).await {
-            self.attached
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(id.clone(), output);
+            crate::lock(&self.attached).insert(id.clone(), output);
         }
         match self.call(self.docker()?.start_container(&id, None)).await {
             Ok(()) => Ok(id),
             Err(Error::Engine(m)) if m.starts_with("304") => Ok(id),
             Err(e) => {
-                self.attached
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&id);
+                crate::lock(&self.attached).remove(&id);
                 Err(e)
             }
         }
     }
 
     async fn output_root(&self, sandbox: &str) -> Result<PathBuf> {
-        let known = self
-            .output_roots
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(sandbox)
-            .cloned();
+        let known = crate::lock(&self.output_roots).get(sandbox).cloned();
         if let Some(root) = known {
             return Ok(root);
         }
@@ -497,10 +483,7 @@ impl DockerBackend {
             )
             .await?;
         let root = PathBuf::from(v.mountpoint);
-        self.output_roots
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(sandbox.to_owned(), root.clone());
+        crate::lock(&self.output_roots).insert(sandbox.to_owned(), root.clone());
         Ok(root)
     }
 
@@ -528,7 +511,7 @@ impl DockerBackend {
 
     /// Follows the engine's events for this instance's containers, from now on (once).
     fn follow_events(&self) {
-        let mut task = self.events.lock().unwrap_or_else(|p| p.into_inner());
+        let mut task = crate::lock(&self.events);
         if task.as_ref().is_some_and(|t| !t.is_finished()) {
             return;
         }
@@ -541,7 +524,7 @@ impl DockerBackend {
     /// The control client and the bulk client (for uploads, whose answer comes only after the
     /// engine extracted them, so their timeout must cover it).
     fn clients(&self) -> Result<(Docker, Docker)> {
-        let mut guard = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = crate::lock(&self.clients);
         if let Some(c) = guard.as_ref() {
             return Ok(c.clone());
         }
@@ -951,11 +934,7 @@ impl SandboxBackend for DockerBackend {
     }
 
     fn logs(&self, container: &str) -> BoxStream<'static, Result<Vec<u8>>> {
-        let attached = self
-            .attached
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(container);
+        let attached = crate::lock(&self.attached).remove(container);
         match self.docker() {
             Ok(docker) => crate::output::Output::stream(
                 attached,
@@ -1002,10 +981,7 @@ impl SandboxBackend for DockerBackend {
         .map_err(|e| Error::Engine(e.to_string()))?;
         if used.is_err() {
             // Asked again next time: the volume may have been made anew.
-            self.output_roots
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(sandbox);
+            crate::lock(&self.output_roots).remove(sandbox);
         }
         used
     }
@@ -1066,10 +1042,7 @@ impl SandboxBackend for DockerBackend {
 
     async fn remove_container(&self, container: &str) -> Result<()> {
         self.exits.forget(container);
-        self.attached
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(container);
+        crate::lock(&self.attached).remove(container);
         match self
             .call(self.docker()?.remove_container(
                 container,
@@ -1085,10 +1058,7 @@ impl SandboxBackend for DockerBackend {
     }
 
     async fn remove_sandbox(&self, sandbox: &str) -> Result<()> {
-        self.output_roots
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(sandbox);
+        crate::lock(&self.output_roots).remove(sandbox);
         let standby = {
             let mut s = self.standbys();
             s.retired.insert(sandbox.to_owned());

@@ -106,13 +106,13 @@ impl Table {
 impl Exits {
     /// A receiver that holds the container's end once the engine reported it.
     pub(crate) fn watch(&self, container: &str) -> watch::Receiver<Option<RunState>> {
-        let mut t = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        let mut t = crate::lock(&self.table);
         t.entry(&[container]).end.subscribe()
     }
 
     /// Forgets a container (it was removed).
     pub(crate) fn forget(&self, container: &str) {
-        let mut t = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        let mut t = crate::lock(&self.table);
         if let Some(id) = t.keys.get(container).copied() {
             t.remove(id);
         }
@@ -126,7 +126,7 @@ impl Exits {
             .and_then(|a| a.get("name"))
             .map(String::as_str)
             .unwrap_or_default();
-        let mut t = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        let mut t = crate::lock(&self.table);
         match e.action.as_deref() {
             Some("oom") => t.entry(&[id, name]).oom = true,
             Some("die") => {

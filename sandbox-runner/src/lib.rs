@@ -21,6 +21,11 @@ use std::time::Duration;
 
 use futures_util::stream::BoxStream;
 
+/// A mutex's guard, poisoned or not: no holder panics with the data half-changed.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// Bytes on their way into or out of a container.
 pub type ByteStream = BoxStream<'static, std::result::Result<bytes::Bytes, std::io::Error>>;
 
