@@ -103,6 +103,8 @@ struct Slot {
     name: String,
     /// Filled by the task that starts it; locked until then.
     cell: Arc<tokio::sync::Mutex<Option<Ready>>>,
+    /// Tells that task a run is waiting for it: no point in waiting for the last run first.
+    hurry: Arc<tokio::sync::Notify>,
     used: u64,
 }
 
@@ -345,7 +347,9 @@ impl DockerBackend {
                 Some(slot) if slot.key == key => {}
                 _ => return None,
             }
-            s.slots.remove(&sb.id)?.cell
+            let slot = s.slots.remove(&sb.id)?;
+            slot.hurry.notify_one();
+            slot.cell
         };
         let ready = match tokio::time::timeout(self.call_timeout, cell.clone().lock_owned()).await {
             Ok(mut g) => g.take()?,
@@ -373,6 +377,7 @@ impl DockerBackend {
         let key = hardening::standby_key(&self.instance, sb);
         let cell = Arc::new(tokio::sync::Mutex::new(None));
         let guard = cell.clone().try_lock_owned().expect("a new lock is free");
+        let hurry = Arc::new(tokio::sync::Notify::new());
         let (name, evicted) = {
             let mut s = self.standbys();
             if s.closed || s.retired.contains(&sb.id) {
@@ -390,6 +395,7 @@ impl DockerBackend {
                 key,
                 name: name.clone(),
                 cell,
+                hurry: hurry.clone(),
                 used: tick,
             };
             let mut evicted: Vec<_> = s
@@ -418,7 +424,10 @@ impl DockerBackend {
         tokio::spawn(async move {
             let mut guard = guard;
             if let Some(mut ended) = ended {
-                let _ = tokio::time::timeout(REFILL_AFTER, ended.wait_for(Option::is_some)).await;
+                tokio::select! {
+                    _ = tokio::time::timeout(REFILL_AFTER, ended.wait_for(Option::is_some)) => {}
+                    () = hurry.notified() => {}
+                }
             }
             match backend.launch_container(&sb, &name, None).await {
                 Ok(ready) => *guard = Some(ready),
