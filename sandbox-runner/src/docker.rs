@@ -94,6 +94,8 @@ struct Standbys {
     closed: bool,
     /// Counts the slots made: their order of use, and unique names.
     tick: u64,
+    /// Random, per backend: names unlike those of an earlier process's containers.
+    nonce: u32,
 }
 
 struct Slot {
@@ -187,7 +189,15 @@ impl DockerBackend {
             events: std::sync::Mutex::new(None),
             attached: Default::default(),
             output_roots: Default::default(),
-            standbys: Default::default(),
+            standbys: Arc::new(std::sync::Mutex::new(Standbys {
+                nonce: {
+                    use std::hash::{BuildHasher, Hasher};
+                    std::collections::hash_map::RandomState::new()
+                        .build_hasher()
+                        .finish() as u32
+                },
+                ..Default::default()
+            })),
             launcher: tokio::sync::Mutex::new(None),
         })
     }
@@ -390,7 +400,7 @@ impl DockerBackend {
             }
             s.tick += 1;
             let tick = s.tick;
-            let name = hardening::standby_name(&sb.id, tick);
+            let name = hardening::standby_name(&sb.id, s.nonce, tick);
             let slot = Slot {
                 key,
                 name: name.clone(),

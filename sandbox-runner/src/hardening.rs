@@ -113,9 +113,11 @@ pub fn launcher_volume(instance: &str) -> String {
     format!("vre-launch-{instance}")
 }
 
-/// The name of a container started ahead for a sandbox's next run, until a run takes it.
-pub fn standby_name(sandbox: &str, n: u64) -> String {
-    format!("vre-standby-{sandbox}-{n}")
+/// The name of a container started ahead for a sandbox's next run, until a run takes it:
+/// the `n`th of a backend whose random `nonce` keeps it apart from those of an earlier process
+/// (which the next start removes).
+pub fn standby_name(sandbox: &str, nonce: u32, n: u64) -> String {
+    format!("vre-standby-{sandbox}-{nonce:08x}-{n}")
 }
 
 /// The create request for a run's container started through the launcher: exactly the

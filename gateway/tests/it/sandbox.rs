@@ -642,7 +642,7 @@ async fn a_gateway_killed_during_runs_records_their_outcomes_after_restart() {
     let dir = TempDir::new("restart-runs");
     let (child, url) = start_server(dir.path());
     // Whatever the gateways in other processes leave (the launcher's volume), gone at the end.
-    let _objects = crate::support::InstanceObjects(
+    let objects = crate::support::InstanceObjects(
         std::fs::read_to_string(dir.path().join("instance-id"))
             .unwrap()
             .trim()
@@ -742,6 +742,37 @@ async fn a_gateway_killed_during_runs_records_their_outcomes_after_restart() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+    // The container started ahead for the sandbox's next run, which the next process must
+    // not take (it waits for this one's payload): removed at start.
+    let standbys = || {
+        let out = std::process::Command::new("docker")
+            .args([
+                "ps",
+                "-a",
+                "--format",
+                "{{.Names}}",
+                "--filter",
+                "name=vre-standby-",
+            ])
+            .args(["--filter", &format!("label=vre.instance={}", objects.0)])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let ahead = loop {
+        let names = standbys();
+        if !names.is_empty() {
+            break names;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing started ahead"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     drop(child); // SIGKILL: the runs' containers go on without their supervisor.
     let gone = std::process::Command::new("docker")
         .args(["rm", "-f", &format!("vre-run-{victim}")])
@@ -807,6 +838,11 @@ async fn a_gateway_killed_during_runs_records_their_outcomes_after_restart() {
     assert!(
         !inspect.status.success(),
         "the orphaned container is still there"
+    );
+    let left = standbys();
+    assert!(
+        ahead.iter().all(|a| !left.contains(a)),
+        "started ahead by the killed gateway: {ahead:?}, left: {left:?}"
     );
     // Clean up the sandbox through the gateway.
     let r = http
