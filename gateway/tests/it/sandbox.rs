@@ -72,18 +72,9 @@ impl Drop for Submount {
 
 /// A gateway with project p1, an approved and staged ingress archive, a dataset, a sandbox.
 async fn world() -> World {
-    let data = TempDir::new("dataset");
+    let (app, ana, data) = small_world(|_| {}).await;
     std::fs::write(data.path().join("cohort.csv"), "id,age\n1,40\n").unwrap();
     let submount = Submount::new(data.path().join("nested"));
-    let d = data.path().to_path_buf();
-    let app = TestApp::spawn_with(Engine::Sqlite, move |s| tiny(s, &d)).await;
-    app.project("p1", &[("ana", "analyst")]).await;
-    let ana = app.token("ana", "analyst");
-    let op = app.token("op", "operator");
-    let (st, b) = app
-        .post("/api/v1/images", Some(&op), &json!({"name": TEST_IMAGE}))
-        .await;
-    assert_eq!(st, StatusCode::OK, "{b}");
     let ingress = upload(&app, &ana, "p1", b"#!/bin/sh\necho from the archive\n").await;
     let (_, b) = app.vote(&ingress, "rev", "approve").await;
     assert_eq!(b["state"], "approved");
@@ -103,6 +94,41 @@ async fn world() -> World {
         submount,
         data,
     }
+}
+
+/// A gateway with the tiny class (and `tweak` on top), project p1 with the analyst ana, and
+/// the test image allowed; ana's token, and the dataset directory, which lives as long as it.
+async fn small_world(
+    tweak: impl FnOnce(&mut gateway::config::Settings),
+) -> (TestApp, String, TempDir) {
+    let data = TempDir::new("dataset");
+    let d = data.path().to_path_buf();
+    let app = TestApp::spawn_with(Engine::Sqlite, move |s| {
+        tiny(s, &d);
+        tweak(s);
+    })
+    .await;
+    app.project("p1", &[("ana", "analyst")]).await;
+    let ana = app.token("ana", "analyst");
+    let op = app.token("op", "operator");
+    let (st, b) = app
+        .post("/api/v1/images", Some(&op), &json!({"name": TEST_IMAGE}))
+        .await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    (app, ana, data)
+}
+
+/// A new sandbox of p1 on the test image; its id.
+async fn new_sandbox(app: &TestApp, ana: &str) -> String {
+    let (st, sb) = app
+        .post(
+            "/api/v1/sandboxes",
+            Some(ana),
+            &json!({"project": "p1", "image": TEST_IMAGE}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{sb}");
+    sb["id"].as_str().unwrap().to_owned()
 }
 
 async fn upload(app: &TestApp, token: &str, project: &str, script: &[u8]) -> String {
@@ -865,27 +891,12 @@ async fn extra_runs_queue_instead_of_failing() {
     if !docker_available() {
         return;
     }
-    let data = TempDir::new("dataset");
-    let d = data.path().to_path_buf();
-    let app = TestApp::spawn_with(Engine::Sqlite, move |s| {
-        tiny(s, &d);
+    let (app, ana, _data) = small_world(|s| {
         s.sandbox.max_concurrent_runs = 4;
         s.sandbox.max_concurrent_runs_per_project = 1;
     })
     .await;
-    app.project("p1", &[("ana", "analyst")]).await;
-    let ana = app.token("ana", "analyst");
-    let op = app.token("op", "operator");
-    app.post("/api/v1/images", Some(&op), &json!({"name": TEST_IMAGE}))
-        .await;
-    let (_, sb) = app
-        .post(
-            "/api/v1/sandboxes",
-            Some(&ana),
-            &json!({"project": "p1", "image": TEST_IMAGE}),
-        )
-        .await;
-    let sb = sb["id"].as_str().unwrap().to_owned();
+    let sb = new_sandbox(&app, &ana).await;
     let mut ids = Vec::new();
     for i in 0..3 {
         let (st, r) = app
@@ -930,24 +941,9 @@ async fn a_sandbox_removed_as_its_run_finishes_leaves_nothing() {
     if !docker_available() {
         return;
     }
-    let data = TempDir::new("dataset");
-    let d = data.path().to_path_buf();
-    let app = TestApp::spawn_with(Engine::Sqlite, move |s| tiny(s, &d)).await;
-    app.project("p1", &[("ana", "analyst")]).await;
-    let ana = app.token("ana", "analyst");
-    let op = app.token("op", "operator");
-    app.post("/api/v1/images", Some(&op), &json!({"name": TEST_IMAGE}))
-        .await;
+    let (app, ana, _data) = small_world(|_| {}).await;
     for _ in 0..3 {
-        let (st, sb) = app
-            .post(
-                "/api/v1/sandboxes",
-                Some(&ana),
-                &json!({"project": "p1", "image": TEST_IMAGE}),
-            )
-            .await;
-        assert_eq!(st, StatusCode::CREATED, "{sb}");
-        let sb = sb["id"].as_str().unwrap().to_owned();
+        let sb = new_sandbox(&app, &ana).await;
         let (st, r) = app
             .post(
                 &format!("/api/v1/sandboxes/{sb}/runs"),
@@ -1465,30 +1461,9 @@ async fn a_run_goes_on_and_keeps_all_its_output_across_an_engine_restart() {
     let Some(mut engine) = PrivateEngine::start() else {
         return;
     };
-    let data = TempDir::new("dataset");
-    let d = data.path().to_path_buf();
     let host = engine.host();
-    let app = TestApp::spawn_with(Engine::Sqlite, move |s| {
-        tiny(s, &d);
-        s.sandbox.docker_host = host;
-    })
-    .await;
-    app.project("p1", &[("ana", "analyst")]).await;
-    let ana = app.token("ana", "analyst");
-    let op = app.token("op", "operator");
-    let (st, b) = app
-        .post("/api/v1/images", Some(&op), &json!({"name": TEST_IMAGE}))
-        .await;
-    assert_eq!(st, StatusCode::OK, "{b}");
-    let (st, sb) = app
-        .post(
-            "/api/v1/sandboxes",
-            Some(&ana),
-            &json!({"project": "p1", "image": TEST_IMAGE}),
-        )
-        .await;
-    assert_eq!(st, StatusCode::CREATED, "{sb}");
-    let sb = sb["id"].as_str().unwrap().to_owned();
+    let (app, ana, _data) = small_world(|s| s.sandbox.docker_host = host).await;
+    let sb = new_sandbox(&app, &ana).await;
     // A first run, so that a container is started ahead before the restart too.
     let (r, _) = run(&app, &ana, &sb, &["true"], None).await;
     assert_eq!(r["exit_code"], 0, "{r}");
@@ -1564,31 +1539,11 @@ async fn only_the_sandboxes_used_last_keep_a_container_ahead() {
     if !docker_available() {
         return;
     }
-    let data = TempDir::new("dataset");
-    let d = data.path().to_path_buf();
-    let app = TestApp::spawn_with(Engine::Sqlite, move |s| {
-        tiny(s, &d);
-        s.sandbox.standby_containers = 1;
-    })
-    .await;
-    app.project("p1", &[("ana", "analyst")]).await;
-    let ana = app.token("ana", "analyst");
-    let op = app.token("op", "operator");
-    app.post("/api/v1/images", Some(&op), &json!({"name": TEST_IMAGE}))
-        .await;
-    let mut sandboxes = Vec::new();
-    for _ in 0..2 {
-        let (st, sb) = app
-            .post(
-                "/api/v1/sandboxes",
-                Some(&ana),
-                &json!({"project": "p1", "image": TEST_IMAGE}),
-            )
-            .await;
-        assert_eq!(st, StatusCode::CREATED, "{sb}");
-        sandboxes.push(sb["id"].as_str().unwrap().to_owned());
-    }
-    let (a, b) = (&sandboxes[0], &sandboxes[1]);
+    let (app, ana, _data) = small_world(|s| s.sandbox.standby_containers = 1).await;
+    let (a, b) = (
+        &new_sandbox(&app, &ana).await,
+        &new_sandbox(&app, &ana).await,
+    );
     // The second sandbox made took the one place: the first's container is removed.
     let b_ahead = ready_ahead(&app, b).await;
     let held: Vec<String> = started_ahead(&app)
