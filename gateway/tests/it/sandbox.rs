@@ -101,9 +101,16 @@ async fn world() -> World {
 async fn small_world(
     tweak: impl FnOnce(&mut gateway::config::Settings),
 ) -> (TestApp, String, TempDir) {
+    small_world_on(Engine::Sqlite, tweak).await
+}
+
+async fn small_world_on(
+    engine: Engine,
+    tweak: impl FnOnce(&mut gateway::config::Settings),
+) -> (TestApp, String, TempDir) {
     let data = TempDir::new("dataset");
     let d = data.path().to_path_buf();
-    let app = TestApp::spawn_with(Engine::Sqlite, move |s| {
+    let app = TestApp::spawn_with(engine, move |s| {
         tiny(s, &d);
         tweak(s);
     })
@@ -1576,4 +1583,70 @@ async fn only_the_sandboxes_used_last_keep_a_container_ahead() {
     let (r, log) = run(&app, &ana, b, &["echo", "made"], None).await;
     assert_eq!((r["exit_code"].as_i64(), log.as_str()), (Some(0), "made\n"));
     app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_is_recorded_alike_on_every_database() {
+    if !docker_available() {
+        return;
+    }
+    for engine in crate::support::engines() {
+        let (app, ana, _data) = small_world_on(engine, |_| {}).await;
+        let sb = new_sandbox(&app, &ana).await;
+        let script = "echo out; echo err >&2; exit 4";
+        let (r, log) = run(&app, &ana, &sb, &["sh", "-c", script], None).await;
+        let id = r["id"].as_str().unwrap().to_owned();
+        assert_eq!(
+            (r["outcome"].as_str(), r["exit_code"].as_i64()),
+            (Some("exited"), Some(4)),
+            "{engine:?}: {r}"
+        );
+        assert_eq!(
+            log.lines().collect::<std::collections::BTreeSet<_>>(),
+            ["err", "out"].into()
+        );
+        assert_eq!(r["log_sha256"], gateway::sha256_hex(log.as_bytes()));
+        assert!(r["started_at"].as_str() <= r["finished_at"].as_str(), "{r}");
+        let (st, runs) = app
+            .get(&format!("/api/v1/sandboxes/{sb}/runs"), Some(&ana))
+            .await;
+        assert_eq!(st, StatusCode::OK, "{runs}");
+        assert!(
+            runs.as_array()
+                .unwrap()
+                .iter()
+                .any(|x| x["id"] == id.as_str()),
+            "{runs}"
+        );
+        // The audit log tells the run's story: asked for, started (in which container, and
+        // whether it was started ahead), finished with its outcome and the log's digest.
+        let auditor = app.token("aud", "auditor");
+        let (st, events) = app
+            .get(&format!("/api/v1/audit?subject={id}"), Some(&auditor))
+            .await;
+        assert_eq!(st, StatusCode::OK, "{events}");
+        let actions: Vec<&str> = events
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["action"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            actions[1..],
+            ["run.start", "run.finish"],
+            "{engine:?}: {events}"
+        );
+        let detail = |i: usize| -> Value {
+            serde_json::from_str(events[i]["detail"].as_str().unwrap()).unwrap()
+        };
+        let start = detail(1);
+        assert_eq!(start["started_ahead"], true, "{start}");
+        assert!(
+            start["container"].as_str().is_some_and(|c| !c.is_empty()),
+            "{start}"
+        );
+        assert_eq!(detail(2)["log_sha256"], r["log_sha256"]);
+        assert!(app.verify_audit().await.problem.is_none());
+        app.stop().await;
+    }
 }
