@@ -381,7 +381,7 @@ async fn supervise_inner(
             break stop(&run.id, &*backend, &container).await?;
         }
         let walk = std::time::Instant::now();
-        let usage = backend.output_usage(&sb.id).await;
+        let usage = backend.output_usage(&spec).await;
         if let Ok(used) = usage {
             measure.measured(used, walk);
         }
@@ -402,7 +402,7 @@ async fn supervise_inner(
     // while the end of the output is written.
     let last_usage = async {
         if !timed_out && !over_quota {
-            backend.output_usage(&sb.id).await.ok()
+            backend.output_usage(&spec).await.ok()
         } else {
             None
         }

@@ -4,8 +4,12 @@
 //! replaces itself with the command (`execvp`, the image's `PATH`). Nothing of it is left once
 //! the command runs: same process, same pid under the engine's init. The gateway builds it as
 //! a static executable and mounts it read-only into the container.
+//!
+//! `vre-launch --usage DIR` prints the bytes DIR takes on disk instead (`usage.rs`): the
+//! gateway measures an output folder with it where the engine's host is not its own.
 
 mod payload;
+mod usage;
 
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;
@@ -13,6 +17,19 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio, exit};
 
 fn main() {
+    let mut argv = std::env::args_os().skip(1);
+    if let (Some(mode), Some(dir)) = (argv.next(), argv.next()) {
+        if mode == "--usage" {
+            match usage::usage(std::path::Path::new(&dir)) {
+                Ok(bytes) => println!("{bytes}"),
+                Err(e) => {
+                    eprintln!("vre: cannot measure {}: {e}", dir.to_string_lossy());
+                    exit(1);
+                }
+            }
+            return;
+        }
+    }
     let launch = match payload::read(&mut std::io::stdin().lock()) {
         Ok(l) => l,
         Err(e) => {

@@ -12,6 +12,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bollard::Docker;
@@ -72,6 +73,9 @@ pub struct DockerBackend {
     standbys: Arc<std::sync::Mutex<Standbys>>,
     /// Whether runs go through the launcher on this engine, once known.
     launcher: tokio::sync::Mutex<Option<bool>>,
+    /// Set once an output folder could not be read on this host: from then on they are
+    /// measured by a container on the engine.
+    measure_on_engine: std::sync::atomic::AtomicBool,
 }
 
 /// The containers started ahead for sandboxes' next runs, at most one per sandbox and
@@ -199,6 +203,7 @@ impl DockerBackend {
                 ..Default::default()
             })),
             launcher: tokio::sync::Mutex::new(None),
+            measure_on_engine: Default::default(),
         })
     }
 
@@ -216,6 +221,7 @@ impl DockerBackend {
             output_roots: Default::default(),
             standbys: self.standbys.clone(),
             launcher: tokio::sync::Mutex::new(None),
+            measure_on_engine: Default::default(),
         }
     }
 
@@ -488,6 +494,83 @@ impl DockerBackend {
                 Err(e)
             }
         }
+    }
+
+    /// The output folder's usage walked on this host, where the engine's volumes live.
+    async fn usage_here(&self, sandbox: &str) -> Result<u64> {
+        let root = self.output_root(sandbox).await?;
+        let walked = {
+            let root = root.clone();
+            tokio::task::spawn_blocking(move || crate::usage::usage(&root))
+                .await
+                .map_err(|e| Error::Engine(e.to_string()))?
+        };
+        walked.map_err(|e| {
+            // Asked again next time: the volume may have been made anew.
+            crate::lock(&self.output_roots).remove(sandbox);
+            // Not readable here (the volume lives on another host, or the gateway may not
+            // read the engine's volumes): an error, since a silent 0 would switch the quota
+            // off.
+            Error::Unavailable(format!(
+                "the output folder {} cannot be read on this host: {e}",
+                root.display()
+            ))
+        })
+    }
+
+    /// The output folder's usage measured by a short-lived container on the engine
+    /// ([`hardening::measure_container`]), for engines whose volumes this host cannot read.
+    async fn usage_on_engine(&self, sb: &SandboxSpec) -> Result<u64> {
+        let body = hardening::measure_container(&self.instance, &sb.id, &sb.project);
+        let id = self
+            .call(self.docker()?.create_container(
+                None::<bollard::query_parameters::CreateContainerOptions>,
+                body,
+            ))
+            .await?
+            .id;
+        let measured = tokio::time::timeout(self.call_timeout, async {
+            let opts = AttachContainerOptionsBuilder::default()
+                .stdout(true)
+                .stderr(true)
+                .stream(true)
+                .build();
+            let mut a = self
+                .bulk()?
+                .attach_container(&id, Some(opts))
+                .await
+                .map_err(engine_error)?;
+            self.docker()?
+                .start_container(&id, None)
+                .await
+                .map_err(engine_error)?;
+            let (mut out, mut err) = (Vec::new(), Vec::new());
+            while let Some(frame) = a.output.next().await {
+                match frame.map_err(engine_error)? {
+                    bollard::container::LogOutput::StdOut { message } => {
+                        out.extend_from_slice(&message)
+                    }
+                    bollard::container::LogOutput::StdErr { message } => {
+                        err.extend_from_slice(&message)
+                    }
+                    _ => {}
+                }
+                if out.len() + err.len() > 4096 {
+                    break;
+                }
+            }
+            let out = String::from_utf8_lossy(&out);
+            out.trim().parse::<u64>().map_err(|_| {
+                Error::Engine(format!(
+                    "measuring the output folder failed: {}",
+                    String::from_utf8_lossy(&err).trim()
+                ))
+            })
+        })
+        .await
+        .unwrap_or(Err(Error::Timeout(self.call_timeout)));
+        let _ = self.remove_container(&id).await;
+        measured
     }
 
     async fn output_root(&self, sandbox: &str) -> Result<PathBuf> {
@@ -966,43 +1049,18 @@ impl SandboxBackend for DockerBackend {
         }
     }
 
-    async fn output_usage(&self, sandbox: &str) -> Result<u64> {
-        let root = self.output_root(sandbox).await?;
-        // Walked without following links; reads metadata only, never content the sandbox wrote.
-        let used = tokio::task::spawn_blocking(move || {
-            // A root that cannot be read (the volume lives on another host, or the gateway may
-            // not read the engine's volumes) is an error: a silent 0 would switch the quota off.
-            std::fs::read_dir(&root).map_err(|e| {
-                Error::Unavailable(format!(
-                    "the output folder {} cannot be read on this host: {e}",
-                    root.display()
-                ))
-            })?;
-            let mut total = 0u64;
-            let mut stack = vec![root];
-            while let Some(dir) = stack.pop() {
-                let Ok(rd) = std::fs::read_dir(&dir) else {
-                    continue;
-                };
-                for e in rd.flatten() {
-                    let Ok(m) = e.path().symlink_metadata() else {
-                        continue;
-                    };
-                    if m.is_dir() {
-                        stack.push(e.path());
-                    }
-                    total += std::os::unix::fs::MetadataExt::blocks(&m) * 512;
+    async fn output_usage(&self, sb: &SandboxSpec) -> Result<u64> {
+        if !self.measure_on_engine.load(Ordering::Relaxed) {
+            let here = self.usage_here(&sb.id).await;
+            match here {
+                Err(Error::Unavailable(e)) if self.launcher_ready().await => {
+                    tracing::info!(error = %e, "output folders are measured on the engine's side from now on");
+                    self.measure_on_engine.store(true, Ordering::Relaxed);
                 }
+                other => return other,
             }
-            Ok(total)
-        })
-        .await
-        .map_err(|e| Error::Engine(e.to_string()))?;
-        if used.is_err() {
-            // Asked again next time: the volume may have been made anew.
-            crate::lock(&self.output_roots).remove(sandbox);
         }
-        used
+        self.usage_on_engine(sb).await
     }
 
     fn download_output(&self, sb: &SandboxSpec, path: &str) -> ByteStream {

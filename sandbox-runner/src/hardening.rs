@@ -146,6 +146,55 @@ pub fn launcher_container(
     c
 }
 
+/// Where a measuring container sees the output folder it measures.
+pub const MEASURED_DIR: &str = "/vre/measured";
+
+/// The create request for a container that measures a sandbox's output folder with the
+/// launcher's `--usage` mode, where the engine's volumes cannot be read from the gateway's
+/// host. It runs as root with one capability, `DAC_READ_SEARCH` (to list and stat what the
+/// sandbox made unreadable, which would otherwise hide from the quota), and nothing else: no
+/// network, read-only root, the folder and the launcher read-only, no-new-privileges, a few
+/// pids and little memory. It reads metadata only and prints one number.
+pub fn measure_container(instance: &str, sandbox: &str, project: &str) -> ContainerCreateBody {
+    ContainerCreateBody {
+        image: Some(crate::docker::INIT_IMAGE.to_owned()),
+        entrypoint: Some(Vec::new()),
+        cmd: Some(vec![
+            LAUNCHER.to_owned(),
+            "--usage".to_owned(),
+            MEASURED_DIR.to_owned(),
+        ]),
+        user: Some("0:0".into()),
+        labels: Some(labels(instance, sandbox, project, "measure")),
+        network_disabled: Some(true),
+        tty: Some(false),
+        host_config: Some(HostConfig {
+            network_mode: Some("none".into()),
+            readonly_rootfs: Some(true),
+            cap_drop: Some(vec!["ALL".into()]),
+            cap_add: Some(vec!["DAC_READ_SEARCH".into()]),
+            security_opt: Some(vec!["no-new-privileges:true".into()]),
+            privileged: Some(false),
+            pids_limit: Some(8),
+            memory: Some(32 << 20),
+            memory_swap: Some(32 << 20),
+            mounts: Some(vec![
+                volume(output_volume(sandbox), MEASURED_DIR.into(), true),
+                volume(launcher_volume(instance), LAUNCH_DIR.into(), true),
+            ]),
+            log_config: Some(HostConfigLogConfig {
+                typ: Some("json-file".into()),
+                config: Some(HashMap::from([
+                    ("max-size".to_owned(), "64k".to_owned()),
+                    ("max-file".to_owned(), "1".to_owned()),
+                ])),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
 /// What a sandbox's containers started ahead are made with: a run takes one only if its
 /// sandbox would still get exactly that (a staging since changes it).
 pub fn standby_key(instance: &str, sb: &SandboxSpec) -> String {
@@ -393,6 +442,33 @@ mod tests {
             read(&mut &huge[..]).is_err(),
             "a length past the limit allocates nothing"
         );
+    }
+
+    #[test]
+    fn a_measuring_container_may_read_the_output_folder_and_nothing_more() {
+        let c = measure_container("gw", "sbx-1", "p1");
+        let h = c.host_config.as_ref().unwrap();
+        assert_eq!(h.network_mode.as_deref(), Some("none"));
+        assert_eq!(c.network_disabled, Some(true));
+        assert_eq!(h.readonly_rootfs, Some(true));
+        assert_eq!(h.cap_drop.as_deref(), Some(&["ALL".to_owned()][..]));
+        assert_eq!(
+            h.cap_add.as_deref(),
+            Some(&["DAC_READ_SEARCH".to_owned()][..])
+        );
+        assert_eq!(h.privileged, Some(false));
+        assert!(
+            h.security_opt
+                .as_ref()
+                .unwrap()
+                .contains(&"no-new-privileges:true".to_owned())
+        );
+        let mounts = h.mounts.as_ref().unwrap();
+        assert!(mounts.iter().all(|m| m.read_only == Some(true)));
+        let sources: Vec<_> = mounts.iter().map(|m| m.source.clone().unwrap()).collect();
+        assert_eq!(sources, vec![output_volume("sbx-1"), launcher_volume("gw")]);
+        assert_eq!(h.binds, None);
+        assert!(c.labels.as_ref().unwrap().get(LABEL_RUN).is_none());
     }
 
     #[test]

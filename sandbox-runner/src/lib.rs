@@ -15,6 +15,8 @@ pub mod hardening;
 #[path = "../launch/payload.rs"]
 mod launch;
 mod output;
+#[path = "../launch/usage.rs"]
+mod usage;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -218,7 +220,7 @@ pub trait SandboxBackend: Send + Sync + 'static {
     /// stdout and stderr, interleaved, following until the container ends.
     fn logs(&self, container: &str) -> BoxStream<'static, Result<Vec<u8>>>;
     /// Bytes held by the sandbox's output folder.
-    async fn output_usage(&self, sandbox: &str) -> Result<u64>;
+    async fn output_usage(&self, sandbox: &SandboxSpec) -> Result<u64>;
     /// The output folder as a tar stream (for egress).
     fn download_output(&self, sandbox: &SandboxSpec, path: &str) -> ByteStream;
     async fn remove_container(&self, container: &str) -> Result<()>;

@@ -319,24 +319,7 @@ async fn runs_are_isolated_and_limited() {
     assert!(t0.elapsed() < Duration::from_secs(20));
 
     // An output folder filled past its quota: stopped and reported, also when it was quick.
-    let (r, _) = run(
-        app,
-        ana,
-        sb,
-        &[
-            "dd",
-            "if=/dev/zero",
-            "of=/vre/output/big",
-            "bs=1M",
-            "count=20",
-        ],
-        None,
-    )
-    .await;
-    assert_eq!(r["outcome"], "output_quota_exceeded", "{r}");
-    let (r, _) = run(app, ana, sb, &["sh", "-c", "rm -f /vre/output/big; while true; do head -c 65536 /dev/zero >> /vre/output/slow; sleep 0.1; done"], Some(30)).await;
-    assert_eq!(r["outcome"], "output_quota_exceeded", "{r}");
-    let _ = run(app, ana, sb, &["sh", "-c", "rm -f /vre/output/*"], None).await;
+    past_the_quota(app, ana, sb).await;
 
     // Logs are capped and their hash is recorded in the audit trail.
     let (r, log) = run(
@@ -1327,11 +1310,23 @@ async fn a_run_takes_the_container_started_ahead_for_it_and_gets_only_its_comman
 struct PrivateEngine {
     dir: TempDir,
     child: Option<std::process::Child>,
+    /// Its data root is a file system of its own mount namespace: this host cannot read its
+    /// volumes, as if it ran on another machine.
+    hidden: bool,
 }
 
 impl PrivateEngine {
     /// None where no engine can be started here (not root, no dockerd).
     fn start() -> Option<PrivateEngine> {
+        Self::start_with(false)
+    }
+
+    /// One whose volumes cannot be read from here ([`PrivateEngine::hidden`]).
+    fn start_hidden() -> Option<PrivateEngine> {
+        Self::start_with(true)
+    }
+
+    fn start_with(hidden: bool) -> Option<PrivateEngine> {
         let root = std::process::Command::new("id").arg("-u").output().ok()?;
         if String::from_utf8_lossy(&root.stdout).trim() != "0" {
             eprintln!("not root: no engine of the test's own");
@@ -1340,6 +1335,7 @@ impl PrivateEngine {
         let mut e = PrivateEngine {
             dir: TempDir::new("engine"),
             child: None,
+            hidden,
         };
         e.launch();
         // The test image, from the shared engine.
@@ -1373,7 +1369,17 @@ impl PrivateEngine {
             .append(true)
             .open(d.join("dockerd.log"))
             .unwrap();
-        let child = std::process::Command::new("dockerd")
+        let mut dockerd = if self.hidden {
+            std::fs::create_dir_all(d.join("root")).unwrap();
+            let mut c = std::process::Command::new("unshare");
+            c.args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+                .arg("mount -t tmpfs -o mode=0711 vre-hidden \"$0\" && exec dockerd \"$@\"")
+                .arg(d.join("root"));
+            c
+        } else {
+            std::process::Command::new("dockerd")
+        };
+        let child = dockerd
             .arg("--data-root")
             .arg(d.join("root"))
             .arg("--exec-root")
@@ -1538,6 +1544,88 @@ async fn a_run_goes_on_and_keeps_all_its_output_across_an_engine_restart() {
     );
     assert!(app.verify_audit().await.problem.is_none());
     app.stop().await;
+    drop(engine);
+}
+
+/// Fills the output folder past the tiny class's quota twice: quickly (the run exits before
+/// the next measurement, so it is measured once more at its end) and slowly, into a folder the
+/// run made unreadable (through a descriptor opened before). Both are stopped and reported;
+/// the folder is emptied after.
+async fn past_the_quota(app: &TestApp, ana: &str, sb: &str) {
+    let quick = [
+        "dd",
+        "if=/dev/zero",
+        "of=/vre/output/big",
+        "bs=1M",
+        "count=20",
+    ];
+    let (r, _) = run(app, ana, sb, &quick, None).await;
+    assert_eq!(r["outcome"], "output_quota_exceeded", "{r}");
+    let slow = "rm -f /vre/output/big; mkdir /vre/output/d; exec 3>>/vre/output/d/slow; chmod 0 /vre/output/d; \
+                while true; do head -c 65536 /dev/zero >&3; sleep 0.1; done";
+    let (r, _) = run(app, ana, sb, &["sh", "-c", slow], Some(30)).await;
+    assert_eq!(r["outcome"], "output_quota_exceeded", "{r}");
+    let empty =
+        "chmod 700 /vre/output/d && rm -rf /vre/output/* && [ -z \"$(ls -A /vre/output)\" ]";
+    let (r, _) = run(app, ana, sb, &["sh", "-c", empty], None).await;
+    assert_eq!(r["exit_code"], 0, "{r}");
+}
+
+/// An engine whose volumes this host cannot read (as one on another machine): the output quota
+/// still holds, measured on the engine's side, also over a folder the sandbox made unreadable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_output_quota_holds_where_the_engine_s_volumes_cannot_be_read() {
+    if !docker_available() {
+        return;
+    }
+    let Some(engine) = PrivateEngine::start_hidden() else {
+        return;
+    };
+    let host = engine.host();
+    let (app, ana, _data) = small_world(|s| s.sandbox.docker_host = host.clone()).await;
+    let sb = new_sandbox(&app, &ana).await;
+    let inspect = std::process::Command::new("docker")
+        .args(["-H", &host, "volume", "inspect", "-f", "{{.Mountpoint}}"])
+        .arg(format!("vre-{sb}-output"))
+        .output()
+        .unwrap();
+    let mountpoint = String::from_utf8_lossy(&inspect.stdout).trim().to_owned();
+    assert!(
+        inspect.status.success() && !mountpoint.is_empty(),
+        "{inspect:?}"
+    );
+    assert!(
+        std::fs::read_dir(&mountpoint).is_err(),
+        "{mountpoint} is readable here"
+    );
+
+    // Under the quota: the run ends as it would.
+    let (r, log) = run(
+        &app,
+        &ana,
+        &sb,
+        &["sh", "-c", "echo kept > /vre/output/a && cat /vre/output/a"],
+        None,
+    )
+    .await;
+    assert_eq!(
+        (r["outcome"].as_str(), log.as_str()),
+        (Some("exited"), "kept\n"),
+        "{r}"
+    );
+    past_the_quota(&app, &ana, &sb).await;
+
+    app.stop().await;
+    // No measuring container is left behind.
+    let ps = std::process::Command::new("docker")
+        .args(["-H", &host, "ps", "-aq"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&ps.stdout).trim(),
+        "",
+        "containers left"
+    );
     drop(engine);
 }
 
