@@ -189,6 +189,51 @@ impl Default for SandboxSettings {
     }
 }
 
+impl SandboxSettings {
+    /// The engine is reached on its local socket, or over TCP with mutual TLS only: a Docker
+    /// engine's API is root on its host, so it is never spoken to in the clear, and TLS
+    /// settings that would be ignored are refused rather than trusted.
+    fn check_engine(&self) -> anyhow::Result<()> {
+        let tls = [
+            &self.docker_tls_key,
+            &self.docker_tls_cert,
+            &self.docker_tls_ca,
+        ];
+        let set = tls.iter().filter(|p| p.is_some()).count();
+        if set != 0 && set != 3 {
+            bail!("sandbox.docker_tls_key, docker_tls_cert and docker_tls_ca must be set together");
+        }
+        let host = self.docker_host.as_str();
+        if host.starts_with("http://") {
+            bail!(
+                "sandbox.docker_host {host} would speak to the engine in the clear: use tcp://host:port with TLS"
+            );
+        }
+        let tcp = host.starts_with("tcp://") || host.starts_with("https://");
+        if tcp && set == 0 {
+            bail!(
+                "sandbox.docker_host {host} is reached over TCP: set docker_tls_key, docker_tls_cert and docker_tls_ca (the engine is never spoken to without TLS)"
+            );
+        }
+        if !tcp && set == 3 {
+            bail!(
+                "sandbox.docker_tls_* apply to a tcp:// engine only, and docker_host is {}",
+                if host.is_empty() {
+                    "the local socket"
+                } else {
+                    host
+                }
+            );
+        }
+        if !(host.is_empty() || host.starts_with("unix://") || tcp) {
+            bail!(
+                "sandbox.docker_host {host} is not supported: use unix:///path/to/docker.sock or tcp://host:port (with TLS)"
+            );
+        }
+        Ok(())
+    }
+}
+
 /// Limits and checks for archives brought in. Sizes in bytes.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -401,6 +446,7 @@ impl Settings {
         if self.database_max_connections == 0 {
             bail!("database_max_connections must be at least 1");
         }
+        self.sandbox.check_engine()?;
         Ok(())
     }
 
@@ -464,6 +510,10 @@ const OPTIONAL_KEYS: &[&str] = &[
     "jwks_file",
     "jwks_url",
     "checkpoint_dir",
+    "docker_tls_key",
+    "docker_tls_cert",
+    "docker_tls_ca",
+    "runtime",
 ];
 
 fn parse_env_value(raw: &str) -> toml::Value {
@@ -566,6 +616,48 @@ mod tests {
         );
         assert!(Settings::load(None, env(&[("VRE_REVIEW__QUORUM__EGRESS", "0")])).is_err());
         assert!(Settings::load(None, env(&[("VRE_LISTEN", "not an address")])).is_err());
+        for (host, tls, why) in [
+            ("tcp://engine:2376", false, "reached over TCP"),
+            ("http://engine:2375", true, "in the clear"),
+            (
+                "unix:///run/docker.sock",
+                true,
+                "apply to a tcp:// engine only",
+            ),
+            ("", true, "apply to a tcp:// engine only"),
+            ("ssh://engine", false, "not supported"),
+        ] {
+            let mut vars = vec![("VRE_SANDBOX__DOCKER_HOST", host)];
+            if tls {
+                vars.extend([
+                    ("VRE_SANDBOX__DOCKER_TLS_KEY", "/k.pem"),
+                    ("VRE_SANDBOX__DOCKER_TLS_CERT", "/c.pem"),
+                    ("VRE_SANDBOX__DOCKER_TLS_CA", "/ca.pem"),
+                ]);
+            }
+            let e = Settings::load(None, env(&vars)).unwrap_err();
+            assert!(format!("{e:#}").contains(why), "{host}: {e:#}");
+        }
+        let partial = env(&[
+            ("VRE_SANDBOX__DOCKER_HOST", "tcp://engine:2376"),
+            ("VRE_SANDBOX__DOCKER_TLS_KEY", "/k.pem"),
+        ]);
+        let e = Settings::load(None, partial).unwrap_err();
+        assert!(format!("{e:#}").contains("set together"), "{e:#}");
+        let remote = env(&[
+            ("VRE_SANDBOX__DOCKER_HOST", "tcp://engine:2376"),
+            ("VRE_SANDBOX__DOCKER_TLS_KEY", "/k.pem"),
+            ("VRE_SANDBOX__DOCKER_TLS_CERT", "/c.pem"),
+            ("VRE_SANDBOX__DOCKER_TLS_CA", "/ca.pem"),
+        ]);
+        let (s, w) = Settings::load(None, remote).unwrap();
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(
+            s.sandbox.docker_tls_ca.as_deref(),
+            Some(Path::new("/ca.pem"))
+        );
+        let (s, w) = Settings::load(None, env(&[("VRE_SANDBOX__RUNTIME", "runsc")])).unwrap();
+        assert_eq!((s.sandbox.runtime.as_deref(), w.len()), (Some("runsc"), 0));
         std::fs::remove_dir_all(dir).unwrap();
     }
 }
