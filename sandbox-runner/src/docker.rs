@@ -148,6 +148,22 @@ fn make_clients(conn: &Connection) -> Result<(Docker, Docker)> {
     Ok((docker.with_timeout(conn.call_timeout), bulk))
 }
 
+/// An error and what caused it, down to the root: a connection's failure says why (a refused
+/// connection, a certificate the engine or the gateway does not trust), not only where.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        cause = c.source();
+    }
+    s
+}
+
 pub(crate) fn engine_error(e: bollard::errors::Error) -> Error {
     use bollard::errors::Error as B;
     match e {
@@ -162,7 +178,7 @@ pub(crate) fn engine_error(e: bollard::errors::Error) -> Error {
         B::RequestTimeoutError => Error::Timeout(Duration::ZERO),
         // The connection failed or broke: the engine is down, restarting or unreachable.
         B::HyperResponseError { .. } | B::IOError { .. } | B::HyperLegacyError { .. } => {
-            Error::Unavailable(e.to_string())
+            Error::Unavailable(with_causes(&e))
         }
         other => {
             let s = other.to_string();

@@ -624,13 +624,9 @@ async fn only_approved_ingress_of_the_project_is_staged() {
     w.app.stop().await;
 }
 
-#[tokio::test]
-async fn an_engine_that_is_down_gives_a_clear_error_and_the_rest_serves() {
-    let app = TestApp::spawn_with(Engine::Sqlite, |s| {
-        s.sandbox.docker_host = "unix:///nonexistent/docker.sock".into()
-    })
-    .await;
-    app.project("p1", &[("ana", "analyst")]).await;
+/// A sandbox route (allowing an image) answers that the engine is unavailable, and the gateway
+/// stays healthy; the error's message.
+async fn engine_unavailable(app: &TestApp) -> String {
     let op = app.token("op", "operator");
     let (st, b) = app
         .post("/api/v1/images", Some(&op), &json!({"name": TEST_IMAGE}))
@@ -642,6 +638,17 @@ async fn an_engine_that_is_down_gives_a_clear_error_and_the_rest_serves() {
     );
     let (st, _) = app.get("/healthz", None).await;
     assert_eq!(st, StatusCode::OK);
+    b["message"].as_str().unwrap_or_default().to_owned()
+}
+
+#[tokio::test]
+async fn an_engine_that_is_down_gives_a_clear_error_and_the_rest_serves() {
+    let app = TestApp::spawn_with(Engine::Sqlite, |s| {
+        s.sandbox.docker_host = "unix:///nonexistent/docker.sock".into()
+    })
+    .await;
+    app.project("p1", &[("ana", "analyst")]).await;
+    engine_unavailable(&app).await;
     let id = app.application("access", "p1", "ana", "analyst").await;
     let (_, b) = app.vote(&id, "rev", "approve").await;
     assert_eq!(b["state"], "approved");
@@ -1313,6 +1320,8 @@ struct PrivateEngine {
     /// Its data root is a file system of its own mount namespace: this host cannot read its
     /// volumes, as if it ran on another machine.
     hidden: bool,
+    /// Also listening on 127.0.0.1 at this port, with mutual TLS ([`engine_certs`]).
+    tcp: Option<u16>,
 }
 
 impl PrivateEngine {
@@ -1321,8 +1330,9 @@ impl PrivateEngine {
         Self::start_with(false)
     }
 
-    /// One whose volumes cannot be read from here ([`PrivateEngine::hidden`]).
-    fn start_hidden() -> Option<PrivateEngine> {
+    /// One as on another machine: its volumes cannot be read from here
+    /// ([`PrivateEngine::hidden`]) and it is reached over TCP with mutual TLS.
+    fn start_remote() -> Option<PrivateEngine> {
         Self::start_with(true)
     }
 
@@ -1336,7 +1346,13 @@ impl PrivateEngine {
             dir: TempDir::new("engine"),
             child: None,
             hidden,
+            tcp: None,
         };
+        if hidden {
+            engine_certs(&e.dir.path().join("tls"), "engine");
+            let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            e.tcp = Some(free.local_addr().unwrap().port());
+        }
         e.launch();
         // The test image, from the shared engine.
         let mut save = std::process::Command::new("docker")
@@ -1400,6 +1416,17 @@ impl PrivateEngine {
                 "--ip-masq=false",
             ])
             .args(["--live-restore", "--log-level=warn"])
+            .args(self.tcp.iter().flat_map(|port| {
+                let tls = d.join("tls");
+                [
+                    "-H".to_owned(),
+                    format!("tcp://127.0.0.1:{port}"),
+                    "--tlsverify".to_owned(),
+                    format!("--tlscacert={}", tls.join("ca.pem").display()),
+                    format!("--tlscert={}", tls.join("server-cert.pem").display()),
+                    format!("--tlskey={}", tls.join("server-key.pem").display()),
+                ]
+            }))
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
@@ -1429,6 +1456,42 @@ impl PrivateEngine {
                 .status();
             let _ = c.wait();
         }
+    }
+}
+
+/// A CA of its own (`ca.pem`), a certificate for 127.0.0.1 (`server-*.pem`) and a client's
+/// (`client-*.pem`), all signed by it, in `dir`.
+fn engine_certs(dir: &std::path::Path, name: &str) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+        KeyPair, KeyUsagePurpose,
+    };
+    std::fs::create_dir_all(dir).unwrap();
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    ca.distinguished_name
+        .push(DnType::CommonName, format!("{name} CA"));
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca_cert.pem()).unwrap();
+    let issuer = Issuer::new(ca, &ca_key);
+    for (who, sans, usage) in [
+        (
+            "server",
+            vec!["127.0.0.1".to_owned()],
+            ExtendedKeyUsagePurpose::ServerAuth,
+        ),
+        ("client", Vec::new(), ExtendedKeyUsagePurpose::ClientAuth),
+    ] {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(sans).unwrap();
+        p.extended_key_usages = vec![usage];
+        p.distinguished_name
+            .push(DnType::CommonName, format!("{name} {who}"));
+        let cert = p.signed_by(&key, &issuer).unwrap();
+        std::fs::write(dir.join(format!("{who}-cert.pem")), cert.pem()).unwrap();
+        std::fs::write(dir.join(format!("{who}-key.pem")), key.serialize_pem()).unwrap();
     }
 }
 
@@ -1571,18 +1634,52 @@ async fn past_the_quota(app: &TestApp, ana: &str, sb: &str) {
     assert_eq!(r["exit_code"], 0, "{r}");
 }
 
-/// An engine whose volumes this host cannot read (as one on another machine): the output quota
-/// still holds, measured on the engine's side, also over a folder the sandbox made unreadable.
+/// An engine as on another machine: reached over TCP with mutual TLS, its volumes unreadable
+/// from the gateway's host. Runs work as on the local engine, and the output quota still holds,
+/// measured on the engine's side, also over a folder the sandbox made unreadable. A client the
+/// engine does not trust, or an engine the gateway does not, gets nowhere and says so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_output_quota_holds_where_the_engine_s_volumes_cannot_be_read() {
+async fn a_remote_engine_over_tls_runs_sandboxes_and_keeps_their_quota() {
     if !docker_available() {
         return;
     }
-    let Some(engine) = PrivateEngine::start_hidden() else {
+    let Some(engine) = PrivateEngine::start_remote() else {
         return;
     };
     let host = engine.host();
-    let (app, ana, _data) = small_world(|s| s.sandbox.docker_host = host.clone()).await;
+    let tcp = format!("tcp://127.0.0.1:{}", engine.tcp.unwrap());
+    let tls = engine.dir.path().join("tls");
+    let remote = |s: &mut gateway::config::Settings, certs: &std::path::Path| {
+        s.sandbox.docker_host = tcp.clone();
+        s.sandbox.docker_tls_ca = Some(tls.join("ca.pem"));
+        s.sandbox.docker_tls_cert = Some(certs.join("client-cert.pem"));
+        s.sandbox.docker_tls_key = Some(certs.join("client-key.pem"));
+    };
+
+    // Certificates of another CA: the engine refuses the client, and the client the engine.
+    let stranger = TempDir::new("stranger");
+    engine_certs(stranger.path(), "stranger");
+    let refusals = [
+        // Refused in the handshake; how the client learns it depends on when it sent.
+        (tls.clone(), stranger.path(), ""),
+        (
+            stranger.path().to_path_buf(),
+            tls.as_path(),
+            "invalid peer certificate: UnknownIssuer",
+        ),
+    ];
+    for (ca, client, why) in refusals {
+        let app = TestApp::spawn_with(Engine::Sqlite, |s| {
+            remote(s, client);
+            s.sandbox.docker_tls_ca = Some(ca.join("ca.pem"));
+        })
+        .await;
+        let message = engine_unavailable(&app).await;
+        assert!(message.contains(why), "{message}");
+        app.stop().await;
+    }
+
+    let (app, ana, _data) = small_world(|s| remote(s, &tls)).await;
     let sb = new_sandbox(&app, &ana).await;
     let inspect = std::process::Command::new("docker")
         .args(["-H", &host, "volume", "inspect", "-f", "{{.Mountpoint}}"])
