@@ -133,7 +133,7 @@ fn make_clients(conn: &Connection) -> Result<(Docker, Docker)> {
     let secs = conn.call_timeout.as_secs().max(1);
     let docker = match (&conn.host, &conn.tls) {
         (Some(host), Some((key, cert, ca))) => {
-            Docker::connect_with_ssl(host, key, cert, ca, secs, bollard::API_DEFAULT_VERSION)
+            return finish(crate::tls::connect(host, key, cert, ca, secs)?, conn);
         }
         (Some(host), None) if host.starts_with("unix://") => Docker::connect_with_unix(
             host.trim_start_matches("unix://"),
@@ -144,6 +144,11 @@ fn make_clients(conn: &Connection) -> Result<(Docker, Docker)> {
         (None, _) => Docker::connect_with_local_defaults(),
     }
     .map_err(engine_error)?;
+    finish(docker, conn)
+}
+
+/// The control client (calls time out after `call_timeout`) and the bulk one.
+fn finish(docker: Docker, conn: &Connection) -> Result<(Docker, Docker)> {
     let bulk = docker.clone().with_timeout(Duration::from_secs(6 * 3600));
     Ok((docker.with_timeout(conn.call_timeout), bulk))
 }

@@ -15,6 +15,7 @@ pub mod hardening;
 #[path = "../launch/payload.rs"]
 mod launch;
 mod output;
+mod tls;
 #[path = "../launch/usage.rs"]
 mod usage;
 
