@@ -10,6 +10,8 @@ start_postgres
 # Storage tests must run on PostgreSQL too; a missing server fails instead of skipping.
 export VRE_TEST_REQUIRE_POSTGRES=1
 
+# gVisor (Debian's runsc), registered as the engine's `runsc` runtime when the engine starts.
+need_packages runsc
 bash deploy/docker/start-engine.sh
 bash deploy/images/build-test-image.sh >/dev/null
 # Sandbox tests must run against the engine; a missing one fails instead of skipping.

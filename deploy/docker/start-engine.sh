@@ -12,7 +12,12 @@ if docker version >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
 fi
 need_packages docker.io
 log=${VRE_DOCKERD_LOG:-/var/log/vre-dockerd.log}
-as_root sh -c "nohup dockerd --config-file '$here/daemon.json' >'$log' 2>&1 &"
+# gVisor, when installed (Debian's runsc), as the optional `runsc` runtime of sandbox.runtime.
+runtimes=""
+if [ -x /usr/bin/runsc ]; then
+    runtimes="--add-runtime 'runsc=$here/runsc'"
+fi
+as_root sh -c "nohup dockerd --config-file '$here/daemon.json' $runtimes >'$log' 2>&1 &"
 for _ in $(seq 1 60); do
     if as_root docker info >/dev/null 2>&1; then
         exit 0

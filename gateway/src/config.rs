@@ -415,6 +415,16 @@ impl Settings {
             .try_into()
             .context("the configuration is not valid")?;
         settings.check()?;
+        if settings.sandbox.runtime.as_deref() == Some("runsc") {
+            for (name, class) in &settings.sandbox.classes {
+                if class.pids < GVISOR_MIN_PIDS {
+                    warnings.push(format!(
+                        "sandbox.classes.{name}.pids is {}: under gVisor (runsc) its own threads count against it, and it may not start below {GVISOR_MIN_PIDS}",
+                        class.pids
+                    ));
+                }
+            }
+        }
         Ok((settings, warnings))
     }
 
@@ -503,6 +513,10 @@ fn set_path(table: &mut toml::Table, path: &[String], raw: &str) -> bool {
     }
     known
 }
+
+/// The pids limit under which gVisor's sandbox may fail to start (its own threads are counted
+/// on the host; it needs more than 48 on a 2-CPU engine).
+const GVISOR_MIN_PIDS: i64 = 128;
 
 const OPTIONAL_KEYS: &[&str] = &[
     "cert_file",
@@ -657,7 +671,17 @@ mod tests {
             Some(Path::new("/ca.pem"))
         );
         let (s, w) = Settings::load(None, env(&[("VRE_SANDBOX__RUNTIME", "runsc")])).unwrap();
-        assert_eq!((s.sandbox.runtime.as_deref(), w.len()), (Some("runsc"), 0));
+        assert_eq!(s.sandbox.runtime.as_deref(), Some("runsc"));
+        assert!(w.is_empty(), "the default classes suit gVisor: {w:?}");
+        let few = env(&[
+            ("VRE_SANDBOX__RUNTIME", "runsc"),
+            ("VRE_SANDBOX__CLASSES__STANDARD__PIDS", "32"),
+        ]);
+        let (_, w) = Settings::load(None, few).unwrap();
+        assert!(
+            w.len() == 1 && w[0].contains("classes.standard.pids is 32"),
+            "{w:?}"
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -76,6 +76,8 @@ pub struct DockerBackend {
     /// Set once an output folder could not be read on this host: from then on they are
     /// measured by a container on the engine.
     measure_on_engine: std::sync::atomic::AtomicBool,
+    /// The runtimes the engine has, once asked (a configured one is checked before use).
+    runtimes: tokio::sync::Mutex<Option<Vec<String>>>,
 }
 
 /// The containers started ahead for sandboxes' next runs, at most one per sandbox and
@@ -225,6 +227,7 @@ impl DockerBackend {
             })),
             launcher: tokio::sync::Mutex::new(None),
             measure_on_engine: Default::default(),
+            runtimes: Default::default(),
         })
     }
 
@@ -243,6 +246,7 @@ impl DockerBackend {
             standbys: self.standbys.clone(),
             launcher: tokio::sync::Mutex::new(None),
             measure_on_engine: Default::default(),
+            runtimes: Default::default(),
         }
     }
 
@@ -515,6 +519,35 @@ impl DockerBackend {
                 Err(e)
             }
         }
+    }
+
+    /// A sandbox's runtime, when one is configured, is one the engine has: otherwise every
+    /// run would fail at its start with the engine's terse refusal.
+    async fn check_runtime(&self, sb: &SandboxSpec) -> Result<()> {
+        let Some(want) = sb.runtime.as_deref() else {
+            return Ok(());
+        };
+        let mut known = self.runtimes.lock().await;
+        if known.is_none() {
+            let mut have: Vec<String> = self
+                .call(self.docker()?.info())
+                .await?
+                .runtimes
+                .map(|r| r.into_keys().collect())
+                .unwrap_or_default();
+            have.sort();
+            *known = Some(have);
+        }
+        let have = known.as_deref().unwrap_or_default();
+        if have.iter().any(|r| r == want) {
+            return Ok(());
+        }
+        // Asked again next time: the engine may be restarted with it.
+        let listed = have.join(", ");
+        *known = None;
+        Err(Error::Misconfigured(format!(
+            "sandbox.runtime is `{want}`, which the engine does not have (it has: {listed}); register it in the engine's configuration (deploy/docker/start-engine.sh does for gVisor's runsc) or change sandbox.runtime"
+        )))
     }
 
     /// The output folder's usage walked on this host, where the engine's volumes live.
@@ -882,6 +915,7 @@ impl SandboxBackend for DockerBackend {
     }
 
     async fn prepare(&self, sb: &SandboxSpec) -> Result<()> {
+        self.check_runtime(sb).await?;
         let work = hardening::work_volume(&sb.id);
         let output = hardening::output_volume(&sb.id);
         self.create_volume(
@@ -951,6 +985,7 @@ impl SandboxBackend for DockerBackend {
     }
 
     async fn start(&self, run: &RunSpec) -> Result<Started> {
+        self.check_runtime(&run.sandbox).await?;
         // Subscribed before the container exists, so its end is not missed.
         self.follow_events();
         let made = |container| Started {

@@ -191,6 +191,9 @@ pub enum Error {
     NotFound(String),
     #[error("the container engine refused: {0}")]
     Engine(String),
+    /// The engine lacks what the gateway's configuration asks of it (a runtime).
+    #[error("the container engine is not set up as configured: {0}")]
+    Misconfigured(String),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }

@@ -116,7 +116,9 @@ mod tests {
             "-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n",
         )
         .unwrap();
-        let e = client_config(&missing, &missing, &junk).unwrap_err().to_string();
+        let e = client_config(&missing, &missing, &junk)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("junk.pem"), "{e}");
         std::fs::remove_dir_all(dir).unwrap();
     }

@@ -26,6 +26,11 @@ fn engine(e: sandbox_runner::Error) -> ApiError {
                 message: format!("{e}; the rest of the gateway keeps serving"),
             }
         }
+        sandbox_runner::Error::Misconfigured(_) => ApiError::Refused {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "engine_misconfigured",
+            message: e.to_string(),
+        },
         other => ApiError::Internal(anyhow::anyhow!("container engine: {other}")),
     }
 }

@@ -72,7 +72,12 @@ impl Drop for Submount {
 
 /// A gateway with project p1, an approved and staged ingress archive, a dataset, a sandbox.
 async fn world() -> World {
-    let (app, ana, data) = small_world(|_| {}).await;
+    world_with(|_| {}).await
+}
+
+/// [`world`], with `tweak` on the settings.
+async fn world_with(tweak: impl FnOnce(&mut gateway::config::Settings)) -> World {
+    let (app, ana, data) = small_world(tweak).await;
     std::fs::write(data.path().join("cohort.csv"), "id,age\n1,40\n").unwrap();
     let submount = Submount::new(data.path().join("nested"));
     let ingress = upload(&app, &ana, "p1", b"#!/bin/sh\necho from the archive\n").await;
@@ -214,7 +219,120 @@ async fn runs_are_isolated_and_limited() {
     if !docker_available() {
         return;
     }
-    let w = world().await;
+    isolated_and_limited(world().await).await;
+}
+
+/// With `sandbox.runtime = "runsc"`, every run is in gVisor's kernel and stays isolated and
+/// limited. gVisor's own threads count against the class's pids limit on the host (it does
+/// not start under 64), so this class allows 128, and memory enough for its kernel. Skipped
+/// where the engine has no `runsc` (deploy/docker/start-engine.sh registers it when Debian's
+/// runsc is installed), unless VRE_TEST_REQUIRE_RUNSC is set, as in CI.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_in_gvisor_are_isolated_and_limited() {
+    if !docker_available() {
+        return;
+    }
+    let info = std::process::Command::new("docker")
+        .args(["info", "-f", "{{json .Runtimes}}"])
+        .output()
+        .unwrap();
+    let runtimes: Value = serde_json::from_slice(&info.stdout).unwrap_or_default();
+    if runtimes.get("runsc").is_none() {
+        assert!(
+            std::env::var_os("VRE_TEST_REQUIRE_RUNSC").is_none(),
+            "the engine has no runsc runtime: {runtimes}"
+        );
+        eprintln!("the engine has no runsc runtime: skipped");
+        return;
+    }
+    let w = world_with(|s| {
+        s.sandbox.runtime = Some("runsc".into());
+        let tiny = s.sandbox.classes.get_mut("tiny").unwrap();
+        tiny.pids = 128;
+        tiny.memory_bytes = 96 << 20;
+    })
+    .await;
+    let (app, ana, sb) = (&w.app, w.ana.as_str(), w.sandbox.as_str());
+    let script = "uname -r; id -u; grep CapEff /proc/self/status; ls /sys/class/net; \
+                  touch /x 2>/dev/null && echo root-writable; \
+                  touch /vre/data/cohort/x 2>/dev/null && echo data-writable; \
+                  touch /vre/ingress/*/x 2>/dev/null && echo ingress-writable; \
+                  ls /var/run/docker.sock 2>/dev/null && echo socket; \
+                  cat /vre/data/cohort/cohort.csv; sh /vre/ingress/*/run.sh";
+    let (r, log) = run(app, ana, sb, &["sh", "-c", script], None).await;
+    assert_eq!(r["exit_code"], 0, "{r} {log}");
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines[0], "4.4.0", "gVisor's kernel answers: {log}");
+    assert_eq!(lines[1], "65534", "{log}");
+    assert_eq!(
+        lines[2].split_whitespace().last(),
+        Some("0000000000000000"),
+        "{log}"
+    );
+    assert_eq!(lines[3], "lo", "only loopback: {log}");
+    assert!(
+        !log.contains("writable") && !log.contains("socket"),
+        "{log}"
+    );
+    assert!(
+        log.contains("id,age") && log.contains("from the archive"),
+        "{log}"
+    );
+
+    // The deadline, the output quota and the memory limit hold.
+    let (r, _) = run(app, ana, sb, &["sleep", "60"], Some(1)).await;
+    assert_eq!(r["outcome"], "timed_out", "{r}");
+    past_the_quota(app, ana, sb).await;
+    oom_killed(app, ana, sb, "256M").await;
+    assert!(app.get("/healthz", None).await.0 == StatusCode::OK);
+    let (st, _) = app
+        .delete(&format!("/api/v1/sandboxes/{sb}"), Some(ana))
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(only_the_launcher_left(app).await, Ok(()));
+    w.app.stop().await;
+}
+
+/// A configured runtime the engine lacks is named when a sandbox is made, with those it has,
+/// instead of every run failing at its start; nothing is created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runtime_the_engine_lacks_is_refused_by_name() {
+    if !docker_available() {
+        return;
+    }
+    let (app, ana, _data) =
+        small_world(|s| s.sandbox.runtime = Some("vre-no-such-runtime".into())).await;
+    let (st, b) = app
+        .post(
+            "/api/v1/sandboxes",
+            Some(&ana),
+            &json!({"project": "p1", "image": TEST_IMAGE}),
+        )
+        .await;
+    assert_eq!(
+        (st, b["code"].as_str()),
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Some("engine_misconfigured")
+        ),
+        "{b}"
+    );
+    let message = b["message"].as_str().unwrap();
+    assert!(
+        message.contains("`vre-no-such-runtime`") && message.contains("runc"),
+        "{message}"
+    );
+    let (_, list) = app.get("/api/v1/sandboxes", Some(&ana)).await;
+    assert_eq!(list.as_array().map(Vec::len), Some(0), "{list}");
+    let backend = &app.state.sandboxes.backend;
+    let volumes = backend.list_volumes().await.unwrap();
+    assert!(volumes.is_empty(), "{volumes:?}");
+    app.stop().await;
+}
+
+/// Not root, no capabilities, no network, no Docker socket; root, dataset and ingress read
+/// only; pids, memory, deadline, output quota and logs limited; the gateway healthy throughout.
+async fn isolated_and_limited(w: World) {
     let (app, ana, sb) = (&w.app, w.ana.as_str(), w.sandbox.as_str());
     let healthy = || async { app.get("/healthz", None).await.0 == StatusCode::OK };
 
@@ -298,19 +416,7 @@ async fn runs_are_isolated_and_limited() {
     assert!(healthy().await);
 
     // A memory hog is reported as OOM.
-    let (r, _) = run(
-        app,
-        ana,
-        sb,
-        &["dd", "if=/dev/zero", "of=/dev/null", "bs=128M", "count=1"],
-        None,
-    )
-    .await;
-    assert_eq!(
-        (r["outcome"].as_str(), r["exit_code"].as_i64()),
-        (Some("oom_killed"), Some(137)),
-        "{r}"
-    );
+    oom_killed(app, ana, sb, "128M").await;
 
     // A run past its deadline is killed and reported.
     let t0 = std::time::Instant::now();
@@ -1608,6 +1714,18 @@ async fn a_run_goes_on_and_keeps_all_its_output_across_an_engine_restart() {
     assert!(app.verify_audit().await.problem.is_none());
     app.stop().await;
     drop(engine);
+}
+
+/// A run that takes `block` of memory at once is reported as killed for memory.
+async fn oom_killed(app: &TestApp, ana: &str, sb: &str, block: &str) {
+    let bs = format!("bs={block}");
+    let hog = ["dd", "if=/dev/zero", "of=/dev/null", bs.as_str(), "count=1"];
+    let (r, _) = run(app, ana, sb, &hog, None).await;
+    assert_eq!(
+        (r["outcome"].as_str(), r["exit_code"].as_i64()),
+        (Some("oom_killed"), Some(137)),
+        "{r}"
+    );
 }
 
 /// Fills the output folder past the tiny class's quota twice: quickly (the run exits before
