@@ -68,6 +68,12 @@ enum Command {
         #[arg(last = true, required = true)]
         cmd: Vec<String>,
     },
+    /// Cancel a run, queued or running: it is killed and recorded as cancelled.
+    Cancel {
+        run: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Show who the token says you are.
     Whoami(ClientArgs),
 }
@@ -524,6 +530,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             client,
             cmd,
         } => run_command(sandbox, timeout, detach, client, cmd).await,
+        Command::Cancel { run, client } => {
+            let v = cancel_run(&client, &run).await?;
+            if client.json {
+                print_json(&v);
+            } else {
+                println!("{}  {}: cancelling", s(&v["id"]), s(&v["state"]));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Ingress(IngressCommand::Submit {
             project,
             path,
@@ -1171,6 +1186,23 @@ async fn run_command(
         }
         return Ok(ExitCode::SUCCESS);
     }
+    // Ctrl-C cancels the run, which is then followed to its recorded end; a second one
+    // leaves at once (the run goes on stopping without this client).
+    let interrupts = {
+        let (client, id) = (client.clone(), id.clone());
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_err() {
+                return;
+            }
+            eprintln!("vre: cancelling run {id} (Ctrl-C again to stop waiting for it)");
+            if let Err(e) = cancel_run(&client, &id).await {
+                eprintln!("vre: cancelling run {id} failed: {e:#}");
+            }
+            let _ = tokio::signal::ctrl_c().await;
+            std::process::exit(130);
+        })
+    };
+    let _stop_listening = AbortOnDrop(interrupts);
     let mut out = std::io::stdout();
     c.stream(
         &format!("/api/v1/runs/{}/logs?follow=true", urlencode(&id)),
@@ -1205,6 +1237,26 @@ async fn run_command(
     }
     let code = done["exit_code"].as_i64().unwrap_or(125);
     Ok(ExitCode::from(code.clamp(0, 255) as u8))
+}
+
+/// Asks the gateway to cancel a run; the run as it is then.
+async fn cancel_run(client: &ClientArgs, run: &str) -> anyhow::Result<Value> {
+    client
+        .client()?
+        .post(
+            &format!("/api/v1/runs/{}/cancel", urlencode(run)),
+            &json!({}),
+        )
+        .await
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 async fn decide(d: DecisionArgs, decision: &str) -> anyhow::Result<()> {

@@ -35,7 +35,13 @@ pub struct Sandboxes {
     logs_dir: PathBuf,
     /// Runs supervised by this process: followers of their logs and of their end watch them.
     live: Mutex<HashMap<String, watch::Receiver<Progress>>>,
+    /// Wakes a live run's supervisor when it is asked to cancel it (which is recorded first;
+    /// supervisors in other gateways on the same database see it within `CANCEL_POLL`).
+    cancels: Mutex<HashMap<String, Arc<tokio::sync::Notify>>>,
 }
+
+/// How often a supervisor looks in the database for a cancellation asked of another gateway.
+const CANCEL_POLL: Duration = Duration::from_secs(1);
 
 /// How far a live run is, for those who follow it. Every write to its log file (once a
 /// reader sees it) and its recorded end wake them, so a follower of the logs or of the end
@@ -59,6 +65,7 @@ impl Sandboxes {
             settings,
             logs_dir,
             live: Mutex::new(HashMap::new()),
+            cancels: Default::default(),
         }
     }
 
@@ -86,6 +93,15 @@ impl Sandboxes {
             return;
         };
         let _ = tokio::time::timeout(limit, rx.wait_for(|p| p.done)).await;
+    }
+
+    /// Wakes the supervisor of a run this process supervises, after its cancellation is
+    /// recorded.
+    pub fn wake_to_cancel(&self, run: &str) {
+        if let Some(n) = crate::lock(&self.cancels).get(run) {
+            // A stored permit: a supervisor not waiting this instant sees it at its next wait.
+            n.notify_one();
+        }
     }
 
     async fn slots(&self, project: &str) -> (OwnedSemaphorePermit, OwnedSemaphorePermit) {
@@ -187,6 +203,7 @@ pub fn supervise(
 ) -> impl std::future::Future<Output = ()> + Send + 'static {
     let (progress, rx) = watch::channel(Progress::default());
     crate::lock(&state.sandboxes.live).insert(run.id.clone(), rx);
+    crate::lock(&state.sandboxes.cancels).insert(run.id.clone(), Default::default());
     let live = Live {
         sandboxes: state.sandboxes.clone(),
         run: run.id.clone(),
@@ -206,6 +223,30 @@ struct Live {
 impl Drop for Live {
     fn drop(&mut self) {
         crate::lock(&self.sandboxes.live).remove(&self.run);
+        crate::lock(&self.sandboxes.cancels).remove(&self.run);
+    }
+}
+
+/// Resolves, with who asked, once the run's cancellation is recorded: woken by this process's
+/// API at once, and looking in the database every `CANCEL_POLL` for one asked of another
+/// gateway. Pending for ever when the database cannot say.
+async fn cancel_requested(state: &AppState, run: &str) -> String {
+    let wake = crate::lock(&state.sandboxes.cancels)
+        .get(run)
+        .cloned()
+        .unwrap_or_default();
+    loop {
+        let asked = async {
+            let mut conn = state.db.pool().acquire().await?;
+            sstore::cancelled_by(&mut conn, run).await
+        };
+        if let Ok(Some(by)) = asked.await {
+            return by;
+        }
+        tokio::select! {
+            () = wake.notified() => {}
+            () = tokio::time::sleep(CANCEL_POLL) => {}
+        }
     }
 }
 
@@ -261,6 +302,20 @@ async fn failed(sbx: &Sandboxes, run: &str, reason: String) -> Finish {
     }
 }
 
+/// The end of a run cancelled before it started.
+async fn cancelled(sbx: &Sandboxes, run: &str, by: &str) -> Finish {
+    let (log_bytes, log_sha256) = log_digest(&sbx.log_path(run)).await;
+    Finish {
+        outcome: Outcome::Cancelled.as_str().into(),
+        exit_code: Outcome::Cancelled.exit_code(),
+        detail: Some(format!("cancelled by {by} before it started")),
+        log_bytes,
+        log_sha256,
+        log_truncated: false,
+        at: crate::time::now(),
+    }
+}
+
 async fn log_digest(path: &std::path::Path) -> (i64, String) {
     let p = path.to_path_buf();
     let size = tokio::fs::metadata(&p)
@@ -293,7 +348,18 @@ async fn supervise_inner(
         let spec = spec_of(state, &mut conn, &sb).await?;
         (sb, spec)
     };
-    let _slots = sbx.slots(&sb.project_id).await;
+    let cancel = cancel_requested(state, &run.id);
+    tokio::pin!(cancel);
+    // Queued until the project and the gateway have room; a cancellation meanwhile ends it
+    // there, before it starts.
+    let _slots = if attach {
+        sbx.slots(&sb.project_id).await
+    } else {
+        tokio::select! {
+            slots = sbx.slots(&sb.project_id) => slots,
+            by = &mut cancel => return Ok((cancelled(&sbx, &run.id, &by).await, None)),
+        }
+    };
     let container = if attach {
         container_of(run)
     } else {
@@ -365,6 +431,7 @@ async fn supervise_inner(
     let mut over_quota = false;
     let mut unmeasured = false;
     let mut timed_out = false;
+    let mut cancelled_by = None;
     let deadline = tokio::time::Instant::now() + remaining;
     let mut measure = QuotaClock::new(quota);
     let end_state = loop {
@@ -374,7 +441,14 @@ async fn supervise_inner(
             break stop(&run.id, &*backend, &container).await?;
         }
         let step = (deadline - now).min(measure.next);
-        if let Some(s) = patiently(&run.id, || backend.wait(&container, step)).await? {
+        let waited = tokio::select! {
+            w = patiently(&run.id, || backend.wait(&container, step)) => w?,
+            by = &mut cancel => {
+                cancelled_by = Some(by);
+                break stop(&run.id, &*backend, &container).await?;
+            }
+        };
+        if let Some(s) = waited {
             break Some(s);
         }
         if over_log.load(std::sync::atomic::Ordering::Relaxed) {
@@ -401,7 +475,7 @@ async fn supervise_inner(
     // A quick writer can fill the folder between two measurements and exit: measure once more,
     // while the end of the output is written.
     let last_usage = async {
-        if !timed_out && !over_quota {
+        if !timed_out && !over_quota && cancelled_by.is_none() {
             backend.output_usage(&spec).await.ok()
         } else {
             None
@@ -421,7 +495,9 @@ async fn supervise_inner(
     let outcome = match end_state {
         None | Some(RunState::Missing) => Outcome::Vanished,
         Some(RunState::Exited { code, oom_killed }) => {
-            if timed_out {
+            if cancelled_by.is_some() {
+                Outcome::Cancelled
+            } else if timed_out {
                 Outcome::TimedOut
             } else if over_quota {
                 Outcome::OutputQuotaExceeded
@@ -440,8 +516,9 @@ async fn supervise_inner(
     let (log_bytes, log_sha256) = log_digest(&log_path).await;
     let finish = Finish {
         exit_code: outcome.exit_code(),
-        detail: match &outcome {
-            Outcome::Failed { reason } => Some(reason.clone()),
+        detail: match (&outcome, &cancelled_by) {
+            (Outcome::Failed { reason }, _) => Some(reason.clone()),
+            (Outcome::Cancelled, Some(by)) => Some(format!("cancelled by {by}")),
             _ => None,
         },
         outcome: outcome.as_str().into(),

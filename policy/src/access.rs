@@ -54,6 +54,8 @@ pub enum Action {
     RunCreate,
     /// Read a run's logs: they come from the analysis and may hold data.
     RunLogs,
+    /// Stop a run, queued or running.
+    RunCancel,
 }
 
 /// The caller's standing towards the object of an action.
@@ -182,8 +184,8 @@ pub fn authorize(roles: RoleSet, action: Action, standing: Standing) -> Access {
                 Access::Allow
             }
         }
-        // Operators provision sandboxes; a project's analysts may too.
-        Action::SandboxCreate | Action::SandboxManage => {
+        // Operators provision sandboxes and stop runaway runs; a project's analysts may too.
+        Action::SandboxCreate | Action::SandboxManage | Action::RunCancel => {
             if roles.contains(Operator) {
                 Access::Allow
             } else {
@@ -240,6 +242,7 @@ mod tests {
             Action::SandboxManage,
             Action::RunCreate,
             Action::RunLogs,
+            Action::RunCancel,
         ];
         for a in actions {
             assert!(!allowed("", a, NONE), "{a:?} allowed with no role");
@@ -318,6 +321,11 @@ mod tests {
             ("admin", Action::RunCreate, NONE, false),
             ("analyst", Action::RunCreate, member, true),
             ("operator", Action::RunLogs, NONE, false),
+            ("operator", Action::RunCancel, NONE, true),
+            ("analyst", Action::RunCancel, member, true),
+            ("analyst", Action::RunCancel, NONE, false),
+            ("reviewer", Action::RunCancel, NONE, false),
+            ("auditor", Action::RunCancel, NONE, false),
             ("auditor", Action::SandboxRead, NONE, true),
             ("reviewer", Action::SandboxRead, NONE, false),
             ("analyst", Action::ImageAllow, member, false),

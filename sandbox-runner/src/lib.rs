@@ -109,6 +109,8 @@ pub enum Outcome {
     OutputQuotaExceeded,
     /// It wrote more logs than allowed and was stopped.
     LogLimitExceeded,
+    /// Someone allowed to asked for it to stop (before or after it started).
+    Cancelled,
     /// Its container disappeared (removed behind the gateway's back, or the engine lost it).
     Vanished,
     /// The engine could not run it.
@@ -123,6 +125,7 @@ impl Outcome {
             Outcome::TimedOut => "timed_out",
             Outcome::OutputQuotaExceeded => "output_quota_exceeded",
             Outcome::LogLimitExceeded => "log_limit_exceeded",
+            Outcome::Cancelled => "cancelled",
             Outcome::Vanished => "vanished",
             Outcome::Failed { .. } => "failed",
         }
@@ -136,7 +139,8 @@ impl Outcome {
             Outcome::OomKilled
             | Outcome::TimedOut
             | Outcome::OutputQuotaExceeded
-            | Outcome::LogLimitExceeded => 137,
+            | Outcome::LogLimitExceeded
+            | Outcome::Cancelled => 137,
             Outcome::Vanished | Outcome::Failed { .. } => 125,
         }
     }

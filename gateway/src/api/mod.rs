@@ -89,6 +89,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(sandboxes::stage_ingress))
         .routes(routes!(sandboxes::create_run, sandboxes::runs))
         .routes(routes!(sandboxes::show_run))
+        .routes(routes!(sandboxes::cancel_run))
         .routes(routes!(sandboxes::logs))
         .split_for_parts();
     let doc_json = doc

@@ -566,7 +566,8 @@ pub struct Run {
     pub timeout_secs: i64,
     /// queued, running or finished
     pub state: String,
-    /// exited, oom_killed, timed_out, output_quota_exceeded, log_limit_exceeded, vanished, failed
+    /// exited, oom_killed, timed_out, output_quota_exceeded, log_limit_exceeded, cancelled,
+    /// vanished, failed
     pub outcome: Option<String>,
     pub exit_code: Option<i64>,
     pub detail: Option<String>,
@@ -576,6 +577,8 @@ pub struct Run {
     pub log_bytes: Option<i64>,
     pub log_sha256: Option<String>,
     pub log_truncated: Option<bool>,
+    /// Who asked for the run to be cancelled.
+    pub cancelled_by: Option<String>,
 }
 
 fn run_dto(r: RunRow) -> Run {
@@ -596,6 +599,7 @@ fn run_dto(r: RunRow) -> Run {
         log_bytes: r.log_bytes,
         log_sha256: r.log_sha256,
         log_truncated: r.log_truncated.map(|t| t != 0),
+        cancelled_by: r.cancelled_by,
     }
 }
 
@@ -674,6 +678,7 @@ pub async fn create_run(
         log_bytes: None,
         log_sha256: None,
         log_truncated: None,
+        cancelled_by: None,
     };
     let mut tx = state.db.begin_write().await?;
     sstore::insert_run(tx.conn(), &row).await?;
@@ -756,6 +761,51 @@ pub async fn show_run(
     }
     state.sandboxes.wait_done(&run.id, wait).await;
     Ok(ApiJson(run_dto(visible_run(&state, &caller, &id).await?.0)))
+}
+
+/// Cancels a run: a queued one ends before it starts, a running one is killed; it is recorded
+/// as `cancelled`, with who asked. The project's analysts and operators may; asking again
+/// while it stops changes nothing.
+#[utoipa::path(post, path = "/api/v1/runs/{id}/cancel", tag = "sandboxes", security(("bearer" = [])),
+    params(("id" = String, Path)),
+    responses((status = 202, body = Run, description = "the cancellation is recorded; the run stops"),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "the run has already finished")))]
+pub async fn cancel_run(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<(StatusCode, ApiJson<Run>)> {
+    let (run, standing) = visible_run(&state, &caller, &id).await?;
+    require(&caller, Action::RunCancel, standing)?;
+    let mut tx = state.db.begin_write().await?;
+    if sstore::request_cancel(tx.conn(), &run.id, caller.sub.as_str()).await? {
+        tx.audit(NewEvent {
+            actor: caller.sub.as_str(),
+            action: "run.cancel",
+            subject: &run.id,
+            detail: json!({"sandbox": run.sandbox_id, "project": run.project_id, "state": run.state}),
+        })
+        .await?;
+        state.commit(tx).await?;
+        state.sandboxes.wake_to_cancel(&run.id);
+    } else {
+        drop(tx);
+    }
+    let mut conn = state.db.pool().acquire().await?;
+    let now = sstore::run(&mut conn, &run.id)
+        .await?
+        .ok_or(ApiError::NotFound("run"))?;
+    if now.state == "finished" && now.cancelled_by.is_none() {
+        return Err(ApiError::conflict(
+            "run_finished",
+            format!(
+                "the run has already finished ({})",
+                now.outcome.as_deref().unwrap_or("")
+            ),
+        ));
+    }
+    Ok((StatusCode::ACCEPTED, ApiJson(run_dto(now))))
 }
 
 #[derive(Deserialize, IntoParams)]

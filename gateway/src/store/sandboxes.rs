@@ -266,10 +266,12 @@ pub struct RunRow {
     pub log_bytes: Option<i64>,
     pub log_sha256: Option<String>,
     pub log_truncated: Option<i64>,
+    /// Who asked for it to be cancelled, once someone did.
+    pub cancelled_by: Option<String>,
 }
 
 const RUN_COLUMNS: &str = "id, sandbox_id, project_id, requester, cmd, timeout_secs, state, outcome, exit_code, detail, \
-     container_id, created_at, started_at, finished_at, log_bytes, log_sha256, log_truncated";
+     container_id, created_at, started_at, finished_at, log_bytes, log_sha256, log_truncated, cancelled_by";
 
 fn run_from(r: &AnyRow) -> Result<RunRow, sqlx::Error> {
     let cmd: String = r.try_get("cmd")?;
@@ -291,6 +293,7 @@ fn run_from(r: &AnyRow) -> Result<RunRow, sqlx::Error> {
         log_bytes: r.try_get("log_bytes")?,
         log_sha256: r.try_get("log_sha256")?,
         log_truncated: r.try_get("log_truncated")?,
+        cancelled_by: r.try_get("cancelled_by")?,
     })
 }
 
@@ -360,6 +363,38 @@ pub async fn mark_started(
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// Records that `by` asked for the run to be cancelled: true when it had not finished and
+/// nobody had asked before.
+pub async fn request_cancel(
+    conn: &mut AnyConnection,
+    id: &str,
+    by: &str,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE runs SET cancelled_by = $1 WHERE id = $2 AND state <> 'finished' AND cancelled_by IS NULL",
+    )
+    .bind(by)
+    .bind(id)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Who asked for the run to be cancelled, if anyone has.
+pub async fn cancelled_by(
+    conn: &mut AnyConnection,
+    id: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    let row = sqlx::query("SELECT cancelled_by FROM runs WHERE id = $1")
+        .bind(id)
+        .fetch_optional(conn)
+        .await?;
+    Ok(match row {
+        Some(r) => r.try_get("cancelled_by")?,
+        None => None,
+    })
 }
 
 /// What a finished run is recorded with.

@@ -1036,6 +1036,200 @@ async fn extra_runs_queue_instead_of_failing() {
     app.stop().await;
 }
 
+/// Waits until the run is recorded as finished; the run.
+async fn finished(app: &TestApp, token: &str, id: &str) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, r) = app
+            .get(&format!("/api/v1/runs/{id}?wait=30"), Some(token))
+            .await;
+        if r["state"] == "finished" {
+            return r;
+        }
+        assert!(std::time::Instant::now() < deadline, "{r}");
+    }
+}
+
+/// Waits until the run's state is `state`.
+async fn reaches(app: &TestApp, token: &str, id: &str, state: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, r) = app.get(&format!("/api/v1/runs/{id}"), Some(token)).await;
+        if r["state"] == state {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "never {state}: {r}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A run can be cancelled by the project's analysts and by operators, not by others: a
+/// running one is killed at once, a queued one ends before it starts, one asked of another
+/// gateway on the same database (written there, no wake-up here) stops within a second or so;
+/// each is recorded as cancelled, with who asked, and audited. A finished run cannot be.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_is_cancelled_running_or_queued_by_those_allowed() {
+    if !docker_available() {
+        return;
+    }
+    let (app, ana, _data) = small_world(|s| s.sandbox.max_concurrent_runs_per_project = 1).await;
+    let (op, rev) = (app.token("op", "operator"), app.token("rev", "reviewer"));
+    let sb = new_sandbox(&app, &ana).await;
+    let running = start_run(&app, &ana, &sb, &["sleep", "60"], None).await;
+    reaches(&app, &ana, &running, "running").await;
+    let queued = start_run(&app, &ana, &sb, &["echo", "never"], None).await;
+    let cancel = |id: &str| format!("/api/v1/runs/{id}/cancel");
+
+    // Not a member of the project, nor an operator: refused, and nothing changes.
+    let (st, b) = app.post(&cancel(&running), Some(&rev), &json!({})).await;
+    assert!(
+        matches!(st, StatusCode::FORBIDDEN | StatusCode::NOT_FOUND),
+        "{st} {b}"
+    );
+
+    // The queued run ends where it is; the running one goes on meanwhile.
+    let (st, b) = app.post(&cancel(&queued), Some(&ana), &json!({})).await;
+    assert_eq!(
+        (st, b["cancelled_by"].as_str()),
+        (StatusCode::ACCEPTED, Some("ana")),
+        "{b}"
+    );
+    let q = finished(&app, &ana, &queued).await;
+    assert_eq!(
+        (
+            q["outcome"].as_str(),
+            q["exit_code"].as_i64(),
+            q["started_at"].as_str()
+        ),
+        (Some("cancelled"), Some(137), None),
+        "{q}"
+    );
+    let (_, r) = app
+        .get(&format!("/api/v1/runs/{running}"), Some(&ana))
+        .await;
+    assert_eq!(r["state"], "running", "{r}");
+
+    // An operator stops the running one: killed at once, not at its deadline.
+    let t0 = std::time::Instant::now();
+    let (st, b) = app.post(&cancel(&running), Some(&op), &json!({})).await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{b}");
+    let r = finished(&app, &ana, &running).await;
+    assert!(t0.elapsed() < Duration::from_secs(15), "{:?}", t0.elapsed());
+    assert_eq!(
+        (
+            r["outcome"].as_str(),
+            r["detail"].as_str(),
+            r["cancelled_by"].as_str()
+        ),
+        (Some("cancelled"), Some("cancelled by op"), Some("op")),
+        "{r}"
+    );
+    // Asking again is answered with the run; a run that ended by itself cannot be cancelled.
+    let (st, _) = app.post(&cancel(&running), Some(&ana), &json!({})).await;
+    assert_eq!(st, StatusCode::ACCEPTED);
+    let (done, _) = run(&app, &ana, &sb, &["true"], None).await;
+    let (st, b) = app
+        .post(
+            &cancel(done["id"].as_str().unwrap()),
+            Some(&ana),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(
+        (st, b["code"].as_str()),
+        (StatusCode::CONFLICT, Some("run_finished")),
+        "{b}"
+    );
+
+    // Asked of another gateway: only the database says so.
+    let elsewhere = start_run(&app, &ana, &sb, &["sleep", "60"], None).await;
+    reaches(&app, &ana, &elsewhere, "running").await;
+    {
+        let mut conn = app.state.db.pool().acquire().await.unwrap();
+        let asked = gateway::store::sandboxes::request_cancel(&mut conn, &elsewhere, "ana")
+            .await
+            .unwrap();
+        assert!(asked);
+    }
+    let t0 = std::time::Instant::now();
+    let r = finished(&app, &ana, &elsewhere).await;
+    assert_eq!(r["outcome"], "cancelled", "{r}");
+    assert!(t0.elapsed() < Duration::from_secs(15), "{:?}", t0.elapsed());
+
+    let (_, events) = app
+        .get(
+            "/api/v1/audit?limit=1000",
+            Some(&app.token("aud", "auditor")),
+        )
+        .await;
+    let cancels: Vec<(&str, &str)> = events
+        .as_array()
+        .map(|a| a.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .filter(|e| e["action"] == "run.cancel")
+        .map(|e| (e["actor"].as_str().unwrap(), e["subject"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        cancels,
+        vec![("ana", queued.as_str()), ("op", running.as_str())],
+        "{events}"
+    );
+    assert!(app.verify_audit().await.problem.is_none());
+    app.stop().await;
+}
+
+/// Ctrl-C on `vre run` cancels the run and waits for its recorded end: the client exits with
+/// the run's code and says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_on_vre_run_cancels_the_run() {
+    if !docker_available() {
+        return;
+    }
+    let (app, ana, _data) = small_world(|_| {}).await;
+    let sb = new_sandbox(&app, &ana).await;
+    let ca = app.dir.path().join("tls/ca.pem");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vre"))
+        .args(["run", &sb, "--", "sh", "-c", "echo started; sleep 60"])
+        .env("VRE_URL", &app.url)
+        .env("VRE_CA", &ca)
+        .env("VRE_TOKEN", &ana)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let first = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .unwrap();
+        line
+    })
+    .await
+    .unwrap();
+    assert_eq!(first, "started\n");
+    let t0 = std::time::Instant::now();
+    let kill = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(137), "{stderr}");
+    assert!(
+        stderr.contains("cancelling run") && stderr.contains("cancelled by ana"),
+        "{stderr}"
+    );
+    assert!(t0.elapsed() < Duration::from_secs(15), "{:?}", t0.elapsed());
+    app.stop().await;
+}
+
 /// A run's container is removed after its end is recorded, so an analyst who removes the
 /// sandbox the moment the run is finished races that removal: it must still succeed and leave
 /// nothing on the engine.
@@ -1670,16 +1864,7 @@ async fn a_run_goes_on_and_keeps_all_its_output_across_an_engine_restart() {
         std::thread::sleep(Duration::from_secs(1));
         engine.launch();
     });
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let done = loop {
-        let (_, r) = app
-            .get(&format!("/api/v1/runs/{id}?wait=30"), Some(&ana))
-            .await;
-        if r["state"] == "finished" {
-            break r;
-        }
-        assert!(std::time::Instant::now() < deadline, "{r}");
-    };
+    let done = finished(&app, &ana, &id).await;
     assert_eq!(
         (done["outcome"].as_str(), done["exit_code"].as_i64()),
         (Some("exited"), Some(0)),
