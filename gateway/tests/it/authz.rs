@@ -112,6 +112,8 @@ enum Prep {
     Staging,
     /// The sandbox and a run of the requester's in it, finished.
     Run,
+    /// The sandbox and a run of the requester's in it, running (for a minute).
+    LiveRun,
 }
 
 impl Prep {
@@ -119,7 +121,7 @@ impl Prep {
     fn needs_engine(self) -> bool {
         matches!(
             self,
-            Prep::Allowed | Prep::Sandbox | Prep::Staging | Prep::Run
+            Prep::Allowed | Prep::Sandbox | Prep::Staging | Prep::Run | Prep::LiveRun
         )
     }
 }
@@ -290,6 +292,7 @@ fn table() -> Vec<Row> {
         row(Post,   "/api/v1/sandboxes/{id}/runs",                             Sandbox,          new_run,            Starts, [401, 404, 404, 404, 403, 404, 403, 403,   202, 202, 404,   404]),
         row(Get,    "/api/v1/runs/{id}",                                       Run,              none,               Reads,  [401, 404, 404, 404, 200, 404, 200, 200,   200, 200, 404,   404]),
         row(Get,    "/api/v1/runs/{id}/logs",                                  Run,              none,               Reads,  [401, 404, 404, 404, 403, 404, 403, 403,   200, 200, 404,   404]),
+        row(Post,   "/api/v1/runs/{id}/cancel",                                LiveRun,          none,               Starts, [401, 404, 404, 404, 202, 404, 403, 403,   202, 202, 404,   404]),
         row(Delete, "/api/v1/sandboxes/{id}",                                  Sandbox,          none,               Writes, [401, 404, 404, 404, 200, 404, 403, 403,   200, 200, 404,   404]),
     ]
 }
@@ -430,6 +433,28 @@ async fn prepare(app: &TestApp, n: usize, prep: Prep) -> World {
                     (Some("exited"), Some(0)),
                     "{run}"
                 );
+            }
+            Prep::LiveRun => {
+                let (st, b) = app
+                    .post(
+                        &format!("/api/v1/sandboxes/{}/runs", w.sandbox),
+                        Some(&ana),
+                        &json!({"cmd": ["sleep", "60"]}),
+                    )
+                    .await;
+                assert_eq!(st, StatusCode::ACCEPTED, "{b}");
+                w.run = b["id"].as_str().unwrap().to_owned();
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+                loop {
+                    let (_, r) = app
+                        .get(&format!("/api/v1/runs/{}", w.run), Some(&ana))
+                        .await;
+                    if r["state"] == "running" {
+                        break;
+                    }
+                    assert!(std::time::Instant::now() < deadline, "{r}");
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
             }
             _ => {}
         }
