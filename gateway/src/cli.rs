@@ -68,6 +68,16 @@ enum Command {
         #[arg(last = true, required = true)]
         cmd: Vec<String>,
     },
+    /// A run's output (stdout and stderr) so far; with --follow, until it ends, exiting with
+    /// its exit code.
+    Logs {
+        run: String,
+        /// Keep streaming until the run ends, and exit with its code (Ctrl-C cancels it).
+        #[arg(long, short)]
+        follow: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Cancel a run, queued or running: it is killed and recorded as cancelled.
     Cancel {
         run: String,
@@ -530,6 +540,23 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             client,
             cmd,
         } => run_command(sandbox, timeout, detach, client, cmd).await,
+        Command::Logs {
+            run,
+            follow,
+            client,
+        } => {
+            let c = client.client()?;
+            if follow {
+                return follow_run(&client, &c, &run).await;
+            }
+            let mut out = std::io::stdout();
+            c.stream(&format!("/api/v1/runs/{}/logs", urlencode(&run)), |chunk| {
+                use std::io::Write as _;
+                let _ = out.write_all(chunk);
+            })
+            .await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Cancel { run, client } => {
             let v = cancel_run(&client, &run).await?;
             if client.json {
@@ -1161,7 +1188,6 @@ async fn run_command(
     client: ClientArgs,
     cmd: Vec<String>,
 ) -> anyhow::Result<ExitCode> {
-    use std::io::Write as _;
     let c = client.client()?;
     let timeout_secs = match timeout {
         Some(t) => Some(
@@ -1186,10 +1212,21 @@ async fn run_command(
         }
         return Ok(ExitCode::SUCCESS);
     }
-    // Ctrl-C cancels the run, which is then followed to its recorded end; a second one
-    // leaves at once (the run goes on stopping without this client).
+    follow_run(&client, &c, &id).await
+}
+
+/// Streams a run's output until its end is recorded, then says how it ended (unless it
+/// exited by itself) and exits with its code. Ctrl-C cancels the run, which is then followed
+/// to its recorded end; a second one leaves at once (the run goes on stopping without this
+/// client).
+async fn follow_run(
+    client: &ClientArgs,
+    c: &crate::client::Client,
+    id: &str,
+) -> anyhow::Result<ExitCode> {
+    use std::io::Write as _;
     let interrupts = {
-        let (client, id) = (client.clone(), id.clone());
+        let (client, id) = (client.clone(), id.to_owned());
         tokio::spawn(async move {
             if tokio::signal::ctrl_c().await.is_err() {
                 return;
@@ -1205,7 +1242,7 @@ async fn run_command(
     let _stop_listening = AbortOnDrop(interrupts);
     let mut out = std::io::stdout();
     c.stream(
-        &format!("/api/v1/runs/{}/logs?follow=true", urlencode(&id)),
+        &format!("/api/v1/runs/{}/logs?follow=true", urlencode(id)),
         |chunk| {
             let _ = out.write_all(chunk);
             let _ = out.flush();
@@ -1214,7 +1251,7 @@ async fn run_command(
     .await?;
     // The log ends when the run's end is recorded; a run this gateway no longer supervises
     // (it restarted meanwhile) is waited for again until its end is recorded.
-    let status = format!("/api/v1/runs/{}?wait=60", urlencode(&id));
+    let status = format!("/api/v1/runs/{}?wait=60", urlencode(id));
     let done = loop {
         let r: Value = c.get(&status).await?;
         if r["state"] == "finished" {

@@ -1179,6 +1179,68 @@ async fn a_run_is_cancelled_running_or_queued_by_those_allowed() {
     app.stop().await;
 }
 
+/// A run started with `--detach` is followed with `vre logs -f` (exiting with its code), read
+/// back whole with `vre logs`, and stopped with `vre cancel`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_detached_run_is_followed_read_and_cancelled_from_the_cli() {
+    use crate::ingress::vre;
+    if !docker_available() {
+        return;
+    }
+    let (app, ana, _data) = small_world(|_| {}).await;
+    let sb = new_sandbox(&app, &ana).await;
+    let ca = app.dir.path().join("tls/ca.pem").display().to_string();
+    let url = app.url.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        let env = [
+            ("VRE_URL", url.as_str()),
+            ("VRE_CA", ca.as_str()),
+            ("VRE_TOKEN", ana.as_str()),
+        ];
+        let text = |o: &std::process::Output| String::from_utf8_lossy(&o.stdout).trim().to_owned();
+        let script = "echo one; sleep 0.5; echo two; exit 3";
+        let started = vre(&["run", "--detach", &sb, "--", "sh", "-c", script], &env);
+        let id = text(&started);
+        let followed = vre(&["logs", "--follow", &id], &env);
+        let read = vre(&["logs", &id], &env);
+        let long = vre(&["run", "--detach", &sb, "--", "sleep", "60"], &env);
+        let long = text(&long);
+        let cancelled = vre(&["cancel", &long], &env);
+        let after = vre(&["logs", "-f", &long], &env);
+        (id, followed, read, long, cancelled, after)
+    })
+    .await
+    .unwrap();
+    let (id, followed, read, long, cancelled, after) = out;
+    assert!(id.starts_with("run-"), "{id}");
+    assert_eq!(
+        (
+            followed.status.code(),
+            String::from_utf8_lossy(&followed.stdout).as_ref()
+        ),
+        (Some(3), "one\ntwo\n"),
+        "{}",
+        String::from_utf8_lossy(&followed.stderr)
+    );
+    assert_eq!(
+        (
+            read.status.code(),
+            String::from_utf8_lossy(&read.stdout).as_ref()
+        ),
+        (Some(0), "one\ntwo\n")
+    );
+    assert!(
+        cancelled.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cancelled.stderr)
+    );
+    assert!(String::from_utf8_lossy(&cancelled.stdout).starts_with(&long));
+    let stderr = String::from_utf8_lossy(&after.stderr);
+    assert_eq!(after.status.code(), Some(137), "{stderr}");
+    assert!(stderr.contains("cancelled by ana"), "{stderr}");
+    app.stop().await;
+}
+
 /// Ctrl-C on `vre run` cancels the run and waits for its recorded end: the client exits with
 /// the run's code and says why.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
