@@ -72,7 +72,8 @@ enum Command {
     /// its exit code.
     Logs {
         run: String,
-        /// Keep streaming until the run ends, and exit with its code (Ctrl-C cancels it).
+        /// Keep streaming until the run ends, and exit with its code (Ctrl-C stops following;
+        /// the run goes on).
         #[arg(long, short)]
         follow: bool,
         #[command(flatten)]
@@ -547,7 +548,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => {
             let c = client.client()?;
             if follow {
-                return follow_run(&client, &c, &run).await;
+                return follow_run(&client, &c, &run, false).await;
             }
             let mut out = std::io::stdout();
             c.stream(&format!("/api/v1/runs/{}/logs", urlencode(&run)), |chunk| {
@@ -1212,20 +1213,22 @@ async fn run_command(
         }
         return Ok(ExitCode::SUCCESS);
     }
-    follow_run(&client, &c, &id).await
+    follow_run(&client, &c, &id, true).await
 }
 
 /// Streams a run's output until its end is recorded, then says how it ended (unless it
-/// exited by itself) and exits with its code. Ctrl-C cancels the run, which is then followed
-/// to its recorded end; a second one leaves at once (the run goes on stopping without this
-/// client).
+/// exited by itself) and exits with its code. With `cancel_on_interrupt` (the client that
+/// started the run), Ctrl-C cancels the run, which is then followed to its recorded end, and a
+/// second one leaves at once (the run goes on stopping without this client); otherwise Ctrl-C
+/// only stops following.
 async fn follow_run(
     client: &ClientArgs,
     c: &crate::client::Client,
     id: &str,
+    cancel_on_interrupt: bool,
 ) -> anyhow::Result<ExitCode> {
     use std::io::Write as _;
-    let interrupts = {
+    let interrupts = cancel_on_interrupt.then(|| {
         let (client, id) = (client.clone(), id.to_owned());
         tokio::spawn(async move {
             if tokio::signal::ctrl_c().await.is_err() {
@@ -1238,8 +1241,8 @@ async fn follow_run(
             let _ = tokio::signal::ctrl_c().await;
             std::process::exit(130);
         })
-    };
-    let _stop_listening = AbortOnDrop(interrupts);
+    });
+    let _stop_listening = interrupts.map(AbortOnDrop);
     let mut out = std::io::stdout();
     c.stream(
         &format!("/api/v1/runs/{}/logs?follow=true", urlencode(id)),

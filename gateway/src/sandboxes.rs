@@ -286,29 +286,36 @@ fn container_of(run: &RunRow) -> String {
 }
 
 async fn failed(sbx: &Sandboxes, run: &str, reason: String) -> Finish {
-    let (log_bytes, log_sha256) = log_digest(&sbx.log_path(run)).await;
-    Finish {
-        outcome: Outcome::Failed {
+    ended_without_outcome_of_its_own(
+        sbx,
+        run,
+        Outcome::Failed {
             reason: reason.clone(),
-        }
-        .as_str()
-        .into(),
-        exit_code: 125,
-        detail: Some(reason),
-        log_bytes,
-        log_sha256,
-        log_truncated: false,
-        at: crate::time::now(),
-    }
+        },
+        reason,
+    )
+    .await
 }
 
 /// The end of a run cancelled before it started.
 async fn cancelled(sbx: &Sandboxes, run: &str, by: &str) -> Finish {
+    let detail = format!("cancelled by {by} before it started");
+    ended_without_outcome_of_its_own(sbx, run, Outcome::Cancelled, detail).await
+}
+
+/// The end of a run the gateway ended before its container could say how it went: whatever
+/// log it has, and `detail` saying why.
+async fn ended_without_outcome_of_its_own(
+    sbx: &Sandboxes,
+    run: &str,
+    outcome: Outcome,
+    detail: String,
+) -> Finish {
     let (log_bytes, log_sha256) = log_digest(&sbx.log_path(run)).await;
     Finish {
-        outcome: Outcome::Cancelled.as_str().into(),
-        exit_code: Outcome::Cancelled.exit_code(),
-        detail: Some(format!("cancelled by {by} before it started")),
+        outcome: outcome.as_str().into(),
+        exit_code: outcome.exit_code(),
+        detail: Some(detail),
         log_bytes,
         log_sha256,
         log_truncated: false,

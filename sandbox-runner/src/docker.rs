@@ -550,8 +550,11 @@ impl DockerBackend {
         )))
     }
 
-    /// The output folder's usage walked on this host, where the engine's volumes live.
-    async fn usage_here(&self, sandbox: &str) -> Result<u64> {
+    /// The output folder's usage walked on this host, where the engine's volumes live; `Err`
+    /// inside when this host cannot read it (the volume lives on another host, or the gateway
+    /// may not read the engine's volumes), with why. The engine's own errors (down, the volume
+    /// gone) are the outer error: they say nothing of where volumes live.
+    async fn usage_here(&self, sandbox: &str) -> Result<std::result::Result<u64, String>> {
         let root = self.output_root(sandbox).await?;
         let walked = {
             let root = root.clone();
@@ -559,17 +562,14 @@ impl DockerBackend {
                 .await
                 .map_err(|e| Error::Engine(e.to_string()))?
         };
-        walked.map_err(|e| {
+        Ok(walked.map_err(|e| {
             // Asked again next time: the volume may have been made anew.
             crate::lock(&self.output_roots).remove(sandbox);
-            // Not readable here (the volume lives on another host, or the gateway may not
-            // read the engine's volumes): an error, since a silent 0 would switch the quota
-            // off.
-            Error::Unavailable(format!(
+            format!(
                 "the output folder {} cannot be read on this host: {e}",
                 root.display()
-            ))
-        })
+            )
+        }))
     }
 
     /// The output folder's usage measured by a short-lived container on the engine
@@ -1107,14 +1107,18 @@ impl SandboxBackend for DockerBackend {
 
     async fn output_usage(&self, sb: &SandboxSpec) -> Result<u64> {
         if !self.measure_on_engine.load(Ordering::Relaxed) {
-            let here = self.usage_here(&sb.id).await;
-            match here {
-                Err(Error::Unavailable(e)) if self.launcher_ready().await => {
-                    tracing::info!(error = %e, "output folders are measured on the engine's side from now on");
-                    self.measure_on_engine.store(true, Ordering::Relaxed);
-                }
-                other => return other,
+            let why = match self.usage_here(&sb.id).await? {
+                Ok(used) => return Ok(used),
+                Err(why) => why,
+            };
+            // Never a silent 0, which would switch the quota off.
+            if !self.launcher_ready().await {
+                return Err(Error::Unavailable(format!(
+                    "{why}, and the engine cannot measure it"
+                )));
             }
+            tracing::info!(reason = %why, "output folders are measured on the engine's side from now on");
+            self.measure_on_engine.store(true, Ordering::Relaxed);
         }
         self.usage_on_engine(sb).await
     }

@@ -15,7 +15,6 @@
 //! in the table either way, so the coverage check sees every route.
 
 use std::panic::AssertUnwindSafe;
-use std::time::Duration;
 
 use futures_util::FutureExt;
 use reqwest::StatusCode;
@@ -317,20 +316,8 @@ async fn audit_seq(app: &TestApp) -> i64 {
 /// Waits until the run has finished (and with it the audit events of its supervisor); returns
 /// its record.
 async fn finished_run(app: &TestApp, id: &str) -> Value {
-    let t = app.token("ana", "analyst");
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let (st, b) = app.get(&format!("/api/v1/runs/{id}"), Some(&t)).await;
-        assert_eq!(st, StatusCode::OK, "{b}");
-        if b["state"] == "finished" {
-            return b;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "run {id} has not finished after 60 s: {b}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    app.run_reaching(&app.token("ana", "analyst"), id, "finished")
+        .await
 }
 
 /// Allows the test image, as an operator.
@@ -444,17 +431,7 @@ async fn prepare(app: &TestApp, n: usize, prep: Prep) -> World {
                     .await;
                 assert_eq!(st, StatusCode::ACCEPTED, "{b}");
                 w.run = b["id"].as_str().unwrap().to_owned();
-                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-                loop {
-                    let (_, r) = app
-                        .get(&format!("/api/v1/runs/{}", w.run), Some(&ana))
-                        .await;
-                    if r["state"] == "running" {
-                        break;
-                    }
-                    assert!(std::time::Instant::now() < deadline, "{r}");
-                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                }
+                app.run_reaching(&ana, &w.run, "running").await;
             }
             _ => {}
         }

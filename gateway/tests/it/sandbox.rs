@@ -189,20 +189,7 @@ async fn run(
     timeout: Option<u64>,
 ) -> (Value, String) {
     let id = start_run(app, token, sandbox, cmd, timeout).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    let done = loop {
-        let (_, r) = app
-            .get(&format!("/api/v1/runs/{id}?wait=60"), Some(token))
-            .await;
-        if r["state"] == "finished" {
-            break r;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the run never finished: {r}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let done = app.run_reaching(token, &id, "finished").await;
     let resp = app
         .http
         .get(format!("{}/api/v1/runs/{id}/logs", app.url))
@@ -1036,33 +1023,6 @@ async fn extra_runs_queue_instead_of_failing() {
     app.stop().await;
 }
 
-/// Waits until the run is recorded as finished; the run.
-async fn finished(app: &TestApp, token: &str, id: &str) -> Value {
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let (_, r) = app
-            .get(&format!("/api/v1/runs/{id}?wait=30"), Some(token))
-            .await;
-        if r["state"] == "finished" {
-            return r;
-        }
-        assert!(std::time::Instant::now() < deadline, "{r}");
-    }
-}
-
-/// Waits until the run's state is `state`.
-async fn reaches(app: &TestApp, token: &str, id: &str, state: &str) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let (_, r) = app.get(&format!("/api/v1/runs/{id}"), Some(token)).await;
-        if r["state"] == state {
-            return;
-        }
-        assert!(std::time::Instant::now() < deadline, "never {state}: {r}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// A run can be cancelled by the project's analysts and by operators, not by others: a
 /// running one is killed at once, a queued one ends before it starts, one asked of another
 /// gateway on the same database (written there, no wake-up here) stops within a second or so;
@@ -1076,7 +1036,7 @@ async fn a_run_is_cancelled_running_or_queued_by_those_allowed() {
     let (op, rev) = (app.token("op", "operator"), app.token("rev", "reviewer"));
     let sb = new_sandbox(&app, &ana).await;
     let running = start_run(&app, &ana, &sb, &["sleep", "60"], None).await;
-    reaches(&app, &ana, &running, "running").await;
+    app.run_reaching(&ana, &running, "running").await;
     let queued = start_run(&app, &ana, &sb, &["echo", "never"], None).await;
     let cancel = |id: &str| format!("/api/v1/runs/{id}/cancel");
 
@@ -1094,7 +1054,7 @@ async fn a_run_is_cancelled_running_or_queued_by_those_allowed() {
         (StatusCode::ACCEPTED, Some("ana")),
         "{b}"
     );
-    let q = finished(&app, &ana, &queued).await;
+    let q = app.run_reaching(&ana, &queued, "finished").await;
     assert_eq!(
         (
             q["outcome"].as_str(),
@@ -1113,7 +1073,7 @@ async fn a_run_is_cancelled_running_or_queued_by_those_allowed() {
     let t0 = std::time::Instant::now();
     let (st, b) = app.post(&cancel(&running), Some(&op), &json!({})).await;
     assert_eq!(st, StatusCode::ACCEPTED, "{b}");
-    let r = finished(&app, &ana, &running).await;
+    let r = app.run_reaching(&ana, &running, "finished").await;
     assert!(t0.elapsed() < Duration::from_secs(15), "{:?}", t0.elapsed());
     assert_eq!(
         (
@@ -1143,7 +1103,7 @@ async fn a_run_is_cancelled_running_or_queued_by_those_allowed() {
 
     // Asked of another gateway: only the database says so.
     let elsewhere = start_run(&app, &ana, &sb, &["sleep", "60"], None).await;
-    reaches(&app, &ana, &elsewhere, "running").await;
+    app.run_reaching(&ana, &elsewhere, "running").await;
     {
         let mut conn = app.state.db.pool().acquire().await.unwrap();
         let asked = gateway::store::sandboxes::request_cancel(&mut conn, &elsewhere, "ana")
@@ -1152,7 +1112,7 @@ async fn a_run_is_cancelled_running_or_queued_by_those_allowed() {
         assert!(asked);
     }
     let t0 = std::time::Instant::now();
-    let r = finished(&app, &ana, &elsewhere).await;
+    let r = app.run_reaching(&ana, &elsewhere, "finished").await;
     assert_eq!(r["outcome"], "cancelled", "{r}");
     assert!(t0.elapsed() < Duration::from_secs(15), "{:?}", t0.elapsed());
 
@@ -1241,21 +1201,18 @@ async fn a_detached_run_is_followed_read_and_cancelled_from_the_cli() {
     app.stop().await;
 }
 
-/// Ctrl-C on `vre run` cancels the run and waits for its recorded end: the client exits with
-/// the run's code and says why.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ctrl_c_on_vre_run_cancels_the_run() {
-    if !docker_available() {
-        return;
-    }
-    let (app, ana, _data) = small_world(|_| {}).await;
-    let sb = new_sandbox(&app, &ana).await;
-    let ca = app.dir.path().join("tls/ca.pem");
+/// Starts `vre ARGS` as `token`, waits for its first line of output (which must be
+/// `started`), sends it Ctrl-C (SIGINT) and returns what it did then, and how long it took.
+async fn interrupted(
+    app: &TestApp,
+    token: &str,
+    args: &[&str],
+) -> (std::process::Output, Duration) {
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vre"))
-        .args(["run", &sb, "--", "sh", "-c", "echo started; sleep 60"])
+        .args(args)
         .env("VRE_URL", &app.url)
-        .env("VRE_CA", &ca)
-        .env("VRE_TOKEN", &ana)
+        .env("VRE_CA", app.dir.path().join("tls/ca.pem"))
+        .env("VRE_TOKEN", token)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -1282,13 +1239,42 @@ async fn ctrl_c_on_vre_run_cancels_the_run() {
         .await
         .unwrap()
         .unwrap();
+    (out, t0.elapsed())
+}
+
+/// Ctrl-C on `vre run` cancels the run and waits for its recorded end: the client exits with
+/// the run's code and says why. Ctrl-C on `vre logs -f` only stops following: the run goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_on_vre_run_cancels_the_run() {
+    if !docker_available() {
+        return;
+    }
+    let (app, ana, _data) = small_world(|_| {}).await;
+    let sb = new_sandbox(&app, &ana).await;
+    let script = "echo started; sleep 60";
+    let (out, took) = interrupted(&app, &ana, &["run", &sb, "--", "sh", "-c", script]).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(137), "{stderr}");
     assert!(
         stderr.contains("cancelling run") && stderr.contains("cancelled by ana"),
         "{stderr}"
     );
-    assert!(t0.elapsed() < Duration::from_secs(15), "{:?}", t0.elapsed());
+    assert!(took < Duration::from_secs(15), "{took:?}");
+
+    let id = start_run(&app, &ana, &sb, &["sh", "-c", script], None).await;
+    let (out, _) = interrupted(&app, &ana, &["logs", "-f", &id]).await;
+    assert_ne!(out.status.code(), Some(137), "{out:?}");
+    let (_, r) = app.get(&format!("/api/v1/runs/{id}"), Some(&ana)).await;
+    assert_eq!(
+        (r["state"].as_str(), &r["cancelled_by"]),
+        (Some("running"), &Value::Null),
+        "{r}"
+    );
+    let (st, _) = app
+        .post(&format!("/api/v1/runs/{id}/cancel"), Some(&ana), &json!({}))
+        .await;
+    assert_eq!(st, StatusCode::ACCEPTED);
+    app.run_reaching(&ana, &id, "finished").await;
     app.stop().await;
 }
 
@@ -1926,7 +1912,7 @@ async fn a_run_goes_on_and_keeps_all_its_output_across_an_engine_restart() {
         std::thread::sleep(Duration::from_secs(1));
         engine.launch();
     });
-    let done = finished(&app, &ana, &id).await;
+    let done = app.run_reaching(&ana, &id, "finished").await;
     assert_eq!(
         (done["outcome"].as_str(), done["exit_code"].as_i64()),
         (Some("exited"), Some(0)),

@@ -5,6 +5,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use gateway::config::{Secret, Settings};
 use gateway::keys::Ed25519Key;
@@ -428,6 +429,29 @@ pub const TEST_IMAGE: &str = "vre-test/busybox:latest";
 /// The `vre` binary built for these tests.
 pub fn vre_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_vre"))
+}
+
+impl TestApp {
+    /// Waits (at most two minutes) until the run is in `state`: `finished` is waited for with
+    /// the gateway's long poll, others by polling. The run as it is then.
+    pub async fn run_reaching(&self, token: &str, id: &str, state: &str) -> Value {
+        let wait = if state == "finished" { "?wait=30" } else { "" };
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let (st, r) = self
+                .get(&format!("/api/v1/runs/{id}{wait}"), Some(token))
+                .await;
+            assert_eq!(st, StatusCode::OK, "{r}");
+            if r["state"] == state {
+                return r;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "run {id} never reached {state}: {r}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }
 
 impl TestApp {
