@@ -133,6 +133,36 @@ pub(crate) fn event_from_row(row: &sqlx::any::AnyRow) -> Result<StoredEvent, sql
     })
 }
 
+/// Events after `after`, oldest first, at most `limit`; only those about `subject` if given.
+pub async fn events(
+    conn: &mut sqlx::AnyConnection,
+    after: i64,
+    subject: Option<&str>,
+    limit: i64,
+) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    let rows =
+        match subject {
+            Some(s) => sqlx::query(
+                "SELECT seq, at, actor, action, subject, detail, prev_hash, hash FROM audit_events \
+                 WHERE seq > $1 AND subject = $2 ORDER BY seq LIMIT $3",
+            )
+            .bind(after)
+            .bind(s)
+            .bind(limit)
+            .fetch_all(conn)
+            .await?,
+            None => sqlx::query(
+                "SELECT seq, at, actor, action, subject, detail, prev_hash, hash FROM audit_events \
+                 WHERE seq > $1 ORDER BY seq LIMIT $2",
+            )
+            .bind(after)
+            .bind(limit)
+            .fetch_all(conn)
+            .await?,
+        };
+    rows.iter().map(event_from_row).collect()
+}
+
 /// One signed checkpoint: a line `seq hash at kid signature` in the checkpoint log.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Checkpoint {

@@ -72,6 +72,14 @@ impl Db {
         &self.pool
     }
 
+    /// Whether the database answers (for health checks).
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+    }
+
     pub fn engine(&self) -> Engine {
         self.engine
     }

@@ -117,6 +117,61 @@ impl From<policy::review::Refusal> for ApiError {
     }
 }
 
+/// The engine's troubles: one that is away or misconfigured is a 503 the client can act on;
+/// anything else is the gateway's own failure.
+fn engine(e: sandbox_runner::Error) -> ApiError {
+    match e {
+        sandbox_runner::Error::Unavailable(_) | sandbox_runner::Error::Timeout(_) => {
+            ApiError::Refused {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                code: "engine_unavailable",
+                message: format!("{e}; the rest of the gateway keeps serving"),
+            }
+        }
+        sandbox_runner::Error::Misconfigured(_) => ApiError::Refused {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "engine_misconfigured",
+            message: e.to_string(),
+        },
+        other => ApiError::Internal(anyhow::anyhow!("container engine: {other}")),
+    }
+}
+
+impl From<crate::service::Error> for ApiError {
+    fn from(e: crate::service::Error) -> Self {
+        use crate::service::Error as E;
+        match e {
+            E::NotFound(what) => ApiError::NotFound(what),
+            E::Denied(d) => ApiError::Forbidden(d.to_string()),
+            E::Forbidden { code, message } => ApiError::ForbiddenCode { code, message },
+            E::Invalid { code, message } => ApiError::BadRequest { code, message },
+            E::Conflict { code, message } => ApiError::Conflict { code, message },
+            E::TooLarge(message) => ApiError::TooLarge(message),
+            E::Unsupported { code, message } => ApiError::Refused {
+                status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                code,
+                message,
+            },
+            E::Archive {
+                code,
+                message,
+                size_limit,
+            } => ApiError::Refused {
+                status: if size_limit {
+                    StatusCode::PAYLOAD_TOO_LARGE
+                } else {
+                    StatusCode::UNPROCESSABLE_ENTITY
+                },
+                code,
+                message,
+            },
+            E::Review(r) => r.into(),
+            E::Engine(e) => engine(e),
+            E::Internal(e) => ApiError::Internal(e),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();

@@ -6,7 +6,10 @@
 //! - `cli`: the command line, server and client commands.
 //! - `startup`: `Application::build` and `run_until_stopped`.
 //! - `config`: layered settings (defaults, TOML, `VRE_*`).
-//! - `api`: the HTTP routes, one module per resource; `error` is their one error type.
+//! - `api`: the HTTP routes, thin: parse, call one service, shape the answer; `error` is
+//!   their one error type.
+//! - `service`: the workflows, one module per area, shared by every door (API, pages, jobs):
+//!   each checks access, asks `policy`, and writes with its audit events.
 //! - `auth`: JWT verification and local issuance; `keys`: key files and the TLS certificate.
 //! - `db`: the pool and write transactions; `store`: the SQL; `audit`: the hash-chained log.
 //! - `blobs`: the content-addressed store; `ingress`: archives streamed in and validated;
@@ -29,6 +32,7 @@ pub mod ingress;
 pub mod keys;
 pub mod metrics;
 pub mod sandboxes;
+pub mod service;
 pub mod startup;
 pub mod state;
 pub mod store;

@@ -26,10 +26,10 @@ pub enum Action {
     AppRead,
     /// Vote on an application.
     AppDecide,
-    /// Take one's own application back.
-    AppWithdraw,
-    /// Answer a request for changes.
-    AppResubmit,
+    /// Take one's own application back (of this kind: the applicant's role is needed still).
+    AppWithdraw(Kind),
+    /// Answer a request for changes to one's own application of this kind.
+    AppResubmit(Kind),
     /// Attach the data-providing institution's review result.
     AttachInstitutionReview,
     /// Attach a committee opinion.
@@ -58,6 +58,81 @@ pub enum Action {
     RunCancel,
 }
 
+impl Action {
+    /// Every action, each kind of application spelled out: the role tables (here and in the
+    /// gateway's authorization test) walk this list, so none can be missed.
+    pub const ALL: [Action; 35] = [
+        Action::ProjectCreate,
+        Action::ProjectManageMembers,
+        Action::ProjectList,
+        Action::ProjectRead,
+        Action::AppCreate(Kind::Listing),
+        Action::AppCreate(Kind::Extension),
+        Action::AppCreate(Kind::Access),
+        Action::AppCreate(Kind::Ingress),
+        Action::AppCreate(Kind::Egress),
+        Action::AppList,
+        Action::AppRead,
+        Action::AppDecide,
+        Action::AppWithdraw(Kind::Listing),
+        Action::AppWithdraw(Kind::Extension),
+        Action::AppWithdraw(Kind::Access),
+        Action::AppWithdraw(Kind::Ingress),
+        Action::AppWithdraw(Kind::Egress),
+        Action::AppResubmit(Kind::Listing),
+        Action::AppResubmit(Kind::Extension),
+        Action::AppResubmit(Kind::Access),
+        Action::AppResubmit(Kind::Ingress),
+        Action::AppResubmit(Kind::Egress),
+        Action::AttachInstitutionReview,
+        Action::AttachCommitteeOpinion,
+        Action::ReadContent,
+        Action::AuditRead,
+        Action::MetricsRead,
+        Action::ImageAllow,
+        Action::ImageList,
+        Action::SandboxCreate,
+        Action::SandboxRead,
+        Action::SandboxManage,
+        Action::RunCreate,
+        Action::RunLogs,
+        Action::RunCancel,
+    ];
+
+    /// A number per variant, kind aside. The match has no wildcard, so a new action cannot
+    /// compile without one; the test below then fails until it is in [`Action::ALL`].
+    #[cfg(test)]
+    fn variant(self) -> usize {
+        match self {
+            Action::ProjectCreate => 0,
+            Action::ProjectManageMembers => 1,
+            Action::ProjectList => 2,
+            Action::ProjectRead => 3,
+            Action::AppCreate(_) => 4,
+            Action::AppList => 5,
+            Action::AppRead => 6,
+            Action::AppDecide => 7,
+            Action::AppWithdraw(_) => 8,
+            Action::AppResubmit(_) => 9,
+            Action::AttachInstitutionReview => 10,
+            Action::AttachCommitteeOpinion => 11,
+            Action::ReadContent => 12,
+            Action::AuditRead => 13,
+            Action::MetricsRead => 14,
+            Action::ImageAllow => 15,
+            Action::ImageList => 16,
+            Action::SandboxCreate => 17,
+            Action::SandboxRead => 18,
+            Action::SandboxManage => 19,
+            Action::RunCreate => 20,
+            Action::RunLogs => 21,
+            Action::RunCancel => 22,
+        }
+    }
+    #[cfg(test)]
+    const VARIANTS: usize = 23;
+}
+
 /// The caller's standing towards the object of an action.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Standing {
@@ -83,22 +158,78 @@ pub enum Denial {
     NotMember(Role),
     #[error("only the requester may do this")]
     NotRequester,
+    /// The object is not one the caller may see; the gateway answers as if it did not exist.
+    #[error("not visible to this caller")]
+    NotVisible,
 }
 
-/// Roles that act across every project: they see all projects and applications in lists.
-/// Stewards are among them because the applications they attach their institution's review
-/// results to come from other projects (an access application names the steward's datasets,
-/// not the steward's project).
-pub fn sees_every_project(roles: RoleSet) -> bool {
-    [
-        Role::Admin,
-        Role::Reviewer,
-        Role::Auditor,
-        Role::Operator,
-        Role::Steward,
-    ]
-    .into_iter()
-    .any(|r| roles.contains(r))
+/// What can be seen, one resource at a time. Lists and single reads both follow [`scope`], so
+/// a caller never lists what they cannot open, nor opens what they cannot list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Resource {
+    /// A project and its members.
+    Project,
+    /// An application with its votes, attachments' descriptions and checks.
+    Application,
+    /// A sandbox and its runs' descriptions (not their logs).
+    Sandbox,
+}
+
+impl Resource {
+    pub const ALL: [Resource; 3] = [Resource::Project, Resource::Application, Resource::Sandbox];
+}
+
+/// How much of a resource a caller sees.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// Every project's.
+    Every,
+    /// Those of the projects the caller is a member of.
+    OwnProjects,
+    /// None at all.
+    Nothing,
+}
+
+impl Scope {
+    /// Whether one object, in whose project the caller has `standing`, is seen.
+    pub fn sees(self, standing: Standing) -> bool {
+        match self {
+            Scope::Every => true,
+            Scope::OwnProjects => !standing.member_roles.is_empty(),
+            Scope::Nothing => false,
+        }
+    }
+}
+
+/// What a caller with these global roles sees of a resource.
+///
+/// Committee members, auditors and admins see every project and application, stewards every
+/// application too (the access applications they attach their institution's review results to
+/// come from other projects), and operators and auditors every sandbox. Analysts and stewards
+/// see their own projects; analysts their projects' applications and sandboxes. Operators run
+/// the host: they see projects and sandboxes, never applications' content.
+pub fn scope(roles: RoleSet, resource: Resource) -> Scope {
+    use Role::*;
+    let (every, own): (&[Role], &[Role]) = match resource {
+        Resource::Project => (&[Admin, Operator, Reviewer, Auditor], &[Analyst, Steward]),
+        Resource::Application => (&[Reviewer, Auditor, Admin, Steward], &[Analyst]),
+        Resource::Sandbox => (&[Operator, Auditor, Admin], &[Analyst]),
+    };
+    if every.iter().any(|r| roles.contains(*r)) {
+        Scope::Every
+    } else if own.iter().any(|r| roles.contains(*r)) {
+        Scope::OwnProjects
+    } else {
+        Scope::Nothing
+    }
+}
+
+fn visible(roles: RoleSet, resource: Resource, standing: Standing) -> Access {
+    if scope(roles, resource).sees(standing) {
+        Access::Allow
+    } else {
+        Access::Deny(Denial::NotVisible)
+    }
 }
 
 /// The role an applicant of this kind must hold, globally and in the project.
@@ -140,29 +271,16 @@ pub fn authorize(roles: RoleSet, action: Action, standing: Standing) -> Access {
                 Access::Allow
             }
         }
-        Action::ProjectRead => {
-            if member && (roles.contains(Analyst) || roles.contains(Steward)) {
-                Access::Allow
-            } else {
-                any_of(roles, &[Admin, Operator, Reviewer, Auditor])
-            }
-        }
+        Action::ProjectRead => visible(roles, Resource::Project, standing),
         Action::AppCreate(kind) => member_as(roles, standing, applicant_role(kind)),
-        Action::AppRead => {
-            if member && roles.contains(Analyst) {
-                Access::Allow
-            } else {
-                any_of(roles, &[Reviewer, Auditor, Admin, Steward])
-            }
-        }
+        Action::AppRead => visible(roles, Resource::Application, standing),
         Action::AppDecide => any_of(roles, &[Reviewer]),
-        Action::AppWithdraw | Action::AppResubmit => {
+        // The requester, still holding the applicant's role, globally and in the project.
+        Action::AppWithdraw(kind) | Action::AppResubmit(kind) => {
             if !standing.is_requester {
                 Access::Deny(Denial::NotRequester)
-            } else if !member {
-                Access::Deny(Denial::NotMember(Analyst))
             } else {
-                Access::Allow
+                member_as(roles, standing, applicant_role(kind))
             }
         }
         Action::AttachInstitutionReview => any_of(roles, &[Steward]),
@@ -192,13 +310,7 @@ pub fn authorize(roles: RoleSet, action: Action, standing: Standing) -> Access {
                 member_as(roles, standing, Analyst)
             }
         }
-        Action::SandboxRead => {
-            if member && roles.contains(Analyst) {
-                Access::Allow
-            } else {
-                any_of(roles, &[Operator, Auditor, Admin])
-            }
-        }
+        Action::SandboxRead => visible(roles, Resource::Sandbox, standing),
         // Only the project's analysts run code beside its data, and read what it printed.
         Action::RunCreate | Action::RunLogs => member_as(roles, standing, Analyst),
     }
@@ -221,30 +333,7 @@ mod tests {
 
     #[test]
     fn nobody_without_a_role_gets_anything() {
-        let actions = [
-            Action::ProjectCreate,
-            Action::ProjectManageMembers,
-            Action::ProjectList,
-            Action::ProjectRead,
-            Action::AppCreate(Kind::Access),
-            Action::AppList,
-            Action::AppRead,
-            Action::AppDecide,
-            Action::AttachInstitutionReview,
-            Action::AttachCommitteeOpinion,
-            Action::ReadContent,
-            Action::AuditRead,
-            Action::MetricsRead,
-            Action::ImageAllow,
-            Action::ImageList,
-            Action::SandboxCreate,
-            Action::SandboxRead,
-            Action::SandboxManage,
-            Action::RunCreate,
-            Action::RunLogs,
-            Action::RunCancel,
-        ];
-        for a in actions {
+        for a in Action::ALL {
             assert!(!allowed("", a, NONE), "{a:?} allowed with no role");
         }
     }
@@ -300,9 +389,15 @@ mod tests {
             ("reviewer", Action::AppDecide, NONE, true),
             ("analyst", Action::AppDecide, member, false),
             ("admin", Action::AppDecide, NONE, false),
-            ("analyst", Action::AppWithdraw, member, false),
-            ("analyst", Action::AppWithdraw, requester, true),
-            ("reviewer", Action::AppWithdraw, NONE, false),
+            ("analyst", Action::AppWithdraw(Kind::Access), member, false),
+            ("analyst", Action::AppWithdraw(Kind::Access), requester, true),
+            ("analyst", Action::AppResubmit(Kind::Ingress), requester, true),
+            // The applicant's role is needed still: a requester who lost it, or an analyst
+            // requester of a steward's kind, may not.
+            ("reviewer", Action::AppWithdraw(Kind::Access), requester, false),
+            ("analyst", Action::AppWithdraw(Kind::Listing), requester, false),
+            ("analyst", Action::AppResubmit(Kind::Listing), requester, false),
+            ("reviewer", Action::AppWithdraw(Kind::Egress), NONE, false),
             ("auditor", Action::AuditRead, NONE, true),
             ("reviewer", Action::AuditRead, NONE, false),
             ("auditor", Action::ReadContent, NONE, false),
@@ -333,6 +428,91 @@ mod tests {
         ];
         for (r, a, s, want) in cases {
             assert_eq!(allowed(r, *a, *s), *want, "{r} {a:?} {s:?}");
+        }
+    }
+
+    #[test]
+    fn every_action_is_listed_once() {
+        let mut seen = [0usize; Action::VARIANTS];
+        for a in Action::ALL {
+            seen[a.variant()] += 1;
+        }
+        for (i, n) in seen.iter().enumerate() {
+            assert!(*n > 0, "action variant {i} is missing from Action::ALL");
+        }
+        for k in Kind::ALL {
+            for a in [
+                Action::AppCreate(k),
+                Action::AppWithdraw(k),
+                Action::AppResubmit(k),
+            ] {
+                assert_eq!(Action::ALL.iter().filter(|x| **x == a).count(), 1, "{a:?}");
+            }
+        }
+        assert_eq!(
+            Action::ALL.len(),
+            Action::VARIANTS + 3 * (Kind::ALL.len() - 1)
+        );
+    }
+
+    /// Single reads follow the scope, for every role and standing: what a list shows (the
+    /// scope) and what a read allows cannot drift apart.
+    #[test]
+    fn reads_follow_the_scope() {
+        let reads = [
+            (Resource::Project, Action::ProjectRead),
+            (Resource::Application, Action::AppRead),
+            (Resource::Sandbox, Action::SandboxRead),
+        ];
+        let standings = [
+            NONE,
+            Standing {
+                member_roles: roles("analyst"),
+                is_requester: false,
+            },
+            Standing {
+                member_roles: roles("steward"),
+                is_requester: false,
+            },
+        ];
+        for bits in 0..(1u32 << Role::ALL.len()) {
+            let rs: RoleSet = Role::ALL
+                .into_iter()
+                .enumerate()
+                .filter(|(i, _)| bits & (1 << i) != 0)
+                .map(|(_, r)| r)
+                .collect();
+            for (resource, action) in reads {
+                for st in standings {
+                    assert_eq!(
+                        authorize(rs, action, st) == Access::Allow,
+                        scope(rs, resource).sees(st),
+                        "{rs} {action:?} {st:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn scopes() {
+        #[rustfmt::skip]
+        let cases: &[(&str, Resource, Scope)] = &[
+            ("reviewer", Resource::Project, Scope::Every),
+            ("operator", Resource::Project, Scope::Every),
+            ("steward", Resource::Project, Scope::OwnProjects),
+            ("analyst", Resource::Project, Scope::OwnProjects),
+            ("steward", Resource::Application, Scope::Every),
+            ("operator", Resource::Application, Scope::Nothing),
+            ("analyst", Resource::Application, Scope::OwnProjects),
+            ("analyst,operator", Resource::Application, Scope::OwnProjects),
+            ("reviewer", Resource::Sandbox, Scope::Nothing),
+            ("steward", Resource::Sandbox, Scope::Nothing),
+            ("auditor", Resource::Sandbox, Scope::Every),
+            ("", Resource::Project, Scope::Nothing),
+        ];
+        for (r, res, want) in cases {
+            assert_eq!(scope(roles(r), *res), *want, "{r} {res:?}");
         }
     }
 }

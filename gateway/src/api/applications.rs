@@ -1,28 +1,21 @@
-//! Applications to the committee: the generic machinery every kind uses.
-//!
-//! Votes, withdrawals and resubmissions all run the same way: in one write transaction, load the
-//! facts, ask `policy::review::next_state`, store the answer with its audit events, commit. The
-//! write transaction holds the chain lock, so two reviewers voting at once are counted one after
-//! the other and a quorum is reached exactly once.
+//! Applications to the committee: the routes every kind shares. The workflows are in
+//! [`crate::service::applications`]; these parse, call one, and shape the answer.
 
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use base64::Engine as _;
-use policy::access::{Action, Standing, sees_every_project};
-use policy::review::{CastVote, Choice, Event, Facts, Kind, State as AppStateName};
+use policy::review::{Choice, Kind};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 
-use super::{ApiJson, ApiQuery, require, require_visible};
-use crate::audit::NewEvent;
+use super::{ApiJson, ApiQuery};
 use crate::auth::Caller;
-use crate::db::WriteTx;
 use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::service::applications::{self as svc, AttachmentKind, Summary};
 use crate::state::AppState;
-use crate::store::{self, AppFilter, AppRow, AttachmentRow, DecisionRow};
+use crate::store::{AttachmentRow, DecisionRow};
 
 #[derive(Serialize, Deserialize, ToSchema, Debug, Clone)]
 pub struct Application {
@@ -82,11 +75,9 @@ pub struct ApplicationDetail {
     pub checks: Vec<super::ingress::Check>,
 }
 
-pub(crate) fn app_summary(state: &AppState, a: AppRow, decisions: &[DecisionRow]) -> Application {
-    let approvals = decisions
-        .iter()
-        .filter(|d| d.round == a.round && d.choice == Choice::Approve)
-        .count() as u32;
+pub(crate) fn app_summary(state: &AppState, s: Summary) -> Application {
+    let approvals = svc::approvals(&s);
+    let a = s.row;
     Application {
         quorum: state.quorum.get(a.kind),
         approvals,
@@ -102,6 +93,17 @@ pub(crate) fn app_summary(state: &AppState, a: AppRow, decisions: &[DecisionRow]
         created_at: a.created_at,
         updated_at: a.updated_at,
     }
+}
+
+/// A new application has no votes yet.
+pub(crate) fn new_app_summary(state: &AppState, row: crate::store::AppRow) -> Application {
+    app_summary(
+        state,
+        Summary {
+            row,
+            decisions: Vec::new(),
+        },
+    )
 }
 
 fn decision_dto(d: DecisionRow) -> Decision {
@@ -145,8 +147,7 @@ pub async fn list(
     caller: Caller,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<ApiJson<Vec<Application>>> {
-    require(&caller, Action::AppList, Standing::default())?;
-    let filter = AppFilter {
+    let filter = svc::ListFilter {
         kind: q.kind.as_deref().map(str::parse).transpose().map_err(
             |e: policy::review::UnknownKind| ApiError::bad_request("bad_filter", e.to_string()),
         )?,
@@ -155,17 +156,12 @@ pub async fn list(
         )?,
         project: q.project,
         requester: q.requester,
-        visible_to: (!sees_every_project(caller.roles)).then(|| caller.sub.to_string()),
-        limit: q.limit.unwrap_or(100),
+        limit: q.limit,
     };
-    let mut conn = state.db.pool().acquire().await?;
-    let rows = store::applications(&mut conn, &filter).await?;
-    let mut out = Vec::with_capacity(rows.len());
-    for a in rows {
-        let d = store::decisions(&mut conn, &a.id).await?;
-        out.push(app_summary(&state, a, &d));
-    }
-    Ok(ApiJson(out))
+    let apps = svc::list(&state, &caller, filter).await?;
+    Ok(ApiJson(
+        apps.into_iter().map(|a| app_summary(&state, a)).collect(),
+    ))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -184,22 +180,6 @@ pub struct NewApplication {
     pub payload: Option<serde_json::Value>,
 }
 
-fn check_text(what: &'static str, s: &str, max: usize, required: bool) -> ApiResult<()> {
-    if required && s.trim().is_empty() {
-        return Err(ApiError::bad_request(
-            "missing_text",
-            format!("{what} must not be empty"),
-        ));
-    }
-    if s.len() > max {
-        return Err(ApiError::bad_request(
-            "too_long",
-            format!("{what} is longer than {max} bytes"),
-        ));
-    }
-    Ok(())
-}
-
 /// Applies to the committee.
 #[utoipa::path(post, path = "/api/v1/applications", tag = "applications", security(("bearer" = [])),
     request_body = NewApplication,
@@ -216,90 +196,15 @@ pub async fn create(
         .map_err(|e: policy::review::UnknownKind| {
             ApiError::bad_request("bad_kind", e.to_string())
         })?;
-    check_text("the title", &body.title, 500, true)?;
-    check_text("the description", &body.description, 64 * 1024, false)?;
-    let payload = body.payload.unwrap_or_else(|| json!({}));
-    if !payload.is_object() {
-        return Err(ApiError::bad_request(
-            "bad_payload",
-            "the payload must be a JSON object",
-        ));
-    }
-    let payload_text = payload.to_string();
-    check_text("the payload", &payload_text, 256 * 1024, false)?;
-
-    let mut tx = state.db.begin_write().await?;
-    let standing = Standing {
-        member_roles: store::member_roles(tx.conn(), &body.project, caller.sub.as_str()).await?,
-        is_requester: false,
-    };
-    require(&caller, Action::AppCreate(kind), standing)?;
-    if matches!(kind, Kind::Ingress | Kind::Egress) {
-        return Err(ApiError::bad_request(
-            "wrong_route",
-            format!(
-                "{kind} applications are made by uploading their content, not through this route"
-            ),
-        ));
-    }
-    let now = crate::time::now();
-    let row = AppRow {
-        id: store::new_id("app"),
+    let new = svc::NewApplication {
         kind,
-        project_id: body.project.clone(),
-        requester: caller.sub.to_string(),
-        title: body.title.trim().to_owned(),
+        project: body.project,
+        title: body.title,
         description: body.description,
-        payload: payload_text,
-        state: AppStateName::Submitted,
-        round: 1,
-        created_at: now.clone(),
-        updated_at: now,
+        payload: body.payload,
     };
-    submit_application(&mut tx, &row).await?;
-    state.commit(tx).await?;
-    Ok((StatusCode::CREATED, ApiJson(app_summary(&state, row, &[]))))
-}
-
-/// Records a new application and its audit event inside `tx`. Kind-specific routes (ingress,
-/// egress) call this after they have stored their content.
-pub async fn submit_application(tx: &mut WriteTx, row: &AppRow) -> ApiResult<()> {
-    store::insert_application(tx.conn(), row).await?;
-    tx.audit(NewEvent {
-        actor: &row.requester,
-        action: "application.submit",
-        subject: &row.id,
-        detail: json!({
-            "kind": row.kind.as_str(),
-            "project": row.project_id,
-            "title": row.title,
-            "description_sha256": crate::sha256_hex(row.description.as_bytes()),
-            "payload": serde_json::from_str::<serde_json::Value>(&row.payload).unwrap_or_default(),
-        }),
-    })
-    .await?;
-    Ok(())
-}
-
-/// The caller's standing towards an application, or 404 when they may not see it.
-pub(crate) async fn visible_app(
-    conn: &mut sqlx::AnyConnection,
-    caller: &Caller,
-    id: &str,
-) -> ApiResult<(AppRow, Standing)> {
-    let app = store::application(conn, id).await?;
-    let member_roles = match &app {
-        Some(a) => store::member_roles(conn, &a.project_id, caller.sub.as_str()).await?,
-        None => Default::default(),
-    };
-    let standing = Standing {
-        member_roles,
-        is_requester: app
-            .as_ref()
-            .is_some_and(|a| a.requester == caller.sub.as_str()),
-    };
-    require_visible(caller, Action::AppRead, standing, "application")?;
-    Ok((app.ok_or(ApiError::NotFound("application"))?, standing))
+    let row = svc::create(&state, &caller, new).await?;
+    Ok((StatusCode::CREATED, ApiJson(new_app_summary(&state, row))))
 }
 
 /// One application with its votes and attachments.
@@ -311,16 +216,25 @@ pub async fn show(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<ApiJson<ApplicationDetail>> {
-    let mut conn = state.db.pool().acquire().await?;
-    let (app, _) = visible_app(&mut conn, &caller, &id).await?;
-    let decisions = store::decisions(&mut conn, &id).await?;
-    let attachments = store::attachments(&mut conn, &id).await?;
-    let checks = store::checks(&mut conn, &id).await?;
+    let d = svc::show(&state, &caller, &id).await?;
+    let summary = Summary {
+        row: d.row,
+        decisions: d.decisions,
+    };
     Ok(ApiJson(ApplicationDetail {
-        application: app_summary(&state, app, &decisions),
-        decisions: decisions.into_iter().map(decision_dto).collect(),
-        attachments: attachments.into_iter().map(attachment_dto).collect(),
-        checks: checks.into_iter().map(super::ingress::check_dto).collect(),
+        decisions: summary
+            .decisions
+            .iter()
+            .cloned()
+            .map(decision_dto)
+            .collect(),
+        application: app_summary(&state, summary),
+        attachments: d.attachments.into_iter().map(attachment_dto).collect(),
+        checks: d
+            .checks
+            .into_iter()
+            .map(super::ingress::check_dto)
+            .collect(),
     }))
 }
 
@@ -331,124 +245,6 @@ pub struct NewDecision {
     pub decision: String,
     /// Why; kept with the decision and in the audit log.
     pub comment: String,
-}
-
-/// Applies one event to an application in a write transaction: the policy decides, the store
-/// records, the audit log remembers. Refusals on separation of duties are audited as well.
-async fn apply_event(
-    state: &AppState,
-    caller: &Caller,
-    id: &str,
-    action: Action,
-    make_event: impl for<'a> FnOnce(&'a str) -> Event<'a>,
-    comment: &str,
-    new_description: Option<&str>,
-) -> ApiResult<ApiJson<Application>> {
-    let mut tx = state.db.begin_write().await?;
-    let (app, standing) = visible_app(tx.conn(), caller, id).await?;
-    require(caller, action, standing)?;
-    let decisions = store::decisions(tx.conn(), id).await?;
-    let members = store::members(tx.conn(), &app.project_id).await?;
-    let conflicted: Vec<&str> = members.iter().map(|m| m.subject.as_str()).collect();
-    let votes: Vec<CastVote<'_>> = decisions
-        .iter()
-        .filter(|d| d.round == app.round)
-        .map(|d| CastVote {
-            voter: &d.reviewer,
-            choice: d.choice,
-        })
-        .collect();
-    let facts = Facts {
-        kind: app.kind,
-        state: app.state,
-        requester: &app.requester,
-        votes: &votes,
-        conflicted: &conflicted,
-    };
-    let event = make_event(caller.sub.as_str());
-    let transition = match policy::review::next_state(&facts, &state.quorum, event) {
-        Ok(t) => t,
-        Err(refusal) => {
-            drop(tx);
-            if matches!(
-                refusal,
-                policy::review::Refusal::OwnApplication
-                    | policy::review::Refusal::ConflictOfInterest
-            ) {
-                let mut tx = state.db.begin_write().await?;
-                tx.audit(NewEvent {
-                    actor: caller.sub.as_str(),
-                    action: "application.decision_refused",
-                    subject: id,
-                    detail: json!({"reason": refusal.to_string()}),
-                })
-                .await?;
-                state.commit(tx).await?;
-            }
-            return Err(refusal.into());
-        }
-    };
-    let now = crate::time::now();
-    let round = app.round + i64::from(transition.new_round);
-    let mut all_decisions = decisions.clone();
-    if let Event::Vote { choice, .. } = event {
-        let d = DecisionRow {
-            round: app.round,
-            reviewer: caller.sub.to_string(),
-            choice,
-            comment: comment.to_owned(),
-            decided_at: now.clone(),
-        };
-        store::insert_decision(tx.conn(), id, &d).await?;
-        tx.audit(NewEvent {
-            actor: caller.sub.as_str(),
-            action: "application.decision",
-            subject: id,
-            detail: json!({"decision": choice.as_str(), "round": app.round, "comment": comment}),
-        })
-        .await?;
-        all_decisions.push(d);
-    }
-    if transition.to != transition.from || transition.new_round {
-        if !store::set_state(
-            tx.conn(),
-            id,
-            transition.from,
-            transition.to,
-            round,
-            new_description,
-            &now,
-        )
-        .await?
-        {
-            return Err(ApiError::conflict(
-                "concurrent_change",
-                "the application changed meanwhile; try again",
-            ));
-        }
-        let action_name = match event {
-            Event::Withdraw { .. } => "application.withdraw",
-            Event::Resubmit { .. } => "application.resubmit",
-            _ => "application.state",
-        };
-        tx.audit(NewEvent {
-            actor: caller.sub.as_str(),
-            action: action_name,
-            subject: id,
-            detail: json!({
-                "from": transition.from.as_str(),
-                "to": transition.to.as_str(),
-                "round": round,
-                "comment": comment,
-            }),
-        })
-        .await?;
-    }
-    let updated = store::application(tx.conn(), id)
-        .await?
-        .ok_or(ApiError::NotFound("application"))?;
-    state.commit(tx).await?;
-    Ok(ApiJson(app_summary(state, updated, &all_decisions)))
 }
 
 /// Votes on an application: approve, reject or request changes; reviewers, never on their own
@@ -469,17 +265,8 @@ pub async fn decide(
         .map_err(|e: policy::review::UnknownChoice| {
             ApiError::bad_request("bad_decision", e.to_string())
         })?;
-    check_text("the comment", &body.comment, 64 * 1024, true)?;
-    apply_event(
-        &state,
-        &caller,
-        &id,
-        Action::AppDecide,
-        move |voter| Event::Vote { voter, choice },
-        &body.comment,
-        None,
-    )
-    .await
+    let s = svc::decide(&state, &caller, &id, choice, &body.comment).await?;
+    Ok(ApiJson(app_summary(&state, s)))
 }
 
 #[derive(Deserialize, ToSchema, Default)]
@@ -500,17 +287,8 @@ pub async fn withdraw(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<Withdrawal>,
 ) -> ApiResult<ApiJson<Application>> {
-    check_text("the comment", &body.comment, 64 * 1024, false)?;
-    apply_event(
-        &state,
-        &caller,
-        &id,
-        Action::AppWithdraw,
-        |by| Event::Withdraw { by },
-        &body.comment,
-        None,
-    )
-    .await
+    let s = svc::withdraw(&state, &caller, &id, &body.comment).await?;
+    Ok(ApiJson(app_summary(&state, s)))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -534,20 +312,15 @@ pub async fn resubmit(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<Resubmission>,
 ) -> ApiResult<ApiJson<Application>> {
-    check_text("the comment", &body.comment, 64 * 1024, true)?;
-    if let Some(d) = &body.description {
-        check_text("the description", d, 64 * 1024, false)?;
-    }
-    apply_event(
+    let s = svc::resubmit(
         &state,
         &caller,
         &id,
-        Action::AppResubmit,
-        |by| Event::Resubmit { by },
         &body.comment,
         body.description.as_deref(),
     )
-    .await
+    .await?;
+    Ok(ApiJson(app_summary(&state, s)))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -575,23 +348,11 @@ pub async fn attach(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<NewAttachment>,
 ) -> ApiResult<(StatusCode, ApiJson<Attachment>)> {
-    let action = match body.kind.as_str() {
-        "institution_review" => Action::AttachInstitutionReview,
-        "committee_opinion" => Action::AttachCommitteeOpinion,
-        other => {
-            return Err(ApiError::bad_request(
-                "bad_attachment_kind",
-                format!(
-                    "unknown attachment kind `{other}` (expected institution_review or committee_opinion)"
-                ),
-            ));
-        }
-    };
-    check_text("the text", &body.text, 256 * 1024, true)?;
-    let file = match (&body.file_name, &body.file_base64) {
+    let kind: AttachmentKind = body.kind.parse()?;
+    let file = match (body.file_name, body.file_base64) {
         (Some(name), Some(b64)) => {
-            let name = safe_file_name(name)?;
             let max = state.settings.limits.attachment_max_bytes;
+            // Refused before decoding: base64 is 4 characters for every 3 bytes.
             if (b64.len() as u64) / 4 * 3 > max + 3 {
                 return Err(ApiError::TooLarge(format!(
                     "attachments are limited to {max} bytes"
@@ -602,11 +363,6 @@ pub async fn attach(
                 .map_err(|_| {
                     ApiError::bad_request("bad_file", "file_base64 is not valid base64")
                 })?;
-            if bytes.len() as u64 > max {
-                return Err(ApiError::TooLarge(format!(
-                    "attachments are limited to {max} bytes"
-                )));
-            }
             Some((name, bytes))
         }
         (None, None) => None,
@@ -617,72 +373,13 @@ pub async fn attach(
             ));
         }
     };
-    let blob = match &file {
-        Some((_, bytes)) => Some(state.blobs.put(bytes.clone()).await?),
-        None => None,
+    let new = svc::NewAttachment {
+        kind,
+        text: body.text,
+        file,
     };
-    let mut tx = state.db.begin_write().await?;
-    let (app, standing) = visible_app(tx.conn(), &caller, &id).await?;
-    require(&caller, action, standing)?;
-    if app.state.is_final() {
-        return Err(ApiError::conflict(
-            "wrong_state",
-            format!("the application is {}", app.state),
-        ));
-    }
-    let row = AttachmentRow {
-        id: store::new_id("att"),
-        application_id: id.clone(),
-        kind: body.kind.clone(),
-        author: caller.sub.to_string(),
-        body: body.text,
-        file_name: file.as_ref().map(|(n, _)| n.clone()),
-        file_sha256: blob.as_ref().map(|b| b.sha256().to_owned()),
-        file_size: blob.as_ref().map(|b| b.size() as i64),
-        created_at: crate::time::now(),
-    };
-    store::insert_attachment(tx.conn(), &row).await?;
-    if let Some(b) = &blob {
-        store::record_blob(tx.conn(), b.sha256(), b.size()).await?;
-    }
-    tx.audit(NewEvent {
-        actor: caller.sub.as_str(),
-        action: "application.attach",
-        subject: &id,
-        detail: json!({
-            "attachment": row.id,
-            "kind": row.kind,
-            "text_sha256": crate::sha256_hex(row.body.as_bytes()),
-            "file_name": row.file_name,
-            "file_sha256": row.file_sha256,
-            "file_size": row.file_size,
-        }),
-    })
-    .await?;
-    // The blob becomes visible only once its record is in the same transaction as the audit
-    // event; a crash before the commit leaves a temp file that the next start sweeps.
-    if let Some(b) = blob {
-        b.commit().await?;
-    }
-    state.commit(tx).await?;
+    let row = svc::attach(&state, &caller, &id, new).await?;
     Ok((StatusCode::CREATED, ApiJson(attachment_dto(row))))
-}
-
-fn safe_file_name(name: &str) -> ApiResult<String> {
-    let ok = !name.is_empty()
-        && name.len() <= 255
-        && !name.contains(['/', '\\', '\0'])
-        && name != "."
-        && name != ".."
-        && !name.chars().any(char::is_control);
-    if ok {
-        Ok(name.to_owned())
-    } else {
-        Err(ApiError::bad_request(
-            "bad_file_name",
-            "a file name must be 1 to 255 characters, without slashes or control characters",
-        ))
-    }
 }
 
 /// Downloads an attachment's file. Every read is audited.
@@ -695,28 +392,10 @@ pub async fn attachment_file(
     caller: Caller,
     Path((id, attachment)): Path<(String, String)>,
 ) -> ApiResult<impl IntoResponse> {
-    let mut tx = state.db.begin_write().await?;
-    let (_, standing) = visible_app(tx.conn(), &caller, &id).await?;
-    require(&caller, Action::ReadContent, standing)?;
-    let a = store::attachment(tx.conn(), &id, &attachment)
-        .await?
-        .ok_or(ApiError::NotFound("attachment"))?;
-    let (Some(sha), Some(name)) = (a.file_sha256.clone(), a.file_name.clone()) else {
-        return Err(ApiError::NotFound("attachment file"));
-    };
-    let file = state.blobs.open(&sha).await?;
-    tx.audit(NewEvent {
-        actor: caller.sub.as_str(),
-        action: "content.read",
-        subject: &id,
-        detail: json!({"attachment": a.id, "file_name": name, "file_sha256": sha}),
-    })
-    .await?;
-    state.commit(tx).await?;
-    let stream = file_stream(file);
+    let f = svc::attachment_file(&state, &caller, &id, &attachment).await?;
     let disposition = format!(
         "attachment; filename=\"{}\"",
-        name.replace(['"', '\\'], "_")
+        f.name.replace(['"', '\\'], "_")
     );
     Ok((
         [
@@ -725,9 +404,12 @@ pub async fn attachment_file(
                 "application/octet-stream".to_owned(),
             ),
             (axum::http::header::CONTENT_DISPOSITION, disposition),
-            (axum::http::HeaderName::from_static("x-content-sha256"), sha),
+            (
+                axum::http::HeaderName::from_static("x-content-sha256"),
+                f.sha256,
+            ),
         ],
-        Body::from_stream(stream),
+        Body::from_stream(file_stream(f.file)),
     ))
 }
 

@@ -1,13 +1,15 @@
 //! The HTTP API: routes under `/api/v1`, `/healthz`, `/metrics` and `/openapi.json`.
 //!
-//! Every handler takes a [`Caller`] (a verified token) unless the route is public, asks
-//! `policy::access::authorize` before it touches anything, and answers errors as
-//! [`ApiError`](crate::error::ApiError). The OpenAPI document is built from the handlers'
+//! Every handler takes a [`Caller`] (a verified token) unless the route is public, parses the
+//! request, calls one workflow of [`crate::service`] (which asks `policy` before it touches
+//! anything), and shapes the answer; errors are [`ApiError`](crate::error::ApiError). The OpenAPI document is built from the handlers'
 //! annotations by `utoipa`, so it cannot drift from the routes.
 
 pub mod applications;
+pub mod images;
 pub mod ingress;
 pub mod projects;
+pub mod runs;
 pub mod sandboxes;
 pub mod system;
 
@@ -18,7 +20,6 @@ use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
-use policy::access::{Access, Action, Standing, authorize};
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
@@ -83,14 +84,14 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(ingress::submit))
         .routes(routes!(ingress::manifest))
         .routes(routes!(ingress::file))
-        .routes(routes!(sandboxes::images, sandboxes::allow_image))
+        .routes(routes!(images::images, images::allow_image))
         .routes(routes!(sandboxes::list, sandboxes::create))
         .routes(routes!(sandboxes::show, sandboxes::remove))
         .routes(routes!(sandboxes::stage_ingress))
-        .routes(routes!(sandboxes::create_run, sandboxes::runs))
-        .routes(routes!(sandboxes::show_run))
-        .routes(routes!(sandboxes::cancel_run))
-        .routes(routes!(sandboxes::logs))
+        .routes(routes!(runs::create_run, runs::runs))
+        .routes(routes!(runs::show_run))
+        .routes(routes!(runs::cancel_run))
+        .routes(routes!(runs::logs))
         .split_for_parts();
     let doc_json = doc
         .to_pretty_json()
@@ -196,27 +197,5 @@ where
 impl<T: serde::Serialize> IntoResponse for ApiJson<T> {
     fn into_response(self) -> Response {
         Json(self.0).into_response()
-    }
-}
-
-/// Asks the policy; a denial becomes a 403 naming what was missing.
-pub fn require(caller: &Caller, action: Action, standing: Standing) -> Result<(), ApiError> {
-    match authorize(caller.roles, action, standing) {
-        Access::Allow => Ok(()),
-        Access::Deny(d) => Err(ApiError::Forbidden(d.to_string())),
-    }
-}
-
-/// Like [`require`], for reads of one object: a caller who may not read it is told it does not
-/// exist, so identifiers of other projects' objects leak nothing.
-pub fn require_visible(
-    caller: &Caller,
-    action: Action,
-    standing: Standing,
-    what: &'static str,
-) -> Result<(), ApiError> {
-    match authorize(caller.roles, action, standing) {
-        Access::Allow => Ok(()),
-        Access::Deny(_) => Err(ApiError::NotFound(what)),
     }
 }

@@ -2,19 +2,14 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use policy::access::{Action, Standing, sees_every_project};
-use policy::ids::{ProjectId, Subject};
-use policy::roles::Role;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 
-use super::{ApiJson, ApiQuery, require, require_visible};
-use crate::audit::NewEvent;
+use super::{ApiJson, ApiQuery};
 use crate::auth::Caller;
-use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::error::{ApiResult, ErrorBody};
+use crate::service::projects::{self as svc};
 use crate::state::AppState;
-use crate::store::{self, MemberRow, ProjectRow};
 
 #[derive(Serialize, Deserialize, ToSchema, Clone, Debug, PartialEq, Eq)]
 pub struct Member {
@@ -46,22 +41,8 @@ pub struct NewProject {
     pub members: Vec<Member>,
 }
 
-pub(crate) fn parse_member(m: &Member) -> ApiResult<(Subject, Role)> {
-    let subject = Subject::parse(&m.subject)
-        .map_err(|e| ApiError::bad_request("bad_member", e.to_string()))?;
-    let role: Role = m.role.parse().map_err(|e: policy::roles::UnknownRole| {
-        ApiError::bad_request("bad_member", e.to_string())
-    })?;
-    if !role.is_project_role() {
-        return Err(ApiError::bad_request(
-            "bad_member",
-            format!("{role} is not a project role: members are analysts or stewards"),
-        ));
-    }
-    Ok((subject, role))
-}
-
-fn project_dto(p: ProjectRow, members: Vec<MemberRow>) -> Project {
+fn project_dto(p: svc::Project) -> Project {
+    let svc::Project { row: p, members } = p;
     Project {
         id: p.id,
         title: p.title,
@@ -85,16 +66,8 @@ pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
 ) -> ApiResult<ApiJson<Vec<Project>>> {
-    require(&caller, Action::ProjectList, Standing::default())?;
-    let mut conn = state.db.pool().acquire().await?;
-    let narrow = (!sees_every_project(caller.roles)).then(|| caller.sub.as_str());
-    let rows = store::projects(&mut conn, narrow).await?;
-    let mut out = Vec::with_capacity(rows.len());
-    for p in rows {
-        let members = store::members(&mut conn, &p.id).await?;
-        out.push(project_dto(p, members));
-    }
-    Ok(ApiJson(out))
+    let projects = svc::list(&state, &caller).await?;
+    Ok(ApiJson(projects.into_iter().map(project_dto).collect()))
 }
 
 /// Creates a project; admins.
@@ -106,62 +79,18 @@ pub async fn create(
     caller: Caller,
     ApiJson(body): ApiJson<NewProject>,
 ) -> ApiResult<(StatusCode, ApiJson<Project>)> {
-    require(&caller, Action::ProjectCreate, Standing::default())?;
-    let id = ProjectId::parse(&body.id)
-        .map_err(|e| ApiError::bad_request("bad_project_id", e.to_string()))?;
-    let title = body.title.trim();
-    if title.is_empty() || title.len() > 500 {
-        return Err(ApiError::bad_request(
-            "bad_title",
-            "a project needs a title of 1 to 500 characters",
-        ));
-    }
-    let members = body
-        .members
-        .iter()
-        .map(parse_member)
-        .collect::<ApiResult<Vec<_>>>()?;
-    let now = crate::time::now();
-    let row = ProjectRow {
-        id: id.to_string(),
-        title: title.to_owned(),
-        grant_number: body
-            .grant_number
-            .map(|g| g.trim().to_owned())
-            .filter(|g| !g.is_empty()),
-        created_at: now.clone(),
-        created_by: caller.sub.to_string(),
+    let new = svc::NewProject {
+        id: body.id,
+        title: body.title,
+        grant_number: body.grant_number,
+        members: body
+            .members
+            .into_iter()
+            .map(|m| (m.subject, m.role))
+            .collect(),
     };
-    let mut tx = state.db.begin_write().await?;
-    if !store::insert_project(tx.conn(), &row).await? {
-        return Err(ApiError::conflict(
-            "project_exists",
-            format!("project {id} already exists"),
-        ));
-    }
-    for (subject, role) in &members {
-        let m = MemberRow {
-            subject: subject.to_string(),
-            role: *role,
-            added_at: now.clone(),
-            added_by: caller.sub.to_string(),
-        };
-        store::add_member(tx.conn(), id.as_str(), &m).await?;
-    }
-    tx.audit(NewEvent {
-        actor: caller.sub.as_str(),
-        action: "project.create",
-        subject: id.as_str(),
-        detail: json!({
-            "title": row.title,
-            "grant_number": row.grant_number,
-            "members": body.members,
-        }),
-    })
-    .await?;
-    let members = store::members(tx.conn(), id.as_str()).await?;
-    state.commit(tx).await?;
-    Ok((StatusCode::CREATED, ApiJson(project_dto(row, members))))
+    let p = svc::create(&state, &caller, new).await?;
+    Ok((StatusCode::CREATED, ApiJson(project_dto(p))))
 }
 
 /// One project and its members.
@@ -173,17 +102,7 @@ pub async fn show(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<ApiJson<Project>> {
-    let mut conn = state.db.pool().acquire().await?;
-    let standing = Standing {
-        member_roles: store::member_roles(&mut conn, &id, caller.sub.as_str()).await?,
-        is_requester: false,
-    };
-    require_visible(&caller, Action::ProjectRead, standing, "project")?;
-    let p = store::project(&mut conn, &id)
-        .await?
-        .ok_or(ApiError::NotFound("project"))?;
-    let members = store::members(&mut conn, &id).await?;
-    Ok(ApiJson(project_dto(p, members)))
+    Ok(ApiJson(project_dto(svc::show(&state, &caller, &id).await?)))
 }
 
 /// Adds a member with a role; admins.
@@ -197,30 +116,8 @@ pub async fn add_member(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<Member>,
 ) -> ApiResult<ApiJson<Project>> {
-    require(&caller, Action::ProjectManageMembers, Standing::default())?;
-    let (subject, role) = parse_member(&body)?;
-    let mut tx = state.db.begin_write().await?;
-    let p = store::project(tx.conn(), &id)
-        .await?
-        .ok_or(ApiError::NotFound("project"))?;
-    let m = MemberRow {
-        subject: subject.to_string(),
-        role,
-        added_at: crate::time::now(),
-        added_by: caller.sub.to_string(),
-    };
-    if store::add_member(tx.conn(), &id, &m).await? {
-        tx.audit(NewEvent {
-            actor: caller.sub.as_str(),
-            action: "project.member_add",
-            subject: &id,
-            detail: json!({"member": subject.as_str(), "role": role.as_str()}),
-        })
-        .await?;
-    }
-    let members = store::members(tx.conn(), &id).await?;
-    state.commit(tx).await?;
-    Ok(ApiJson(project_dto(p, members)))
+    let p = svc::add_member(&state, &caller, &id, &body.subject, &body.role).await?;
+    Ok(ApiJson(project_dto(p)))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -240,30 +137,6 @@ pub async fn remove_member(
     Path((id, subject)): Path<(String, String)>,
     ApiQuery(q): ApiQuery<RemoveQuery>,
 ) -> ApiResult<ApiJson<Project>> {
-    require(&caller, Action::ProjectManageMembers, Standing::default())?;
-    let role = match q.role.as_deref() {
-        Some(r) => Some(
-            r.parse::<Role>()
-                .map_err(|e| ApiError::bad_request("bad_member", e.to_string()))?,
-        ),
-        None => None,
-    };
-    let mut tx = state.db.begin_write().await?;
-    let p = store::project(tx.conn(), &id)
-        .await?
-        .ok_or(ApiError::NotFound("project"))?;
-    let removed = store::remove_member(tx.conn(), &id, &subject, role).await?;
-    if removed == 0 {
-        return Err(ApiError::NotFound("member"));
-    }
-    tx.audit(NewEvent {
-        actor: caller.sub.as_str(),
-        action: "project.member_remove",
-        subject: &id,
-        detail: json!({"member": subject, "role": role.map(|r| r.as_str())}),
-    })
-    .await?;
-    let members = store::members(tx.conn(), &id).await?;
-    state.commit(tx).await?;
-    Ok(ApiJson(project_dto(p, members)))
+    let p = svc::remove_member(&state, &caller, &id, &subject, q.role.as_deref()).await?;
+    Ok(ApiJson(project_dto(p)))
 }

@@ -3,14 +3,14 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use policy::access::{Action, Standing};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::{ApiJson, ApiQuery, require};
-use crate::audit::{StoredEvent, event_from_row};
+use super::{ApiJson, ApiQuery};
+use crate::audit::StoredEvent;
 use crate::auth::Caller;
-use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::error::{ApiResult, ErrorBody};
+use crate::service::system as svc;
 use crate::state::AppState;
 
 #[derive(Serialize, Deserialize, ToSchema)]
@@ -24,8 +24,7 @@ pub struct Health {
 #[utoipa::path(get, path = "/healthz", tag = "system",
     responses((status = 200, body = Health), (status = 503, body = Health)))]
 pub async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
-    let db = sqlx::query("SELECT 1").execute(state.db.pool()).await;
-    let (code, status, database) = match db {
+    let (code, status, database) = match state.db.ping().await {
         Ok(_) => (StatusCode::OK, "ok", "ok".to_owned()),
         Err(e) => {
             tracing::warn!(error = %e, "health check: database unavailable");
@@ -53,10 +52,9 @@ pub async fn metrics(
     State(state): State<AppState>,
     caller: Caller,
 ) -> ApiResult<impl IntoResponse> {
-    require(&caller, Action::MetricsRead, Standing::default())?;
     Ok((
         [("content-type", "text/plain; version=0.0.4")],
-        state.metrics.render(),
+        svc::metrics(&state, &caller).await?,
     ))
 }
 
@@ -99,32 +97,6 @@ pub async fn audit_events(
     caller: Caller,
     ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> ApiResult<ApiJson<Vec<StoredEvent>>> {
-    require(&caller, Action::AuditRead, Standing::default())?;
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    let rows =
-        match &q.subject {
-            Some(s) => sqlx::query(
-                "SELECT seq, at, actor, action, subject, detail, prev_hash, hash FROM audit_events \
-                 WHERE seq > $1 AND subject = $2 ORDER BY seq LIMIT $3",
-            )
-            .bind(q.after.unwrap_or(0))
-            .bind(s)
-            .bind(limit)
-            .fetch_all(state.db.pool())
-            .await?,
-            None => sqlx::query(
-                "SELECT seq, at, actor, action, subject, detail, prev_hash, hash FROM audit_events \
-                 WHERE seq > $1 ORDER BY seq LIMIT $2",
-            )
-            .bind(q.after.unwrap_or(0))
-            .bind(limit)
-            .fetch_all(state.db.pool())
-            .await?,
-        };
-    let events = rows
-        .iter()
-        .map(event_from_row)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(ApiError::from)?;
+    let events = svc::audit_events(&state, &caller, q.after, q.subject.as_deref(), q.limit).await?;
     Ok(ApiJson(events))
 }

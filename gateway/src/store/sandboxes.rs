@@ -135,7 +135,7 @@ pub async fn sandboxes(
     if let Some(m) = member {
         binds.push(m.to_owned());
         sql.push_str(&format!(
-            " AND project_id IN (SELECT project_id FROM project_members WHERE subject = ${} AND role = 'analyst')",
+            " AND project_id IN (SELECT project_id FROM project_members WHERE subject = ${})",
             binds.len()
         ));
     }

@@ -1,0 +1,261 @@
+//! Runs: one command in a fresh hardened container of a sandbox, queued when slots are full,
+//! supervised to its end by a worker of `crate::sandboxes`; read, awaited, followed, cancelled.
+
+use std::time::Duration;
+
+use policy::access::Action;
+use serde_json::json;
+
+use super::{Error, Result, Seen, allow, see};
+use crate::audit::NewEvent;
+use crate::auth::Caller;
+use crate::sandboxes::Progress;
+use crate::state::AppState;
+use crate::store::sandboxes::{self as sstore, RunRow};
+use crate::store::{self};
+
+/// The longest a client may wait for a run's end in one request.
+pub const MAX_WAIT: Duration = Duration::from_secs(60);
+
+/// Most arguments a command takes, and most bytes in all of them.
+const MAX_ARGS: usize = 1024;
+const MAX_ARG_BYTES: usize = 128 * 1024;
+
+/// A run as asked for.
+#[derive(Debug)]
+pub struct NewRun {
+    /// The command and its arguments, run without a shell.
+    pub cmd: Vec<String>,
+    /// Seconds before it is killed (default and maximum: the class's `max_run_secs`).
+    pub timeout_secs: Option<u64>,
+}
+
+/// Records a run and hands it to a supervisor: it starts at once or waits for a slot.
+pub async fn create(
+    state: &AppState,
+    caller: &Caller,
+    sandbox: &str,
+    new: NewRun,
+) -> Result<RunRow> {
+    let sb = {
+        let mut conn = state.db.pool().acquire().await?;
+        super::sandboxes::seen(&mut conn, caller, sandbox).await?
+    };
+    allow(caller, Action::RunCreate, sb.standing)?;
+    let sb = sb.object;
+    if new.cmd.is_empty() || new.cmd[0].is_empty() {
+        return Err(Error::invalid("bad_command", "a run needs a command"));
+    }
+    let total: usize = new.cmd.iter().map(|a| a.len() + 1).sum();
+    if new.cmd.len() > MAX_ARGS || total > MAX_ARG_BYTES || new.cmd.iter().any(|a| a.contains('\0'))
+    {
+        return Err(Error::invalid(
+            "bad_command",
+            "at most 1024 arguments, 128 KiB in all, no NUL bytes",
+        ));
+    }
+    let class = state
+        .sandboxes
+        .class(&sb.resource_class)
+        .cloned()
+        .ok_or_else(|| {
+            Error::internal(format!(
+                "the sandbox's class {} is not configured",
+                sb.resource_class
+            ))
+        })?;
+    let timeout = new.timeout_secs.unwrap_or(class.max_run_secs);
+    if timeout == 0 || timeout > class.max_run_secs {
+        return Err(Error::invalid(
+            "bad_timeout",
+            format!(
+                "the timeout must be between 1 and {} seconds for class {}",
+                class.max_run_secs, sb.resource_class
+            ),
+        ));
+    }
+    let row = RunRow {
+        id: store::new_id("run"),
+        sandbox_id: sb.id.clone(),
+        project_id: sb.project_id.clone(),
+        requester: caller.sub.to_string(),
+        cmd: new.cmd,
+        timeout_secs: timeout as i64,
+        state: "queued".into(),
+        outcome: None,
+        exit_code: None,
+        detail: None,
+        container_id: None,
+        created_at: crate::time::now(),
+        started_at: None,
+        finished_at: None,
+        log_bytes: None,
+        log_sha256: None,
+        log_truncated: None,
+        cancelled_by: None,
+    };
+    let mut tx = state.db.begin_write().await?;
+    sstore::insert_run(tx.conn(), &row).await?;
+    tx.audit(NewEvent {
+        actor: caller.sub.as_str(),
+        action: "run.create",
+        subject: &row.id,
+        detail: json!({"sandbox": sb.id, "cmd": row.cmd, "timeout_secs": timeout, "image_id": sb.image_id}),
+    })
+    .await?;
+    state.commit(tx).await?;
+    tokio::spawn(crate::sandboxes::supervise(
+        state.clone(),
+        row.clone(),
+        false,
+    ));
+    Ok(row)
+}
+
+/// The runs of a sandbox the caller may see.
+pub async fn of_sandbox(state: &AppState, caller: &Caller, sandbox: &str) -> Result<Vec<RunRow>> {
+    let mut conn = state.db.pool().acquire().await?;
+    super::sandboxes::seen(&mut conn, caller, sandbox).await?;
+    Ok(sstore::runs_of(&mut conn, sandbox).await?)
+}
+
+/// A run the caller may see (they may see its sandbox), with their standing in its project.
+async fn seen(state: &AppState, caller: &Caller, id: &str) -> Result<Seen<RunRow>> {
+    let mut conn = state.db.pool().acquire().await?;
+    let run = sstore::run(&mut conn, id).await?;
+    let standing = match &run {
+        Some(r) => super::standing_in(&mut conn, &r.project_id, caller).await?,
+        None => Default::default(),
+    };
+    see(caller, Action::SandboxRead, standing, run, "run")
+}
+
+/// One run; with a `wait`, as soon as its end is recorded or the wait (at most [`MAX_WAIT`])
+/// is over.
+pub async fn show(state: &AppState, caller: &Caller, id: &str, wait: Duration) -> Result<RunRow> {
+    let run = seen(state, caller, id).await?.object;
+    let wait = wait.min(MAX_WAIT);
+    if wait.is_zero() || run.state == "finished" {
+        return Ok(run);
+    }
+    state.sandboxes.wait_done(&run.id, wait).await;
+    Ok(seen(state, caller, id).await?.object)
+}
+
+/// Cancels a run: a queued one ends before it starts, a running one is killed; it is recorded
+/// as `cancelled`, with who asked. Asking again while it stops changes nothing.
+pub async fn cancel(state: &AppState, caller: &Caller, id: &str) -> Result<RunRow> {
+    let run = seen(state, caller, id).await?;
+    allow(caller, Action::RunCancel, run.standing)?;
+    let run = run.object;
+    let mut tx = state.db.begin_write().await?;
+    if sstore::request_cancel(tx.conn(), &run.id, caller.sub.as_str()).await? {
+        tx.audit(NewEvent {
+            actor: caller.sub.as_str(),
+            action: "run.cancel",
+            subject: &run.id,
+            detail: json!({"sandbox": run.sandbox_id, "project": run.project_id, "state": run.state}),
+        })
+        .await?;
+        state.commit(tx).await?;
+        state.sandboxes.wake_to_cancel(&run.id);
+    } else {
+        drop(tx);
+    }
+    let mut conn = state.db.pool().acquire().await?;
+    let now = sstore::run(&mut conn, &run.id)
+        .await?
+        .ok_or(Error::NotFound("run"))?;
+    if now.state == "finished" && now.cancelled_by.is_none() {
+        return Err(Error::conflict(
+            "run_finished",
+            format!(
+                "the run has already finished ({})",
+                now.outcome.as_deref().unwrap_or("")
+            ),
+        ));
+    }
+    Ok(now)
+}
+
+/// A run's output (stdout and stderr), as it is or, with `follow`, as it comes until the run
+/// ends; the project's analysts only. Never held in memory whole.
+pub async fn logs(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    follow: bool,
+) -> Result<impl futures_util::Stream<Item = std::io::Result<axum::body::Bytes>> + Send + 'static> {
+    let run = seen(state, caller, id).await?;
+    allow(caller, Action::RunLogs, run.standing)?;
+    let tail = Tail {
+        file: None,
+        path: state.sandboxes.log_path(&run.object.id),
+        live: state.sandboxes.live(&run.object.id).filter(|_| follow),
+        done: false,
+    };
+    Ok(futures_util::stream::unfold(tail, Tail::next))
+}
+
+/// A log file read to its end, and past it while its run lives.
+struct Tail {
+    file: Option<tokio::fs::File>,
+    path: std::path::PathBuf,
+    /// Followed while the run is live: each change of its progress wakes the follower.
+    live: Option<tokio::sync::watch::Receiver<Progress>>,
+    done: bool,
+}
+
+impl Tail {
+    async fn next(mut self) -> Option<(std::io::Result<axum::body::Bytes>, Tail)> {
+        use tokio::io::AsyncReadExt;
+        if self.done {
+            return None;
+        }
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            // Seen before reading: a change after this wakes the wait below.
+            let ended = self
+                .live
+                .as_mut()
+                .is_none_or(|l| l.borrow_and_update().done);
+            if self.file.is_none() {
+                match tokio::fs::File::open(&self.path).await {
+                    Ok(f) => self.file = Some(f),
+                    Err(_) if !ended => {
+                        self.next_progress().await;
+                        continue;
+                    }
+                    Err(_) => return None,
+                }
+            }
+            let f = self.file.as_mut().expect("opened above");
+            match f.read(&mut buf).await {
+                Ok(0) if !ended => self.next_progress().await,
+                Ok(0) if self.live.is_some() => {
+                    // The run just ended: read what was written last, then stop.
+                    self.live = None;
+                }
+                Ok(0) => return None,
+                Ok(n) => {
+                    buf.truncate(n);
+                    return Some((Ok(axum::body::Bytes::from(buf)), self));
+                }
+                Err(e) => {
+                    self.done = true;
+                    return Some((Err(e), self));
+                }
+            }
+        }
+    }
+
+    /// Waits for the next change of a live run's progress; a run whose supervisor is gone
+    /// counts as ended.
+    async fn next_progress(&mut self) {
+        if let Some(l) = &mut self.live {
+            if l.changed().await.is_err() {
+                self.live = None;
+            }
+        }
+    }
+}

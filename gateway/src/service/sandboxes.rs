@@ -1,0 +1,361 @@
+//! Sandboxes: a project's volumes on the engine, made from an allowed image, with its datasets
+//! mounted and approved ingress staged read-only; removed with everything in them.
+
+use policy::access::{Action, Resource, Standing};
+use policy::review::{Event, Facts, Kind, State};
+use serde_json::json;
+
+use super::{Allowed, Error, Narrow, Result, Seen, allow, narrow, see};
+use crate::audit::NewEvent;
+use crate::auth::Caller;
+use crate::state::AppState;
+use crate::store::sandboxes::{self as sstore, SandboxRow};
+use crate::store::{self, AppRow};
+
+/// A sandbox with what is staged in it and mounted.
+#[derive(Debug)]
+pub struct View {
+    pub row: SandboxRow,
+    /// Staged ingress: application, SHA-256 of the tar as staged, when.
+    pub staged: Vec<(String, String, String)>,
+    /// Mounted datasets by id.
+    pub datasets: Vec<String>,
+}
+
+async fn view(conn: &mut sqlx::AnyConnection, row: SandboxRow) -> Result<View> {
+    Ok(View {
+        staged: sstore::staged(conn, &row.id).await?,
+        datasets: sstore::datasets(conn, &row.id)
+            .await?
+            .into_iter()
+            .map(|(d, _)| d)
+            .collect(),
+        row,
+    })
+}
+
+/// A sandbox the caller may see (not removed), with their standing in its project.
+pub(crate) async fn seen(
+    conn: &mut sqlx::AnyConnection,
+    caller: &Caller,
+    id: &str,
+) -> Result<Seen<SandboxRow>> {
+    let sb = sstore::sandbox(conn, id)
+        .await?
+        .filter(|s| s.state != "removed");
+    let standing = match &sb {
+        Some(s) => super::standing_in(conn, &s.project_id, caller).await?,
+        None => Standing::default(),
+    };
+    see(caller, Action::SandboxRead, standing, sb, "sandbox")
+}
+
+/// Sandboxes the caller may see, of one project or all: exactly those [`show`] opens.
+pub async fn list(state: &AppState, caller: &Caller, project: Option<&str>) -> Result<Vec<View>> {
+    allow(caller, Action::ImageList, Standing::default())?;
+    let member = match narrow(caller, Resource::Sandbox) {
+        Narrow::Everything => None,
+        Narrow::MemberOf(sub) => Some(sub),
+        Narrow::Nothing => return Ok(Vec::new()),
+    };
+    let mut conn = state.db.pool().acquire().await?;
+    let rows = sstore::sandboxes(&mut conn, project, member).await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        out.push(view(&mut conn, r).await?);
+    }
+    Ok(out)
+}
+
+/// One sandbox.
+pub async fn show(state: &AppState, caller: &Caller, id: &str) -> Result<View> {
+    let mut conn = state.db.pool().acquire().await?;
+    let sb = seen(&mut conn, caller, id).await?.object;
+    view(&mut conn, sb).await
+}
+
+/// A sandbox as asked for.
+#[derive(Debug)]
+pub struct NewSandbox {
+    pub project: String,
+    /// An allowed image's name.
+    pub image: String,
+    /// A resource class (default: the configured default).
+    pub class: Option<String>,
+    /// Approved ingress applications of the project to stage.
+    pub ingress: Vec<String>,
+    /// Datasets to mount read-only.
+    pub datasets: Vec<String>,
+}
+
+/// Creates a sandbox (its volumes on the engine), then stages the approved ingress asked for.
+/// Everything asked for is checked before anything is made.
+pub async fn create(state: &AppState, caller: &Caller, new: NewSandbox) -> Result<View> {
+    let standing = {
+        let mut conn = state.db.pool().acquire().await?;
+        super::standing_in(&mut conn, &new.project, caller).await?
+    };
+    allow(caller, Action::SandboxCreate, standing)?;
+    // Staging what was asked for is managing the sandbox: asked now, before anything is made.
+    let manage = allow(caller, Action::SandboxManage, standing)?;
+    let class = new
+        .class
+        .clone()
+        .unwrap_or_else(|| state.sandboxes.settings().default_class.clone());
+    if state.sandboxes.class(&class).is_none() {
+        return Err(Error::invalid(
+            "bad_class",
+            format!("no resource class `{class}`"),
+        ));
+    }
+    // Datasets come from the configuration until the catalog owns them.
+    let mut datasets = Vec::new();
+    for d in &new.datasets {
+        let path = state.sandboxes.settings().datasets.get(d).ok_or_else(|| {
+            Error::invalid("bad_dataset", format!("no dataset `{d}` is configured"))
+        })?;
+        datasets.push((d.clone(), path.display().to_string()));
+    }
+    let image = {
+        let mut conn = state.db.pool().acquire().await?;
+        if store::project(&mut conn, &new.project).await?.is_none() {
+            return Err(Error::NotFound("project"));
+        }
+        sstore::image(&mut conn, &new.image).await?.ok_or_else(|| {
+            Error::invalid(
+                "image_not_allowed",
+                format!("`{}` is not an allowed image", new.image),
+            )
+        })?
+    };
+    let row = SandboxRow {
+        id: store::new_id("sbx"),
+        project_id: new.project.clone(),
+        image_name: image.name.clone(),
+        image_id: image.image_id.clone(),
+        resource_class: class,
+        state: "ready".into(),
+        created_by: caller.sub.to_string(),
+        created_at: crate::time::now(),
+        removed_at: None,
+    };
+    for app in &new.ingress {
+        stageable(state, &row, app).await?;
+    }
+    let spec = {
+        let mut conn = state.db.pool().acquire().await?;
+        let mut spec = crate::sandboxes::spec_of(state, &mut conn, &row).await?;
+        spec.datasets = datasets
+            .iter()
+            .map(|(id, p)| sandbox_runner::DatasetMount {
+                id: id.clone(),
+                host_path: p.clone(),
+            })
+            .collect();
+        spec
+    };
+    state.sandboxes.backend.prepare(&spec).await?;
+    let mut tx = state.db.begin_write().await?;
+    sstore::insert_sandbox(tx.conn(), &row).await?;
+    for (id, path) in &datasets {
+        sstore::insert_dataset(tx.conn(), &row.id, id, path).await?;
+    }
+    tx.audit(NewEvent {
+        actor: caller.sub.as_str(),
+        action: "sandbox.create",
+        subject: &row.id,
+        detail: json!({
+            "project": row.project_id,
+            "image": row.image_name,
+            "image_id": row.image_id,
+            "class": row.resource_class,
+            "datasets": new.datasets,
+        }),
+    })
+    .await?;
+    state.commit(tx).await?;
+    for app in &new.ingress {
+        stage(state, caller, &manage, &row, app).await?;
+    }
+    crate::sandboxes::ready_next(state, &row.id).await;
+    let mut conn = state.db.pool().acquire().await?;
+    view(&mut conn, row).await
+}
+
+/// Stages one more approved ingress application into a sandbox.
+pub async fn stage_ingress(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    application: &str,
+) -> Result<View> {
+    let sb = {
+        let mut conn = state.db.pool().acquire().await?;
+        seen(&mut conn, caller, id).await?
+    };
+    let allowed = allow(caller, Action::SandboxManage, sb.standing)?;
+    stage(state, caller, &allowed, &sb.object, application).await?;
+    crate::sandboxes::ready_next(state, &sb.object.id).await;
+    let mut conn = state.db.pool().acquire().await?;
+    view(&mut conn, sb.object).await
+}
+
+/// Removes a sandbox and its volumes (its work area and outputs are gone after this).
+pub async fn remove(state: &AppState, caller: &Caller, id: &str) -> Result<View> {
+    let sb = {
+        let mut conn = state.db.pool().acquire().await?;
+        seen(&mut conn, caller, id).await?
+    };
+    allow(caller, Action::SandboxManage, sb.standing)?;
+    {
+        let mut conn = state.db.pool().acquire().await?;
+        if sstore::runs_of(&mut conn, id)
+            .await?
+            .iter()
+            .any(|r| r.state != "finished")
+        {
+            return Err(Error::conflict(
+                "runs_active",
+                "the sandbox has runs that have not finished",
+            ));
+        }
+    }
+    state.sandboxes.backend.remove_sandbox(id).await?;
+    let mut tx = state.db.begin_write().await?;
+    sstore::set_sandbox_state(tx.conn(), id, "removed", &crate::time::now()).await?;
+    tx.audit(NewEvent {
+        actor: caller.sub.as_str(),
+        action: "sandbox.remove",
+        subject: id,
+        detail: json!({"project": sb.object.project_id}),
+    })
+    .await?;
+    state.commit(tx).await?;
+    let mut conn = state.db.pool().acquire().await?;
+    let mut v = view(&mut conn, sb.object).await?;
+    v.row.state = "removed".into();
+    Ok(v)
+}
+
+/// The ingress application, if it may be staged into this sandbox: an approved (or already
+/// staged) ingress of the sandbox's project.
+async fn stageable(state: &AppState, sb: &SandboxRow, app_id: &str) -> Result<AppRow> {
+    let mut conn = state.db.pool().acquire().await?;
+    let app = store::application(&mut conn, app_id)
+        .await?
+        .ok_or(Error::NotFound("application"))?;
+    if app.kind != Kind::Ingress {
+        return Err(Error::conflict(
+            "not_ingress",
+            format!("{app_id} is a {} application, not ingress", app.kind),
+        ));
+    }
+    if app.project_id != sb.project_id {
+        return Err(Error::Forbidden {
+            code: "other_project",
+            message: format!("{app_id} belongs to another project than the sandbox"),
+        });
+    }
+    if !matches!(app.state, State::Approved | State::Staged) {
+        return Err(Error::conflict(
+            "not_approved",
+            format!("{app_id} is {}; only approved ingress is staged", app.state),
+        ));
+    }
+    Ok(app)
+}
+
+/// Streams an approved archive into the sandbox, checks it on the way, records it; the
+/// application becomes `staged` on its first staging.
+async fn stage(
+    state: &AppState,
+    caller: &Caller,
+    allowed: &Allowed,
+    sb: &SandboxRow,
+    app_id: &str,
+) -> Result<()> {
+    allowed.expect(Action::SandboxManage)?;
+    let app = stageable(state, sb, app_id).await?;
+    let (archive, manifest) = {
+        let mut conn = state.db.pool().acquire().await?;
+        let a = store::ingress(&mut conn, app_id)
+            .await?
+            .ok_or(Error::NotFound("archive"))?;
+        (a, store::entries(&mut conn, app_id).await?)
+    };
+    let blob = state.blobs.path_of(&archive.blob_sha256)?;
+    let (rx, worker) = crate::ingress::restage(blob, manifest);
+    let stream =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|v| (v, rx)) });
+    let spec = {
+        let mut conn = state.db.pool().acquire().await?;
+        crate::sandboxes::spec_of(state, &mut conn, sb).await?
+    };
+    let uploaded = state
+        .sandboxes
+        .backend
+        .stage(&spec, app_id, Box::pin(stream))
+        .await;
+    let restaged = worker.await.map_err(|e| anyhow::anyhow!("staging: {e}"))?;
+    // The archive was read once: its files checked against the manifest on the way, the whole
+    // stored archive hashed as it was read. Anything short of a full match leaves nothing staged.
+    let restaged = match (uploaded, restaged) {
+        (Ok(()), Ok(r)) if r.source_sha256 == archive.blob_sha256 => r,
+        (uploaded, restaged) => {
+            let _ = state.sandboxes.backend.unstage(&sb.id, app_id).await;
+            return Err(match (uploaded, restaged) {
+                (_, Err(e)) => Error::Internal(e.context(format!("staging {app_id}"))),
+                (Err(e), Ok(_)) => Error::Engine(e),
+                (Ok(()), Ok(_)) => Error::internal(format!(
+                    "the stored archive of {app_id} no longer has its approved SHA-256"
+                )),
+            });
+        }
+    };
+    let now = crate::time::now();
+    let mut tx = state.db.begin_write().await?;
+    sstore::insert_staged(
+        tx.conn(),
+        &sb.id,
+        app_id,
+        &restaged.sha256,
+        caller.sub.as_str(),
+        &now,
+    )
+    .await?;
+    tx.audit(NewEvent {
+        actor: caller.sub.as_str(),
+        action: "ingress.stage",
+        subject: app_id,
+        detail: json!({
+            "sandbox": sb.id,
+            "archive_sha256": archive.blob_sha256,
+            "verified_sha256": restaged.source_sha256,
+            "staged_sha256": restaged.sha256,
+            "files": restaged.files,
+            "bytes": restaged.bytes,
+        }),
+    })
+    .await?;
+    if app.state == State::Approved {
+        let facts = Facts {
+            kind: app.kind,
+            state: app.state,
+            requester: &app.requester,
+            votes: &[],
+            conflicted: &[],
+        };
+        let t = policy::review::next_state(&facts, &state.quorum, Event::Complete)?;
+        if store::set_state(tx.conn(), app_id, t.from, t.to, app.round, None, &now).await? {
+            tx.audit(NewEvent {
+                actor: caller.sub.as_str(),
+                action: "application.state",
+                subject: app_id,
+                detail: json!({"from": t.from.as_str(), "to": t.to.as_str(), "round": app.round, "sandbox": sb.id}),
+            })
+            .await?;
+        }
+    }
+    state.commit(tx).await?;
+    Ok(())
+}
