@@ -640,3 +640,130 @@ async fn unknown_routes_under_the_api_are_json_404s() {
     }
     app.stop().await;
 }
+
+/// What each caller sees in a list: [their own project's, the other project's] object.
+type Sees = [bool; 2];
+
+/// Who sees which projects, applications and sandboxes, by [`policy::access::scope`]: the
+/// same rule for lists and single reads.
+fn expected_sight(who: Who) -> Option<(Sees, Sees, Sees)> {
+    const BOTH: Sees = [true, true];
+    const NONE: Sees = [false, false];
+    const OWN: Sees = [true, false];
+    const OTHER: Sees = [false, true];
+    Some(match who {
+        Who::Anon | Who::NoRole => return None,
+        Who::Analyst => (NONE, NONE, NONE),
+        Who::Reviewer => (BOTH, BOTH, NONE),
+        // Operators run the host: every project and sandbox, no application.
+        Who::Operator => (BOTH, NONE, BOTH),
+        // Stewards see every application (to attach their institution's review results), and
+        // only their own projects.
+        Who::Steward => (NONE, BOTH, NONE),
+        Who::Auditor | Who::Admin => (BOTH, BOTH, BOTH),
+        Who::Requester | Who::Colleague => (OWN, OWN, OWN),
+        Who::StewardMember => (OWN, BOTH, NONE),
+        Who::Outsider => (OTHER, OTHER, OTHER),
+    })
+}
+
+/// The ids a list answers with.
+async fn listed(app: &TestApp, path: &str, token: &str) -> Vec<String> {
+    let (st, b) = app.get(path, Some(token)).await;
+    assert_eq!(st, StatusCode::OK, "{path}: {b}");
+    let mut ids: Vec<String> = b
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["id"].as_str().unwrap().to_owned())
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// Lists hold exactly what each caller may open, and what the visibility rule says they see:
+/// nobody lists an object whose read answers 404, nor misses one they may read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_hold_exactly_what_each_caller_may_open() {
+    let docker = docker_available();
+    for engine in engines() {
+        let app = TestApp::spawn(engine).await;
+        let outcome = AssertUnwindSafe(async {
+            let prep = if docker { Prep::Sandbox } else { Prep::Project };
+            let own = prepare(&app, 1, prep).await;
+            let own_app = app
+                .application("access", &own.project, "ana", "analyst")
+                .await;
+            app.project("elsewhere", &[("bob", "analyst")]).await;
+            let other_app = app
+                .application("access", "elsewhere", "bob", "analyst")
+                .await;
+            let other_sandbox = if docker {
+                let bob = app.token("bob", "analyst");
+                let (st, b) = app
+                    .post(
+                        "/api/v1/sandboxes",
+                        Some(&bob),
+                        &json!({"project": "elsewhere", "image": TEST_IMAGE}),
+                    )
+                    .await;
+                assert_eq!(st, StatusCode::CREATED, "{b}");
+                b["id"].as_str().unwrap().to_owned()
+            } else {
+                String::new()
+            };
+            let resources = [
+                (
+                    "/api/v1/projects",
+                    [own.project.clone(), "elsewhere".into()],
+                ),
+                ("/api/v1/applications", [own_app.clone(), other_app.clone()]),
+                ("/api/v1/sandboxes", [own.sandbox.clone(), other_sandbox]),
+            ];
+            for who in WHO {
+                let Some((sub, roles)) = who.identity() else {
+                    continue;
+                };
+                let token = app.token(sub, roles);
+                let Some(sight) = expected_sight(who) else {
+                    for (list, _) in &resources {
+                        let (st, b) = app.get(list, Some(&token)).await;
+                        assert_eq!(st, StatusCode::FORBIDDEN, "{who:?} {list}: {b}");
+                    }
+                    continue;
+                };
+                let sights = [sight.0, sight.1, sight.2];
+                for ((list, ids), sees) in resources.iter().zip(sights) {
+                    if list.ends_with("sandboxes") && !docker {
+                        continue;
+                    }
+                    let mut readable = Vec::new();
+                    for (id, seen) in ids.iter().zip(sees) {
+                        let (st, b) = app.get(&format!("{list}/{id}"), Some(&token)).await;
+                        let want = if seen {
+                            StatusCode::OK
+                        } else {
+                            StatusCode::NOT_FOUND
+                        };
+                        assert_eq!(st, want, "{who:?} reads {list}/{id}: {b}");
+                        if seen {
+                            readable.push(id.clone());
+                        }
+                    }
+                    readable.sort();
+                    assert_eq!(
+                        listed(&app, list, &token).await,
+                        readable,
+                        "{who:?} lists {list}"
+                    );
+                }
+            }
+        })
+        .catch_unwind()
+        .await;
+        app.stop().await;
+        if let Err(panic) = outcome {
+            std::panic::resume_unwind(panic);
+        }
+    }
+}
