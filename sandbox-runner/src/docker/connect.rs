@@ -149,6 +149,8 @@ impl DockerBackend {
         if let Some(c) = guard.as_ref() {
             return Ok(c.clone());
         }
+        // A client that cannot be made (its TLS files unreadable, say) leaves the engine out of
+        // reach as surely as one that is down; it is made again on the next call.
         let c = make_clients(&self.conn).map_err(|e| match e {
             Error::Failed(m) => Error::Unavailable(m),
             other => other,
