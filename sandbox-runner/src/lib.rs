@@ -193,13 +193,40 @@ pub enum Error {
     Timeout(Duration),
     #[error("not found: {0}")]
     NotFound(String),
-    #[error("the container engine refused: {0}")]
-    Engine(String),
+    /// The engine answered with an error status (404 is [`Error::NotFound`]).
+    #[error("the container engine refused: {status}: {message}")]
+    Engine { status: u16, message: String },
+    /// Talking to the engine failed otherwise: an answer that could not be read, an error the
+    /// engine reported in the middle of a stream, a client that could not be made.
+    #[error("the container engine failed: {0}")]
+    Failed(String),
     /// The engine lacks what the gateway's configuration asks of it (a runtime).
     #[error("the container engine is not set up as configured: {0}")]
     Misconfigured(String),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+}
+
+impl Error {
+    /// The engine's HTTP status, when it answered with one.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Error::Engine { status, .. } => Some(*status),
+            Error::NotFound(_) => Some(404),
+            _ => None,
+        }
+    }
+
+    /// 409: the engine's state is in the way (a name already taken, a container not running or
+    /// being removed, a volume in use).
+    pub fn is_conflict(&self) -> bool {
+        self.status() == Some(409)
+    }
+
+    /// 304: the object is already as asked (a container already started).
+    pub fn is_not_modified(&self) -> bool {
+        self.status() == Some(304)
+    }
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

@@ -59,7 +59,7 @@ pub(crate) fn connect(host: &str, key: &Path, cert: &Path, ca: &Path, secs: u64)
 
 fn client_config(key: &Path, cert: &Path, ca: &Path) -> Result<rustls::ClientConfig> {
     let unreadable = |what: &str, path: &Path, e: &dyn std::fmt::Display| {
-        Error::Engine(format!("the engine's {what} {}: {e}", path.display()))
+        Error::Failed(format!("the engine's {what} {}: {e}", path.display()))
     };
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_file_iter(ca).map_err(|e| unreadable("CA", ca, &e))? {
@@ -84,7 +84,7 @@ fn client_config(key: &Path, cert: &Path, ca: &Path) -> Result<rustls::ClientCon
         PrivateKeyDer::from_pem_file(key).map_err(|e| unreadable("client key", key, &e))?;
     rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
-        .map_err(|e| Error::Engine(e.to_string()))?
+        .map_err(|e| Error::Failed(e.to_string()))?
         .with_root_certificates(roots)
         .with_client_auth_cert(chain, key_der)
         .map_err(|e| unreadable("client key", key, &e))
