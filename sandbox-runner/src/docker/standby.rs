@@ -43,6 +43,9 @@ pub(super) struct Standbys {
     /// Sandboxes being removed: nothing more is started for them.
     retired: HashSet<String>,
     closed: bool,
+    /// The removals `discard` started: shutting down waits for them, so a container evicted
+    /// just before is gone when the backend says it is done.
+    discards: tokio::task::JoinSet<()>,
     /// Counts the slots made: their order of use, and unique names.
     tick: u64,
     /// Random, per backend: names unlike those of an earlier process's containers.
@@ -315,7 +318,10 @@ impl DockerBackend {
     /// Removes what a slot taken out of the map holds, once its task is done.
     fn discard(&self, cell: Arc<tokio::sync::Mutex<Option<Ready>>>) {
         let backend = self.sibling();
-        tokio::spawn(async move {
+        let mut s = self.standbys();
+        // Finished removals are let go of here, so the set holds only those under way.
+        while s.discards.try_join_next().is_some() {}
+        s.discards.spawn(async move {
             let ready = cell.lock().await.take();
             if let Some(r) = ready {
                 let _ = backend.remove_container(&r.id).await;
@@ -350,11 +356,13 @@ impl DockerBackend {
 
     /// Starts no more containers ahead and removes those started.
     pub(super) async fn close_standbys(&self) {
-        let slots: Vec<Slot> = {
+        let (slots, mut discards) = {
             let mut s = self.standbys();
             s.closed = true;
-            s.slots.drain().map(|(_, v)| v).collect()
+            let slots: Vec<Slot> = s.slots.drain().map(|(_, v)| v).collect();
+            (slots, std::mem::take(&mut s.discards))
         };
+        while discards.join_next().await.is_some() {}
         for slot in slots {
             let ready = slot.cell.lock().await.take();
             if let Some(r) = ready {
