@@ -103,6 +103,8 @@ where
     let direct = direct_io.then(|| open_direct(&path)).flatten();
     // The guard removes the temporary file on every early return.
     let mut blob = blobs.finished(path, String::new(), 0);
+    // Both workers belong to this request and are awaited before it answers: not background
+    // work, so not among the gateway's `Workers`.
     let store = tokio::task::spawn_blocking(move || match direct {
         Some(direct) => store_direct(file, direct, store_rx),
         None => store_buffered(file, store_rx),
@@ -705,6 +707,7 @@ pub fn restage(
     tokio::task::JoinHandle<anyhow::Result<Restaged>>,
 ) {
     let (tx, rx) = tokio::sync::mpsc::channel(8);
+    // Part of the staging request, which awaits the handle: not background work.
     let handle = tokio::task::spawn_blocking(move || restage_worker(blob, manifest, tx));
     (rx, handle)
 }

@@ -6,7 +6,8 @@
 //! the quota, its deadline is enforced with a kill. The outcome, the log's SHA-256 and the times
 //! are recorded with an audit event, and the container is removed. At start, [`recover`]
 //! re-attaches to runs that were live, records those that ended or vanished meanwhile, and
-//! removes what the gateway created but no longer knows.
+//! removes what the gateway created but no longer knows. A supervisor told that the gateway
+//! stops leaves its run going and records nothing: the next start takes it up again.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -22,6 +23,7 @@ use crate::audit::NewEvent;
 use crate::config::{ResourceClass, SandboxSettings};
 use crate::state::AppState;
 use crate::store::sandboxes::{self as sstore, Finish, RunRow, SandboxRow};
+use crate::workers::{Name, Stop};
 
 /// The engine and the run queue.
 pub struct Sandboxes {
@@ -193,13 +195,23 @@ pub async fn ready_next(state: &AppState, sandbox: &str) {
     }
 }
 
-/// Supervises a run from the queue to its end. `attach` is set when the container already
-/// exists (recovery after a restart). The run is live (followers can wait on it) from the
-/// call, before the returned future first runs.
-pub fn supervise(
+/// Supervises a run from the queue to its end, in a background worker of its own. `attach` is
+/// set when the container already exists (recovery after a restart). The run is live
+/// (followers can wait on it) when this returns.
+pub fn spawn_supervisor(state: &AppState, run: RunRow, attach: bool) {
+    let name = Name::of("run-supervisor", run.id.clone());
+    let st = state.clone();
+    state
+        .workers
+        .spawn(name, move |stop| supervise(st, run, attach, stop));
+}
+
+/// Makes the run live, then returns its supervision.
+fn supervise(
     state: AppState,
     run: RunRow,
     attach: bool,
+    stop: Stop,
 ) -> impl std::future::Future<Output = ()> + Send + 'static {
     let (progress, rx) = watch::channel(Progress::default());
     crate::lock(&state.sandboxes.live).insert(run.id.clone(), rx);
@@ -209,7 +221,7 @@ pub fn supervise(
         run: run.id.clone(),
         progress: Arc::new(progress),
     };
-    supervise_live(state, run, attach, live)
+    supervise_live(state, run, attach, stop, live)
 }
 
 /// A run's place among the live ones, for as long as its supervisor runs: gone with it, even
@@ -250,10 +262,27 @@ async fn cancel_requested(state: &AppState, run: &str) -> String {
     }
 }
 
-async fn supervise_live(state: AppState, run: RunRow, attach: bool, live: Live) {
+/// How a supervisor's watch over a run ended.
+enum Watched {
+    /// The run ended, or could not start: its end is to be recorded, and its container, when
+    /// it had one, removed.
+    Ended(Finish, Option<String>),
+    /// The gateway stops: the run is left as it is, on the engine and in the records, for
+    /// the next start to take up again (a queued run is queued again, a live one re-attached).
+    Detached,
+}
+
+async fn supervise_live(state: AppState, run: RunRow, attach: bool, stop: Stop, live: Live) {
     let sbx = state.sandboxes.clone();
-    let (finish, container) = match supervise_inner(&state, &run, attach, &live.progress).await {
-        Ok(done) => done,
+    let watched = supervise_inner(&state, &run, attach, &stop, &live.progress).await;
+    let (finish, container) = match watched {
+        Ok(Watched::Ended(finish, container)) => (finish, container),
+        Ok(Watched::Detached) => {
+            tracing::info!(run = %run.id, "the gateway stops: leaving the run to the next start");
+            // Followers stop waiting, as when a supervisor fails.
+            drop(live);
+            return;
+        }
         Err(e) => {
             tracing::error!(run = %run.id, error = %format!("{e:#}"), "supervising a run failed");
             // Recorded as failed: whatever is left of its container goes too.
@@ -338,13 +367,16 @@ async fn log_digest(path: &std::path::Path) -> (i64, String) {
 }
 
 /// Runs the run to its end; returns how it ended and its container, when it had one, for the
-/// caller to remove once the end is recorded.
+/// caller to remove once the end is recorded. Returns early, detached, when the gateway stops
+/// while the run waits in the queue or runs; what it is doing then (starting the run, killing
+/// it, reading its end) is finished first, so the records and the engine agree.
 async fn supervise_inner(
     state: &AppState,
     run: &RunRow,
     attach: bool,
+    shutdown: &Stop,
     progress: &Arc<watch::Sender<Progress>>,
-) -> anyhow::Result<(Finish, Option<String>)> {
+) -> anyhow::Result<Watched> {
     let sbx = state.sandboxes.clone();
     let backend = sbx.backend.clone();
     let (sb, spec) = {
@@ -360,11 +392,15 @@ async fn supervise_inner(
     // Queued until the project and the gateway have room; a cancellation meanwhile ends it
     // there, before it starts.
     let _slots = if attach {
-        sbx.slots(&sb.project_id).await
+        tokio::select! {
+            slots = sbx.slots(&sb.project_id) => slots,
+            () = shutdown.requested() => return Ok(Watched::Detached),
+        }
     } else {
         tokio::select! {
             slots = sbx.slots(&sb.project_id) => slots,
-            by = &mut cancel => return Ok((cancelled(&sbx, &run.id, &by).await, None)),
+            by = &mut cancel => return Ok(Watched::Ended(cancelled(&sbx, &run.id, &by).await, None)),
+            () = shutdown.requested() => return Ok(Watched::Detached),
         }
     };
     let container = if attach {
@@ -397,7 +433,7 @@ async fn supervise_inner(
                     .remove_container(&sandbox_runner::hardening::run_container_name(&run.id))
                     .await;
                 let f = failed(&sbx, &run.id, format!("the run could not start: {e}")).await;
-                return Ok((f, None));
+                return Ok(Watched::Ended(f, None));
             }
         }
     };
@@ -412,6 +448,8 @@ async fn supervise_inner(
         let over = over_log.clone();
         let path = log_path.clone();
         let progress = progress.clone();
+        // A child of this supervisor rather than a worker of its own: it ends with the run's
+        // output, is awaited below, and is cut short here when the supervisor detaches.
         tokio::spawn(
             async move { capture_logs(backend, container, path, cap, over, progress).await },
         )
@@ -453,6 +491,12 @@ async fn supervise_inner(
             by = &mut cancel => {
                 cancelled_by = Some(by);
                 break stop(&run.id, &*backend, &container).await?;
+            }
+            () = shutdown.requested() => {
+                // The next start captures the log again, from the start of the run's output.
+                log_task.abort();
+                let _ = log_task.await;
+                return Ok(Watched::Detached);
             }
         };
         if let Some(s) = waited {
@@ -534,7 +578,7 @@ async fn supervise_inner(
         log_truncated: truncated,
         at: crate::time::now(),
     };
-    Ok((finish, Some(container)))
+    Ok(Watched::Ended(finish, Some(container)))
 }
 
 /// Kills a run's container and waits for its end.
@@ -692,8 +736,16 @@ async fn record_finish(state: &AppState, run: &RunRow, f: &Finish) -> anyhow::Re
 
 /// Brings the engine's state and the records together after a start: waits for the engine,
 /// then re-attaches to live runs, records ended and vanished ones, requeues runs that never
-/// started, and removes containers and volumes the gateway no longer knows.
-pub async fn recover(state: AppState) {
+/// started, and removes containers and volumes the gateway no longer knows. A stop cuts it
+/// short: what it has not done is done at the next start.
+pub async fn recover(state: AppState, stop: Stop) {
+    tokio::select! {
+        () = recover_when_the_engine_answers(&state) => {}
+        () = stop.requested() => {}
+    }
+}
+
+async fn recover_when_the_engine_answers(state: &AppState) {
     let backend = state.sandboxes.backend.clone();
     let mut wait = Duration::from_millis(500);
     loop {
@@ -706,7 +758,7 @@ pub async fn recover(state: AppState) {
             }
         }
     }
-    if let Err(e) = recover_once(&state).await {
+    if let Err(e) = recover_once(state).await {
         tracing::error!(error = %format!("{e:#}"), "recovering sandboxes failed");
     }
 }
@@ -729,7 +781,7 @@ async fn recover_once(state: &AppState) -> anyhow::Result<()> {
         match run.state.as_str() {
             "queued" => {
                 tracing::info!(run = %run.id, "requeueing a run that had not started");
-                tokio::spawn(supervise(state.clone(), run, false));
+                spawn_supervisor(state, run, false);
             }
             _ => {
                 let container = container_of(&run);
@@ -753,7 +805,7 @@ async fn recover_once(state: &AppState) -> anyhow::Result<()> {
                     }
                     _ => {
                         tracing::info!(run = %run.id, "re-attaching to a run");
-                        tokio::spawn(supervise(state.clone(), run, true));
+                        spawn_supervisor(state, run, true);
                     }
                 }
             }

@@ -690,11 +690,7 @@ pub async fn create_run(
     })
     .await?;
     state.commit(tx).await?;
-    tokio::spawn(crate::sandboxes::supervise(
-        state.clone(),
-        row.clone(),
-        false,
-    ));
+    crate::sandboxes::spawn_supervisor(&state, row.clone(), false);
     Ok((StatusCode::ACCEPTED, ApiJson(run_dto(row))))
 }
 
