@@ -23,6 +23,7 @@ use policy::archive::tar::{EntryKind, Header, Sink, TarScanner};
 use sha2::{Digest, Sha256};
 
 use crate::blobs::{BlobStore, FinishedBlob};
+use crate::store::ManifestEntry;
 
 /// zstd frames that need a window larger than 2^this are refused (memory stays bounded).
 const ZSTD_WINDOW_LOG_MAX: u32 = 27;
@@ -49,18 +50,6 @@ impl Format {
             Format::Tar
         }
     }
-}
-
-/// One entry of the manifest.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
-pub struct ManifestEntry {
-    pub path: String,
-    /// file or directory
-    pub kind: String,
-    pub size: u64,
-    pub mode: u32,
-    /// SHA-256 of the file's content; none for directories.
-    pub sha256: Option<String>,
 }
 
 /// What an accepted upload is.

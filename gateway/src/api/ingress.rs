@@ -17,9 +17,9 @@ use super::{ApiJson, ApiQuery, require};
 use crate::audit::NewEvent;
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::ingress::{IngestError, ManifestEntry};
+use crate::ingress::IngestError;
 use crate::state::AppState;
-use crate::store::{self, AppRow, IngressRow};
+use crate::store::{self, AppRow, IngressRow, ManifestEntry};
 
 #[derive(Deserialize, IntoParams)]
 pub struct IngressQuery {
