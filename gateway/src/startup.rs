@@ -176,7 +176,9 @@ impl Application {
         }
         {
             let state = self.state.clone();
-            workers.spawn("recovery", |stop| crate::sandboxes::recover(state, stop));
+            workers.spawn("recovery", |stop| {
+                crate::sandboxes::recovery::recover(state, stop)
+            });
         }
         let handle: Handle<SocketAddr> = Handle::new();
         let app = crate::api::router(self.state.clone());
