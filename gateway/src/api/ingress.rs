@@ -327,9 +327,10 @@ pub async fn file(
     }
     let blob = state.blobs.path_of(&archive.blob_sha256)?;
     let wanted = entry.path.clone();
-    let found = tokio::task::spawn_blocking(move || crate::ingress::read_file(blob, wanted, max))
-        .await
-        .map_err(|e| anyhow::anyhow!("reading the archive: {e}"))??;
+    let found =
+        tokio::task::spawn_blocking(move || crate::ingress::read::read_file(blob, wanted, max))
+            .await
+            .map_err(|e| anyhow::anyhow!("reading the archive: {e}"))??;
     let bytes = match found {
         Some(Ok(b)) => b,
         Some(Err(size)) => return Err(ApiError::TooLarge(format!("the file is {size} bytes"))),
