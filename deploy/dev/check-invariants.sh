@@ -2,6 +2,8 @@
 # The architecture's invariants, checked mechanically (see ARCHITECTURE.md):
 # - `policy` does no IO: it depends on no async runtime, database, HTTP or Docker crate.
 # - only `sandbox-runner` (when present) depends on bollard.
+# - the gateway's storage (`gateway/src/store/`) depends on no workflow module: not on ingress,
+#   sandboxes, the HTTP API or the background workers, which all build on it.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 fail=0
@@ -18,5 +20,10 @@ for pkg in $(cargo metadata --no-deps --format-version 1 | python3 -c 'import js
         fail=1
     fi
 done
+if found=$(grep -rnE 'crate::(\{([^}]*[ ,])?)?(ingress|sandboxes|api|workers)\b' gateway/src/store); then
+    echo "invariant broken: the store uses a workflow module; storage types belong in gateway/src/store:" >&2
+    echo "$found" >&2
+    fail=1
+fi
 [ "$fail" = 0 ] && echo "architecture invariants hold"
 exit "$fail"

@@ -9,6 +9,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::Context;
 use base64::Engine as _;
@@ -18,6 +19,7 @@ use sqlx::{AnyConnection, Row};
 use tokio::sync::watch;
 
 use crate::keys::{Ed25519Key, PublicKey};
+use crate::workers::Stop;
 
 /// The hash before the first event.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -274,41 +276,69 @@ impl HeadNotifier {
     }
 }
 
-/// Writes a checkpoint for every new head it is told of, coalescing bursts, until `stop` fires;
-/// then writes the last head once more so a clean shutdown always ends on a checkpoint.
-pub async fn checkpoint_worker(
+/// Writes signed checkpoints of new heads, each head once. Shared by the background writer and
+/// the last write at shutdown: the lock is held across a write, so the two never interleave
+/// lines nor both sign the same head.
+pub struct Checkpointer {
     dir: PathBuf,
     key: Ed25519Key,
+    /// The sequence number of the head last written.
+    written: std::sync::Mutex<Option<i64>>,
+}
+
+impl Checkpointer {
+    pub fn new(dir: PathBuf, key: Ed25519Key) -> Checkpointer {
+        Checkpointer {
+            dir,
+            key,
+            written: Default::default(),
+        }
+    }
+
+    /// Writes `head` unless it is the head last written. Blocking (an fsync).
+    pub fn write(&self, head: &ChainHead) -> anyhow::Result<()> {
+        let mut written = crate::lock(&self.written);
+        if *written != Some(head.seq) {
+            write_checkpoint(&self.dir, &self.key, head)?;
+            *written = Some(head.seq);
+        }
+        Ok(())
+    }
+
+    /// The last checkpoint of a clean stop, of the final head, once nothing else commits: a
+    /// clean stop always ends on a checkpoint.
+    pub fn write_last(&self, heads: &watch::Receiver<Option<ChainHead>>) {
+        let head = heads.borrow().clone();
+        if let Some(head) = head {
+            if let Err(e) = self.write(&head) {
+                tracing::error!(error = %format!("{e:#}"), "writing the last audit checkpoint failed");
+            }
+        }
+    }
+}
+
+/// Writes a checkpoint for every new head it is told of, coalescing bursts, until the gateway
+/// stops; the last one is [`Checkpointer::write_last`]'s, after every other worker has ended.
+pub async fn checkpoint_worker(
+    checkpoints: Arc<Checkpointer>,
     mut heads: watch::Receiver<Option<ChainHead>>,
-    mut stop: watch::Receiver<bool>,
+    stop: Stop,
 ) {
-    let mut written: Option<i64> = None;
     loop {
         let head = heads.borrow_and_update().clone();
         if let Some(head) = head {
-            if written != Some(head.seq) {
-                let (d, k, h) = (dir.clone(), key.clone(), head.clone());
-                match tokio::task::spawn_blocking(move || write_checkpoint(&d, &k, &h)).await {
-                    Ok(Ok(())) => written = Some(head.seq),
-                    Ok(Err(e)) => {
-                        tracing::error!(error = %format!("{e:#}"), "writing an audit checkpoint failed")
-                    }
-                    Err(e) => tracing::error!(error = %e, "the checkpoint writer panicked"),
+            let cp = checkpoints.clone();
+            match tokio::task::spawn_blocking(move || cp.write(&head)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::error!(error = %format!("{e:#}"), "writing an audit checkpoint failed")
                 }
+                Err(e) => tracing::error!(error = %e, "the checkpoint writer panicked"),
             }
         }
         tokio::select! {
             changed = heads.changed() => if changed.is_err() { break },
-            _ = stop.wait_for(|s| *s) => {
-                if let Some(head) = heads.borrow().clone() {
-                    if written != Some(head.seq) {
-                        if let Err(e) = write_checkpoint(&dir, &key, &head) {
-                            tracing::error!(error = %format!("{e:#}"), "writing the last audit checkpoint failed");
-                        }
-                    }
-                }
-                break;
-            }
+            () = stop.requested() => break,
         }
     }
 }

@@ -12,15 +12,19 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use sha2::{Digest, Sha256};
 
-#[derive(Clone, Debug)]
+use crate::workers::Workers;
+
+#[derive(Clone)]
 pub struct BlobStore {
     root: PathBuf,
     tmp: PathBuf,
+    /// Where temporary files that are not kept are unlinked, in the background.
+    workers: Workers,
 }
 
 impl BlobStore {
-    pub fn new(root: PathBuf, tmp: PathBuf) -> Self {
-        BlobStore { root, tmp }
+    pub fn new(root: PathBuf, tmp: PathBuf, workers: Workers) -> Self {
+        BlobStore { root, tmp, workers }
     }
 
     /// Removes the leftovers of writes that never committed; returns how many.
@@ -103,6 +107,7 @@ impl BlobStore {
             sha256,
             size,
             root: self.root.clone(),
+            workers: self.workers.clone(),
             committed: false,
         }
     }
@@ -137,6 +142,7 @@ pub struct FinishedBlob {
     sha256: String,
     size: u64,
     root: PathBuf,
+    workers: Workers,
     committed: bool,
 }
 
@@ -160,7 +166,7 @@ impl FinishedBlob {
         let sha = self.sha256.clone();
         let dest = self.root.join("sha256").join(&sha[..2]).join(&sha[2..]);
         if tokio::fs::try_exists(&dest).await.unwrap_or(false) {
-            remove_soon(std::mem::take(&mut self.tmp));
+            remove_soon(&self.workers, std::mem::take(&mut self.tmp));
         } else {
             let parent = dest.parent().context("a blob path has a parent")?;
             tokio::fs::create_dir_all(parent).await?;
@@ -181,7 +187,7 @@ async fn sync_dir(dir: &Path) {
 impl Drop for FinishedBlob {
     fn drop(&mut self) {
         if !self.committed {
-            remove_soon(std::mem::take(&mut self.tmp));
+            remove_soon(&self.workers, std::mem::take(&mut self.tmp));
         }
     }
 }
@@ -190,15 +196,16 @@ impl Drop for FinishedBlob {
 /// frees all its blocks there and then (about 160 ms per GiB on an ext4 volume with online
 /// discard), which must hold neither the write transaction a duplicate upload commits in nor a
 /// thread of the async runtime, as a refused upload's guard would. A file a crash leaves before
-/// it goes is swept at the next start.
-fn remove_soon(path: PathBuf) {
+/// it goes is swept at the next start; so is one a stop does not wait for.
+fn remove_soon(workers: &Workers, path: PathBuf) {
     if path.as_os_str().is_empty() {
         return;
     }
     match tokio::runtime::Handle::try_current() {
-        Ok(rt) => {
-            rt.spawn_blocking(move || {
-                let _ = std::fs::remove_file(&path);
+        Ok(_) => {
+            // Not cut short by a stop: it is one system call, over soon.
+            workers.spawn("temp-file-unlink", |_stop| async move {
+                let _ = tokio::task::spawn_blocking(move || std::fs::remove_file(&path)).await;
             });
         }
         Err(_) => {

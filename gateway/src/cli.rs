@@ -1230,6 +1230,8 @@ async fn follow_run(
     use std::io::Write as _;
     let interrupts = cancel_on_interrupt.then(|| {
         let (client, id) = (client.clone(), id.to_owned());
+        // The client's side, for this one command, aborted when it returns: not one of the
+        // server's background workers.
         tokio::spawn(async move {
             if tokio::signal::ctrl_c().await.is_err() {
                 return;

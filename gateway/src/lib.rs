@@ -15,6 +15,7 @@
 //! - `blobs`: the content-addressed store; `ingress`: archives streamed in and validated;
 //!   `metrics`: Prometheus counters.
 //! - `sandboxes`: the run queue and supervisor over `sandbox-runner`, and recovery at start.
+//! - `workers`: every background task, named, told when the gateway stops and waited for.
 //!
 //! The rules themselves (who may do what, how an application moves) live in the `policy`
 //! crate; this crate loads facts, asks `policy`, and records the answer.
@@ -38,6 +39,7 @@ pub mod state;
 pub mod store;
 pub mod time;
 pub mod upload;
+pub mod workers;
 
 /// A mutex's guard, poisoned or not: no holder panics with the data half-changed.
 pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {

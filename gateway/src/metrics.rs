@@ -10,6 +10,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::workers::Workers;
+
 const BUCKETS: [f64; 10] = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
 
 #[derive(Default)]
@@ -30,9 +32,18 @@ pub struct Metrics {
     runs_started_made: AtomicU64,
     /// Runs ended, by outcome.
     runs_finished: Mutex<BTreeMap<String, u64>>,
+    /// The background tasks, counted by kind when rendered.
+    workers: Workers,
 }
 
 impl Metrics {
+    pub fn new(workers: Workers) -> Metrics {
+        Metrics {
+            workers,
+            ..Metrics::default()
+        }
+    }
+
     pub fn observe(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
         let secs = elapsed.as_secs_f64();
         let mut map = crate::lock(&self.requests);
@@ -131,6 +142,12 @@ impl Metrics {
         let map = crate::lock(&self.runs_finished);
         for (outcome, n) in map.iter() {
             let _ = writeln!(out, "vre_runs_finished_total{{outcome=\"{outcome}\"}} {n}");
+        }
+        drop(map);
+        out.push_str("# HELP vre_workers Background tasks running, by kind.\n");
+        out.push_str("# TYPE vre_workers gauge\n");
+        for (kind, n) in self.workers.running() {
+            let _ = writeln!(out, "vre_workers{{name=\"{kind}\"}} {n}");
         }
         out
     }

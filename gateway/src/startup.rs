@@ -1,5 +1,6 @@
 //! Building and running the gateway: `Application::build` binds and prepares everything,
-//! `run_until_stopped` serves until a shutdown signal, then drains and stops in order.
+//! `run_until_stopped` serves until a shutdown signal, then drains requests, stops the
+//! background workers, and only then writes the last checkpoint and closes the database.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -12,7 +13,7 @@ use axum_server::Handle;
 use axum_server::tls_rustls::RustlsConfig;
 use tokio::sync::watch;
 
-use crate::audit::{self, HeadNotifier};
+use crate::audit::{self, Checkpointer, HeadNotifier};
 use crate::auth::Verifier;
 use crate::blobs::BlobStore;
 use crate::config::Settings;
@@ -20,6 +21,7 @@ use crate::db::Db;
 use crate::keys::{DataDir, Ed25519Key};
 use crate::metrics::Metrics;
 use crate::state::{AppState, Inner};
+use crate::workers::{self, Workers};
 
 /// How long in-flight requests get to finish after a shutdown signal.
 const DRAIN: Duration = Duration::from_secs(20);
@@ -48,7 +50,8 @@ impl Application {
             settings.tls.key_file.as_deref(),
             &settings.tls.hostnames,
         )?;
-        let blobs = BlobStore::new(data.blobs(), data.tmp());
+        let workers = Workers::default();
+        let blobs = BlobStore::new(data.blobs(), data.tmp(), workers.clone());
         let swept = blobs.sweep_tmp()?;
         if swept > 0 {
             tracing::info!(
@@ -67,6 +70,7 @@ impl Application {
         let verifier = Verifier::new(&settings.auth, Some(&token_key))?;
         if let Some(url) = settings.auth.jwks_url.clone() {
             spawn_jwks_refresh(
+                &workers,
                 verifier.clone(),
                 url,
                 Duration::from_secs(settings.auth.jwks_refresh_secs.max(10)),
@@ -123,7 +127,8 @@ impl Application {
             quorum,
             heads,
             blobs,
-            metrics: Metrics::default(),
+            metrics: Metrics::new(workers.clone()),
+            workers,
             data,
             settings,
         });
@@ -151,27 +156,31 @@ impl Application {
         &self.state
     }
 
-    /// Serves until `shutdown` resolves; then stops accepting, lets requests drain, writes the
-    /// last audit checkpoint and closes the database.
+    /// Serves until `shutdown` resolves; then stops accepting, lets requests drain, stops the
+    /// background workers (within `workers::STOP_WITHIN`), writes the last audit checkpoint
+    /// and closes the database.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let (stop_tx, stop_rx) = watch::channel(false);
-        let checkpoints = tokio::spawn(audit::checkpoint_worker(
+        let workers = self.state.workers.clone();
+        let checkpoints = Arc::new(Checkpointer::new(
             self.state.settings.checkpoint_dir(),
             self.audit_key.clone(),
-            self.heads_rx.clone(),
-            stop_rx,
         ));
-        let recovery = tokio::spawn(crate::sandboxes::recover(self.state.clone()));
+        {
+            let (checkpoints, heads) = (checkpoints.clone(), self.heads_rx.clone());
+            workers.spawn("audit-checkpoints", |stop| {
+                audit::checkpoint_worker(checkpoints, heads, stop)
+            });
+        }
+        {
+            let state = self.state.clone();
+            workers.spawn("recovery", |stop| {
+                crate::sandboxes::recovery::recover(state, stop)
+            });
+        }
         let handle: Handle<SocketAddr> = Handle::new();
-        let h = handle.clone();
-        tokio::spawn(async move {
-            shutdown.await;
-            tracing::info!("shutting down: draining requests");
-            h.graceful_shutdown(Some(DRAIN));
-        });
         let app = crate::api::router(self.state.clone());
         let body_limit = self.state.settings.limits.json_body_max_bytes.max(
             // Attachments travel as base64 inside JSON.
@@ -180,16 +189,26 @@ impl Application {
         let app = app.layer(axum::extract::DefaultBodyLimit::max(body_limit as usize));
         let acceptor =
             axum_server::tls_rustls::RustlsAcceptor::new(self.tls).acceptor(ReadBuffered);
-        let served = axum_server::from_tcp(self.listener)?
+        let serve = axum_server::from_tcp(self.listener)?
             .acceptor(acceptor)
-            .handle(handle)
-            .serve(app.into_make_service())
-            .await;
-        recovery.abort();
+            .handle(handle.clone())
+            .serve(app.into_make_service());
+        tokio::pin!(serve);
+        let served = tokio::select! {
+            served = &mut serve => served,
+            () = shutdown => {
+                tracing::info!("shutting down: draining requests");
+                handle.graceful_shutdown(Some(DRAIN));
+                serve.await
+            }
+        };
+        // No request is left to start more background work. Supervisors leave their runs
+        // going, for the next start to take up again.
+        tracing::info!("shutting down: stopping background workers");
+        workers.stop(workers::STOP_WITHIN).await;
         // Nothing is left idle on the engine: the next start begins without containers ahead.
         self.state.sandboxes.backend.shutdown().await;
-        let _ = stop_tx.send(true);
-        let _ = checkpoints.await;
+        checkpoints.write_last(&self.heads_rx);
         self.state.db.close().await;
         served.context("serving HTTPS")
     }
@@ -245,9 +264,14 @@ fn server_tls_config(
     Ok(Arc::new(config))
 }
 
-/// Fetches the identity provider's keys now and then every `every`; a failed refresh keeps the
-/// keys already known.
-async fn spawn_jwks_refresh(verifier: Arc<Verifier>, url: String, every: Duration) {
+/// Fetches the identity provider's keys now and then every `every`, until the gateway stops; a
+/// failed refresh keeps the keys already known.
+async fn spawn_jwks_refresh(
+    workers: &Workers,
+    verifier: Arc<Verifier>,
+    url: String,
+    every: Duration,
+) {
     let client = match crate::client::http_client(None) {
         Ok(c) => c,
         Err(e) => {
@@ -261,15 +285,21 @@ async fn spawn_jwks_refresh(verifier: Arc<Verifier>, url: String, every: Duratio
             tracing::warn!(error = %format!("{e:#}"), "the first JWKS fetch failed; retrying in the background")
         }
     }
-    tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(every).await;
-            match crate::auth::fetch_jwks(&client, &url).await {
-                Ok(keys) => verifier.replace_provider_keys(keys),
-                Err(e) => {
-                    tracing::warn!(error = %format!("{e:#}"), "refreshing the JWKS failed; keeping the known keys")
+    workers.spawn("jwks-refresh", |stop| async move {
+        let refresh = async {
+            loop {
+                tokio::time::sleep(every).await;
+                match crate::auth::fetch_jwks(&client, &url).await {
+                    Ok(keys) => verifier.replace_provider_keys(keys),
+                    Err(e) => {
+                        tracing::warn!(error = %format!("{e:#}"), "refreshing the JWKS failed; keeping the known keys")
+                    }
                 }
             }
+        };
+        tokio::select! {
+            () = refresh => {}
+            () = stop.requested() => {}
         }
     });
 }

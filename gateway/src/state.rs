@@ -12,6 +12,7 @@ use crate::config::Settings;
 use crate::db::{Db, WriteTx};
 use crate::keys::DataDir;
 use crate::metrics::Metrics;
+use crate::workers::Workers;
 
 #[derive(Clone)]
 pub struct AppState(Arc<Inner>);
@@ -26,6 +27,8 @@ pub struct Inner {
     pub metrics: Metrics,
     pub data: DataDir,
     pub sandboxes: Arc<crate::sandboxes::Sandboxes>,
+    /// Every background task of the gateway, told to stop and waited for at a graceful stop.
+    pub workers: Workers,
     /// The public JWKS of the token key, served at `/.well-known/jwks.json`.
     pub jwks: serde_json::Value,
 }

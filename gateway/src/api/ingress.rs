@@ -13,10 +13,9 @@ use super::applications::{Application, new_app_summary};
 use super::{ApiJson, ApiQuery};
 use crate::auth::Caller;
 use crate::error::{ApiResult, ErrorBody};
-use crate::ingress::ManifestEntry;
 use crate::service::ingress as svc;
 use crate::state::AppState;
-use crate::store::{self, IngressRow};
+use crate::store::{self, IngressRow, ManifestEntry};
 
 #[derive(Deserialize, IntoParams)]
 pub struct IngressQuery {

@@ -10,9 +10,9 @@ use serde_json::json;
 use super::{Error, Result, allow, check_text};
 use crate::audit::NewEvent;
 use crate::auth::Caller;
-use crate::ingress::{IngestError, ManifestEntry};
+use crate::ingress::IngestError;
 use crate::state::AppState;
-use crate::store::{self, AppRow, CheckRow, IngressRow};
+use crate::store::{self, AppRow, CheckRow, IngressRow, ManifestEntry};
 
 /// What the analyst says of the archive.
 #[derive(Debug)]
@@ -243,9 +243,10 @@ pub async fn read_file(
     }
     let blob = state.blobs.path_of(&archive.blob_sha256)?;
     let wanted = entry.path.clone();
-    let found = tokio::task::spawn_blocking(move || crate::ingress::read_file(blob, wanted, max))
-        .await
-        .map_err(|e| anyhow::anyhow!("reading the archive: {e}"))??;
+    let found =
+        tokio::task::spawn_blocking(move || crate::ingress::read::read_file(blob, wanted, max))
+            .await
+            .map_err(|e| anyhow::anyhow!("reading the archive: {e}"))??;
     let bytes = match found {
         Some(Ok(b)) => b,
         Some(Err(size)) => return Err(Error::TooLarge(format!("the file is {size} bytes"))),

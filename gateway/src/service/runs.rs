@@ -104,11 +104,7 @@ pub async fn create(
     })
     .await?;
     state.commit(tx).await?;
-    tokio::spawn(crate::sandboxes::supervise(
-        state.clone(),
-        row.clone(),
-        false,
-    ));
+    crate::sandboxes::spawn_supervisor(state, row.clone(), false);
     Ok(row)
 }
 

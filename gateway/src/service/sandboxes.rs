@@ -284,7 +284,7 @@ async fn stage(
         (a, store::entries(&mut conn, app_id).await?)
     };
     let blob = state.blobs.path_of(&archive.blob_sha256)?;
-    let (rx, worker) = crate::ingress::restage(blob, manifest);
+    let (rx, worker) = crate::ingress::restage::restage(blob, manifest);
     let stream =
         futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|v| (v, rx)) });
     let spec = {

@@ -562,11 +562,24 @@ pub async fn ingress(
     .transpose()
 }
 
+/// One entry of an archive's manifest, as the ingress scan finds it and as it is recorded (the
+/// API answers it as it is, hence the wire derives).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ManifestEntry {
+    pub path: String,
+    /// file or directory
+    pub kind: String,
+    pub size: u64,
+    pub mode: u32,
+    /// SHA-256 of the file's content; none for directories.
+    pub sha256: Option<String>,
+}
+
 /// Inserts a manifest in batches (both engines bound the number of parameters per statement).
 pub async fn insert_entries(
     conn: &mut AnyConnection,
     app: &str,
-    entries: &[crate::ingress::ManifestEntry],
+    entries: &[ManifestEntry],
 ) -> Result<(), sqlx::Error> {
     for batch in entries.chunks(500) {
         let mut sql = String::from(
@@ -605,7 +618,7 @@ pub async fn insert_entries(
 pub async fn entries(
     conn: &mut AnyConnection,
     app: &str,
-) -> Result<Vec<crate::ingress::ManifestEntry>, sqlx::Error> {
+) -> Result<Vec<ManifestEntry>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT path, kind, size, mode, sha256 FROM archive_entries WHERE application_id = $1 ORDER BY path",
     )
@@ -614,7 +627,7 @@ pub async fn entries(
     .await?;
     rows.iter()
         .map(|r| {
-            Ok(crate::ingress::ManifestEntry {
+            Ok(ManifestEntry {
                 path: r.try_get("path")?,
                 kind: r.try_get("kind")?,
                 size: r.try_get::<i64, _>("size")? as u64,
