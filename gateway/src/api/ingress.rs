@@ -15,7 +15,8 @@ use crate::auth::Caller;
 use crate::error::{ApiResult, ErrorBody};
 use crate::service::ingress as svc;
 use crate::state::AppState;
-use crate::store::{self, IngressRow, ManifestEntry};
+use crate::store::ingress::{IngressRow, ManifestEntry};
+use crate::store::{self};
 
 #[derive(Deserialize, IntoParams)]
 pub struct IngressQuery {

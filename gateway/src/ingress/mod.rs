@@ -32,7 +32,7 @@ use policy::archive::rules::{Limits, Violation};
 use crate::blobs::{BlobStore, FinishedBlob};
 use crate::ingress::store::{open_direct, store_buffered, store_direct};
 use crate::ingress::unpack::scan_worker;
-use crate::store::ManifestEntry;
+use crate::store::ingress::ManifestEntry;
 
 /// Chunks in flight per worker: the memory bound of a streaming upload.
 const QUEUE: usize = 8;

@@ -9,7 +9,7 @@ use policy::archive::tar::{EntryKind, Header, Sink};
 use sha2::{Digest, Sha256};
 
 use crate::ingress::unpack::Unpacker;
-use crate::store::ManifestEntry;
+use crate::store::ingress::ManifestEntry;
 
 /// A stored archive re-emitted for staging: the same paths and contents, every entry owned by
 /// root and read-only (directories and executables 0555, other files 0444), each file's SHA-256

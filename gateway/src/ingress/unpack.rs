@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc::Receiver;
 
 use crate::ingress::Format;
-use crate::store::ManifestEntry;
+use crate::store::ingress::ManifestEntry;
 
 /// zstd frames that need a window larger than 2^this are refused (memory stays bounded).
 const ZSTD_WINDOW_LOG_MAX: u32 = 27;

@@ -12,7 +12,8 @@ use crate::audit::NewEvent;
 use crate::auth::Caller;
 use crate::ingress::IngestError;
 use crate::state::AppState;
-use crate::store::{self, AppRow, CheckRow, IngressRow, ManifestEntry};
+use crate::store::ingress::{self as archives, IngressRow, ManifestEntry};
+use crate::store::{self, AppRow, CheckRow};
 
 /// What the analyst says of the archive.
 #[derive(Debug)]
@@ -147,8 +148,8 @@ where
     let mut tx = state.db.begin_write().await?;
     store::record_blob(tx.conn(), &sha, ingested.blob.size()).await?;
     super::applications::submit(&mut tx, &allowed, &row).await?;
-    store::insert_ingress(tx.conn(), &archive).await?;
-    store::insert_entries(tx.conn(), &row.id, &ingested.entries).await?;
+    archives::insert_archive(tx.conn(), &archive).await?;
+    archives::insert_entries(tx.conn(), &row.id, &ingested.entries).await?;
     store::insert_checks(tx.conn(), &row.id, &ingested.checks).await?;
     tx.audit(NewEvent {
         actor: caller.sub.as_str(),
@@ -195,12 +196,12 @@ impl Manifest {
 pub async fn manifest(state: &AppState, caller: &Caller, id: &str) -> Result<Manifest> {
     let mut conn = state.db.pool().acquire().await?;
     super::applications::seen(&mut conn, caller, id).await?;
-    let archive = store::ingress(&mut conn, id)
+    let archive = archives::archive(&mut conn, id)
         .await?
         .ok_or(Error::NotFound("archive"))?;
     Ok(Manifest {
         archive,
-        entries: store::entries(&mut conn, id).await?,
+        entries: archives::entries(&mut conn, id).await?,
         checks: store::checks(&mut conn, id).await?,
     })
 }
@@ -224,10 +225,10 @@ pub async fn read_file(
         let mut conn = state.db.pool().acquire().await?;
         let app = super::applications::seen(&mut conn, caller, id).await?;
         allow(caller, Action::ReadContent, app.standing)?;
-        let archive = store::ingress(&mut conn, id)
+        let archive = archives::archive(&mut conn, id)
             .await?
             .ok_or(Error::NotFound("archive"))?;
-        let entry = store::entries(&mut conn, id)
+        let entry = archives::entries(&mut conn, id)
             .await?
             .into_iter()
             .find(|e| e.path == path && e.kind == "file")

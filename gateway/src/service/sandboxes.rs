@@ -278,10 +278,10 @@ async fn stage(
     let app = stageable(state, sb, app_id).await?;
     let (archive, manifest) = {
         let mut conn = state.db.pool().acquire().await?;
-        let a = store::ingress(&mut conn, app_id)
+        let a = store::ingress::archive(&mut conn, app_id)
             .await?
             .ok_or(Error::NotFound("archive"))?;
-        (a, store::entries(&mut conn, app_id).await?)
+        (a, store::ingress::entries(&mut conn, app_id).await?)
     };
     let blob = state.blobs.path_of(&archive.blob_sha256)?;
     let (rx, worker) = crate::ingress::restage::restage(blob, manifest);
