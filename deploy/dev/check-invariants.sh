@@ -2,18 +2,46 @@
 # The architecture's invariants, checked mechanically (see ARCHITECTURE.md):
 # - `policy` does no IO: it depends on no async runtime, database, HTTP or Docker crate.
 # - only `sandbox-runner` (when present) depends on bollard.
+# A cargo that fails (or answers nothing) fails the check: it never reads as "no such
+# dependency". deploy/dev/check-invariants-selftest.sh shows both, with a fake cargo.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+
+broken() {
+    echo "check-invariants: $*; the invariants were not checked" >&2
+    exit 2
+}
+
+# The workspace's packages; policy must be one of them.
+meta=$(cargo metadata --no-deps --format-version 1) || broken "cargo metadata failed"
+[ -n "$meta" ] || broken "cargo metadata answered nothing"
+pkgs=$(python3 -c 'import json,sys; print(" ".join(p["name"] for p in json.load(sys.stdin)["packages"]))' <<<"$meta" 2>/dev/null) ||
+    broken "cargo metadata's answer is not the JSON expected"
+case " $pkgs " in
+*" policy "*) ;;
+*) broken "cargo metadata lists no package policy (only: $pkgs)" ;;
+esac
+
+# `cargo tree -p PKG ARGS`, which lists at least PKG itself.
+tree() {
+    local out
+    out=$(cargo tree -p "$1" -e normal --prefix none "${@:2}") || broken "cargo tree -p $1 failed"
+    grep -q "^$1 v" <<<"$out" || broken "cargo tree -p $1 does not list $1 itself"
+    printf '%s\n' "$out"
+}
+
 fail=0
+policy_deps=$(tree policy)
 for forbidden in tokio sqlx axum hyper reqwest bollard; do
-    if cargo tree -p policy -e normal --prefix none 2>/dev/null | grep -q "^$forbidden v"; then
+    if grep -q "^$forbidden v" <<<"$policy_deps"; then
         echo "invariant broken: policy depends on $forbidden" >&2
         fail=1
     fi
 done
-for pkg in $(cargo metadata --no-deps --format-version 1 | python3 -c 'import json,sys; print(" ".join(p["name"] for p in json.load(sys.stdin)["packages"]))'); do
+for pkg in $pkgs; do
     [ "$pkg" = sandbox-runner ] && continue
-    if cargo tree -p "$pkg" -e normal --depth 1 --prefix none 2>/dev/null | grep -q "^bollard v"; then
+    direct=$(tree "$pkg" --depth 1)
+    if grep -q "^bollard v" <<<"$direct"; then
         echo "invariant broken: $pkg depends on bollard directly; only sandbox-runner speaks Docker" >&2
         fail=1
     fi
