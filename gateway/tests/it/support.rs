@@ -21,12 +21,19 @@ pub enum Engine {
     Postgres,
 }
 
+/// Whether `VRE_TEST_REQUIRE_<what>=1` is set: then what a test needs of this machine (`DOCKER`,
+/// `POSTGRES`, `RUNSC`, `ROOT`) must be here, and its absence fails the test instead of skipping
+/// it. `deploy/dev/test.sh` sets them.
+pub fn required(what: &str) -> bool {
+    std::env::var(format!("VRE_TEST_REQUIRE_{what}")).is_ok_and(|v| v == "1")
+}
+
 /// The engines storage tests run against here.
 pub fn engines() -> Vec<Engine> {
     let mut v = vec![Engine::Sqlite];
     if std::env::var("VRE_TEST_POSTGRES_URL").is_ok() {
         v.push(Engine::Postgres);
-    } else if std::env::var("VRE_TEST_REQUIRE_POSTGRES").is_ok_and(|v| v == "1") {
+    } else if required("POSTGRES") {
         panic!("VRE_TEST_REQUIRE_POSTGRES=1 but VRE_TEST_POSTGRES_URL is not set");
     }
     v
@@ -412,7 +419,7 @@ pub fn docker_available() -> bool {
         .output()
         .map(|o| o.status.success())
         .unwrap_or(false);
-    if !ok && std::env::var("VRE_TEST_REQUIRE_DOCKER").is_ok_and(|v| v == "1") {
+    if !ok && required("DOCKER") {
         panic!("VRE_TEST_REQUIRE_DOCKER=1 but no Docker engine answers");
     }
     if !ok {
@@ -421,6 +428,22 @@ pub fn docker_available() -> bool {
         );
     }
     ok
+}
+
+/// Whether the tests run as root, which `what` needs (mounting a file system, starting a
+/// Docker engine of the test's own). Where `VRE_TEST_REQUIRE_ROOT=1` (`deploy/dev/test.sh` run
+/// as root, and CI), not being root fails the test instead of skipping `what`.
+pub fn root_available(what: &str) -> bool {
+    // SAFETY: geteuid(2) takes nothing, cannot fail and touches none of our memory.
+    #[allow(unsafe_code)]
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root && required("ROOT") {
+        panic!("VRE_TEST_REQUIRE_ROOT=1 but not root: {what} needs root");
+    }
+    if !root {
+        eprintln!("not root: skipping {what} (CI sets VRE_TEST_REQUIRE_ROOT=1)");
+    }
+    root
 }
 
 /// The test image, built by `deploy/images/build-test-image.sh`.
