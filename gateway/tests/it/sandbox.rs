@@ -9,7 +9,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::support::{
-    Engine, TEST_IMAGE, TempDir, TestApp, docker_available, required, root_available,
+    Engine, TEST_IMAGE, TempDir, TestApp, docker_available, required, root_available, vre_command,
 };
 
 /// A small class so limits are reached quickly.
@@ -1217,7 +1217,7 @@ async fn interrupted(
     token: &str,
     args: &[&str],
 ) -> (std::process::Output, Duration) {
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vre"))
+    let mut child = vre_command()
         .args(args)
         .env("VRE_URL", &app.url)
         .env("VRE_CA", app.dir.path().join("tls/ca.pem"))

@@ -449,11 +449,6 @@ pub fn root_available(what: &str) -> bool {
 /// The test image, built by `deploy/images/build-test-image.sh`.
 pub const TEST_IMAGE: &str = "vre-test/busybox:latest";
 
-/// The `vre` binary built for these tests.
-pub fn vre_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_vre"))
-}
-
 impl TestApp {
     /// Waits (at most two minutes) until the run is in `state`: `finished` is waited for with
     /// the gateway's long poll, others by polling. The run as it is then.
@@ -564,10 +559,12 @@ pub async fn verify_offline(settings: &Settings) -> gateway::audit::Report {
     report
 }
 
-/// The `vre` binary without the caller's `VRE_*` variables, so that nothing in a developer's
-/// environment points a test at another database or configuration.
+/// The `vre` binary built for these tests, without the caller's `VRE_*` variables, so that
+/// nothing in a developer's environment (`VRE_URL`, `VRE_TOKEN`, `VRE_CA`, `VRE_CONFIG`,
+/// `VRE_DATABASE_URL`, …) points a test at another gateway, database or configuration: each
+/// test sets exactly the ones it means. Every test that runs `vre` starts it through this.
 pub fn vre_command() -> std::process::Command {
-    let mut c = std::process::Command::new(vre_bin());
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_vre"));
     for (k, _) in std::env::vars_os() {
         if k.to_string_lossy().starts_with("VRE_") {
             c.env_remove(k);
