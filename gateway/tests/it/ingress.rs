@@ -745,15 +745,16 @@ async fn a_gateway_killed_mid_upload_leaves_nothing_visible() {
     assert_eq!(list.as_array().unwrap().len(), 0);
 }
 
+/// The files below `p`, which must be a directory (a missing one would look empty).
 fn walk_files(p: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(p) {
-        for e in rd.flatten() {
-            if e.file_type().unwrap().is_dir() {
-                out.extend(walk_files(&e.path()));
-            } else {
-                out.push(e.path());
-            }
+    let rd = std::fs::read_dir(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    for e in rd {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            out.extend(walk_files(&e.path()));
+        } else {
+            out.push(e.path());
         }
     }
     out

@@ -1017,6 +1017,7 @@ async fn extra_runs_queue_instead_of_failing() {
         let runs = runs.as_array().unwrap().clone();
         let running = runs.iter().filter(|r| r["state"] == "running").count();
         max_running = max_running.max(running);
+        assert_eq!(runs.len(), ids.len(), "{runs:?}");
         if runs.iter().all(|r| r["state"] == "finished") {
             assert!(
                 runs.iter()
@@ -2150,7 +2151,13 @@ async fn a_run_is_recorded_alike_on_every_database() {
             ["err", "out"].into()
         );
         assert_eq!(r["log_sha256"], gateway::sha256_hex(log.as_bytes()));
-        assert!(r["started_at"].as_str() <= r["finished_at"].as_str(), "{r}");
+        // Both recorded, and in order.
+        let at = |k: &str| {
+            let t = r[k].as_str().unwrap_or_else(|| panic!("no {k}: {r}"));
+            time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+                .unwrap_or_else(|e| panic!("{k} {t:?}: {e}"))
+        };
+        assert!(at("started_at") <= at("finished_at"), "{engine:?}: {r}");
         let (st, runs) = app
             .get(&format!("/api/v1/sandboxes/{sb}/runs"), Some(&ana))
             .await;
