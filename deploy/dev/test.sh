@@ -18,11 +18,15 @@ bash deploy/images/build-test-image.sh >/dev/null
 # Sandbox tests must run against the engine, and the gVisor ones on runsc; a missing engine or
 # runtime fails them instead of skipping.
 export VRE_TEST_REQUIRE_DOCKER=1 VRE_TEST_REQUIRE_RUNSC=1
-if ! docker info --format '{{json .Runtimes}}' | grep -q '"runsc"'; then
+runtimes=$(docker info --format '{{json .Runtimes}}')
+case "$runtimes" in
+*'"runsc"'*) ;;
+*)
     echo "test.sh: the running Docker engine has no runsc runtime: it was started before" \
         "runsc was installed or without deploy/docker/start-engine.sh; restart it with that" >&2
     exit 1
-fi
+    ;;
+esac
 
 # Some tests need root (a file system mounted below a dataset, Docker engines of their own).
 # Run as root, as CI is, they must run: not being root then fails them. Run as another user
