@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up what the tests need on a Debian machine (PostgreSQL and the Docker engine from
-# Debian's packages, the sandbox test image) and runs the whole test suite.
+# Debian's packages, gVisor, the sandbox test image) and runs the whole test suite: every test
+# CI runs, none of them skipped.
 # Usage: deploy/dev/test.sh [extra cargo test args]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -14,7 +15,27 @@ export VRE_TEST_REQUIRE_POSTGRES=1
 need_packages runsc
 bash deploy/docker/start-engine.sh
 bash deploy/images/build-test-image.sh >/dev/null
-# Sandbox tests must run against the engine; a missing one fails instead of skipping.
-export VRE_TEST_REQUIRE_DOCKER=1
+# Sandbox tests must run against the engine, and the gVisor ones on runsc; a missing engine or
+# runtime fails them instead of skipping.
+export VRE_TEST_REQUIRE_DOCKER=1 VRE_TEST_REQUIRE_RUNSC=1
+runtimes=$(docker info --format '{{json .Runtimes}}')
+case "$runtimes" in
+*'"runsc"'*) ;;
+*)
+    echo "test.sh: the running Docker engine has no runsc runtime: it was started before" \
+        "runsc was installed or without deploy/docker/start-engine.sh; restart it with that" >&2
+    exit 1
+    ;;
+esac
+
+# Some tests need root (a file system mounted below a dataset, Docker engines of their own).
+# Run as root, as CI is, they must run: not being root then fails them. Run as another user
+# (this script uses sudo only to install and start services), they are skipped with a note,
+# unless the caller sets VRE_TEST_REQUIRE_ROOT=1 itself, as .ci/run does.
+if [ "$(id -u)" = 0 ]; then
+    export VRE_TEST_REQUIRE_ROOT=1
+elif [ "${VRE_TEST_REQUIRE_ROOT:-}" != 1 ]; then
+    echo "test.sh: not root: the tests that need root are skipped (run as root to run them all)" >&2
+fi
 
 cargo test --workspace --locked "$@"

@@ -410,8 +410,16 @@ impl Bare {
 
 /// `vre run SANDBOX -- true` through the real binary, as an analyst would type it.
 fn vre_run(url: &str, ca: &std::path::Path, token: &str, sandbox: &str) -> Res<Duration> {
+    let mut vre = std::process::Command::new(env!("CARGO_BIN_EXE_vre"));
+    // None of the caller's `VRE_*` variables (another gateway, token or configuration): only
+    // the three below.
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("VRE_") {
+            vre.env_remove(k);
+        }
+    }
     let t0 = Instant::now();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vre"))
+    let out = vre
         .args(["run", sandbox, "--", "true"])
         .env("VRE_URL", url)
         .env("VRE_CA", ca)

@@ -529,9 +529,10 @@ async fn run_matrix(app: &TestApp, engine: bool) -> Vec<String> {
                 .await
             };
             if row.effect == Effect::Starts && status.is_success() {
-                if let Some(run) = body["id"].as_str() {
-                    finished_run(app, run).await;
-                }
+                let run = body["id"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("no run id: {body}"));
+                finished_run(app, run).await;
             }
             let after = audit_seq(app).await;
             let cell = format!("{method} {} as {who:?}", row.path);

@@ -8,7 +8,7 @@ use policy::archive::tar::{END, EntryKind, entry_header, padding, set_checksum, 
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::support::{TempDir, TestApp, each_engine, engines, vre_bin};
+use crate::support::{TempDir, TestApp, each_engine, engines, vre_command};
 
 /// A tar archive from (path, kind, mode, data) with honest headers.
 fn tar_of(entries: &[(&str, EntryKind, u32, &[u8])]) -> Vec<u8> {
@@ -509,9 +509,9 @@ async fn a_good_archive_gets_a_manifest_checks_and_audited_reads() {
     .await;
 }
 
-/// Runs the real binary.
+/// Runs the real binary with `env` (and none of the caller's `VRE_*` variables).
 pub(crate) fn vre(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
-    let mut c = std::process::Command::new(vre_bin());
+    let mut c = vre_command();
     c.args(args);
     for (k, v) in env {
         c.env(k, v);
@@ -633,7 +633,7 @@ impl Drop for Child {
 
 pub(crate) fn start_server(dir: &std::path::Path) -> (Child, String) {
     use std::io::BufRead;
-    let mut child = std::process::Command::new(vre_bin())
+    let mut child = vre_command()
         .args([
             "server",
             "--data-dir",
@@ -745,15 +745,16 @@ async fn a_gateway_killed_mid_upload_leaves_nothing_visible() {
     assert_eq!(list.as_array().unwrap().len(), 0);
 }
 
+/// The files below `p`, which must be a directory (a missing one would look empty).
 fn walk_files(p: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(p) {
-        for e in rd.flatten() {
-            if e.file_type().unwrap().is_dir() {
-                out.extend(walk_files(&e.path()));
-            } else {
-                out.push(e.path());
-            }
+    let rd = std::fs::read_dir(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    for e in rd {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            out.extend(walk_files(&e.path()));
+        } else {
+            out.push(e.path());
         }
     }
     out

@@ -8,7 +8,9 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::support::{Engine, TEST_IMAGE, TempDir, TestApp, docker_available};
+use crate::support::{
+    Engine, TEST_IMAGE, TempDir, TestApp, docker_available, required, root_available, vre_command,
+};
 
 /// A small class so limits are reached quickly.
 fn tiny(s: &mut gateway::config::Settings, data: &std::path::Path) {
@@ -41,21 +43,27 @@ struct World {
 }
 
 /// A tmpfs (world-writable, with a file in it) mounted below the dataset's directory, as a
-/// site's data tree may hold other file systems; unmounted on drop. Needs root (as CI has).
+/// site's data tree may hold other file systems; unmounted on drop. Needs root (as CI has):
+/// None where the tests do not run as root, unless `VRE_TEST_REQUIRE_ROOT=1`.
 struct Submount(std::path::PathBuf);
 
 impl Submount {
     fn new(at: std::path::PathBuf) -> Option<Submount> {
-        std::fs::create_dir_all(&at).unwrap();
-        let ok = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "mode=1777,size=1m", "tmpfs"])
-            .arg(&at)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            eprintln!("not root: the dataset has no file system mounted below it");
+        if !root_available("the dataset's checks with a file system mounted below it") {
             return None;
         }
+        std::fs::create_dir_all(&at).unwrap();
+        let mount = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "mode=1777,size=1m", "tmpfs"])
+            .arg(&at)
+            .output()
+            .expect("mount runs");
+        assert!(
+            mount.status.success(),
+            "mounting a tmpfs at {}: {}",
+            at.display(),
+            String::from_utf8_lossy(&mount.stderr)
+        );
         std::fs::write(at.join("host-only.txt"), "below the dataset\n").unwrap();
         Some(Submount(at))
     }
@@ -213,7 +221,7 @@ async fn runs_are_isolated_and_limited() {
 /// limited. gVisor's own threads count against the class's pids limit on the host (it does
 /// not start under 64), so this class allows 128, and memory enough for its kernel. Skipped
 /// where the engine has no `runsc` (deploy/docker/start-engine.sh registers it when Debian's
-/// runsc is installed), unless VRE_TEST_REQUIRE_RUNSC is set, as in CI.
+/// runsc is installed), unless `VRE_TEST_REQUIRE_RUNSC=1`, as `deploy/dev/test.sh` sets.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runs_in_gvisor_are_isolated_and_limited() {
     if !docker_available() {
@@ -226,10 +234,11 @@ async fn runs_in_gvisor_are_isolated_and_limited() {
     let runtimes: Value = serde_json::from_slice(&info.stdout).unwrap_or_default();
     if runtimes.get("runsc").is_none() {
         assert!(
-            std::env::var_os("VRE_TEST_REQUIRE_RUNSC").is_none(),
-            "the engine has no runsc runtime: {runtimes}"
+            !required("RUNSC"),
+            "VRE_TEST_REQUIRE_RUNSC=1 but the engine has no runsc runtime: {runtimes} \
+             (deploy/docker/start-engine.sh registers Debian's runsc when it starts the engine)"
         );
-        eprintln!("the engine has no runsc runtime: skipped");
+        eprintln!("the engine has no runsc runtime: skipped (CI sets VRE_TEST_REQUIRE_RUNSC=1)");
         return;
     }
     let w = world_with(|s| {
@@ -1008,6 +1017,7 @@ async fn extra_runs_queue_instead_of_failing() {
         let runs = runs.as_array().unwrap().clone();
         let running = runs.iter().filter(|r| r["state"] == "running").count();
         max_running = max_running.max(running);
+        assert_eq!(runs.len(), ids.len(), "{runs:?}");
         if runs.iter().all(|r| r["state"] == "finished") {
             assert!(
                 runs.iter()
@@ -1208,7 +1218,7 @@ async fn interrupted(
     token: &str,
     args: &[&str],
 ) -> (std::process::Output, Duration) {
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vre"))
+    let mut child = vre_command()
         .args(args)
         .env("VRE_URL", &app.url)
         .env("VRE_CA", app.dir.path().join("tls/ca.pem"))
@@ -1673,7 +1683,8 @@ struct PrivateEngine {
 }
 
 impl PrivateEngine {
-    /// None where no engine can be started here (not root, no dockerd).
+    /// None where the tests do not run as root (unless `VRE_TEST_REQUIRE_ROOT=1`); a dockerd
+    /// that does not start fails the test.
     fn start() -> Option<PrivateEngine> {
         Self::start_with(false)
     }
@@ -1685,9 +1696,7 @@ impl PrivateEngine {
     }
 
     fn start_with(hidden: bool) -> Option<PrivateEngine> {
-        let root = std::process::Command::new("id").arg("-u").output().ok()?;
-        if String::from_utf8_lossy(&root.stdout).trim() != "0" {
-            eprintln!("not root: no engine of the test's own");
+        if !root_available("a test with a Docker engine of its own") {
             return None;
         }
         let mut e = PrivateEngine {
@@ -2142,7 +2151,13 @@ async fn a_run_is_recorded_alike_on_every_database() {
             ["err", "out"].into()
         );
         assert_eq!(r["log_sha256"], gateway::sha256_hex(log.as_bytes()));
-        assert!(r["started_at"].as_str() <= r["finished_at"].as_str(), "{r}");
+        // Both recorded, and in order.
+        let at = |k: &str| {
+            let t = r[k].as_str().unwrap_or_else(|| panic!("no {k}: {r}"));
+            time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+                .unwrap_or_else(|e| panic!("{k} {t:?}: {e}"))
+        };
+        assert!(at("started_at") <= at("finished_at"), "{engine:?}: {r}");
         let (st, runs) = app
             .get(&format!("/api/v1/sandboxes/{sb}/runs"), Some(&ana))
             .await;

@@ -21,12 +21,19 @@ pub enum Engine {
     Postgres,
 }
 
+/// Whether `VRE_TEST_REQUIRE_<what>=1` is set: then what a test needs of this machine (`DOCKER`,
+/// `POSTGRES`, `RUNSC`, `ROOT`) must be here, and its absence fails the test instead of skipping
+/// it. `deploy/dev/test.sh` sets them.
+pub fn required(what: &str) -> bool {
+    std::env::var(format!("VRE_TEST_REQUIRE_{what}")).is_ok_and(|v| v == "1")
+}
+
 /// The engines storage tests run against here.
 pub fn engines() -> Vec<Engine> {
     let mut v = vec![Engine::Sqlite];
     if std::env::var("VRE_TEST_POSTGRES_URL").is_ok() {
         v.push(Engine::Postgres);
-    } else if std::env::var("VRE_TEST_REQUIRE_POSTGRES").is_ok_and(|v| v == "1") {
+    } else if required("POSTGRES") {
         panic!("VRE_TEST_REQUIRE_POSTGRES=1 but VRE_TEST_POSTGRES_URL is not set");
     }
     v
@@ -412,7 +419,7 @@ pub fn docker_available() -> bool {
         .output()
         .map(|o| o.status.success())
         .unwrap_or(false);
-    if !ok && std::env::var("VRE_TEST_REQUIRE_DOCKER").is_ok_and(|v| v == "1") {
+    if !ok && required("DOCKER") {
         panic!("VRE_TEST_REQUIRE_DOCKER=1 but no Docker engine answers");
     }
     if !ok {
@@ -423,13 +430,24 @@ pub fn docker_available() -> bool {
     ok
 }
 
+/// Whether the tests run as root, which `what` needs (mounting a file system, starting a
+/// Docker engine of the test's own). Where `VRE_TEST_REQUIRE_ROOT=1` (`deploy/dev/test.sh` run
+/// as root, and CI), not being root fails the test instead of skipping `what`.
+pub fn root_available(what: &str) -> bool {
+    // SAFETY: geteuid(2) takes nothing, cannot fail and touches none of our memory.
+    #[allow(unsafe_code)]
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root && required("ROOT") {
+        panic!("VRE_TEST_REQUIRE_ROOT=1 but not root: {what} needs root");
+    }
+    if !root {
+        eprintln!("not root: skipping {what} (CI sets VRE_TEST_REQUIRE_ROOT=1)");
+    }
+    root
+}
+
 /// The test image, built by `deploy/images/build-test-image.sh`.
 pub const TEST_IMAGE: &str = "vre-test/busybox:latest";
-
-/// The `vre` binary built for these tests.
-pub fn vre_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_vre"))
-}
 
 impl TestApp {
     /// Waits (at most two minutes) until the run is in `state`: `finished` is waited for with
@@ -541,10 +559,12 @@ pub async fn verify_offline(settings: &Settings) -> gateway::audit::Report {
     report
 }
 
-/// The `vre` binary without the caller's `VRE_*` variables, so that nothing in a developer's
-/// environment points a test at another database or configuration.
+/// The `vre` binary built for these tests, without the caller's `VRE_*` variables, so that
+/// nothing in a developer's environment (`VRE_URL`, `VRE_TOKEN`, `VRE_CA`, `VRE_CONFIG`,
+/// `VRE_DATABASE_URL`, …) points a test at another gateway, database or configuration: each
+/// test sets exactly the ones it means. Every test that runs `vre` starts it through this.
 pub fn vre_command() -> std::process::Command {
-    let mut c = std::process::Command::new(vre_bin());
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_vre"));
     for (k, _) in std::env::vars_os() {
         if k.to_string_lossy().starts_with("VRE_") {
             c.env_remove(k);
