@@ -135,6 +135,15 @@ pub(crate) fn event_from_row(row: &sqlx::any::AnyRow) -> Result<StoredEvent, sql
     })
 }
 
+/// The chain's head as the database has it (sequence 0 before the first event).
+pub async fn head(conn: &mut sqlx::AnyConnection) -> Result<ChainHead, sqlx::Error> {
+    let (seq, hash) =
+        sqlx::query_as::<_, (i64, String)>("SELECT seq, hash FROM audit_head WHERE id = 1")
+            .fetch_one(conn)
+            .await?;
+    Ok(ChainHead { seq, hash })
+}
+
 /// Events after `after`, oldest first, at most `limit`; only those about `subject` if given.
 pub async fn events(
     conn: &mut sqlx::AnyConnection,

@@ -80,15 +80,9 @@ impl Application {
         let quorum = settings.review.quorum.to_policy()?;
         let (heads, heads_rx) = HeadNotifier::new();
         // Start from the current head so the first checkpoint of this run covers what is there.
-        let head =
-            sqlx::query_as::<_, (i64, String)>("SELECT seq, hash FROM audit_head WHERE id = 1")
-                .fetch_one(db.pool())
-                .await?;
-        if head.0 > 0 {
-            heads.committed(audit::ChainHead {
-                seq: head.0,
-                hash: head.1,
-            });
+        let head = audit::head(&mut *db.pool().acquire().await?).await?;
+        if head.seq > 0 {
+            heads.committed(head);
         }
         let listener = std::net::TcpListener::bind(settings.listen)
             .with_context(|| format!("binding {}", settings.listen))?;
