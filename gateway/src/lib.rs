@@ -11,6 +11,7 @@
 //! - `db`: the pool and write transactions; `store`: the SQL; `audit`: the hash-chained log.
 //! - `blobs`: the content-addressed store; `ingress`: archives streamed in and validated;
 //!   `metrics`: Prometheus counters.
+//! - `wire`: the request and response bodies of the API, shared by the server and the client.
 //! - `sandboxes`: the run queue and supervisor over `sandbox-runner`, and recovery at start.
 //!
 //! The rules themselves (who may do what, how an application moves) live in the `policy`
@@ -34,6 +35,7 @@ pub mod state;
 pub mod store;
 pub mod time;
 pub mod upload;
+pub mod wire;
 
 /// A mutex's guard, poisoned or not: no holder panics with the data half-changed.
 pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -12,75 +12,19 @@ use axum::response::IntoResponse;
 use base64::Engine as _;
 use policy::access::{Action, Standing, sees_every_project};
 use policy::review::{CastVote, Choice, Event, Facts, Kind, State as AppStateName};
-use serde::{Deserialize, Serialize};
 use serde_json::json;
-use utoipa::{IntoParams, ToSchema};
 
 use super::{ApiJson, ApiQuery, require, require_visible};
 use crate::audit::NewEvent;
 use crate::auth::Caller;
 use crate::db::WriteTx;
-use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::error::{ApiError, ApiResult, ErrorBody, ErrorCode};
 use crate::state::AppState;
 use crate::store::{self, AppFilter, AppRow, AttachmentRow, DecisionRow};
-
-#[derive(Serialize, Deserialize, ToSchema, Debug, Clone)]
-pub struct Application {
-    pub id: String,
-    /// listing, extension, access, ingress or egress.
-    pub kind: String,
-    pub project: String,
-    pub requester: String,
-    pub title: String,
-    pub description: String,
-    /// Kind-specific details.
-    #[schema(value_type = Object)]
-    pub payload: serde_json::Value,
-    /// submitted, in_review, approved, rejected, changes_requested, withdrawn, or the kind's
-    /// final state (staged, released, listed, extended).
-    pub state: String,
-    /// Starts at 1; each resubmission opens a new round of votes.
-    pub round: i64,
-    /// Approvals this kind needs.
-    pub quorum: u32,
-    /// Approvals counted in the current round.
-    pub approvals: u32,
-    pub created_at: String,
-    pub updated_at: String,
-}
-
-#[derive(Serialize, Deserialize, ToSchema, Debug, Clone)]
-pub struct Decision {
-    pub round: i64,
-    pub reviewer: String,
-    /// approve, reject or request_changes.
-    pub decision: String,
-    pub comment: String,
-    pub decided_at: String,
-}
-
-#[derive(Serialize, Deserialize, ToSchema, Debug, Clone)]
-pub struct Attachment {
-    pub id: String,
-    /// institution_review or committee_opinion.
-    pub kind: String,
-    pub author: String,
-    pub text: String,
-    pub file_name: Option<String>,
-    pub file_sha256: Option<String>,
-    pub file_size: Option<i64>,
-    pub created_at: String,
-}
-
-#[derive(Serialize, Deserialize, ToSchema, Debug)]
-pub struct ApplicationDetail {
-    #[serde(flatten)]
-    pub application: Application,
-    pub decisions: Vec<Decision>,
-    pub attachments: Vec<Attachment>,
-    /// Automatic checks attached to the application (ingress archives, egress files).
-    pub checks: Vec<super::ingress::Check>,
-}
+use crate::wire::applications::{
+    Application, ApplicationDetail, Attachment, AttachmentKind, Decision, ListQuery,
+    NewApplication, NewAttachment, NewDecision, Resubmission, Withdrawal,
+};
 
 pub(crate) fn app_summary(state: &AppState, a: AppRow, decisions: &[DecisionRow]) -> Application {
     let approvals = decisions
@@ -92,12 +36,12 @@ pub(crate) fn app_summary(state: &AppState, a: AppRow, decisions: &[DecisionRow]
         approvals,
         payload: serde_json::from_str(&a.payload).unwrap_or(serde_json::Value::Null),
         id: a.id,
-        kind: a.kind.as_str().to_owned(),
+        kind: a.kind.into(),
         project: a.project_id,
         requester: a.requester,
         title: a.title,
         description: a.description,
-        state: a.state.as_str().to_owned(),
+        state: a.state.into(),
         round: a.round,
         created_at: a.created_at,
         updated_at: a.updated_at,
@@ -108,7 +52,7 @@ fn decision_dto(d: DecisionRow) -> Decision {
     Decision {
         round: d.round,
         reviewer: d.reviewer,
-        decision: d.choice.as_str().to_owned(),
+        decision: d.choice.into(),
         comment: d.comment,
         decided_at: d.decided_at,
     }
@@ -117,7 +61,8 @@ fn decision_dto(d: DecisionRow) -> Decision {
 fn attachment_dto(a: AttachmentRow) -> Attachment {
     Attachment {
         id: a.id,
-        kind: a.kind,
+        // The gateway stores only the kinds it accepted.
+        kind: a.kind.parse().unwrap_or(AttachmentKind::CommitteeOpinion),
         author: a.author,
         text: a.body,
         file_name: a.file_name,
@@ -125,16 +70,6 @@ fn attachment_dto(a: AttachmentRow) -> Attachment {
         file_size: a.file_size,
         created_at: a.created_at,
     }
-}
-
-#[derive(Deserialize, IntoParams)]
-pub struct ListQuery {
-    pub kind: Option<String>,
-    pub state: Option<String>,
-    pub project: Option<String>,
-    pub requester: Option<String>,
-    /// At most this many (default 100, at most 1000), newest first.
-    pub limit: Option<i64>,
 }
 
 /// Applications the caller may see, newest first, with filters.
@@ -148,10 +83,14 @@ pub async fn list(
     require(&caller, Action::AppList, Standing::default())?;
     let filter = AppFilter {
         kind: q.kind.as_deref().map(str::parse).transpose().map_err(
-            |e: policy::review::UnknownKind| ApiError::bad_request("bad_filter", e.to_string()),
+            |e: policy::review::UnknownKind| {
+                ApiError::bad_request(ErrorCode::BadFilter, e.to_string())
+            },
         )?,
         state: q.state.as_deref().map(str::parse).transpose().map_err(
-            |e: policy::review::UnknownState| ApiError::bad_request("bad_filter", e.to_string()),
+            |e: policy::review::UnknownState| {
+                ApiError::bad_request(ErrorCode::BadFilter, e.to_string())
+            },
         )?,
         project: q.project,
         requester: q.requester,
@@ -168,32 +107,16 @@ pub async fn list(
     Ok(ApiJson(out))
 }
 
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NewApplication {
-    /// listing, extension or access. Ingress and egress applications are made by uploading
-    /// their content to their own routes.
-    pub kind: String,
-    pub project: String,
-    pub title: String,
-    #[serde(default)]
-    pub description: String,
-    /// Kind-specific details (datasets, purpose, conditions…), a JSON object.
-    #[serde(default)]
-    #[schema(value_type = Object)]
-    pub payload: Option<serde_json::Value>,
-}
-
 fn check_text(what: &'static str, s: &str, max: usize, required: bool) -> ApiResult<()> {
     if required && s.trim().is_empty() {
         return Err(ApiError::bad_request(
-            "missing_text",
+            ErrorCode::MissingText,
             format!("{what} must not be empty"),
         ));
     }
     if s.len() > max {
         return Err(ApiError::bad_request(
-            "too_long",
+            ErrorCode::TooLong,
             format!("{what} is longer than {max} bytes"),
         ));
     }
@@ -214,14 +137,14 @@ pub async fn create(
         .kind
         .parse()
         .map_err(|e: policy::review::UnknownKind| {
-            ApiError::bad_request("bad_kind", e.to_string())
+            ApiError::bad_request(ErrorCode::BadKind, e.to_string())
         })?;
     check_text("the title", &body.title, 500, true)?;
     check_text("the description", &body.description, 64 * 1024, false)?;
     let payload = body.payload.unwrap_or_else(|| json!({}));
     if !payload.is_object() {
         return Err(ApiError::bad_request(
-            "bad_payload",
+            ErrorCode::BadPayload,
             "the payload must be a JSON object",
         ));
     }
@@ -236,7 +159,7 @@ pub async fn create(
     require(&caller, Action::AppCreate(kind), standing)?;
     if matches!(kind, Kind::Ingress | Kind::Egress) {
         return Err(ApiError::bad_request(
-            "wrong_route",
+            ErrorCode::WrongRoute,
             format!(
                 "{kind} applications are made by uploading their content, not through this route"
             ),
@@ -322,15 +245,6 @@ pub async fn show(
         attachments: attachments.into_iter().map(attachment_dto).collect(),
         checks: checks.into_iter().map(super::ingress::check_dto).collect(),
     }))
-}
-
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NewDecision {
-    /// approve, reject or request_changes.
-    pub decision: String,
-    /// Why; kept with the decision and in the audit log.
-    pub comment: String,
 }
 
 /// Applies one event to an application in a write transaction: the policy decides, the store
@@ -422,7 +336,7 @@ async fn apply_event(
         .await?
         {
             return Err(ApiError::conflict(
-                "concurrent_change",
+                ErrorCode::ConcurrentChange,
                 "the application changed meanwhile; try again",
             ));
         }
@@ -467,7 +381,7 @@ pub async fn decide(
         .decision
         .parse()
         .map_err(|e: policy::review::UnknownChoice| {
-            ApiError::bad_request("bad_decision", e.to_string())
+            ApiError::bad_request(ErrorCode::BadDecision, e.to_string())
         })?;
     check_text("the comment", &body.comment, 64 * 1024, true)?;
     apply_event(
@@ -480,13 +394,6 @@ pub async fn decide(
         None,
     )
     .await
-}
-
-#[derive(Deserialize, ToSchema, Default)]
-#[serde(deny_unknown_fields)]
-pub struct Withdrawal {
-    #[serde(default)]
-    pub comment: String,
 }
 
 /// Takes one's own application back.
@@ -511,16 +418,6 @@ pub async fn withdraw(
         None,
     )
     .await
-}
-
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Resubmission {
-    /// What changed.
-    pub comment: String,
-    /// A new description, replacing the old one.
-    #[serde(default)]
-    pub description: Option<String>,
 }
 
 /// Answers a request for changes; opens a new round of votes.
@@ -550,20 +447,6 @@ pub async fn resubmit(
     .await
 }
 
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NewAttachment {
-    /// institution_review (stewards) or committee_opinion (reviewers).
-    pub kind: String,
-    pub text: String,
-    /// The file's name, when a file comes with the text.
-    #[serde(default)]
-    pub file_name: Option<String>,
-    /// The file, base64.
-    #[serde(default)]
-    pub file_base64: Option<String>,
-}
-
 /// Attaches an institution's review result or a committee opinion, with an optional file.
 #[utoipa::path(post, path = "/api/v1/applications/{id}/attachments", tag = "applications", security(("bearer" = [])),
     params(("id" = String, Path)), request_body = NewAttachment,
@@ -580,7 +463,7 @@ pub async fn attach(
         "committee_opinion" => Action::AttachCommitteeOpinion,
         other => {
             return Err(ApiError::bad_request(
-                "bad_attachment_kind",
+                ErrorCode::BadAttachmentKind,
                 format!(
                     "unknown attachment kind `{other}` (expected institution_review or committee_opinion)"
                 ),
@@ -600,7 +483,7 @@ pub async fn attach(
             let bytes = base64::engine::general_purpose::STANDARD
                 .decode(b64.trim())
                 .map_err(|_| {
-                    ApiError::bad_request("bad_file", "file_base64 is not valid base64")
+                    ApiError::bad_request(ErrorCode::BadFile, "file_base64 is not valid base64")
                 })?;
             if bytes.len() as u64 > max {
                 return Err(ApiError::TooLarge(format!(
@@ -612,7 +495,7 @@ pub async fn attach(
         (None, None) => None,
         _ => {
             return Err(ApiError::bad_request(
-                "bad_file",
+                ErrorCode::BadFile,
                 "file_name and file_base64 come together",
             ));
         }
@@ -626,7 +509,7 @@ pub async fn attach(
     require(&caller, action, standing)?;
     if app.state.is_final() {
         return Err(ApiError::conflict(
-            "wrong_state",
+            ErrorCode::WrongState,
             format!("the application is {}", app.state),
         ));
     }
@@ -679,7 +562,7 @@ fn safe_file_name(name: &str) -> ApiResult<String> {
         Ok(name.to_owned())
     } else {
         Err(ApiError::bad_request(
-            "bad_file_name",
+            ErrorCode::BadFileName,
             "a file name must be 1 to 255 characters, without slashes or control characters",
         ))
     }

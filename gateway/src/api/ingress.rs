@@ -8,73 +8,25 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use policy::access::{Action, Standing};
 use policy::review::{Kind, State as AppStateName};
-use serde::{Deserialize, Serialize};
 use serde_json::json;
-use utoipa::{IntoParams, ToSchema};
 
-use super::applications::{Application, app_summary, submit_application, visible_app};
+use super::applications::{app_summary, submit_application, visible_app};
 use super::{ApiJson, ApiQuery, require};
 use crate::audit::NewEvent;
 use crate::auth::Caller;
-use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::ingress::{IngestError, ManifestEntry};
+use crate::error::{ApiError, ApiResult, ErrorBody, ErrorCode};
+use crate::ingress::IngestError;
 use crate::state::AppState;
 use crate::store::{self, AppRow, IngressRow};
-
-#[derive(Deserialize, IntoParams)]
-pub struct IngressQuery {
-    /// The project the archive is for; the caller must be one of its analysts.
-    pub project: String,
-    /// A name for the archive (the application's title).
-    pub name: String,
-    /// Why it is needed, for the committee.
-    #[serde(default)]
-    pub description: Option<String>,
-}
-
-#[derive(Serialize, Deserialize, ToSchema, Debug, Clone)]
-pub struct Check {
-    pub check: String,
-    /// pass, review or fail
-    pub outcome: String,
-    pub reasons: Vec<String>,
-}
-
-#[derive(Serialize, Deserialize, ToSchema, Debug, Clone)]
-pub struct ArchiveInfo {
-    pub name: String,
-    /// SHA-256 of the upload as sent.
-    pub sha256: String,
-    /// tar or tar.zst
-    pub format: String,
-    pub upload_bytes: u64,
-    /// SHA-256 of the uncompressed tar stream.
-    pub tar_sha256: String,
-    pub unpacked_bytes: u64,
-    pub entries: u64,
-    pub files: u64,
-}
-
-#[derive(Serialize, Deserialize, ToSchema, Debug)]
-pub struct IngressReceipt {
-    pub application: Application,
-    pub archive: ArchiveInfo,
-    /// The worst outcome of the checks.
-    pub checks_outcome: String,
-    pub checks: Vec<Check>,
-}
-
-#[derive(Serialize, Deserialize, ToSchema, Debug)]
-pub struct Manifest {
-    pub archive: ArchiveInfo,
-    pub checks: Vec<Check>,
-    pub entries: Vec<ManifestEntry>,
-}
+use crate::wire::ingress::{
+    ArchiveInfo, Check, CheckOutcome, FileQuery, IngressQuery, IngressReceipt, Manifest,
+};
 
 pub(crate) fn check_dto(c: store::CheckRow) -> Check {
     Check {
         check: c.check,
-        outcome: c.outcome,
+        // The gateway stores only outcomes it computed.
+        outcome: c.outcome.parse().unwrap_or(CheckOutcome::Review),
         reasons: c.reasons,
     }
 }
@@ -96,7 +48,7 @@ fn check_name(name: &str) -> ApiResult<String> {
     let n = name.trim();
     if n.is_empty() || n.len() > 200 || n.chars().any(char::is_control) {
         return Err(ApiError::bad_request(
-            "bad_name",
+            ErrorCode::BadName,
             "an archive needs a name of 1 to 200 printable characters",
         ));
     }
@@ -127,7 +79,7 @@ pub async fn submit(
     let description = q.description.unwrap_or_default();
     if description.len() > 64 * 1024 {
         return Err(ApiError::bad_request(
-            "too_long",
+            ErrorCode::TooLong,
             "the description is longer than 65536 bytes",
         ));
     }
@@ -152,13 +104,13 @@ pub async fn submit(
                     } else {
                         StatusCode::UNPROCESSABLE_ENTITY
                     },
-                    v.rule.code(),
+                    ErrorCode::from(v.rule),
                     v.to_string(),
                     v.entry.clone(),
                 ),
                 IngestError::Interrupted(why) => (
                     StatusCode::BAD_REQUEST,
-                    policy::archive::rules::Rule::Truncated.code(),
+                    ErrorCode::from(policy::archive::rules::Rule::Truncated),
                     format!("the upload was interrupted: {why}"),
                     None,
                 ),
@@ -246,7 +198,7 @@ pub async fn submit(
         .iter()
         .map(|c| Check {
             check: c.check.to_owned(),
-            outcome: c.outcome.as_str().to_owned(),
+            outcome: c.outcome.into(),
             reasons: c.reasons.clone(),
         })
         .collect();
@@ -255,7 +207,7 @@ pub async fn submit(
         ApiJson(IngressReceipt {
             application: app_summary(&state, row, &[]),
             archive: archive_dto(&archive, files),
-            checks_outcome: outcome.as_str().to_owned(),
+            checks_outcome: outcome.into(),
             checks,
         }),
     ))
@@ -284,12 +236,6 @@ pub async fn manifest(
         checks: checks.into_iter().map(check_dto).collect(),
         entries,
     }))
-}
-
-#[derive(Deserialize, IntoParams)]
-pub struct FileQuery {
-    /// The file's path in the manifest.
-    pub path: String,
 }
 
 /// Reads one text file inside an ingress archive. Every read is audited.
@@ -350,7 +296,7 @@ pub async fn file(
     if bytes.contains(&0) || std::str::from_utf8(&bytes).is_err() {
         return Err(ApiError::Refused {
             status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            code: "not_text",
+            code: ErrorCode::NotText,
             message: format!("{} is not UTF-8 text; its SHA-256 is {sha}", entry.path),
         });
     }

@@ -25,7 +25,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::{AuthError, Caller};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::state::AppState;
 
 #[derive(OpenApi)]
@@ -168,7 +168,10 @@ where
                 if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
                     Err(ApiError::TooLarge("the request body is too large".into()))
                 } else {
-                    Err(ApiError::bad_request("bad_request", rejection.body_text()))
+                    Err(ApiError::bad_request(
+                        ErrorCode::BadRequest,
+                        rejection.body_text(),
+                    ))
                 }
             }
         }
@@ -188,7 +191,10 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         match axum::extract::Query::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Query(v)) => Ok(ApiQuery(v)),
-            Err(rejection) => Err(ApiError::bad_request("bad_request", rejection.body_text())),
+            Err(rejection) => Err(ApiError::bad_request(
+                ErrorCode::BadRequest,
+                rejection.body_text(),
+            )),
         }
     }
 }

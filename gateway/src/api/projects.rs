@@ -5,56 +5,25 @@ use axum::http::StatusCode;
 use policy::access::{Action, Standing, sees_every_project};
 use policy::ids::{ProjectId, Subject};
 use policy::roles::Role;
-use serde::{Deserialize, Serialize};
 use serde_json::json;
-use utoipa::{IntoParams, ToSchema};
 
 use super::{ApiJson, ApiQuery, require, require_visible};
 use crate::audit::NewEvent;
 use crate::auth::Caller;
-use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::error::{ApiError, ApiResult, ErrorBody, ErrorCode};
 use crate::state::AppState;
 use crate::store::{self, MemberRow, ProjectRow};
+use crate::wire::projects::{Member, NewMember, NewProject, Project, RemoveQuery};
 
-#[derive(Serialize, Deserialize, ToSchema, Clone, Debug, PartialEq, Eq)]
-pub struct Member {
-    pub subject: String,
-    /// `analyst` or `steward`.
-    pub role: String,
-}
-
-#[derive(Serialize, Deserialize, ToSchema, Debug)]
-pub struct Project {
-    pub id: String,
-    pub title: String,
-    /// The AMED grant number, when there is one.
-    pub grant_number: Option<String>,
-    pub created_at: String,
-    pub created_by: String,
-    pub members: Vec<Member>,
-}
-
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NewProject {
-    /// Lowercase letters, digits, `-`, `_`, `.`; at most 64.
-    pub id: String,
-    pub title: String,
-    #[serde(default)]
-    pub grant_number: Option<String>,
-    #[serde(default)]
-    pub members: Vec<Member>,
-}
-
-pub(crate) fn parse_member(m: &Member) -> ApiResult<(Subject, Role)> {
+pub(crate) fn parse_member(m: &NewMember) -> ApiResult<(Subject, Role)> {
     let subject = Subject::parse(&m.subject)
-        .map_err(|e| ApiError::bad_request("bad_member", e.to_string()))?;
+        .map_err(|e| ApiError::bad_request(ErrorCode::BadMember, e.to_string()))?;
     let role: Role = m.role.parse().map_err(|e: policy::roles::UnknownRole| {
-        ApiError::bad_request("bad_member", e.to_string())
+        ApiError::bad_request(ErrorCode::BadMember, e.to_string())
     })?;
     if !role.is_project_role() {
         return Err(ApiError::bad_request(
-            "bad_member",
+            ErrorCode::BadMember,
             format!("{role} is not a project role: members are analysts or stewards"),
         ));
     }
@@ -72,7 +41,7 @@ fn project_dto(p: ProjectRow, members: Vec<MemberRow>) -> Project {
             .into_iter()
             .map(|m| Member {
                 subject: m.subject,
-                role: m.role.as_str().to_owned(),
+                role: m.role.into(),
             })
             .collect(),
     }
@@ -108,11 +77,11 @@ pub async fn create(
 ) -> ApiResult<(StatusCode, ApiJson<Project>)> {
     require(&caller, Action::ProjectCreate, Standing::default())?;
     let id = ProjectId::parse(&body.id)
-        .map_err(|e| ApiError::bad_request("bad_project_id", e.to_string()))?;
+        .map_err(|e| ApiError::bad_request(ErrorCode::BadProjectId, e.to_string()))?;
     let title = body.title.trim();
     if title.is_empty() || title.len() > 500 {
         return Err(ApiError::bad_request(
-            "bad_title",
+            ErrorCode::BadTitle,
             "a project needs a title of 1 to 500 characters",
         ));
     }
@@ -135,7 +104,7 @@ pub async fn create(
     let mut tx = state.db.begin_write().await?;
     if !store::insert_project(tx.conn(), &row).await? {
         return Err(ApiError::conflict(
-            "project_exists",
+            ErrorCode::ProjectExists,
             format!("project {id} already exists"),
         ));
     }
@@ -195,7 +164,7 @@ pub async fn add_member(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-    ApiJson(body): ApiJson<Member>,
+    ApiJson(body): ApiJson<NewMember>,
 ) -> ApiResult<ApiJson<Project>> {
     require(&caller, Action::ProjectManageMembers, Standing::default())?;
     let (subject, role) = parse_member(&body)?;
@@ -223,12 +192,6 @@ pub async fn add_member(
     Ok(ApiJson(project_dto(p, members)))
 }
 
-#[derive(Deserialize, IntoParams)]
-pub struct RemoveQuery {
-    /// Remove only this role; all of the member's roles otherwise.
-    pub role: Option<String>,
-}
-
 /// Removes a member (or one of their roles); admins.
 #[utoipa::path(delete, path = "/api/v1/projects/{id}/members/{subject}", tag = "projects", security(("bearer" = [])),
     params(("id" = String, Path), ("subject" = String, Path), RemoveQuery),
@@ -244,7 +207,7 @@ pub async fn remove_member(
     let role = match q.role.as_deref() {
         Some(r) => Some(
             r.parse::<Role>()
-                .map_err(|e| ApiError::bad_request("bad_member", e.to_string()))?,
+                .map_err(|e| ApiError::bad_request(ErrorCode::BadMember, e.to_string()))?,
         ),
         None => None,
     };

@@ -5,44 +5,36 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use policy::access::{Action, Standing};
 use policy::review::{Event, Facts, Kind, State as AppStateName};
-use serde::{Deserialize, Serialize};
 use serde_json::json;
-use utoipa::{IntoParams, ToSchema};
 
 use super::{ApiJson, ApiQuery, require, require_visible};
 use crate::audit::NewEvent;
 use crate::auth::Caller;
-use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::error::{ApiError, ApiResult, ErrorBody, ErrorCode};
 use crate::state::AppState;
 use crate::store::sandboxes::{self as sstore, ImageRow, RunRow, SandboxRow};
 use crate::store::{self};
+use crate::wire::sandboxes::{
+    AllowImage, Image, LogQuery, NewRun, NewSandbox, Run, RunOutcome, RunQuery, RunState, Sandbox,
+    SandboxQuery, SandboxState, StageRequest, Staged,
+};
 
 fn engine(e: sandbox_runner::Error) -> ApiError {
     match e {
         sandbox_runner::Error::Unavailable(_) | sandbox_runner::Error::Timeout(_) => {
             ApiError::Refused {
                 status: StatusCode::SERVICE_UNAVAILABLE,
-                code: "engine_unavailable",
+                code: ErrorCode::EngineUnavailable,
                 message: format!("{e}; the rest of the gateway keeps serving"),
             }
         }
         sandbox_runner::Error::Misconfigured(_) => ApiError::Refused {
             status: StatusCode::SERVICE_UNAVAILABLE,
-            code: "engine_misconfigured",
+            code: ErrorCode::EngineMisconfigured,
             message: e.to_string(),
         },
         other => ApiError::Internal(anyhow::anyhow!("container engine: {other}")),
     }
-}
-
-#[derive(Serialize, Deserialize, ToSchema, Debug)]
-pub struct Image {
-    pub name: String,
-    /// The image ID every sandbox of this name is pinned to.
-    pub image_id: String,
-    pub size: i64,
-    pub allowed_by: String,
-    pub allowed_at: String,
 }
 
 fn image_dto(i: ImageRow) -> Image {
@@ -53,13 +45,6 @@ fn image_dto(i: ImageRow) -> Image {
         allowed_by: i.allowed_by,
         allowed_at: i.allowed_at,
     }
-}
-
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct AllowImage {
-    /// An image the engine has (`name:tag` or an ID); it is pinned by the ID it has now.
-    pub name: String,
 }
 
 /// Images sandboxes may use.
@@ -96,7 +81,7 @@ pub async fn allow_image(
         || name.chars().any(|c| c.is_whitespace() || c.is_control())
     {
         return Err(ApiError::bad_request(
-            "bad_image",
+            ErrorCode::BadImage,
             "an image name has no spaces and at most 255 characters",
         ));
     }
@@ -127,28 +112,6 @@ pub async fn allow_image(
     Ok(ApiJson(image_dto(row)))
 }
 
-#[derive(Serialize, Deserialize, ToSchema, Debug)]
-pub struct Staged {
-    pub application: String,
-    /// SHA-256 of the tar as staged (owned by root, read-only).
-    pub staged_sha256: String,
-    pub staged_at: String,
-}
-
-#[derive(Serialize, Deserialize, ToSchema, Debug)]
-pub struct Sandbox {
-    pub id: String,
-    pub project: String,
-    pub image: String,
-    pub image_id: String,
-    pub resource_class: String,
-    pub state: String,
-    pub created_by: String,
-    pub created_at: String,
-    pub ingress: Vec<Staged>,
-    pub datasets: Vec<String>,
-}
-
 async fn sandbox_dto(conn: &mut sqlx::AnyConnection, s: SandboxRow) -> ApiResult<Sandbox> {
     let staged = sstore::staged(conn, &s.id).await?;
     let datasets = sstore::datasets(conn, &s.id).await?;
@@ -167,27 +130,11 @@ async fn sandbox_dto(conn: &mut sqlx::AnyConnection, s: SandboxRow) -> ApiResult
         image: s.image_name,
         image_id: s.image_id,
         resource_class: s.resource_class,
-        state: s.state,
+        // The gateway stores only the states it knows.
+        state: s.state.parse().unwrap_or(SandboxState::Ready),
         created_by: s.created_by,
         created_at: s.created_at,
     })
-}
-
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NewSandbox {
-    pub project: String,
-    /// An allowed image's name.
-    pub image: String,
-    /// A resource class from the configuration (default: the configured default).
-    #[serde(default)]
-    pub class: Option<String>,
-    /// Approved ingress applications of the project to stage.
-    #[serde(default)]
-    pub ingress: Vec<String>,
-    /// Datasets to mount read-only.
-    #[serde(default)]
-    pub datasets: Vec<String>,
 }
 
 async fn standing_in(state: &AppState, project: &str, caller: &Caller) -> ApiResult<Standing> {
@@ -216,14 +163,17 @@ pub async fn create(
         .unwrap_or_else(|| state.sandboxes.settings().default_class.clone());
     if state.sandboxes.class(&class).is_none() {
         return Err(ApiError::bad_request(
-            "bad_class",
+            ErrorCode::BadClass,
             format!("no resource class `{class}`"),
         ));
     }
     let mut datasets = Vec::new();
     for d in &body.datasets {
         let path = state.sandboxes.settings().datasets.get(d).ok_or_else(|| {
-            ApiError::bad_request("bad_dataset", format!("no dataset `{d}` is configured"))
+            ApiError::bad_request(
+                ErrorCode::BadDataset,
+                format!("no dataset `{d}` is configured"),
+            )
         })?;
         datasets.push((d.clone(), path.display().to_string()));
     }
@@ -236,7 +186,7 @@ pub async fn create(
             .await?
             .ok_or_else(|| {
                 ApiError::bad_request(
-                    "image_not_allowed",
+                    ErrorCode::ImageNotAllowed,
                     format!("`{}` is not an allowed image", body.image),
                 )
             })?
@@ -312,19 +262,19 @@ async fn stageable(state: &AppState, sb: &SandboxRow, app_id: &str) -> ApiResult
         .ok_or(ApiError::NotFound("application"))?;
     if app.kind != Kind::Ingress {
         return Err(ApiError::conflict(
-            "not_ingress",
+            ErrorCode::NotIngress,
             format!("{app_id} is a {} application, not ingress", app.kind),
         ));
     }
     if app.project_id != sb.project_id {
         return Err(ApiError::ForbiddenCode {
-            code: "other_project",
+            code: ErrorCode::OtherProject,
             message: format!("{app_id} belongs to another project than the sandbox"),
         });
     }
     if !matches!(app.state, AppStateName::Approved | AppStateName::Staged) {
         return Err(ApiError::conflict(
-            "not_approved",
+            ErrorCode::NotApproved,
             format!("{app_id} is {}; only approved ingress is staged", app.state),
         ));
     }
@@ -418,12 +368,6 @@ async fn stage(state: &AppState, caller: &Caller, sb: &SandboxRow, app_id: &str)
     Ok(())
 }
 
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct StageRequest {
-    pub application: String,
-}
-
 /// Stages one more approved ingress application into a sandbox.
 #[utoipa::path(post, path = "/api/v1/sandboxes/{id}/ingress", tag = "sandboxes", security(("bearer" = [])),
     params(("id" = String, Path)), request_body = StageRequest,
@@ -464,11 +408,6 @@ async fn visible_sandbox(state: &AppState, caller: &Caller, id: &str) -> ApiResu
         Some(s) if s.state != "removed" => Ok(s),
         _ => Err(ApiError::NotFound("sandbox")),
     }
-}
-
-#[derive(Deserialize, IntoParams)]
-pub struct SandboxQuery {
-    pub project: Option<String>,
 }
 
 /// Sandboxes the caller may see.
@@ -529,7 +468,7 @@ pub async fn remove(
             .any(|r| r.state != "finished")
         {
             return Err(ApiError::conflict(
-                "runs_active",
+                ErrorCode::RunsActive,
                 "the sandbox has runs that have not finished",
             ));
         }
@@ -552,33 +491,8 @@ pub async fn remove(
     state.commit(tx).await?;
     let mut conn = state.db.pool().acquire().await?;
     let mut dto = sandbox_dto(&mut conn, sb).await?;
-    dto.state = "removed".into();
+    dto.state = SandboxState::Removed;
     Ok(ApiJson(dto))
-}
-
-#[derive(Serialize, Deserialize, ToSchema, Debug)]
-pub struct Run {
-    pub id: String,
-    pub sandbox: String,
-    pub project: String,
-    pub requester: String,
-    pub cmd: Vec<String>,
-    pub timeout_secs: i64,
-    /// queued, running or finished
-    pub state: String,
-    /// exited, oom_killed, timed_out, output_quota_exceeded, log_limit_exceeded, cancelled,
-    /// vanished, failed
-    pub outcome: Option<String>,
-    pub exit_code: Option<i64>,
-    pub detail: Option<String>,
-    pub created_at: String,
-    pub started_at: Option<String>,
-    pub finished_at: Option<String>,
-    pub log_bytes: Option<i64>,
-    pub log_sha256: Option<String>,
-    pub log_truncated: Option<bool>,
-    /// Who asked for the run to be cancelled.
-    pub cancelled_by: Option<String>,
 }
 
 fn run_dto(r: RunRow) -> Run {
@@ -589,8 +503,9 @@ fn run_dto(r: RunRow) -> Run {
         requester: r.requester,
         cmd: r.cmd,
         timeout_secs: r.timeout_secs,
-        state: r.state,
-        outcome: r.outcome,
+        // The gateway stores only the states and outcomes it knows.
+        state: r.state.parse().unwrap_or(RunState::Finished),
+        outcome: r.outcome.map(|o| o.parse().unwrap_or(RunOutcome::Failed)),
         exit_code: r.exit_code,
         detail: r.detail,
         created_at: r.created_at,
@@ -601,16 +516,6 @@ fn run_dto(r: RunRow) -> Run {
         log_truncated: r.log_truncated.map(|t| t != 0),
         cancelled_by: r.cancelled_by,
     }
-}
-
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NewRun {
-    /// The command and its arguments, run without a shell.
-    pub cmd: Vec<String>,
-    /// Seconds before the run is killed (default and maximum: the class's `max_run_secs`).
-    #[serde(default)]
-    pub timeout_secs: Option<u64>,
 }
 
 /// Runs a command in a fresh hardened container of the sandbox; queued when slots are full.
@@ -629,14 +534,14 @@ pub async fn create_run(
     require(&caller, Action::RunCreate, standing)?;
     if body.cmd.is_empty() || body.cmd[0].is_empty() {
         return Err(ApiError::bad_request(
-            "bad_command",
+            ErrorCode::BadCommand,
             "a run needs a command",
         ));
     }
     let total: usize = body.cmd.iter().map(|a| a.len() + 1).sum();
     if body.cmd.len() > 1024 || total > 128 * 1024 || body.cmd.iter().any(|a| a.contains('\0')) {
         return Err(ApiError::bad_request(
-            "bad_command",
+            ErrorCode::BadCommand,
             "at most 1024 arguments, 128 KiB in all, no NUL bytes",
         ));
     }
@@ -653,7 +558,7 @@ pub async fn create_run(
     let timeout = body.timeout_secs.unwrap_or(class.max_run_secs);
     if timeout == 0 || timeout > class.max_run_secs {
         return Err(ApiError::bad_request(
-            "bad_timeout",
+            ErrorCode::BadTimeout,
             format!(
                 "the timeout must be between 1 and {} seconds for class {}",
                 class.max_run_secs, sb.resource_class
@@ -733,14 +638,6 @@ async fn visible_run(state: &AppState, caller: &Caller, id: &str) -> ApiResult<(
     Ok((run.ok_or(ApiError::NotFound("run"))?, standing))
 }
 
-#[derive(Deserialize, IntoParams)]
-pub struct RunQuery {
-    /// Seconds to wait for the run to end before answering (at most 60): the answer comes as
-    /// soon as the end is recorded, with the run as it is then.
-    #[serde(default)]
-    pub wait: Option<u64>,
-}
-
 /// The longest a client may hold a status request open.
 const MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
@@ -798,7 +695,7 @@ pub async fn cancel_run(
         .ok_or(ApiError::NotFound("run"))?;
     if now.state == "finished" && now.cancelled_by.is_none() {
         return Err(ApiError::conflict(
-            "run_finished",
+            ErrorCode::RunFinished,
             format!(
                 "the run has already finished ({})",
                 now.outcome.as_deref().unwrap_or("")
@@ -806,13 +703,6 @@ pub async fn cancel_run(
         ));
     }
     Ok((StatusCode::ACCEPTED, ApiJson(run_dto(now))))
-}
-
-#[derive(Deserialize, IntoParams)]
-pub struct LogQuery {
-    /// Keep the response open and send output as it comes, until the run ends.
-    #[serde(default)]
-    pub follow: bool,
 }
 
 /// Waits for the next change of a live run's progress; a run whose supervisor is gone counts

@@ -4,21 +4,13 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use policy::access::{Action, Standing};
-use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
 
 use super::{ApiJson, ApiQuery, require};
 use crate::audit::{StoredEvent, event_from_row};
 use crate::auth::Caller;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::state::AppState;
-
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct Health {
-    /// `ok` or `degraded`.
-    pub status: String,
-    pub database: String,
-}
+use crate::wire::system::{AuditQuery, Health, HealthStatus, WhoAmI};
 
 /// Liveness and readiness; public, for load balancers.
 #[utoipa::path(get, path = "/healthz", tag = "system",
@@ -26,23 +18,17 @@ pub struct Health {
 pub async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
     let db = sqlx::query("SELECT 1").execute(state.db.pool()).await;
     let (code, status, database) = match db {
-        Ok(_) => (StatusCode::OK, "ok", "ok".to_owned()),
+        Ok(_) => (StatusCode::OK, HealthStatus::Ok, "ok".to_owned()),
         Err(e) => {
             tracing::warn!(error = %e, "health check: database unavailable");
             (
                 StatusCode::SERVICE_UNAVAILABLE,
-                "degraded",
+                HealthStatus::Degraded,
                 "unavailable".to_owned(),
             )
         }
     };
-    (
-        code,
-        ApiJson(Health {
-            status: status.into(),
-            database,
-        }),
-    )
+    (code, ApiJson(Health { status, database }))
 }
 
 /// Prometheus metrics; operators, admins and auditors.
@@ -60,35 +46,19 @@ pub async fn metrics(
     ))
 }
 
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct WhoAmI {
-    pub sub: String,
-    pub roles: Vec<String>,
-}
-
 /// Who the token says you are.
 #[utoipa::path(get, path = "/api/v1/whoami", tag = "system", security(("bearer" = [])),
     responses((status = 200, body = WhoAmI), (status = 401, body = ErrorBody)))]
 pub async fn whoami(caller: Caller) -> ApiJson<WhoAmI> {
     ApiJson(WhoAmI {
         sub: caller.sub.to_string(),
-        roles: caller.roles.iter().map(|r| r.as_str().to_owned()).collect(),
+        roles: caller.roles.iter().map(Into::into).collect(),
     })
 }
 
 /// The gateway's token-signing key as a JWKS (public halves only, made at start).
 pub async fn jwks(State(state): State<AppState>) -> ApiJson<serde_json::Value> {
     ApiJson(state.jwks.clone())
-}
-
-#[derive(Deserialize, IntoParams)]
-pub struct AuditQuery {
-    /// Only events after this sequence number.
-    pub after: Option<i64>,
-    /// At most this many events (default 100, at most 1000).
-    pub limit: Option<i64>,
-    /// Only events about this subject (an application or project id).
-    pub subject: Option<String>,
 }
 
 /// Reads the audit log, oldest first; auditors and admins.

@@ -8,7 +8,12 @@ use base64::Engine as _;
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 
-use super::shared::{ClientArgs, print_json, s, urlencode};
+use super::shared::{ClientArgs, print_json, urlencode};
+use crate::wire::applications::{
+    self as wire, Application, ApplicationDetail, ApplicationKind, Attachment, DecisionChoice,
+    NewApplication, NewAttachment, NewDecision, Resubmission, Withdrawal,
+};
+use crate::wire::ingress::Manifest;
 
 #[derive(Clone, Copy, ValueEnum)]
 pub(super) enum AttachmentKind {
@@ -128,9 +133,15 @@ pub(super) async fn app(cmd: AppCommand) -> anyhow::Result<ExitCode> {
                 Some(p) => serde_json::from_str(&p).context("--payload is not JSON")?,
                 None => json!({}),
             };
-            let body = json!({"kind": kind, "project": project, "title": title, "description": description, "payload": payload});
-            let v: Value = client.client()?.post("/api/v1/applications", &body).await?;
-            print_app(&client, &v);
+            let body = NewApplication {
+                kind,
+                project,
+                title,
+                description,
+                payload: Some(payload),
+            };
+            let a: Application = client.client()?.post("/api/v1/applications", &body).await?;
+            print_app(&client, &a);
         }
         AppCommand::List {
             kind,
@@ -144,33 +155,28 @@ pub(super) async fn app(cmd: AppCommand) -> anyhow::Result<ExitCode> {
                     q.push(format!("{k}={}", urlencode(&v)));
                 }
             }
-            let v: Value = client
+            let apps: Vec<Application> = client
                 .client()?
                 .get(&format!("/api/v1/applications?{}", q.join("&")))
                 .await?;
             if client.json {
-                print_json(&v);
+                print_json(&apps);
             } else {
-                for a in v.as_array().into_iter().flatten() {
+                for a in &apps {
                     println!(
                         "{:<18} {:<9} {:<18} {:<16} {}/{}  {}",
-                        s(&a["id"]),
-                        s(&a["kind"]),
-                        s(&a["state"]),
-                        s(&a["project"]),
-                        a["approvals"],
-                        a["quorum"],
-                        s(&a["title"])
+                        a.id, a.kind, a.state, a.project, a.approvals, a.quorum, a.title
                     );
                 }
             }
         }
         AppCommand::Show { id, client } => {
             let c = client.client()?;
-            let mut v: Value = c
+            let detail: ApplicationDetail = c
                 .get(&format!("/api/v1/applications/{}", urlencode(&id)))
                 .await?;
-            let manifest: Option<Value> = if v["kind"] == "ingress" {
+            let manifest: Option<Manifest> = if detail.application.kind == ApplicationKind::Ingress
+            {
                 Some(
                     c.get(&format!("/api/v1/applications/{}/manifest", urlencode(&id)))
                         .await?,
@@ -179,76 +185,13 @@ pub(super) async fn app(cmd: AppCommand) -> anyhow::Result<ExitCode> {
                 None
             };
             if client.json {
+                let mut v = serde_json::to_value(&detail)?;
                 if let Some(m) = manifest {
-                    v["manifest"] = m;
+                    v["manifest"] = serde_json::to_value(m)?;
                 }
                 print_json(&v);
             } else {
-                print_app(&client, &v);
-                if !s(&v["description"]).is_empty() {
-                    println!("\n{}\n", s(&v["description"]));
-                }
-                for d in v["decisions"].as_array().into_iter().flatten() {
-                    println!(
-                        "  round {} {:<16} {:<12} {}",
-                        d["round"],
-                        s(&d["decision"]),
-                        s(&d["reviewer"]),
-                        s(&d["comment"])
-                    );
-                }
-                for c in v["checks"].as_array().into_iter().flatten() {
-                    println!(
-                        "  check {:<20} {}",
-                        s(&c["check"]),
-                        s(&c["outcome"]).to_uppercase()
-                    );
-                    for r in c["reasons"].as_array().into_iter().flatten() {
-                        println!("        {}", s(r));
-                    }
-                }
-                if let Some(m) = &manifest {
-                    let a = &m["archive"];
-                    println!(
-                        "  archive {} ({}), {} bytes, sha256 {}",
-                        s(&a["name"]),
-                        s(&a["format"]),
-                        a["upload_bytes"],
-                        s(&a["sha256"])
-                    );
-                    let entries = m["entries"].as_array().cloned().unwrap_or_default();
-                    for e in entries.iter().take(200) {
-                        println!(
-                            "    {:>4o} {:>12} {}  {}",
-                            e["mode"].as_u64().unwrap_or(0),
-                            e["size"],
-                            e["sha256"]
-                                .as_str()
-                                .map(|h| &h[..16])
-                                .unwrap_or("directory       "),
-                            s(&e["path"])
-                        );
-                    }
-                    if entries.len() > 200 {
-                        println!(
-                            "    … and {} more entries (--json lists all)",
-                            entries.len() - 200
-                        );
-                    }
-                }
-                for a in v["attachments"].as_array().into_iter().flatten() {
-                    println!(
-                        "  [{}] {} by {}: {}{}",
-                        s(&a["id"]),
-                        s(&a["kind"]),
-                        s(&a["author"]),
-                        s(&a["text"]),
-                        a["file_name"]
-                            .as_str()
-                            .map(|f| format!(" (file: {f})"))
-                            .unwrap_or_default()
-                    );
-                }
+                print_detail(&client, &detail, manifest.as_ref());
             }
         }
         AppCommand::Cat { id, path, client } => {
@@ -262,22 +205,22 @@ pub(super) async fn app(cmd: AppCommand) -> anyhow::Result<ExitCode> {
                 .await?;
             print!("{text}");
         }
-        AppCommand::Approve(d) => decide(d, "approve").await?,
-        AppCommand::Reject(d) => decide(d, "reject").await?,
-        AppCommand::RequestChanges(d) => decide(d, "request_changes").await?,
+        AppCommand::Approve(d) => decide(d, DecisionChoice::Approve).await?,
+        AppCommand::Reject(d) => decide(d, DecisionChoice::Reject).await?,
+        AppCommand::RequestChanges(d) => decide(d, DecisionChoice::RequestChanges).await?,
         AppCommand::Withdraw {
             id,
             comment,
             client,
         } => {
-            let v: Value = client
+            let a: Application = client
                 .client()?
                 .post(
                     &format!("/api/v1/applications/{}/withdraw", urlencode(&id)),
-                    &json!({"comment": comment}),
+                    &Withdrawal { comment },
                 )
                 .await?;
-            print_app(&client, &v);
+            print_app(&client, &a);
         }
         AppCommand::Resubmit {
             id,
@@ -285,14 +228,17 @@ pub(super) async fn app(cmd: AppCommand) -> anyhow::Result<ExitCode> {
             description,
             client,
         } => {
-            let v: Value = client
+            let a: Application = client
                 .client()?
                 .post(
                     &format!("/api/v1/applications/{}/resubmit", urlencode(&id)),
-                    &json!({"comment": comment, "description": description}),
+                    &Resubmission {
+                        comment,
+                        description,
+                    },
                 )
                 .await?;
-            print_app(&client, &v);
+            print_app(&client, &a);
         }
         AppCommand::Attach {
             id,
@@ -302,10 +248,15 @@ pub(super) async fn app(cmd: AppCommand) -> anyhow::Result<ExitCode> {
             client,
         } => {
             let kind = match kind {
-                AttachmentKind::InstitutionReview => "institution_review",
-                AttachmentKind::CommitteeOpinion => "committee_opinion",
+                AttachmentKind::InstitutionReview => wire::AttachmentKind::InstitutionReview,
+                AttachmentKind::CommitteeOpinion => wire::AttachmentKind::CommitteeOpinion,
             };
-            let mut body = json!({"kind": kind, "text": text});
+            let mut body = NewAttachment {
+                kind: kind.as_str().to_owned(),
+                text,
+                file_name: None,
+                file_base64: None,
+            };
             if let Some(f) = file {
                 let bytes =
                     std::fs::read(&f).with_context(|| format!("reading {}", f.display()))?;
@@ -313,11 +264,10 @@ pub(super) async fn app(cmd: AppCommand) -> anyhow::Result<ExitCode> {
                     .file_name()
                     .and_then(|n| n.to_str())
                     .context("the file needs a UTF-8 name")?;
-                body["file_name"] = json!(name);
-                body["file_base64"] =
-                    json!(base64::engine::general_purpose::STANDARD.encode(bytes));
+                body.file_name = Some(name.to_owned());
+                body.file_base64 = Some(base64::engine::general_purpose::STANDARD.encode(bytes));
             }
-            let v: Value = client
+            let att: Attachment = client
                 .client()?
                 .post(
                     &format!("/api/v1/applications/{}/attachments", urlencode(&id)),
@@ -325,9 +275,9 @@ pub(super) async fn app(cmd: AppCommand) -> anyhow::Result<ExitCode> {
                 )
                 .await?;
             if client.json {
-                print_json(&v);
+                print_json(&att);
             } else {
-                println!("attached {}", s(&v["id"]));
+                println!("attached {}", att.id);
             }
         }
         AppCommand::Attachment {
@@ -360,33 +310,92 @@ pub(super) async fn app(cmd: AppCommand) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn decide(d: DecisionArgs, decision: &str) -> anyhow::Result<()> {
-    let v: Value = d
+/// An application for people: its summary, description, votes, checks, the archive's manifest
+/// (ingress) and its attachments.
+fn print_detail(client: &ClientArgs, detail: &ApplicationDetail, manifest: Option<&Manifest>) {
+    print_app(client, &detail.application);
+    if !detail.application.description.is_empty() {
+        println!("\n{}\n", detail.application.description);
+    }
+    for d in &detail.decisions {
+        println!(
+            "  round {} {:<16} {:<12} {}",
+            d.round, d.decision, d.reviewer, d.comment
+        );
+    }
+    for c in &detail.checks {
+        println!(
+            "  check {:<20} {}",
+            c.check,
+            c.outcome.as_str().to_uppercase()
+        );
+        for r in &c.reasons {
+            println!("        {r}");
+        }
+    }
+    if let Some(m) = manifest {
+        let a = &m.archive;
+        println!(
+            "  archive {} ({}), {} bytes, sha256 {}",
+            a.name, a.format, a.upload_bytes, a.sha256
+        );
+        for e in m.entries.iter().take(200) {
+            println!(
+                "    {:>4o} {:>12} {}  {}",
+                e.mode,
+                e.size,
+                e.sha256
+                    .as_deref()
+                    .map(|h| &h[..16])
+                    .unwrap_or("directory       "),
+                e.path
+            );
+        }
+        if m.entries.len() > 200 {
+            println!(
+                "    … and {} more entries (--json lists all)",
+                m.entries.len() - 200
+            );
+        }
+    }
+    for a in &detail.attachments {
+        println!(
+            "  [{}] {} by {}: {}{}",
+            a.id,
+            a.kind,
+            a.author,
+            a.text,
+            a.file_name
+                .as_deref()
+                .map(|f| format!(" (file: {f})"))
+                .unwrap_or_default()
+        );
+    }
+}
+
+async fn decide(d: DecisionArgs, decision: DecisionChoice) -> anyhow::Result<()> {
+    let a: Application = d
         .client
         .client()?
         .post(
             &format!("/api/v1/applications/{}/decisions", urlencode(&d.id)),
-            &json!({"decision": decision, "comment": d.comment}),
+            &NewDecision {
+                decision: decision.as_str().to_owned(),
+                comment: d.comment,
+            },
         )
         .await?;
-    print_app(&d.client, &v);
+    print_app(&d.client, &a);
     Ok(())
 }
 
-fn print_app(client: &ClientArgs, v: &Value) {
+fn print_app(client: &ClientArgs, a: &Application) {
     if client.json {
-        print_json(v);
+        print_json(a);
     } else {
         println!(
             "{}  {} {} in {}: {} ({} of {} approvals, round {})",
-            s(&v["id"]),
-            s(&v["kind"]),
-            s(&v["state"]),
-            s(&v["project"]),
-            s(&v["title"]),
-            v["approvals"],
-            v["quorum"],
-            v["round"]
+            a.id, a.kind, a.state, a.project, a.title, a.approvals, a.quorum, a.round
         );
     }
 }

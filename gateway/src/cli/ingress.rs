@@ -5,10 +5,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Subcommand;
-use serde_json::Value;
 use sha2::Digest;
 
-use super::shared::{ClientArgs, print_json, s, urlencode};
+use super::shared::{ClientArgs, print_json, urlencode};
+use crate::wire::ingress::{CheckOutcome, IngressReceipt};
 
 #[derive(Subcommand)]
 pub(super) enum IngressCommand {
@@ -61,36 +61,35 @@ pub(super) async fn ingress_submit(
     } else {
         "application/x-tar"
     };
-    let result: anyhow::Result<Value> = c
+    let result: anyhow::Result<IngressReceipt> = c
         .post_stream(&q, reqwest::Body::wrap_stream(stream), content_type)
         .await;
     bar.finish_and_clear();
-    let v = result?;
+    let receipt = result?;
     let sent = hex::encode(crate::lock(&hasher).clone().finalize());
-    let got = s(&v["archive"]["sha256"]);
+    let got = &receipt.archive.sha256;
     anyhow::ensure!(
-        sent == got,
+        &sent == got,
         "the gateway recorded SHA-256 {got} but this client sent {sent}"
     );
     if client.json {
-        print_json(&v);
+        print_json(&receipt);
     } else {
-        let a = &v["archive"];
-        println!("{}", s(&v["application"]["id"]));
+        let a = &receipt.archive;
+        println!("{}", receipt.application.id);
         println!("  sha256   {}", got);
         println!(
             "  archive  {} ({}), {} bytes sent, {} files, {} bytes unpacked",
-            s(&a["name"]),
-            s(&a["format"]),
-            a["upload_bytes"],
-            a["files"],
-            a["unpacked_bytes"]
+            a.name, a.format, a.upload_bytes, a.files, a.unpacked_bytes
         );
-        println!("  checks   {}", s(&v["checks_outcome"]).to_uppercase());
-        for ch in v["checks"].as_array().into_iter().flatten() {
-            if ch["outcome"] != "pass" {
-                for r in ch["reasons"].as_array().into_iter().flatten() {
-                    println!("    {}: {}", s(&ch["check"]), s(r));
+        println!(
+            "  checks   {}",
+            receipt.checks_outcome.as_str().to_uppercase()
+        );
+        for ch in &receipt.checks {
+            if ch.outcome != CheckOutcome::Pass {
+                for r in &ch.reasons {
+                    println!("    {}: {}", ch.check, r);
                 }
             }
         }

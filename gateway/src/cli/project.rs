@@ -2,11 +2,10 @@
 
 use std::process::ExitCode;
 
+use super::shared::{ClientArgs, print_json, urlencode};
+use crate::wire::projects::{NewMember, NewProject, Project};
 use anyhow::Context;
 use clap::Subcommand;
-use serde_json::{Value, json};
-
-use super::shared::{ClientArgs, print_json, s, urlencode};
 
 #[derive(Subcommand)]
 pub(super) enum ProjectCommand {
@@ -53,15 +52,18 @@ pub(super) enum ProjectCommand {
     },
 }
 
-fn parse_member_arg(m: &str) -> anyhow::Result<Value> {
+fn parse_member_arg(m: &str) -> anyhow::Result<NewMember> {
     let (sub, role) = m
         .rsplit_once(':')
         .with_context(|| format!("`{m}` is not SUBJECT:ROLE"))?;
-    Ok(json!({"subject": sub, "role": role}))
+    Ok(NewMember {
+        subject: sub.to_owned(),
+        role: role.to_owned(),
+    })
 }
 
 pub(super) async fn project(cmd: ProjectCommand) -> anyhow::Result<ExitCode> {
-    let (client, v): (ClientArgs, Value) = match cmd {
+    let (client, p): (ClientArgs, Project) = match cmd {
         ProjectCommand::Create {
             id,
             title,
@@ -73,37 +75,43 @@ pub(super) async fn project(cmd: ProjectCommand) -> anyhow::Result<ExitCode> {
                 .iter()
                 .map(|m| parse_member_arg(m))
                 .collect::<anyhow::Result<Vec<_>>>()?;
-            let body = json!({"id": id, "title": title, "grant_number": grant, "members": members});
-            let v = client.client()?.post("/api/v1/projects", &body).await?;
-            (client, v)
+            let body = NewProject {
+                id,
+                title,
+                grant_number: grant,
+                members,
+            };
+            let p = client.client()?.post("/api/v1/projects", &body).await?;
+            (client, p)
         }
         ProjectCommand::List { client } => {
-            let v: Value = client.client()?.get("/api/v1/projects").await?;
-            if !client.json {
-                for p in v.as_array().into_iter().flatten() {
-                    println!("{:<24} {}", s(&p["id"]), s(&p["title"]));
+            let projects: Vec<Project> = client.client()?.get("/api/v1/projects").await?;
+            if client.json {
+                print_json(&projects);
+            } else {
+                for p in &projects {
+                    println!("{:<24} {}", p.id, p.title);
                 }
-                return Ok(ExitCode::SUCCESS);
             }
-            (client, v)
+            return Ok(ExitCode::SUCCESS);
         }
         ProjectCommand::Show { id, client } => {
-            let v = client
+            let p = client
                 .client()?
                 .get(&format!("/api/v1/projects/{}", urlencode(&id)))
                 .await?;
-            (client, v)
+            (client, p)
         }
         ProjectCommand::AddMember { id, member, client } => {
             let body = parse_member_arg(&member)?;
-            let v = client
+            let p = client
                 .client()?
                 .post(
                     &format!("/api/v1/projects/{}/members", urlencode(&id)),
                     &body,
                 )
                 .await?;
-            (client, v)
+            (client, p)
         }
         ProjectCommand::RemoveMember {
             id,
@@ -119,19 +127,19 @@ pub(super) async fn project(cmd: ProjectCommand) -> anyhow::Result<ExitCode> {
             if let Some(r) = role {
                 path.push_str(&format!("?role={}", urlencode(&r)));
             }
-            let v = client.client()?.delete(&path).await?;
-            (client, v)
+            let p = client.client()?.delete(&path).await?;
+            (client, p)
         }
     };
     if client.json {
-        print_json(&v);
+        print_json(&p);
     } else {
-        println!("{}  {}", s(&v["id"]), s(&v["title"]));
-        if let Some(g) = v["grant_number"].as_str() {
+        println!("{}  {}", p.id, p.title);
+        if let Some(g) = &p.grant_number {
             println!("  grant: {g}");
         }
-        for m in v["members"].as_array().into_iter().flatten() {
-            println!("  {:<10} {}", s(&m["role"]), s(&m["subject"]));
+        for m in &p.members {
+            println!("  {:<10} {}", m.role, m.subject);
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -2,9 +2,10 @@
 
 use std::process::ExitCode;
 
-use serde_json::{Value, json};
+use serde_json::json;
 
-use super::shared::{ClientArgs, print_json, s, urlencode};
+use super::shared::{ClientArgs, print_json, urlencode};
+use crate::wire::sandboxes::{NewRun, Run, RunOutcome, RunState};
 
 pub(super) async fn run_command(
     sandbox: String,
@@ -22,13 +23,13 @@ pub(super) async fn run_command(
         ),
         None => None,
     };
-    let run: Value = c
+    let run: Run = c
         .post(
             &format!("/api/v1/sandboxes/{}/runs", urlencode(&sandbox)),
-            &json!({"cmd": cmd, "timeout_secs": timeout_secs}),
+            &NewRun { cmd, timeout_secs },
         )
         .await?;
-    let id = s(&run["id"]);
+    let id = run.id.clone();
     if detach {
         if client.json {
             print_json(&run);
@@ -80,8 +81,8 @@ async fn follow_run(
     // (it restarted meanwhile) is waited for again until its end is recorded.
     let status = format!("/api/v1/runs/{}?wait=60", urlencode(id));
     let done = loop {
-        let r: Value = c.get(&status).await?;
-        if r["state"] == "finished" {
+        let r: Run = c.get(&status).await?;
+        if r.state == RunState::Finished {
             break r;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
@@ -89,22 +90,22 @@ async fn follow_run(
     if client.json {
         print_json(&done);
     }
-    let outcome = s(&done["outcome"]);
-    if outcome != "exited" {
+    if done.outcome != Some(RunOutcome::Exited) {
         eprintln!(
-            "vre: run {id} ended: {outcome}{}",
-            done["detail"]
-                .as_str()
+            "vre: run {id} ended: {}{}",
+            done.outcome.map(|o| o.as_str()).unwrap_or_default(),
+            done.detail
+                .as_deref()
                 .map(|d| format!(" ({d})"))
                 .unwrap_or_default()
         );
     }
-    let code = done["exit_code"].as_i64().unwrap_or(125);
+    let code = done.exit_code.unwrap_or(125);
     Ok(ExitCode::from(code.clamp(0, 255) as u8))
 }
 
 /// Asks the gateway to cancel a run; the run as it is then.
-async fn cancel_run(client: &ClientArgs, run: &str) -> anyhow::Result<Value> {
+async fn cancel_run(client: &ClientArgs, run: &str) -> anyhow::Result<Run> {
     client
         .client()?
         .post(
@@ -142,11 +143,11 @@ pub(super) async fn logs(
 }
 
 pub(super) async fn cancel(run: String, client: ClientArgs) -> anyhow::Result<ExitCode> {
-    let v = cancel_run(&client, &run).await?;
+    let r = cancel_run(&client, &run).await?;
     if client.json {
-        print_json(&v);
+        print_json(&r);
     } else {
-        println!("{}  {}: cancelling", s(&v["id"]), s(&v["state"]));
+        println!("{}  {}: cancelling", r.id, r.state);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -2,10 +2,9 @@
 
 use std::process::ExitCode;
 
+use super::shared::{ClientArgs, or_null, print_json, urlencode};
+use crate::wire::sandboxes::{AllowImage, Image, NewSandbox, Run, Sandbox, StageRequest};
 use clap::Subcommand;
-use serde_json::{Value, json};
-
-use super::shared::{ClientArgs, join, print_json, s, urlencode};
 
 #[derive(Subcommand)]
 pub(super) enum ImageCommand {
@@ -74,28 +73,23 @@ pub(super) enum SandboxCommand {
 pub(super) async fn image(cmd: ImageCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         ImageCommand::Allow { name, client } => {
-            let v: Value = client
+            let image: Image = client
                 .client()?
-                .post("/api/v1/images", &json!({"name": name}))
+                .post("/api/v1/images", &AllowImage { name })
                 .await?;
             if client.json {
-                print_json(&v);
+                print_json(&image);
             } else {
-                println!("{}  {}", s(&v["name"]), s(&v["image_id"]));
+                println!("{}  {}", image.name, image.image_id);
             }
         }
         ImageCommand::List { client } => {
-            let v: Value = client.client()?.get("/api/v1/images").await?;
+            let images: Vec<Image> = client.client()?.get("/api/v1/images").await?;
             if client.json {
-                print_json(&v);
+                print_json(&images);
             } else {
-                for i in v.as_array().into_iter().flatten() {
-                    println!(
-                        "{:<32} {}  {} bytes",
-                        s(&i["name"]),
-                        s(&i["image_id"]),
-                        i["size"]
-                    );
+                for i in &images {
+                    println!("{:<32} {}  {} bytes", i.name, i.image_id, i.size);
                 }
             }
         }
@@ -103,28 +97,23 @@ pub(super) async fn image(cmd: ImageCommand) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_sandbox(client: &ClientArgs, v: &Value) {
+fn print_sandbox(client: &ClientArgs, sb: &Sandbox) {
     if client.json {
-        print_json(v);
+        print_json(sb);
         return;
     }
     println!(
         "{}  {} in {} ({}, class {})",
-        s(&v["id"]),
-        s(&v["state"]),
-        s(&v["project"]),
-        s(&v["image"]),
-        s(&v["resource_class"])
+        sb.id, sb.state, sb.project, sb.image, sb.resource_class
     );
-    for i in v["ingress"].as_array().into_iter().flatten() {
+    for i in &sb.ingress {
         println!(
             "  ingress {}  staged sha256 {}",
-            s(&i["application"]),
-            s(&i["staged_sha256"])
+            i.application, i.staged_sha256
         );
     }
-    for d in v["datasets"].as_array().into_iter().flatten() {
-        println!("  dataset {}", s(d));
+    for d in &sb.datasets {
+        println!("  dataset {d}");
     }
 }
 
@@ -138,53 +127,57 @@ pub(super) async fn sandbox(cmd: SandboxCommand) -> anyhow::Result<ExitCode> {
             datasets,
             client,
         } => {
-            let body = json!({"project": project, "image": image, "class": class, "ingress": ingress, "datasets": datasets});
-            let v: Value = client.client()?.post("/api/v1/sandboxes", &body).await?;
-            print_sandbox(&client, &v);
+            let body = NewSandbox {
+                project,
+                image,
+                class,
+                ingress,
+                datasets,
+            };
+            let sb: Sandbox = client.client()?.post("/api/v1/sandboxes", &body).await?;
+            print_sandbox(&client, &sb);
         }
         SandboxCommand::List { project, client } => {
             let q = project
                 .map(|p| format!("?project={}", urlencode(&p)))
                 .unwrap_or_default();
-            let v: Value = client
+            let sandboxes: Vec<Sandbox> = client
                 .client()?
                 .get(&format!("/api/v1/sandboxes{q}"))
                 .await?;
             if client.json {
-                print_json(&v);
+                print_json(&sandboxes);
             } else {
-                for sb in v.as_array().into_iter().flatten() {
+                for sb in &sandboxes {
                     println!(
                         "{:<18} {:<16} {:<24} {}",
-                        s(&sb["id"]),
-                        s(&sb["project"]),
-                        s(&sb["image"]),
-                        s(&sb["resource_class"])
+                        sb.id, sb.project, sb.image, sb.resource_class
                     );
                 }
             }
         }
         SandboxCommand::Show { id, client } => {
             let c = client.client()?;
-            let mut v: Value = c
+            let sb: Sandbox = c
                 .get(&format!("/api/v1/sandboxes/{}", urlencode(&id)))
                 .await?;
-            let runs: Value = c
+            let runs: Vec<Run> = c
                 .get(&format!("/api/v1/sandboxes/{}/runs", urlencode(&id)))
                 .await?;
             if client.json {
-                v["runs"] = runs;
+                let mut v = serde_json::to_value(&sb)?;
+                v["runs"] = serde_json::to_value(&runs)?;
                 print_json(&v);
             } else {
-                print_sandbox(&client, &v);
-                for r in runs.as_array().into_iter().flatten() {
+                print_sandbox(&client, &sb);
+                for r in &runs {
                     println!(
                         "  run {}  {} {} exit {}  {}",
-                        s(&r["id"]),
-                        s(&r["state"]),
-                        s(&r["outcome"]),
-                        r["exit_code"],
-                        join(&r["cmd"]).replace(',', " ")
+                        r.id,
+                        r.state,
+                        r.outcome.map(|o| o.as_str()).unwrap_or_default(),
+                        or_null(&r.exit_code),
+                        r.cmd.join(" ")
                     );
                 }
             }
@@ -194,21 +187,21 @@ pub(super) async fn sandbox(cmd: SandboxCommand) -> anyhow::Result<ExitCode> {
             application,
             client,
         } => {
-            let v: Value = client
+            let sb: Sandbox = client
                 .client()?
                 .post(
                     &format!("/api/v1/sandboxes/{}/ingress", urlencode(&id)),
-                    &json!({"application": application}),
+                    &StageRequest { application },
                 )
                 .await?;
-            print_sandbox(&client, &v);
+            print_sandbox(&client, &sb);
         }
         SandboxCommand::Remove { id, client } => {
-            let v: Value = client
+            let sb: Sandbox = client
                 .client()?
                 .delete(&format!("/api/v1/sandboxes/{}", urlencode(&id)))
                 .await?;
-            print_sandbox(&client, &v);
+            print_sandbox(&client, &sb);
         }
     }
     Ok(ExitCode::SUCCESS)

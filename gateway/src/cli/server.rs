@@ -4,13 +4,12 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use super::shared::{ClientArgs, print_json, urlencode};
+use crate::config::Settings;
+use crate::wire::system::{StoredEvent, WhoAmI};
 use clap::{Args, Subcommand};
 use policy::ids::Subject;
 use policy::roles::RoleSet;
-use serde_json::Value;
-
-use super::shared::{ClientArgs, join, print_json, s, urlencode};
-use crate::config::Settings;
 
 #[derive(Args, Clone)]
 pub(super) struct ServerArgs {
@@ -178,19 +177,14 @@ pub(super) async fn audit_list(
     if let Some(s) = subject {
         q.push_str(&format!("&subject={}", urlencode(&s)));
     }
-    let v: Value = c.get(&q).await?;
+    let events: Vec<StoredEvent> = c.get(&q).await?;
     if client.json {
-        print_json(&v);
+        print_json(&events);
     } else {
-        for e in v.as_array().into_iter().flatten() {
+        for e in &events {
             println!(
                 "{:>6}  {}  {:<14} {:<30} {}  {}",
-                e["seq"],
-                s(&e["at"]),
-                s(&e["actor"]),
-                s(&e["action"]),
-                s(&e["subject"]),
-                s(&e["detail"])
+                e.seq, e.at, e.actor, e.action, e.subject, e.detail
             );
         }
     }
@@ -198,11 +192,12 @@ pub(super) async fn audit_list(
 }
 
 pub(super) async fn whoami(client: ClientArgs) -> anyhow::Result<ExitCode> {
-    let v: Value = client.client()?.get("/api/v1/whoami").await?;
+    let me: WhoAmI = client.client()?.get("/api/v1/whoami").await?;
     if client.json {
-        print_json(&v);
+        print_json(&me);
     } else {
-        println!("{} ({})", s(&v["sub"]), join(&v["roles"]));
+        let roles: Vec<&str> = me.roles.iter().map(|r| r.as_str()).collect();
+        println!("{} ({})", me.sub, roles.join(","));
     }
     Ok(ExitCode::SUCCESS)
 }

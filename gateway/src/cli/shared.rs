@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use serde_json::Value;
+use serde::Serialize;
 
 use crate::client::Client;
 
@@ -47,22 +47,18 @@ impl ClientArgs {
     }
 }
 
-pub(super) fn print_json(v: &Value) {
-    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+/// Prints an answer as JSON, its keys sorted (as `serde_json::Value` orders them).
+pub(super) fn print_json<T: Serialize>(v: &T) {
+    let v = serde_json::to_value(v).unwrap_or_default();
+    println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
 }
 
-pub(super) fn s(v: &Value) -> String {
+/// An optional value as the JSON it travels as: `null` when absent.
+pub(super) fn or_null<T: std::fmt::Display>(v: &Option<T>) -> String {
     match v {
-        Value::String(s) => s.clone(),
-        Value::Null => String::new(),
-        other => other.to_string(),
+        Some(v) => v.to_string(),
+        None => "null".to_owned(),
     }
-}
-
-pub(super) fn join(v: &Value) -> String {
-    v.as_array()
-        .map(|a| a.iter().map(s).collect::<Vec<_>>().join(","))
-        .unwrap_or_default()
 }
 
 /// Percent-encodes a path segment or query value.
