@@ -73,7 +73,7 @@ fn attachment_dto(a: AttachmentRow) -> Attachment {
 }
 
 /// Applications the caller may see, newest first, with filters.
-#[utoipa::path(get, path = "/api/v1/applications", tag = "applications", security(("bearer" = [])), params(ListQuery),
+#[utoipa::path(get, path = "/api/v1/applications", operation_id = "list_applications", tag = "applications", security(("bearer" = [])), params(ListQuery),
     responses((status = 200, body = Vec<Application>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
@@ -124,9 +124,9 @@ fn check_text(what: &'static str, s: &str, max: usize, required: bool) -> ApiRes
 }
 
 /// Applies to the committee.
-#[utoipa::path(post, path = "/api/v1/applications", tag = "applications", security(("bearer" = [])),
+#[utoipa::path(post, path = "/api/v1/applications", operation_id = "create_application", tag = "applications", security(("bearer" = [])),
     request_body = NewApplication,
-    responses((status = 201, body = Application), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+    responses((status = 201, body = Application), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 413, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
@@ -226,7 +226,7 @@ pub(crate) async fn visible_app(
 }
 
 /// One application with its votes and attachments.
-#[utoipa::path(get, path = "/api/v1/applications/{id}", tag = "applications", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/applications/{id}", operation_id = "get_application", tag = "applications", security(("bearer" = [])),
     params(("id" = String, Path)),
     responses((status = 200, body = ApplicationDetail), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn show(
@@ -367,9 +367,9 @@ async fn apply_event(
 
 /// Votes on an application: approve, reject or request changes; reviewers, never on their own
 /// project's applications, once per round.
-#[utoipa::path(post, path = "/api/v1/applications/{id}/decisions", tag = "applications", security(("bearer" = [])),
+#[utoipa::path(post, path = "/api/v1/applications/{id}/decisions", operation_id = "decide_application", tag = "applications", security(("bearer" = [])),
     params(("id" = String, Path)), request_body = NewDecision,
-    responses((status = 200, body = Application), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+    responses((status = 200, body = Application), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 413, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn decide(
     State(state): State<AppState>,
@@ -397,9 +397,9 @@ pub async fn decide(
 }
 
 /// Takes one's own application back.
-#[utoipa::path(post, path = "/api/v1/applications/{id}/withdraw", tag = "applications", security(("bearer" = [])),
+#[utoipa::path(post, path = "/api/v1/applications/{id}/withdraw", operation_id = "withdraw_application", tag = "applications", security(("bearer" = [])),
     params(("id" = String, Path)), request_body = Withdrawal,
-    responses((status = 200, body = Application), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+    responses((status = 400, body = ErrorBody, description = "the request does not parse or breaks a rule"), (status = 200, body = Application), (status = 401, body = ErrorBody), (status = 413, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn withdraw(
     State(state): State<AppState>,
@@ -421,9 +421,9 @@ pub async fn withdraw(
 }
 
 /// Answers a request for changes; opens a new round of votes.
-#[utoipa::path(post, path = "/api/v1/applications/{id}/resubmit", tag = "applications", security(("bearer" = [])),
+#[utoipa::path(post, path = "/api/v1/applications/{id}/resubmit", operation_id = "resubmit_application", tag = "applications", security(("bearer" = [])),
     params(("id" = String, Path)), request_body = Resubmission,
-    responses((status = 200, body = Application), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+    responses((status = 200, body = Application), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 413, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn resubmit(
     State(state): State<AppState>,
@@ -448,7 +448,7 @@ pub async fn resubmit(
 }
 
 /// Attaches an institution's review result or a committee opinion, with an optional file.
-#[utoipa::path(post, path = "/api/v1/applications/{id}/attachments", tag = "applications", security(("bearer" = [])),
+#[utoipa::path(post, path = "/api/v1/applications/{id}/attachments", operation_id = "attach_to_application", tag = "applications", security(("bearer" = [])),
     params(("id" = String, Path)), request_body = NewAttachment,
     responses((status = 201, body = Attachment), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody)))]
@@ -569,7 +569,7 @@ fn safe_file_name(name: &str) -> ApiResult<String> {
 }
 
 /// Downloads an attachment's file. Every read is audited.
-#[utoipa::path(get, path = "/api/v1/applications/{id}/attachments/{attachment}/file", tag = "applications",
+#[utoipa::path(get, path = "/api/v1/applications/{id}/attachments/{attachment}/file", operation_id = "get_attachment_file", tag = "applications",
     security(("bearer" = [])), params(("id" = String, Path), ("attachment" = String, Path)),
     responses((status = 200, description = "the file", content_type = "application/octet-stream"),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]

@@ -19,7 +19,8 @@ use crate::ingress::IngestError;
 use crate::state::AppState;
 use crate::store::{self, AppRow, IngressRow};
 use crate::wire::ingress::{
-    ArchiveInfo, Check, CheckOutcome, FileQuery, IngressQuery, IngressReceipt, Manifest,
+    ArchiveInfo, ArchiveUpload, Check, CheckOutcome, FileQuery, IngressQuery, IngressReceipt,
+    Manifest,
 };
 
 pub(crate) fn check_dto(c: store::CheckRow) -> Check {
@@ -57,10 +58,11 @@ fn check_name(name: &str) -> ApiResult<String> {
 
 /// Uploads an archive (tar, or tar compressed with zstd) as the raw request body and applies for
 /// its ingress. Refusals name the entry and the rule; nothing of a refused upload is kept.
-#[utoipa::path(post, path = "/api/v1/ingress", tag = "ingress", security(("bearer" = [])), params(IngressQuery),
-    request_body(content = Vec<u8>, content_type = "application/x-tar", description = "a tar or tar.zst archive"),
+#[utoipa::path(post, path = "/api/v1/ingress", operation_id = "submit_ingress", tag = "ingress", security(("bearer" = [])), params(IngressQuery),
+    request_body(content = ArchiveUpload, content_type = "application/octet-stream", description = "a tar or tar.zst archive"),
     responses((status = 201, body = IngressReceipt), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)))]
+        (status = 403, body = ErrorBody), (status = 413, body = ErrorBody), (status = 414, description = "the query string is too long"),
+        (status = 422, body = ErrorBody)))]
 pub async fn submit(
     State(state): State<AppState>,
     caller: Caller,
@@ -215,7 +217,7 @@ pub async fn submit(
 
 /// The manifest of an ingress application: every entry with its size, mode and SHA-256, and the
 /// automatic checks.
-#[utoipa::path(get, path = "/api/v1/applications/{id}/manifest", tag = "ingress", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/applications/{id}/manifest", operation_id = "get_ingress_manifest", tag = "ingress", security(("bearer" = [])),
     params(("id" = String, Path)),
     responses((status = 200, body = Manifest), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn manifest(
@@ -239,9 +241,9 @@ pub async fn manifest(
 }
 
 /// Reads one text file inside an ingress archive. Every read is audited.
-#[utoipa::path(get, path = "/api/v1/applications/{id}/file", tag = "ingress", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/applications/{id}/file", operation_id = "get_ingress_file", tag = "ingress", security(("bearer" = [])),
     params(("id" = String, Path), FileQuery),
-    responses((status = 200, description = "the file's text", content_type = "text/plain"),
+    responses((status = 400, body = ErrorBody, description = "the request does not parse or breaks a rule"), (status = 200, description = "the file's text", content_type = "text/plain"),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 413, body = ErrorBody), (status = 415, body = ErrorBody)))]
 pub async fn file(

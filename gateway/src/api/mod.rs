@@ -6,6 +6,7 @@
 //! annotations by `utoipa`, so it cannot drift from the routes.
 
 pub mod applications;
+pub mod drain;
 pub mod ingress;
 pub mod projects;
 pub mod sandboxes;
@@ -92,9 +93,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(sandboxes::cancel_run))
         .routes(routes!(sandboxes::logs))
         .split_for_parts();
-    let doc_json = doc
-        .to_pretty_json()
-        .expect("the OpenAPI document serialises");
+    let doc_json = document(&doc);
     api.route(
         "/openapi.json",
         axum::routing::get(
@@ -103,8 +102,48 @@ pub fn router(state: AppState) -> Router {
     )
     .route("/.well-known/jwks.json", axum::routing::get(system::jwks))
     .fallback(|| async { ApiError::NotFound("route") })
+    // A refused request's body is read (within bounds), so the client gets to read the answer.
+    .layer(axum::middleware::from_fn(drain::drain_refused))
     .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
     .with_state(state)
+}
+
+/// The OpenAPI document as served, with what utoipa cannot say: an attachment comes with a file
+/// (its name and its content, both) or without one (neither).
+fn document(doc: &utoipa::openapi::OpenApi) -> String {
+    use serde_json::{Value, json};
+    let mut v = serde_json::to_value(doc).expect("the OpenAPI document serialises");
+    if let Some(s) = v.pointer_mut("/components/schemas/NewAttachment") {
+        let description = s.get("description").cloned().unwrap_or(Value::Null);
+        let mut without = s.clone();
+        let mut with = s.clone();
+        if let Some(p) = without["properties"].as_object_mut() {
+            p.remove("file_name");
+            p.remove("file_base64");
+        }
+        with["properties"]["file_name"] = json!({
+            "type": "string", "minLength": 1, "maxLength": 255,
+            "pattern": r"^(?!\.\.?$)[^/\\\x00-\x1f\x7f-\x9f]+$",
+            "description": "The file's name: 1 to 255 bytes, no slashes or control characters."
+        });
+        with["properties"]["file_base64"] = json!({
+            "type": "string", "format": "byte",
+            // Canonical base64: padded, and no bits set past the last byte.
+            "pattern": r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/][AQgw]==|[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=)?$",
+            "description": "The file, base64."
+        });
+        if let Some(r) = with["required"].as_array_mut() {
+            r.extend([json!("file_name"), json!("file_base64")]);
+        }
+        for variant in [&mut without, &mut with] {
+            variant["additionalProperties"] = json!(false);
+            if let Some(o) = variant.as_object_mut() {
+                o.remove("description");
+            }
+        }
+        *s = json!({"description": description, "oneOf": [without, with]});
+    }
+    serde_json::to_string_pretty(&v).expect("the OpenAPI document serialises")
 }
 
 /// Counts and times every request by its route template (never by its raw path, which would

@@ -48,7 +48,7 @@ fn project_dto(p: ProjectRow, members: Vec<MemberRow>) -> Project {
 }
 
 /// Projects the caller belongs to (everyone's, for roles that act across projects).
-#[utoipa::path(get, path = "/api/v1/projects", tag = "projects", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/projects", operation_id = "list_projects", tag = "projects", security(("bearer" = [])),
     responses((status = 200, body = Vec<Project>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
@@ -67,8 +67,8 @@ pub async fn list(
 }
 
 /// Creates a project; admins.
-#[utoipa::path(post, path = "/api/v1/projects", tag = "projects", security(("bearer" = [])), request_body = NewProject,
-    responses((status = 201, body = Project), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+#[utoipa::path(post, path = "/api/v1/projects", operation_id = "create_project", tag = "projects", security(("bearer" = [])), request_body = NewProject,
+    responses((status = 201, body = Project), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 413, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
@@ -134,7 +134,7 @@ pub async fn create(
 }
 
 /// One project and its members.
-#[utoipa::path(get, path = "/api/v1/projects/{id}", tag = "projects", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/projects/{id}", operation_id = "get_project", tag = "projects", security(("bearer" = [])),
     params(("id" = String, Path)),
     responses((status = 200, body = Project), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn show(
@@ -156,9 +156,9 @@ pub async fn show(
 }
 
 /// Adds a member with a role; admins.
-#[utoipa::path(post, path = "/api/v1/projects/{id}/members", tag = "projects", security(("bearer" = [])),
-    params(("id" = String, Path)), request_body = Member,
-    responses((status = 200, body = Project), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+#[utoipa::path(post, path = "/api/v1/projects/{id}/members", operation_id = "add_project_member", tag = "projects", security(("bearer" = [])),
+    params(("id" = String, Path)), request_body = NewMember,
+    responses((status = 200, body = Project), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 413, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn add_member(
     State(state): State<AppState>,
@@ -193,9 +193,9 @@ pub async fn add_member(
 }
 
 /// Removes a member (or one of their roles); admins.
-#[utoipa::path(delete, path = "/api/v1/projects/{id}/members/{subject}", tag = "projects", security(("bearer" = [])),
+#[utoipa::path(delete, path = "/api/v1/projects/{id}/members/{subject}", operation_id = "remove_project_member", tag = "projects", security(("bearer" = [])),
     params(("id" = String, Path), ("subject" = String, Path), RemoveQuery),
-    responses((status = 200, body = Project), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+    responses((status = 400, body = ErrorBody, description = "the request does not parse or breaks a rule"), (status = 200, body = Project), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody)))]
 pub async fn remove_member(
     State(state): State<AppState>,

@@ -48,7 +48,7 @@ fn image_dto(i: ImageRow) -> Image {
 }
 
 /// Images sandboxes may use.
-#[utoipa::path(get, path = "/api/v1/images", tag = "sandboxes", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/images", operation_id = "list_images", tag = "sandboxes", security(("bearer" = [])),
     responses((status = 200, body = Vec<Image>), (status = 401, body = ErrorBody)))]
 pub async fn images(
     State(state): State<AppState>,
@@ -66,8 +66,8 @@ pub async fn images(
 }
 
 /// Allows an image, pinned by its current ID; operators.
-#[utoipa::path(post, path = "/api/v1/images", tag = "sandboxes", security(("bearer" = [])), request_body = AllowImage,
-    responses((status = 200, body = Image), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+#[utoipa::path(post, path = "/api/v1/images", operation_id = "allow_image", tag = "sandboxes", security(("bearer" = [])), request_body = AllowImage,
+    responses((status = 400, body = ErrorBody, description = "the request does not parse or breaks a rule"), (status = 200, body = Image), (status = 401, body = ErrorBody), (status = 413, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn allow_image(
     State(state): State<AppState>,
@@ -146,8 +146,8 @@ async fn standing_in(state: &AppState, project: &str, caller: &Caller) -> ApiRes
 }
 
 /// Creates a sandbox (its volumes), and stages the approved ingress asked for.
-#[utoipa::path(post, path = "/api/v1/sandboxes", tag = "sandboxes", security(("bearer" = [])), request_body = NewSandbox,
-    responses((status = 201, body = Sandbox), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+#[utoipa::path(post, path = "/api/v1/sandboxes", operation_id = "create_sandbox", tag = "sandboxes", security(("bearer" = [])), request_body = NewSandbox,
+    responses((status = 201, body = Sandbox), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 413, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
         (status = 503, body = ErrorBody)))]
 pub async fn create(
@@ -369,9 +369,9 @@ async fn stage(state: &AppState, caller: &Caller, sb: &SandboxRow, app_id: &str)
 }
 
 /// Stages one more approved ingress application into a sandbox.
-#[utoipa::path(post, path = "/api/v1/sandboxes/{id}/ingress", tag = "sandboxes", security(("bearer" = [])),
+#[utoipa::path(post, path = "/api/v1/sandboxes/{id}/ingress", operation_id = "stage_ingress", tag = "sandboxes", security(("bearer" = [])),
     params(("id" = String, Path)), request_body = StageRequest,
-    responses((status = 200, body = Sandbox), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+    responses((status = 400, body = ErrorBody, description = "the request does not parse or breaks a rule"), (status = 200, body = Sandbox), (status = 401, body = ErrorBody), (status = 413, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn stage_ingress(
     State(state): State<AppState>,
@@ -411,8 +411,8 @@ async fn visible_sandbox(state: &AppState, caller: &Caller, id: &str) -> ApiResu
 }
 
 /// Sandboxes the caller may see.
-#[utoipa::path(get, path = "/api/v1/sandboxes", tag = "sandboxes", security(("bearer" = [])), params(SandboxQuery),
-    responses((status = 200, body = Vec<Sandbox>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/sandboxes", operation_id = "list_sandboxes", tag = "sandboxes", security(("bearer" = [])), params(SandboxQuery),
+    responses((status = 400, body = ErrorBody, description = "the request does not parse or breaks a rule"), (status = 200, body = Vec<Sandbox>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -434,7 +434,7 @@ pub async fn list(
 }
 
 /// One sandbox.
-#[utoipa::path(get, path = "/api/v1/sandboxes/{id}", tag = "sandboxes", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/sandboxes/{id}", operation_id = "get_sandbox", tag = "sandboxes", security(("bearer" = [])),
     params(("id" = String, Path)),
     responses((status = 200, body = Sandbox), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn show(
@@ -448,7 +448,7 @@ pub async fn show(
 }
 
 /// Removes a sandbox and its volumes (its work area and outputs are gone after this).
-#[utoipa::path(delete, path = "/api/v1/sandboxes/{id}", tag = "sandboxes", security(("bearer" = [])),
+#[utoipa::path(delete, path = "/api/v1/sandboxes/{id}", operation_id = "remove_sandbox", tag = "sandboxes", security(("bearer" = [])),
     params(("id" = String, Path)),
     responses((status = 200, body = Sandbox), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)))]
@@ -519,9 +519,9 @@ fn run_dto(r: RunRow) -> Run {
 }
 
 /// Runs a command in a fresh hardened container of the sandbox; queued when slots are full.
-#[utoipa::path(post, path = "/api/v1/sandboxes/{id}/runs", tag = "sandboxes", security(("bearer" = [])),
+#[utoipa::path(post, path = "/api/v1/sandboxes/{id}/runs", operation_id = "create_run", tag = "sandboxes", security(("bearer" = [])),
     params(("id" = String, Path)), request_body = NewRun,
-    responses((status = 202, body = Run), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+    responses((status = 202, body = Run), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 413, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn create_run(
     State(state): State<AppState>,
@@ -604,7 +604,7 @@ pub async fn create_run(
 }
 
 /// The runs of a sandbox.
-#[utoipa::path(get, path = "/api/v1/sandboxes/{id}/runs", tag = "sandboxes", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/sandboxes/{id}/runs", operation_id = "list_runs", tag = "sandboxes", security(("bearer" = [])),
     params(("id" = String, Path)),
     responses((status = 200, body = Vec<Run>), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn runs(
@@ -642,9 +642,9 @@ async fn visible_run(state: &AppState, caller: &Caller, id: &str) -> ApiResult<(
 const MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// One run: its state, outcome and times; with `wait`, once it has ended.
-#[utoipa::path(get, path = "/api/v1/runs/{id}", tag = "sandboxes", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/runs/{id}", operation_id = "get_run", tag = "sandboxes", security(("bearer" = [])),
     params(("id" = String, Path), RunQuery),
-    responses((status = 200, body = Run), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 400, body = ErrorBody, description = "the request does not parse or breaks a rule"), (status = 200, body = Run), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn show_run(
     State(state): State<AppState>,
     caller: Caller,
@@ -663,7 +663,7 @@ pub async fn show_run(
 /// Cancels a run: a queued one ends before it starts, a running one is killed; it is recorded
 /// as `cancelled`, with who asked. The project's analysts and operators may; asking again
 /// while it stops changes nothing.
-#[utoipa::path(post, path = "/api/v1/runs/{id}/cancel", tag = "sandboxes", security(("bearer" = [])),
+#[utoipa::path(post, path = "/api/v1/runs/{id}/cancel", operation_id = "cancel_run", tag = "sandboxes", security(("bearer" = [])),
     params(("id" = String, Path)),
     responses((status = 202, body = Run, description = "the cancellation is recorded; the run stops"),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
@@ -718,9 +718,9 @@ async fn next_progress(
 }
 
 /// A run's output (stdout and stderr), capped; the project's analysts only.
-#[utoipa::path(get, path = "/api/v1/runs/{id}/logs", tag = "sandboxes", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/runs/{id}/logs", operation_id = "get_run_logs", tag = "sandboxes", security(("bearer" = [])),
     params(("id" = String, Path), LogQuery),
-    responses((status = 200, description = "the run's output", content_type = "application/octet-stream"),
+    responses((status = 400, body = ErrorBody, description = "the request does not parse or breaks a rule"), (status = 200, description = "the run's output", content_type = "application/octet-stream"),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn logs(
     State(state): State<AppState>,

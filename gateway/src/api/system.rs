@@ -13,7 +13,7 @@ use crate::state::AppState;
 use crate::wire::system::{AuditQuery, Health, HealthStatus, WhoAmI};
 
 /// Liveness and readiness; public, for load balancers.
-#[utoipa::path(get, path = "/healthz", tag = "system",
+#[utoipa::path(get, path = "/healthz", operation_id = "health", tag = "system",
     responses((status = 200, body = Health), (status = 503, body = Health)))]
 pub async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
     let db = sqlx::query("SELECT 1").execute(state.db.pool()).await;
@@ -32,7 +32,7 @@ pub async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 /// Prometheus metrics; operators, admins and auditors.
-#[utoipa::path(get, path = "/metrics", tag = "system", security(("bearer" = [])),
+#[utoipa::path(get, path = "/metrics", operation_id = "metrics", tag = "system", security(("bearer" = [])),
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain"),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn metrics(
@@ -47,7 +47,7 @@ pub async fn metrics(
 }
 
 /// Who the token says you are.
-#[utoipa::path(get, path = "/api/v1/whoami", tag = "system", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/whoami", operation_id = "whoami", tag = "system", security(("bearer" = [])),
     responses((status = 200, body = WhoAmI), (status = 401, body = ErrorBody)))]
 pub async fn whoami(caller: Caller) -> ApiJson<WhoAmI> {
     ApiJson(WhoAmI {
@@ -62,8 +62,8 @@ pub async fn jwks(State(state): State<AppState>) -> ApiJson<serde_json::Value> {
 }
 
 /// Reads the audit log, oldest first; auditors and admins.
-#[utoipa::path(get, path = "/api/v1/audit", tag = "system", security(("bearer" = [])), params(AuditQuery),
-    responses((status = 200, body = Vec<StoredEvent>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/audit", operation_id = "list_audit_events", tag = "system", security(("bearer" = [])), params(AuditQuery),
+    responses((status = 400, body = ErrorBody, description = "the request does not parse or breaks a rule"), (status = 200, body = Vec<StoredEvent>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn audit_events(
     State(state): State<AppState>,
     caller: Caller,

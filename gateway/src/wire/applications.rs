@@ -138,7 +138,7 @@ pub struct NewApplication {
     pub kind: String,
     pub project: String,
     /// Not blank; at most 500 bytes.
-    #[schema(min_length = 1, max_length = 500)]
+    #[schema(min_length = 1, max_length = 500, pattern = r"\S")]
     pub title: String,
     /// At most 64 KiB.
     #[serde(default)]
@@ -157,7 +157,7 @@ pub struct NewDecision {
     #[schema(value_type = DecisionChoice)]
     pub decision: String,
     /// Why; kept with the decision and in the audit log. Not blank; at most 64 KiB.
-    #[schema(min_length = 1, max_length = 65536)]
+    #[schema(min_length = 1, max_length = 65536, pattern = r"\S")]
     pub comment: String,
 }
 
@@ -174,7 +174,7 @@ pub struct Withdrawal {
 #[serde(deny_unknown_fields)]
 pub struct Resubmission {
     /// What changed. Not blank; at most 64 KiB.
-    #[schema(min_length = 1, max_length = 65536)]
+    #[schema(min_length = 1, max_length = 65536, pattern = r"\S")]
     pub comment: String,
     /// A new description, replacing the old one. At most 64 KiB.
     #[serde(default)]
@@ -190,7 +190,7 @@ pub struct NewAttachment {
     #[schema(value_type = AttachmentKind)]
     pub kind: String,
     /// Not blank; at most 256 KiB.
-    #[schema(min_length = 1, max_length = 262144)]
+    #[schema(min_length = 1, max_length = 262144, pattern = r"\S")]
     pub text: String,
     /// The file's name, when a file comes with the text: 1 to 255 bytes, no slashes or
     /// control characters.

@@ -26,11 +26,17 @@ pub struct IngressQuery {
     /// A name for the archive (the application's title): 1 to 200 printable characters.
     #[param(min_length = 1, max_length = 200)]
     pub name: String,
-    /// Why it is needed, for the committee. At most 64 KiB.
+    /// Why it is needed, for the committee. At most 64 KiB, and the whole query string, percent-encoded,
+    /// at most 64 KiB too (longer ones are answered 414): 4096 characters always fit.
     #[serde(default)]
-    #[param(max_length = 65536)]
+    #[param(max_length = 4096)]
     pub description: Option<String>,
 }
+
+/// An upload's body: the archive's bytes (tar, or tar compressed with zstd), streamed.
+#[derive(ToSchema)]
+#[schema(value_type = String, format = Binary)]
+pub struct ArchiveUpload(pub Vec<u8>);
 
 #[derive(Serialize, Deserialize, ToSchema, Debug, Clone)]
 pub struct Check {

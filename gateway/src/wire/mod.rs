@@ -19,6 +19,31 @@ pub struct UnknownValue {
     pub value: String,
 }
 
+/// An optional count that may arrive as a number without a fractional part (`60.0`): JSON and
+/// JSON Schema count it as an integer, serde's integers do not.
+pub(crate) fn whole_number<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<u64>, D::Error> {
+    use serde::Deserialize as _;
+    use serde::de::Error as _;
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum Number {
+        Integer(u64),
+        Float(f64),
+    }
+    match Option::<Number>::deserialize(d)? {
+        None => Ok(None),
+        Some(Number::Integer(n)) => Ok(Some(n)),
+        Some(Number::Float(f)) if f.fract() == 0.0 && (0.0..=u64::MAX as f64).contains(&f) => {
+            Ok(Some(f as u64))
+        }
+        Some(Number::Float(f)) => Err(D::Error::custom(format!(
+            "{f} is not a whole number of seconds"
+        ))),
+    }
+}
+
 /// A fieldless enum that travels as a snake_case string: `as_str`, `Display`, `FromStr`,
 /// serde and an OpenAPI schema listing every value.
 macro_rules! wire_enum {
@@ -28,8 +53,11 @@ macro_rules! wire_enum {
             Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
             utoipa::ToSchema,
         )]
+        // `rename_all` rather than a rename per variant: utoipa does not see a literal passed
+        // through this macro. `as_str` must be the same string (see the tests).
+        #[serde(rename_all = "snake_case")]
         pub enum $name {
-            $($(#[$vmeta])* #[serde(rename = $s)] $variant,)+
+            $($(#[$vmeta])* $variant,)+
         }
 
         impl $name {
@@ -110,13 +138,46 @@ mod tests {
         for r in Role::ALL {
             assert_eq!(r.as_str(), policy::roles::Role::from(*r).as_str());
         }
-        for s in RunState::ALL {
-            let json = serde_json::to_string(s).unwrap();
-            assert_eq!(json, format!("\"{}\"", s.as_str()));
-            assert_eq!(s.as_str().parse::<RunState>().unwrap(), *s);
+    }
+
+    /// Each value travels (serde, the OpenAPI schema) as the string `as_str` gives and
+    /// `FromStr` takes.
+    #[test]
+    fn wire_enums_travel_as_their_strings() {
+        fn check<T>(all: &[T])
+        where
+            T: Copy + PartialEq + std::fmt::Debug + std::fmt::Display + serde::Serialize,
+            T: std::str::FromStr + utoipa::ToSchema + serde::de::DeserializeOwned,
+            <T as std::str::FromStr>::Err: std::fmt::Debug,
+        {
+            let schema = serde_json::to_value(T::schema()).unwrap();
+            for v in all {
+                let s = v.to_string();
+                assert_eq!(serde_json::to_value(v).unwrap(), serde_json::json!(s));
+                assert_eq!(
+                    serde_json::from_value::<T>(serde_json::json!(s)).unwrap(),
+                    *v
+                );
+                assert_eq!(s.parse::<T>().unwrap(), *v);
+                assert!(
+                    schema["enum"]
+                        .as_array()
+                        .unwrap()
+                        .contains(&serde_json::json!(s))
+                );
+            }
         }
-        for o in RunOutcome::ALL {
-            assert_eq!(o.as_str().parse::<RunOutcome>().unwrap(), *o);
-        }
+        check(ApplicationKind::ALL);
+        check(ApplicationState::ALL);
+        check(DecisionChoice::ALL);
+        check(AttachmentKind::ALL);
+        check(Role::ALL);
+        check(super::projects::ProjectRole::ALL);
+        check(RunState::ALL);
+        check(RunOutcome::ALL);
+        check(SandboxState::ALL);
+        check(super::ingress::CheckOutcome::ALL);
+        check(super::system::HealthStatus::ALL);
+        check(super::errors::ErrorCode::ALL);
     }
 }

@@ -72,7 +72,7 @@ pub struct NewProject {
     )]
     pub id: String,
     /// Not blank; at most 500 bytes.
-    #[schema(min_length = 1, max_length = 500)]
+    #[schema(min_length = 1, max_length = 500, pattern = r"\S")]
     pub title: String,
     #[serde(default)]
     pub grant_number: Option<String>,

@@ -142,8 +142,8 @@ pub struct NewRun {
     #[schema(min_items = 1, max_items = 1024)]
     pub cmd: Vec<String>,
     /// Seconds before the run is killed (default and maximum: the class's `max_run_secs`).
-    #[serde(default)]
-    #[schema(minimum = 1)]
+    #[serde(default, deserialize_with = "super::whole_number")]
+    #[schema(minimum = 1, maximum = 31_536_000)]
     pub timeout_secs: Option<u64>,
 }
 
