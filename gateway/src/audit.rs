@@ -42,7 +42,7 @@ pub struct NewEvent<'a> {
 }
 
 /// An event as stored.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct StoredEvent {
     pub seq: i64,
     pub at: String,

@@ -60,7 +60,7 @@ async fn refusal(resp: reqwest::Response) -> anyhow::Error {
     match serde_json::from_str::<ErrorBody>(&text) {
         Ok(e) => Refused {
             status: status.as_u16(),
-            code: e.code,
+            code: e.code.as_str().to_owned(),
             message: e.message,
         }
         .into(),

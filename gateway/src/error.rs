@@ -5,18 +5,9 @@
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
 
 use crate::auth::AuthError;
-
-/// The JSON body of every error response.
-#[derive(Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
-pub struct ErrorBody {
-    /// Stable and machine-readable, e.g. `unauthenticated`, `forbidden`, `not_found`.
-    pub code: String,
-    /// For a person to read.
-    pub message: String,
-}
+pub use crate::wire::errors::{ErrorBody, ErrorCode};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -25,13 +16,13 @@ pub enum ApiError {
     #[error("{0}")]
     Forbidden(String),
     #[error("{code}: {message}")]
-    ForbiddenCode { code: &'static str, message: String },
+    ForbiddenCode { code: ErrorCode, message: String },
     #[error("{0} not found")]
     NotFound(&'static str),
     #[error("{message}")]
-    BadRequest { code: &'static str, message: String },
+    BadRequest { code: ErrorCode, message: String },
     #[error("{message}")]
-    Conflict { code: &'static str, message: String },
+    Conflict { code: ErrorCode, message: String },
     #[error("{0}")]
     TooLarge(String),
     #[error("{0}")]
@@ -40,7 +31,7 @@ pub enum ApiError {
     #[error("{message}")]
     Refused {
         status: StatusCode,
-        code: &'static str,
+        code: ErrorCode,
         message: String,
     },
     #[error("internal error")]
@@ -48,13 +39,13 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn bad_request(code: ErrorCode, message: impl Into<String>) -> Self {
         ApiError::BadRequest {
             code,
             message: message.into(),
         }
     }
-    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn conflict(code: ErrorCode, message: impl Into<String>) -> Self {
         ApiError::Conflict {
             code,
             message: message.into(),
@@ -75,17 +66,17 @@ impl ApiError {
         }
     }
 
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            ApiError::Unauthenticated(_) => "unauthenticated",
-            ApiError::Forbidden(_) => "forbidden",
-            ApiError::ForbiddenCode { code, .. } => code,
-            ApiError::NotFound(_) => "not_found",
-            ApiError::BadRequest { code, .. } | ApiError::Conflict { code, .. } => code,
-            ApiError::TooLarge(_) => "too_large",
-            ApiError::Unavailable(_) => "unavailable",
-            ApiError::Refused { code, .. } => code,
-            ApiError::Internal(_) => "internal",
+            ApiError::Unauthenticated(_) => ErrorCode::Unauthenticated,
+            ApiError::Forbidden(_) => ErrorCode::Forbidden,
+            ApiError::ForbiddenCode { code, .. } => *code,
+            ApiError::NotFound(_) => ErrorCode::NotFound,
+            ApiError::BadRequest { code, .. } | ApiError::Conflict { code, .. } => *code,
+            ApiError::TooLarge(_) => ErrorCode::TooLarge,
+            ApiError::Unavailable(_) => ErrorCode::Unavailable,
+            ApiError::Refused { code, .. } => *code,
+            ApiError::Internal(_) => ErrorCode::Internal,
         }
     }
 }
@@ -102,16 +93,16 @@ impl From<policy::review::Refusal> for ApiError {
         let message = r.to_string();
         match r {
             R::OwnApplication | R::ConflictOfInterest => ApiError::ForbiddenCode {
-                code: "separation_of_duties",
+                code: ErrorCode::SeparationOfDuties,
                 message,
             },
             R::NotRequester { .. } => ApiError::ForbiddenCode {
-                code: "not_requester",
+                code: ErrorCode::NotRequester,
                 message,
             },
-            R::AlreadyVoted { .. } => ApiError::conflict("already_voted", message),
+            R::AlreadyVoted { .. } => ApiError::conflict(ErrorCode::AlreadyVoted, message),
             R::NotOpen { .. } | R::WrongState { .. } | R::NothingToComplete { .. } => {
-                ApiError::conflict("wrong_state", message)
+                ApiError::conflict(ErrorCode::WrongState, message)
             }
         }
     }
@@ -124,13 +115,13 @@ fn engine(e: sandbox_runner::Error) -> ApiError {
         sandbox_runner::Error::Unavailable(_) | sandbox_runner::Error::Timeout(_) => {
             ApiError::Refused {
                 status: StatusCode::SERVICE_UNAVAILABLE,
-                code: "engine_unavailable",
+                code: ErrorCode::EngineUnavailable,
                 message: format!("{e}; the rest of the gateway keeps serving"),
             }
         }
         sandbox_runner::Error::Misconfigured(_) => ApiError::Refused {
             status: StatusCode::SERVICE_UNAVAILABLE,
-            code: "engine_misconfigured",
+            code: ErrorCode::EngineMisconfigured,
             message: e.to_string(),
         },
         other => ApiError::Internal(anyhow::anyhow!("container engine: {other}")),
@@ -185,7 +176,7 @@ impl IntoResponse for ApiError {
         let mut resp = (
             status,
             Json(ErrorBody {
-                code: self.code().to_owned(),
+                code: self.code(),
                 message,
             }),
         )

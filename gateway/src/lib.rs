@@ -14,6 +14,7 @@
 //! - `db`: the pool and write transactions; `store`: the SQL; `audit`: the hash-chained log.
 //! - `blobs`: the content-addressed store; `ingress`: archives streamed in and validated;
 //!   `metrics`: Prometheus counters.
+//! - `wire`: the request and response bodies of the API, shared by the server and the client.
 //! - `sandboxes`: the run queue and supervisor over `sandbox-runner`, and recovery at start.
 //! - `workers`: every background task, named, told when the gateway stops and waited for.
 //!
@@ -39,6 +40,7 @@ pub mod state;
 pub mod store;
 pub mod time;
 pub mod upload;
+pub mod wire;
 pub mod workers;
 
 /// A mutex's guard, poisoned or not: no holder panics with the data half-changed.

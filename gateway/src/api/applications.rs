@@ -7,73 +7,17 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use base64::Engine as _;
 use policy::review::{Choice, Kind};
-use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
 
 use super::{ApiJson, ApiQuery};
 use crate::auth::Caller;
-use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::error::{ApiError, ApiResult, ErrorBody, ErrorCode};
 use crate::service::applications::{self as svc, AttachmentKind, Summary};
 use crate::state::AppState;
 use crate::store::{AttachmentRow, DecisionRow};
-
-#[derive(Serialize, Deserialize, ToSchema, Debug, Clone)]
-pub struct Application {
-    pub id: String,
-    /// listing, extension, access, ingress or egress.
-    pub kind: String,
-    pub project: String,
-    pub requester: String,
-    pub title: String,
-    pub description: String,
-    /// Kind-specific details.
-    #[schema(value_type = Object)]
-    pub payload: serde_json::Value,
-    /// submitted, in_review, approved, rejected, changes_requested, withdrawn, or the kind's
-    /// final state (staged, released, listed, extended).
-    pub state: String,
-    /// Starts at 1; each resubmission opens a new round of votes.
-    pub round: i64,
-    /// Approvals this kind needs.
-    pub quorum: u32,
-    /// Approvals counted in the current round.
-    pub approvals: u32,
-    pub created_at: String,
-    pub updated_at: String,
-}
-
-#[derive(Serialize, Deserialize, ToSchema, Debug, Clone)]
-pub struct Decision {
-    pub round: i64,
-    pub reviewer: String,
-    /// approve, reject or request_changes.
-    pub decision: String,
-    pub comment: String,
-    pub decided_at: String,
-}
-
-#[derive(Serialize, Deserialize, ToSchema, Debug, Clone)]
-pub struct Attachment {
-    pub id: String,
-    /// institution_review or committee_opinion.
-    pub kind: String,
-    pub author: String,
-    pub text: String,
-    pub file_name: Option<String>,
-    pub file_sha256: Option<String>,
-    pub file_size: Option<i64>,
-    pub created_at: String,
-}
-
-#[derive(Serialize, Deserialize, ToSchema, Debug)]
-pub struct ApplicationDetail {
-    #[serde(flatten)]
-    pub application: Application,
-    pub decisions: Vec<Decision>,
-    pub attachments: Vec<Attachment>,
-    /// Automatic checks attached to the application (ingress archives, egress files).
-    pub checks: Vec<super::ingress::Check>,
-}
+use crate::wire::applications::{
+    Application, ApplicationDetail, Attachment, Decision, ListQuery, NewApplication, NewAttachment,
+    NewDecision, Resubmission, Withdrawal,
+};
 
 pub(crate) fn app_summary(state: &AppState, s: Summary) -> Application {
     let approvals = svc::approvals(&s);
@@ -83,12 +27,12 @@ pub(crate) fn app_summary(state: &AppState, s: Summary) -> Application {
         approvals,
         payload: serde_json::from_str(&a.payload).unwrap_or(serde_json::Value::Null),
         id: a.id,
-        kind: a.kind.as_str().to_owned(),
+        kind: a.kind.into(),
         project: a.project_id,
         requester: a.requester,
         title: a.title,
         description: a.description,
-        state: a.state.as_str().to_owned(),
+        state: a.state.into(),
         round: a.round,
         created_at: a.created_at,
         updated_at: a.updated_at,
@@ -110,7 +54,7 @@ fn decision_dto(d: DecisionRow) -> Decision {
     Decision {
         round: d.round,
         reviewer: d.reviewer,
-        decision: d.choice.as_str().to_owned(),
+        decision: d.choice.into(),
         comment: d.comment,
         decided_at: d.decided_at,
     }
@@ -119,7 +63,11 @@ fn decision_dto(d: DecisionRow) -> Decision {
 fn attachment_dto(a: AttachmentRow) -> Attachment {
     Attachment {
         id: a.id,
-        kind: a.kind,
+        // The gateway stores only the kinds it accepted.
+        kind: a
+            .kind
+            .parse()
+            .unwrap_or(crate::wire::applications::AttachmentKind::CommitteeOpinion),
         author: a.author,
         text: a.body,
         file_name: a.file_name,
@@ -129,18 +77,8 @@ fn attachment_dto(a: AttachmentRow) -> Attachment {
     }
 }
 
-#[derive(Deserialize, IntoParams)]
-pub struct ListQuery {
-    pub kind: Option<String>,
-    pub state: Option<String>,
-    pub project: Option<String>,
-    pub requester: Option<String>,
-    /// At most this many (default 100, at most 1000), newest first.
-    pub limit: Option<i64>,
-}
-
 /// Applications the caller may see, newest first, with filters.
-#[utoipa::path(get, path = "/api/v1/applications", tag = "applications", security(("bearer" = [])), params(ListQuery),
+#[utoipa::path(get, path = "/api/v1/applications", operation_id = "list_applications", tag = "applications", security(("bearer" = [])), params(ListQuery),
     responses((status = 200, body = Vec<Application>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
@@ -149,10 +87,14 @@ pub async fn list(
 ) -> ApiResult<ApiJson<Vec<Application>>> {
     let filter = svc::ListFilter {
         kind: q.kind.as_deref().map(str::parse).transpose().map_err(
-            |e: policy::review::UnknownKind| ApiError::bad_request("bad_filter", e.to_string()),
+            |e: policy::review::UnknownKind| {
+                ApiError::bad_request(ErrorCode::BadFilter, e.to_string())
+            },
         )?,
         state: q.state.as_deref().map(str::parse).transpose().map_err(
-            |e: policy::review::UnknownState| ApiError::bad_request("bad_filter", e.to_string()),
+            |e: policy::review::UnknownState| {
+                ApiError::bad_request(ErrorCode::BadFilter, e.to_string())
+            },
         )?,
         project: q.project,
         requester: q.requester,
@@ -164,26 +106,10 @@ pub async fn list(
     ))
 }
 
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NewApplication {
-    /// listing, extension or access. Ingress and egress applications are made by uploading
-    /// their content to their own routes.
-    pub kind: String,
-    pub project: String,
-    pub title: String,
-    #[serde(default)]
-    pub description: String,
-    /// Kind-specific details (datasets, purpose, conditions…), a JSON object.
-    #[serde(default)]
-    #[schema(value_type = Object)]
-    pub payload: Option<serde_json::Value>,
-}
-
 /// Applies to the committee.
-#[utoipa::path(post, path = "/api/v1/applications", tag = "applications", security(("bearer" = [])),
+#[utoipa::path(post, path = "/api/v1/applications", operation_id = "create_application", tag = "applications", security(("bearer" = [])),
     request_body = NewApplication,
-    responses((status = 201, body = Application), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+    responses((status = 201, body = Application), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 413, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
@@ -194,7 +120,7 @@ pub async fn create(
         .kind
         .parse()
         .map_err(|e: policy::review::UnknownKind| {
-            ApiError::bad_request("bad_kind", e.to_string())
+            ApiError::bad_request(ErrorCode::BadKind, e.to_string())
         })?;
     let new = svc::NewApplication {
         kind,
@@ -208,7 +134,7 @@ pub async fn create(
 }
 
 /// One application with its votes and attachments.
-#[utoipa::path(get, path = "/api/v1/applications/{id}", tag = "applications", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/applications/{id}", operation_id = "get_application", tag = "applications", security(("bearer" = [])),
     params(("id" = String, Path)),
     responses((status = 200, body = ApplicationDetail), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn show(
@@ -238,20 +164,11 @@ pub async fn show(
     }))
 }
 
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NewDecision {
-    /// approve, reject or request_changes.
-    pub decision: String,
-    /// Why; kept with the decision and in the audit log.
-    pub comment: String,
-}
-
 /// Votes on an application: approve, reject or request changes; reviewers, never on their own
 /// project's applications, once per round.
-#[utoipa::path(post, path = "/api/v1/applications/{id}/decisions", tag = "applications", security(("bearer" = [])),
+#[utoipa::path(post, path = "/api/v1/applications/{id}/decisions", operation_id = "decide_application", tag = "applications", security(("bearer" = [])),
     params(("id" = String, Path)), request_body = NewDecision,
-    responses((status = 200, body = Application), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+    responses((status = 200, body = Application), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 413, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn decide(
     State(state): State<AppState>,
@@ -263,23 +180,16 @@ pub async fn decide(
         .decision
         .parse()
         .map_err(|e: policy::review::UnknownChoice| {
-            ApiError::bad_request("bad_decision", e.to_string())
+            ApiError::bad_request(ErrorCode::BadDecision, e.to_string())
         })?;
     let s = svc::decide(&state, &caller, &id, choice, &body.comment).await?;
     Ok(ApiJson(app_summary(&state, s)))
 }
 
-#[derive(Deserialize, ToSchema, Default)]
-#[serde(deny_unknown_fields)]
-pub struct Withdrawal {
-    #[serde(default)]
-    pub comment: String,
-}
-
 /// Takes one's own application back.
-#[utoipa::path(post, path = "/api/v1/applications/{id}/withdraw", tag = "applications", security(("bearer" = [])),
+#[utoipa::path(post, path = "/api/v1/applications/{id}/withdraw", operation_id = "withdraw_application", tag = "applications", security(("bearer" = [])),
     params(("id" = String, Path)), request_body = Withdrawal,
-    responses((status = 200, body = Application), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+    responses((status = 400, body = ErrorBody, description = "the request does not parse or breaks a rule"), (status = 200, body = Application), (status = 401, body = ErrorBody), (status = 413, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn withdraw(
     State(state): State<AppState>,
@@ -291,20 +201,10 @@ pub async fn withdraw(
     Ok(ApiJson(app_summary(&state, s)))
 }
 
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Resubmission {
-    /// What changed.
-    pub comment: String,
-    /// A new description, replacing the old one.
-    #[serde(default)]
-    pub description: Option<String>,
-}
-
 /// Answers a request for changes; opens a new round of votes.
-#[utoipa::path(post, path = "/api/v1/applications/{id}/resubmit", tag = "applications", security(("bearer" = [])),
+#[utoipa::path(post, path = "/api/v1/applications/{id}/resubmit", operation_id = "resubmit_application", tag = "applications", security(("bearer" = [])),
     params(("id" = String, Path)), request_body = Resubmission,
-    responses((status = 200, body = Application), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+    responses((status = 200, body = Application), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 413, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn resubmit(
     State(state): State<AppState>,
@@ -323,22 +223,8 @@ pub async fn resubmit(
     Ok(ApiJson(app_summary(&state, s)))
 }
 
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NewAttachment {
-    /// institution_review (stewards) or committee_opinion (reviewers).
-    pub kind: String,
-    pub text: String,
-    /// The file's name, when a file comes with the text.
-    #[serde(default)]
-    pub file_name: Option<String>,
-    /// The file, base64.
-    #[serde(default)]
-    pub file_base64: Option<String>,
-}
-
 /// Attaches an institution's review result or a committee opinion, with an optional file.
-#[utoipa::path(post, path = "/api/v1/applications/{id}/attachments", tag = "applications", security(("bearer" = [])),
+#[utoipa::path(post, path = "/api/v1/applications/{id}/attachments", operation_id = "attach_to_application", tag = "applications", security(("bearer" = [])),
     params(("id" = String, Path)), request_body = NewAttachment,
     responses((status = 201, body = Attachment), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody)))]
@@ -361,14 +247,14 @@ pub async fn attach(
             let bytes = base64::engine::general_purpose::STANDARD
                 .decode(b64.trim())
                 .map_err(|_| {
-                    ApiError::bad_request("bad_file", "file_base64 is not valid base64")
+                    ApiError::bad_request(ErrorCode::BadFile, "file_base64 is not valid base64")
                 })?;
             Some((name, bytes))
         }
         (None, None) => None,
         _ => {
             return Err(ApiError::bad_request(
-                "bad_file",
+                ErrorCode::BadFile,
                 "file_name and file_base64 come together",
             ));
         }
@@ -383,7 +269,7 @@ pub async fn attach(
 }
 
 /// Downloads an attachment's file. Every read is audited.
-#[utoipa::path(get, path = "/api/v1/applications/{id}/attachments/{attachment}/file", tag = "applications",
+#[utoipa::path(get, path = "/api/v1/applications/{id}/attachments/{attachment}/file", operation_id = "get_attachment_file", tag = "applications",
     security(("bearer" = [])), params(("id" = String, Path), ("attachment" = String, Path)),
     responses((status = 200, description = "the file", content_type = "application/octet-stream"),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]

@@ -1,8 +1,6 @@
 //! Images sandboxes may use. The workflow is [`crate::service::images`].
 
 use axum::extract::State;
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
 use super::ApiJson;
 use crate::auth::Caller;
@@ -10,16 +8,7 @@ use crate::error::{ApiResult, ErrorBody};
 use crate::service::images as svc;
 use crate::state::AppState;
 use crate::store::sandboxes::ImageRow;
-
-#[derive(Serialize, Deserialize, ToSchema, Debug)]
-pub struct Image {
-    pub name: String,
-    /// The image ID every sandbox of this name is pinned to.
-    pub image_id: String,
-    pub size: i64,
-    pub allowed_by: String,
-    pub allowed_at: String,
-}
+use crate::wire::sandboxes::{AllowImage, Image};
 
 fn image_dto(i: ImageRow) -> Image {
     Image {
@@ -31,15 +20,8 @@ fn image_dto(i: ImageRow) -> Image {
     }
 }
 
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct AllowImage {
-    /// An image the engine has (`name:tag` or an ID); it is pinned by the ID it has now.
-    pub name: String,
-}
-
 /// Images sandboxes may use.
-#[utoipa::path(get, path = "/api/v1/images", tag = "sandboxes", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/images", operation_id = "list_images", tag = "sandboxes", security(("bearer" = [])),
     responses((status = 200, body = Vec<Image>), (status = 401, body = ErrorBody)))]
 pub async fn images(
     State(state): State<AppState>,
@@ -50,8 +32,8 @@ pub async fn images(
 }
 
 /// Allows an image, pinned by its current ID; operators.
-#[utoipa::path(post, path = "/api/v1/images", tag = "sandboxes", security(("bearer" = [])), request_body = AllowImage,
-    responses((status = 200, body = Image), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+#[utoipa::path(post, path = "/api/v1/images", operation_id = "allow_image", tag = "sandboxes", security(("bearer" = [])), request_body = AllowImage,
+    responses((status = 400, body = ErrorBody, description = "the request does not parse or breaks a rule"), (status = 200, body = Image), (status = 401, body = ErrorBody), (status = 413, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn allow_image(
     State(state): State<AppState>,

@@ -6,72 +6,27 @@
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
 
-use super::applications::{Application, new_app_summary};
+use super::applications::new_app_summary;
 use super::{ApiJson, ApiQuery};
 use crate::auth::Caller;
 use crate::error::{ApiResult, ErrorBody};
 use crate::service::ingress as svc;
 use crate::state::AppState;
-use crate::store::ingress::{IngressRow, ManifestEntry};
+use crate::store::ingress::IngressRow;
 use crate::store::{self};
-
-#[derive(Deserialize, IntoParams)]
-pub struct IngressQuery {
-    /// The project the archive is for; the caller must be one of its analysts.
-    pub project: String,
-    /// A name for the archive (the application's title).
-    pub name: String,
-    /// Why it is needed, for the committee.
-    #[serde(default)]
-    pub description: Option<String>,
-}
-
-#[derive(Serialize, Deserialize, ToSchema, Debug, Clone)]
-pub struct Check {
-    pub check: String,
-    /// pass, review or fail
-    pub outcome: String,
-    pub reasons: Vec<String>,
-}
-
-#[derive(Serialize, Deserialize, ToSchema, Debug, Clone)]
-pub struct ArchiveInfo {
-    pub name: String,
-    /// SHA-256 of the upload as sent.
-    pub sha256: String,
-    /// tar or tar.zst
-    pub format: String,
-    pub upload_bytes: u64,
-    /// SHA-256 of the uncompressed tar stream.
-    pub tar_sha256: String,
-    pub unpacked_bytes: u64,
-    pub entries: u64,
-    pub files: u64,
-}
-
-#[derive(Serialize, Deserialize, ToSchema, Debug)]
-pub struct IngressReceipt {
-    pub application: Application,
-    pub archive: ArchiveInfo,
-    /// The worst outcome of the checks.
-    pub checks_outcome: String,
-    pub checks: Vec<Check>,
-}
-
-#[derive(Serialize, Deserialize, ToSchema, Debug)]
-pub struct Manifest {
-    pub archive: ArchiveInfo,
-    pub checks: Vec<Check>,
-    pub entries: Vec<ManifestEntry>,
-}
+use crate::wire::ingress::{
+    ArchiveInfo, ArchiveUpload, Check, FileQuery, IngressQuery, IngressReceipt, Manifest,
+};
 
 pub(crate) fn check_dto(c: store::CheckRow) -> Check {
     Check {
         check: c.check,
-        outcome: c.outcome,
+        // The gateway stores only outcomes it computed.
+        outcome: c
+            .outcome
+            .parse()
+            .unwrap_or(crate::wire::ingress::CheckOutcome::Review),
         reasons: c.reasons,
     }
 }
@@ -91,10 +46,11 @@ fn archive_dto(r: &IngressRow, files: u64) -> ArchiveInfo {
 
 /// Uploads an archive (tar, or tar compressed with zstd) as the raw request body and applies for
 /// its ingress. Refusals name the entry and the rule; nothing of a refused upload is kept.
-#[utoipa::path(post, path = "/api/v1/ingress", tag = "ingress", security(("bearer" = [])), params(IngressQuery),
-    request_body(content = Vec<u8>, content_type = "application/x-tar", description = "a tar or tar.zst archive"),
+#[utoipa::path(post, path = "/api/v1/ingress", operation_id = "submit_ingress", tag = "ingress", security(("bearer" = [])), params(IngressQuery),
+    request_body(content = ArchiveUpload, content_type = "application/octet-stream", description = "a tar or tar.zst archive"),
     responses((status = 201, body = IngressReceipt), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)))]
+        (status = 403, body = ErrorBody), (status = 413, body = ErrorBody), (status = 414, description = "the query string is too long"),
+        (status = 422, body = ErrorBody)))]
 pub async fn submit(
     State(state): State<AppState>,
     caller: Caller,
@@ -112,7 +68,7 @@ pub async fn submit(
         .iter()
         .map(|c| Check {
             check: c.check.to_owned(),
-            outcome: c.outcome.as_str().to_owned(),
+            outcome: c.outcome.into(),
             reasons: c.reasons.clone(),
         })
         .collect();
@@ -121,7 +77,7 @@ pub async fn submit(
         ApiJson(IngressReceipt {
             archive: archive_dto(&r.archive, r.files),
             application: new_app_summary(&state, r.application),
-            checks_outcome: r.outcome.as_str().to_owned(),
+            checks_outcome: r.outcome.into(),
             checks,
         }),
     ))
@@ -129,7 +85,7 @@ pub async fn submit(
 
 /// The manifest of an ingress application: every entry with its size, mode and SHA-256, and the
 /// automatic checks.
-#[utoipa::path(get, path = "/api/v1/applications/{id}/manifest", tag = "ingress", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/applications/{id}/manifest", operation_id = "get_ingress_manifest", tag = "ingress", security(("bearer" = [])),
     params(("id" = String, Path)),
     responses((status = 200, body = Manifest), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn manifest(
@@ -145,16 +101,10 @@ pub async fn manifest(
     }))
 }
 
-#[derive(Deserialize, IntoParams)]
-pub struct FileQuery {
-    /// The file's path in the manifest.
-    pub path: String,
-}
-
 /// Reads one text file inside an ingress archive. Every read is audited.
-#[utoipa::path(get, path = "/api/v1/applications/{id}/file", tag = "ingress", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/applications/{id}/file", operation_id = "get_ingress_file", tag = "ingress", security(("bearer" = [])),
     params(("id" = String, Path), FileQuery),
-    responses((status = 200, description = "the file's text", content_type = "text/plain"),
+    responses((status = 400, body = ErrorBody, description = "the request does not parse or breaks a rule"), (status = 200, description = "the file's text", content_type = "text/plain"),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 413, body = ErrorBody), (status = 415, body = ErrorBody)))]
 pub async fn file(

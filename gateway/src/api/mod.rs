@@ -6,6 +6,7 @@
 //! annotations by `utoipa`, so it cannot drift from the routes.
 
 pub mod applications;
+pub mod drain;
 pub mod images;
 pub mod ingress;
 pub mod projects;
@@ -26,7 +27,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::{AuthError, Caller};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::state::AppState;
 
 #[derive(OpenApi)]
@@ -93,9 +94,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(runs::cancel_run))
         .routes(routes!(runs::logs))
         .split_for_parts();
-    let doc_json = doc
-        .to_pretty_json()
-        .expect("the OpenAPI document serialises");
+    let doc_json = document(&doc);
     api.route(
         "/openapi.json",
         axum::routing::get(
@@ -104,8 +103,48 @@ pub fn router(state: AppState) -> Router {
     )
     .route("/.well-known/jwks.json", axum::routing::get(system::jwks))
     .fallback(|| async { ApiError::NotFound("route") })
+    // A refused request's body is read (within bounds), so the client gets to read the answer.
+    .layer(axum::middleware::from_fn(drain::drain_refused))
     .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
     .with_state(state)
+}
+
+/// The OpenAPI document as served, with what utoipa cannot say: an attachment comes with a file
+/// (its name and its content, both) or without one (neither).
+fn document(doc: &utoipa::openapi::OpenApi) -> String {
+    use serde_json::{Value, json};
+    let mut v = serde_json::to_value(doc).expect("the OpenAPI document serialises");
+    if let Some(s) = v.pointer_mut("/components/schemas/NewAttachment") {
+        let description = s.get("description").cloned().unwrap_or(Value::Null);
+        let mut without = s.clone();
+        let mut with = s.clone();
+        if let Some(p) = without["properties"].as_object_mut() {
+            p.remove("file_name");
+            p.remove("file_base64");
+        }
+        with["properties"]["file_name"] = json!({
+            "type": "string", "minLength": 1, "maxLength": 255,
+            "pattern": r"^(?!\.\.?$)[^/\\\x00-\x1f\x7f-\x9f]+$",
+            "description": "The file's name: 1 to 255 bytes, no slashes or control characters."
+        });
+        with["properties"]["file_base64"] = json!({
+            "type": "string", "format": "byte",
+            // Canonical base64: padded, and no bits set past the last byte.
+            "pattern": r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/][AQgw]==|[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=)?$",
+            "description": "The file, base64."
+        });
+        if let Some(r) = with["required"].as_array_mut() {
+            r.extend([json!("file_name"), json!("file_base64")]);
+        }
+        for variant in [&mut without, &mut with] {
+            variant["additionalProperties"] = json!(false);
+            if let Some(o) = variant.as_object_mut() {
+                o.remove("description");
+            }
+        }
+        *s = json!({"description": description, "oneOf": [without, with]});
+    }
+    serde_json::to_string_pretty(&v).expect("the OpenAPI document serialises")
 }
 
 /// Counts and times every request by its route template (never by its raw path, which would
@@ -169,7 +208,10 @@ where
                 if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
                     Err(ApiError::TooLarge("the request body is too large".into()))
                 } else {
-                    Err(ApiError::bad_request("bad_request", rejection.body_text()))
+                    Err(ApiError::bad_request(
+                        ErrorCode::BadRequest,
+                        rejection.body_text(),
+                    ))
                 }
             }
         }
@@ -189,7 +231,10 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         match axum::extract::Query::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Query(v)) => Ok(ApiQuery(v)),
-            Err(rejection) => Err(ApiError::bad_request("bad_request", rejection.body_text())),
+            Err(rejection) => Err(ApiError::bad_request(
+                ErrorCode::BadRequest,
+                rejection.body_text(),
+            )),
         }
     }
 }

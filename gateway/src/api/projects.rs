@@ -2,44 +2,13 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
 
 use super::{ApiJson, ApiQuery};
 use crate::auth::Caller;
 use crate::error::{ApiResult, ErrorBody};
 use crate::service::projects::{self as svc};
 use crate::state::AppState;
-
-#[derive(Serialize, Deserialize, ToSchema, Clone, Debug, PartialEq, Eq)]
-pub struct Member {
-    pub subject: String,
-    /// `analyst` or `steward`.
-    pub role: String,
-}
-
-#[derive(Serialize, Deserialize, ToSchema, Debug)]
-pub struct Project {
-    pub id: String,
-    pub title: String,
-    /// The AMED grant number, when there is one.
-    pub grant_number: Option<String>,
-    pub created_at: String,
-    pub created_by: String,
-    pub members: Vec<Member>,
-}
-
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NewProject {
-    /// Lowercase letters, digits, `-`, `_`, `.`; at most 64.
-    pub id: String,
-    pub title: String,
-    #[serde(default)]
-    pub grant_number: Option<String>,
-    #[serde(default)]
-    pub members: Vec<Member>,
-}
+use crate::wire::projects::{Member, NewMember, NewProject, Project, RemoveQuery};
 
 fn project_dto(p: svc::Project) -> Project {
     let svc::Project { row: p, members } = p;
@@ -53,14 +22,14 @@ fn project_dto(p: svc::Project) -> Project {
             .into_iter()
             .map(|m| Member {
                 subject: m.subject,
-                role: m.role.as_str().to_owned(),
+                role: m.role.into(),
             })
             .collect(),
     }
 }
 
 /// Projects the caller belongs to (everyone's, for roles that act across projects).
-#[utoipa::path(get, path = "/api/v1/projects", tag = "projects", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/projects", operation_id = "list_projects", tag = "projects", security(("bearer" = [])),
     responses((status = 200, body = Vec<Project>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
@@ -71,8 +40,8 @@ pub async fn list(
 }
 
 /// Creates a project; admins.
-#[utoipa::path(post, path = "/api/v1/projects", tag = "projects", security(("bearer" = [])), request_body = NewProject,
-    responses((status = 201, body = Project), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+#[utoipa::path(post, path = "/api/v1/projects", operation_id = "create_project", tag = "projects", security(("bearer" = [])), request_body = NewProject,
+    responses((status = 201, body = Project), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 413, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
@@ -94,7 +63,7 @@ pub async fn create(
 }
 
 /// One project and its members.
-#[utoipa::path(get, path = "/api/v1/projects/{id}", tag = "projects", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/projects/{id}", operation_id = "get_project", tag = "projects", security(("bearer" = [])),
     params(("id" = String, Path)),
     responses((status = 200, body = Project), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn show(
@@ -106,30 +75,24 @@ pub async fn show(
 }
 
 /// Adds a member with a role; admins.
-#[utoipa::path(post, path = "/api/v1/projects/{id}/members", tag = "projects", security(("bearer" = [])),
-    params(("id" = String, Path)), request_body = Member,
-    responses((status = 200, body = Project), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+#[utoipa::path(post, path = "/api/v1/projects/{id}/members", operation_id = "add_project_member", tag = "projects", security(("bearer" = [])),
+    params(("id" = String, Path)), request_body = NewMember,
+    responses((status = 200, body = Project), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 413, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn add_member(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-    ApiJson(body): ApiJson<Member>,
+    ApiJson(body): ApiJson<NewMember>,
 ) -> ApiResult<ApiJson<Project>> {
     let p = svc::add_member(&state, &caller, &id, &body.subject, &body.role).await?;
     Ok(ApiJson(project_dto(p)))
 }
 
-#[derive(Deserialize, IntoParams)]
-pub struct RemoveQuery {
-    /// Remove only this role; all of the member's roles otherwise.
-    pub role: Option<String>,
-}
-
 /// Removes a member (or one of their roles); admins.
-#[utoipa::path(delete, path = "/api/v1/projects/{id}/members/{subject}", tag = "projects", security(("bearer" = [])),
+#[utoipa::path(delete, path = "/api/v1/projects/{id}/members/{subject}", operation_id = "remove_project_member", tag = "projects", security(("bearer" = [])),
     params(("id" = String, Path), ("subject" = String, Path), RemoveQuery),
-    responses((status = 200, body = Project), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+    responses((status = 400, body = ErrorBody, description = "the request does not parse or breaks a rule"), (status = 200, body = Project), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody)))]
 pub async fn remove_member(
     State(state): State<AppState>,

@@ -4,8 +4,6 @@
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
 
 use super::{ApiJson, ApiQuery};
 use crate::auth::Caller;
@@ -13,31 +11,7 @@ use crate::error::{ApiResult, ErrorBody};
 use crate::service::runs as svc;
 use crate::state::AppState;
 use crate::store::sandboxes::RunRow;
-
-#[derive(Serialize, Deserialize, ToSchema, Debug)]
-pub struct Run {
-    pub id: String,
-    pub sandbox: String,
-    pub project: String,
-    pub requester: String,
-    pub cmd: Vec<String>,
-    pub timeout_secs: i64,
-    /// queued, running or finished
-    pub state: String,
-    /// exited, oom_killed, timed_out, output_quota_exceeded, log_limit_exceeded, cancelled,
-    /// vanished, failed
-    pub outcome: Option<String>,
-    pub exit_code: Option<i64>,
-    pub detail: Option<String>,
-    pub created_at: String,
-    pub started_at: Option<String>,
-    pub finished_at: Option<String>,
-    pub log_bytes: Option<i64>,
-    pub log_sha256: Option<String>,
-    pub log_truncated: Option<bool>,
-    /// Who asked for the run to be cancelled.
-    pub cancelled_by: Option<String>,
-}
+use crate::wire::sandboxes::{LogQuery, NewRun, Run, RunOutcome, RunQuery, RunState};
 
 fn run_dto(r: RunRow) -> Run {
     Run {
@@ -47,8 +21,9 @@ fn run_dto(r: RunRow) -> Run {
         requester: r.requester,
         cmd: r.cmd,
         timeout_secs: r.timeout_secs,
-        state: r.state,
-        outcome: r.outcome,
+        // The gateway stores only the states and outcomes it knows.
+        state: r.state.parse().unwrap_or(RunState::Finished),
+        outcome: r.outcome.map(|o| o.parse().unwrap_or(RunOutcome::Failed)),
         exit_code: r.exit_code,
         detail: r.detail,
         created_at: r.created_at,
@@ -61,20 +36,10 @@ fn run_dto(r: RunRow) -> Run {
     }
 }
 
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NewRun {
-    /// The command and its arguments, run without a shell.
-    pub cmd: Vec<String>,
-    /// Seconds before the run is killed (default and maximum: the class's `max_run_secs`).
-    #[serde(default)]
-    pub timeout_secs: Option<u64>,
-}
-
 /// Runs a command in a fresh hardened container of the sandbox; queued when slots are full.
-#[utoipa::path(post, path = "/api/v1/sandboxes/{id}/runs", tag = "sandboxes", security(("bearer" = [])),
+#[utoipa::path(post, path = "/api/v1/sandboxes/{id}/runs", operation_id = "create_run", tag = "sandboxes", security(("bearer" = [])),
     params(("id" = String, Path)), request_body = NewRun,
-    responses((status = 202, body = Run), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+    responses((status = 202, body = Run), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 413, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn create_run(
     State(state): State<AppState>,
@@ -91,7 +56,7 @@ pub async fn create_run(
 }
 
 /// The runs of a sandbox.
-#[utoipa::path(get, path = "/api/v1/sandboxes/{id}/runs", tag = "sandboxes", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/sandboxes/{id}/runs", operation_id = "list_runs", tag = "sandboxes", security(("bearer" = [])),
     params(("id" = String, Path)),
     responses((status = 200, body = Vec<Run>), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn runs(
@@ -103,18 +68,10 @@ pub async fn runs(
     Ok(ApiJson(rows.into_iter().map(run_dto).collect()))
 }
 
-#[derive(Deserialize, IntoParams)]
-pub struct RunQuery {
-    /// Seconds to wait for the run to end before answering (at most 60): the answer comes as
-    /// soon as the end is recorded, with the run as it is then.
-    #[serde(default)]
-    pub wait: Option<u64>,
-}
-
 /// One run: its state, outcome and times; with `wait`, once it has ended.
-#[utoipa::path(get, path = "/api/v1/runs/{id}", tag = "sandboxes", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/runs/{id}", operation_id = "get_run", tag = "sandboxes", security(("bearer" = [])),
     params(("id" = String, Path), RunQuery),
-    responses((status = 200, body = Run), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 400, body = ErrorBody, description = "the request does not parse or breaks a rule"), (status = 200, body = Run), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn show_run(
     State(state): State<AppState>,
     caller: Caller,
@@ -130,7 +87,7 @@ pub async fn show_run(
 /// Cancels a run: a queued one ends before it starts, a running one is killed; it is recorded
 /// as `cancelled`, with who asked. The project's analysts and operators may; asking again
 /// while it stops changes nothing.
-#[utoipa::path(post, path = "/api/v1/runs/{id}/cancel", tag = "sandboxes", security(("bearer" = [])),
+#[utoipa::path(post, path = "/api/v1/runs/{id}/cancel", operation_id = "cancel_run", tag = "sandboxes", security(("bearer" = [])),
     params(("id" = String, Path)),
     responses((status = 202, body = Run, description = "the cancellation is recorded; the run stops"),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
@@ -144,17 +101,10 @@ pub async fn cancel_run(
     Ok((StatusCode::ACCEPTED, ApiJson(run_dto(run))))
 }
 
-#[derive(Deserialize, IntoParams)]
-pub struct LogQuery {
-    /// Keep the response open and send output as it comes, until the run ends.
-    #[serde(default)]
-    pub follow: bool,
-}
-
 /// A run's output (stdout and stderr), capped; the project's analysts only.
-#[utoipa::path(get, path = "/api/v1/runs/{id}/logs", tag = "sandboxes", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/runs/{id}/logs", operation_id = "get_run_logs", tag = "sandboxes", security(("bearer" = [])),
     params(("id" = String, Path), LogQuery),
-    responses((status = 200, description = "the run's output", content_type = "application/octet-stream"),
+    responses((status = 400, body = ErrorBody, description = "the request does not parse or breaks a rule"), (status = 200, description = "the run's output", content_type = "application/octet-stream"),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn logs(
     State(state): State<AppState>,

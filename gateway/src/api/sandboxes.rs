@@ -3,36 +3,15 @@
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
 
 use super::{ApiJson, ApiQuery};
 use crate::auth::Caller;
 use crate::error::{ApiResult, ErrorBody};
 use crate::service::sandboxes as svc;
 use crate::state::AppState;
-
-#[derive(Serialize, Deserialize, ToSchema, Debug)]
-pub struct Staged {
-    pub application: String,
-    /// SHA-256 of the tar as staged (owned by root, read-only).
-    pub staged_sha256: String,
-    pub staged_at: String,
-}
-
-#[derive(Serialize, Deserialize, ToSchema, Debug)]
-pub struct Sandbox {
-    pub id: String,
-    pub project: String,
-    pub image: String,
-    pub image_id: String,
-    pub resource_class: String,
-    pub state: String,
-    pub created_by: String,
-    pub created_at: String,
-    pub ingress: Vec<Staged>,
-    pub datasets: Vec<String>,
-}
+use crate::wire::sandboxes::{
+    NewSandbox, Sandbox, SandboxQuery, SandboxState, StageRequest, Staged,
+};
 
 fn sandbox_dto(v: svc::View) -> Sandbox {
     let s = v.row;
@@ -52,32 +31,15 @@ fn sandbox_dto(v: svc::View) -> Sandbox {
         image: s.image_name,
         image_id: s.image_id,
         resource_class: s.resource_class,
-        state: s.state,
+        state: s.state.parse().unwrap_or(SandboxState::Ready),
         created_by: s.created_by,
         created_at: s.created_at,
     }
 }
 
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NewSandbox {
-    pub project: String,
-    /// An allowed image's name.
-    pub image: String,
-    /// A resource class from the configuration (default: the configured default).
-    #[serde(default)]
-    pub class: Option<String>,
-    /// Approved ingress applications of the project to stage.
-    #[serde(default)]
-    pub ingress: Vec<String>,
-    /// Datasets to mount read-only.
-    #[serde(default)]
-    pub datasets: Vec<String>,
-}
-
 /// Creates a sandbox (its volumes), and stages the approved ingress asked for.
-#[utoipa::path(post, path = "/api/v1/sandboxes", tag = "sandboxes", security(("bearer" = [])), request_body = NewSandbox,
-    responses((status = 201, body = Sandbox), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+#[utoipa::path(post, path = "/api/v1/sandboxes", operation_id = "create_sandbox", tag = "sandboxes", security(("bearer" = [])), request_body = NewSandbox,
+    responses((status = 201, body = Sandbox), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 413, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
         (status = 503, body = ErrorBody)))]
 pub async fn create(
@@ -96,16 +58,10 @@ pub async fn create(
     Ok((StatusCode::CREATED, ApiJson(sandbox_dto(v))))
 }
 
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct StageRequest {
-    pub application: String,
-}
-
 /// Stages one more approved ingress application into a sandbox.
-#[utoipa::path(post, path = "/api/v1/sandboxes/{id}/ingress", tag = "sandboxes", security(("bearer" = [])),
+#[utoipa::path(post, path = "/api/v1/sandboxes/{id}/ingress", operation_id = "stage_ingress", tag = "sandboxes", security(("bearer" = [])),
     params(("id" = String, Path)), request_body = StageRequest,
-    responses((status = 200, body = Sandbox), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+    responses((status = 400, body = ErrorBody, description = "the request does not parse or breaks a rule"), (status = 200, body = Sandbox), (status = 401, body = ErrorBody), (status = 413, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn stage_ingress(
     State(state): State<AppState>,
@@ -117,14 +73,9 @@ pub async fn stage_ingress(
     Ok(ApiJson(sandbox_dto(v)))
 }
 
-#[derive(Deserialize, IntoParams)]
-pub struct SandboxQuery {
-    pub project: Option<String>,
-}
-
 /// Sandboxes the caller may see.
-#[utoipa::path(get, path = "/api/v1/sandboxes", tag = "sandboxes", security(("bearer" = [])), params(SandboxQuery),
-    responses((status = 200, body = Vec<Sandbox>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+#[utoipa::path(get, path = "/api/v1/sandboxes", operation_id = "list_sandboxes", tag = "sandboxes", security(("bearer" = [])), params(SandboxQuery),
+    responses((status = 400, body = ErrorBody, description = "the request does not parse or breaks a rule"), (status = 200, body = Vec<Sandbox>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -135,7 +86,7 @@ pub async fn list(
 }
 
 /// One sandbox.
-#[utoipa::path(get, path = "/api/v1/sandboxes/{id}", tag = "sandboxes", security(("bearer" = [])),
+#[utoipa::path(get, path = "/api/v1/sandboxes/{id}", operation_id = "get_sandbox", tag = "sandboxes", security(("bearer" = [])),
     params(("id" = String, Path)),
     responses((status = 200, body = Sandbox), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn show(
@@ -147,7 +98,7 @@ pub async fn show(
 }
 
 /// Removes a sandbox and its volumes (its work area and outputs are gone after this).
-#[utoipa::path(delete, path = "/api/v1/sandboxes/{id}", tag = "sandboxes", security(("bearer" = [])),
+#[utoipa::path(delete, path = "/api/v1/sandboxes/{id}", operation_id = "remove_sandbox", tag = "sandboxes", security(("bearer" = [])),
     params(("id" = String, Path)),
     responses((status = 200, body = Sandbox), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)))]

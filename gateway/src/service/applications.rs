@@ -13,6 +13,7 @@ use super::{Allowed, Error, Narrow, Result, Seen, allow, check_text, narrow, see
 use crate::audit::NewEvent;
 use crate::auth::Caller;
 use crate::db::WriteTx;
+use crate::error::ErrorCode;
 use crate::state::AppState;
 use crate::store::{self, AppFilter, AppRow, AttachmentRow, CheckRow, DecisionRow};
 
@@ -87,7 +88,7 @@ pub async fn create(state: &AppState, caller: &Caller, new: NewApplication) -> R
     let payload = new.payload.unwrap_or_else(|| json!({}));
     if !payload.is_object() {
         return Err(Error::invalid(
-            "bad_payload",
+            ErrorCode::BadPayload,
             "the payload must be a JSON object",
         ));
     }
@@ -99,7 +100,7 @@ pub async fn create(state: &AppState, caller: &Caller, new: NewApplication) -> R
     let allowed = allow(caller, Action::AppCreate(new.kind), standing)?;
     if matches!(new.kind, Kind::Ingress | Kind::Egress) {
         return Err(Error::invalid(
-            "wrong_route",
+            ErrorCode::WrongRoute,
             format!(
                 "{} applications are made by uploading their content, not through this route",
                 new.kind
@@ -336,7 +337,7 @@ async fn apply_event(
         .await?
         {
             return Err(Error::conflict(
-                "concurrent_change",
+                ErrorCode::ConcurrentChange,
                 "the application changed meanwhile; try again",
             ));
         }
@@ -400,7 +401,7 @@ impl std::str::FromStr for AttachmentKind {
             "institution_review" => Ok(AttachmentKind::InstitutionReview),
             "committee_opinion" => Ok(AttachmentKind::CommitteeOpinion),
             other => Err(Error::invalid(
-                "bad_attachment_kind",
+                ErrorCode::BadAttachmentKind,
                 format!(
                     "unknown attachment kind `{other}` (expected institution_review or committee_opinion)"
                 ),
@@ -447,7 +448,7 @@ pub async fn attach(
     allow(caller, new.kind.action(), app.standing)?;
     if app.object.state.is_final() {
         return Err(Error::conflict(
-            "wrong_state",
+            ErrorCode::WrongState,
             format!("the application is {}", app.object.state),
         ));
     }
@@ -500,7 +501,7 @@ fn safe_file_name(name: &str) -> Result<String> {
         Ok(name.to_owned())
     } else {
         Err(Error::invalid(
-            "bad_file_name",
+            ErrorCode::BadFileName,
             "a file name must be 1 to 255 characters, without slashes or control characters",
         ))
     }

@@ -7,6 +7,7 @@ use serde_json::json;
 use super::{Error, Result, allow};
 use crate::audit::NewEvent;
 use crate::auth::Caller;
+use crate::error::ErrorCode;
 use crate::state::AppState;
 use crate::store::sandboxes::{self as sstore, ImageRow};
 
@@ -26,7 +27,7 @@ pub async fn allow_image(state: &AppState, caller: &Caller, name: &str) -> Resul
         || name.chars().any(|c| c.is_whitespace() || c.is_control())
     {
         return Err(Error::invalid(
-            "bad_image",
+            ErrorCode::BadImage,
             "an image name has no spaces and at most 255 characters",
         ));
     }

@@ -10,6 +10,7 @@ use serde_json::json;
 use super::{Error, Result, allow, check_text};
 use crate::audit::NewEvent;
 use crate::auth::Caller;
+use crate::error::ErrorCode;
 use crate::ingress::IngestError;
 use crate::state::AppState;
 use crate::store::ingress::{self as archives, IngressRow, ManifestEntry};
@@ -39,7 +40,7 @@ fn check_name(name: &str) -> Result<String> {
     let n = name.trim();
     if n.is_empty() || n.len() > 200 || n.chars().any(char::is_control) {
         return Err(Error::invalid(
-            "bad_name",
+            ErrorCode::BadName,
             "an archive needs a name of 1 to 200 printable characters",
         ));
     }
@@ -79,7 +80,7 @@ where
             let (error, code, entry) = match refusal {
                 IngestError::Refused(v) => (
                     Error::Archive {
-                        code: v.rule.code(),
+                        code: v.rule.into(),
                         message: v.to_string(),
                         size_limit: v.rule.is_size_limit(),
                     },
@@ -87,10 +88,10 @@ where
                     v.entry.clone(),
                 ),
                 IngestError::Interrupted(why) => {
-                    let code = policy::archive::rules::Rule::Truncated.code();
+                    let rule = policy::archive::rules::Rule::Truncated;
                     (
-                        Error::invalid(code, format!("the upload was interrupted: {why}")),
-                        code,
+                        Error::invalid(rule.into(), format!("the upload was interrupted: {why}")),
+                        rule.code(),
                         None,
                     )
                 }
@@ -267,7 +268,7 @@ pub async fn read_file(
     }
     if bytes.contains(&0) || std::str::from_utf8(&bytes).is_err() {
         return Err(Error::Unsupported {
-            code: "not_text",
+            code: ErrorCode::NotText,
             message: format!("{} is not UTF-8 text; its SHA-256 is {sha}", entry.path),
         });
     }

@@ -23,6 +23,7 @@ pub mod system;
 use policy::access::{Access, Action, Denial, Resource, Scope, Standing, authorize, scope};
 
 use crate::auth::Caller;
+use crate::error::ErrorCode;
 
 /// Why a workflow did not happen. Every variant names what a person can act on; internal
 /// failures carry their cause for the log only.
@@ -36,23 +37,23 @@ pub enum Error {
     Denied(Denial),
     /// Refused for a reason of its own, other than the caller's roles.
     #[error("{message}")]
-    Forbidden { code: &'static str, message: String },
+    Forbidden { code: ErrorCode, message: String },
     /// The input breaks a rule of the workflow (a length, a name, a class).
     #[error("{message}")]
-    Invalid { code: &'static str, message: String },
+    Invalid { code: ErrorCode, message: String },
     /// The object is not in a state that allows this.
     #[error("{message}")]
-    Conflict { code: &'static str, message: String },
+    Conflict { code: ErrorCode, message: String },
     /// More than the gateway takes.
     #[error("{0}")]
     TooLarge(String),
     /// The content is not of a type this reads (a binary file asked for as text).
     #[error("{message}")]
-    Unsupported { code: &'static str, message: String },
+    Unsupported { code: ErrorCode, message: String },
     /// An archive broke one of the archive rules.
     #[error("{message}")]
     Archive {
-        code: &'static str,
+        code: ErrorCode,
         message: String,
         /// A size limit (entries, bytes, ratio) rather than a malformed or unsafe entry.
         size_limit: bool,
@@ -70,13 +71,13 @@ pub enum Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
-    pub fn invalid(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn invalid(code: ErrorCode, message: impl Into<String>) -> Self {
         Error::Invalid {
             code,
             message: message.into(),
         }
     }
-    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn conflict(code: ErrorCode, message: impl Into<String>) -> Self {
         Error::Conflict {
             code,
             message: message.into(),
@@ -187,13 +188,13 @@ pub(crate) async fn standing_in(
 pub(crate) fn check_text(what: &'static str, s: &str, max: usize, required: bool) -> Result<()> {
     if required && s.trim().is_empty() {
         return Err(Error::invalid(
-            "missing_text",
+            ErrorCode::MissingText,
             format!("{what} must not be empty"),
         ));
     }
     if s.len() > max {
         return Err(Error::invalid(
-            "too_long",
+            ErrorCode::TooLong,
             format!("{what} is longer than {max} bytes"),
         ));
     }

@@ -10,6 +10,7 @@ use super::{Error, Narrow, Result, allow, narrow, see};
 use crate::audit::NewEvent;
 use crate::auth::Caller;
 use crate::db::WriteTx;
+use crate::error::ErrorCode;
 use crate::state::AppState;
 use crate::store::{self, MemberRow, ProjectRow};
 
@@ -23,13 +24,13 @@ pub struct Project {
 /// A member as asked for: a subject and one of the project roles.
 pub fn parse_member(subject: &str, role: &str) -> Result<(Subject, Role)> {
     let subject =
-        Subject::parse(subject).map_err(|e| Error::invalid("bad_member", e.to_string()))?;
-    let role: Role = role
-        .parse()
-        .map_err(|e: policy::roles::UnknownRole| Error::invalid("bad_member", e.to_string()))?;
+        Subject::parse(subject).map_err(|e| Error::invalid(ErrorCode::BadMember, e.to_string()))?;
+    let role: Role = role.parse().map_err(|e: policy::roles::UnknownRole| {
+        Error::invalid(ErrorCode::BadMember, e.to_string())
+    })?;
     if !role.is_project_role() {
         return Err(Error::invalid(
-            "bad_member",
+            ErrorCode::BadMember,
             format!("{role} is not a project role: members are analysts or stewards"),
         ));
     }
@@ -67,12 +68,12 @@ pub struct NewProject {
 /// Creates a project with its first members; admins.
 pub async fn create(state: &AppState, caller: &Caller, new: NewProject) -> Result<Project> {
     allow(caller, Action::ProjectCreate, Standing::default())?;
-    let id =
-        ProjectId::parse(&new.id).map_err(|e| Error::invalid("bad_project_id", e.to_string()))?;
+    let id = ProjectId::parse(&new.id)
+        .map_err(|e| Error::invalid(ErrorCode::BadProjectId, e.to_string()))?;
     let title = new.title.trim();
     if title.is_empty() || title.len() > 500 {
         return Err(Error::invalid(
-            "bad_title",
+            ErrorCode::BadTitle,
             "a project needs a title of 1 to 500 characters",
         ));
     }
@@ -95,7 +96,7 @@ pub async fn create(state: &AppState, caller: &Caller, new: NewProject) -> Resul
     let mut tx = state.db.begin_write().await?;
     if !store::insert_project(tx.conn(), &row).await? {
         return Err(Error::conflict(
-            "project_exists",
+            ErrorCode::ProjectExists,
             format!("project {id} already exists"),
         ));
     }
@@ -176,7 +177,7 @@ pub async fn remove_member(
     let role = role
         .map(|r| {
             r.parse::<Role>()
-                .map_err(|e| Error::invalid("bad_member", e.to_string()))
+                .map_err(|e| Error::invalid(ErrorCode::BadMember, e.to_string()))
         })
         .transpose()?;
     let mut tx = state.db.begin_write().await?;

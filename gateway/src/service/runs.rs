@@ -9,6 +9,7 @@ use serde_json::json;
 use super::{Error, Result, Seen, allow, see};
 use crate::audit::NewEvent;
 use crate::auth::Caller;
+use crate::error::ErrorCode;
 use crate::sandboxes::Progress;
 use crate::state::AppState;
 use crate::store::sandboxes::{self as sstore, RunRow};
@@ -44,13 +45,16 @@ pub async fn create(
     allow(caller, Action::RunCreate, sb.standing)?;
     let sb = sb.object;
     if new.cmd.is_empty() || new.cmd[0].is_empty() {
-        return Err(Error::invalid("bad_command", "a run needs a command"));
+        return Err(Error::invalid(
+            ErrorCode::BadCommand,
+            "a run needs a command",
+        ));
     }
     let total: usize = new.cmd.iter().map(|a| a.len() + 1).sum();
     if new.cmd.len() > MAX_ARGS || total > MAX_ARG_BYTES || new.cmd.iter().any(|a| a.contains('\0'))
     {
         return Err(Error::invalid(
-            "bad_command",
+            ErrorCode::BadCommand,
             "at most 1024 arguments, 128 KiB in all, no NUL bytes",
         ));
     }
@@ -67,7 +71,7 @@ pub async fn create(
     let timeout = new.timeout_secs.unwrap_or(class.max_run_secs);
     if timeout == 0 || timeout > class.max_run_secs {
         return Err(Error::invalid(
-            "bad_timeout",
+            ErrorCode::BadTimeout,
             format!(
                 "the timeout must be between 1 and {} seconds for class {}",
                 class.max_run_secs, sb.resource_class
@@ -164,7 +168,7 @@ pub async fn cancel(state: &AppState, caller: &Caller, id: &str) -> Result<RunRo
         .ok_or(Error::NotFound("run"))?;
     if now.state == "finished" && now.cancelled_by.is_none() {
         return Err(Error::conflict(
-            "run_finished",
+            ErrorCode::RunFinished,
             format!(
                 "the run has already finished ({})",
                 now.outcome.as_deref().unwrap_or("")

@@ -8,6 +8,7 @@ use serde_json::json;
 use super::{Allowed, Error, Narrow, Result, Seen, allow, narrow, see};
 use crate::audit::NewEvent;
 use crate::auth::Caller;
+use crate::error::ErrorCode;
 use crate::state::AppState;
 use crate::store::sandboxes::{self as sstore, SandboxRow};
 use crate::store::{self, AppRow};
@@ -104,7 +105,7 @@ pub async fn create(state: &AppState, caller: &Caller, new: NewSandbox) -> Resul
         .unwrap_or_else(|| state.sandboxes.settings().default_class.clone());
     if state.sandboxes.class(&class).is_none() {
         return Err(Error::invalid(
-            "bad_class",
+            ErrorCode::BadClass,
             format!("no resource class `{class}`"),
         ));
     }
@@ -112,7 +113,10 @@ pub async fn create(state: &AppState, caller: &Caller, new: NewSandbox) -> Resul
     let mut datasets = Vec::new();
     for d in &new.datasets {
         let path = state.sandboxes.settings().datasets.get(d).ok_or_else(|| {
-            Error::invalid("bad_dataset", format!("no dataset `{d}` is configured"))
+            Error::invalid(
+                ErrorCode::BadDataset,
+                format!("no dataset `{d}` is configured"),
+            )
         })?;
         datasets.push((d.clone(), path.display().to_string()));
     }
@@ -123,7 +127,7 @@ pub async fn create(state: &AppState, caller: &Caller, new: NewSandbox) -> Resul
         }
         sstore::image(&mut conn, &new.image).await?.ok_or_else(|| {
             Error::invalid(
-                "image_not_allowed",
+                ErrorCode::ImageNotAllowed,
                 format!("`{}` is not an allowed image", new.image),
             )
         })?
@@ -215,7 +219,7 @@ pub async fn remove(state: &AppState, caller: &Caller, id: &str) -> Result<View>
             .any(|r| r.state != "finished")
         {
             return Err(Error::conflict(
-                "runs_active",
+                ErrorCode::RunsActive,
                 "the sandbox has runs that have not finished",
             ));
         }
@@ -246,19 +250,19 @@ async fn stageable(state: &AppState, sb: &SandboxRow, app_id: &str) -> Result<Ap
         .ok_or(Error::NotFound("application"))?;
     if app.kind != Kind::Ingress {
         return Err(Error::conflict(
-            "not_ingress",
+            ErrorCode::NotIngress,
             format!("{app_id} is a {} application, not ingress", app.kind),
         ));
     }
     if app.project_id != sb.project_id {
         return Err(Error::Forbidden {
-            code: "other_project",
+            code: ErrorCode::OtherProject,
             message: format!("{app_id} belongs to another project than the sandbox"),
         });
     }
     if !matches!(app.state, State::Approved | State::Staged) {
         return Err(Error::conflict(
-            "not_approved",
+            ErrorCode::NotApproved,
             format!("{app_id} is {}; only approved ingress is staged", app.state),
         ));
     }

@@ -823,3 +823,59 @@ async fn stored_blobs_are_the_upload_at_every_alignment() {
         app.stop().await;
     }
 }
+
+/// Sends a whole request (an upload of `body_len` bytes) before reading anything, as Python's
+/// `requests` does, then reads the answer's status line; `None` when the connection failed.
+fn send_then_read(app: &TestApp, token: Option<&str>, body_len: usize) -> Option<String> {
+    use std::io::Read as _;
+    let ca = std::fs::read(app.settings.data_dir.join("tls/ca.pem")).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut &ca[..]) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap();
+    let tcp = std::net::TcpStream::connect(app.addr).unwrap();
+    tcp.set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let head = format!(
+        "POST /api/v1/ingress?project=nowhere&name=x HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}\
+         Content-Type: application/octet-stream\r\nContent-Length: {body_len}\r\n\r\n"
+    );
+    tls.write_all(head.as_bytes()).ok()?;
+    let chunk = vec![0u8; 64 * 1024];
+    let mut left = body_len;
+    while left > 0 {
+        let n = left.min(chunk.len());
+        tls.write_all(&chunk[..n]).ok()?;
+        left -= n;
+    }
+    tls.flush().ok()?;
+    let mut answer = [0u8; 12];
+    tls.read_exact(&mut answer).ok()?;
+    Some(String::from_utf8_lossy(&answer).into_owned())
+}
+
+/// An upload refused before its body is read (no token, not a member) is answered, and the
+/// answer reaches a client still sending the body: the gateway reads what is left of it, up
+/// to a bound, instead of closing the connection under the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_upload_gets_its_answer() {
+    let app = TestApp::spawn(crate::support::Engine::Sqlite).await;
+    let ana = app.token("ana", "analyst");
+    for (token, status) in [(None, "401"), (Some(ana.as_str()), "403")] {
+        let answer = tokio::task::block_in_place(|| send_then_read(&app, token, 8 << 20));
+        assert_eq!(answer, Some(format!("HTTP/1.1 {status}")), "{token:?}");
+    }
+    app.stop().await;
+}

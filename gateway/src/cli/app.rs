@@ -1,0 +1,401 @@
+//! `vre app`: applications to the committee, their decisions and attachments.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use base64::Engine as _;
+use clap::{Args, Subcommand, ValueEnum};
+use serde_json::{Value, json};
+
+use super::shared::{ClientArgs, print_json, urlencode};
+use crate::wire::applications::{
+    self as wire, Application, ApplicationDetail, ApplicationKind, Attachment, DecisionChoice,
+    NewApplication, NewAttachment, NewDecision, Resubmission, Withdrawal,
+};
+use crate::wire::ingress::Manifest;
+
+#[derive(Clone, Copy, ValueEnum)]
+pub(super) enum AttachmentKind {
+    InstitutionReview,
+    CommitteeOpinion,
+}
+
+#[derive(Subcommand)]
+pub(super) enum AppCommand {
+    /// Apply to the committee (listing, extension or access).
+    Create {
+        #[arg(long)]
+        kind: String,
+        #[arg(long)]
+        project: String,
+        #[arg(long)]
+        title: String,
+        #[arg(long, default_value = "")]
+        description: String,
+        /// Kind-specific details as a JSON object.
+        #[arg(long)]
+        payload: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List applications.
+    List {
+        #[arg(long)]
+        kind: Option<String>,
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long)]
+        project: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show an application, its votes and attachments.
+    Show {
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Vote to approve.
+    Approve(DecisionArgs),
+    /// Vote to reject.
+    Reject(DecisionArgs),
+    /// Send it back for changes.
+    RequestChanges(DecisionArgs),
+    /// Take your application back.
+    Withdraw {
+        id: String,
+        #[arg(long, default_value = "")]
+        comment: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Resubmit after a request for changes.
+    Resubmit {
+        id: String,
+        #[arg(long)]
+        comment: String,
+        #[arg(long)]
+        description: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Attach an institution's review result or a committee opinion.
+    Attach {
+        id: String,
+        #[arg(long, value_enum)]
+        kind: AttachmentKind,
+        #[arg(long)]
+        text: String,
+        #[arg(long)]
+        file: Option<PathBuf>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Print a text file inside an ingress archive (every read is audited).
+    Cat {
+        id: String,
+        path: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Download an attachment's file.
+    Attachment {
+        id: String,
+        attachment: String,
+        #[arg(short, long)]
+        output: PathBuf,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Args)]
+pub(super) struct DecisionArgs {
+    pub(super) id: String,
+    #[arg(long)]
+    pub(super) comment: String,
+    #[command(flatten)]
+    pub(super) client: ClientArgs,
+}
+
+pub(super) async fn app(cmd: AppCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        AppCommand::Create {
+            kind,
+            project,
+            title,
+            description,
+            payload,
+            client,
+        } => {
+            let payload: Value = match payload {
+                Some(p) => serde_json::from_str(&p).context("--payload is not JSON")?,
+                None => json!({}),
+            };
+            let body = NewApplication {
+                kind,
+                project,
+                title,
+                description,
+                payload: Some(payload),
+            };
+            let a: Application = client.client()?.post("/api/v1/applications", &body).await?;
+            print_app(&client, &a);
+        }
+        AppCommand::List {
+            kind,
+            state,
+            project,
+            client,
+        } => {
+            let mut q = vec![];
+            for (k, v) in [("kind", kind), ("state", state), ("project", project)] {
+                if let Some(v) = v {
+                    q.push(format!("{k}={}", urlencode(&v)));
+                }
+            }
+            let apps: Vec<Application> = client
+                .client()?
+                .get(&format!("/api/v1/applications?{}", q.join("&")))
+                .await?;
+            if client.json {
+                print_json(&apps);
+            } else {
+                for a in &apps {
+                    println!(
+                        "{:<18} {:<9} {:<18} {:<16} {}/{}  {}",
+                        a.id, a.kind, a.state, a.project, a.approvals, a.quorum, a.title
+                    );
+                }
+            }
+        }
+        AppCommand::Show { id, client } => {
+            let c = client.client()?;
+            let detail: ApplicationDetail = c
+                .get(&format!("/api/v1/applications/{}", urlencode(&id)))
+                .await?;
+            let manifest: Option<Manifest> = if detail.application.kind == ApplicationKind::Ingress
+            {
+                Some(
+                    c.get(&format!("/api/v1/applications/{}/manifest", urlencode(&id)))
+                        .await?,
+                )
+            } else {
+                None
+            };
+            if client.json {
+                let mut v = serde_json::to_value(&detail)?;
+                if let Some(m) = manifest {
+                    v["manifest"] = serde_json::to_value(m)?;
+                }
+                print_json(&v);
+            } else {
+                print_detail(&client, &detail, manifest.as_ref());
+            }
+        }
+        AppCommand::Cat { id, path, client } => {
+            let text = client
+                .client()?
+                .get_text(&format!(
+                    "/api/v1/applications/{}/file?path={}",
+                    urlencode(&id),
+                    urlencode(&path)
+                ))
+                .await?;
+            print!("{text}");
+        }
+        AppCommand::Approve(d) => decide(d, DecisionChoice::Approve).await?,
+        AppCommand::Reject(d) => decide(d, DecisionChoice::Reject).await?,
+        AppCommand::RequestChanges(d) => decide(d, DecisionChoice::RequestChanges).await?,
+        AppCommand::Withdraw {
+            id,
+            comment,
+            client,
+        } => {
+            let a: Application = client
+                .client()?
+                .post(
+                    &format!("/api/v1/applications/{}/withdraw", urlencode(&id)),
+                    &Withdrawal { comment },
+                )
+                .await?;
+            print_app(&client, &a);
+        }
+        AppCommand::Resubmit {
+            id,
+            comment,
+            description,
+            client,
+        } => {
+            let a: Application = client
+                .client()?
+                .post(
+                    &format!("/api/v1/applications/{}/resubmit", urlencode(&id)),
+                    &Resubmission {
+                        comment,
+                        description,
+                    },
+                )
+                .await?;
+            print_app(&client, &a);
+        }
+        AppCommand::Attach {
+            id,
+            kind,
+            text,
+            file,
+            client,
+        } => {
+            let kind = match kind {
+                AttachmentKind::InstitutionReview => wire::AttachmentKind::InstitutionReview,
+                AttachmentKind::CommitteeOpinion => wire::AttachmentKind::CommitteeOpinion,
+            };
+            let mut body = NewAttachment {
+                kind: kind.as_str().to_owned(),
+                text,
+                file_name: None,
+                file_base64: None,
+            };
+            if let Some(f) = file {
+                let bytes =
+                    std::fs::read(&f).with_context(|| format!("reading {}", f.display()))?;
+                let name = f
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .context("the file needs a UTF-8 name")?;
+                body.file_name = Some(name.to_owned());
+                body.file_base64 = Some(base64::engine::general_purpose::STANDARD.encode(bytes));
+            }
+            let att: Attachment = client
+                .client()?
+                .post(
+                    &format!("/api/v1/applications/{}/attachments", urlencode(&id)),
+                    &body,
+                )
+                .await?;
+            if client.json {
+                print_json(&att);
+            } else {
+                println!("attached {}", att.id);
+            }
+        }
+        AppCommand::Attachment {
+            id,
+            attachment,
+            output,
+            client,
+        } => {
+            let sha = client
+                .client()?
+                .download(
+                    &format!(
+                        "/api/v1/applications/{}/attachments/{}/file",
+                        urlencode(&id),
+                        urlencode(&attachment)
+                    ),
+                    &output,
+                )
+                .await?;
+            let got = crate::sha256_hex(&std::fs::read(&output)?);
+            if let Some(want) = sha {
+                anyhow::ensure!(
+                    got == want,
+                    "the download's SHA-256 {got} differs from the gateway's {want}"
+                );
+            }
+            println!("{}  {}", got, output.display());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// An application for people: its summary, description, votes, checks, the archive's manifest
+/// (ingress) and its attachments.
+fn print_detail(client: &ClientArgs, detail: &ApplicationDetail, manifest: Option<&Manifest>) {
+    print_app(client, &detail.application);
+    if !detail.application.description.is_empty() {
+        println!("\n{}\n", detail.application.description);
+    }
+    for d in &detail.decisions {
+        println!(
+            "  round {} {:<16} {:<12} {}",
+            d.round, d.decision, d.reviewer, d.comment
+        );
+    }
+    for c in &detail.checks {
+        println!(
+            "  check {:<20} {}",
+            c.check,
+            c.outcome.as_str().to_uppercase()
+        );
+        for r in &c.reasons {
+            println!("        {r}");
+        }
+    }
+    if let Some(m) = manifest {
+        let a = &m.archive;
+        println!(
+            "  archive {} ({}), {} bytes, sha256 {}",
+            a.name, a.format, a.upload_bytes, a.sha256
+        );
+        for e in m.entries.iter().take(200) {
+            println!(
+                "    {:>4o} {:>12} {}  {}",
+                e.mode,
+                e.size,
+                e.sha256
+                    .as_deref()
+                    .map(|h| &h[..16])
+                    .unwrap_or("directory       "),
+                e.path
+            );
+        }
+        if m.entries.len() > 200 {
+            println!(
+                "    … and {} more entries (--json lists all)",
+                m.entries.len() - 200
+            );
+        }
+    }
+    for a in &detail.attachments {
+        println!(
+            "  [{}] {} by {}: {}{}",
+            a.id,
+            a.kind,
+            a.author,
+            a.text,
+            a.file_name
+                .as_deref()
+                .map(|f| format!(" (file: {f})"))
+                .unwrap_or_default()
+        );
+    }
+}
+
+async fn decide(d: DecisionArgs, decision: DecisionChoice) -> anyhow::Result<()> {
+    let a: Application = d
+        .client
+        .client()?
+        .post(
+            &format!("/api/v1/applications/{}/decisions", urlencode(&d.id)),
+            &NewDecision {
+                decision: decision.as_str().to_owned(),
+                comment: d.comment,
+            },
+        )
+        .await?;
+    print_app(&d.client, &a);
+    Ok(())
+}
+
+fn print_app(client: &ClientArgs, a: &Application) {
+    if client.json {
+        print_json(a);
+    } else {
+        println!(
+            "{}  {} {} in {}: {} ({} of {} approvals, round {})",
+            a.id, a.kind, a.state, a.project, a.title, a.approvals, a.quorum, a.round
+        );
+    }
+}

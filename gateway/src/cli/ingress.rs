@@ -1,0 +1,98 @@
+//! `vre ingress submit`: a directory or archive uploaded as an ingress application.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Subcommand;
+use sha2::Digest;
+
+use super::shared::{ClientArgs, print_json, urlencode};
+use crate::wire::ingress::{CheckOutcome, IngressReceipt};
+
+#[derive(Subcommand)]
+pub(super) enum IngressCommand {
+    /// Upload a directory (packed as tar.zst on the fly), a .tar or a .tar.zst and apply for
+    /// its ingress.
+    Submit {
+        #[arg(long)]
+        project: String,
+        path: PathBuf,
+        /// A name for the archive (default: the file or directory name).
+        #[arg(long)]
+        name: Option<String>,
+        /// Why it is needed, for the committee.
+        #[arg(long)]
+        description: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+pub(super) async fn ingress_submit(
+    project: String,
+    path: PathBuf,
+    name: Option<String>,
+    description: Option<String>,
+    client: ClientArgs,
+) -> anyhow::Result<ExitCode> {
+    let c = client.client()?;
+    let name = match name {
+        Some(n) => n,
+        None => std::fs::canonicalize(&path)
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| "archive".into()),
+    };
+    let upload = crate::upload::prepare(&path)?;
+    let packed = upload.packed;
+    let show = !client.json && std::io::stderr().is_terminal();
+    let (stream, hasher, bar) = crate::upload::instrument(upload, show);
+    let mut q = format!(
+        "/api/v1/ingress?project={}&name={}",
+        urlencode(&project),
+        urlencode(&name)
+    );
+    if let Some(d) = description {
+        q.push_str(&format!("&description={}", urlencode(&d)));
+    }
+    let content_type = if packed {
+        "application/zstd"
+    } else {
+        "application/x-tar"
+    };
+    let result: anyhow::Result<IngressReceipt> = c
+        .post_stream(&q, reqwest::Body::wrap_stream(stream), content_type)
+        .await;
+    bar.finish_and_clear();
+    let receipt = result?;
+    let sent = hex::encode(crate::lock(&hasher).clone().finalize());
+    let got = &receipt.archive.sha256;
+    anyhow::ensure!(
+        &sent == got,
+        "the gateway recorded SHA-256 {got} but this client sent {sent}"
+    );
+    if client.json {
+        print_json(&receipt);
+    } else {
+        let a = &receipt.archive;
+        println!("{}", receipt.application.id);
+        println!("  sha256   {}", got);
+        println!(
+            "  archive  {} ({}), {} bytes sent, {} files, {} bytes unpacked",
+            a.name, a.format, a.upload_bytes, a.files, a.unpacked_bytes
+        );
+        println!(
+            "  checks   {}",
+            receipt.checks_outcome.as_str().to_uppercase()
+        );
+        for ch in &receipt.checks {
+            if ch.outcome != CheckOutcome::Pass {
+                for r in &ch.reasons {
+                    println!("    {}: {}", ch.check, r);
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,208 @@
+//! `vre image` and `vre sandbox`: the images sandboxes may use, and the sandboxes themselves.
+
+use std::process::ExitCode;
+
+use super::shared::{ClientArgs, or_null, print_json, urlencode};
+use crate::wire::sandboxes::{AllowImage, Image, NewSandbox, Run, Sandbox, StageRequest};
+use clap::Subcommand;
+
+#[derive(Subcommand)]
+pub(super) enum ImageCommand {
+    /// Allow an image the engine has, pinned by its current ID (operators).
+    Allow {
+        name: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List the allowed images.
+    List {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Subcommand)]
+pub(super) enum SandboxCommand {
+    /// Create a sandbox for a project, staging approved ingress.
+    Create {
+        #[arg(long)]
+        project: String,
+        /// An allowed image (see `vre image list`).
+        #[arg(long)]
+        image: String,
+        /// A resource class from the configuration.
+        #[arg(long)]
+        class: Option<String>,
+        /// An approved ingress application to stage (repeatable).
+        #[arg(long = "ingress")]
+        ingress: Vec<String>,
+        /// A dataset to mount read-only (repeatable).
+        #[arg(long = "dataset")]
+        datasets: Vec<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List sandboxes.
+    List {
+        #[arg(long)]
+        project: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show a sandbox and its runs.
+    Show {
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Stage another approved ingress application.
+    Stage {
+        id: String,
+        application: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Remove a sandbox and its volumes.
+    Remove {
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+pub(super) async fn image(cmd: ImageCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        ImageCommand::Allow { name, client } => {
+            let image: Image = client
+                .client()?
+                .post("/api/v1/images", &AllowImage { name })
+                .await?;
+            if client.json {
+                print_json(&image);
+            } else {
+                println!("{}  {}", image.name, image.image_id);
+            }
+        }
+        ImageCommand::List { client } => {
+            let images: Vec<Image> = client.client()?.get("/api/v1/images").await?;
+            if client.json {
+                print_json(&images);
+            } else {
+                for i in &images {
+                    println!("{:<32} {}  {} bytes", i.name, i.image_id, i.size);
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_sandbox(client: &ClientArgs, sb: &Sandbox) {
+    if client.json {
+        print_json(sb);
+        return;
+    }
+    println!(
+        "{}  {} in {} ({}, class {})",
+        sb.id, sb.state, sb.project, sb.image, sb.resource_class
+    );
+    for i in &sb.ingress {
+        println!(
+            "  ingress {}  staged sha256 {}",
+            i.application, i.staged_sha256
+        );
+    }
+    for d in &sb.datasets {
+        println!("  dataset {d}");
+    }
+}
+
+pub(super) async fn sandbox(cmd: SandboxCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        SandboxCommand::Create {
+            project,
+            image,
+            class,
+            ingress,
+            datasets,
+            client,
+        } => {
+            let body = NewSandbox {
+                project,
+                image,
+                class,
+                ingress,
+                datasets,
+            };
+            let sb: Sandbox = client.client()?.post("/api/v1/sandboxes", &body).await?;
+            print_sandbox(&client, &sb);
+        }
+        SandboxCommand::List { project, client } => {
+            let q = project
+                .map(|p| format!("?project={}", urlencode(&p)))
+                .unwrap_or_default();
+            let sandboxes: Vec<Sandbox> = client
+                .client()?
+                .get(&format!("/api/v1/sandboxes{q}"))
+                .await?;
+            if client.json {
+                print_json(&sandboxes);
+            } else {
+                for sb in &sandboxes {
+                    println!(
+                        "{:<18} {:<16} {:<24} {}",
+                        sb.id, sb.project, sb.image, sb.resource_class
+                    );
+                }
+            }
+        }
+        SandboxCommand::Show { id, client } => {
+            let c = client.client()?;
+            let sb: Sandbox = c
+                .get(&format!("/api/v1/sandboxes/{}", urlencode(&id)))
+                .await?;
+            let runs: Vec<Run> = c
+                .get(&format!("/api/v1/sandboxes/{}/runs", urlencode(&id)))
+                .await?;
+            if client.json {
+                let mut v = serde_json::to_value(&sb)?;
+                v["runs"] = serde_json::to_value(&runs)?;
+                print_json(&v);
+            } else {
+                print_sandbox(&client, &sb);
+                for r in &runs {
+                    println!(
+                        "  run {}  {} {} exit {}  {}",
+                        r.id,
+                        r.state,
+                        r.outcome.map(|o| o.as_str()).unwrap_or_default(),
+                        or_null(&r.exit_code),
+                        r.cmd.join(" ")
+                    );
+                }
+            }
+        }
+        SandboxCommand::Stage {
+            id,
+            application,
+            client,
+        } => {
+            let sb: Sandbox = client
+                .client()?
+                .post(
+                    &format!("/api/v1/sandboxes/{}/ingress", urlencode(&id)),
+                    &StageRequest { application },
+                )
+                .await?;
+            print_sandbox(&client, &sb);
+        }
+        SandboxCommand::Remove { id, client } => {
+            let sb: Sandbox = client
+                .client()?
+                .delete(&format!("/api/v1/sandboxes/{}", urlencode(&id)))
+                .await?;
+            print_sandbox(&client, &sb);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,76 @@
+//! What every client command shares: how to reach the gateway (`ClientArgs`) and how answers
+//! are printed.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use serde::Serialize;
+
+use crate::client::Client;
+
+/// How to reach the gateway; every client command takes these.
+#[derive(Args, Clone)]
+pub(super) struct ClientArgs {
+    /// The gateway's URL.
+    #[arg(
+        long,
+        env = "VRE_URL",
+        default_value = "https://127.0.0.1:8443",
+        global = true
+    )]
+    pub(super) url: String,
+    /// A bearer token (see `vre token issue`).
+    #[arg(long, env = "VRE_TOKEN", hide_env_values = true, global = true)]
+    pub(super) token: Option<String>,
+    /// A CA certificate to trust (default: ./vre-data/tls/ca.pem when present).
+    #[arg(long, env = "VRE_CA", global = true)]
+    pub(super) ca: Option<PathBuf>,
+    /// Print machine-readable JSON.
+    #[arg(long, global = true)]
+    pub(super) json: bool,
+}
+
+impl ClientArgs {
+    pub(super) fn client(&self) -> anyhow::Result<Client> {
+        let default_ca = PathBuf::from("vre-data/tls/ca.pem");
+        let ca = self
+            .ca
+            .clone()
+            .or_else(|| default_ca.exists().then_some(default_ca));
+        let token = self.token.clone();
+        if token.is_none() {
+            anyhow::bail!(
+                "no token: pass --token or set VRE_TOKEN (an admin can mint one with `vre token issue`)"
+            );
+        }
+        Client::new(&self.url, token, ca.as_deref())
+    }
+}
+
+/// Prints an answer as JSON, its keys sorted (as `serde_json::Value` orders them).
+pub(super) fn print_json<T: Serialize>(v: &T) {
+    let v = serde_json::to_value(v).unwrap_or_default();
+    println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+}
+
+/// An optional value as the JSON it travels as: `null` when absent.
+pub(super) fn or_null<T: std::fmt::Display>(v: &Option<T>) -> String {
+    match v {
+        Some(v) => v.to_string(),
+        None => "null".to_owned(),
+    }
+}
+
+/// Percent-encodes a path segment or query value.
+pub(super) fn urlencode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}

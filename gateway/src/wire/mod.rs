@@ -1,0 +1,183 @@
+//! The HTTP API's request and response bodies, shared by the server (`api`) and the client
+//! (`cli`), so both sides agree on one type per body and the OpenAPI document describes both.
+//!
+//! States and kinds that travel as strings are enums here, serialised to the same strings the
+//! `policy` crate and the database use.
+
+pub mod applications;
+pub mod errors;
+pub mod ingress;
+pub mod projects;
+pub mod sandboxes;
+pub mod system;
+
+/// A string that names no value of a wire enum.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {what} `{value}`")]
+pub struct UnknownValue {
+    pub what: &'static str,
+    pub value: String,
+}
+
+/// An optional count that may arrive as a number without a fractional part (`60.0`): JSON and
+/// JSON Schema count it as an integer, serde's integers do not.
+pub(crate) fn whole_number<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<u64>, D::Error> {
+    use serde::Deserialize as _;
+    use serde::de::Error as _;
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum Number {
+        Integer(u64),
+        Float(f64),
+    }
+    match Option::<Number>::deserialize(d)? {
+        None => Ok(None),
+        Some(Number::Integer(n)) => Ok(Some(n)),
+        Some(Number::Float(f)) if f.fract() == 0.0 && (0.0..=u64::MAX as f64).contains(&f) => {
+            Ok(Some(f as u64))
+        }
+        Some(Number::Float(f)) => Err(D::Error::custom(format!(
+            "{f} is not a whole number of seconds"
+        ))),
+    }
+}
+
+/// A fieldless enum that travels as a snake_case string: `as_str`, `Display`, `FromStr`,
+/// serde and an OpenAPI schema listing every value.
+macro_rules! wire_enum {
+    ($(#[$meta:meta])* $name:ident: $what:literal { $($(#[$vmeta:meta])* $variant:ident = $s:literal,)+ }) => {
+        $(#[$meta])*
+        #[derive(
+            Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+            utoipa::ToSchema,
+        )]
+        // `rename_all` rather than a rename per variant: utoipa does not see a literal passed
+        // through this macro. `as_str` must be the same string (see the tests).
+        #[serde(rename_all = "snake_case")]
+        pub enum $name {
+            $($(#[$vmeta])* $variant,)+
+        }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant,)+];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $s,)+
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.pad(self.as_str())
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = $crate::wire::UnknownValue;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $($s => Ok($name::$variant),)+
+                    other => Err($crate::wire::UnknownValue {
+                        what: $what,
+                        value: other.to_owned(),
+                    }),
+                }
+            }
+        }
+    };
+}
+pub(crate) use wire_enum;
+
+/// Converts between a wire enum and the `policy` enum of the same values, both ways.
+macro_rules! same_values {
+    ($wire:ident <=> $policy:path { $($variant:ident),+ $(,)? }) => {
+        impl From<$policy> for $wire {
+            fn from(v: $policy) -> Self {
+                use $policy as P;
+                match v {
+                    $(P::$variant => $wire::$variant,)+
+                }
+            }
+        }
+
+        impl From<$wire> for $policy {
+            fn from(v: $wire) -> Self {
+                use $policy as P;
+                match v {
+                    $($wire::$variant => P::$variant,)+
+                }
+            }
+        }
+    };
+}
+pub(crate) use same_values;
+
+#[cfg(test)]
+mod tests {
+    use super::applications::*;
+    use super::projects::Role;
+    use super::sandboxes::*;
+
+    /// Every wire value is the string `policy` (and so the database) uses for it.
+    #[test]
+    fn wire_enums_carry_policy_strings() {
+        for k in ApplicationKind::ALL {
+            assert_eq!(k.as_str(), policy::review::Kind::from(*k).as_str());
+        }
+        for s in ApplicationState::ALL {
+            assert_eq!(s.as_str(), policy::review::State::from(*s).as_str());
+        }
+        for c in DecisionChoice::ALL {
+            assert_eq!(c.as_str(), policy::review::Choice::from(*c).as_str());
+        }
+        for r in Role::ALL {
+            assert_eq!(r.as_str(), policy::roles::Role::from(*r).as_str());
+        }
+    }
+
+    /// Each value travels (serde, the OpenAPI schema) as the string `as_str` gives and
+    /// `FromStr` takes.
+    #[test]
+    fn wire_enums_travel_as_their_strings() {
+        fn check<T>(all: &[T])
+        where
+            T: Copy + PartialEq + std::fmt::Debug + std::fmt::Display + serde::Serialize,
+            T: std::str::FromStr + utoipa::ToSchema + serde::de::DeserializeOwned,
+            <T as std::str::FromStr>::Err: std::fmt::Debug,
+        {
+            let schema = serde_json::to_value(T::schema()).unwrap();
+            for v in all {
+                let s = v.to_string();
+                assert_eq!(serde_json::to_value(v).unwrap(), serde_json::json!(s));
+                assert_eq!(
+                    serde_json::from_value::<T>(serde_json::json!(s)).unwrap(),
+                    *v
+                );
+                assert_eq!(s.parse::<T>().unwrap(), *v);
+                assert!(
+                    schema["enum"]
+                        .as_array()
+                        .unwrap()
+                        .contains(&serde_json::json!(s))
+                );
+            }
+        }
+        check(ApplicationKind::ALL);
+        check(ApplicationState::ALL);
+        check(DecisionChoice::ALL);
+        check(AttachmentKind::ALL);
+        check(Role::ALL);
+        check(super::projects::ProjectRole::ALL);
+        check(RunState::ALL);
+        check(RunOutcome::ALL);
+        check(SandboxState::ALL);
+        check(super::ingress::CheckOutcome::ALL);
+        check(super::system::HealthStatus::ALL);
+        check(super::errors::ErrorCode::ALL);
+    }
+}
