@@ -2,14 +2,13 @@
 //! [`crate::service::applications`]; these parse, call one, and shape the answer.
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use base64::Engine as _;
 use policy::review::{Choice, Kind};
 
-use super::{ApiJson, ApiQuery};
-use crate::auth::Caller;
+use super::{ApiJson, ApiQuery, Cx};
 use crate::error::{ApiError, ApiResult, ErrorBody, ErrorCode};
 use crate::service::applications::{self as svc, AttachmentKind, Summary};
 use crate::state::AppState;
@@ -81,8 +80,7 @@ fn attachment_dto(a: AttachmentRow) -> Attachment {
 #[utoipa::path(get, path = "/api/v1/applications", operation_id = "list_applications", tag = "applications", security(("bearer" = [])), params(ListQuery),
     responses((status = 200, body = Vec<Application>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 pub async fn list(
-    State(state): State<AppState>,
-    caller: Caller,
+    cx: Cx,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<ApiJson<Vec<Application>>> {
     let filter = svc::ListFilter {
@@ -100,9 +98,11 @@ pub async fn list(
         requester: q.requester,
         limit: q.limit,
     };
-    let apps = svc::list(&state, &caller, filter).await?;
+    let apps = svc::list(&cx.state, &cx.caller, filter).await?;
     Ok(ApiJson(
-        apps.into_iter().map(|a| app_summary(&state, a)).collect(),
+        apps.into_iter()
+            .map(|a| app_summary(&cx.state, a))
+            .collect(),
     ))
 }
 
@@ -112,8 +112,7 @@ pub async fn list(
     responses((status = 201, body = Application), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 413, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn create(
-    State(state): State<AppState>,
-    caller: Caller,
+    cx: Cx,
     ApiJson(body): ApiJson<NewApplication>,
 ) -> ApiResult<(StatusCode, ApiJson<Application>)> {
     let kind: Kind = body
@@ -129,20 +128,19 @@ pub async fn create(
         description: body.description,
         payload: body.payload,
     };
-    let row = svc::create(&state, &caller, new).await?;
-    Ok((StatusCode::CREATED, ApiJson(new_app_summary(&state, row))))
+    let row = svc::create(&cx.state, &cx.caller, new).await?;
+    Ok((
+        StatusCode::CREATED,
+        ApiJson(new_app_summary(&cx.state, row)),
+    ))
 }
 
 /// One application with its votes and attachments.
 #[utoipa::path(get, path = "/api/v1/applications/{id}", operation_id = "get_application", tag = "applications", security(("bearer" = [])),
     params(("id" = String, Path)),
     responses((status = 200, body = ApplicationDetail), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn show(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
-) -> ApiResult<ApiJson<ApplicationDetail>> {
-    let d = svc::show(&state, &caller, &id).await?;
+pub async fn show(cx: Cx, Path(id): Path<String>) -> ApiResult<ApiJson<ApplicationDetail>> {
+    let d = svc::show(&cx.state, &cx.caller, &id).await?;
     let summary = Summary {
         row: d.row,
         decisions: d.decisions,
@@ -154,7 +152,7 @@ pub async fn show(
             .cloned()
             .map(decision_dto)
             .collect(),
-        application: app_summary(&state, summary),
+        application: app_summary(&cx.state, summary),
         attachments: d.attachments.into_iter().map(attachment_dto).collect(),
         checks: d
             .checks
@@ -171,8 +169,7 @@ pub async fn show(
     responses((status = 200, body = Application), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 413, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn decide(
-    State(state): State<AppState>,
-    caller: Caller,
+    cx: Cx,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<NewDecision>,
 ) -> ApiResult<ApiJson<Application>> {
@@ -182,8 +179,8 @@ pub async fn decide(
         .map_err(|e: policy::review::UnknownChoice| {
             ApiError::bad_request(ErrorCode::BadDecision, e.to_string())
         })?;
-    let s = svc::decide(&state, &caller, &id, choice, &body.comment).await?;
-    Ok(ApiJson(app_summary(&state, s)))
+    let s = svc::decide(&cx.state, &cx.caller, &id, choice, &body.comment).await?;
+    Ok(ApiJson(app_summary(&cx.state, s)))
 }
 
 /// Takes one's own application back.
@@ -192,13 +189,12 @@ pub async fn decide(
     responses((status = 400, body = ErrorBody, description = "the request does not parse or breaks a rule"), (status = 200, body = Application), (status = 401, body = ErrorBody), (status = 413, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn withdraw(
-    State(state): State<AppState>,
-    caller: Caller,
+    cx: Cx,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<Withdrawal>,
 ) -> ApiResult<ApiJson<Application>> {
-    let s = svc::withdraw(&state, &caller, &id, &body.comment).await?;
-    Ok(ApiJson(app_summary(&state, s)))
+    let s = svc::withdraw(&cx.state, &cx.caller, &id, &body.comment).await?;
+    Ok(ApiJson(app_summary(&cx.state, s)))
 }
 
 /// Answers a request for changes; opens a new round of votes.
@@ -207,20 +203,19 @@ pub async fn withdraw(
     responses((status = 200, body = Application), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 413, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn resubmit(
-    State(state): State<AppState>,
-    caller: Caller,
+    cx: Cx,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<Resubmission>,
 ) -> ApiResult<ApiJson<Application>> {
     let s = svc::resubmit(
-        &state,
-        &caller,
+        &cx.state,
+        &cx.caller,
         &id,
         &body.comment,
         body.description.as_deref(),
     )
     .await?;
-    Ok(ApiJson(app_summary(&state, s)))
+    Ok(ApiJson(app_summary(&cx.state, s)))
 }
 
 /// Attaches an institution's review result or a committee opinion, with an optional file.
@@ -229,15 +224,14 @@ pub async fn resubmit(
     responses((status = 201, body = Attachment), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody)))]
 pub async fn attach(
-    State(state): State<AppState>,
-    caller: Caller,
+    cx: Cx,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<NewAttachment>,
 ) -> ApiResult<(StatusCode, ApiJson<Attachment>)> {
     let kind: AttachmentKind = body.kind.parse()?;
     let file = match (body.file_name, body.file_base64) {
         (Some(name), Some(b64)) => {
-            let max = state.settings.limits.attachment_max_bytes;
+            let max = cx.state.settings.limits.attachment_max_bytes;
             // Refused before decoding: base64 is 4 characters for every 3 bytes.
             if (b64.len() as u64) / 4 * 3 > max + 3 {
                 return Err(ApiError::TooLarge(format!(
@@ -264,7 +258,7 @@ pub async fn attach(
         text: body.text,
         file,
     };
-    let row = svc::attach(&state, &caller, &id, new).await?;
+    let row = svc::attach(&cx.state, &cx.caller, &id, new).await?;
     Ok((StatusCode::CREATED, ApiJson(attachment_dto(row))))
 }
 
@@ -274,11 +268,10 @@ pub async fn attach(
     responses((status = 200, description = "the file", content_type = "application/octet-stream"),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn attachment_file(
-    State(state): State<AppState>,
-    caller: Caller,
+    cx: Cx,
     Path((id, attachment)): Path<(String, String)>,
 ) -> ApiResult<impl IntoResponse> {
-    let f = svc::attachment_file(&state, &caller, &id, &attachment).await?;
+    let f = svc::attachment_file(&cx.state, &cx.caller, &id, &attachment).await?;
     let disposition = format!(
         "attachment; filename=\"{}\"",
         f.name.replace(['"', '\\'], "_")

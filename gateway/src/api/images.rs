@@ -1,12 +1,8 @@
 //! Images sandboxes may use. The workflow is [`crate::service::images`].
 
-use axum::extract::State;
-
-use super::ApiJson;
-use crate::auth::Caller;
+use super::{ApiJson, Cx};
 use crate::error::{ApiResult, ErrorBody};
 use crate::service::images as svc;
-use crate::state::AppState;
 use crate::store::sandboxes::ImageRow;
 use crate::wire::sandboxes::{AllowImage, Image};
 
@@ -23,11 +19,8 @@ fn image_dto(i: ImageRow) -> Image {
 /// Images sandboxes may use.
 #[utoipa::path(get, path = "/api/v1/images", operation_id = "list_images", tag = "sandboxes", security(("bearer" = [])),
     responses((status = 200, body = Vec<Image>), (status = 401, body = ErrorBody)))]
-pub async fn images(
-    State(state): State<AppState>,
-    caller: Caller,
-) -> ApiResult<ApiJson<Vec<Image>>> {
-    let rows = svc::list(&state, &caller).await?;
+pub async fn images(cx: Cx) -> ApiResult<ApiJson<Vec<Image>>> {
+    let rows = svc::list(&cx.state, &cx.caller).await?;
     Ok(ApiJson(rows.into_iter().map(image_dto).collect()))
 }
 
@@ -35,12 +28,8 @@ pub async fn images(
 #[utoipa::path(post, path = "/api/v1/images", operation_id = "allow_image", tag = "sandboxes", security(("bearer" = [])), request_body = AllowImage,
     responses((status = 400, body = ErrorBody, description = "the request does not parse or breaks a rule"), (status = 200, body = Image), (status = 401, body = ErrorBody), (status = 413, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
-pub async fn allow_image(
-    State(state): State<AppState>,
-    caller: Caller,
-    ApiJson(body): ApiJson<AllowImage>,
-) -> ApiResult<ApiJson<Image>> {
+pub async fn allow_image(cx: Cx, ApiJson(body): ApiJson<AllowImage>) -> ApiResult<ApiJson<Image>> {
     Ok(ApiJson(image_dto(
-        svc::allow_image(&state, &caller, &body.name).await?,
+        svc::allow_image(&cx.state, &cx.caller, &body.name).await?,
     )))
 }

@@ -4,15 +4,13 @@
 //! read text files inside the archive; every read is audited.
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::http::StatusCode;
 
 use super::applications::new_app_summary;
-use super::{ApiJson, ApiQuery};
-use crate::auth::Caller;
+use super::{ApiJson, ApiQuery, Cx};
 use crate::error::{ApiResult, ErrorBody};
 use crate::service::ingress as svc;
-use crate::state::AppState;
 use crate::store::ingress::IngressRow;
 use crate::store::{self};
 use crate::wire::ingress::{
@@ -52,8 +50,7 @@ fn archive_dto(r: &IngressRow, files: u64) -> ArchiveInfo {
         (status = 403, body = ErrorBody), (status = 413, body = ErrorBody), (status = 414, description = "the query string is too long"),
         (status = 422, body = ErrorBody)))]
 pub async fn submit(
-    State(state): State<AppState>,
-    caller: Caller,
+    cx: Cx,
     ApiQuery(q): ApiQuery<IngressQuery>,
     body: Body,
 ) -> ApiResult<(StatusCode, ApiJson<IngressReceipt>)> {
@@ -62,7 +59,7 @@ pub async fn submit(
         name: q.name,
         description: q.description,
     };
-    let r = svc::submit(&state, &caller, up, body.into_data_stream()).await?;
+    let r = svc::submit(&cx.state, &cx.caller, up, body.into_data_stream()).await?;
     let checks = r
         .checks
         .iter()
@@ -76,7 +73,7 @@ pub async fn submit(
         StatusCode::CREATED,
         ApiJson(IngressReceipt {
             archive: archive_dto(&r.archive, r.files),
-            application: new_app_summary(&state, r.application),
+            application: new_app_summary(&cx.state, r.application),
             checks_outcome: r.outcome.into(),
             checks,
         }),
@@ -88,12 +85,8 @@ pub async fn submit(
 #[utoipa::path(get, path = "/api/v1/applications/{id}/manifest", operation_id = "get_ingress_manifest", tag = "ingress", security(("bearer" = [])),
     params(("id" = String, Path)),
     responses((status = 200, body = Manifest), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn manifest(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
-) -> ApiResult<ApiJson<Manifest>> {
-    let m = svc::manifest(&state, &caller, &id).await?;
+pub async fn manifest(cx: Cx, Path(id): Path<String>) -> ApiResult<ApiJson<Manifest>> {
+    let m = svc::manifest(&cx.state, &cx.caller, &id).await?;
     Ok(ApiJson(Manifest {
         archive: archive_dto(&m.archive, m.files()),
         checks: m.checks.into_iter().map(check_dto).collect(),
@@ -108,12 +101,11 @@ pub async fn manifest(
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 413, body = ErrorBody), (status = 415, body = ErrorBody)))]
 pub async fn file(
-    State(state): State<AppState>,
-    caller: Caller,
+    cx: Cx,
     Path(id): Path<String>,
     ApiQuery(q): ApiQuery<FileQuery>,
 ) -> ApiResult<([(axum::http::HeaderName, String); 2], Vec<u8>)> {
-    let f = svc::read_file(&state, &caller, &id, &q.path).await?;
+    let f = svc::read_file(&cx.state, &cx.caller, &id, &q.path).await?;
     Ok((
         [
             (

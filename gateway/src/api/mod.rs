@@ -191,6 +191,27 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
+/// What an authenticated handler starts from: the gateway's state and the verified caller, the
+/// two things every workflow of [`crate::service`] takes.
+pub struct Cx {
+    pub state: AppState,
+    pub caller: Caller,
+}
+
+impl FromRequestParts<AppState> for Cx {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Cx {
+            caller: Caller::from_request_parts(parts, state).await?,
+            state: state.clone(),
+        })
+    }
+}
+
 /// `axum::Json`, with rejections answered in our error format.
 pub struct ApiJson<T>(pub T);
 

@@ -1,13 +1,11 @@
 //! Projects and their members.
 
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::http::StatusCode;
 
-use super::{ApiJson, ApiQuery};
-use crate::auth::Caller;
+use super::{ApiJson, ApiQuery, Cx};
 use crate::error::{ApiResult, ErrorBody};
 use crate::service::projects::{self as svc};
-use crate::state::AppState;
 use crate::wire::projects::{Member, NewMember, NewProject, Project, RemoveQuery};
 
 fn project_dto(p: svc::Project) -> Project {
@@ -31,11 +29,8 @@ fn project_dto(p: svc::Project) -> Project {
 /// Projects the caller belongs to (everyone's, for roles that act across projects).
 #[utoipa::path(get, path = "/api/v1/projects", operation_id = "list_projects", tag = "projects", security(("bearer" = [])),
     responses((status = 200, body = Vec<Project>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-pub async fn list(
-    State(state): State<AppState>,
-    caller: Caller,
-) -> ApiResult<ApiJson<Vec<Project>>> {
-    let projects = svc::list(&state, &caller).await?;
+pub async fn list(cx: Cx) -> ApiResult<ApiJson<Vec<Project>>> {
+    let projects = svc::list(&cx.state, &cx.caller).await?;
     Ok(ApiJson(projects.into_iter().map(project_dto).collect()))
 }
 
@@ -44,8 +39,7 @@ pub async fn list(
     responses((status = 201, body = Project), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 413, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn create(
-    State(state): State<AppState>,
-    caller: Caller,
+    cx: Cx,
     ApiJson(body): ApiJson<NewProject>,
 ) -> ApiResult<(StatusCode, ApiJson<Project>)> {
     let new = svc::NewProject {
@@ -58,7 +52,7 @@ pub async fn create(
             .map(|m| (m.subject, m.role))
             .collect(),
     };
-    let p = svc::create(&state, &caller, new).await?;
+    let p = svc::create(&cx.state, &cx.caller, new).await?;
     Ok((StatusCode::CREATED, ApiJson(project_dto(p))))
 }
 
@@ -66,12 +60,10 @@ pub async fn create(
 #[utoipa::path(get, path = "/api/v1/projects/{id}", operation_id = "get_project", tag = "projects", security(("bearer" = [])),
     params(("id" = String, Path)),
     responses((status = 200, body = Project), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn show(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
-) -> ApiResult<ApiJson<Project>> {
-    Ok(ApiJson(project_dto(svc::show(&state, &caller, &id).await?)))
+pub async fn show(cx: Cx, Path(id): Path<String>) -> ApiResult<ApiJson<Project>> {
+    Ok(ApiJson(project_dto(
+        svc::show(&cx.state, &cx.caller, &id).await?,
+    )))
 }
 
 /// Adds a member with a role; admins.
@@ -80,12 +72,11 @@ pub async fn show(
     responses((status = 200, body = Project), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 413, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn add_member(
-    State(state): State<AppState>,
-    caller: Caller,
+    cx: Cx,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<NewMember>,
 ) -> ApiResult<ApiJson<Project>> {
-    let p = svc::add_member(&state, &caller, &id, &body.subject, &body.role).await?;
+    let p = svc::add_member(&cx.state, &cx.caller, &id, &body.subject, &body.role).await?;
     Ok(ApiJson(project_dto(p)))
 }
 
@@ -95,11 +86,10 @@ pub async fn add_member(
     responses((status = 400, body = ErrorBody, description = "the request does not parse or breaks a rule"), (status = 200, body = Project), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody)))]
 pub async fn remove_member(
-    State(state): State<AppState>,
-    caller: Caller,
+    cx: Cx,
     Path((id, subject)): Path<(String, String)>,
     ApiQuery(q): ApiQuery<RemoveQuery>,
 ) -> ApiResult<ApiJson<Project>> {
-    let p = svc::remove_member(&state, &caller, &id, &subject, q.role.as_deref()).await?;
+    let p = svc::remove_member(&cx.state, &cx.caller, &id, &subject, q.role.as_deref()).await?;
     Ok(ApiJson(project_dto(p)))
 }

@@ -2,14 +2,12 @@
 //! [`crate::service::runs`].
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::http::StatusCode;
 
-use super::{ApiJson, ApiQuery};
-use crate::auth::Caller;
+use super::{ApiJson, ApiQuery, Cx};
 use crate::error::{ApiResult, ErrorBody};
 use crate::service::runs as svc;
-use crate::state::AppState;
 use crate::store::sandboxes::RunRow;
 use crate::wire::sandboxes::{LogQuery, NewRun, Run, RunOutcome, RunQuery, RunState};
 
@@ -42,8 +40,7 @@ fn run_dto(r: RunRow) -> Run {
     responses((status = 202, body = Run), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 413, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn create_run(
-    State(state): State<AppState>,
-    caller: Caller,
+    cx: Cx,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<NewRun>,
 ) -> ApiResult<(StatusCode, ApiJson<Run>)> {
@@ -51,7 +48,7 @@ pub async fn create_run(
         cmd: body.cmd,
         timeout_secs: body.timeout_secs,
     };
-    let run = svc::create(&state, &caller, &id, new).await?;
+    let run = svc::create(&cx.state, &cx.caller, &id, new).await?;
     Ok((StatusCode::ACCEPTED, ApiJson(run_dto(run))))
 }
 
@@ -59,12 +56,8 @@ pub async fn create_run(
 #[utoipa::path(get, path = "/api/v1/sandboxes/{id}/runs", operation_id = "list_runs", tag = "sandboxes", security(("bearer" = [])),
     params(("id" = String, Path)),
     responses((status = 200, body = Vec<Run>), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn runs(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
-) -> ApiResult<ApiJson<Vec<Run>>> {
-    let rows = svc::of_sandbox(&state, &caller, &id).await?;
+pub async fn runs(cx: Cx, Path(id): Path<String>) -> ApiResult<ApiJson<Vec<Run>>> {
+    let rows = svc::of_sandbox(&cx.state, &cx.caller, &id).await?;
     Ok(ApiJson(rows.into_iter().map(run_dto).collect()))
 }
 
@@ -73,14 +66,13 @@ pub async fn runs(
     params(("id" = String, Path), RunQuery),
     responses((status = 400, body = ErrorBody, description = "the request does not parse or breaks a rule"), (status = 200, body = Run), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn show_run(
-    State(state): State<AppState>,
-    caller: Caller,
+    cx: Cx,
     Path(id): Path<String>,
     ApiQuery(q): ApiQuery<RunQuery>,
 ) -> ApiResult<ApiJson<Run>> {
     let wait = std::time::Duration::from_secs(q.wait.unwrap_or(0));
     Ok(ApiJson(run_dto(
-        svc::show(&state, &caller, &id, wait).await?,
+        svc::show(&cx.state, &cx.caller, &id, wait).await?,
     )))
 }
 
@@ -92,12 +84,8 @@ pub async fn show_run(
     responses((status = 202, body = Run, description = "the cancellation is recorded; the run stops"),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody, description = "the run has already finished")))]
-pub async fn cancel_run(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
-) -> ApiResult<(StatusCode, ApiJson<Run>)> {
-    let run = svc::cancel(&state, &caller, &id).await?;
+pub async fn cancel_run(cx: Cx, Path(id): Path<String>) -> ApiResult<(StatusCode, ApiJson<Run>)> {
+    let run = svc::cancel(&cx.state, &cx.caller, &id).await?;
     Ok((StatusCode::ACCEPTED, ApiJson(run_dto(run))))
 }
 
@@ -107,8 +95,7 @@ pub async fn cancel_run(
     responses((status = 400, body = ErrorBody, description = "the request does not parse or breaks a rule"), (status = 200, description = "the run's output", content_type = "application/octet-stream"),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn logs(
-    State(state): State<AppState>,
-    caller: Caller,
+    cx: Cx,
     Path(id): Path<String>,
     ApiQuery(q): ApiQuery<LogQuery>,
 ) -> ApiResult<(
@@ -116,7 +103,7 @@ pub async fn logs(
     [(axum::http::HeaderName, &'static str); 1],
     Body,
 )> {
-    let stream = svc::logs(&state, &caller, &id, q.follow).await?;
+    let stream = svc::logs(&cx.state, &cx.caller, &id, q.follow).await?;
     Ok((
         StatusCode::OK,
         [(axum::http::header::CONTENT_TYPE, "application/octet-stream")],

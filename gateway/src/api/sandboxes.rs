@@ -1,14 +1,12 @@
 //! Sandboxes: made, staged into, listed, removed. The workflows are in
 //! [`crate::service::sandboxes`]; runs have their own routes in `runs`.
 
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::http::StatusCode;
 
-use super::{ApiJson, ApiQuery};
-use crate::auth::Caller;
+use super::{ApiJson, ApiQuery, Cx};
 use crate::error::{ApiResult, ErrorBody};
 use crate::service::sandboxes as svc;
-use crate::state::AppState;
 use crate::wire::sandboxes::{
     NewSandbox, Sandbox, SandboxQuery, SandboxState, StageRequest, Staged,
 };
@@ -43,8 +41,7 @@ fn sandbox_dto(v: svc::View) -> Sandbox {
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
         (status = 503, body = ErrorBody)))]
 pub async fn create(
-    State(state): State<AppState>,
-    caller: Caller,
+    cx: Cx,
     ApiJson(body): ApiJson<NewSandbox>,
 ) -> ApiResult<(StatusCode, ApiJson<Sandbox>)> {
     let new = svc::NewSandbox {
@@ -54,7 +51,7 @@ pub async fn create(
         ingress: body.ingress,
         datasets: body.datasets,
     };
-    let v = svc::create(&state, &caller, new).await?;
+    let v = svc::create(&cx.state, &cx.caller, new).await?;
     Ok((StatusCode::CREATED, ApiJson(sandbox_dto(v))))
 }
 
@@ -64,24 +61,19 @@ pub async fn create(
     responses((status = 400, body = ErrorBody, description = "the request does not parse or breaks a rule"), (status = 200, body = Sandbox), (status = 401, body = ErrorBody), (status = 413, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn stage_ingress(
-    State(state): State<AppState>,
-    caller: Caller,
+    cx: Cx,
     Path(id): Path<String>,
     ApiJson(body): ApiJson<StageRequest>,
 ) -> ApiResult<ApiJson<Sandbox>> {
-    let v = svc::stage_ingress(&state, &caller, &id, &body.application).await?;
+    let v = svc::stage_ingress(&cx.state, &cx.caller, &id, &body.application).await?;
     Ok(ApiJson(sandbox_dto(v)))
 }
 
 /// Sandboxes the caller may see.
 #[utoipa::path(get, path = "/api/v1/sandboxes", operation_id = "list_sandboxes", tag = "sandboxes", security(("bearer" = [])), params(SandboxQuery),
     responses((status = 400, body = ErrorBody, description = "the request does not parse or breaks a rule"), (status = 200, body = Vec<Sandbox>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-pub async fn list(
-    State(state): State<AppState>,
-    caller: Caller,
-    ApiQuery(q): ApiQuery<SandboxQuery>,
-) -> ApiResult<ApiJson<Vec<Sandbox>>> {
-    let views = svc::list(&state, &caller, q.project.as_deref()).await?;
+pub async fn list(cx: Cx, ApiQuery(q): ApiQuery<SandboxQuery>) -> ApiResult<ApiJson<Vec<Sandbox>>> {
+    let views = svc::list(&cx.state, &cx.caller, q.project.as_deref()).await?;
     Ok(ApiJson(views.into_iter().map(sandbox_dto).collect()))
 }
 
@@ -89,12 +81,10 @@ pub async fn list(
 #[utoipa::path(get, path = "/api/v1/sandboxes/{id}", operation_id = "get_sandbox", tag = "sandboxes", security(("bearer" = [])),
     params(("id" = String, Path)),
     responses((status = 200, body = Sandbox), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn show(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
-) -> ApiResult<ApiJson<Sandbox>> {
-    Ok(ApiJson(sandbox_dto(svc::show(&state, &caller, &id).await?)))
+pub async fn show(cx: Cx, Path(id): Path<String>) -> ApiResult<ApiJson<Sandbox>> {
+    Ok(ApiJson(sandbox_dto(
+        svc::show(&cx.state, &cx.caller, &id).await?,
+    )))
 }
 
 /// Removes a sandbox and its volumes (its work area and outputs are gone after this).
@@ -102,12 +92,8 @@ pub async fn show(
     params(("id" = String, Path)),
     responses((status = 200, body = Sandbox), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)))]
-pub async fn remove(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
-) -> ApiResult<ApiJson<Sandbox>> {
+pub async fn remove(cx: Cx, Path(id): Path<String>) -> ApiResult<ApiJson<Sandbox>> {
     Ok(ApiJson(sandbox_dto(
-        svc::remove(&state, &caller, &id).await?,
+        svc::remove(&cx.state, &cx.caller, &id).await?,
     )))
 }

@@ -4,7 +4,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 
-use super::{ApiJson, ApiQuery};
+use super::{ApiJson, ApiQuery, Cx};
 use crate::audit::StoredEvent;
 use crate::auth::Caller;
 use crate::error::{ApiResult, ErrorBody};
@@ -34,13 +34,10 @@ pub async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
 #[utoipa::path(get, path = "/metrics", operation_id = "metrics", tag = "system", security(("bearer" = [])),
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain"),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-pub async fn metrics(
-    State(state): State<AppState>,
-    caller: Caller,
-) -> ApiResult<impl IntoResponse> {
+pub async fn metrics(cx: Cx) -> ApiResult<impl IntoResponse> {
     Ok((
         [("content-type", "text/plain; version=0.0.4")],
-        svc::metrics(&state, &caller).await?,
+        svc::metrics(&cx.state, &cx.caller).await?,
     ))
 }
 
@@ -63,10 +60,16 @@ pub async fn jwks(State(state): State<AppState>) -> ApiJson<serde_json::Value> {
 #[utoipa::path(get, path = "/api/v1/audit", operation_id = "list_audit_events", tag = "system", security(("bearer" = [])), params(AuditQuery),
     responses((status = 400, body = ErrorBody, description = "the request does not parse or breaks a rule"), (status = 200, body = Vec<StoredEvent>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn audit_events(
-    State(state): State<AppState>,
-    caller: Caller,
+    cx: Cx,
     ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> ApiResult<ApiJson<Vec<StoredEvent>>> {
-    let events = svc::audit_events(&state, &caller, q.after, q.subject.as_deref(), q.limit).await?;
+    let events = svc::audit_events(
+        &cx.state,
+        &cx.caller,
+        q.after,
+        q.subject.as_deref(),
+        q.limit,
+    )
+    .await?;
     Ok(ApiJson(events))
 }
