@@ -124,6 +124,9 @@ pub struct SandboxSettings {
     /// turns it off. Each costs the engine one idle container (a shim and two small
     /// processes, a few MiB).
     pub standby_containers: usize,
+    /// Whether new sandboxes show their runs' output to their analysts (`visible`) or only its
+    /// size and digest (`hidden`), when their creator does not say.
+    pub logs: crate::wire::sandboxes::LogVisibility,
     /// The class sandboxes get when none is named.
     pub default_class: String,
     pub classes: std::collections::BTreeMap<String, ResourceClass>,
@@ -157,6 +160,7 @@ impl Default for SandboxSettings {
             max_concurrent_runs: 8,
             max_concurrent_runs_per_project: 4,
             standby_containers: 8,
+            logs: crate::wire::sandboxes::LogVisibility::Visible,
             default_class: "standard".into(),
             classes: std::collections::BTreeMap::from([
                 (

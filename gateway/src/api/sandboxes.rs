@@ -8,7 +8,7 @@ use super::{ApiJson, ApiQuery, Cx};
 use crate::error::{ApiResult, ErrorBody};
 use crate::service::sandboxes as svc;
 use crate::wire::sandboxes::{
-    NewSandbox, Sandbox, SandboxQuery, SandboxState, StageRequest, Staged,
+    LogVisibility, NewSandbox, Sandbox, SandboxQuery, SandboxState, StageRequest, Staged,
 };
 
 fn sandbox_dto(v: svc::View) -> Sandbox {
@@ -24,6 +24,8 @@ fn sandbox_dto(v: svc::View) -> Sandbox {
             })
             .collect(),
         datasets: v.datasets,
+        // The gateway stores only the values it accepted.
+        logs: s.logs.parse().unwrap_or(LogVisibility::Hidden),
         id: s.id,
         project: s.project_id,
         image: s.image_name,
@@ -50,6 +52,7 @@ pub async fn create(
         class: body.class,
         ingress: body.ingress,
         datasets: body.datasets,
+        logs: body.logs,
     };
     let v = svc::create(&cx.state, &cx.caller, new).await?;
     Ok((StatusCode::CREATED, ApiJson(sandbox_dto(v))))

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use serde_json::json;
 
 use super::shared::{ClientArgs, print_json, urlencode};
+use crate::error::ErrorCode;
 use crate::wire::sandboxes::{NewRun, Run, RunOutcome, RunState};
 
 pub(super) async fn run_command(
@@ -71,14 +72,22 @@ async fn follow_run(
     });
     let _stop_listening = interrupts.map(AbortOnDrop);
     let mut out = std::io::stdout();
-    c.stream(
-        &format!("/api/v1/runs/{}/logs?follow=true", urlencode(id)),
-        |chunk| {
-            let _ = out.write_all(chunk);
-            let _ = out.flush();
-        },
-    )
-    .await?;
+    let followed = c
+        .stream(
+            &format!("/api/v1/runs/{}/logs?follow=true", urlencode(id)),
+            |chunk| {
+                let _ = out.write_all(chunk);
+                let _ = out.flush();
+            },
+        )
+        .await;
+    // A sandbox whose output is hidden: the run is followed to its end all the same, and its
+    // output's size and digest are said instead.
+    let hidden = match followed {
+        Ok(()) => false,
+        Err(e) if output_hidden(&e) => true,
+        Err(e) => return Err(e),
+    };
     // The log ends when the run's end is recorded; a run this gateway no longer supervises
     // (it restarted meanwhile) is waited for again until its end is recorded.
     let status = format!("/api/v1/runs/{}?wait=60", urlencode(id));
@@ -92,6 +101,13 @@ async fn follow_run(
     if client.json {
         print_json(&done);
     }
+    if hidden {
+        eprintln!(
+            "vre: the output of run {id} is hidden ({} bytes, sha256 {}); it leaves through an egress request",
+            done.log_bytes.unwrap_or(0),
+            done.log_sha256.as_deref().unwrap_or("-")
+        );
+    }
     if done.outcome != Some(RunOutcome::Exited) {
         eprintln!(
             "vre: run {id} ended: {}{}",
@@ -104,6 +120,12 @@ async fn follow_run(
     }
     let code = done.exit_code.unwrap_or(125);
     Ok(ExitCode::from(code.clamp(0, 255) as u8))
+}
+
+/// Whether the gateway refused to show a run's output because its sandbox hides it.
+fn output_hidden(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<crate::client::Refused>()
+        .is_some_and(|r| r.code == ErrorCode::LogsHidden.as_str())
 }
 
 /// Asks the gateway to cancel a run; the run as it is then.

@@ -3,7 +3,9 @@
 use std::process::ExitCode;
 
 use super::shared::{ClientArgs, or_null, print_json, urlencode};
-use crate::wire::sandboxes::{AllowImage, Image, NewSandbox, Run, Sandbox, StageRequest};
+use crate::wire::sandboxes::{
+    AllowImage, Image, LogVisibility, NewSandbox, Run, Sandbox, StageRequest,
+};
 use clap::Subcommand;
 
 #[derive(Subcommand)]
@@ -39,6 +41,10 @@ pub(super) enum SandboxCommand {
         /// A dataset to mount read-only (repeatable).
         #[arg(long = "dataset")]
         datasets: Vec<String>,
+        /// `visible` (runs' output shown to the project's analysts) or `hidden` (only its size
+        /// and digest; it leaves through egress). Default: the gateway's `[sandbox] logs`.
+        #[arg(long)]
+        logs: Option<LogVisibility>,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -115,6 +121,9 @@ fn print_sandbox(client: &ClientArgs, sb: &Sandbox) {
     for d in &sb.datasets {
         println!("  dataset {d}");
     }
+    if sb.logs == LogVisibility::Hidden {
+        println!("  run output hidden: its size and digest only; it leaves through egress");
+    }
 }
 
 pub(super) async fn sandbox(cmd: SandboxCommand) -> anyhow::Result<ExitCode> {
@@ -125,6 +134,7 @@ pub(super) async fn sandbox(cmd: SandboxCommand) -> anyhow::Result<ExitCode> {
             class,
             ingress,
             datasets,
+            logs,
             client,
         } => {
             let body = NewSandbox {
@@ -133,6 +143,7 @@ pub(super) async fn sandbox(cmd: SandboxCommand) -> anyhow::Result<ExitCode> {
                 class,
                 ingress,
                 datasets,
+                logs,
             };
             let sb: Sandbox = client.client()?.post("/api/v1/sandboxes", &body).await?;
             print_sandbox(&client, &sb);

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use policy::access::Action;
 use serde_json::json;
+use sha2::{Digest, Sha256};
 
 use super::{Error, Result, Seen, allow, see};
 use crate::audit::NewEvent;
@@ -14,6 +15,7 @@ use crate::sandboxes::Progress;
 use crate::state::AppState;
 use crate::store::sandboxes::{self as sstore, RunRow};
 use crate::store::{self};
+use crate::wire::sandboxes::LogVisibility;
 
 /// The longest a client may wait for a run's end in one request.
 pub const MAX_WAIT: Duration = Duration::from_secs(60);
@@ -179,7 +181,11 @@ pub async fn cancel(state: &AppState, caller: &Caller, id: &str) -> Result<RunRo
 }
 
 /// A run's output (stdout and stderr), as it is or, with `follow`, as it comes until the run
-/// ends; the project's analysts only. Never held in memory whole.
+/// ends; the project's analysts only, and only where the sandbox shows its output. Never held
+/// in memory whole.
+///
+/// Every read is audited (`run.logs_read`: the byte range sent, its length and SHA-256) once
+/// the stream ends, however it ends: finished, or dropped by a client that went away.
 pub async fn logs(
     state: &AppState,
     caller: &Caller,
@@ -188,13 +194,82 @@ pub async fn logs(
 ) -> Result<impl futures_util::Stream<Item = std::io::Result<axum::body::Bytes>> + Send + 'static> {
     let run = seen(state, caller, id).await?;
     allow(caller, Action::RunLogs, run.standing)?;
+    let run = run.object;
+    let hidden = {
+        let mut conn = state.db.pool().acquire().await?;
+        sstore::sandbox(&mut conn, &run.sandbox_id)
+            .await?
+            .is_none_or(|s| s.logs != LogVisibility::Visible.as_str())
+    };
+    if hidden {
+        return Err(Error::Forbidden {
+            code: ErrorCode::LogsHidden,
+            message: format!(
+                "the output of {}'s runs is hidden: their size and SHA-256 are in the run; \
+                 it leaves only through an egress request",
+                run.sandbox_id
+            ),
+        });
+    }
     let tail = Tail {
         file: None,
-        path: state.sandboxes.log_path(&run.object.id),
-        live: state.sandboxes.live(&run.object.id).filter(|_| follow),
+        path: state.sandboxes.log_path(&run.id),
+        live: state.sandboxes.live(&run.id).filter(|_| follow),
         done: false,
+        sent: Sent {
+            state: state.clone(),
+            reader: caller.sub.to_string(),
+            run: run.id,
+            follow,
+            bytes: 0,
+            hash: Sha256::new(),
+        },
     };
     Ok(futures_util::stream::unfold(tail, Tail::next))
+}
+
+/// What a log read has sent: recorded in the audit log when it is dropped, which is when its
+/// stream ends or its client goes away.
+struct Sent {
+    state: AppState,
+    reader: String,
+    run: String,
+    follow: bool,
+    bytes: u64,
+    hash: Sha256,
+}
+
+impl Drop for Sent {
+    fn drop(&mut self) {
+        let state = self.state.clone();
+        let (reader, run, follow, bytes) = (
+            std::mem::take(&mut self.reader),
+            std::mem::take(&mut self.run),
+            self.follow,
+            self.bytes,
+        );
+        let sha256 = hex::encode(std::mem::take(&mut self.hash).finalize());
+        // A drop cannot wait: the event is written by a worker, which a graceful stop waits for.
+        state
+            .workers
+            .clone()
+            .spawn(crate::workers::Name::of("log-read-audit", run.clone()), move |_| async move {
+                let write = async {
+                    let mut tx = state.db.begin_write().await?;
+                    tx.audit(NewEvent {
+                        actor: &reader,
+                        action: "run.logs_read",
+                        subject: &run,
+                        detail: json!({"from": 0, "to": bytes, "bytes": bytes, "sha256": sha256, "follow": follow}),
+                    })
+                    .await?;
+                    state.commit(tx).await
+                };
+                if let Err(e) = write.await {
+                    tracing::error!(run = %run, reader = %reader, bytes, error = %e, "recording a read of a run's output failed");
+                }
+            });
+    }
 }
 
 /// A log file read to its end, and past it while its run lives.
@@ -204,6 +279,8 @@ struct Tail {
     /// Followed while the run is live: each change of its progress wakes the follower.
     live: Option<tokio::sync::watch::Receiver<Progress>>,
     done: bool,
+    /// What was sent so far, for the audit log.
+    sent: Sent,
 }
 
 impl Tail {
@@ -239,6 +316,10 @@ impl Tail {
                 Ok(0) => return None,
                 Ok(n) => {
                     buf.truncate(n);
+                    // Counted as it is handed to the response; a client that goes away after
+                    // this may not have received all of it, which the record errs towards.
+                    self.sent.bytes += n as u64;
+                    self.sent.hash.update(&buf);
                     return Some((Ok(axum::body::Bytes::from(buf)), self));
                 }
                 Err(e) => {

@@ -12,6 +12,7 @@ use crate::error::ErrorCode;
 use crate::state::AppState;
 use crate::store::sandboxes::{self as sstore, SandboxRow};
 use crate::store::{self, AppRow};
+use crate::wire::sandboxes::LogVisibility;
 
 /// A sandbox with what is staged in it and mounted.
 #[derive(Debug)]
@@ -87,6 +88,8 @@ pub struct NewSandbox {
     pub ingress: Vec<String>,
     /// Datasets to mount read-only.
     pub datasets: Vec<String>,
+    /// Whether runs' output is shown (default: `[sandbox] logs`).
+    pub logs: Option<LogVisibility>,
 }
 
 /// Creates a sandbox (its volumes on the engine), then stages the approved ingress asked for.
@@ -142,6 +145,11 @@ pub async fn create(state: &AppState, caller: &Caller, new: NewSandbox) -> Resul
         created_by: caller.sub.to_string(),
         created_at: crate::time::now(),
         removed_at: None,
+        logs: new
+            .logs
+            .unwrap_or(state.sandboxes.settings().logs)
+            .as_str()
+            .to_owned(),
     };
     for app in &new.ingress {
         stageable(state, &row, app).await?;
@@ -174,6 +182,7 @@ pub async fn create(state: &AppState, caller: &Caller, new: NewSandbox) -> Resul
             "image_id": row.image_id,
             "class": row.resource_class,
             "datasets": new.datasets,
+            "logs": row.logs,
         }),
     })
     .await?;

@@ -69,9 +69,11 @@ pub struct SandboxRow {
     pub created_by: String,
     pub created_at: String,
     pub removed_at: Option<String>,
+    /// `visible` or `hidden`: whether analysts read their runs' output.
+    pub logs: String,
 }
 
-const SANDBOX_COLUMNS: &str = "id, project_id, image_name, image_id, resource_class, state, created_by, created_at, removed_at";
+const SANDBOX_COLUMNS: &str = "id, project_id, image_name, image_id, resource_class, state, created_by, created_at, removed_at, logs";
 
 fn sandbox_from(r: &AnyRow) -> Result<SandboxRow, sqlx::Error> {
     Ok(SandboxRow {
@@ -84,12 +86,13 @@ fn sandbox_from(r: &AnyRow) -> Result<SandboxRow, sqlx::Error> {
         created_by: r.try_get("created_by")?,
         created_at: r.try_get("created_at")?,
         removed_at: r.try_get("removed_at")?,
+        logs: r.try_get("logs")?,
     })
 }
 
 pub async fn insert_sandbox(conn: &mut AnyConnection, s: &SandboxRow) -> Result<(), sqlx::Error> {
     sqlx::query(&format!(
-        "INSERT INTO sandboxes ({SANDBOX_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+        "INSERT INTO sandboxes ({SANDBOX_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
     ))
     .bind(&s.id)
     .bind(&s.project_id)
@@ -100,6 +103,7 @@ pub async fn insert_sandbox(conn: &mut AnyConnection, s: &SandboxRow) -> Result<
     .bind(&s.created_by)
     .bind(&s.created_at)
     .bind(&s.removed_at)
+    .bind(&s.logs)
     .execute(conn)
     .await?;
     Ok(())

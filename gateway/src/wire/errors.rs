@@ -49,6 +49,7 @@ wire_enum! {
         ProjectExists = "project_exists",
         RunFinished = "run_finished",
         RunsActive = "runs_active",
+        LogsHidden = "logs_hidden",
         // Archives refused by `policy::archive::rules`.
         ArchivePathAbsolute = "archive_path_absolute",
         ArchivePathTraversal = "archive_path_traversal",

@@ -14,6 +14,15 @@ wire_enum! {
 }
 
 wire_enum! {
+    /// Whether a sandbox's run output is shown to its analysts, or only its size and digest
+    /// (hidden output leaves only through an egress request).
+    LogVisibility: "log visibility" {
+        Visible = "visible",
+        Hidden = "hidden",
+    }
+}
+
+wire_enum! {
     /// Where a run is: waiting for a slot, running, or ended with an outcome.
     RunState: "run state" {
         Queued = "queued",
@@ -80,6 +89,8 @@ pub struct Sandbox {
     pub created_at: String,
     pub ingress: Vec<Staged>,
     pub datasets: Vec<String>,
+    /// Whether its runs' output is shown to its analysts.
+    pub logs: LogVisibility,
 }
 
 #[derive(Serialize, Deserialize, ToSchema)]
@@ -97,6 +108,9 @@ pub struct NewSandbox {
     /// Datasets to mount read-only.
     #[serde(default)]
     pub datasets: Vec<String>,
+    /// Whether runs' output is shown to the project's analysts (default: the configured one).
+    #[serde(default)]
+    pub logs: Option<LogVisibility>,
 }
 
 #[derive(Serialize, Deserialize, ToSchema)]

@@ -16,4 +16,5 @@ mod concurrency;
 mod ingress;
 mod jwt;
 mod restart;
+mod run_output;
 mod sandbox;
