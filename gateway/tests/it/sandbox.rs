@@ -23,6 +23,7 @@ fn tiny(s: &mut gateway::config::Settings, data: &std::path::Path) {
             tmpfs_bytes: 1 << 20,
             max_run_secs: 60,
             output_quota_bytes: 2 << 20,
+            work_quota_bytes: 2 << 20,
             log_max_bytes: 1 << 20,
         },
     );
@@ -2200,4 +2201,141 @@ async fn a_run_is_recorded_alike_on_every_database() {
         assert!(app.verify_audit().await.problem.is_none());
         app.stop().await;
     }
+}
+
+/// A gateway with the tiny class, and a sandbox of p1 that ana may use: the gateway, ana's
+/// token, the sandbox, the dataset's directory. None without an engine.
+async fn tiny_sandbox() -> Option<(TestApp, String, String, TempDir)> {
+    if !docker_available() {
+        return None;
+    }
+    let (app, ana, data) = small_world(|_| {}).await;
+    let sb = new_sandbox(&app, &ana).await;
+    Some((app, ana, sb, data))
+}
+
+/// The audit event that recorded a run's end.
+async fn finish_event(app: &TestApp, run: &str) -> Value {
+    let auditor = app.token("aud", "auditor");
+    let (st, events) = app
+        .get(&format!("/api/v1/audit?subject={run}"), Some(&auditor))
+        .await;
+    assert_eq!(st, StatusCode::OK, "{events}");
+    let finish = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "run.finish")
+        .unwrap_or_else(|| panic!("no run.finish: {events}"));
+    serde_json::from_str(finish["detail"].as_str().unwrap()).unwrap()
+}
+
+/// Fills the work area past the tiny class's quota twice: quickly (measured once more at the
+/// end) and slowly, into a folder the run made unreadable. Both are stopped, recorded with
+/// why, and audited; the work area is emptied after.
+async fn past_the_work_quota(app: &TestApp, ana: &str, sb: &str) {
+    let quick = [
+        "dd",
+        "if=/dev/zero",
+        "of=/vre/work/big",
+        "bs=1M",
+        "count=20",
+    ];
+    let (r, _) = run(app, ana, sb, &quick, None).await;
+    assert_eq!(
+        (r["outcome"].as_str(), r["exit_code"].as_i64()),
+        (Some("work_quota_exceeded"), Some(137)),
+        "{r}"
+    );
+    assert!(
+        r["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("work area")),
+        "{r}"
+    );
+    let audited = finish_event(app, r["id"].as_str().unwrap()).await;
+    assert_eq!(audited["outcome"], "work_quota_exceeded", "{audited}");
+    let slow = "rm -f /vre/work/big; mkdir /vre/work/d; exec 3>>/vre/work/d/slow; chmod 0 /vre/work/d; \
+                while true; do head -c 65536 /dev/zero >&3; sleep 0.1; done";
+    let (r, _) = run(app, ana, sb, &["sh", "-c", slow], Some(30)).await;
+    assert_eq!(r["outcome"], "work_quota_exceeded", "{r}");
+    let empty = "chmod 700 /vre/work/d && rm -rf /vre/work/* && [ -z \"$(ls -A /vre/work)\" ]";
+    let (r, _) = run(app, ana, sb, &["sh", "-c", empty], None).await;
+    assert_eq!(r["exit_code"], 0, "{r}");
+}
+
+/// 20 nested folders of 250 characters below the output folder (a path past PATH_MAX, made
+/// with `cd` step by step), and then past the quota in the deepest.
+const DEEP_OUTPUT: &str = "n=$(head -c 250 /dev/zero | tr '\\0' n); cd /vre/output || exit 9; \
+     i=0; while [ $i -lt 20 ]; do mkdir $n && cd -P $n || exit 9; i=$((i+1)); done; \
+     dd if=/dev/zero of=big bs=1M count=20";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_work_area_filled_past_its_quota_is_stopped_and_reported() {
+    let Some((app, ana, sb, _data)) = tiny_sandbox().await else {
+        return;
+    };
+    // Under the quota: the run ends as it would.
+    let under = "head -c 1000000 /dev/zero > /vre/work/a && rm /vre/work/a";
+    let (r, _) = run(&app, &ana, &sb, &["sh", "-c", under], None).await;
+    assert_eq!(
+        (r["outcome"].as_str(), r["exit_code"].as_i64()),
+        (Some("exited"), Some(0)),
+        "{r}"
+    );
+    past_the_work_quota(&app, &ana, &sb).await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_output_folder_deeper_than_path_max_keeps_its_quota() {
+    let Some((app, ana, sb, _data)) = tiny_sandbox().await else {
+        return;
+    };
+    let (r, _) = run(&app, &ana, &sb, &["sh", "-c", DEEP_OUTPUT], None).await;
+    assert_eq!(r["outcome"], "output_quota_exceeded", "{r}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sparse_files_count_their_size_and_hard_links_count_once() {
+    let Some((app, ana, sb, _data)) = tiny_sandbox().await else {
+        return;
+    };
+    // 1.5 MiB under ten more names: still 1.5 MiB of a 2 MiB quota.
+    let linked = "head -c 1572864 /dev/zero > /vre/output/f && \
+                  for i in 0 1 2 3 4 5 6 7 8 9; do ln /vre/output/f /vre/output/l$i || exit 9; done; \
+                  sleep 1.2; rm /vre/output/*";
+    let (r, _) = run(&app, &ana, &sb, &["sh", "-c", linked], None).await;
+    assert_eq!(
+        (r["outcome"].as_str(), r["exit_code"].as_i64()),
+        (Some("exited"), Some(0)),
+        "{r}"
+    );
+    // A sparse file of 100 GiB takes no block, and counts 100 GiB.
+    let sparse = ["truncate", "-s", "100G", "/vre/output/sparse"];
+    let (r, _) = run(&app, &ana, &sb, &sparse, None).await;
+    assert_eq!(r["outcome"], "output_quota_exceeded", "{r}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn links_in_a_sandboxs_volumes_are_never_followed() {
+    let Some((app, ana, sb, _data)) = tiny_sandbox().await else {
+        return;
+    };
+    // Links to the root (of the run, and of whoever walks the folder), to the folder itself,
+    // in a loop; and a folder swapped with a link to the root while the walks go on.
+    let links = "cd /vre/output && ln -s / root && ln -s /vre/output self && ln -s loop loop && \
+                 ln -s .. up && mkdir d && cd /vre/work && ln -s / root && mkdir d && \
+                 i=0; while [ $i -lt 200 ]; do \
+                   for v in /vre/output /vre/work; do mv $v/d $v/x && ln -s / $v/d && rm $v/d && mv $v/x $v/d || exit 9; done; \
+                   i=$((i+1)); done";
+    let (r, _) = run(&app, &ana, &sb, &["sh", "-c", links], None).await;
+    assert_eq!(
+        (r["outcome"].as_str(), r["exit_code"].as_i64()),
+        (Some("exited"), Some(0)),
+        "{r}"
+    );
+    app.stop().await;
 }
