@@ -62,7 +62,7 @@ pub fn labels(instance: &str, sandbox: &str, project: &str, role: &str) -> HashM
     ])
 }
 
-fn volume(source: String, target: String, read_only: bool) -> Mount {
+pub(crate) fn volume(source: String, target: String, read_only: bool) -> Mount {
     Mount {
         typ: Some(MountType::VOLUME),
         source: Some(source),
@@ -154,12 +154,18 @@ pub const MEASURED_DIR: &str = "/vre/measured";
 /// host. It runs as root with one capability, `DAC_READ_SEARCH` (to list and stat what the
 /// sandbox made unreadable, which would otherwise hide from the quota), and nothing else: no
 /// network, read-only root, the volume (copy-up off) and the launcher read-only,
-/// no-new-privileges, a few pids and little memory. It reads metadata only and prints one line.
+/// no-new-privileges, a few pids and little memory, under the sandbox's runtime like its runs
+/// (gVisor's own threads count in the pids limit: more of them there). It reads metadata only
+/// and prints one line.
 pub fn measure_container(
     instance: &str,
     sb: &SandboxSpec,
     measured: Volume,
 ) -> ContainerCreateBody {
+    let (pids, memory) = match sb.runtime {
+        None => (8, 32 << 20),
+        Some(_) => (128, 64 << 20),
+    };
     ContainerCreateBody {
         image: Some(crate::docker::INIT_IMAGE.to_owned()),
         entrypoint: Some(Vec::new()),
@@ -179,9 +185,9 @@ pub fn measure_container(
             cap_add: Some(vec!["DAC_READ_SEARCH".into()]),
             security_opt: Some(vec!["no-new-privileges:true".into()]),
             privileged: Some(false),
-            pids_limit: Some(8),
-            memory: Some(32 << 20),
-            memory_swap: Some(32 << 20),
+            pids_limit: Some(pids),
+            memory: Some(memory),
+            memory_swap: Some(memory),
             mounts: Some(vec![
                 volume(measured.name(&sb.id), MEASURED_DIR.into(), true),
                 volume(launcher_volume(instance), LAUNCH_DIR.into(), true),
@@ -193,6 +199,7 @@ pub fn measure_container(
                     ("max-file".to_owned(), "1".to_owned()),
                 ])),
             }),
+            runtime: sb.runtime.clone(),
             ..Default::default()
         }),
         ..Default::default()
@@ -451,7 +458,7 @@ mod tests {
 
     #[test]
     fn a_measuring_container_may_read_the_measured_volume_and_nothing_more() {
-        let sb = spec().sandbox;
+        let mut sb = spec().sandbox;
         for (volume, name) in [
             (Volume::Output, output_volume("sbx-1")),
             (Volume::Work, work_volume("sbx-1")),
@@ -484,8 +491,15 @@ mod tests {
             let sources: Vec<_> = mounts.iter().map(|m| m.source.clone().unwrap()).collect();
             assert_eq!(sources, vec![name, launcher_volume("gw")]);
             assert_eq!(h.binds, None);
+            assert_eq!(h.runtime, None);
             assert!(c.labels.as_ref().unwrap().get(LABEL_RUN).is_none());
         }
+        // Under the runtime the sandbox's runs get, with room for its threads.
+        sb.runtime = Some("runsc".into());
+        let c = measure_container("gw", &sb, Volume::Output);
+        let h = c.host_config.as_ref().unwrap();
+        assert_eq!(h.runtime.as_deref(), Some("runsc"));
+        assert!(h.pids_limit >= Some(128));
     }
 
     #[test]

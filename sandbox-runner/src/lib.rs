@@ -222,6 +222,8 @@ pub struct ImageInfo {
 }
 
 /// Why the engine could not do what was asked.
+/// Their messages can hold paths of the gateway's host (its engine's socket): clients get them
+/// through [`without_paths`].
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("the container engine is unavailable: {0}")]
@@ -267,6 +269,32 @@ impl Error {
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// `message` without the file system paths in it (an engine's socket, its data root, a
+/// certificate's file), each replaced by `…`: for messages that reach clients, who need not
+/// learn how the gateway reaches its engine. A path is a `/` at the start of the message or
+/// after anything but a letter or digit, up to the next blank, quote, comma, colon, semicolon or
+/// closing bracket.
+pub fn without_paths(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut in_path = false;
+    let mut prev: Option<char> = None;
+    for c in message.chars() {
+        if in_path {
+            if c.is_whitespace() || "\"'`,:;)]}".contains(c) {
+                in_path = false;
+                out.push(c);
+            }
+        } else if c == '/' && !prev.is_some_and(|p| p.is_alphanumeric() || p == '/') {
+            in_path = true;
+            out.push('…');
+        } else {
+            out.push(c);
+        }
+        prev = Some(c);
+    }
+    out
+}
 
 /// What the gateway needs from a container engine. Every method is idempotent: calling it
 /// again after a crash, a timeout or a success leaves the same state.
@@ -314,4 +342,32 @@ pub trait SandboxBackend: Send + Sync + 'static {
     async fn ready_next(&self, _sandbox: &SandboxSpec) {}
     /// Stops starting containers ahead and removes those it holds (before a graceful stop).
     async fn shutdown(&self) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_for_clients_name_no_paths() {
+        for (message, shown) in [
+            (
+                "error trying to connect: /var/run/docker.sock: No such file or directory",
+                "error trying to connect: …: No such file or directory",
+            ),
+            (
+                "Socket not found: unix:///nonexistent/docker.sock",
+                "Socket not found: unix:…",
+            ),
+            ("mount \"/srv/x y\" (denied)", "mount \"… y\" (denied)"),
+            ("HTTP/1.1 and 1/2 stay", "HTTP/1.1 and 1/2 stay"),
+            ("/at/the/start", "…"),
+            (
+                "invalid peer certificate: UnknownIssuer",
+                "invalid peer certificate: UnknownIssuer",
+            ),
+        ] {
+            assert_eq!(without_paths(message), shown, "{message}");
+        }
+    }
 }

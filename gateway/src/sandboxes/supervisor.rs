@@ -131,7 +131,10 @@ pub(crate) fn container_of(run: &RunRow) -> String {
         .unwrap_or_else(|| sandbox_runner::hardening::run_container_name(&run.id))
 }
 
+/// The end of a run that failed for `reason`, recorded (and shown to its analyst) without the
+/// paths of the gateway's host that an engine's error holds; the log has them.
 async fn failed(sbx: &Sandboxes, run: &str, reason: String) -> Finish {
+    let reason = sandbox_runner::without_paths(&reason);
     ended_without_outcome_of_its_own(
         sbx,
         run,
@@ -249,6 +252,7 @@ async fn supervise_inner(
                 let _ = backend
                     .remove_container(&sandbox_runner::hardening::run_container_name(&run.id))
                     .await;
+                tracing::warn!(run = %run.id, error = %e, "a run could not start");
                 let f = failed(&sbx, &run.id, format!("the run could not start: {e}")).await;
                 return Ok(Watched::Ended(f, None));
             }
