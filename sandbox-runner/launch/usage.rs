@@ -13,7 +13,8 @@
 //!   hide its size, preallocated blocks cannot hide theirs), and a file with several links
 //!   counts once (by device and inode);
 //! - what it cannot measure (a directory it may not open or read, a tree deeper than
-//!   [`MAX_DEPTH`]) makes the whole folder [`Usage::Unmeasurable`], which counts against the
+//!   [`MAX_DEPTH`], more entries than [`MAX_ENTRIES`] or more files of several links than
+//!   [`MAX_LINKED`]) makes the whole folder [`Usage::Unmeasurable`], which counts against the
 //!   run: past any quota. What vanishes while it walks is passed over;
 //! - it holds at most [`OPEN_DIRS`] directories open (two descriptors each) whatever the depth:
 //!   deeper, the shallowest open one is closed and later opened again by name from its
@@ -43,6 +44,14 @@ pub(crate) const MAX_DEPTH: usize = 2048;
 
 /// Directories the walk holds open at once, below the root.
 pub(crate) const OPEN_DIRS: usize = 16;
+
+/// Entries a walk goes through at most (some seconds of work); more make the folder
+/// unmeasurable, so that the time a measurement takes stays bounded.
+pub(crate) const MAX_ENTRIES: u64 = 10_000_000;
+
+/// Files with several links a walk remembers at most (to count each once); more make the folder
+/// unmeasurable, so that its memory stays bounded (a measuring container has 32 MiB).
+pub(crate) const MAX_LINKED: usize = 200_000;
 
 // Linux's open flags, which differ by architecture (std has no `O_DIRECTORY` of its own).
 const ARM_OR_POWER: bool = cfg!(any(
@@ -99,6 +108,10 @@ fn vanished(e: &io::Error) -> bool {
 /// The folder's usage. `Err` when the root itself cannot be read (a silent 0 would switch a
 /// quota off): that is no fault of the run.
 pub(crate) fn usage(root: &Path) -> io::Result<Usage> {
+    usage_within(root, MAX_ENTRIES, MAX_LINKED)
+}
+
+fn usage_within(root: &Path, max_entries: u64, max_linked: usize) -> io::Result<Usage> {
     let dir = open_dir(root)?;
     let entries = entries_of(&dir)?;
     let mut walk = Walk {
@@ -112,6 +125,9 @@ pub(crate) fn usage(root: &Path) -> io::Result<Usage> {
         }],
         total: 0,
         linked: HashSet::new(),
+        entries: 0,
+        max_entries,
+        max_linked,
     };
     Ok(match walk.run() {
         Ok(()) => Usage::Bytes(walk.total),
@@ -124,6 +140,10 @@ struct Walk {
     total: u64,
     /// Files with more than one link, counted once.
     linked: HashSet<(u64, u64)>,
+    /// Entries gone through.
+    entries: u64,
+    max_entries: u64,
+    max_linked: usize,
 }
 
 impl Walk {
@@ -152,6 +172,10 @@ impl Walk {
                 continue;
             };
             top.taken += 1;
+            self.entries += 1;
+            if self.entries > self.max_entries {
+                return Err(format!("more than {} entries", self.max_entries));
+            }
             let entry = match entry {
                 Ok(e) => e,
                 Err(e) if vanished(&e) => continue,
@@ -164,8 +188,18 @@ impl Walk {
                     return Err(format!("{:?} cannot be measured ({e})", entry.file_name()));
                 }
             };
-            if !meta.is_dir() && meta.nlink() > 1 && !self.linked.insert((meta.dev(), meta.ino())) {
-                continue;
+            if !meta.is_dir() && meta.nlink() > 1 {
+                let inode = (meta.dev(), meta.ino());
+                if self.linked.contains(&inode) {
+                    continue;
+                }
+                if self.linked.len() >= self.max_linked {
+                    return Err(format!(
+                        "more than {} files with several links",
+                        self.max_linked
+                    ));
+                }
+                self.linked.insert(inode);
             }
             self.total = self
                 .total
@@ -472,5 +506,25 @@ mod tests {
             said.starts_with("unmeasurable: \"hidden\" cannot be opened") && said.contains("at /a"),
             "{said}"
         );
+    }
+
+    #[test]
+    fn a_walk_past_its_bounds_is_unmeasurable() {
+        let t = Tree::new("bounds");
+        let root = t.path();
+        for n in 0..10 {
+            std::fs::write(root.join(format!("f{n}")), b"x").unwrap();
+            std::fs::hard_link(root.join(format!("f{n}")), root.join(format!("l{n}"))).unwrap();
+        }
+        assert!(matches!(
+            usage_within(root, 20, 10).unwrap(),
+            Usage::Bytes(_)
+        ));
+        let unmeasurable = |entries, linked| match usage_within(root, entries, linked).unwrap() {
+            Usage::Unmeasurable(why) => why,
+            other => panic!("{other:?}"),
+        };
+        assert!(unmeasurable(19, 10).contains("more than 19 entries"));
+        assert!(unmeasurable(20, 9).contains("more than 9 files with several links"));
     }
 }
