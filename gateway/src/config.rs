@@ -145,7 +145,16 @@ pub struct ResourceClass {
     /// The longest a run may take unless it asks for less, in seconds.
     pub max_run_secs: u64,
     pub output_quota_bytes: u64,
+    /// What `/vre/work` may hold; a class that does not say gets 4 GiB.
+    #[serde(default = "ResourceClass::default_work_quota")]
+    pub work_quota_bytes: u64,
     pub log_max_bytes: u64,
+}
+
+impl ResourceClass {
+    fn default_work_quota() -> u64 {
+        4 << 30
+    }
 }
 
 impl Default for SandboxSettings {
@@ -172,6 +181,7 @@ impl Default for SandboxSettings {
                         tmpfs_bytes: 256 << 20,
                         max_run_secs: 4 * 3600,
                         output_quota_bytes: 1 << 30,
+                        work_quota_bytes: 4 << 30,
                         log_max_bytes: 8 << 20,
                     },
                 ),
@@ -184,6 +194,7 @@ impl Default for SandboxSettings {
                         tmpfs_bytes: 1 << 30,
                         max_run_secs: 24 * 3600,
                         output_quota_bytes: 8 << 30,
+                        work_quota_bytes: 32 << 30,
                         log_max_bytes: 32 << 20,
                     },
                 ),

@@ -108,22 +108,30 @@ impl From<policy::review::Refusal> for ApiError {
     }
 }
 
-/// The engine's troubles: one that is away or misconfigured is a 503 the client can act on;
+/// The engine's troubles: one that is away or misconfigured is a 503 the client can act on,
+/// told without the paths of the gateway's host (its engine's socket) that the log keeps;
 /// anything else is the gateway's own failure.
 fn engine(e: sandbox_runner::Error) -> ApiError {
     match e {
         sandbox_runner::Error::Unavailable(_) | sandbox_runner::Error::Timeout(_) => {
+            tracing::warn!(error = %e, "a request needed the container engine");
             ApiError::Refused {
                 status: StatusCode::SERVICE_UNAVAILABLE,
                 code: ErrorCode::EngineUnavailable,
-                message: format!("{e}; the rest of the gateway keeps serving"),
+                message: format!(
+                    "{}; the rest of the gateway keeps serving",
+                    sandbox_runner::without_paths(&e.to_string())
+                ),
             }
         }
-        sandbox_runner::Error::Misconfigured(_) => ApiError::Refused {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            code: ErrorCode::EngineMisconfigured,
-            message: e.to_string(),
-        },
+        sandbox_runner::Error::Misconfigured(_) => {
+            tracing::warn!(error = %e, "a request needed the container engine");
+            ApiError::Refused {
+                status: StatusCode::SERVICE_UNAVAILABLE,
+                code: ErrorCode::EngineMisconfigured,
+                message: sandbox_runner::without_paths(&e.to_string()),
+            }
+        }
         other => ApiError::Internal(anyhow::anyhow!("container engine: {other}")),
     }
 }

@@ -5,8 +5,9 @@
 //! the command runs: same process, same pid under the engine's init. The gateway builds it as
 //! a static executable and mounts it read-only into the container.
 //!
-//! `vre-launch --usage DIR` prints the bytes DIR takes on disk instead (`usage.rs`): the
-//! gateway measures an output folder with it where the engine's host is not its own.
+//! `vre-launch --usage DIR` prints the bytes DIR holds instead (`usage.rs`), or
+//! `unmeasurable: WHY` when something in it cannot be measured: the gateway measures a
+//! sandbox's volumes with it where the engine's host is not its own.
 
 mod payload;
 mod usage;
@@ -21,7 +22,8 @@ fn main() {
     if let (Some(mode), Some(dir)) = (argv.next(), argv.next()) {
         if mode == "--usage" {
             match usage::usage(std::path::Path::new(&dir)) {
-                Ok(bytes) => println!("{bytes}"),
+                Ok(usage::Usage::Bytes(bytes)) => println!("{bytes}"),
+                Ok(usage::Usage::Unmeasurable(why)) => println!("unmeasurable: {why}"),
                 Err(e) => {
                     eprintln!("vre: cannot measure {}: {e}", dir.to_string_lossy());
                     exit(1);

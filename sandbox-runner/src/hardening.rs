@@ -12,7 +12,7 @@ use bollard::models::{
 
 use crate::{
     LABEL_INSTANCE, LABEL_MANAGED, LABEL_PROJECT, LABEL_ROLE, LABEL_RUN, LABEL_SANDBOX, RunSpec,
-    SANDBOX_UID, SandboxSpec,
+    SANDBOX_UID, SandboxSpec, Volume,
 };
 
 /// Inside every run: the same layout and environment.
@@ -62,7 +62,7 @@ pub fn labels(instance: &str, sandbox: &str, project: &str, role: &str) -> HashM
     ])
 }
 
-fn volume(source: String, target: String, read_only: bool) -> Mount {
+pub(crate) fn volume(source: String, target: String, read_only: bool) -> Mount {
     Mount {
         typ: Some(MountType::VOLUME),
         source: Some(source),
@@ -146,16 +146,26 @@ pub fn launcher_container(
     c
 }
 
-/// Where a measuring container sees the output folder it measures.
+/// Where a measuring container sees the volume it measures.
 pub const MEASURED_DIR: &str = "/vre/measured";
 
-/// The create request for a container that measures a sandbox's output folder with the
-/// launcher's `--usage` mode, where the engine's volumes cannot be read from the gateway's
+/// The create request for a container that measures one of a sandbox's writable volumes with
+/// the launcher's `--usage` mode, where the engine's volumes cannot be read from the gateway's
 /// host. It runs as root with one capability, `DAC_READ_SEARCH` (to list and stat what the
 /// sandbox made unreadable, which would otherwise hide from the quota), and nothing else: no
-/// network, read-only root, the folder and the launcher read-only, no-new-privileges, a few
-/// pids and little memory. It reads metadata only and prints one number.
-pub fn measure_container(instance: &str, sandbox: &str, project: &str) -> ContainerCreateBody {
+/// network, read-only root, the volume (copy-up off) and the launcher read-only,
+/// no-new-privileges, a few pids and little memory, under the sandbox's runtime like its runs
+/// (gVisor's own threads count in the pids limit: more of them there). It reads metadata only
+/// and prints one line.
+pub fn measure_container(
+    instance: &str,
+    sb: &SandboxSpec,
+    measured: Volume,
+) -> ContainerCreateBody {
+    let (pids, memory) = match sb.runtime {
+        None => (8, 32 << 20),
+        Some(_) => (128, 64 << 20),
+    };
     ContainerCreateBody {
         image: Some(crate::docker::INIT_IMAGE.to_owned()),
         entrypoint: Some(Vec::new()),
@@ -165,7 +175,7 @@ pub fn measure_container(instance: &str, sandbox: &str, project: &str) -> Contai
             MEASURED_DIR.to_owned(),
         ]),
         user: Some("0:0".into()),
-        labels: Some(labels(instance, sandbox, project, "measure")),
+        labels: Some(labels(instance, &sb.id, &sb.project, "measure")),
         network_disabled: Some(true),
         tty: Some(false),
         host_config: Some(HostConfig {
@@ -175,11 +185,11 @@ pub fn measure_container(instance: &str, sandbox: &str, project: &str) -> Contai
             cap_add: Some(vec!["DAC_READ_SEARCH".into()]),
             security_opt: Some(vec!["no-new-privileges:true".into()]),
             privileged: Some(false),
-            pids_limit: Some(8),
-            memory: Some(32 << 20),
-            memory_swap: Some(32 << 20),
+            pids_limit: Some(pids),
+            memory: Some(memory),
+            memory_swap: Some(memory),
             mounts: Some(vec![
-                volume(output_volume(sandbox), MEASURED_DIR.into(), true),
+                volume(measured.name(&sb.id), MEASURED_DIR.into(), true),
                 volume(launcher_volume(instance), LAUNCH_DIR.into(), true),
             ]),
             log_config: Some(HostConfigLogConfig {
@@ -189,6 +199,7 @@ pub fn measure_container(instance: &str, sandbox: &str, project: &str) -> Contai
                     ("max-file".to_owned(), "1".to_owned()),
                 ])),
             }),
+            runtime: sb.runtime.clone(),
             ..Default::default()
         }),
         ..Default::default()
@@ -349,6 +360,7 @@ mod tests {
                     pids: 128,
                     tmpfs_bytes: 64 << 20,
                     output_quota_bytes: 1 << 30,
+                    work_quota_bytes: 4 << 30,
                     log_max_bytes: 1 << 20,
                 },
                 ingress: vec!["app-1".into()],
@@ -445,30 +457,49 @@ mod tests {
     }
 
     #[test]
-    fn a_measuring_container_may_read_the_output_folder_and_nothing_more() {
-        let c = measure_container("gw", "sbx-1", "p1");
+    fn a_measuring_container_may_read_the_measured_volume_and_nothing_more() {
+        let mut sb = spec().sandbox;
+        for (volume, name) in [
+            (Volume::Output, output_volume("sbx-1")),
+            (Volume::Work, work_volume("sbx-1")),
+        ] {
+            let c = measure_container("gw", &sb, volume);
+            let h = c.host_config.as_ref().unwrap();
+            assert_eq!(h.network_mode.as_deref(), Some("none"));
+            assert_eq!(c.network_disabled, Some(true));
+            assert_eq!(h.readonly_rootfs, Some(true));
+            assert_eq!(h.cap_drop.as_deref(), Some(&["ALL".to_owned()][..]));
+            assert_eq!(
+                h.cap_add.as_deref(),
+                Some(&["DAC_READ_SEARCH".to_owned()][..])
+            );
+            assert_eq!(h.privileged, Some(false));
+            assert!(
+                h.security_opt
+                    .as_ref()
+                    .unwrap()
+                    .contains(&"no-new-privileges:true".to_owned())
+            );
+            let mounts = h.mounts.as_ref().unwrap();
+            assert!(mounts.iter().all(|m| m.read_only == Some(true)));
+            assert!(
+                mounts
+                    .iter()
+                    .all(|m| m.volume_options.as_ref().and_then(|o| o.no_copy) == Some(true)),
+                "copy-up off"
+            );
+            let sources: Vec<_> = mounts.iter().map(|m| m.source.clone().unwrap()).collect();
+            assert_eq!(sources, vec![name, launcher_volume("gw")]);
+            assert_eq!(h.binds, None);
+            assert_eq!(h.runtime, None);
+            assert!(c.labels.as_ref().unwrap().get(LABEL_RUN).is_none());
+        }
+        // Under the runtime the sandbox's runs get, with room for its threads.
+        sb.runtime = Some("runsc".into());
+        let c = measure_container("gw", &sb, Volume::Output);
         let h = c.host_config.as_ref().unwrap();
-        assert_eq!(h.network_mode.as_deref(), Some("none"));
-        assert_eq!(c.network_disabled, Some(true));
-        assert_eq!(h.readonly_rootfs, Some(true));
-        assert_eq!(h.cap_drop.as_deref(), Some(&["ALL".to_owned()][..]));
-        assert_eq!(
-            h.cap_add.as_deref(),
-            Some(&["DAC_READ_SEARCH".to_owned()][..])
-        );
-        assert_eq!(h.privileged, Some(false));
-        assert!(
-            h.security_opt
-                .as_ref()
-                .unwrap()
-                .contains(&"no-new-privileges:true".to_owned())
-        );
-        let mounts = h.mounts.as_ref().unwrap();
-        assert!(mounts.iter().all(|m| m.read_only == Some(true)));
-        let sources: Vec<_> = mounts.iter().map(|m| m.source.clone().unwrap()).collect();
-        assert_eq!(sources, vec![output_volume("sbx-1"), launcher_volume("gw")]);
-        assert_eq!(h.binds, None);
-        assert!(c.labels.as_ref().unwrap().get(LABEL_RUN).is_none());
+        assert_eq!(h.runtime.as_deref(), Some("runsc"));
+        assert!(h.pids_limit >= Some(128));
     }
 
     #[test]

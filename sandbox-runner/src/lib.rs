@@ -19,6 +19,8 @@ mod tls;
 #[path = "../launch/usage.rs"]
 mod usage;
 
+pub use usage::Usage;
+
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -53,6 +55,8 @@ pub struct Resources {
     pub tmpfs_bytes: i64,
     /// Bytes the output folder may hold; a run that goes past is stopped.
     pub output_quota_bytes: u64,
+    /// Bytes the work area may hold; a run that goes past is stopped.
+    pub work_quota_bytes: u64,
     /// Bytes of stdout and stderr kept per run; a run that writes more is stopped.
     pub log_max_bytes: u64,
 }
@@ -107,6 +111,8 @@ pub enum Outcome {
     TimedOut,
     /// Its output folder grew past the quota and it was stopped.
     OutputQuotaExceeded,
+    /// Its work area grew past the quota and it was stopped.
+    WorkQuotaExceeded,
     /// It wrote more logs than allowed and was stopped.
     LogLimitExceeded,
     /// Someone allowed to asked for it to stop (before or after it started).
@@ -124,6 +130,7 @@ impl Outcome {
             Outcome::OomKilled => "oom_killed",
             Outcome::TimedOut => "timed_out",
             Outcome::OutputQuotaExceeded => "output_quota_exceeded",
+            Outcome::WorkQuotaExceeded => "work_quota_exceeded",
             Outcome::LogLimitExceeded => "log_limit_exceeded",
             Outcome::Cancelled => "cancelled",
             Outcome::Vanished => "vanished",
@@ -139,9 +146,39 @@ impl Outcome {
             Outcome::OomKilled
             | Outcome::TimedOut
             | Outcome::OutputQuotaExceeded
+            | Outcome::WorkQuotaExceeded
             | Outcome::LogLimitExceeded
             | Outcome::Cancelled => 137,
             Outcome::Vanished | Outcome::Failed { .. } => 125,
+        }
+    }
+}
+
+/// A sandbox's writable volumes, each with its quota.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Volume {
+    /// `/vre/work`, the run's working directory.
+    Work,
+    /// `/vre/output`, what may leave through egress.
+    Output,
+}
+
+impl Volume {
+    pub const ALL: [Volume; 2] = [Volume::Work, Volume::Output];
+
+    /// The volume's name on the engine.
+    pub fn name(self, sandbox: &str) -> String {
+        match self {
+            Volume::Work => hardening::work_volume(sandbox),
+            Volume::Output => hardening::output_volume(sandbox),
+        }
+    }
+
+    /// How it is called in messages: "work area", "output folder".
+    pub fn label(self) -> &'static str {
+        match self {
+            Volume::Work => "work area",
+            Volume::Output => "output folder",
         }
     }
 }
@@ -185,6 +222,8 @@ pub struct ImageInfo {
 }
 
 /// Why the engine could not do what was asked.
+/// Their messages can hold paths of the gateway's host (its engine's socket): clients get them
+/// through [`without_paths`].
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("the container engine is unavailable: {0}")]
@@ -231,6 +270,32 @@ impl Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// `message` without the file system paths in it (an engine's socket, its data root, a
+/// certificate's file), each replaced by `…`: for messages that reach clients, who need not
+/// learn how the gateway reaches its engine. A path is a `/` at the start of the message or
+/// after anything but a letter or digit, up to the next blank, quote, comma, colon, semicolon or
+/// closing bracket.
+pub fn without_paths(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut in_path = false;
+    let mut prev: Option<char> = None;
+    for c in message.chars() {
+        if in_path {
+            if c.is_whitespace() || "\"'`,:;)]}".contains(c) {
+                in_path = false;
+                out.push(c);
+            }
+        } else if c == '/' && !prev.is_some_and(|p| p.is_alphanumeric() || p == '/') {
+            in_path = true;
+            out.push('…');
+        } else {
+            out.push(c);
+        }
+        prev = Some(c);
+    }
+    out
+}
+
 /// What the gateway needs from a container engine. Every method is idempotent: calling it
 /// again after a crash, a timeout or a success leaves the same state.
 #[async_trait::async_trait]
@@ -254,8 +319,10 @@ pub trait SandboxBackend: Send + Sync + 'static {
     async fn state(&self, container: &str) -> Result<RunState>;
     /// stdout and stderr, interleaved, following until the container ends.
     fn logs(&self, container: &str) -> BoxStream<'static, Result<Vec<u8>>>;
-    /// Bytes held by the sandbox's output folder.
-    async fn output_usage(&self, sandbox: &SandboxSpec) -> Result<u64>;
+    /// What one of the sandbox's writable volumes holds ([`Usage::Unmeasurable`] when the run
+    /// made something in it that cannot be measured). An error says it could not be looked
+    /// at, which is no fault of the run.
+    async fn usage(&self, sandbox: &SandboxSpec, volume: Volume) -> Result<Usage>;
     /// The output folder as a tar stream (for egress).
     fn download_output(&self, sandbox: &SandboxSpec, path: &str) -> ByteStream;
     async fn remove_container(&self, container: &str) -> Result<()>;
@@ -275,4 +342,32 @@ pub trait SandboxBackend: Send + Sync + 'static {
     async fn ready_next(&self, _sandbox: &SandboxSpec) {}
     /// Stops starting containers ahead and removes those it holds (before a graceful stop).
     async fn shutdown(&self) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_for_clients_name_no_paths() {
+        for (message, shown) in [
+            (
+                "error trying to connect: /var/run/docker.sock: No such file or directory",
+                "error trying to connect: …: No such file or directory",
+            ),
+            (
+                "Socket not found: unix:///nonexistent/docker.sock",
+                "Socket not found: unix:…",
+            ),
+            ("mount \"/srv/x y\" (denied)", "mount \"… y\" (denied)"),
+            ("HTTP/1.1 and 1/2 stay", "HTTP/1.1 and 1/2 stay"),
+            ("/at/the/start", "…"),
+            (
+                "invalid peer certificate: UnknownIssuer",
+                "invalid peer certificate: UnknownIssuer",
+            ),
+        ] {
+            assert_eq!(without_paths(message), shown, "{message}");
+        }
+    }
 }

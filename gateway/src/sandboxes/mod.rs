@@ -145,6 +145,7 @@ pub fn resources(class: &ResourceClass) -> sandbox_runner::Resources {
         pids: class.pids,
         tmpfs_bytes: class.tmpfs_bytes,
         output_quota_bytes: class.output_quota_bytes,
+        work_quota_bytes: class.work_quota_bytes,
         log_max_bytes: class.log_max_bytes,
     }
 }

@@ -13,7 +13,9 @@ pub struct Facts {
     /// It reached its deadline and was killed.
     pub timed_out: bool,
     /// Its output folder was past the quota (while it ran, or at its end).
-    pub over_quota: bool,
+    pub over_output_quota: bool,
+    /// Its work area was past the quota (while it ran, or at its end).
+    pub over_work_quota: bool,
     /// It wrote more log than allowed.
     pub over_log: bool,
 }
@@ -21,9 +23,13 @@ pub struct Facts {
 /// The outcome to record. A container that is gone vanished, and one in any other state than
 /// exited failed, whatever else happened: there is no end of its own to name. For one that
 /// exited, what the gateway did to it comes first, in the order a person would ask about it (a
-/// cancellation, then the deadline, then the output quota), because that is why it ended; then
-/// the kernel's OOM kill; then the log limit (the log is cut, the program may still have ended
-/// by itself); and only then its own exit code.
+/// cancellation, then the deadline, then the quotas), because that is why it ended; then the
+/// kernel's OOM kill; then the log limit (the log is cut, the program may still have ended by
+/// itself); and only then its own exit code. Of the two quotas, the output folder's comes
+/// before the work area's: both stop the run for the space it took, but the output folder is
+/// what leaves the sandbox through egress, so it is the one the analyst must clear first (a run
+/// is stopped at the first quota it passes; both are named only when a quick writer passed
+/// both before its last measurement).
 pub fn recorded_outcome(facts: &Facts) -> Outcome {
     match &facts.end {
         None | Some(RunState::Missing) => Outcome::Vanished,
@@ -32,8 +38,10 @@ pub fn recorded_outcome(facts: &Facts) -> Outcome {
                 Outcome::Cancelled
             } else if facts.timed_out {
                 Outcome::TimedOut
-            } else if facts.over_quota {
+            } else if facts.over_output_quota {
                 Outcome::OutputQuotaExceeded
+            } else if facts.over_work_quota {
+                Outcome::WorkQuotaExceeded
             } else if *oom_killed {
                 Outcome::OomKilled
             } else if facts.over_log {
@@ -57,13 +65,18 @@ mod tests {
     type Happening = (&'static str, fn(&mut Facts), &'static str);
 
     /// What can happen to a run that exited, highest precedence first.
-    const EXITED: [Happening; 6] = [
+    const EXITED: [Happening; 7] = [
         ("cancelled", |f| f.cancelled = true, "cancelled"),
         ("timed out", |f| f.timed_out = true, "timed_out"),
         (
-            "over quota",
-            |f| f.over_quota = true,
+            "over output quota",
+            |f| f.over_output_quota = true,
             "output_quota_exceeded",
+        ),
+        (
+            "over work quota",
+            |f| f.over_work_quota = true,
+            "work_quota_exceeded",
         ),
         ("oom killed", |f| set_oom(f), "oom_killed"),
         ("over log", |f| f.over_log = true, "log_limit_exceeded"),

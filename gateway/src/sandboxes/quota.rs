@@ -1,69 +1,99 @@
-//! The output quota of a run: its folder measured every half second, sooner as it nears the
-//! quota, and once more at the end.
+//! The quotas of a run's writable volumes (work area, output folder): each measured every
+//! half second, sooner as it nears its quota, and once more at the end. A volume holding what
+//! cannot be measured (a folder the run made unreadable to the walk, a tree too deep) is past
+//! its quota: it counts against the run, never for it.
 
 use std::time::{Duration, Instant};
 
-use sandbox_runner::{SandboxBackend, SandboxSpec};
+use sandbox_runner::{SandboxBackend, SandboxSpec, Usage, Volume};
 
-/// A run's output quota: when to measure its folder next, and whether it is past the quota.
-pub(crate) struct OutputQuota {
+/// The quota of one of a run's volumes: when to measure it next, and whether it is past.
+pub(crate) struct VolumeQuota {
+    volume: Volume,
     quota: u64,
     clock: QuotaClock,
-    /// Whether the folder could not be measured once already (which is said once per run).
+    /// When it is measured next.
+    due: Instant,
+    /// Whether the volume could not be looked at once already (which is said once per run).
     unmeasured: bool,
 }
 
-impl OutputQuota {
-    pub(crate) fn new(quota: u64) -> Self {
-        OutputQuota {
+impl VolumeQuota {
+    pub(crate) fn new(volume: Volume, quota: u64) -> Self {
+        let clock = QuotaClock::new(quota);
+        VolumeQuota {
+            volume,
             quota,
-            clock: QuotaClock::new(quota),
+            due: Instant::now() + clock.next,
+            clock,
             unmeasured: false,
         }
     }
 
     /// How long to wait before the next measurement.
     pub(crate) fn next(&self) -> Duration {
-        self.clock.next
+        self.due.saturating_duration_since(Instant::now())
     }
 
-    /// Measures the folder: whether it is past the quota. One that cannot be measured is not
-    /// (its quota is not enforced until it can be).
+    /// Measures the volume when it is due: why it is past the quota, if it is. One that cannot
+    /// be looked at (the engine or its host cannot say) is not past it (its quota is not
+    /// enforced until it can be); one that holds what cannot be measured is.
     pub(crate) async fn exceeded(
         &mut self,
         run: &str,
         backend: &dyn SandboxBackend,
         spec: &SandboxSpec,
-    ) -> bool {
+    ) -> Option<String> {
+        if self.next() > Duration::ZERO {
+            return None;
+        }
         let walk = Instant::now();
-        match backend.output_usage(spec).await {
-            Ok(used) => {
+        let over = match backend.usage(spec, self.volume).await {
+            Ok(Usage::Bytes(used)) => {
                 self.clock.measured(used, walk);
-                used > self.quota
+                self.past(&Usage::Bytes(used))
             }
+            Ok(u @ Usage::Unmeasurable(_)) => self.past(&u),
             Err(e) => {
                 if !self.unmeasured {
                     self.unmeasured = true;
-                    tracing::warn!(run, error = %e, "the output folder cannot be measured: its quota is not enforced until it can");
+                    tracing::warn!(run, volume = self.volume.label(), error = %e, "a volume cannot be measured: its quota is not enforced until it can");
                 }
-                false
+                None
             }
-        }
+        };
+        self.due = Instant::now() + self.clock.next;
+        over
     }
 
-    /// The measurement once the run ended (a quick writer can fill the folder between two
-    /// measurements and exit): whether it is past the quota, `None` when it cannot be measured.
+    /// The measurement once the run ended (a quick writer can fill the volume between two
+    /// measurements and exit): why it is past the quota, if it is; `None` too when it cannot be
+    /// looked at.
     pub(crate) async fn exceeded_at_end(
         &self,
         backend: &dyn SandboxBackend,
         spec: &SandboxSpec,
-    ) -> Option<bool> {
-        let used = backend.output_usage(spec).await.ok()?;
-        Some(used > self.quota)
+    ) -> Option<String> {
+        let used = backend.usage(spec, self.volume).await.ok()?;
+        self.past(&used)
+    }
+
+    fn past(&self, used: &Usage) -> Option<String> {
+        let what = self.volume.label();
+        match used {
+            Usage::Bytes(n) if *n > self.quota => Some(format!(
+                "the {what} holds {n} bytes, past its quota of {}",
+                self.quota
+            )),
+            Usage::Bytes(_) => None,
+            Usage::Unmeasurable(why) => Some(format!(
+                "the {what} holds what cannot be measured, which counts as past its quota: {why}"
+            )),
+        }
     }
 }
 
-/// When to measure a run's output folder next. Every `QUOTA_STEP_MAX` while it grows slowly;
+/// When to measure a run's volume next. Every `QUOTA_STEP_MAX` while it grows slowly;
 /// sooner as it nears its quota at the rate it grows (half the time it would take to reach it),
 /// so that a fast writer overshoots by less; never more often than `QUOTA_STEP_MIN`, nor than
 /// every `QUOTA_WALK_SHARE` times the last measurement took (a folder of many files takes long
@@ -116,7 +146,7 @@ mod tests {
     const MIB: u64 = 1 << 20;
 
     #[test]
-    fn the_output_folder_is_measured_sooner_as_it_nears_its_quota() {
+    fn a_volume_is_measured_sooner_as_it_nears_its_quota() {
         let t0 = Instant::now();
         let at = |ms: u64| t0 + Duration::from_millis(ms);
         let mut q = QuotaClock::new(1024 * MIB);

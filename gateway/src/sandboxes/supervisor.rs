@@ -1,20 +1,20 @@
 //! A run's supervisor, from the queue to its recorded end: it waits for a slot, starts the
 //! run (or re-attaches to it after a restart), captures its log up to the cap, enforces its
-//! deadline, output quota and cancellation with a kill, records how it ended with an audit
+//! deadline, the quotas of its work area and output folder, and cancellation with a kill, records how it ended with an audit
 //! event, and removes its container. Told that the gateway stops, it detaches instead.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sandbox_runner::{Outcome, RunSpec, RunState, SandboxBackend};
+use sandbox_runner::{Outcome, RunSpec, RunState, SandboxBackend, Volume};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
 use crate::audit::NewEvent;
 use crate::sandboxes::outcome::{Facts, recorded_outcome};
-use crate::sandboxes::quota::OutputQuota;
+use crate::sandboxes::quota::VolumeQuota;
 use crate::sandboxes::{Progress, Sandboxes, spec_of};
 use crate::state::AppState;
 use crate::store::sandboxes::{self as sstore, Finish, RunRow};
@@ -131,7 +131,10 @@ pub(crate) fn container_of(run: &RunRow) -> String {
         .unwrap_or_else(|| sandbox_runner::hardening::run_container_name(&run.id))
 }
 
+/// The end of a run that failed for `reason`, recorded (and shown to its analyst) without the
+/// paths of the gateway's host that an engine's error holds; the log has them.
 async fn failed(sbx: &Sandboxes, run: &str, reason: String) -> Finish {
+    let reason = sandbox_runner::without_paths(&reason);
     ended_without_outcome_of_its_own(
         sbx,
         run,
@@ -249,6 +252,7 @@ async fn supervise_inner(
                 let _ = backend
                     .remove_container(&sandbox_runner::hardening::run_container_name(&run.id))
                     .await;
+                tracing::warn!(run = %run.id, error = %e, "a run could not start");
                 let f = failed(&sbx, &run.id, format!("the run could not start: {e}")).await;
                 return Ok(Watched::Ended(f, None));
             }
@@ -289,8 +293,12 @@ async fn supervise_inner(
         .unwrap_or(Duration::ZERO);
     let remaining = total.saturating_sub(elapsed);
 
-    let mut quota = OutputQuota::new(spec.resources.output_quota_bytes);
-    let mut over_quota = false;
+    let mut quotas = [
+        VolumeQuota::new(Volume::Output, spec.resources.output_quota_bytes),
+        VolumeQuota::new(Volume::Work, spec.resources.work_quota_bytes),
+    ];
+    // Why each volume is past its quota, when it is: [output, work].
+    let mut over_quota: [Option<String>; 2] = [None, None];
     let mut timed_out = false;
     let mut cancelled_by = None;
     let deadline = tokio::time::Instant::now() + remaining;
@@ -300,7 +308,10 @@ async fn supervise_inner(
             timed_out = true;
             break stop(&run.id, &*backend, &container).await?;
         }
-        let step = (deadline - now).min(quota.next());
+        let step = quotas
+            .iter()
+            .map(VolumeQuota::next)
+            .fold(deadline - now, Duration::min);
         let waited = tokio::select! {
             w = patiently(&run.id, || backend.wait(&container, step)) => w?,
             by = &mut cancel => {
@@ -320,27 +331,36 @@ async fn supervise_inner(
         if over_log.load(std::sync::atomic::Ordering::Relaxed) {
             break stop(&run.id, &*backend, &container).await?;
         }
-        if quota.exceeded(&run.id, &*backend, &spec).await {
-            over_quota = true;
+        // Both volumes, when due, at once.
+        let [output, work] = &mut quotas;
+        over_quota = tokio::join!(
+            output.exceeded(&run.id, &*backend, &spec),
+            work.exceeded(&run.id, &*backend, &spec)
+        )
+        .into();
+        if over_quota.iter().any(Option::is_some) {
             break stop(&run.id, &*backend, &container).await?;
         }
     };
-    // A quick writer can fill the folder between two measurements and exit: measure once more,
+    // A quick writer can fill a volume between two measurements and exit: measure once more,
     // while the end of the output is written.
     let last_usage = async {
-        if !timed_out && !over_quota && cancelled_by.is_none() {
-            quota.exceeded_at_end(&*backend, &spec).await
+        if !timed_out && over_quota.iter().all(Option::is_none) && cancelled_by.is_none() {
+            let [output, work] = &quotas;
+            tokio::join!(
+                output.exceeded_at_end(&*backend, &spec),
+                work.exceeded_at_end(&*backend, &spec)
+            )
+            .into()
         } else {
-            None
+            over_quota.clone()
         }
     };
     let (used, logs) = tokio::join!(
         last_usage,
         tokio::time::timeout(Duration::from_secs(10), log_task)
     );
-    if let Some(over) = used {
-        over_quota = over;
-    }
+    let [over_output, over_work] = used;
     let truncated = match logs {
         Ok(Ok(Ok(t))) => t,
         _ => over_log.load(std::sync::atomic::Ordering::Relaxed),
@@ -349,7 +369,8 @@ async fn supervise_inner(
         end: end_state,
         cancelled: cancelled_by.is_some(),
         timed_out,
-        over_quota,
+        over_output_quota: over_output.is_some(),
+        over_work_quota: over_work.is_some(),
         over_log: over_log.load(std::sync::atomic::Ordering::Relaxed),
     });
     let (log_bytes, log_sha256) = log_digest(&log_path).await;
@@ -358,6 +379,8 @@ async fn supervise_inner(
         detail: match (&outcome, &cancelled_by) {
             (Outcome::Failed { reason }, _) => Some(reason.clone()),
             (Outcome::Cancelled, Some(by)) => Some(format!("cancelled by {by}")),
+            (Outcome::OutputQuotaExceeded, _) => over_output,
+            (Outcome::WorkQuotaExceeded, _) => over_work,
             _ => None,
         },
         outcome: outcome.as_str().into(),

@@ -39,6 +39,7 @@ wire_enum! {
         OomKilled = "oom_killed",
         TimedOut = "timed_out",
         OutputQuotaExceeded = "output_quota_exceeded",
+        WorkQuotaExceeded = "work_quota_exceeded",
         LogLimitExceeded = "log_limit_exceeded",
         Cancelled = "cancelled",
         Vanished = "vanished",

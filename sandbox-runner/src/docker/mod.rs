@@ -10,7 +10,7 @@
 //!
 //! What lives where: `connect` reaches the engine and says what its errors mean; `standby`
 //! keeps a container started ahead for each recently used sandbox; `volumes` makes, fills and
-//! removes a sandbox's volumes; `usage` measures its output folder; `export` reads it out.
+//! removes a sandbox's volumes; `usage` measures its writable volumes; `export` reads one out.
 //! Runs themselves start, end and are followed here.
 
 mod connect;
@@ -40,7 +40,7 @@ use futures_util::stream::BoxStream;
 use crate::hardening;
 use crate::{
     ByteStream, EngineInfo, Error, ImageInfo, LABEL_INSTANCE, LABEL_MANAGED, LABEL_RUN, Managed,
-    Result, RunSpec, RunState, SandboxBackend, SandboxSpec, Started,
+    Result, RunSpec, RunState, SandboxBackend, SandboxSpec, Started, Usage, Volume,
 };
 use standby::Standbys;
 
@@ -58,14 +58,14 @@ pub struct DockerBackend {
     /// The output of runs started by this backend, attached before their start, until `logs`
     /// takes it.
     attached: std::sync::Mutex<HashMap<String, crate::output::Frames>>,
-    /// Where each sandbox's output volume lives on the engine's host, once asked: the quota is
-    /// measured every half second of a run, and the place does not change.
-    output_roots: std::sync::Mutex<HashMap<String, PathBuf>>,
+    /// Where each sandbox's writable volume lives on the engine's host (by volume name), once
+    /// asked: the quotas are measured every half second of a run, and the place does not change.
+    volume_roots: std::sync::Mutex<HashMap<String, PathBuf>>,
     /// Containers started ahead, shared with the tasks that start them.
     standbys: Arc<std::sync::Mutex<Standbys>>,
     /// Whether runs go through the launcher on this engine, once known.
     launcher: tokio::sync::Mutex<Option<bool>>,
-    /// Set once an output folder could not be read on this host: from then on they are
+    /// Set once a sandbox's volume could not be read on this host: from then on they are
     /// measured by a container on the engine.
     measure_on_engine: std::sync::atomic::AtomicBool,
     /// The runtimes the engine has, once asked (a configured one is checked before use).
@@ -96,7 +96,7 @@ impl DockerBackend {
             exits: Default::default(),
             events: std::sync::Mutex::new(None),
             attached: Default::default(),
-            output_roots: Default::default(),
+            volume_roots: Default::default(),
             standbys: Arc::new(std::sync::Mutex::new(Standbys::new())),
             launcher: tokio::sync::Mutex::new(None),
             measure_on_engine: Default::default(),
@@ -115,7 +115,7 @@ impl DockerBackend {
             exits: self.exits.clone(),
             events: std::sync::Mutex::new(None),
             attached: Default::default(),
-            output_roots: Default::default(),
+            volume_roots: Default::default(),
             standbys: self.standbys.clone(),
             launcher: tokio::sync::Mutex::new(None),
             measure_on_engine: Default::default(),
@@ -395,8 +395,8 @@ impl SandboxBackend for DockerBackend {
         }
     }
 
-    async fn output_usage(&self, sb: &SandboxSpec) -> Result<u64> {
-        self.measure_output(sb).await
+    async fn usage(&self, sb: &SandboxSpec, volume: Volume) -> Result<Usage> {
+        self.measure(sb, volume).await
     }
 
     fn download_output(&self, sb: &SandboxSpec, path: &str) -> ByteStream {
@@ -424,7 +424,12 @@ impl SandboxBackend for DockerBackend {
     }
 
     async fn remove_sandbox(&self, sandbox: &str) -> Result<()> {
-        crate::lock(&self.output_roots).remove(sandbox);
+        {
+            let mut roots = crate::lock(&self.volume_roots);
+            for v in Volume::ALL {
+                roots.remove(&v.name(sandbox));
+            }
+        }
         self.retire(sandbox).await?;
         self.remove_sandbox_objects(sandbox).await
     }

@@ -1,5 +1,6 @@
-//! How much a sandbox's output folder holds, for its quota: walked on this host, where the
-//! engine's volumes usually are, or else measured by a short-lived container on the engine.
+//! What a sandbox's writable volumes (work area, output folder) hold, for their quotas: walked
+//! on this host, where the engine's volumes usually are, or else measured by a short-lived
+//! container on the engine. Both walk the same way (`launch/usage.rs`).
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -10,14 +11,14 @@ use futures_util::StreamExt;
 use super::DockerBackend;
 use super::connect::engine_error;
 use crate::hardening;
-use crate::{Error, Result, SandboxBackend, SandboxSpec};
+use crate::{Error, Result, SandboxBackend, SandboxSpec, Usage, Volume};
 
 impl DockerBackend {
-    /// Bytes in the sandbox's output folder: walked here while this host can read the
+    /// What one of the sandbox's volumes holds: walked here while this host can read the
     /// engine's volumes, measured on the engine from the first time it cannot.
-    pub(super) async fn measure_output(&self, sb: &SandboxSpec) -> Result<u64> {
+    pub(super) async fn measure(&self, sb: &SandboxSpec, volume: Volume) -> Result<Usage> {
         if !self.measure_on_engine.load(Ordering::Relaxed) {
-            let why = match self.usage_here(&sb.id).await? {
+            let why = match self.usage_here(&volume.name(&sb.id)).await? {
                 Ok(used) => return Ok(used),
                 Err(why) => why,
             };
@@ -27,18 +28,18 @@ impl DockerBackend {
                     "{why}, and the engine cannot measure it"
                 )));
             }
-            tracing::info!(reason = %why, "output folders are measured on the engine's side from now on");
+            tracing::info!(reason = %why, "sandboxes' volumes are measured on the engine's side from now on");
             self.measure_on_engine.store(true, Ordering::Relaxed);
         }
-        self.usage_on_engine(sb).await
+        self.usage_on_engine(sb, volume).await
     }
 
-    /// The output folder's usage walked on this host, where the engine's volumes live; `Err`
-    /// inside when this host cannot read it (the volume lives on another host, or the gateway
-    /// may not read the engine's volumes), with why. The engine's own errors (down, the volume
-    /// gone) are the outer error: they say nothing of where volumes live.
-    async fn usage_here(&self, sandbox: &str) -> Result<std::result::Result<u64, String>> {
-        let root = self.output_root(sandbox).await?;
+    /// The volume's usage walked on this host, where the engine's volumes live; `Err` inside
+    /// when this host cannot read it (the volume lives on another host, or the gateway may not
+    /// read the engine's volumes), with why. The engine's own errors (down, the volume gone)
+    /// are the outer error: they say nothing of where volumes live.
+    async fn usage_here(&self, volume: &str) -> Result<std::result::Result<Usage, String>> {
+        let root = self.volume_root(volume).await?;
         let walked = {
             let root = root.clone();
             tokio::task::spawn_blocking(move || crate::usage::usage(&root))
@@ -47,18 +48,18 @@ impl DockerBackend {
         };
         Ok(walked.map_err(|e| {
             // Asked again next time: the volume may have been made anew.
-            crate::lock(&self.output_roots).remove(sandbox);
+            crate::lock(&self.volume_roots).remove(volume);
             format!(
-                "the output folder {} cannot be read on this host: {e}",
+                "the volume {} cannot be read on this host: {e}",
                 root.display()
             )
         }))
     }
 
-    /// The output folder's usage measured by a short-lived container on the engine
+    /// The volume's usage measured by a short-lived container on the engine
     /// ([`hardening::measure_container`]), for engines whose volumes this host cannot read.
-    async fn usage_on_engine(&self, sb: &SandboxSpec) -> Result<u64> {
-        let body = hardening::measure_container(&self.instance, &sb.id, &sb.project);
+    async fn usage_on_engine(&self, sb: &SandboxSpec, volume: Volume) -> Result<Usage> {
+        let body = hardening::measure_container(&self.instance, sb, volume);
         let id = self
             .call(self.docker()?.create_container(
                 None::<bollard::query_parameters::CreateContainerOptions>,
@@ -96,10 +97,10 @@ impl DockerBackend {
                     break;
                 }
             }
-            let out = String::from_utf8_lossy(&out);
-            out.trim().parse::<u64>().map_err(|_| {
+            parse_measured(&out).ok_or_else(|| {
                 Error::Failed(format!(
-                    "measuring the output folder failed: {}",
+                    "measuring the {} failed: {}",
+                    volume.label(),
                     String::from_utf8_lossy(&err).trim()
                 ))
             })
@@ -110,19 +111,43 @@ impl DockerBackend {
         measured
     }
 
-    async fn output_root(&self, sandbox: &str) -> Result<PathBuf> {
-        let known = crate::lock(&self.output_roots).get(sandbox).cloned();
+    async fn volume_root(&self, volume: &str) -> Result<PathBuf> {
+        let known = crate::lock(&self.volume_roots).get(volume).cloned();
         if let Some(root) = known {
             return Ok(root);
         }
-        let v = self
-            .call(
-                self.docker()?
-                    .inspect_volume(&hardening::output_volume(sandbox)),
-            )
-            .await?;
+        let v = self.call(self.docker()?.inspect_volume(volume)).await?;
         let root = PathBuf::from(v.mountpoint);
-        crate::lock(&self.output_roots).insert(sandbox.to_owned(), root.clone());
+        crate::lock(&self.volume_roots).insert(volume.to_owned(), root.clone());
         Ok(root)
+    }
+}
+
+/// What the launcher's `--usage` mode printed: a number of bytes, or `unmeasurable: WHY`.
+fn parse_measured(out: &[u8]) -> Option<Usage> {
+    let out = String::from_utf8_lossy(out);
+    let out = out.trim();
+    if let Some(why) = out.strip_prefix("unmeasurable: ") {
+        return Some(Usage::Unmeasurable(why.to_owned()));
+    }
+    out.parse().ok().map(Usage::Bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_launchers_measure_is_read_back_or_refused() {
+        assert_eq!(parse_measured(b"4096\n"), Some(Usage::Bytes(4096)));
+        assert_eq!(
+            parse_measured(b"unmeasurable: \"d\" cannot be opened (denied) at /d\n"),
+            Some(Usage::Unmeasurable(
+                "\"d\" cannot be opened (denied) at /d".into()
+            ))
+        );
+        assert_eq!(parse_measured(b""), None);
+        assert_eq!(parse_measured(b"-1"), None);
+        assert_eq!(parse_measured(b"12 bytes"), None);
     }
 }

@@ -72,12 +72,8 @@ impl DockerBackend {
         let mut labels = hardening::labels(&self.instance, &sb.id, &sb.project, "ingress");
         labels.insert("vre.ingress".into(), ingress.to_owned());
         self.create_volume(&volume, labels).await?;
-        let mounts = vec![Mount {
-            typ: Some(MountType::VOLUME),
-            source: Some(volume),
-            target: Some("/stage".into()),
-            ..Default::default()
-        }];
+        // Copy-up off, as for runs: nothing of the image at `/stage` comes into the volume.
+        let mounts = vec![hardening::volume(volume, "/stage".into(), false)];
         let name = format!("vre-stage-{}-{ingress}", sb.id);
         let helper = self.helper(sb, &name, mounts).await?;
         let result = self.upload(&helper, "/stage", tar).await;
