@@ -101,10 +101,12 @@ impl From<policy::review::Refusal> for ApiError {
         use policy::review::Refusal as R;
         let message = r.to_string();
         match r {
-            R::OwnApplication | R::ConflictOfInterest => ApiError::ForbiddenCode {
-                code: "separation_of_duties",
-                message,
-            },
+            R::OwnApplication | R::ConflictOfInterest | R::OwnOpinion | R::ConflictedOpinion => {
+                ApiError::ForbiddenCode {
+                    code: "separation_of_duties",
+                    message,
+                }
+            }
             R::NotRequester { .. } => ApiError::ForbiddenCode {
                 code: "not_requester",
                 message,
