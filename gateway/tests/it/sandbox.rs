@@ -613,7 +613,8 @@ async fn only_approved_ingress_of_the_project_is_staged() {
     for (id, status, code) in [
         (&submitted, StatusCode::CONFLICT, "not_approved"),
         (&rejected, StatusCode::CONFLICT, "not_approved"),
-        (&elsewhere, StatusCode::FORBIDDEN, "other_project"),
+        // Another project's application is not found, as everywhere: its id tells nothing.
+        (&elsewhere, StatusCode::NOT_FOUND, "not_found"),
         (&access, StatusCode::CONFLICT, "not_ingress"),
     ] {
         let (st, b) = app
@@ -682,7 +683,25 @@ async fn only_approved_ingress_of_the_project_is_staged() {
                 &json!({"application": id}),
             )
             .await;
-        assert_eq!(st, StatusCode::INTERNAL_SERVER_ERROR, "{tamper}: {b}");
+        assert_eq!(
+            (st, b["code"].as_str()),
+            (StatusCode::CONFLICT, Some("archive_tampered")),
+            "{tamper}: {b}"
+        );
+        let (_, events) = app
+            .get(&format!("/api/v1/audit?subject={id}"), Some(&auditor))
+            .await;
+        let refused: Vec<Value> = events
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["action"] == "ingress.stage_refused")
+            .map(|e| serde_json::from_str(e["detail"].as_str().unwrap()).unwrap())
+            .collect();
+        assert_eq!(refused.len(), 1, "{tamper}: {events}");
+        assert_eq!(refused[0]["reason"], "archive_tampered");
+        assert_eq!(refused[0]["sandbox"], w.sandbox.as_str());
+        assert_eq!(refused[0]["archive_sha256"], m["archive"]["sha256"]);
         let vols = app.state.sandboxes.backend.list_volumes().await.unwrap();
         assert!(
             vols.iter()
