@@ -37,8 +37,12 @@
 //!
 //! What the rule cannot see, and the gateway must keep true: a bare name resolves through the
 //! image's `PATH`, which must hold no writable folder, and analysts cannot set a run's
-//! environment. Some interpreters read startup files from the working directory (R's
-//! `.Rprofile`): operators allow `Rscript` with that in mind, or analysts pass `--vanilla`.
+//! environment (`PYTHONPATH`, `BASH_ENV`, `LD_PRELOAD`, `PERL5OPT`, `NODE_OPTIONS` would each
+//! load unreviewed code). Some interpreters read startup files from the working directory (R's
+//! `.Rprofile`): operators allow `R` and `Rscript` with that in mind, or analysts pass
+//! `--vanilla`. A command the operator allows is trusted with its arguments: the rule knows the
+//! common interpreters and launchers, not every program that can run code given in an option
+//! (`tar --to-command`, `git -c`), so operators allow only programs that need no such options.
 //! Under `any`, the rule checks nothing but that there is a command.
 
 use std::fmt;
@@ -267,7 +271,7 @@ pub const SYNTAXES: &[Syntax] = &[
         modules: "m",
         long_modules: NONE,
         flags: "bBdEIOPqsSuvx",
-        values: "WX",
+        values: "W",
         long_flags: NONE,
         long_values: NONE,
         script_opts: "",
@@ -923,6 +927,8 @@ mod tests {
             (&["awk"], Some(NoScript)),
             (&["julia", "-e", "1"], Some(OptionNotAllowed)),
             (&["python3", "-i", "/vre/ingress/app-a/x.py"], Some(OptionNotAllowed)),
+            // `-X pycache_prefix=` would load compiled code from a writable folder.
+            (&["python3", "-X", "pycache_prefix=/vre/work/c", "/vre/ingress/app-a/x.py"], Some(OptionNotAllowed)),
             (&["bash", "--rcfile", "/vre/work/rc", "/vre/ingress/app-a/x.sh"], Some(OptionNotAllowed)),
             (&["env", "BASH_ENV=/vre/work/x", "bash", "/vre/ingress/app-a/x.sh"], Some(OptionNotAllowed)),
             (&["env", "-S", "sh -c id"], Some(OptionNotAllowed)),
