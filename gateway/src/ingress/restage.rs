@@ -178,7 +178,18 @@ fn restage_worker(
     };
     let mut source = Sha256::new();
     let mut run = |sink: &mut RestageSink| -> anyhow::Result<()> {
-        let mut f = std::fs::File::open(&blob)?;
+        let mut f = match std::fs::File::open(&blob) {
+            // Removed behind the gateway's back: no less a change than an edit.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Violation {
+                    rule: Rule::Truncated,
+                    entry: None,
+                    message: "the stored archive is gone from the blob store".into(),
+                }
+                .into());
+            }
+            f => f?,
+        };
         let mut u = Unpacker::default();
         let mut buf = vec![0u8; 256 * 1024];
         loop {

@@ -655,8 +655,8 @@ async fn only_approved_ingress_of_the_project_is_staged() {
     assert_eq!(detail["staged_sha256"], staged[0]["staged_sha256"]);
     // A stored archive that changed since its approval is not staged, and nothing of it stays:
     // once with a file's content changed (caught while streaming), once with only zero padding
-    // added (caught by the archive's hash at the end).
-    for tamper in ["content", "padding"] {
+    // added (caught by the archive's hash at the end), once removed.
+    for tamper in ["content", "padding", "gone"] {
         let id = upload(app, &w.ana, "p1", b"echo approved content\n").await;
         app.vote(&id, "rev", "approve").await;
         let (_, m) = app
@@ -673,9 +673,14 @@ async fn only_approved_ingress_of_the_project_is_staged() {
                 let at = bytes.windows(8).position(|x| x == b"approved").unwrap();
                 bytes[at..at + 8].copy_from_slice(b"TAMPERED");
             }
-            _ => bytes.extend_from_slice(&[0u8; 512]),
+            "padding" => bytes.extend_from_slice(&[0u8; 512]),
+            _ => {}
         }
-        std::fs::write(&blob, &bytes).unwrap();
+        if tamper == "gone" {
+            std::fs::remove_file(&blob).unwrap();
+        } else {
+            std::fs::write(&blob, &bytes).unwrap();
+        }
         let (st, b) = app
             .post(
                 &format!("/api/v1/sandboxes/{}/ingress", w.sandbox),
