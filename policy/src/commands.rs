@@ -31,9 +31,13 @@
 //! (so `./run.sh` or `bin/tool` is a work path); `//` and `.` segments collapse. A path with a
 //! `..` segment is refused outright: whether `a/..` is `.` depends on whether `a` is a link,
 //! which a pure rule cannot know, and below `/vre/work` an analyst can make links. Below a
-//! staged ingress there are none: the gateway stages only regular files and folders, owned by
+//! staged ingress there are none, and the gateway must keep it so: archives with links are
+//! refused at upload (`archive::rules`), staging writes only regular files and folders, owned by
 //! root and read-only, on a volume mounted read-only, so a path there names exactly what the
 //! committee saw. `/proc`, `/dev` and `/sys` are refused (`/proc/self/root/…` names any file).
+//! An approved executable is trusted with its arguments: an ingress that brings an interpreter
+//! of its own (a `busybox`, a `python`) makes its arguments code, which is why reviewers are
+//! shown native executables (`archive::checks`).
 //!
 //! What the rule cannot see, and the gateway must keep true: a bare name resolves through the
 //! image's `PATH`, which must hold no writable folder, and analysts cannot set a run's
