@@ -212,7 +212,8 @@ impl Checkpoint {
     }
 }
 
-/// The checkpoint log: appended to, fsynced, never rewritten.
+/// The checkpoint log: appended to, fsynced, never rewritten (but for a torn last line, cut at
+/// start by [`repair_checkpoint_log`]).
 pub fn checkpoint_file(dir: &Path) -> PathBuf {
     dir.join("checkpoints.log")
 }
@@ -243,15 +244,51 @@ pub fn write_checkpoint(dir: &Path, key: &Ed25519Key, head: &ChainHead) -> anyho
     Ok(())
 }
 
-/// Reads the checkpoint log; a missing log is an empty one.
-pub fn read_checkpoints(dir: &Path) -> anyhow::Result<Vec<Result<Checkpoint, String>>> {
+/// A last line of the checkpoint log without its end of line: every checkpoint is written as a
+/// whole line and fsynced, so this is a write a crash cut short, not a signed line changed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TornTail {
+    /// Its line number, from 1.
+    pub line: usize,
+    /// Where it starts in the file: the length the file is cut to.
+    pub offset: u64,
+    pub bytes: u64,
+    pub sha256: String,
+    /// What it holds, as text, at most 512 characters of it.
+    pub text: String,
+}
+
+impl std::fmt::Display for TornTail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the last line ({}) of the checkpoint log is torn: {} bytes without an end of line, a checkpoint write cut short by a crash rather than a signed checkpoint changed; the gateway cuts it at its next start and records what it cut",
+            self.line, self.bytes
+        )
+    }
+}
+
+/// The checkpoint log as read: its complete lines, and a torn last line if there is one.
+struct CheckpointLog {
+    lines: Vec<Result<Checkpoint, String>>,
+    torn: Option<TornTail>,
+}
+
+fn read_checkpoint_log(dir: &Path) -> anyhow::Result<CheckpointLog> {
     let path = checkpoint_file(dir);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(CheckpointLog {
+                lines: Vec::new(),
+                torn: None,
+            });
+        }
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };
-    Ok(text
+    let complete = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    let text = String::from_utf8_lossy(&bytes[..complete]);
+    let lines: Vec<Result<Checkpoint, String>> = text
         .lines()
         .enumerate()
         .filter(|(_, l)| !l.is_empty())
@@ -259,7 +296,63 @@ pub fn read_checkpoints(dir: &Path) -> anyhow::Result<Vec<Result<Checkpoint, Str
             Checkpoint::parse(l)
                 .ok_or_else(|| format!("line {} of {} is not a checkpoint", i + 1, path.display()))
         })
-        .collect())
+        .collect();
+    let tail = &bytes[complete..];
+    let torn = (!tail.is_empty()).then(|| TornTail {
+        line: text.lines().count() + 1,
+        offset: complete as u64,
+        bytes: tail.len() as u64,
+        sha256: hex::encode(Sha256::digest(tail)),
+        text: String::from_utf8_lossy(tail).chars().take(512).collect(),
+    });
+    Ok(CheckpointLog { lines, torn })
+}
+
+/// Reads the checkpoint log's complete lines (not a torn last line); a missing log is an empty
+/// one.
+pub fn read_checkpoints(dir: &Path) -> anyhow::Result<Vec<Result<Checkpoint, String>>> {
+    Ok(read_checkpoint_log(dir)?.lines)
+}
+
+/// Cuts a torn last line off the checkpoint log, at start, before anything is appended to it
+/// (a checkpoint written after it would be glued to it), and records the repair, with what was
+/// cut, as an audit event. Returns what was cut.
+pub async fn repair_checkpoint_log(
+    db: &crate::db::Db,
+    dir: &Path,
+) -> anyhow::Result<Option<TornTail>> {
+    let Some(torn) = read_checkpoint_log(dir)?.torn else {
+        return Ok(None);
+    };
+    let path = checkpoint_file(dir);
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    f.set_len(torn.offset)
+        .with_context(|| format!("cutting the torn last line of {}", path.display()))?;
+    f.sync_all()?;
+    tracing::warn!(
+        line = torn.line,
+        bytes = torn.bytes,
+        "cut a torn last line off the audit checkpoint log"
+    );
+    let mut tx = db.begin_write().await?;
+    tx.audit(NewEvent {
+        actor: "gateway",
+        action: "audit.checkpoints_repaired",
+        subject: "checkpoints.log",
+        detail: serde_json::json!({
+            "line": torn.line,
+            "offset": torn.offset,
+            "bytes": torn.bytes,
+            "sha256": torn.sha256,
+            "text": torn.text,
+        }),
+    })
+    .await?;
+    tx.commit().await?;
+    Ok(Some(torn))
 }
 
 /// Sends new chain heads to the checkpoint writer.
@@ -359,6 +452,9 @@ pub struct Report {
     pub checkpoints: usize,
     /// The first problem, naming the first bad event; `None` when the log is intact.
     pub problem: Option<Problem>,
+    /// A torn last line of the checkpoint log. The chain is checked against the complete lines;
+    /// when nothing else is wrong, this is the problem reported (event 0: it names no event).
+    pub torn_tail: Option<TornTail>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -382,7 +478,9 @@ pub async fn verify(
     public: &PublicKey,
 ) -> anyhow::Result<Report> {
     let mut checkpoints = Vec::new();
-    for (i, cp) in read_checkpoints(checkpoint_dir)?.into_iter().enumerate() {
+    let log = read_checkpoint_log(checkpoint_dir)?;
+    let torn_tail = log.torn;
+    for (i, cp) in log.lines.into_iter().enumerate() {
         match cp {
             Ok(cp) => checkpoints.push(cp),
             Err(e) => {
@@ -390,6 +488,7 @@ pub async fn verify(
                     events: 0,
                     checkpoints: i,
                     problem: Some(Problem { seq: 0, what: e }),
+                    torn_tail,
                 });
             }
         }
@@ -405,6 +504,7 @@ pub async fn verify(
                     seq: cp.seq,
                     what: "a checkpoint's signature does not verify with the audit key".into(),
                 }),
+                torn_tail,
             });
         }
     }
@@ -514,10 +614,17 @@ pub async fn verify(
             }),
         };
     }
+    if problem.is_none() {
+        problem = torn_tail.as_ref().map(|t| Problem {
+            seq: 0,
+            what: t.to_string(),
+        });
+    }
     Ok(Report {
         events: last,
         checkpoints: checkpoints.len(),
         problem,
+        torn_tail,
     })
 }
 

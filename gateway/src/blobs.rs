@@ -1,10 +1,11 @@
 //! The content-addressed blob store: `blobs/sha256/ab/cdef…`, each blob written once.
 //!
-//! A blob is written to `tmp/` and fsynced; [`FinishedBlob::commit`] renames it into place,
-//! which callers do inside the write transaction that records it (in the `blobs` table), just
-//! before the commit. Identical content is stored once. At start, whatever is in `tmp/` was never
-//! committed and is swept, and so is any blob the database does not know (a crash between the
-//! rename and the commit).
+//! A blob is written to `tmp/` and fsynced; [`FinishedBlob::commit`] renames it into place (and
+//! fsyncs the folder it lands in, and the parent of any folder it had to make), which callers do
+//! inside the write transaction that records it (in the `blobs` table), just before the commit.
+//! Identical content is stored once. At start, whatever is in `tmp/` was never committed and is
+//! swept, and so is any blob the database does not know (a crash between the rename and the
+//! commit).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -169,9 +170,22 @@ impl FinishedBlob {
             remove_soon(&self.workers, std::mem::take(&mut self.tmp));
         } else {
             let parent = dest.parent().context("a blob path has a parent")?;
+            let base = self.root.join("sha256");
+            let exists =
+                |p: PathBuf| async move { tokio::fs::try_exists(p).await.unwrap_or(false) };
+            let new_base = !exists(base.clone()).await;
+            let new_fanout = !exists(parent.to_owned()).await;
             tokio::fs::create_dir_all(parent).await?;
             tokio::fs::rename(&self.tmp, &dest).await?;
             sync_dir(parent).await;
+            // A folder made here is an entry of its parent: a crash could lose it, and every
+            // blob in it, until the parent is fsynced too.
+            if new_fanout {
+                sync_dir(&base).await;
+            }
+            if new_base {
+                sync_dir(&self.root).await;
+            }
         }
         self.committed = true;
         Ok(sha)

@@ -451,6 +451,9 @@ impl Settings {
         if self.auth.issuer.is_empty() || self.auth.audience.is_empty() {
             bail!("auth.issuer and auth.audience must not be empty");
         }
+        if let Some(url) = &self.auth.jwks_url {
+            check_jwks_url(url)?;
+        }
         if !self
             .sandbox
             .classes
@@ -579,6 +582,23 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// The identity provider's keys decide who anybody is: fetched in the clear, whoever sits on the
+/// way could hand the gateway keys of their own. Only `https://` is fetched (a `jwks_file` is
+/// the way to give keys without a fetch).
+fn check_jwks_url(url: &str) -> anyhow::Result<()> {
+    let https = url
+        .get(..8)
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://"));
+    let host = url.get(8..).unwrap_or("");
+    if !https || host.is_empty() || host.starts_with('/') {
+        let scheme = url.split_once("://").map_or("no scheme", |(s, _)| s);
+        bail!(
+            "auth.jwks_url must be an https:// URL with a host (this one has {scheme}): keys fetched otherwise could be swapped on the way; use https, or give the provider's keys in auth.jwks_file"
+        );
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -631,6 +651,35 @@ mod tests {
             "a secret leaked into Debug: {shown}"
         );
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_jwks_url_must_be_https() {
+        for url in [
+            "http://idp.example/jwks",
+            "HTTP://idp.example/jwks",
+            "ftp://idp.example/jwks",
+            "idp.example/jwks",
+            "https://",
+            "https:///jwks",
+            "",
+        ] {
+            let e = Settings::load(None, env(&[("VRE_AUTH__JWKS_URL", url)]))
+                .expect_err(url)
+                .to_string();
+            assert!(
+                e.contains("auth.jwks_url must be an https:// URL"),
+                "{url}: {e}"
+            );
+        }
+        for url in ["https://idp.example/jwks", "HTTPS://idp.example:8443/certs"] {
+            let (s, _) = Settings::load(None, env(&[("VRE_AUTH__JWKS_URL", url)])).unwrap();
+            assert_eq!(s.auth.jwks_url.as_deref(), Some(url));
+        }
+        // Keys from a file stay allowed, with or without a URL beside them.
+        let (s, _) =
+            Settings::load(None, env(&[("VRE_AUTH__JWKS_FILE", "/etc/vre/jwks.json")])).unwrap();
+        assert!(s.auth.jwks_url.is_none() && s.auth.jwks_file.is_some());
     }
 
     #[test]

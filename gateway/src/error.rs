@@ -92,10 +92,12 @@ impl From<policy::review::Refusal> for ApiError {
         use policy::review::Refusal as R;
         let message = r.to_string();
         match r {
-            R::OwnApplication | R::ConflictOfInterest => ApiError::ForbiddenCode {
-                code: ErrorCode::SeparationOfDuties,
-                message,
-            },
+            R::OwnApplication | R::ConflictOfInterest | R::OwnOpinion | R::ConflictedOpinion => {
+                ApiError::ForbiddenCode {
+                    code: ErrorCode::SeparationOfDuties,
+                    message,
+                }
+            }
             R::NotRequester { .. } => ApiError::ForbiddenCode {
                 code: ErrorCode::NotRequester,
                 message,

@@ -60,6 +60,8 @@ impl Application {
             );
         }
         let db = Db::open(&settings.database_url(), settings.database_max_connections).await?;
+        // Before anything is appended to the checkpoint log, or a new line would be glued to it.
+        audit::repair_checkpoint_log(&db, &settings.checkpoint_dir()).await?;
         let orphans = remove_orphan_blobs(&db, &blobs).await?;
         if orphans > 0 {
             tracing::info!(

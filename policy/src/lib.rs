@@ -2,7 +2,8 @@
 //!
 //! This crate decides; it never acts. It holds who may do what ([`access`]), how an application to
 //! the committee moves between states and when a quorum is reached ([`review`]), and the typed
-//! names the rest of the system speaks in ([`roles`], [`ids`]).
+//! names the rest of the system speaks in ([`roles`], [`ids`]), and which programs a run may start
+//! ([`commands`]).
 //!
 //! Architecture invariant: `policy` does no IO. It depends on no async runtime, no HTTP, no SQL and
 //! no Docker crate, so every rule here can be tested exhaustively with tables and property tests.
@@ -10,6 +11,7 @@
 
 pub mod access;
 pub mod archive;
+pub mod commands;
 pub mod ids;
 pub mod review;
 pub mod roles;

@@ -291,6 +291,10 @@ pub enum Refusal {
     OwnApplication,
     #[error("members of the application's project may not decide on it")]
     ConflictOfInterest,
+    #[error("nobody gives the committee's opinion on their own application")]
+    OwnOpinion,
+    #[error("members of the application's project may not give the committee's opinion on it")]
+    ConflictedOpinion,
     #[error("{voter} has already voted in this round")]
     AlreadyVoted { voter: String },
     #[error(
@@ -397,6 +401,32 @@ pub fn next_state(
             }
             Ok(to_transition(done, false, false))
         }
+    }
+}
+
+/// Whether `author` may attach the committee's opinion to an application: as with votes, neither
+/// its requester nor a member of its project (`conflicted`, as in [`Facts`]) may.
+pub fn may_give_opinion(requester: &str, conflicted: &[&str], author: &str) -> Result<(), Refusal> {
+    if author == requester {
+        return Err(Refusal::OwnOpinion);
+    }
+    if conflicted.contains(&author) {
+        return Err(Refusal::ConflictedOpinion);
+    }
+    Ok(())
+}
+
+impl Refusal {
+    /// A refusal on separation of duties (one's own application, one's own project's), which is
+    /// audited: somebody tried to judge their own case.
+    pub fn is_separation_of_duties(&self) -> bool {
+        matches!(
+            self,
+            Refusal::OwnApplication
+                | Refusal::ConflictOfInterest
+                | Refusal::OwnOpinion
+                | Refusal::ConflictedOpinion
+        )
     }
 }
 

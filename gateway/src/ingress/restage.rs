@@ -14,7 +14,8 @@ use crate::store::ingress::ManifestEntry;
 /// A stored archive re-emitted for staging: the same paths and contents, every entry owned by
 /// root and read-only (directories and executables 0555, other files 0444), each file's SHA-256
 /// checked against the approved manifest on the way. The stream ends with an error if anything
-/// differs, so a mismatch never lands complete in a sandbox.
+/// differs, so a mismatch never lands complete in a sandbox; the worker's error is then
+/// [`Tampered`].
 pub fn restage(
     blob: PathBuf,
     manifest: Vec<ManifestEntry>,
@@ -27,6 +28,12 @@ pub fn restage(
     let handle = tokio::task::spawn_blocking(move || restage_worker(blob, manifest, tx));
     (rx, handle)
 }
+
+/// The stored archive is not what the committee approved: a file differs from the manifest, an
+/// entry is missing or added, or it no longer reads as the archive it was.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Tampered(pub Violation);
 
 /// What was staged.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,6 +54,8 @@ struct RestageSink {
     current: Option<(String, Sha256, u64, bool)>,
     files: u64,
     bytes: u64,
+    /// The sandbox stopped taking the stream: what fails then is no fault of the archive.
+    stopped: bool,
 }
 
 const RESTAGE_CHUNK: usize = 256 * 1024;
@@ -65,11 +74,15 @@ impl RestageSink {
             return Ok(());
         }
         let chunk = Bytes::from(std::mem::take(&mut self.buf));
-        self.tx.blocking_send(Ok(chunk)).map_err(|_| Violation {
-            rule: Rule::Truncated,
-            entry: None,
-            message: "the sandbox stopped receiving".into(),
-        })
+        if self.tx.blocking_send(Ok(chunk)).is_err() {
+            self.stopped = true;
+            return Err(Violation {
+                rule: Rule::Truncated,
+                entry: None,
+                message: "the sandbox stopped receiving".into(),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -161,10 +174,22 @@ fn restage_worker(
         current: None,
         files: 0,
         bytes: 0,
+        stopped: false,
     };
     let mut source = Sha256::new();
     let mut run = |sink: &mut RestageSink| -> anyhow::Result<()> {
-        let mut f = std::fs::File::open(&blob)?;
+        let mut f = match std::fs::File::open(&blob) {
+            // Removed behind the gateway's back: no less a change than an edit.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Violation {
+                    rule: Rule::Truncated,
+                    entry: None,
+                    message: "the stored archive is gone from the blob store".into(),
+                }
+                .into());
+            }
+            f => f?,
+        };
         let mut u = Unpacker::default();
         let mut buf = vec![0u8; 256 * 1024];
         loop {
@@ -196,7 +221,13 @@ fn restage_worker(
         }),
         Err(e) => {
             let _ = err_tx.blocking_send(Err(std::io::Error::other(e.to_string())));
-            Err(e)
+            // A rule the stored archive broke (it was read whole at its upload) means it changed
+            // since; a failure to read it or to send it on is another matter.
+            Err(match e.downcast::<Violation>() {
+                Ok(v) if !sink.stopped => Tampered(v).into(),
+                Ok(v) => v.into(),
+                Err(e) => e,
+            })
         }
     }
 }

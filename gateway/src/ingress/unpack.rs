@@ -1,8 +1,9 @@
 //! Unpacking an upload: zstd decompression (its window capped) and the tar scan, each entry
-//! checked against the rules and hashed into the manifest while the automatic checks look at it.
+//! checked against the rules and hashed into the manifest while the automatic checks look at it
+//! (every byte of each file, for terminal controls).
 
 use axum::body::Bytes;
-use policy::archive::checks::{CheckResult, CheckSettings, Checker, PREFIX_BYTES};
+use policy::archive::checks::{CheckResult, CheckSettings, Checker, ControlScan, PREFIX_BYTES};
 use policy::archive::rules::{Limits, Rule, Validator, Violation};
 use policy::archive::tar::{EntryKind, Header, Sink, TarScanner};
 use sha2::{Digest, Sha256};
@@ -174,6 +175,8 @@ struct Current {
     entry: ManifestEntry,
     hasher: Sha256,
     prefix: Vec<u8>,
+    /// Terminal controls in the file, looked for chunk by chunk.
+    controls: ControlScan,
 }
 
 impl Sink for IngestSink {
@@ -199,6 +202,7 @@ impl Sink for IngestSink {
             },
             hasher: Sha256::new(),
             prefix: Vec::new(),
+            controls: ControlScan::default(),
         });
         Ok(())
     }
@@ -206,6 +210,7 @@ impl Sink for IngestSink {
     fn data(&mut self, bytes: &[u8]) -> Result<(), Violation> {
         if let Some(c) = &mut self.current {
             c.hasher.update(bytes);
+            c.controls.feed(bytes);
             if c.prefix.len() < PREFIX_BYTES {
                 let n = (PREFIX_BYTES - c.prefix.len()).min(bytes.len());
                 c.prefix.extend_from_slice(&bytes[..n]);
@@ -220,6 +225,8 @@ impl Sink for IngestSink {
                 c.entry.sha256 = Some(hex::encode(c.hasher.finalize()));
                 self.checker
                     .file(&c.entry.path, c.entry.size, c.entry.mode, &c.prefix);
+                self.checker
+                    .terminal_controls(&c.entry.path, c.controls.finish());
             }
             self.entries.push(c.entry);
         }

@@ -286,21 +286,7 @@ async fn apply_event(
         Ok(t) => t,
         Err(refusal) => {
             drop(tx);
-            if matches!(
-                refusal,
-                Refusal::OwnApplication | Refusal::ConflictOfInterest
-            ) {
-                let mut tx = state.db.begin_write().await?;
-                tx.audit(NewEvent {
-                    actor: caller.sub.as_str(),
-                    action: "application.decision_refused",
-                    subject: id,
-                    detail: json!({"reason": refusal.to_string()}),
-                })
-                .await?;
-                state.commit(tx).await?;
-            }
-            return Err(refusal.into());
+            return Err(refused(state, caller, id, "application.decision_refused", refusal).await);
         }
     };
     let now = crate::time::now();
@@ -367,6 +353,35 @@ async fn apply_event(
         row: updated,
         decisions: all_decisions,
     })
+}
+
+/// A refusal of the committee's rules, answered as it is; one on separation of duties is
+/// audited first (`action`), in a transaction of its own since the refused one was dropped.
+async fn refused(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    action: &str,
+    refusal: Refusal,
+) -> Error {
+    if refusal.is_separation_of_duties() {
+        let audited = async {
+            let mut tx = state.db.begin_write().await?;
+            tx.audit(NewEvent {
+                actor: caller.sub.as_str(),
+                action,
+                subject: id,
+                detail: json!({"reason": refusal.to_string()}),
+            })
+            .await?;
+            state.commit(tx).await?;
+            Ok::<(), Error>(())
+        };
+        if let Err(e) = audited.await {
+            return e;
+        }
+    }
+    refusal.into()
 }
 
 /// What kind of text is attached, and who may attach it.
@@ -451,6 +466,18 @@ pub async fn attach(
             ErrorCode::WrongState,
             format!("the application is {}", app.object.state),
         ));
+    }
+    if new.kind == AttachmentKind::CommitteeOpinion {
+        // The committee's opinion comes from outside the project, as its votes do.
+        let members = store::members(tx.conn(), &app.object.project_id).await?;
+        let conflicted: Vec<&str> = members.iter().map(|m| m.subject.as_str()).collect();
+        let author = caller.sub.as_str();
+        if let Err(refusal) =
+            policy::review::may_give_opinion(&app.object.requester, &conflicted, author)
+        {
+            drop(tx);
+            return Err(refused(state, caller, id, "application.attach_refused", refusal).await);
+        }
     }
     let row = AttachmentRow {
         id: store::new_id("att"),

@@ -9,6 +9,7 @@ use super::{Allowed, Error, Narrow, Result, Seen, allow, narrow, see};
 use crate::audit::NewEvent;
 use crate::auth::Caller;
 use crate::error::ErrorCode;
+use crate::ingress::restage::Tampered;
 use crate::state::AppState;
 use crate::store::sandboxes::{self as sstore, SandboxRow};
 use crate::store::{self, AppRow};
@@ -251,23 +252,20 @@ pub async fn remove(state: &AppState, caller: &Caller, id: &str) -> Result<View>
 }
 
 /// The ingress application, if it may be staged into this sandbox: an approved (or already
-/// staged) ingress of the sandbox's project.
+/// staged) ingress of the sandbox's project. Other projects' applications are not found.
 async fn stageable(state: &AppState, sb: &SandboxRow, app_id: &str) -> Result<AppRow> {
     let mut conn = state.db.pool().acquire().await?;
+    // Another project's application answers as one that does not exist, before anything else
+    // is said of it: its identifier tells the caller nothing.
     let app = store::application(&mut conn, app_id)
         .await?
+        .filter(|a| a.project_id == sb.project_id)
         .ok_or(Error::NotFound("application"))?;
     if app.kind != Kind::Ingress {
         return Err(Error::conflict(
             ErrorCode::NotIngress,
             format!("{app_id} is a {} application, not ingress", app.kind),
         ));
-    }
-    if app.project_id != sb.project_id {
-        return Err(Error::Forbidden {
-            code: ErrorCode::OtherProject,
-            message: format!("{app_id} belongs to another project than the sandbox"),
-        });
     }
     if !matches!(app.state, State::Approved | State::Staged) {
         return Err(Error::conflict(
@@ -276,6 +274,45 @@ async fn stageable(state: &AppState, sb: &SandboxRow, app_id: &str) -> Result<Ap
         ));
     }
     Ok(app)
+}
+
+/// A stored archive that is no longer what the committee approved: nothing of it is staged (the
+/// caller removed it), the refusal is audited, and the caller is told (409 `archive_tampered`).
+async fn refuse_tampered(
+    state: &AppState,
+    caller: &Caller,
+    sb: &SandboxRow,
+    app_id: &str,
+    approved_sha256: &str,
+    what: String,
+) -> Error {
+    tracing::error!(application = app_id, sandbox = %sb.id, what = %what, "a stored ingress archive was tampered with");
+    let audited = async {
+        let mut tx = state.db.begin_write().await?;
+        tx.audit(NewEvent {
+            actor: caller.sub.as_str(),
+            action: "ingress.stage_refused",
+            subject: app_id,
+            detail: json!({
+                "sandbox": sb.id,
+                "reason": ErrorCode::ArchiveTampered,
+                "archive_sha256": approved_sha256,
+                "what": what,
+            }),
+        })
+        .await?;
+        state.commit(tx).await?;
+        Ok::<(), Error>(())
+    };
+    if let Err(e) = audited.await {
+        return e;
+    }
+    Error::conflict(
+        ErrorCode::ArchiveTampered,
+        format!(
+            "the stored archive of {app_id} is no longer what the committee approved ({what}); nothing was staged, the refusal is in the audit log, and an operator should look at the gateway's data directory"
+        ),
+    )
 }
 
 /// Streams an approved archive into the sandbox, checks it on the way, records it; the
@@ -316,13 +353,20 @@ async fn stage(
         (Ok(()), Ok(r)) if r.source_sha256 == archive.blob_sha256 => r,
         (uploaded, restaged) => {
             let _ = state.sandboxes.backend.unstage(&sb.id, app_id).await;
-            return Err(match (uploaded, restaged) {
-                (_, Err(e)) => Error::Internal(e.context(format!("staging {app_id}"))),
-                (Err(e), Ok(_)) => Error::Engine(e),
-                (Ok(()), Ok(_)) => Error::internal(format!(
-                    "the stored archive of {app_id} no longer has its approved SHA-256"
-                )),
-            });
+            let tampered = match (uploaded, restaged) {
+                (_, Err(e)) if e.is::<Tampered>() => e.to_string(),
+                (Err(e), _) => return Err(Error::Engine(e)),
+                (Ok(()), Err(e)) => {
+                    return Err(Error::Internal(e.context(format!("staging {app_id}"))));
+                }
+                (Ok(()), Ok(r)) => format!(
+                    "the stored archive's SHA-256 is {}, not the approved {}",
+                    r.source_sha256, archive.blob_sha256
+                ),
+            };
+            return Err(
+                refuse_tampered(state, caller, sb, app_id, &archive.blob_sha256, tampered).await,
+            );
         }
     };
     let now = crate::time::now();

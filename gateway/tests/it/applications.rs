@@ -402,3 +402,54 @@ async fn attachments_are_stored_by_hash_and_reads_are_audited() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn committee_opinions_come_from_outside_the_project_and_refusals_are_audited() {
+    each_engine(|app| async move {
+        app.project("p1", &[("ana", "analyst"), ("colleague", "analyst")])
+            .await;
+        let id = app.application("access", "p1", "ana", "analyst").await;
+        let opinion = json!({"kind": "committee_opinion", "text": "No concerns."});
+        let path = format!("/api/v1/applications/{id}/attachments");
+        // The requester, though also a reviewer, and a member of the project may not give it.
+        for (sub, who) in [("ana", "the requester"), ("colleague", "a project member")] {
+            let t = app.token(sub, "analyst,reviewer");
+            let (st, b) = app.post(&path, Some(&t), &opinion).await;
+            assert_eq!(
+                (st, b["code"].as_str()),
+                (StatusCode::FORBIDDEN, Some("separation_of_duties")),
+                "{who}: {b}"
+            );
+        }
+        // A reviewer from outside may.
+        let rev = app.token("rev", "reviewer");
+        let (st, b) = app.post(&path, Some(&rev), &opinion).await;
+        assert_eq!(st, StatusCode::CREATED, "{b}");
+
+        let (_, detail) = app
+            .get(&format!("/api/v1/applications/{id}"), Some(&rev))
+            .await;
+        let authors: Vec<&str> = detail["attachments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["author"].as_str().unwrap())
+            .collect();
+        assert_eq!(authors, ["rev"]);
+        let auditor = app.token("aud", "auditor");
+        let (_, events) = app
+            .get(&format!("/api/v1/audit?subject={id}"), Some(&auditor))
+            .await;
+        let refused: Vec<&str> = events
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["action"] == "application.attach_refused")
+            .map(|e| e["actor"].as_str().unwrap())
+            .collect();
+        assert_eq!(refused, ["ana", "colleague"]);
+        assert!(app.verify_audit().await.problem.is_none());
+        app
+    })
+    .await;
+}

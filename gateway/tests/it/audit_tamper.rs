@@ -65,7 +65,8 @@ async fn assert_intact(settings: &Settings) {
         Report {
             events: EVENTS,
             checkpoints: SIGNED.len(),
-            problem: None
+            problem: None,
+            torn_tail: None,
         }
     );
 }
@@ -667,6 +668,82 @@ async fn a_damaged_or_forged_checkpoint_is_named() {
 
         std::fs::write(&log, &original).unwrap();
         assert_intact(&app.settings).await;
+        app.stop().await;
+    }
+}
+
+/// A checkpoint write cut short by a crash leaves a last line without its end of line: `verify`
+/// says so (it is no signed checkpoint changed), and the next start cuts it off and records
+/// what it cut.
+#[tokio::test]
+async fn a_torn_last_checkpoint_line_is_named_and_repaired_at_start() {
+    for engine in engines() {
+        let app = logged_and_halted(engine).await;
+        let log = app.settings.checkpoint_dir().join("checkpoints.log");
+        let original = std::fs::read_to_string(&log).unwrap();
+        // The head's line again, cut a few characters short of its end: its signature still
+        // decodes, but is not the one signed.
+        let last = original.lines().last().unwrap();
+        let torn = &last[..last.len() - 4];
+        std::fs::write(&log, format!("{original}{torn}")).unwrap();
+        let report = verify_offline(&app.settings).await;
+        let t = report.torn_tail.clone().expect("the torn line is seen");
+        assert_eq!(
+            (t.line, t.bytes, t.offset),
+            (SIGNED.len() + 1, torn.len() as u64, original.len() as u64)
+        );
+        assert_eq!(report.checkpoints, SIGNED.len(), "{report:?}");
+        assert_eq!(report.events, EVENTS, "{report:?}");
+        assert_caught(
+            &app.settings,
+            0,
+            &["last line (9) of the checkpoint log is torn"],
+        )
+        .await;
+        let url = database_url_for_binary(&app);
+        let (code, out) = run_audit_verify(&app.settings.data_dir, url);
+        assert_eq!(code, 1, "{engine:?}: {out}");
+        assert!(out.contains("checkpoint log is torn"), "{out}");
+        assert!(!out.contains("signature does not verify"), "{out}");
+
+        // The next start cuts it and says so in the log; the log is intact again.
+        let gw = gateway::startup::Application::build(app.settings.clone())
+            .await
+            .expect("the gateway starts");
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let running = tokio::spawn(gw.run_until_stopped(async move {
+            let _ = rx.await;
+        }));
+        let _ = tx.send(());
+        running.await.unwrap().unwrap();
+        let repaired = std::fs::read_to_string(&log).unwrap();
+        // What is after the complete lines is the new head's checkpoint only, a line of its own.
+        let added = repaired
+            .strip_prefix(&original)
+            .expect("the complete lines stay");
+        assert!(
+            !added.is_empty()
+                && added.ends_with('\n')
+                && added
+                    .lines()
+                    .all(|l| l.starts_with(&format!("{} ", EVENTS + 1))),
+            "the torn line stayed: {added:?}"
+        );
+        let report = verify_offline(&app.settings).await;
+        assert_eq!((report.problem, report.torn_tail), (None, None));
+        assert_eq!(report.events, EVENTS + 1);
+        let mut c = sql(&app.settings).await;
+        let e = event(&mut c, EVENTS + 1).await;
+        c.close().await.unwrap();
+        assert_eq!(
+            (e.actor.as_str(), e.action.as_str(), e.subject.as_str()),
+            ("gateway", "audit.checkpoints_repaired", "checkpoints.log")
+        );
+        let detail: serde_json::Value = serde_json::from_str(&e.detail).unwrap();
+        assert_eq!(detail["bytes"], torn.len());
+        assert_eq!(detail["line"], SIGNED.len() + 1);
+        assert_eq!(detail["text"], torn);
+        assert_eq!(detail["sha256"], gateway::sha256_hex(torn.as_bytes()));
         app.stop().await;
     }
 }

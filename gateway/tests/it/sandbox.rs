@@ -620,7 +620,8 @@ async fn only_approved_ingress_of_the_project_is_staged() {
     for (id, status, code) in [
         (&submitted, StatusCode::CONFLICT, "not_approved"),
         (&rejected, StatusCode::CONFLICT, "not_approved"),
-        (&elsewhere, StatusCode::FORBIDDEN, "other_project"),
+        // Another project's application is not found, as everywhere: its id tells nothing.
+        (&elsewhere, StatusCode::NOT_FOUND, "not_found"),
         (&access, StatusCode::CONFLICT, "not_ingress"),
     ] {
         let (st, b) = app
@@ -661,8 +662,8 @@ async fn only_approved_ingress_of_the_project_is_staged() {
     assert_eq!(detail["staged_sha256"], staged[0]["staged_sha256"]);
     // A stored archive that changed since its approval is not staged, and nothing of it stays:
     // once with a file's content changed (caught while streaming), once with only zero padding
-    // added (caught by the archive's hash at the end).
-    for tamper in ["content", "padding"] {
+    // added (caught by the archive's hash at the end), once removed.
+    for tamper in ["content", "padding", "gone"] {
         let id = upload(app, &w.ana, "p1", b"echo approved content\n").await;
         app.vote(&id, "rev", "approve").await;
         let (_, m) = app
@@ -679,9 +680,14 @@ async fn only_approved_ingress_of_the_project_is_staged() {
                 let at = bytes.windows(8).position(|x| x == b"approved").unwrap();
                 bytes[at..at + 8].copy_from_slice(b"TAMPERED");
             }
-            _ => bytes.extend_from_slice(&[0u8; 512]),
+            "padding" => bytes.extend_from_slice(&[0u8; 512]),
+            _ => {}
         }
-        std::fs::write(&blob, &bytes).unwrap();
+        if tamper == "gone" {
+            std::fs::remove_file(&blob).unwrap();
+        } else {
+            std::fs::write(&blob, &bytes).unwrap();
+        }
         let (st, b) = app
             .post(
                 &format!("/api/v1/sandboxes/{}/ingress", w.sandbox),
@@ -689,7 +695,25 @@ async fn only_approved_ingress_of_the_project_is_staged() {
                 &json!({"application": id}),
             )
             .await;
-        assert_eq!(st, StatusCode::INTERNAL_SERVER_ERROR, "{tamper}: {b}");
+        assert_eq!(
+            (st, b["code"].as_str()),
+            (StatusCode::CONFLICT, Some("archive_tampered")),
+            "{tamper}: {b}"
+        );
+        let (_, events) = app
+            .get(&format!("/api/v1/audit?subject={id}"), Some(&auditor))
+            .await;
+        let refused: Vec<Value> = events
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["action"] == "ingress.stage_refused")
+            .map(|e| serde_json::from_str(e["detail"].as_str().unwrap()).unwrap())
+            .collect();
+        assert_eq!(refused.len(), 1, "{tamper}: {events}");
+        assert_eq!(refused[0]["reason"], "archive_tampered");
+        assert_eq!(refused[0]["sandbox"], w.sandbox.as_str());
+        assert_eq!(refused[0]["archive_sha256"], m["archive"]["sha256"]);
         let vols = app.state.sandboxes.backend.list_volumes().await.unwrap();
         assert!(
             vols.iter()

@@ -1,8 +1,9 @@
 //! Automatic checks on an incoming archive's entries, attached to the application for reviewers:
 //! each check passes, asks for a reviewer's attention, or fails, with reasons.
 //!
-//! They look at an entry's path, size and first bytes only, so they run while the archive
-//! streams in. They inform the committee; the hard rules are in [`rules`](super::rules).
+//! They look at an entry's path, size and first bytes, and one ([`ControlScan`]) at every byte
+//! of a text file as it streams past, chunk by chunk, so they all run while the archive streams
+//! in. They inform the committee; the hard rules are in [`rules`](super::rules).
 
 use std::fmt;
 
@@ -49,14 +50,18 @@ impl Default for CheckSettings {
 pub const PREFIX_BYTES: usize = 512;
 
 /// The checks, by name, in the order reviewers see them.
-pub const CHECKS: [&str; 6] = [
+pub const CHECKS: [&str; 7] = [
     "native_executables",
     "large_files",
     "data_files",
     "nested_archives",
     "secrets",
+    "terminal_controls",
     "contents",
 ];
+
+const TERMINAL_CONTROLS: usize = 5;
+const CONTENTS: usize = 6;
 
 /// One check's result.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -218,6 +223,20 @@ impl Checker {
         let _ = mode;
     }
 
+    /// Looks at what a [`ControlScan`] of one regular file found.
+    pub fn terminal_controls(&mut self, path: &str, found: Option<ControlFinding>) {
+        if let Some(f) = found {
+            self.find(
+                TERMINAL_CONTROLS,
+                Outcome::Review,
+                format!(
+                    "{path} has {} at line {}, column {}: a terminal may show reviewers something other than what the file holds",
+                    f.what, f.line, f.column
+                ),
+            );
+        }
+    }
+
     /// The results, one per check in [`CHECKS`] order.
     pub fn finish(self) -> Vec<CheckResult> {
         let mut out: Vec<CheckResult> = CHECKS
@@ -241,12 +260,206 @@ impl Checker {
                     .push(format!("… and {} more", self.counts[i] - MAX_REASONS));
             }
         }
-        let contents = &mut out[5];
+        let contents = &mut out[CONTENTS];
         contents.reasons.push(format!(
             "{} files, {} bytes unpacked",
             self.files, self.bytes
         ));
         out
+    }
+}
+
+/// What a [`ControlScan`] found first: what, and where (1-based; the column counts characters).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ControlFinding {
+    pub what: &'static str,
+    pub line: u64,
+    pub column: u64,
+}
+
+/// A file with a NUL byte in its first this many bytes is binary, as `git` and `grep` decide:
+/// its bytes are no text a reviewer reads, and [`ControlScan`] reports nothing in it.
+pub const BINARY_SNIFF_BYTES: u64 = 8000;
+
+/// Where a sequence that may span chunks began, and what its first bytes were.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Pending {
+    None,
+    Esc(u64, u64),
+    Cr(u64, u64),
+    /// The lead byte of U+0080–U+00BF.
+    C2(u64, u64),
+    /// The lead byte of U+2000–U+2FFF, then its second byte.
+    E2(u64, u64),
+    E2x(u64, u64, u8),
+}
+
+/// Looks through one file, fed in chunks of any size, for what can change what a terminal shows
+/// a reviewer reading it: escape sequences (ESC, and CSI `ESC [` or OSC `ESC ]` named as such),
+/// C1 controls (U+0080–U+009F, encoded in UTF-8), carriage returns not followed by a line feed
+/// (they move back over the line), backspaces, and the Unicode bidirectional overrides and
+/// isolates of Trojan Source (U+202A–U+202E, U+2066–U+2069; CVE-2021-42574). A sequence split
+/// between chunks is seen as one. Stray bytes 0x80–0x9F outside UTF-8 are not reported: a UTF-8
+/// terminal does not take them as controls, and legacy 8-bit text is full of them.
+///
+/// Only the first finding is kept (with its line and column), and the scan stops there once the
+/// file is known to be text, so a large file costs little more than finding its first newline.
+#[derive(Clone, Debug)]
+pub struct ControlScan {
+    offset: u64,
+    line: u64,
+    column: u64,
+    binary: bool,
+    pending: Pending,
+    first: Option<ControlFinding>,
+}
+
+impl Default for ControlScan {
+    fn default() -> Self {
+        ControlScan {
+            offset: 0,
+            line: 1,
+            column: 1,
+            binary: false,
+            pending: Pending::None,
+            first: None,
+        }
+    }
+}
+
+/// Bytes that may start (or be) something the scan reports, or tell a binary file.
+fn notable(b: u8) -> bool {
+    (b < 0x20 && b != b'\n' && b != b'\t') || b == 0xc2 || b == 0xe2
+}
+
+fn continuation(b: u8) -> bool {
+    (0x80..=0xbf).contains(&b)
+}
+
+impl ControlScan {
+    fn done(&self) -> bool {
+        self.binary || (self.first.is_some() && self.offset >= BINARY_SNIFF_BYTES)
+    }
+
+    fn report(&mut self, what: &'static str, (line, column): (u64, u64)) {
+        if self.first.is_none() {
+            self.first = Some(ControlFinding { what, line, column });
+        }
+    }
+
+    /// Moves past bytes with nothing notable in them, counting lines and characters.
+    fn skip(&mut self, span: &[u8]) {
+        self.offset += span.len() as u64;
+        let chars = |s: &[u8]| s.iter().filter(|b| !continuation(**b)).count() as u64;
+        match span.iter().rposition(|b| *b == b'\n') {
+            Some(last) => {
+                self.line += span.iter().filter(|b| **b == b'\n').count() as u64;
+                self.column = 1 + chars(&span[last + 1..]);
+            }
+            None => self.column += chars(span),
+        }
+    }
+
+    /// Looks at the next chunk of the file.
+    pub fn feed(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() && !self.done() {
+            if self.pending == Pending::None {
+                let n = bytes
+                    .iter()
+                    .position(|b| notable(*b))
+                    .unwrap_or(bytes.len());
+                self.skip(&bytes[..n]);
+                bytes = &bytes[n..];
+                let Some((&b, rest)) = bytes.split_first() else {
+                    break;
+                };
+                self.step(b);
+                bytes = rest;
+            } else {
+                self.step(bytes[0]);
+                bytes = &bytes[1..];
+            }
+        }
+    }
+
+    fn step(&mut self, b: u8) {
+        let here = (self.line, self.column);
+        match std::mem::replace(&mut self.pending, Pending::None) {
+            Pending::None => {}
+            Pending::Esc(l, c) => match b {
+                b'[' => {
+                    self.report("a terminal control sequence (ESC [, CSI)", (l, c));
+                    return self.advance(b);
+                }
+                b']' => {
+                    self.report("an operating system command (ESC ], OSC)", (l, c));
+                    return self.advance(b);
+                }
+                _ => self.report("an escape character (ESC)", (l, c)),
+            },
+            Pending::Cr(l, c) => {
+                if b != b'\n' {
+                    self.report(
+                        "a carriage return not followed by a line feed, which writes over the line",
+                        (l, c),
+                    );
+                }
+            }
+            Pending::C2(l, c) => {
+                if (0x80..=0x9f).contains(&b) {
+                    self.report("a C1 control character (U+0080 to U+009F)", (l, c));
+                }
+            }
+            Pending::E2(l, c) => {
+                if b == 0x80 || b == 0x81 {
+                    self.pending = Pending::E2x(l, c, b);
+                    return self.advance(b);
+                }
+            }
+            Pending::E2x(l, c, second) => {
+                if (second == 0x80 && (0xaa..=0xae).contains(&b))
+                    || (second == 0x81 && (0xa6..=0xa9).contains(&b))
+                {
+                    self.report(
+                        "a Unicode bidirectional override or isolate (Trojan Source)",
+                        (l, c),
+                    );
+                }
+            }
+        }
+        match b {
+            0 if self.offset < BINARY_SNIFF_BYTES => self.binary = true,
+            0x1b => self.pending = Pending::Esc(here.0, here.1),
+            0x08 => self.report("a backspace, which writes over what came before", here),
+            b'\r' => self.pending = Pending::Cr(here.0, here.1),
+            0xc2 => self.pending = Pending::C2(here.0, here.1),
+            0xe2 => self.pending = Pending::E2(here.0, here.1),
+            _ => {}
+        }
+        self.advance(b);
+    }
+
+    fn advance(&mut self, b: u8) {
+        self.offset += 1;
+        if b == b'\n' {
+            self.line += 1;
+            self.column = 1;
+        } else if !continuation(b) {
+            self.column += 1;
+        }
+    }
+
+    /// What the scan found first, if the file is text.
+    pub fn finish(mut self) -> Option<ControlFinding> {
+        match self.pending {
+            Pending::Esc(l, c) => self.report("an escape character (ESC)", (l, c)),
+            Pending::Cr(l, c) => self.report(
+                "a carriage return not followed by a line feed, which writes over the line",
+                (l, c),
+            ),
+            _ => {}
+        }
+        if self.binary { None } else { self.first }
     }
 }
 
@@ -291,8 +504,101 @@ mod tests {
         assert_eq!(overall(&r), Outcome::Fail);
 
         let mut c = Checker::new(CheckSettings::default());
+        c.terminal_controls("clean.sh", scan(&[b"echo hi\r\n"]));
         c.file("analysis.R", 10, 0o644, b"library(data.table)\n");
         c.file("MZ.txt", 10, 0o644, b"MZ is just text here");
         assert_eq!(overall(&c.finish()), Outcome::Pass);
+    }
+
+    fn scan(chunks: &[&[u8]]) -> Option<ControlFinding> {
+        let mut s = ControlScan::default();
+        for c in chunks {
+            s.feed(c);
+        }
+        s.finish()
+    }
+
+    /// What was found and where: line and column.
+    type Found = Option<(String, u64, u64)>;
+
+    fn at(what: &str, line: u64, column: u64) -> Found {
+        Some((what.to_owned(), line, column))
+    }
+
+    #[test]
+    fn terminal_controls_are_found_in_any_chunking() {
+        let csi = "a terminal control sequence (ESC [, CSI)";
+        let osc = "an operating system command (ESC ], OSC)";
+        let esc = "an escape character (ESC)";
+        let cr = "a carriage return not followed by a line feed, which writes over the line";
+        let bs = "a backspace, which writes over what came before";
+        let c1 = "a C1 control character (U+0080 to U+009F)";
+        let bidi = "a Unicode bidirectional override or isolate (Trojan Source)";
+        let table: &[(&[u8], Found)] = &[
+            (b"plain text\n", None),
+            (b"windows\r\nlines\r\n", None),
+            (b"tab\there\n", None),
+            (
+                "h\u{e9}llo \u{a0}\u{2028}\u{200f} \u{4e2d}\n".as_bytes(),
+                None,
+            ),
+            (b"\x1b[2K", at(csi, 1, 1)),
+            (b"ok\nrm -rf x # \x1b[2K\rlooks fine\n", at(csi, 2, 12)),
+            (b"echo \x1b]0;title\x07\n", at(osc, 1, 6)),
+            (b"x\x1bc", at(esc, 1, 2)),
+            (b"trailing \x1b", at(esc, 1, 10)),
+            (b"abc\rdef\n", at(cr, 1, 4)),
+            (b"line\n\r", at(cr, 2, 1)),
+            (b"a\x08b", at(bs, 1, 2)),
+            ("\u{e9}\u{85}".as_bytes(), at(c1, 1, 2)),
+            ("\u{e9}\u{9b}2K".as_bytes(), at(c1, 1, 2)),
+            ("if x \u{202e} {".as_bytes(), at(bidi, 1, 6)),
+            ("// \u{2066}x\u{2069}".as_bytes(), at(bidi, 1, 4)),
+            ("\u{202a}".as_bytes(), at(bidi, 1, 1)),
+            ("\u{202f}\u{2065}\u{206a}".as_bytes(), None),
+            (b"\x7fELF\0\0\x1b[2K", None),
+            (b"latin-1 \x9b2K \xe9", None),
+        ];
+        for (text, want) in table {
+            let got = |f: Option<ControlFinding>| f.map(|f| (f.what.to_owned(), f.line, f.column));
+            assert_eq!(
+                &got(scan(&[text])),
+                want,
+                "{:?}",
+                String::from_utf8_lossy(text)
+            );
+            // Every split in two, and byte by byte.
+            for i in 0..=text.len() {
+                let (a, b) = text.split_at(i);
+                assert_eq!(&got(scan(&[a, b])), want, "split at {i} of {text:?}");
+            }
+            let bytes: Vec<&[u8]> = text.chunks(1).collect();
+            assert_eq!(&got(scan(&bytes)), want, "byte by byte: {text:?}");
+        }
+    }
+
+    #[test]
+    fn a_nul_late_in_a_file_does_not_hide_what_came_before() {
+        let mut text = vec![b'x'; BINARY_SNIFF_BYTES as usize];
+        text.extend_from_slice(b"\x1b[2K\0");
+        assert_eq!(scan(&[&text]).unwrap().column, BINARY_SNIFF_BYTES + 1);
+    }
+
+    #[test]
+    fn the_check_names_the_file_and_the_place() {
+        let mut c = Checker::new(CheckSettings::default());
+        c.terminal_controls("run.sh", scan(&[b"ok\n\x1b[2K\rfine\n"]));
+        c.terminal_controls("notes.txt", scan(&[b"fine\n"]));
+        let r = c.finish();
+        let t = r.iter().find(|x| x.check == "terminal_controls").unwrap();
+        assert_eq!(t.outcome, Outcome::Review);
+        assert_eq!(
+            t.reasons,
+            vec![
+                "run.sh has a terminal control sequence (ESC [, CSI) at line 2, column 1: a terminal may show reviewers something other than what the file holds"
+                    .to_string()
+            ]
+        );
+        assert_eq!(r.last().unwrap().check, "contents");
     }
 }

@@ -297,3 +297,26 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn opinions_come_from_outside_the_project() {
+    let conflicted = ["colleague", "pi"];
+    assert_eq!(may_give_opinion("ana", &conflicted, "rev1"), Ok(()));
+    assert_eq!(
+        may_give_opinion("ana", &conflicted, "ana"),
+        Err(Refusal::OwnOpinion)
+    );
+    assert_eq!(
+        may_give_opinion("ana", &conflicted, "pi"),
+        Err(Refusal::ConflictedOpinion)
+    );
+    for r in [
+        Refusal::OwnOpinion,
+        Refusal::ConflictedOpinion,
+        Refusal::OwnApplication,
+        Refusal::ConflictOfInterest,
+    ] {
+        assert!(r.is_separation_of_duties());
+    }
+    assert!(!Refusal::NotRequester { what: "withdraw" }.is_separation_of_duties());
+}
