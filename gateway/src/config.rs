@@ -29,6 +29,7 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub review: ReviewSettings,
     pub limits: LimitSettings,
+    pub server: ServerSettings,
     pub audit: AuditSettings,
     pub ingress: IngressSettings,
     pub sandbox: SandboxSettings,
@@ -88,8 +89,34 @@ pub struct QuorumSettings {
 pub struct LimitSettings {
     /// Largest attachment file accepted, in bytes.
     pub attachment_max_bytes: u64,
-    /// Largest JSON request body, in bytes.
+    /// Largest JSON request body, in bytes, on every route but the attachments' (which takes
+    /// its file in base64: [`LimitSettings::attachment_body_max_bytes`]) and ingress uploads
+    /// (`ingress.max_upload_bytes`).
     pub json_body_max_bytes: u64,
+}
+
+impl LimitSettings {
+    /// Largest body of `POST /api/v1/applications/{id}/attachments`: the largest file in base64
+    /// (4 characters for every 3 bytes), plus a JSON body's allowance for the other fields.
+    pub fn attachment_body_max_bytes(&self) -> u64 {
+        self.attachment_max_bytes.div_ceil(3) * 4 + self.json_body_max_bytes
+    }
+}
+
+/// The HTTPS listener: how many uploads there may be at once.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    /// Uploads (ingress archives and attachments) at once; more are answered 503 `busy`.
+    pub max_concurrent_uploads: usize,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            max_concurrent_uploads: 8,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -307,6 +334,7 @@ impl Default for Settings {
             auth: AuthSettings::default(),
             review: ReviewSettings::default(),
             limits: LimitSettings::default(),
+            server: ServerSettings::default(),
             audit: AuditSettings::default(),
             ingress: IngressSettings::default(),
             sandbox: SandboxSettings::default(),
@@ -452,6 +480,12 @@ impl Settings {
             bail!(
                 "sandbox.max_concurrent_runs and max_concurrent_runs_per_project must be at least 1"
             );
+        }
+        if self.server.max_concurrent_uploads == 0 {
+            bail!("server.max_concurrent_uploads must be at least 1");
+        }
+        if self.limits.json_body_max_bytes == 0 {
+            bail!("limits.json_body_max_bytes must be at least 1");
         }
         if self.database_max_connections == 0 {
             bail!("database_max_connections must be at least 1");
@@ -630,6 +664,7 @@ mod tests {
         );
         assert!(Settings::load(None, env(&[("VRE_REVIEW__QUORUM__EGRESS", "0")])).is_err());
         assert!(Settings::load(None, env(&[("VRE_LISTEN", "not an address")])).is_err());
+        assert!(Settings::load(None, env(&[("VRE_SERVER__MAX_CONCURRENT_UPLOADS", "0")])).is_err());
         for (host, tls, why) in [
             ("tcp://engine:2376", false, "reached over TCP"),
             ("http://engine:2375", true, "in the clear"),

@@ -176,11 +176,6 @@ impl Application {
         }
         let handle: Handle<SocketAddr> = Handle::new();
         let app = crate::api::router(self.state.clone());
-        let body_limit = self.state.settings.limits.json_body_max_bytes.max(
-            // Attachments travel as base64 inside JSON.
-            self.state.settings.limits.attachment_max_bytes / 3 * 4 + 64 * 1024,
-        );
-        let app = app.layer(axum::extract::DefaultBodyLimit::max(body_limit as usize));
         let acceptor =
             axum_server::tls_rustls::RustlsAcceptor::new(self.tls).acceptor(ReadBuffered);
         let serve = axum_server::from_tcp(self.listener)?

@@ -15,5 +15,6 @@ mod authz;
 mod concurrency;
 mod ingress;
 mod jwt;
+mod limits;
 mod restart;
 mod sandbox;
