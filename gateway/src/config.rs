@@ -103,10 +103,22 @@ impl LimitSettings {
     }
 }
 
-/// The HTTPS listener: how many uploads there may be at once.
+/// The HTTPS listener: how long a client may keep a connection silent, and how many
+/// connections and uploads there may be at once.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerSettings {
+    /// Seconds a request's head may take to arrive once the gateway waits for one (after the
+    /// TLS handshake, and between the requests of a kept-alive connection); also the longest a
+    /// TLS handshake may take.
+    pub header_read_timeout_secs: u64,
+    /// Seconds a connection may stay silent while the gateway waits for its client (a
+    /// handshake, a request, the rest of a body, a response the client does not read) before
+    /// it is closed. Time the gateway itself takes to answer (a long poll, a followed log) does
+    /// not count.
+    pub idle_timeout_secs: u64,
+    /// Connections at once; more are closed as they arrive.
+    pub max_connections: usize,
     /// Uploads (ingress archives and attachments) at once; more are answered 503 `busy`.
     pub max_concurrent_uploads: usize,
 }
@@ -114,6 +126,9 @@ pub struct ServerSettings {
 impl Default for ServerSettings {
     fn default() -> Self {
         ServerSettings {
+            header_read_timeout_secs: 10,
+            idle_timeout_secs: 30,
+            max_connections: 1024,
             max_concurrent_uploads: 8,
         }
     }
@@ -481,8 +496,15 @@ impl Settings {
                 "sandbox.max_concurrent_runs and max_concurrent_runs_per_project must be at least 1"
             );
         }
-        if self.server.max_concurrent_uploads == 0 {
-            bail!("server.max_concurrent_uploads must be at least 1");
+        let server = &self.server;
+        if server.header_read_timeout_secs == 0
+            || server.idle_timeout_secs == 0
+            || server.max_connections == 0
+            || server.max_concurrent_uploads == 0
+        {
+            bail!(
+                "server.header_read_timeout_secs, idle_timeout_secs, max_connections and max_concurrent_uploads must be at least 1"
+            );
         }
         if self.limits.json_body_max_bytes == 0 {
             bail!("limits.json_body_max_bytes must be at least 1");
@@ -664,7 +686,7 @@ mod tests {
         );
         assert!(Settings::load(None, env(&[("VRE_REVIEW__QUORUM__EGRESS", "0")])).is_err());
         assert!(Settings::load(None, env(&[("VRE_LISTEN", "not an address")])).is_err());
-        assert!(Settings::load(None, env(&[("VRE_SERVER__MAX_CONCURRENT_UPLOADS", "0")])).is_err());
+        assert!(Settings::load(None, env(&[("VRE_SERVER__IDLE_TIMEOUT_SECS", "0")])).is_err());
         for (host, tls, why) in [
             ("tcp://engine:2376", false, "reached over TCP"),
             ("http://engine:2375", true, "in the clear"),

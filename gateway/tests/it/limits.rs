@@ -1,6 +1,7 @@
 //! What no caller can exhaust: body sizes per route (refused by their declared length before
 //! any of them is read, cut off at the limit when chunked, and answered so that a client
-//! sending the whole body still reads the refusal), and uploads at once.
+//! sending the whole body still reads the refusal), uploads at once, silent connections
+//! (a handshake, a head, a body), and connections at once.
 //!
 //! The raw HTTP/1.1 requests here go over a blocking rustls client of their own, so that a test
 //! decides exactly what is sent, and when.
@@ -57,6 +58,27 @@ fn read_response(s: &mut impl Read) -> io::Result<(u16, Value)> {
     let body = serde_json::from_slice(&body)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into_owned()));
     Ok((status, body))
+}
+
+/// Waits until the gateway ends the connection: how long that took from `since`, or None if it
+/// was still open when the read timeout passed. What it sends before is read and dropped.
+fn ended(s: &mut impl Read, since: Instant) -> Option<Duration> {
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return Some(since.elapsed()),
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                return None;
+            }
+            Err(_) => return Some(since.elapsed()),
+        }
+    }
 }
 
 /// A request's head.
@@ -290,4 +312,121 @@ async fn not_an_archive(app: &TestApp, token: &str) -> (StatusCode, Value) {
         b"not a tar".to_vec(),
     )
     .await
+}
+
+/// A connection on which the client is silent is closed within `server.idle_timeout_secs`:
+/// one that never starts its handshake, one that completes it and sends nothing, one that
+/// stops halfway through a body. One that sends half a head is closed within
+/// `server.header_read_timeout_secs`. (HTTP only: one engine is enough.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_are_closed_on_time() {
+    let idle = TestApp::spawn_with(Engine::Sqlite, |s| {
+        s.server.idle_timeout_secs = 2;
+        s.server.header_read_timeout_secs = 60;
+    })
+    .await;
+    idle.project("p1", &[("ana", "analyst")]).await;
+    let ana = idle.token("ana", "analyst");
+    let config = client_config(&idle);
+    let addr = TestAppAddr(idle.addr);
+    let wait = Duration::from_secs(10);
+    let within = Duration::from_millis(2000 + 1500);
+
+    let (no_handshake, silent, half_body) = blocking(move || {
+        let t0 = Instant::now();
+        let mut raw = addr.tcp(wait);
+        let no_handshake = ended(&mut raw, t0);
+
+        let mut s = addr.connect(&config, wait).unwrap();
+        let t0 = Instant::now();
+        let silent = ended(&mut s, t0);
+
+        let mut s = addr.connect(&config, wait).unwrap();
+        let h = head(
+            "POST",
+            "/api/v1/applications",
+            &ana,
+            "Content-Length: 100\r\n",
+        );
+        s.write_all(h.as_bytes()).unwrap();
+        s.write_all(br#"{"kind":"#).unwrap();
+        s.flush().unwrap();
+        let t0 = Instant::now();
+        let half_body = ended(&mut s, t0);
+        (no_handshake, silent, half_body)
+    })
+    .await;
+    for (what, took) in [
+        ("no handshake", no_handshake),
+        ("nothing after the handshake", silent),
+        ("half a body", half_body),
+    ] {
+        assert!(
+            took.is_some_and(|t| t < within),
+            "{what}: the connection was closed after {took:?}, not within {within:?}"
+        );
+    }
+    idle.stop().await;
+
+    let head_timeout = TestApp::spawn_with(Engine::Sqlite, |s| {
+        s.server.idle_timeout_secs = 60;
+        s.server.header_read_timeout_secs = 2;
+    })
+    .await;
+    let config = client_config(&head_timeout);
+    let addr = TestAppAddr(head_timeout.addr);
+    let half_head = blocking(move || {
+        let mut s = addr.connect(&config, wait).unwrap();
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: localh")
+            .unwrap();
+        s.flush().unwrap();
+        let t0 = Instant::now();
+        ended(&mut s, t0)
+    })
+    .await;
+    assert!(
+        half_head.is_some_and(|t| t < within),
+        "half a head: the connection was closed after {half_head:?}, not within {within:?}"
+    );
+    head_timeout.stop().await;
+}
+
+/// Connections beyond `server.max_connections` are closed as they come while the earlier ones
+/// are held (and keep working); one closed makes room for the next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_cap_are_refused() {
+    let app = TestApp::spawn_with(Engine::Sqlite, |s| s.server.max_connections = 4).await;
+    let config = client_config(&app);
+    let addr = TestAppAddr(app.addr);
+    let wait = Duration::from_secs(5);
+    blocking(move || {
+        let mut held: Vec<Tls> = (0..4)
+            .map(|_| addr.connect(&config, wait).unwrap())
+            .collect();
+        let t0 = Instant::now();
+        let beyond = addr.connect(&config, wait);
+        assert!(beyond.is_err(), "a fifth connection was accepted");
+        assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+        // The held ones still serve.
+        for s in &mut held {
+            s.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+                .unwrap();
+            s.flush().unwrap();
+            let (status, _) = read_response(s).unwrap();
+            assert_eq!(status, 200);
+        }
+        let gone = held.pop().unwrap();
+        gone.sock.shutdown(std::net::Shutdown::Both).unwrap();
+        drop(gone);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match addr.connect(&config, wait) {
+                Ok(_) => break,
+                Err(e) => assert!(Instant::now() < deadline, "no room after one closed: {e}"),
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    })
+    .await;
+    app.stop().await;
 }
