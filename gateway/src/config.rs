@@ -161,6 +161,8 @@ pub struct SandboxSettings {
     pub max_concurrent_runs: usize,
     /// Runs at once in one project.
     pub max_concurrent_runs_per_project: usize,
+    /// Runs of one project waiting for a slot; more are refused (429 `queue_full`).
+    pub max_queued_runs_per_project: usize,
     /// How many sandboxes (the most recently used) keep a container started ahead for their
     /// next run, which then starts in a few milliseconds instead of the engine's 70–80; 0
     /// turns it off. Each costs the engine one idle container (a shim and two small
@@ -198,6 +200,7 @@ impl Default for SandboxSettings {
             runtime: None,
             max_concurrent_runs: 8,
             max_concurrent_runs_per_project: 4,
+            max_queued_runs_per_project: 32,
             standby_containers: 8,
             default_class: "standard".into(),
             classes: std::collections::BTreeMap::from([

@@ -1,7 +1,7 @@
 //! What no caller can exhaust: body sizes per route (refused by their declared length before
 //! any of them is read, cut off at the limit when chunked, and answered so that a client
 //! sending the whole body still reads the refusal), uploads at once, silent connections
-//! (a handshake, a head, a body), and connections at once.
+//! (a handshake, a head, a body), connections at once, and queued runs per project.
 //!
 //! The raw HTTP/1.1 requests here go over a blocking rustls client of their own, so that a test
 //! decides exactly what is sent, and when.
@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::support::{Engine, TestApp, each_engine};
+use crate::support::{Engine, TestApp, docker_available, each_engine, engines};
 
 type Tls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
 
@@ -429,4 +429,82 @@ async fn connections_beyond_the_cap_are_refused() {
     })
     .await;
     app.stop().await;
+}
+
+/// A project's queue of runs is capped (`sandbox.max_queued_runs_per_project`, 32 by default):
+/// the 33rd run waiting is refused 429 `queue_full`, and a cancelled one makes room. Meanwhile
+/// a long poll and a quiet log being followed outlast the idle timeout: the gateway's own
+/// silence is not the client's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_projects_queue_of_runs_is_capped() {
+    if !docker_available() {
+        return;
+    }
+    for engine in engines() {
+        let (app, ana, _data) = crate::sandbox::small_world_on(engine, |s| {
+            s.sandbox.max_concurrent_runs = 1;
+            s.sandbox.max_concurrent_runs_per_project = 1;
+            s.server.idle_timeout_secs = 2;
+        })
+        .await;
+        let sb = crate::sandbox::new_sandbox(&app, &ana).await;
+        let running = crate::sandbox::start_run(&app, &ana, &sb, &["sleep", "60"], None).await;
+        app.run_reaching(&ana, &running, "running").await;
+        let mut queued = Vec::new();
+        for _ in 0..32 {
+            queued.push(crate::sandbox::start_run(&app, &ana, &sb, &["true"], None).await);
+        }
+        let runs = format!("/api/v1/sandboxes/{sb}/runs");
+        let (st, b) = app.post(&runs, Some(&ana), &json!({"cmd": ["true"]})).await;
+        assert_eq!(
+            (st, b["code"].as_str()),
+            (StatusCode::TOO_MANY_REQUESTS, Some("queue_full")),
+            "{engine:?}: {b}"
+        );
+
+        // Waits longer than the idle timeout, answered in time, on a connection kept open.
+        let t0 = Instant::now();
+        let (st, r) = app
+            .get(&format!("/api/v1/runs/{running}?wait=4"), Some(&ana))
+            .await;
+        assert_eq!(
+            (st, r["state"].as_str()),
+            (StatusCode::OK, Some("running")),
+            "{r}"
+        );
+        assert!(t0.elapsed() >= Duration::from_secs(3), "{:?}", t0.elapsed());
+        let mut follow = app
+            .http
+            .get(format!(
+                "{}/api/v1/runs/{running}/logs?follow=true",
+                app.url
+            ))
+            .bearer_auth(&ana)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(follow.status(), StatusCode::OK);
+        let quiet = tokio::time::timeout(Duration::from_secs(4), follow.chunk()).await;
+        assert!(
+            quiet.is_err(),
+            "the follow ended while the run ran: {quiet:?}"
+        );
+
+        // A cancelled run leaves the queue, and makes room for one more.
+        let cancel = |id: &str| format!("/api/v1/runs/{id}/cancel");
+        let (st, b) = app.post(&cancel(&queued[0]), Some(&ana), &json!({})).await;
+        assert_eq!(st, StatusCode::ACCEPTED, "{b}");
+        queued.push(crate::sandbox::start_run(&app, &ana, &sb, &["true"], None).await);
+        let (st, _) = app.post(&runs, Some(&ana), &json!({"cmd": ["true"]})).await;
+        assert_eq!(st, StatusCode::TOO_MANY_REQUESTS);
+
+        for id in queued.iter().chain([&running]) {
+            let (st, b) = app.post(&cancel(id), Some(&ana), &json!({})).await;
+            assert_eq!(st, StatusCode::ACCEPTED, "{b}");
+        }
+        let r = app.run_reaching(&ana, &running, "finished").await;
+        assert_eq!(r["outcome"], "cancelled", "{r}");
+        drop(follow);
+        app.stop().await;
+    }
 }
