@@ -315,12 +315,16 @@ where
             let chunk = chunk.map_err(|e| {
                 ApiError::bad_request("bad_request", format!("reading the request body: {e}"))
             })?;
-            if (read.len() + chunk.len()) as u64 > max {
+            let len = read.len() + chunk.len();
+            if len as u64 > max {
                 if let Some(l) = limit {
                     drain(&l.workers, data, DRAIN_MAX);
                 }
                 return Err(too_large(max));
             }
+            // Grown by doubling as usual, but never past the limit.
+            let room = len.max(read.capacity() * 2).min(max as usize);
+            read.reserve_exact(room - read.len());
             read.extend_from_slice(&chunk);
         }
         let req = Request::from_parts(parts, Body::from(read));
