@@ -176,11 +176,12 @@ struct BodyLimit {
     workers: Workers,
 }
 
-/// Gives every request its route's body limit: ingress uploads `ingress.max_upload_bytes`
-/// (the upload enforces it again as it streams), attachments their file in base64, every
-/// other route `limits.json_body_max_bytes`. A body declared larger is refused before any of
-/// it is read; a chunked one is cut off by [`ApiJson`] at the limit. Uploads also take one of
-/// `server.max_concurrent_uploads` permits for as long as they are handled.
+/// Gives every request its route's body limit: attachments their file in base64, every other
+/// JSON route `limits.json_body_max_bytes`. A body declared larger is refused before any of it
+/// is read; a chunked one is cut off by [`ApiJson`] at the limit. Ingress uploads stream, and
+/// the upload itself enforces `ingress.max_upload_bytes` (after authorization, with its
+/// refusal audited). Uploads also take one of `server.max_concurrent_uploads` permits for as
+/// long as they are handled.
 async fn limit_bodies(State(limits): State<Limits>, mut req: Request, next: Next) -> Response {
     let settings = &limits.state.settings;
     let route = req
@@ -189,12 +190,13 @@ async fn limit_bodies(State(limits): State<Limits>, mut req: Request, next: Next
         .map(MatchedPath::as_str);
     let post = req.method() == Method::POST;
     let (max, upload) = match route {
-        Some(INGRESS_ROUTE) if post => (settings.ingress.max_upload_bytes, true),
-        Some(ATTACHMENT_ROUTE) if post => (settings.limits.attachment_body_max_bytes(), true),
-        _ => (settings.limits.json_body_max_bytes, false),
+        Some(INGRESS_ROUTE) if post => (None, true),
+        Some(ATTACHMENT_ROUTE) if post => (Some(settings.limits.attachment_body_max_bytes()), true),
+        _ => (Some(settings.limits.json_body_max_bytes), false),
     };
     let workers = &limits.state.workers;
-    if declared_length(req.headers()).is_some_and(|n| n > max) {
+    let declared = declared_length(req.headers());
+    if let Some(max) = max.filter(|max| declared.is_some_and(|n| n > *max)) {
         return refuse(workers, req, too_large(max));
     }
     let _upload = if upload {
@@ -215,10 +217,12 @@ async fn limit_bodies(State(limits): State<Limits>, mut req: Request, next: Next
     } else {
         None
     };
-    req.extensions_mut().insert(BodyLimit {
-        max,
-        workers: workers.clone(),
-    });
+    if let Some(max) = max {
+        req.extensions_mut().insert(BodyLimit {
+            max,
+            workers: workers.clone(),
+        });
+    }
     next.run(req).await
 }
 
