@@ -265,15 +265,14 @@ async fn uploads_beyond_the_cap_are_told_to_wait() {
         s
     })
     .await;
-    // The held upload takes the one permit once its head is read: soon, not at once.
+    // Its upload has begun (so it holds the one permit) once its temporary file exists.
+    let tmp = app.dir.path().join("tmp");
     let deadline = Instant::now() + Duration::from_secs(10);
-    let (st, b) = loop {
-        let (st, b) = not_an_archive(&app, &ana).await;
-        if st == StatusCode::SERVICE_UNAVAILABLE || Instant::now() > deadline {
-            break (st, b);
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    while std::fs::read_dir(&tmp).unwrap().next().is_none() {
+        assert!(Instant::now() < deadline, "the held upload never began");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let (st, b) = not_an_archive(&app, &ana).await;
     assert_eq!(
         (st, b["code"].as_str()),
         (StatusCode::SERVICE_UNAVAILABLE, Some("busy")),
