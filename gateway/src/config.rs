@@ -29,6 +29,7 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub review: ReviewSettings,
     pub limits: LimitSettings,
+    pub server: ServerSettings,
     pub audit: AuditSettings,
     pub ingress: IngressSettings,
     pub sandbox: SandboxSettings,
@@ -88,8 +89,49 @@ pub struct QuorumSettings {
 pub struct LimitSettings {
     /// Largest attachment file accepted, in bytes.
     pub attachment_max_bytes: u64,
-    /// Largest JSON request body, in bytes.
+    /// Largest JSON request body, in bytes, on every route but the attachments' (which takes
+    /// its file in base64: [`LimitSettings::attachment_body_max_bytes`]) and ingress uploads
+    /// (`ingress.max_upload_bytes`).
     pub json_body_max_bytes: u64,
+}
+
+impl LimitSettings {
+    /// Largest body of `POST /api/v1/applications/{id}/attachments`: the largest file in base64
+    /// (4 characters for every 3 bytes), plus a JSON body's allowance for the other fields.
+    pub fn attachment_body_max_bytes(&self) -> u64 {
+        self.attachment_max_bytes.div_ceil(3) * 4 + self.json_body_max_bytes
+    }
+}
+
+/// The HTTPS listener: how long a client may keep a connection silent, and how many
+/// connections and uploads there may be at once.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    /// Seconds a request's head may take to arrive once the gateway waits for one (after the
+    /// TLS handshake, and between the requests of a kept-alive connection); also the longest a
+    /// TLS handshake may take.
+    pub header_read_timeout_secs: u64,
+    /// Seconds a connection may stay silent while the gateway waits for its client (a
+    /// handshake, a request, the rest of a body, a response the client does not read) before
+    /// it is closed. Time the gateway itself takes to answer (a long poll, a followed log) does
+    /// not count.
+    pub idle_timeout_secs: u64,
+    /// Connections at once; more are closed as they arrive.
+    pub max_connections: usize,
+    /// Uploads (ingress archives and attachments) at once; more are answered 503 `busy`.
+    pub max_concurrent_uploads: usize,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            header_read_timeout_secs: 10,
+            idle_timeout_secs: 30,
+            max_connections: 1024,
+            max_concurrent_uploads: 8,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -119,6 +161,8 @@ pub struct SandboxSettings {
     pub max_concurrent_runs: usize,
     /// Runs at once in one project.
     pub max_concurrent_runs_per_project: usize,
+    /// Runs of one project waiting for a slot; more are refused (429 `queue_full`).
+    pub max_queued_runs_per_project: usize,
     /// How many sandboxes (the most recently used) keep a container started ahead for their
     /// next run, which then starts in a few milliseconds instead of the engine's 70–80; 0
     /// turns it off. Each costs the engine one idle container (a shim and two small
@@ -168,6 +212,7 @@ impl Default for SandboxSettings {
             runtime: None,
             max_concurrent_runs: 8,
             max_concurrent_runs_per_project: 4,
+            max_queued_runs_per_project: 32,
             standby_containers: 8,
             logs: crate::wire::sandboxes::LogVisibility::Visible,
             default_class: "standard".into(),
@@ -322,6 +367,7 @@ impl Default for Settings {
             auth: AuthSettings::default(),
             review: ReviewSettings::default(),
             limits: LimitSettings::default(),
+            server: ServerSettings::default(),
             audit: AuditSettings::default(),
             ingress: IngressSettings::default(),
             sandbox: SandboxSettings::default(),
@@ -470,6 +516,19 @@ impl Settings {
             bail!(
                 "sandbox.max_concurrent_runs and max_concurrent_runs_per_project must be at least 1"
             );
+        }
+        let server = &self.server;
+        if server.header_read_timeout_secs == 0
+            || server.idle_timeout_secs == 0
+            || server.max_connections == 0
+            || server.max_concurrent_uploads == 0
+        {
+            bail!(
+                "server.header_read_timeout_secs, idle_timeout_secs, max_connections and max_concurrent_uploads must be at least 1"
+            );
+        }
+        if self.limits.json_body_max_bytes == 0 {
+            bail!("limits.json_body_max_bytes must be at least 1");
         }
         if self.database_max_connections == 0 {
             bail!("database_max_connections must be at least 1");
@@ -694,6 +753,7 @@ mod tests {
         );
         assert!(Settings::load(None, env(&[("VRE_REVIEW__QUORUM__EGRESS", "0")])).is_err());
         assert!(Settings::load(None, env(&[("VRE_LISTEN", "not an address")])).is_err());
+        assert!(Settings::load(None, env(&[("VRE_SERVER__IDLE_TIMEOUT_SECS", "0")])).is_err());
         for (host, tls, why) in [
             ("tcp://engine:2376", false, "reached over TCP"),
             ("http://engine:2375", true, "in the clear"),

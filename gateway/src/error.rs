@@ -148,6 +148,11 @@ impl From<crate::service::Error> for ApiError {
             E::Invalid { code, message } => ApiError::BadRequest { code, message },
             E::Conflict { code, message } => ApiError::Conflict { code, message },
             E::TooLarge(message) => ApiError::TooLarge(message),
+            E::TooMany { code, message } => ApiError::Refused {
+                status: StatusCode::TOO_MANY_REQUESTS,
+                code,
+                message,
+            },
             E::Unsupported { code, message } => ApiError::Refused {
                 status: StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 code,

@@ -4,7 +4,8 @@
 //!
 //! Layout:
 //! - `cli`: the command line, server and client commands.
-//! - `startup`: `Application::build` and `run_until_stopped`.
+//! - `startup`: `Application::build` and `run_until_stopped`; `connections`: what every
+//!   connection goes through below HTTP (the cap, the idle timeout).
 //! - `config`: layered settings (defaults, TOML, `VRE_*`).
 //! - `api`: the HTTP routes, thin: parse, call one service, shape the answer; `error` is
 //!   their one error type.
@@ -28,6 +29,7 @@ pub mod blobs;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod connections;
 pub mod db;
 pub mod error;
 pub mod ingress;

@@ -178,17 +178,22 @@ impl Application {
         }
         let handle: Handle<SocketAddr> = Handle::new();
         let app = crate::api::router(self.state.clone());
-        let body_limit = self.state.settings.limits.json_body_max_bytes.max(
-            // Attachments travel as base64 inside JSON.
-            self.state.settings.limits.attachment_max_bytes / 3 * 4 + 64 * 1024,
+        let limits = &self.state.settings.server;
+        let head = Duration::from_secs(limits.header_read_timeout_secs);
+        let guard = crate::connections::Guard::new(
+            limits.max_connections,
+            Duration::from_secs(limits.idle_timeout_secs),
         );
-        let app = app.layer(axum::extract::DefaultBodyLimit::max(body_limit as usize));
-        let acceptor =
-            axum_server::tls_rustls::RustlsAcceptor::new(self.tls).acceptor(ReadBuffered);
-        let serve = axum_server::from_tcp(self.listener)?
+        let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(self.tls)
+            .handshake_timeout(head)
+            .acceptor(guard);
+        // HTTP/1.1 only, as ALPN offers: hyper's header-read timeout is HTTP/1's.
+        let mut server = axum_server::from_tcp(self.listener)?
             .acceptor(acceptor)
             .handle(handle.clone())
-            .serve(app.into_make_service());
+            .http1_only();
+        server.http_builder().http1().header_read_timeout(head);
+        let serve = server.serve(app.into_make_service());
         tokio::pin!(serve);
         let served = tokio::select! {
             served = &mut serve => served,
@@ -207,32 +212,6 @@ impl Application {
         checkpoints.write_last(&self.heads_rx);
         self.state.db.close().await;
         served.context("serving HTTPS")
-    }
-}
-
-/// Bytes read from a connection's socket at once, below TLS. rustls asks for about 4 KiB per
-/// read; without a buffer under it, a large upload costs a system call (and, on loopback, the
-/// sender's TCP work done in the receiver's) every 4 KiB. About one TLS record: 64 KiB was no
-/// faster, and every connection, idle or not, holds this much.
-const SOCKET_READ_BUFFER: usize = 16 * 1024;
-
-/// Gives every accepted connection a read buffer under TLS (writes go straight through).
-#[derive(Clone, Copy)]
-struct ReadBuffered;
-
-impl<I, S> axum_server::accept::Accept<I, S> for ReadBuffered
-where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    type Stream = tokio::io::BufReader<I>;
-    type Service = S;
-    type Future = std::future::Ready<std::io::Result<(Self::Stream, S)>>;
-
-    fn accept(&self, stream: I, service: S) -> Self::Future {
-        std::future::ready(Ok((
-            tokio::io::BufReader::with_capacity(SOCKET_READ_BUFFER, stream),
-            service,
-        )))
     }
 }
 

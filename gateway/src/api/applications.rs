@@ -222,7 +222,8 @@ pub async fn resubmit(
 #[utoipa::path(post, path = "/api/v1/applications/{id}/attachments", operation_id = "attach_to_application", tag = "applications", security(("bearer" = [])),
     params(("id" = String, Path)), request_body = NewAttachment,
     responses((status = 201, body = Attachment), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody)))]
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 503, body = ErrorBody, description = "too many uploads at once (busy)")))]
 pub async fn attach(
     cx: Cx,
     Path(id): Path<String>,

@@ -48,7 +48,7 @@ fn archive_dto(r: &IngressRow, files: u64) -> ArchiveInfo {
     request_body(content = ArchiveUpload, content_type = "application/octet-stream", description = "a tar or tar.zst archive"),
     responses((status = 201, body = IngressReceipt), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 413, body = ErrorBody), (status = 414, description = "the query string is too long"),
-        (status = 422, body = ErrorBody)))]
+        (status = 422, body = ErrorBody), (status = 503, body = ErrorBody, description = "too many uploads at once (busy)")))]
 pub async fn submit(
     cx: Cx,
     ApiQuery(q): ApiQuery<IngressQuery>,

@@ -14,13 +14,18 @@ pub mod runs;
 pub mod sandboxes;
 pub mod system;
 
+use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{FromRequest, FromRequestParts, MatchedPath, Request, State};
+use axum::body::{Body, BodyDataStream};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, MatchedPath, Request, State};
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
+use futures_util::StreamExt;
+use tokio::sync::Semaphore;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
@@ -29,6 +34,7 @@ use utoipa_axum::routes;
 use crate::auth::{AuthError, Caller};
 use crate::error::{ApiError, ErrorCode};
 use crate::state::AppState;
+use crate::workers::Workers;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -95,6 +101,14 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(runs::logs))
         .split_for_parts();
     let doc_json = document(&doc);
+    let limits = Limits {
+        uploads: Arc::new(Semaphore::new(state.settings.server.max_concurrent_uploads)),
+        state: state.clone(),
+    };
+    // `ApiJson` reads no more than its route's limit; this one holds for any other extractor
+    // that buffers a body.
+    let backstop = (state.settings.limits.json_body_max_bytes)
+        .max(state.settings.limits.attachment_body_max_bytes());
     api.route(
         "/openapi.json",
         axum::routing::get(
@@ -105,6 +119,10 @@ pub fn router(state: AppState) -> Router {
     .fallback(|| async { ApiError::NotFound("route") })
     // A refused request's body is read (within bounds), so the client gets to read the answer.
     .layer(axum::middleware::from_fn(drain::drain_refused))
+    .layer(axum::middleware::from_fn_with_state(limits, limit_bodies))
+    .layer(DefaultBodyLimit::max(
+        usize::try_from(backstop).unwrap_or(usize::MAX),
+    ))
     .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
     .with_state(state)
 }
@@ -171,6 +189,128 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
     resp
 }
 
+/// The routes that take more than a JSON body: they stream an archive or carry a file.
+const INGRESS_ROUTE: &str = "/api/v1/ingress";
+const ATTACHMENT_ROUTE: &str = "/api/v1/applications/{id}/attachments";
+
+/// How much of a refused body is read and thrown away, in the background, after the refusal
+/// is sent. A client that sends its whole body before it reads the answer (most do) would
+/// otherwise have the connection reset under it, and with it the answer it had not read yet:
+/// the kernel resets a connection closed with unread data. A body declared larger than this
+/// is not read at all (its client gets the reset).
+const DRAIN_MAX: u64 = 64 << 20;
+
+#[derive(Clone)]
+struct Limits {
+    state: AppState,
+    /// One permit per upload in progress; none left is a 503 `busy`.
+    uploads: Arc<Semaphore>,
+}
+
+/// The most a route reads of a body, for [`ApiJson`] (set by [`limit_bodies`]), and where a
+/// refused body's rest is drained.
+#[derive(Clone)]
+struct BodyLimit {
+    max: u64,
+    workers: Workers,
+}
+
+/// Gives every request its route's body limit: attachments their file in base64, every other
+/// JSON route `limits.json_body_max_bytes`. A body declared larger is refused before any of it
+/// is read; a chunked one is cut off by [`ApiJson`] at the limit. Ingress uploads stream, and
+/// the upload itself enforces `ingress.max_upload_bytes` (after authorization, with its
+/// refusal audited). Uploads also take one of `server.max_concurrent_uploads` permits for as
+/// long as they are handled.
+async fn limit_bodies(State(limits): State<Limits>, mut req: Request, next: Next) -> Response {
+    let settings = &limits.state.settings;
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(MatchedPath::as_str);
+    let post = req.method() == Method::POST;
+    let (max, upload) = match route {
+        Some(INGRESS_ROUTE) if post => (None, true),
+        Some(ATTACHMENT_ROUTE) if post => (Some(settings.limits.attachment_body_max_bytes()), true),
+        _ => (Some(settings.limits.json_body_max_bytes), false),
+    };
+    let workers = &limits.state.workers;
+    let declared = declared_length(req.headers());
+    if let Some(max) = max.filter(|max| declared.is_some_and(|n| n > *max)) {
+        return refuse(workers, req, too_large(max));
+    }
+    let _upload = if upload {
+        match limits.uploads.clone().try_acquire_owned() {
+            Ok(permit) => Some(permit),
+            Err(_) => {
+                let busy = ApiError::Refused {
+                    status: StatusCode::SERVICE_UNAVAILABLE,
+                    code: ErrorCode::Busy,
+                    message: format!(
+                        "the gateway takes {} uploads at once; try again shortly",
+                        settings.server.max_concurrent_uploads
+                    ),
+                };
+                return refuse(workers, req, busy);
+            }
+        }
+    } else {
+        None
+    };
+    if let Some(max) = max {
+        req.extensions_mut().insert(BodyLimit {
+            max,
+            workers: workers.clone(),
+        });
+    }
+    next.run(req).await
+}
+
+fn too_large(max: u64) -> ApiError {
+    ApiError::TooLarge(format!("the request body is larger than {max} bytes"))
+}
+
+/// The body's length as its Content-Length header declares it.
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// Answers `error` at once, without reading the body first; the body is drained behind the
+/// answer (see [`DRAIN_MAX`]), unless its client waits for `100 Continue` and so sends none.
+fn refuse(workers: &Workers, req: Request, error: ApiError) -> Response {
+    let waits = req
+        .headers()
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if !waits && declared_length(req.headers()).is_none_or(|n| n <= DRAIN_MAX) {
+        drain(workers, req.into_body().into_data_stream(), DRAIN_MAX);
+    }
+    error.into_response()
+}
+
+/// Reads up to `left` more bytes of a refused body and throws them away, in the background. A
+/// client that stops sending is cut off by the connection's idle timeout.
+fn drain(workers: &Workers, mut data: BodyDataStream, mut left: u64) {
+    workers.spawn("drain", |stop| async move {
+        let read = async {
+            while let Some(Ok(chunk)) = data.next().await {
+                left = left.saturating_sub(chunk.len() as u64);
+                if left == 0 {
+                    break;
+                }
+            }
+        };
+        tokio::select! {
+            () = read => {}
+            () = stop.requested() => {}
+        }
+    });
+}
+
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
@@ -212,8 +352,12 @@ impl FromRequestParts<AppState> for Cx {
     }
 }
 
-/// `axum::Json`, with rejections answered in our error format.
+/// `axum::Json`, with rejections answered in our error format, reading no more of the body
+/// than its route's limit ([`limit_bodies`]): memory does not grow with what a client sends.
 pub struct ApiJson<T>(pub T);
+
+/// The body limit of a request that went around [`limit_bodies`].
+const JSON_BODY_MAX: u64 = 1 << 20;
 
 impl<T, S> FromRequest<S> for ApiJson<T>
 where
@@ -223,10 +367,38 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let limit = req.extensions().get::<BodyLimit>().cloned();
+        let max = limit.as_ref().map_or(JSON_BODY_MAX, |l| l.max);
+        if declared_length(req.headers()).is_some_and(|n| n > max) {
+            return Err(too_large(max));
+        }
+        let (parts, body) = req.into_parts();
+        let mut data = body.into_data_stream();
+        let mut read = Vec::new();
+        while let Some(chunk) = data.next().await {
+            let chunk = chunk.map_err(|e| {
+                ApiError::bad_request(
+                    ErrorCode::BadRequest,
+                    format!("reading the request body: {e}"),
+                )
+            })?;
+            let len = read.len() + chunk.len();
+            if len as u64 > max {
+                if let Some(l) = limit {
+                    drain(&l.workers, data, DRAIN_MAX);
+                }
+                return Err(too_large(max));
+            }
+            // Grown by doubling as usual, but never past the limit.
+            let room = len.max(read.capacity() * 2).min(max as usize);
+            read.reserve_exact(room - read.len());
+            read.extend_from_slice(&chunk);
+        }
+        let req = Request::from_parts(parts, Body::from(read));
         match Json::<T>::from_request(req, state).await {
             Ok(Json(v)) => Ok(ApiJson(v)),
             Err(rejection) => {
-                if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                     Err(ApiError::TooLarge("the request body is too large".into()))
                 } else {
                     Err(ApiError::bad_request(

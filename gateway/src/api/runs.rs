@@ -38,7 +38,8 @@ fn run_dto(r: RunRow) -> Run {
 #[utoipa::path(post, path = "/api/v1/sandboxes/{id}/runs", operation_id = "create_run", tag = "sandboxes", security(("bearer" = [])),
     params(("id" = String, Path)), request_body = NewRun,
     responses((status = 202, body = Run), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 413, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 429, body = ErrorBody, description = "the project's queue of runs is full (queue_full)")))]
 pub async fn create_run(
     cx: Cx,
     Path(id): Path<String>,

@@ -47,6 +47,9 @@ pub enum Error {
     /// More than the gateway takes.
     #[error("{0}")]
     TooLarge(String),
+    /// The caller already has as much work waiting as they may (a queue is full).
+    #[error("{message}")]
+    TooMany { code: ErrorCode, message: String },
     /// The content is not of a type this reads (a binary file asked for as text).
     #[error("{message}")]
     Unsupported { code: ErrorCode, message: String },

@@ -101,6 +101,19 @@ pub async fn create(
         cancelled_by: None,
     };
     let mut tx = state.db.begin_write().await?;
+    // Counted inside the write transaction, which serialises writers: the cap holds across
+    // gateways sharing the database.
+    let max = state.sandboxes.settings().max_queued_runs_per_project;
+    let queued = sstore::queued_runs_of_project(tx.conn(), &row.project_id).await?;
+    if usize::try_from(queued).unwrap_or(usize::MAX) >= max {
+        return Err(Error::TooMany {
+            code: ErrorCode::QueueFull,
+            message: format!(
+                "project {} already has {queued} runs waiting (at most {max}); wait for some to start or cancel them",
+                row.project_id
+            ),
+        });
+    }
     sstore::insert_run(tx.conn(), &row).await?;
     tx.audit(NewEvent {
         actor: caller.sub.as_str(),

@@ -341,6 +341,20 @@ pub async fn runs_of(conn: &mut AnyConnection, sandbox: &str) -> Result<Vec<RunR
     .collect()
 }
 
+/// Runs of a project waiting for a slot (not yet started, nor asked to be cancelled).
+pub async fn queued_runs_of_project(
+    conn: &mut AnyConnection,
+    project: &str,
+) -> Result<i64, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT COUNT(*) AS n FROM runs WHERE state = 'queued' AND project_id = $1 AND cancelled_by IS NULL",
+    )
+    .bind(project)
+    .fetch_one(conn)
+    .await?;
+    row.try_get("n")
+}
+
 pub async fn unfinished_runs(conn: &mut AnyConnection) -> Result<Vec<RunRow>, sqlx::Error> {
     sqlx::query(&format!(
         "SELECT {RUN_COLUMNS} FROM runs WHERE state <> 'finished' ORDER BY created_at, id"

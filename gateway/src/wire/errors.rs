@@ -49,6 +49,7 @@ wire_enum! {
         ProjectExists = "project_exists",
         RunFinished = "run_finished",
         RunsActive = "runs_active",
+        QueueFull = "queue_full",
         LogsHidden = "logs_hidden",
         // Archives refused by `policy::archive::rules`.
         ArchivePathAbsolute = "archive_path_absolute",
@@ -78,6 +79,7 @@ wire_enum! {
         EngineUnavailable = "engine_unavailable",
         EngineMisconfigured = "engine_misconfigured",
         Unavailable = "unavailable",
+        Busy = "busy",
         Internal = "internal",
     }
 }

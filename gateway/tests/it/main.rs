@@ -15,6 +15,7 @@ mod authz;
 mod concurrency;
 mod ingress;
 mod jwt;
+mod limits;
 mod restart;
 mod run_output;
 mod sandbox;

@@ -116,7 +116,7 @@ async fn small_world(
     small_world_on(Engine::Sqlite, tweak).await
 }
 
-async fn small_world_on(
+pub(crate) async fn small_world_on(
     engine: Engine,
     tweak: impl FnOnce(&mut gateway::config::Settings),
 ) -> (TestApp, String, TempDir) {
@@ -138,7 +138,7 @@ async fn small_world_on(
 }
 
 /// A new sandbox of p1 on the test image; its id.
-async fn new_sandbox(app: &TestApp, ana: &str) -> String {
+pub(crate) async fn new_sandbox(app: &TestApp, ana: &str) -> String {
     let (st, sb) = app
         .post(
             "/api/v1/sandboxes",
@@ -177,7 +177,7 @@ async fn approved_upload(app: &TestApp, ana: &str, script: &[u8]) -> String {
 }
 
 /// Starts `cmd` in the sandbox; returns the run's id.
-async fn start_run(
+pub(crate) async fn start_run(
     app: &TestApp,
     token: &str,
     sandbox: &str,
