@@ -236,13 +236,14 @@ pub async fn logs(
             follow,
             bytes: 0,
             hash: Sha256::new(),
+            recorded: false,
         },
     };
     Ok(futures_util::stream::unfold(tail, Tail::next))
 }
 
-/// What a log read has sent: recorded in the audit log when it is dropped, which is when its
-/// stream ends or its client goes away.
+/// What a log read has sent, for the audit log: recorded at the end of the stream, or by a
+/// worker when the stream is dropped before its end (its client went away).
 struct Sent {
     state: AppState,
     reader: String,
@@ -250,38 +251,59 @@ struct Sent {
     follow: bool,
     bytes: u64,
     hash: Sha256,
+    recorded: bool,
+}
+
+impl Sent {
+    /// The event, once: what was sent, its length and SHA-256.
+    fn event(&mut self) -> Option<(AppState, String, String, serde_json::Value)> {
+        if std::mem::replace(&mut self.recorded, true) {
+            return None;
+        }
+        let sha256 = hex::encode(std::mem::take(&mut self.hash).finalize());
+        Some((
+            self.state.clone(),
+            self.reader.clone(),
+            self.run.clone(),
+            json!({"from": 0, "to": self.bytes, "bytes": self.bytes, "sha256": sha256, "follow": self.follow}),
+        ))
+    }
+
+    async fn record(&mut self) {
+        if let Some((state, reader, run, detail)) = self.event() {
+            write_read(state, reader, run, detail).await;
+        }
+    }
 }
 
 impl Drop for Sent {
     fn drop(&mut self) {
-        let state = self.state.clone();
-        let (reader, run, follow, bytes) = (
-            std::mem::take(&mut self.reader),
-            std::mem::take(&mut self.run),
-            self.follow,
-            self.bytes,
-        );
-        let sha256 = hex::encode(std::mem::take(&mut self.hash).finalize());
-        // A drop cannot wait: the event is written by a worker, which a graceful stop waits for.
-        state
-            .workers
-            .clone()
-            .spawn(crate::workers::Name::of("log-read-audit", run.clone()), move |_| async move {
-                let write = async {
-                    let mut tx = state.db.begin_write().await?;
-                    tx.audit(NewEvent {
-                        actor: &reader,
-                        action: "run.logs_read",
-                        subject: &run,
-                        detail: json!({"from": 0, "to": bytes, "bytes": bytes, "sha256": sha256, "follow": follow}),
-                    })
-                    .await?;
-                    state.commit(tx).await
-                };
-                if let Err(e) = write.await {
-                    tracing::error!(run = %run, reader = %reader, bytes, error = %e, "recording a read of a run's output failed");
-                }
-            });
+        if let Some((state, reader, run, detail)) = self.event() {
+            // A drop cannot wait: a worker writes it, and a graceful stop waits for workers.
+            let workers = state.workers.clone();
+            workers.spawn(
+                crate::workers::Name::of("log-read-audit", run.clone()),
+                move |_| write_read(state, reader, run, detail),
+            );
+        }
+    }
+}
+
+/// Writes one `run.logs_read` event; a failure is logged (the bytes are already sent).
+async fn write_read(state: AppState, reader: String, run: String, detail: serde_json::Value) {
+    let write = async {
+        let mut tx = state.db.begin_write().await?;
+        tx.audit(NewEvent {
+            actor: &reader,
+            action: "run.logs_read",
+            subject: &run,
+            detail: detail.clone(),
+        })
+        .await?;
+        state.commit(tx).await
+    };
+    if let Err(e) = write.await {
+        tracing::error!(run = %run, reader = %reader, %detail, error = %e, "recording a read of a run's output failed");
     }
 }
 
@@ -297,7 +319,17 @@ struct Tail {
 }
 
 impl Tail {
+    /// The next chunk; at the end, the read is recorded before the response ends, so a client
+    /// that has read the whole answer finds its read in the audit log.
     async fn next(mut self) -> Option<(std::io::Result<axum::body::Bytes>, Tail)> {
+        let item = self.step().await;
+        if item.is_none() {
+            self.sent.record().await;
+        }
+        item.map(|chunk| (chunk, self))
+    }
+
+    async fn step(&mut self) -> Option<std::io::Result<axum::body::Bytes>> {
         use tokio::io::AsyncReadExt;
         if self.done {
             return None;
@@ -333,11 +365,11 @@ impl Tail {
                     // this may not have received all of it, which the record errs towards.
                     self.sent.bytes += n as u64;
                     self.sent.hash.update(&buf);
-                    return Some((Ok(axum::body::Bytes::from(buf)), self));
+                    return Some(Ok(axum::body::Bytes::from(buf)));
                 }
                 Err(e) => {
                     self.done = true;
-                    return Some((Err(e), self));
+                    return Some(Err(e));
                 }
             }
         }
