@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::engine_objects::remove_instance_objects;
 use gateway::config::{Secret, Settings};
 use gateway::keys::Ed25519Key;
 use gateway::state::AppState;
@@ -256,17 +257,10 @@ impl TestApp {
         body: Option<&Value>,
     ) -> (StatusCode, Value) {
         let mut r = self.http.request(method, format!("{}{}", self.url, path));
-        if let Some(t) = token {
-            r = r.bearer_auth(t);
-        }
         if let Some(b) = body {
             r = r.json(b);
         }
-        let resp = r.send().await.expect("the gateway answers");
-        let status = resp.status();
-        let text = resp.text().await.unwrap();
-        let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        (status, v)
+        send(r, token).await
     }
 
     /// A request with a raw body (archives).
@@ -277,18 +271,11 @@ impl TestApp {
         token: Option<&str>,
         body: Vec<u8>,
     ) -> (StatusCode, Value) {
-        let mut r = self
+        let r = self
             .http
             .request(method, format!("{}{}", self.url, path))
             .body(body);
-        if let Some(t) = token {
-            r = r.bearer_auth(t);
-        }
-        let resp = r.send().await.expect("the gateway answers");
-        let status = resp.status();
-        let text = resp.text().await.unwrap();
-        let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        (status, v)
+        send(r, token).await
     }
 
     pub async fn get(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
@@ -358,6 +345,20 @@ impl TestApp {
     }
 }
 
+/// Sends a request with the bearer token, given one; the answer's status and its body as JSON,
+/// or as a JSON string where it is not JSON.
+async fn send(r: reqwest::RequestBuilder, token: Option<&str>) -> (StatusCode, Value) {
+    let r = match token {
+        Some(t) => r.bearer_auth(t),
+        None => r,
+    };
+    let resp = r.send().await.expect("the gateway answers");
+    let status = resp.status();
+    let text = resp.text().await.unwrap();
+    let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, v)
+}
+
 impl Drop for TestApp {
     /// A test that panics never reaches `stop`: remove its containers and volumes anyway, by
     /// this gateway's instance label, through the docker CLI (no runtime is needed for that).
@@ -365,39 +366,6 @@ impl Drop for TestApp {
         if let Ok(instance) = std::fs::read_to_string(self.settings.data_dir.join("instance-id")) {
             remove_instance_objects(instance.trim());
         }
-    }
-}
-
-/// Removes every container and volume labelled with a gateway instance, through the docker
-/// CLI (no runtime is needed for that).
-pub fn remove_instance_objects(instance: &str) {
-    let filter = format!("label=vre.instance={instance}");
-    let list = |args: &[&str]| -> Vec<String> {
-        std::process::Command::new("docker")
-            .args(args)
-            .output()
-            .map(|o| {
-                String::from_utf8_lossy(&o.stdout)
-                    .lines()
-                    .map(str::to_owned)
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let containers = list(&["ps", "-aq", "--filter", &filter]);
-    if !containers.is_empty() {
-        let _ = std::process::Command::new("docker")
-            .arg("rm")
-            .arg("-f")
-            .args(&containers)
-            .output();
-    }
-    let volumes = list(&["volume", "ls", "-q", "--filter", &filter]);
-    if !volumes.is_empty() {
-        let _ = std::process::Command::new("docker")
-            .args(["volume", "rm", "-f"])
-            .args(&volumes)
-            .output();
     }
 }
 
