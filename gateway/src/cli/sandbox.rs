@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use super::shared::{ClientArgs, or_null, print_json, urlencode};
+use super::shared::{ById, ClientArgs, or_null, print_as, print_json, query, urlencode};
 use crate::wire::sandboxes::{AllowImage, Image, NewSandbox, Run, Sandbox, StageRequest};
 use clap::Subcommand;
 
@@ -50,11 +50,7 @@ pub(super) enum SandboxCommand {
         client: ClientArgs,
     },
     /// Show a sandbox and its runs.
-    Show {
-        id: String,
-        #[command(flatten)]
-        client: ClientArgs,
-    },
+    Show(ById),
     /// Stage another approved ingress application.
     Stage {
         id: String,
@@ -63,11 +59,7 @@ pub(super) enum SandboxCommand {
         client: ClientArgs,
     },
     /// Remove a sandbox and its volumes.
-    Remove {
-        id: String,
-        #[command(flatten)]
-        client: ClientArgs,
-    },
+    Remove(ById),
 }
 
 pub(super) async fn image(cmd: ImageCommand) -> anyhow::Result<ExitCode> {
@@ -77,21 +69,15 @@ pub(super) async fn image(cmd: ImageCommand) -> anyhow::Result<ExitCode> {
                 .client()?
                 .post("/api/v1/images", &AllowImage { name })
                 .await?;
-            if client.json {
-                print_json(&image);
-            } else {
-                println!("{}  {}", image.name, image.image_id);
-            }
+            print_as(&client, &image, |i| println!("{}  {}", i.name, i.image_id));
         }
         ImageCommand::List { client } => {
             let images: Vec<Image> = client.client()?.get("/api/v1/images").await?;
-            if client.json {
-                print_json(&images);
-            } else {
-                for i in &images {
+            print_as(&client, &images, |images| {
+                for i in images {
                     println!("{:<32} {}  {} bytes", i.name, i.image_id, i.size);
                 }
-            }
+            });
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -138,25 +124,21 @@ pub(super) async fn sandbox(cmd: SandboxCommand) -> anyhow::Result<ExitCode> {
             print_sandbox(&client, &sb);
         }
         SandboxCommand::List { project, client } => {
-            let q = project
-                .map(|p| format!("?project={}", urlencode(&p)))
-                .unwrap_or_default();
+            let q = query([("project", project)]);
             let sandboxes: Vec<Sandbox> = client
                 .client()?
                 .get(&format!("/api/v1/sandboxes{q}"))
                 .await?;
-            if client.json {
-                print_json(&sandboxes);
-            } else {
-                for sb in &sandboxes {
+            print_as(&client, &sandboxes, |sandboxes| {
+                for sb in sandboxes {
                     println!(
                         "{:<18} {:<16} {:<24} {}",
                         sb.id, sb.project, sb.image, sb.resource_class
                     );
                 }
-            }
+            });
         }
-        SandboxCommand::Show { id, client } => {
+        SandboxCommand::Show(ById { id, client }) => {
             let c = client.client()?;
             let sb: Sandbox = c
                 .get(&format!("/api/v1/sandboxes/{}", urlencode(&id)))
@@ -196,7 +178,7 @@ pub(super) async fn sandbox(cmd: SandboxCommand) -> anyhow::Result<ExitCode> {
                 .await?;
             print_sandbox(&client, &sb);
         }
-        SandboxCommand::Remove { id, client } => {
+        SandboxCommand::Remove(ById { id, client }) => {
             let sb: Sandbox = client
                 .client()?
                 .delete(&format!("/api/v1/sandboxes/{}", urlencode(&id)))

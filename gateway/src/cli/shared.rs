@@ -47,6 +47,37 @@ impl ClientArgs {
     }
 }
 
+/// The object a command acts on, by its id, and how to reach the gateway.
+#[derive(Args)]
+pub(super) struct ById {
+    pub(super) id: String,
+    #[command(flatten)]
+    pub(super) client: ClientArgs,
+}
+
+/// Prints an answer: as JSON with `--json`, otherwise as `human` writes it for people.
+pub(super) fn print_as<T: Serialize>(client: &ClientArgs, v: &T, human: impl FnOnce(&T)) {
+    if client.json {
+        print_json(v);
+    } else {
+        human(v);
+    }
+}
+
+/// A query string of the parameters that have a value, percent-encoded: `?k=v&…`, or nothing
+/// when none has.
+pub(super) fn query<'a>(params: impl IntoIterator<Item = (&'a str, Option<String>)>) -> String {
+    let pairs: Vec<String> = params
+        .into_iter()
+        .filter_map(|(k, v)| Some(format!("{k}={}", urlencode(&v?))))
+        .collect();
+    if pairs.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", pairs.join("&"))
+    }
+}
+
 /// Prints an answer as JSON, its keys sorted (as `serde_json::Value` orders them).
 pub(super) fn print_json<T: Serialize>(v: &T) {
     let v = serde_json::to_value(v).unwrap_or_default();
@@ -73,4 +104,22 @@ pub(super) fn urlencode(s: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::query;
+
+    #[test]
+    fn a_query_holds_the_given_parameters_encoded() {
+        assert_eq!(query([("project", None)]), "");
+        assert_eq!(
+            query([
+                ("limit", Some("50".to_owned())),
+                ("after", None),
+                ("subject", Some("a b/c".to_owned())),
+            ]),
+            "?limit=50&subject=a%20b%2Fc"
+        );
+    }
 }
