@@ -58,19 +58,6 @@ fn approve(app: &TestApp, id: &str, reviewer: &str) -> (String, String, Value) {
     )
 }
 
-/// The audit events about `subject`, oldest first.
-async fn events_about(app: &TestApp, subject: &str) -> Vec<Value> {
-    let auditor = app.token("aud", "auditor");
-    let (st, events) = app
-        .get(
-            &format!("/api/v1/audit?subject={subject}&limit=1000"),
-            Some(&auditor),
-        )
-        .await;
-    assert_eq!(st, StatusCode::OK);
-    events.as_array().unwrap().clone()
-}
-
 fn detail(e: &Value) -> Value {
     serde_json::from_str(e["detail"].as_str().unwrap()).unwrap()
 }
@@ -139,7 +126,7 @@ async fn a_quorum_is_reached_exactly_once_under_concurrent_votes() {
             "{engine:?}: the recorded votes are the accepted ones"
         );
 
-        let events = events_about(&app, &id).await;
+        let events = app.audit_events(&id).await;
         let decisions = events
             .iter()
             .filter(|e| e["action"] == "application.decision")
@@ -191,7 +178,7 @@ async fn one_reviewer_voting_many_times_at_once_counts_once() {
             .await;
         assert_eq!(b["decisions"].as_array().unwrap().len(), 1);
         assert_eq!(b["approvals"], 1);
-        let events = events_about(&app, &id).await;
+        let events = app.audit_events(&id).await;
         let decisions = events
             .iter()
             .filter(|e| e["action"] == "application.decision")

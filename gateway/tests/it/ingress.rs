@@ -8,7 +8,7 @@ use policy::archive::tar::{END, EntryKind, entry_header, padding, set_checksum, 
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::support::{TempDir, TestApp, each_engine, engines, vre_command};
+use crate::support::{TempDir, TestApp, assert_refused, each_engine, engines, vre_command};
 
 /// A tar archive from (path, kind, mode, data) with honest headers.
 fn tar_of(entries: &[(&str, EntryKind, u32, &[u8])]) -> Vec<u8> {
@@ -399,13 +399,11 @@ async fn a_zstd_bomb_stops_early() {
     let bomb = zstd_bomb();
     assert!(bomb.len() < 64 * 1024, "{}", bomb.len());
     let (st, body) = upload(&app, &ana, "p1", "bomb", bomb).await;
-    assert_eq!(
-        (st, body["code"].as_str()),
-        (
-            StatusCode::UNPROCESSABLE_ENTITY,
-            Some("archive_compression_ratio")
-        ),
-        "{body}"
+    assert_refused(
+        st,
+        &body,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "archive_compression_ratio",
     );
     // The message says how far it got: the grace (16 MiB) and a little, not 256 MiB.
     let msg = body["message"].as_str().unwrap();
@@ -478,7 +476,7 @@ async fn a_good_archive_gets_a_manifest_checks_and_audited_reads() {
         let (st, text) = app.get(&format!("/api/v1/applications/{id}/file?path=%E3%83%87%E3%83%BC%E3%82%BF/%E8%AA%AC%E6%98%8E.txt"), Some(&rev)).await;
         assert_eq!((st, text), (StatusCode::OK, Value::String("日本語の説明\n".into())));
         let (st, b) = app.get(&format!("/api/v1/applications/{id}/file?path=bin/helper"), Some(&rev)).await;
-        assert_eq!((st, b["code"].as_str()), (StatusCode::UNSUPPORTED_MEDIA_TYPE, Some("not_text")));
+        assert_refused(st, &b, StatusCode::UNSUPPORTED_MEDIA_TYPE, "not_text");
         let (st, _) = app.get(&format!("/api/v1/applications/{id}/file?path=nope.txt"), Some(&rev)).await;
         assert_eq!(st, StatusCode::NOT_FOUND);
         let bob = app.token("bob", "analyst");
@@ -487,11 +485,10 @@ async fn a_good_archive_gets_a_manifest_checks_and_audited_reads() {
         let (st, _) = upload(&app, &bob, "p1", "not-mine", tar.clone()).await;
         assert_eq!(st, StatusCode::FORBIDDEN, "only the project's analysts bring archives in");
 
-        let auditor = app.token("aud", "auditor");
-        let (_, events) = app.get(&format!("/api/v1/audit?subject={id}"), Some(&auditor)).await;
-        let reads: Vec<&Value> = events.as_array().unwrap().iter().filter(|e| e["action"] == "content.read").collect();
+        let events = app.audit_events(&id).await;
+        let reads: Vec<&Value> = events.iter().filter(|e| e["action"] == "content.read").collect();
         assert_eq!(reads.len(), 2, "each successful read is one audit event");
-        assert!(events.as_array().unwrap().iter().any(|e| e["action"] == "ingress.upload"));
+        assert!(events.iter().any(|e| e["action"] == "ingress.upload"));
 
         // The same content again is stored once; it is a second application.
         let (st, again) = upload(&app, &ana, "p1", "analysis-v1-again", zst(&tar)).await;

@@ -9,7 +9,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::support::{
-    Engine, TEST_IMAGE, TempDir, TestApp, docker_available, required, root_available, vre_command,
+    Engine, TEST_IMAGE, TempDir, TestApp, actions, assert_refused, docker_available, required,
+    root_available, vre_command,
 };
 
 /// A small class so limits are reached quickly.
@@ -305,13 +306,11 @@ async fn a_runtime_the_engine_lacks_is_refused_by_name() {
             &json!({"project": "p1", "image": TEST_IMAGE}),
         )
         .await;
-    assert_eq!(
-        (st, b["code"].as_str()),
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Some("engine_misconfigured")
-        ),
-        "{b}"
+    assert_refused(
+        st,
+        &b,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "engine_misconfigured",
     );
     let message = b["message"].as_str().unwrap();
     assert!(
@@ -436,19 +435,8 @@ async fn isolated_and_limited(w: World) {
     assert_eq!(r["outcome"], "log_limit_exceeded", "{r}");
     assert!(log.len() < (1 << 20) + 200, "{}", log.len());
     assert_eq!(r["log_truncated"], true);
-    let auditor = app.token("aud", "auditor");
-    let (_, events) = app
-        .get(
-            &format!("/api/v1/audit?subject={}", r["id"].as_str().unwrap()),
-            Some(&auditor),
-        )
-        .await;
-    let finish = events
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["action"] == "run.finish")
-        .unwrap();
+    let events = app.audit_events(r["id"].as_str().unwrap()).await;
+    let finish = events.iter().find(|e| e["action"] == "run.finish").unwrap();
     assert!(
         finish["detail"]
             .as_str()
@@ -636,16 +624,8 @@ async fn only_approved_ingress_of_the_project_is_staged() {
         .get(&format!("/api/v1/applications/{}", w.ingress), Some(&w.ana))
         .await;
     assert_eq!(a["state"], "staged");
-    let auditor = app.token("aud", "auditor");
-    let (_, events) = app
-        .get(
-            &format!("/api/v1/audit?subject={}", w.ingress),
-            Some(&auditor),
-        )
-        .await;
+    let events = app.audit_events(&w.ingress).await;
     let stage = events
-        .as_array()
-        .unwrap()
         .iter()
         .find(|e| e["action"] == "ingress.stage")
         .unwrap();
@@ -733,10 +713,11 @@ async fn engine_unavailable(app: &TestApp) -> String {
     let (st, b) = app
         .post("/api/v1/images", Some(&op), &json!({"name": TEST_IMAGE}))
         .await;
-    assert_eq!(
-        (st, b["code"].as_str()),
-        (StatusCode::SERVICE_UNAVAILABLE, Some("engine_unavailable")),
-        "{b}"
+    assert_refused(
+        st,
+        &b,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "engine_unavailable",
     );
     let (st, _) = app.get("/healthz", None).await;
     assert_eq!(st, StatusCode::OK);
@@ -1105,11 +1086,7 @@ async fn a_run_is_cancelled_running_or_queued_by_those_allowed() {
             &json!({}),
         )
         .await;
-    assert_eq!(
-        (st, b["code"].as_str()),
-        (StatusCode::CONFLICT, Some("run_finished")),
-        "{b}"
-    );
+    assert_refused(st, &b, StatusCode::CONFLICT, "run_finished");
 
     // Asked of another gateway: only the database says so.
     let elsewhere = start_run(&app, &ana, &sb, &["sleep", "60"], None).await;
@@ -1410,11 +1387,7 @@ async fn a_status_request_with_wait_answers_when_the_run_ends() {
         .app
         .get(&format!("/api/v1/runs/{id}?wait=soon"), Some(&w.ana))
         .await;
-    assert_eq!(
-        (st, b["code"].as_str()),
-        (StatusCode::BAD_REQUEST, Some("bad_request")),
-        "{b}"
-    );
+    assert_refused(st, &b, StatusCode::BAD_REQUEST, "bad_request");
     w.app.stop().await;
 }
 
@@ -2171,21 +2144,11 @@ async fn a_run_is_recorded_alike_on_every_database() {
         );
         // The audit log tells the run's story: asked for, started (in which container, and
         // whether it was started ahead), finished with its outcome and the log's digest.
-        let auditor = app.token("aud", "auditor");
-        let (st, events) = app
-            .get(&format!("/api/v1/audit?subject={id}"), Some(&auditor))
-            .await;
-        assert_eq!(st, StatusCode::OK, "{events}");
-        let actions: Vec<&str> = events
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["action"].as_str().unwrap())
-            .collect();
+        let events = app.audit_events(&id).await;
         assert_eq!(
-            actions[1..],
+            actions(&events)[1..],
             ["run.start", "run.finish"],
-            "{engine:?}: {events}"
+            "{engine:?}: {events:?}"
         );
         let detail = |i: usize| -> Value {
             serde_json::from_str(events[i]["detail"].as_str().unwrap()).unwrap()

@@ -193,14 +193,7 @@ impl TestApp {
     /// Stops the gateway gracefully and drops its database. A graceful stop leaves no
     /// container started ahead on the engine (checked); runs still going are removed after.
     pub async fn stop(mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(j) = self.join.take() {
-            j.await
-                .expect("the server task")
-                .expect("the server stops cleanly");
-        }
+        self.stop_server().await;
         let left = self.state.sandboxes.backend.list_containers().await;
         let ahead: Vec<_> = left
             .iter()
@@ -326,12 +319,41 @@ impl TestApp {
     /// Votes; returns the status and body.
     pub async fn vote(&self, id: &str, reviewer: &str, decision: &str) -> (StatusCode, Value) {
         let t = self.token(reviewer, "reviewer");
+        let comment = format!("{reviewer} says {decision}");
+        self.decide(id, &t, decision, &comment).await
+    }
+
+    /// Posts a decision on an application with `token`; returns the status and body.
+    pub async fn decide(
+        &self,
+        id: &str,
+        token: &str,
+        decision: &str,
+        comment: &str,
+    ) -> (StatusCode, Value) {
         self.post(
             &format!("/api/v1/applications/{id}/decisions"),
-            Some(&t),
-            &serde_json::json!({"decision": decision, "comment": format!("{reviewer} says {decision}")}),
+            Some(token),
+            &serde_json::json!({"decision": decision, "comment": comment}),
         )
         .await
+    }
+
+    /// The audit events about `subject`, oldest first, as an auditor reads them (the read must
+    /// succeed; up to 1000, the most one read gives).
+    pub async fn audit_events(&self, subject: &str) -> Vec<Value> {
+        let auditor = self.token("aud", "auditor");
+        let (st, events) = self
+            .get(
+                &format!("/api/v1/audit?subject={subject}&limit=1000"),
+                Some(&auditor),
+            )
+            .await;
+        assert_eq!(st, StatusCode::OK, "{events}");
+        match events {
+            Value::Array(events) => events,
+            other => panic!("the audit log answered {other}, not a list"),
+        }
     }
 
     /// Runs `vre audit verify` logic in process.
@@ -343,6 +365,20 @@ impl TestApp {
             .await
             .unwrap()
     }
+}
+
+/// The actions of audit events, in their order.
+pub fn actions(events: &[Value]) -> Vec<&str> {
+    events
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect()
+}
+
+/// Asserts that an answer is the error `code` with `status`.
+#[track_caller]
+pub fn assert_refused(st: StatusCode, body: &Value, status: StatusCode, code: &str) {
+    assert_eq!((st, body["code"].as_str()), (status, Some(code)), "{body}");
 }
 
 /// Sends a request with the bearer token, given one; the answer's status and its body as JSON,
@@ -445,14 +481,7 @@ impl TestApp {
     /// and database, for tests that look at or tamper with what it left behind. `stop` still
     /// cleans up afterwards.
     pub async fn halt(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(j) = self.join.take() {
-            j.await
-                .expect("the server task")
-                .expect("the server stops cleanly");
-        }
+        self.stop_server().await;
         if self.engine == Engine::Sqlite {
             // Only the last connection to close checkpoints and removes the WAL.
             let wal = self.settings.data_dir.join("vre.db-wal");
@@ -461,6 +490,18 @@ impl TestApp {
                 "a clean stop left {} behind: a connection is still open",
                 wal.display()
             );
+        }
+    }
+
+    /// Tells the server to stop and waits until it has, cleanly.
+    async fn stop_server(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(j) = self.join.take() {
+            j.await
+                .expect("the server task")
+                .expect("the server stops cleanly");
         }
     }
 
