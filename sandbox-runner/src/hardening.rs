@@ -169,19 +169,11 @@ pub fn measure_container(instance: &str, sandbox: &str, project: &str) -> Contai
         network_disabled: Some(true),
         tty: Some(false),
         host_config: Some(HostConfig {
-            network_mode: Some("none".into()),
-            readonly_rootfs: Some(true),
-            cap_drop: Some(vec!["ALL".into()]),
             cap_add: Some(vec!["DAC_READ_SEARCH".into()]),
-            security_opt: Some(vec!["no-new-privileges:true".into()]),
             privileged: Some(false),
             pids_limit: Some(8),
             memory: Some(32 << 20),
             memory_swap: Some(32 << 20),
-            mounts: Some(vec![
-                volume(output_volume(sandbox), MEASURED_DIR.into(), true),
-                volume(launcher_volume(instance), LAUNCH_DIR.into(), true),
-            ]),
             log_config: Some(HostConfigLogConfig {
                 typ: Some("json-file".into()),
                 config: Some(HashMap::from([
@@ -189,8 +181,24 @@ pub fn measure_container(instance: &str, sandbox: &str, project: &str) -> Contai
                     ("max-file".to_owned(), "1".to_owned()),
                 ])),
             }),
-            ..Default::default()
+            ..confined(vec![
+                volume(output_volume(sandbox), MEASURED_DIR.into(), true),
+                volume(launcher_volume(instance), LAUNCH_DIR.into(), true),
+            ])
         }),
+        ..Default::default()
+    }
+}
+
+/// What every container the backend creates starts from: no network, a read-only root, every
+/// capability dropped, no new privileges, and `mounts`. Each kind adds its own limits.
+pub(crate) fn confined(mounts: Vec<Mount>) -> HostConfig {
+    HostConfig {
+        network_mode: Some("none".into()),
+        readonly_rootfs: Some(true),
+        cap_drop: Some(vec!["ALL".into()]),
+        security_opt: Some(vec!["no-new-privileges:true".into()]),
+        mounts: Some(mounts),
         ..Default::default()
     }
 }
@@ -273,11 +281,7 @@ fn container(
         attach_stdin: Some(false),
         stop_timeout: Some(1),
         host_config: Some(HostConfig {
-            network_mode: Some("none".into()),
-            readonly_rootfs: Some(true),
-            cap_drop: Some(vec!["ALL".into()]),
             cap_add: Some(Vec::new()),
-            security_opt: Some(vec!["no-new-privileges:true".into()]),
             privileged: Some(false),
             pids_limit: Some(r.pids),
             memory: Some(r.memory_bytes),
@@ -308,7 +312,6 @@ fn container(
                 ])),
             }),
             init: Some(true),
-            mounts: Some(mounts),
             binds: Some(Vec::new()),
             ipc_mode: Some("private".into()),
             pid_mode: Some(String::new()),
@@ -323,7 +326,7 @@ fn container(
             auto_remove: Some(false),
             publish_all_ports: Some(false),
             runtime: sb.runtime.clone(),
-            ..Default::default()
+            ..confined(mounts)
         }),
         ..Default::default()
     }

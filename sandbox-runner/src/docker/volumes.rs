@@ -6,8 +6,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use bollard::models::{
-    ContainerCreateBody, ContainerSummary, HostConfig, Mount, MountType, Volume,
-    VolumeCreateRequest,
+    ContainerCreateBody, ContainerSummary, Mount, MountType, Volume, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, ListContainersOptionsBuilder, ListVolumesOptionsBuilder,
@@ -230,14 +229,7 @@ impl DockerBackend {
             user: Some(format!("{SANDBOX_UID}:{SANDBOX_UID}")),
             network_disabled: Some(true),
             labels: Some(labels),
-            host_config: Some(HostConfig {
-                network_mode: Some("none".into()),
-                readonly_rootfs: Some(true),
-                cap_drop: Some(vec!["ALL".into()]),
-                security_opt: Some(vec!["no-new-privileges:true".into()]),
-                mounts: Some(mounts),
-                ..Default::default()
-            }),
+            host_config: Some(hardening::confined(mounts)),
             ..Default::default()
         };
         // A helper left by a crash has the same name: remove it first.
