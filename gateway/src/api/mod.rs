@@ -225,17 +225,18 @@ where
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         match Json::<T>::from_request(req, state).await {
             Ok(Json(v)) => Ok(ApiJson(v)),
-            Err(rejection) => {
-                if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                    Err(ApiError::TooLarge("the request body is too large".into()))
-                } else {
-                    Err(ApiError::bad_request(
-                        ErrorCode::BadRequest,
-                        rejection.body_text(),
-                    ))
-                }
-            }
+            Err(r) => Err(rejected(r.status(), r.body_text())),
         }
+    }
+}
+
+/// What axum refused to parse (a body, a query string), answered in our error format: a body
+/// over the limit is too large, anything else a bad request saying what did not parse.
+fn rejected(status: axum::http::StatusCode, why: String) -> ApiError {
+    if status == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::TooLarge("the request body is too large".into())
+    } else {
+        ApiError::bad_request(ErrorCode::BadRequest, why)
     }
 }
 
@@ -252,10 +253,7 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         match axum::extract::Query::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Query(v)) => Ok(ApiQuery(v)),
-            Err(rejection) => Err(ApiError::bad_request(
-                ErrorCode::BadRequest,
-                rejection.body_text(),
-            )),
+            Err(r) => Err(rejected(r.status(), r.body_text())),
         }
     }
 }
