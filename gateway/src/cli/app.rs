@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use serde::Serialize;
 
-use super::shared::{ById, ClientArgs, print_as, print_json, query, urlencode};
+use super::shared::{ById, ClientArgs, print_as, print_json, print_list, query, urlencode};
 use crate::wire::applications::{
     self as wire, Application, ApplicationDetail, ApplicationKind, Attachment, DecisionChoice,
     NewApplication, NewAttachment, NewDecision, Resubmission, Withdrawal,
@@ -148,18 +148,17 @@ pub(super) async fn app(cmd: AppCommand) -> anyhow::Result<ExitCode> {
             client,
         } => {
             let q = query([("kind", kind), ("state", state), ("project", project)]);
-            let apps: Vec<Application> = client
-                .client()?
-                .get(&format!("/api/v1/applications{q}"))
-                .await?;
-            print_as(&client, &apps, |apps| {
-                for a in apps {
+            print_list(
+                &client,
+                &format!("/api/v1/applications{q}"),
+                |a: &Application| {
                     println!(
                         "{:<18} {:<9} {:<18} {:<16} {}/{}  {}",
                         a.id, a.kind, a.state, a.project, a.approvals, a.quorum, a.title
-                    );
-                }
-            });
+                    )
+                },
+            )
+            .await?;
         }
         AppCommand::Show(ById { id, client }) => {
             let c = client.client()?;

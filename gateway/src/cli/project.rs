@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use super::shared::{ById, ClientArgs, print_as, query, urlencode};
+use super::shared::{ById, ClientArgs, print_as, print_list, query, urlencode};
 use crate::wire::projects::{NewMember, NewProject, Project};
 use anyhow::Context;
 use clap::Subcommand;
@@ -81,12 +81,10 @@ pub(super) async fn project(cmd: ProjectCommand) -> anyhow::Result<ExitCode> {
             (client, p)
         }
         ProjectCommand::List { client } => {
-            let projects: Vec<Project> = client.client()?.get("/api/v1/projects").await?;
-            print_as(&client, &projects, |projects| {
-                for p in projects {
-                    println!("{:<24} {}", p.id, p.title);
-                }
-            });
+            print_list(&client, "/api/v1/projects", |p: &Project| {
+                println!("{:<24} {}", p.id, p.title)
+            })
+            .await?;
             return Ok(ExitCode::SUCCESS);
         }
         ProjectCommand::Show(ById { id, client }) => {

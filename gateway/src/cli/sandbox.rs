@@ -2,7 +2,9 @@
 
 use std::process::ExitCode;
 
-use super::shared::{ById, ClientArgs, or_null, print_as, print_json, query, urlencode};
+use super::shared::{
+    ById, ClientArgs, or_null, print_as, print_json, print_list, query, urlencode,
+};
 use crate::wire::sandboxes::{AllowImage, Image, NewSandbox, Run, Sandbox, StageRequest};
 use clap::Subcommand;
 
@@ -72,12 +74,10 @@ pub(super) async fn image(cmd: ImageCommand) -> anyhow::Result<ExitCode> {
             print_as(&client, &image, |i| println!("{}  {}", i.name, i.image_id));
         }
         ImageCommand::List { client } => {
-            let images: Vec<Image> = client.client()?.get("/api/v1/images").await?;
-            print_as(&client, &images, |images| {
-                for i in images {
-                    println!("{:<32} {}  {} bytes", i.name, i.image_id, i.size);
-                }
-            });
+            print_list(&client, "/api/v1/images", |i: &Image| {
+                println!("{:<32} {}  {} bytes", i.name, i.image_id, i.size)
+            })
+            .await?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -125,18 +125,13 @@ pub(super) async fn sandbox(cmd: SandboxCommand) -> anyhow::Result<ExitCode> {
         }
         SandboxCommand::List { project, client } => {
             let q = query([("project", project)]);
-            let sandboxes: Vec<Sandbox> = client
-                .client()?
-                .get(&format!("/api/v1/sandboxes{q}"))
-                .await?;
-            print_as(&client, &sandboxes, |sandboxes| {
-                for sb in sandboxes {
-                    println!(
-                        "{:<18} {:<16} {:<24} {}",
-                        sb.id, sb.project, sb.image, sb.resource_class
-                    );
-                }
-            });
+            print_list(&client, &format!("/api/v1/sandboxes{q}"), |sb: &Sandbox| {
+                println!(
+                    "{:<18} {:<16} {:<24} {}",
+                    sb.id, sb.project, sb.image, sb.resource_class
+                )
+            })
+            .await?;
         }
         SandboxCommand::Show(ById { id, client }) => {
             let c = client.client()?;

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use super::shared::{ClientArgs, print_as, query};
+use super::shared::{ClientArgs, print_as, print_list, query};
 use crate::config::Settings;
 use crate::wire::system::{StoredEvent, WhoAmI};
 use clap::{Args, Subcommand};
@@ -169,21 +169,18 @@ pub(super) async fn audit_list(
     subject: Option<String>,
     client: ClientArgs,
 ) -> anyhow::Result<ExitCode> {
-    let c = client.client()?;
     let q = query([
         ("limit", Some(limit.to_string())),
         ("after", after.map(|a| a.to_string())),
         ("subject", subject),
     ]);
-    let events: Vec<StoredEvent> = c.get(&format!("/api/v1/audit{q}")).await?;
-    print_as(&client, &events, |events| {
-        for e in events {
-            println!(
-                "{:>6}  {}  {:<14} {:<30} {}  {}",
-                e.seq, e.at, e.actor, e.action, e.subject, e.detail
-            );
-        }
-    });
+    print_list(&client, &format!("/api/v1/audit{q}"), |e: &StoredEvent| {
+        println!(
+            "{:>6}  {}  {:<14} {:<30} {}  {}",
+            e.seq, e.at, e.actor, e.action, e.subject, e.detail
+        )
+    })
+    .await?;
     Ok(ExitCode::SUCCESS)
 }
 

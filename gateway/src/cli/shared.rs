@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use crate::client::Client;
 
@@ -62,6 +63,18 @@ pub(super) fn print_as<T: Serialize>(client: &ClientArgs, v: &T, human: impl FnO
     } else {
         human(v);
     }
+}
+
+/// Gets a list and prints it: as JSON with `--json`, otherwise a line per item as `row` writes
+/// it.
+pub(super) async fn print_list<T: Serialize + DeserializeOwned>(
+    client: &ClientArgs,
+    path: &str,
+    row: impl Fn(&T),
+) -> anyhow::Result<()> {
+    let items: Vec<T> = client.client()?.get(path).await?;
+    print_as(client, &items, |items| items.iter().for_each(row));
+    Ok(())
 }
 
 /// A query string of the parameters that have a value, percent-encoded: `?k=v&…`, or nothing
