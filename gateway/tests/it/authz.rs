@@ -405,15 +405,7 @@ async fn prepare(app: &TestApp, n: usize, prep: Prep) -> World {
                 );
             }
             Prep::Run => {
-                let (st, b) = app
-                    .post(
-                        &format!("/api/v1/sandboxes/{}/runs", w.sandbox),
-                        Some(&ana),
-                        &json!({"cmd": ["true"]}),
-                    )
-                    .await;
-                assert_eq!(st, StatusCode::ACCEPTED, "{b}");
-                w.run = b["id"].as_str().unwrap().to_owned();
+                w.run = crate::sandbox::start_run(app, &ana, &w.sandbox, &["true"], None).await;
                 let run = finished_run(app, &w.run).await;
                 assert_eq!(
                     (run["outcome"].as_str(), run["exit_code"].as_i64()),

@@ -10,7 +10,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::sync::Barrier;
 
-use crate::support::{TestApp, engines};
+use crate::support::{TestApp, engines, json_of, text_of};
 
 /// Sends every `(path, token, body)` POST at once: each task first opens its own connection,
 /// then all are released together. Returns the answers in the order given.
@@ -24,23 +24,14 @@ async fn all_at_once(
         let base = app.url.clone();
         let barrier = barrier.clone();
         tokio::spawn(async move {
-            http.get(format!("{base}/healthz"))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
+            text_of(http.get(format!("{base}/healthz"))).await;
             barrier.wait().await;
-            let resp = http
-                .post(format!("{base}{path}"))
-                .bearer_auth(token)
-                .json(&body)
-                .send()
-                .await
-                .expect("the gateway answers");
-            let status = resp.status();
-            (status, resp.json::<Value>().await.unwrap())
+            json_of(
+                http.post(format!("{base}{path}"))
+                    .bearer_auth(token)
+                    .json(&body),
+            )
+            .await
         })
     });
     join_all(tasks)

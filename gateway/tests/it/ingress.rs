@@ -8,7 +8,10 @@ use policy::archive::tar::{END, EntryKind, entry_header, padding, set_checksum, 
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::support::{TempDir, TestApp, assert_refused, each_engine, engines, vre_command};
+use crate::support::{
+    TempDir, TestApp, assert_refused, assert_success, each_engine, engines, issued_token,
+    vre_command,
+};
 
 /// A tar archive from (path, kind, mode, data) with honest headers.
 fn tar_of(entries: &[(&str, EntryKind, u32, &[u8])]) -> Vec<u8> {
@@ -548,11 +551,7 @@ async fn the_cli_packs_a_directory_and_reads_back() {
         ],
         &env,
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let receipt: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(receipt["archive"]["name"], "prog");
     assert_eq!(receipt["archive"]["format"], "tar.zst");
@@ -581,11 +580,7 @@ async fn the_cli_packs_a_directory_and_reads_back() {
         ("VRE_TOKEN", rev.as_str()),
     ];
     let out = vre(&["app", "cat", id, "src/run.R"], &env);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
         "library(stats)\nsummary(1:10)\n"
@@ -654,22 +649,7 @@ pub(crate) fn start_server(dir: &std::path::Path) -> (Child, String) {
 async fn a_gateway_killed_mid_upload_leaves_nothing_visible() {
     let dir = TempDir::new("kill");
     let (child, url) = start_server(dir.path());
-    let token = |sub: &str, role: &str| {
-        let out = vre(
-            &[
-                "token",
-                "issue",
-                "--sub",
-                sub,
-                "--role",
-                role,
-                "--data-dir",
-                dir.path().to_str().unwrap(),
-            ],
-            &[],
-        );
-        String::from_utf8(out.stdout).unwrap().trim().to_owned()
-    };
+    let token = |sub: &str, role: &str| issued_token(dir.path(), sub, role);
     let ca = dir.path().join("tls/ca.pem");
     let http = gateway::client::http_client(Some(&ca)).unwrap();
     let admin = token("root", "admin");

@@ -9,8 +9,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::support::{
-    Engine, TEST_IMAGE, TempDir, TestApp, actions, assert_refused, docker_available, required,
-    root_available, vre_command,
+    Engine, TEST_IMAGE, TempDir, TestApp, actions, assert_refused, assert_success,
+    docker_available, issued_token, json_of, required, root_available, text_of, vre_command,
 };
 
 /// A small class so limits are reached quickly.
@@ -171,7 +171,7 @@ async fn upload(app: &TestApp, token: &str, project: &str, script: &[u8]) -> Str
 }
 
 /// Starts `cmd` in the sandbox; returns the run's id.
-async fn start_run(
+pub(crate) async fn start_run(
     app: &TestApp,
     token: &str,
     sandbox: &str,
@@ -199,14 +199,12 @@ async fn run(
 ) -> (Value, String) {
     let id = start_run(app, token, sandbox, cmd, timeout).await;
     let done = app.run_reaching(token, &id, "finished").await;
-    let resp = app
-        .http
-        .get(format!("{}/api/v1/runs/{id}/logs", app.url))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    let log = resp.text().await.unwrap();
+    let log = text_of(
+        app.http
+            .get(format!("{}/api/v1/runs/{id}/logs", app.url))
+            .bearer_auth(token),
+    )
+    .await;
     (done, log)
 }
 
@@ -755,37 +753,12 @@ async fn a_gateway_killed_during_runs_records_their_outcomes_after_restart() {
             .to_owned(),
     );
     let d = dir.path().to_str().unwrap().to_owned();
-    let token = |sub: &str, role: &str| {
-        let out = vre(
-            &[
-                "token",
-                "issue",
-                "--sub",
-                sub,
-                "--role",
-                role,
-                "--data-dir",
-                &d,
-            ],
-            &[],
-        );
-        String::from_utf8(out.stdout).unwrap().trim().to_owned()
-    };
+    let token = |sub: &str, role: &str| issued_token(dir.path(), sub, role);
     let http = gateway::client::http_client(Some(&dir.path().join("tls/ca.pem"))).unwrap();
     let post = |path: String, t: String, body: Value| {
         let http = http.clone();
         let url = url.clone();
-        async move {
-            let r = http
-                .post(format!("{url}{path}"))
-                .bearer_auth(t)
-                .json(&body)
-                .send()
-                .await
-                .unwrap();
-            let st = r.status();
-            (st, r.json::<Value>().await.unwrap())
-        }
+        async move { json_of(http.post(format!("{url}{path}")).bearer_auth(t).json(&body)).await }
     };
     let (admin, op, ana) = (
         token("root", "admin"),
@@ -831,14 +804,9 @@ async fn a_gateway_killed_during_runs_records_their_outcomes_after_restart() {
     let get = |url: String, id: String, t: String| {
         let http = http.clone();
         async move {
-            http.get(format!("{url}/api/v1/runs/{id}"))
-                .bearer_auth(t)
-                .send()
+            json_of(http.get(format!("{url}/api/v1/runs/{id}")).bearer_auth(t))
                 .await
-                .unwrap()
-                .json::<Value>()
-                .await
-                .unwrap()
+                .1
         }
     };
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -900,11 +868,7 @@ async fn a_gateway_killed_during_runs_records_their_outcomes_after_restart() {
         .args(["--label", "vre.run=run-unknown", TEST_IMAGE, "true"])
         .output()
         .unwrap();
-    assert!(
-        orphan.status.success(),
-        "{}",
-        String::from_utf8_lossy(&orphan.stderr)
-    );
+    assert_success(&orphan);
     let orphan_id = String::from_utf8(orphan.stdout).unwrap().trim().to_owned();
 
     let (_child, url) = start_server(dir.path());
@@ -926,15 +890,11 @@ async fn a_gateway_killed_during_runs_records_their_outcomes_after_restart() {
         (Some("exited"), Some(5)),
         "{s}"
     );
-    let log = http
-        .get(format!("{url}/api/v1/runs/{survivor}/logs"))
-        .bearer_auth(&ana)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let log = text_of(
+        http.get(format!("{url}/api/v1/runs/{survivor}/logs"))
+            .bearer_auth(&ana),
+    )
+    .await;
     assert_eq!(log, "survived\n");
     assert_eq!(v["outcome"], "vanished", "{v}");
     let inspect = std::process::Command::new("docker")
@@ -1176,11 +1136,7 @@ async fn a_detached_run_is_followed_read_and_cancelled_from_the_cli() {
         ),
         (Some(0), "one\ntwo\n")
     );
-    assert!(
-        cancelled.status.success(),
-        "{}",
-        String::from_utf8_lossy(&cancelled.stderr)
-    );
+    assert_success(&cancelled);
     assert!(String::from_utf8_lossy(&cancelled.stdout).starts_with(&long));
     let stderr = String::from_utf8_lossy(&after.stderr);
     assert_eq!(after.status.code(), Some(137), "{stderr}");
@@ -1613,16 +1569,12 @@ async fn a_run_takes_the_container_started_ahead_for_it_and_gets_only_its_comman
     // Operators see how runs started and ended: only the run after the removal made its own
     // (the staging had one of the new profile started ahead at once).
     let op = app.token("op", "operator");
-    let metrics = app
-        .http
-        .get(format!("{}/metrics", app.url))
-        .bearer_auth(&op)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = text_of(
+        app.http
+            .get(format!("{}/metrics", app.url))
+            .bearer_auth(&op),
+    )
+    .await;
     for line in [
         "vre_runs_started_total{container=\"ahead\"} 4",
         "vre_runs_started_total{container=\"made\"} 1",
@@ -1696,11 +1648,7 @@ impl PrivateEngine {
             .output()
             .unwrap();
         assert!(save.wait().unwrap().success());
-        assert!(
-            load.status.success(),
-            "{}",
-            String::from_utf8_lossy(&load.stderr)
-        );
+        assert_success(&load);
         Some(e)
     }
 
@@ -1900,16 +1848,12 @@ async fn a_run_goes_on_and_keeps_all_its_output_across_an_engine_restart() {
         (Some("exited"), Some(0)),
         "{done}"
     );
-    let log = app
-        .http
-        .get(format!("{}/api/v1/runs/{id}/logs", app.url))
-        .bearer_auth(&ana)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let log = text_of(
+        app.http
+            .get(format!("{}/api/v1/runs/{id}/logs", app.url))
+            .bearer_auth(&ana),
+    )
+    .await;
     // Every line once, each stream in its order.
     for stream in ["out", "err"] {
         let lines: Vec<&str> = log.lines().filter(|l| l.starts_with(stream)).collect();

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::engine_objects::remove_instance_objects;
+pub(crate) use crate::engine_objects::remove_instance_objects;
 use gateway::config::{Secret, Settings};
 use gateway::keys::Ed25519Key;
 use gateway::state::AppState;
@@ -367,6 +367,27 @@ impl TestApp {
     }
 }
 
+/// Asserts that a command succeeded; its standard error is the message otherwise.
+#[track_caller]
+pub fn assert_success(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A token from `vre token issue` for the gateway whose data dir is `data_dir`.
+pub fn issued_token(data_dir: &Path, sub: &str, role: &str) -> String {
+    let out = vre_command()
+        .args(["token", "issue", "--sub", sub, "--role", role, "--data-dir"])
+        .arg(data_dir)
+        .output()
+        .unwrap();
+    assert_success(&out);
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
 /// The actions of audit events, in their order.
 pub fn actions(events: &[Value]) -> Vec<&str> {
     events
@@ -379,6 +400,19 @@ pub fn actions(events: &[Value]) -> Vec<&str> {
 #[track_caller]
 pub fn assert_refused(st: StatusCode, body: &Value, status: StatusCode, code: &str) {
     assert_eq!((st, body["code"].as_str()), (status, Some(code)), "{body}");
+}
+
+/// The body of the answer to a request, as text.
+pub async fn text_of(r: reqwest::RequestBuilder) -> String {
+    let resp = r.send().await.expect("the gateway answers");
+    resp.text().await.unwrap()
+}
+
+/// The status of the answer to a request and its body, which must be JSON.
+pub async fn json_of(r: reqwest::RequestBuilder) -> (StatusCode, Value) {
+    let resp = r.send().await.expect("the gateway answers");
+    let status = resp.status();
+    (status, resp.json().await.unwrap())
 }
 
 /// Sends a request with the bearer token, given one; the answer's status and its body as JSON,
