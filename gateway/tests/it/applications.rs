@@ -6,6 +6,15 @@ use serde_json::json;
 
 use crate::support::{TestApp, actions, assert_refused, each_engine, engines};
 
+/// The ids of the objects in a list answered by the API.
+fn ids_in(list: &serde_json::Value) -> Vec<&str> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["id"].as_str().unwrap())
+        .collect()
+}
+
 #[tokio::test]
 async fn access_application_lifecycle() {
     each_engine(|app| async move {
@@ -235,12 +244,7 @@ async fn list_filters_and_visibility() {
 
         let ana = app.token("ana", "analyst");
         let (_, list) = app.get("/api/v1/applications", Some(&ana)).await;
-        let ids: Vec<&str> = list
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|a| a["id"].as_str().unwrap())
-            .collect();
+        let ids = ids_in(&list);
         assert!(ids.contains(&a1.as_str()) && ids.contains(&a2.as_str()));
         assert!(
             !ids.contains(&b1.as_str()),
@@ -251,12 +255,7 @@ async fn list_filters_and_visibility() {
         let (_, list) = app
             .get("/api/v1/applications?state=submitted", Some(&rev))
             .await;
-        let ids: Vec<&str> = list
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|a| a["id"].as_str().unwrap())
-            .collect();
+        let ids = ids_in(&list);
         assert_eq!(ids.len(), 2);
         assert!(ids.contains(&a1.as_str()) && ids.contains(&b1.as_str()));
         let (_, list) = app

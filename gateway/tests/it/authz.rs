@@ -385,15 +385,7 @@ async fn prepare(app: &TestApp, n: usize, prep: Prep) -> World {
             return w;
         }
         let ana = app.token("ana", "analyst");
-        let (st, b) = app
-            .post(
-                "/api/v1/sandboxes",
-                Some(&ana),
-                &json!({"project": w.project, "image": TEST_IMAGE}),
-            )
-            .await;
-        assert_eq!(st, StatusCode::CREATED, "{b}");
-        w.sandbox = b["id"].as_str().unwrap().to_owned();
+        w.sandbox = app.new_sandbox(&ana, &w.project).await;
         match prep {
             Prep::Staging => {
                 w.app = upload_ingress(app, &w.project).await;
@@ -693,15 +685,7 @@ async fn lists_hold_exactly_what_each_caller_may_open() {
                 .await;
             let other_sandbox = if docker {
                 let bob = app.token("bob", "analyst");
-                let (st, b) = app
-                    .post(
-                        "/api/v1/sandboxes",
-                        Some(&bob),
-                        &json!({"project": "elsewhere", "image": TEST_IMAGE}),
-                    )
-                    .await;
-                assert_eq!(st, StatusCode::CREATED, "{b}");
-                b["id"].as_str().unwrap().to_owned()
+                app.new_sandbox(&bob, "elsewhere").await
             } else {
                 String::new()
             };

@@ -141,15 +141,7 @@ async fn small_world_on(
 
 /// A new sandbox of p1 on the test image; its id.
 async fn new_sandbox(app: &TestApp, ana: &str) -> String {
-    let (st, sb) = app
-        .post(
-            "/api/v1/sandboxes",
-            Some(ana),
-            &json!({"project": "p1", "image": TEST_IMAGE}),
-        )
-        .await;
-    assert_eq!(st, StatusCode::CREATED, "{sb}");
-    sb["id"].as_str().unwrap().to_owned()
+    app.new_sandbox(ana, "p1").await
 }
 
 async fn upload(app: &TestApp, token: &str, project: &str, script: &[u8]) -> String {
@@ -297,13 +289,7 @@ async fn a_runtime_the_engine_lacks_is_refused_by_name() {
     }
     let (app, ana, _data) =
         small_world(|s| s.sandbox.runtime = Some("vre-no-such-runtime".into())).await;
-    let (st, b) = app
-        .post(
-            "/api/v1/sandboxes",
-            Some(&ana),
-            &json!({"project": "p1", "image": TEST_IMAGE}),
-        )
-        .await;
+    let (st, b) = app.ask_sandbox(&ana, "p1").await;
     assert_refused(
         st,
         &b,

@@ -316,6 +316,24 @@ impl TestApp {
         body["id"].as_str().unwrap().to_owned()
     }
 
+    /// Asks, as `token`, for a sandbox of `project` on the test image; returns the status and
+    /// body.
+    pub async fn ask_sandbox(&self, token: &str, project: &str) -> (StatusCode, Value) {
+        self.post(
+            "/api/v1/sandboxes",
+            Some(token),
+            &serde_json::json!({"project": project, "image": TEST_IMAGE}),
+        )
+        .await
+    }
+
+    /// A sandbox of `project` on the test image, made as `token`; returns its id.
+    pub async fn new_sandbox(&self, token: &str, project: &str) -> String {
+        let (st, sb) = self.ask_sandbox(token, project).await;
+        assert_eq!(st, StatusCode::CREATED, "{sb}");
+        sb["id"].as_str().unwrap().to_owned()
+    }
+
     /// Votes; returns the status and body.
     pub async fn vote(&self, id: &str, reviewer: &str, decision: &str) -> (StatusCode, Value) {
         let t = self.token(reviewer, "reviewer");
