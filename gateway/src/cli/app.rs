@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use serde::Serialize;
 
-use super::shared::{ById, ClientArgs, print_as, print_json, print_list, query, urlencode};
+use super::shared::{ById, ClientArgs, print_as, print_list, print_with, query, urlencode};
 use crate::wire::applications::{
     self as wire, Application, ApplicationDetail, ApplicationKind, Attachment, DecisionChoice,
     NewApplication, NewAttachment, NewDecision, Resubmission, Withdrawal,
@@ -174,15 +174,9 @@ pub(super) async fn app(cmd: AppCommand) -> anyhow::Result<ExitCode> {
             } else {
                 None
             };
-            if client.json {
-                let mut v = serde_json::to_value(&detail)?;
-                if let Some(m) = manifest {
-                    v["manifest"] = serde_json::to_value(m)?;
-                }
-                print_json(&v);
-            } else {
-                print_detail(&client, &detail, manifest.as_ref());
-            }
+            print_with(&client, &detail, "manifest", manifest.as_ref(), || {
+                print_detail(&client, &detail, manifest.as_ref())
+            })?;
         }
         AppCommand::Cat { id, path, client } => {
             let text = client

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use super::shared::{
-    ById, ClientArgs, or_null, print_as, print_json, print_list, query, urlencode,
+    ById, ClientArgs, or_null, print_as, print_json, print_list, print_with, query, urlencode,
 };
 use crate::wire::sandboxes::{AllowImage, Image, NewSandbox, Run, Sandbox, StageRequest};
 use clap::Subcommand;
@@ -141,11 +141,7 @@ pub(super) async fn sandbox(cmd: SandboxCommand) -> anyhow::Result<ExitCode> {
             let runs: Vec<Run> = c
                 .get(&format!("/api/v1/sandboxes/{}/runs", urlencode(&id)))
                 .await?;
-            if client.json {
-                let mut v = serde_json::to_value(&sb)?;
-                v["runs"] = serde_json::to_value(&runs)?;
-                print_json(&v);
-            } else {
+            print_with(&client, &sb, "runs", Some(&runs), || {
                 print_sandbox(&client, &sb);
                 for r in &runs {
                     println!(
@@ -157,7 +153,7 @@ pub(super) async fn sandbox(cmd: SandboxCommand) -> anyhow::Result<ExitCode> {
                         r.cmd.join(" ")
                     );
                 }
-            }
+            })?;
         }
         SandboxCommand::Stage {
             id,

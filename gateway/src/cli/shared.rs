@@ -65,6 +65,28 @@ pub(super) fn print_as<T: Serialize>(client: &ClientArgs, v: &T, human: impl FnO
     }
 }
 
+/// Prints an object with a part fetched beside it (an archive's manifest, a sandbox's runs): as
+/// JSON with `--json`, the part under `key` (left out when there is none), otherwise as `human`
+/// writes them.
+pub(super) fn print_with<T: Serialize, P: Serialize>(
+    client: &ClientArgs,
+    v: &T,
+    key: &str,
+    part: Option<&P>,
+    human: impl FnOnce(),
+) -> anyhow::Result<()> {
+    if client.json {
+        let mut json = serde_json::to_value(v)?;
+        if let Some(p) = part {
+            json[key] = serde_json::to_value(p)?;
+        }
+        print_json(&json);
+    } else {
+        human();
+    }
+    Ok(())
+}
+
 /// Gets a list and prints it: as JSON with `--json`, otherwise a line per item as `row` writes
 /// it.
 pub(super) async fn print_list<T: Serialize + DeserializeOwned>(
