@@ -59,6 +59,9 @@ use policy::ids::Subject;
 use policy::roles::RoleSet;
 use serde_json::{Value, json};
 
+#[path = "../tests/it/engine_objects.rs"]
+mod engine_objects;
+
 const IMAGE: &str = "vre-test/busybox:latest";
 const WARMUP: usize = 5;
 const SAMPLES: usize = 40;
@@ -295,34 +298,9 @@ impl Gateway {
         }
         let _ = self.stop.send(());
         let _ = self.join.await;
-        let filter = format!("label=vre.instance={}", self.instance);
-        let list = |args: &[&str]| -> Vec<String> {
-            std::process::Command::new("docker")
-                .args(args)
-                .output()
-                .map(|o| {
-                    String::from_utf8_lossy(&o.stdout)
-                        .lines()
-                        .map(str::to_owned)
-                        .collect()
-                })
-                .unwrap_or_default()
-        };
-        let containers = list(&["ps", "-aq", "--filter", &filter]);
-        if !containers.is_empty() {
-            eprintln!("removing {} leftover container(s)", containers.len());
-            let _ = std::process::Command::new("docker")
-                .args(["rm", "-f"])
-                .args(&containers)
-                .output();
-        }
-        let volumes = list(&["volume", "ls", "-q", "--filter", &filter]);
-        if !volumes.is_empty() {
-            eprintln!("removing {} leftover volume(s)", volumes.len());
-            let _ = std::process::Command::new("docker")
-                .args(["volume", "rm", "-f"])
-                .args(&volumes)
-                .output();
+        let (containers, volumes) = engine_objects::remove_instance_objects(&self.instance);
+        if containers + volumes > 0 {
+            eprintln!("removed {containers} leftover container(s), {volumes} leftover volume(s)");
         }
     }
 }

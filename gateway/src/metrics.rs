@@ -75,8 +75,12 @@ impl Metrics {
 
     pub fn render(&self) -> String {
         let mut out = String::new();
-        out.push_str("# HELP vre_http_request_duration_seconds Time to answer HTTP requests.\n");
-        out.push_str("# TYPE vre_http_request_duration_seconds histogram\n");
+        describe(
+            &mut out,
+            "vre_http_request_duration_seconds",
+            "histogram",
+            "Time to answer HTTP requests.",
+        );
         let map = crate::lock(&self.requests);
         for ((method, route, status), h) in map.iter() {
             let labels = format!(
@@ -107,26 +111,24 @@ impl Metrics {
             );
         }
         drop(map);
-        out.push_str("# HELP vre_audit_events_total Audit events appended by this process.\n");
-        out.push_str("# TYPE vre_audit_events_total counter\n");
-        let _ = writeln!(
-            out,
-            "vre_audit_events_total {}",
-            self.audit_events.load(Ordering::Relaxed)
+        counter(
+            &mut out,
+            "vre_audit_events_total",
+            "Audit events appended by this process.",
+            &self.audit_events,
         );
-        out.push_str(
-            "# HELP vre_auth_failures_total Requests refused for a missing or bad token.\n",
+        counter(
+            &mut out,
+            "vre_auth_failures_total",
+            "Requests refused for a missing or bad token.",
+            &self.auth_failures,
         );
-        out.push_str("# TYPE vre_auth_failures_total counter\n");
-        let _ = writeln!(
-            out,
-            "vre_auth_failures_total {}",
-            self.auth_failures.load(Ordering::Relaxed)
+        describe(
+            &mut out,
+            "vre_runs_started_total",
+            "counter",
+            "Runs started, in a container started ahead or made for the run.",
         );
-        out.push_str(
-            "# HELP vre_runs_started_total Runs started, in a container started ahead or made for the run.\n",
-        );
-        out.push_str("# TYPE vre_runs_started_total counter\n");
         for (container, c) in [
             ("ahead", &self.runs_started_ahead),
             ("made", &self.runs_started_made),
@@ -137,18 +139,38 @@ impl Metrics {
                 c.load(Ordering::Relaxed)
             );
         }
-        out.push_str("# HELP vre_runs_finished_total Runs ended, by outcome.\n");
-        out.push_str("# TYPE vre_runs_finished_total counter\n");
+        describe(
+            &mut out,
+            "vre_runs_finished_total",
+            "counter",
+            "Runs ended, by outcome.",
+        );
         let map = crate::lock(&self.runs_finished);
         for (outcome, n) in map.iter() {
             let _ = writeln!(out, "vre_runs_finished_total{{outcome=\"{outcome}\"}} {n}");
         }
         drop(map);
-        out.push_str("# HELP vre_workers Background tasks running, by kind.\n");
-        out.push_str("# TYPE vre_workers gauge\n");
+        describe(
+            &mut out,
+            "vre_workers",
+            "gauge",
+            "Background tasks running, by kind.",
+        );
         for (kind, n) in self.workers.running() {
             let _ = writeln!(out, "vre_workers{{name=\"{kind}\"}} {n}");
         }
         out
     }
+}
+
+/// Writes a metric's `# HELP` and `# TYPE` lines.
+fn describe(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// Writes a counter without labels: its description and its value.
+fn counter(out: &mut String, name: &str, help: &str, value: &AtomicU64) {
+    describe(out, name, "counter", help);
+    let _ = writeln!(out, "{name} {}", value.load(Ordering::Relaxed));
 }

@@ -179,19 +179,11 @@ pub fn measure_container(
         network_disabled: Some(true),
         tty: Some(false),
         host_config: Some(HostConfig {
-            network_mode: Some("none".into()),
-            readonly_rootfs: Some(true),
-            cap_drop: Some(vec!["ALL".into()]),
             cap_add: Some(vec!["DAC_READ_SEARCH".into()]),
-            security_opt: Some(vec!["no-new-privileges:true".into()]),
             privileged: Some(false),
             pids_limit: Some(pids),
             memory: Some(memory),
             memory_swap: Some(memory),
-            mounts: Some(vec![
-                volume(measured.name(&sb.id), MEASURED_DIR.into(), true),
-                volume(launcher_volume(instance), LAUNCH_DIR.into(), true),
-            ]),
             log_config: Some(HostConfigLogConfig {
                 typ: Some("json-file".into()),
                 config: Some(HashMap::from([
@@ -200,8 +192,24 @@ pub fn measure_container(
                 ])),
             }),
             runtime: sb.runtime.clone(),
-            ..Default::default()
+            ..confined(vec![
+                volume(measured.name(&sb.id), MEASURED_DIR.into(), true),
+                volume(launcher_volume(instance), LAUNCH_DIR.into(), true),
+            ])
         }),
+        ..Default::default()
+    }
+}
+
+/// What every container the backend creates starts from: no network, a read-only root, every
+/// capability dropped, no new privileges, and `mounts`. Each kind adds its own limits.
+pub(crate) fn confined(mounts: Vec<Mount>) -> HostConfig {
+    HostConfig {
+        network_mode: Some("none".into()),
+        readonly_rootfs: Some(true),
+        cap_drop: Some(vec!["ALL".into()]),
+        security_opt: Some(vec!["no-new-privileges:true".into()]),
+        mounts: Some(mounts),
         ..Default::default()
     }
 }
@@ -284,11 +292,7 @@ fn container(
         attach_stdin: Some(false),
         stop_timeout: Some(1),
         host_config: Some(HostConfig {
-            network_mode: Some("none".into()),
-            readonly_rootfs: Some(true),
-            cap_drop: Some(vec!["ALL".into()]),
             cap_add: Some(Vec::new()),
-            security_opt: Some(vec!["no-new-privileges:true".into()]),
             privileged: Some(false),
             pids_limit: Some(r.pids),
             memory: Some(r.memory_bytes),
@@ -319,7 +323,6 @@ fn container(
                 ])),
             }),
             init: Some(true),
-            mounts: Some(mounts),
             binds: Some(Vec::new()),
             ipc_mode: Some("private".into()),
             pid_mode: Some(String::new()),
@@ -334,7 +337,7 @@ fn container(
             auto_remove: Some(false),
             publish_all_ports: Some(false),
             runtime: sb.runtime.clone(),
-            ..Default::default()
+            ..confined(mounts)
         }),
         ..Default::default()
     }

@@ -397,17 +397,18 @@ where
         let req = Request::from_parts(parts, Body::from(read));
         match Json::<T>::from_request(req, state).await {
             Ok(Json(v)) => Ok(ApiJson(v)),
-            Err(rejection) => {
-                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    Err(ApiError::TooLarge("the request body is too large".into()))
-                } else {
-                    Err(ApiError::bad_request(
-                        ErrorCode::BadRequest,
-                        rejection.body_text(),
-                    ))
-                }
-            }
+            Err(r) => Err(rejected(r.status(), r.body_text())),
         }
+    }
+}
+
+/// What axum refused to parse (a body, a query string), answered in our error format: a body
+/// over the limit is too large, anything else a bad request saying what did not parse.
+fn rejected(status: axum::http::StatusCode, why: String) -> ApiError {
+    if status == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::TooLarge("the request body is too large".into())
+    } else {
+        ApiError::bad_request(ErrorCode::BadRequest, why)
     }
 }
 
@@ -424,10 +425,7 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         match axum::extract::Query::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Query(v)) => Ok(ApiQuery(v)),
-            Err(rejection) => Err(ApiError::bad_request(
-                ErrorCode::BadRequest,
-                rejection.body_text(),
-            )),
+            Err(r) => Err(rejected(r.status(), r.body_text())),
         }
     }
 }

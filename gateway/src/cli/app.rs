@@ -8,7 +8,9 @@ use base64::Engine as _;
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 
-use super::shared::{ClientArgs, print_json, urlencode};
+use serde::Serialize;
+
+use super::shared::{ById, ClientArgs, print_as, print_list, print_with, query, urlencode};
 use crate::wire::applications::{
     self as wire, Application, ApplicationDetail, ApplicationKind, Attachment, DecisionChoice,
     NewApplication, NewAttachment, NewDecision, Resubmission, Withdrawal,
@@ -51,11 +53,7 @@ pub(super) enum AppCommand {
         client: ClientArgs,
     },
     /// Show an application, its votes and attachments.
-    Show {
-        id: String,
-        #[command(flatten)]
-        client: ClientArgs,
-    },
+    Show(ById),
     /// Vote to approve.
     Approve(DecisionArgs),
     /// Vote to reject.
@@ -149,28 +147,20 @@ pub(super) async fn app(cmd: AppCommand) -> anyhow::Result<ExitCode> {
             project,
             client,
         } => {
-            let mut q = vec![];
-            for (k, v) in [("kind", kind), ("state", state), ("project", project)] {
-                if let Some(v) = v {
-                    q.push(format!("{k}={}", urlencode(&v)));
-                }
-            }
-            let apps: Vec<Application> = client
-                .client()?
-                .get(&format!("/api/v1/applications?{}", q.join("&")))
-                .await?;
-            if client.json {
-                print_json(&apps);
-            } else {
-                for a in &apps {
+            let q = query([("kind", kind), ("state", state), ("project", project)]);
+            print_list(
+                &client,
+                &format!("/api/v1/applications{q}"),
+                |a: &Application| {
                     println!(
                         "{:<18} {:<9} {:<18} {:<16} {}/{}  {}",
                         a.id, a.kind, a.state, a.project, a.approvals, a.quorum, a.title
-                    );
-                }
-            }
+                    )
+                },
+            )
+            .await?;
         }
-        AppCommand::Show { id, client } => {
+        AppCommand::Show(ById { id, client }) => {
             let c = client.client()?;
             let detail: ApplicationDetail = c
                 .get(&format!("/api/v1/applications/{}", urlencode(&id)))
@@ -184,15 +174,9 @@ pub(super) async fn app(cmd: AppCommand) -> anyhow::Result<ExitCode> {
             } else {
                 None
             };
-            if client.json {
-                let mut v = serde_json::to_value(&detail)?;
-                if let Some(m) = manifest {
-                    v["manifest"] = serde_json::to_value(m)?;
-                }
-                print_json(&v);
-            } else {
-                print_detail(&client, &detail, manifest.as_ref());
-            }
+            print_with(&client, &detail, "manifest", manifest.as_ref(), || {
+                print_detail(&client, &detail, manifest.as_ref())
+            })?;
         }
         AppCommand::Cat { id, path, client } => {
             let text = client
@@ -212,33 +196,18 @@ pub(super) async fn app(cmd: AppCommand) -> anyhow::Result<ExitCode> {
             id,
             comment,
             client,
-        } => {
-            let a: Application = client
-                .client()?
-                .post(
-                    &format!("/api/v1/applications/{}/withdraw", urlencode(&id)),
-                    &Withdrawal { comment },
-                )
-                .await?;
-            print_app(&client, &a);
-        }
+        } => act(&client, &id, "withdraw", &Withdrawal { comment }).await?,
         AppCommand::Resubmit {
             id,
             comment,
             description,
             client,
         } => {
-            let a: Application = client
-                .client()?
-                .post(
-                    &format!("/api/v1/applications/{}/resubmit", urlencode(&id)),
-                    &Resubmission {
-                        comment,
-                        description,
-                    },
-                )
-                .await?;
-            print_app(&client, &a);
+            let body = Resubmission {
+                comment,
+                description,
+            };
+            act(&client, &id, "resubmit", &body).await?
         }
         AppCommand::Attach {
             id,
@@ -274,11 +243,7 @@ pub(super) async fn app(cmd: AppCommand) -> anyhow::Result<ExitCode> {
                     &body,
                 )
                 .await?;
-            if client.json {
-                print_json(&att);
-            } else {
-                println!("attached {}", att.id);
-            }
+            print_as(&client, &att, |att| println!("attached {}", att.id));
         }
         AppCommand::Attachment {
             id,
@@ -374,28 +339,37 @@ fn print_detail(client: &ClientArgs, detail: &ApplicationDetail, manifest: Optio
 }
 
 async fn decide(d: DecisionArgs, decision: DecisionChoice) -> anyhow::Result<()> {
-    let a: Application = d
-        .client
+    let body = NewDecision {
+        decision: decision.as_str().to_owned(),
+        comment: d.comment,
+    };
+    act(&d.client, &d.id, "decisions", &body).await
+}
+
+/// Posts `body` to one of an application's actions (`/api/v1/applications/{id}/{action}`) and
+/// prints the application it answers with.
+async fn act(
+    client: &ClientArgs,
+    id: &str,
+    action: &str,
+    body: &impl Serialize,
+) -> anyhow::Result<()> {
+    let a: Application = client
         .client()?
         .post(
-            &format!("/api/v1/applications/{}/decisions", urlencode(&d.id)),
-            &NewDecision {
-                decision: decision.as_str().to_owned(),
-                comment: d.comment,
-            },
+            &format!("/api/v1/applications/{}/{action}", urlencode(id)),
+            body,
         )
         .await?;
-    print_app(&d.client, &a);
+    print_app(client, &a);
     Ok(())
 }
 
 fn print_app(client: &ClientArgs, a: &Application) {
-    if client.json {
-        print_json(a);
-    } else {
+    print_as(client, a, |a| {
         println!(
             "{}  {} {} in {}: {} ({} of {} approvals, round {})",
             a.id, a.kind, a.state, a.project, a.title, a.approvals, a.quorum, a.round
-        );
-    }
+        )
+    });
 }

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::Subcommand;
 use sha2::Digest;
 
-use super::shared::{ClientArgs, print_json, urlencode};
+use super::shared::{ClientArgs, print_as, query};
 use crate::wire::ingress::{CheckOutcome, IngressReceipt};
 
 #[derive(Subcommand)]
@@ -48,14 +48,14 @@ pub(super) async fn ingress_submit(
     let packed = upload.packed;
     let show = !client.json && std::io::stderr().is_terminal();
     let (stream, hasher, bar) = crate::upload::instrument(upload, show);
-    let mut q = format!(
-        "/api/v1/ingress?project={}&name={}",
-        urlencode(&project),
-        urlencode(&name)
+    let q = format!(
+        "/api/v1/ingress{}",
+        query([
+            ("project", Some(project)),
+            ("name", Some(name)),
+            ("description", description),
+        ])
     );
-    if let Some(d) = description {
-        q.push_str(&format!("&description={}", urlencode(&d)));
-    }
     let content_type = if packed {
         "application/zstd"
     } else {
@@ -72,9 +72,7 @@ pub(super) async fn ingress_submit(
         &sent == got,
         "the gateway recorded SHA-256 {got} but this client sent {sent}"
     );
-    if client.json {
-        print_json(&receipt);
-    } else {
+    print_as(&client, &receipt, |receipt| {
         let a = &receipt.archive;
         println!("{}", receipt.application.id);
         println!("  sha256   {}", got);
@@ -93,6 +91,6 @@ pub(super) async fn ingress_submit(
                 }
             }
         }
-    }
+    });
     Ok(ExitCode::SUCCESS)
 }

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use super::shared::{ClientArgs, print_json, urlencode};
+use super::shared::{ById, ClientArgs, print_as, print_list, query, urlencode};
 use crate::wire::projects::{NewMember, NewProject, Project};
 use anyhow::Context;
 use clap::Subcommand;
@@ -29,11 +29,7 @@ pub(super) enum ProjectCommand {
         client: ClientArgs,
     },
     /// Show a project and its members.
-    Show {
-        id: String,
-        #[command(flatten)]
-        client: ClientArgs,
-    },
+    Show(ById),
     /// Add a member: SUBJECT:ROLE.
     AddMember {
         id: String,
@@ -85,17 +81,13 @@ pub(super) async fn project(cmd: ProjectCommand) -> anyhow::Result<ExitCode> {
             (client, p)
         }
         ProjectCommand::List { client } => {
-            let projects: Vec<Project> = client.client()?.get("/api/v1/projects").await?;
-            if client.json {
-                print_json(&projects);
-            } else {
-                for p in &projects {
-                    println!("{:<24} {}", p.id, p.title);
-                }
-            }
+            print_list(&client, "/api/v1/projects", |p: &Project| {
+                println!("{:<24} {}", p.id, p.title)
+            })
+            .await?;
             return Ok(ExitCode::SUCCESS);
         }
-        ProjectCommand::Show { id, client } => {
+        ProjectCommand::Show(ById { id, client }) => {
             let p = client
                 .client()?
                 .get(&format!("/api/v1/projects/{}", urlencode(&id)))
@@ -119,21 +111,17 @@ pub(super) async fn project(cmd: ProjectCommand) -> anyhow::Result<ExitCode> {
             role,
             client,
         } => {
-            let mut path = format!(
-                "/api/v1/projects/{}/members/{}",
+            let path = format!(
+                "/api/v1/projects/{}/members/{}{}",
                 urlencode(&id),
-                urlencode(&subject)
+                urlencode(&subject),
+                query([("role", role)])
             );
-            if let Some(r) = role {
-                path.push_str(&format!("?role={}", urlencode(&r)));
-            }
             let p = client.client()?.delete(&path).await?;
             (client, p)
         }
     };
-    if client.json {
-        print_json(&p);
-    } else {
+    print_as(&client, &p, |p| {
         println!("{}  {}", p.id, p.title);
         if let Some(g) = &p.grant_number {
             println!("  grant: {g}");
@@ -141,6 +129,6 @@ pub(super) async fn project(cmd: ProjectCommand) -> anyhow::Result<ExitCode> {
         for m in &p.members {
             println!("  {:<10} {}", m.role, m.subject);
         }
-    }
+    });
     Ok(ExitCode::SUCCESS)
 }

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use serde_json::json;
 
-use super::shared::{ClientArgs, print_json, urlencode};
+use super::shared::{ClientArgs, print_as, print_json, urlencode};
 use crate::error::ErrorCode;
 use crate::wire::sandboxes::{NewRun, Run, RunOutcome, RunState};
 
@@ -32,11 +32,7 @@ pub(super) async fn run_command(
         .await?;
     let id = run.id.clone();
     if detach {
-        if client.json {
-            print_json(&run);
-        } else {
-            println!("{id}");
-        }
+        print_as(&client, &run, |run| println!("{}", run.id));
         return Ok(ExitCode::SUCCESS);
     }
     follow_run(&client, &c, &id, true).await
@@ -168,10 +164,8 @@ pub(super) async fn logs(
 
 pub(super) async fn cancel(run: String, client: ClientArgs) -> anyhow::Result<ExitCode> {
     let r = cancel_run(&client, &run).await?;
-    if client.json {
-        print_json(&r);
-    } else {
-        println!("{}  {}: cancelling", r.id, r.state);
-    }
+    print_as(&client, &r, |r| {
+        println!("{}  {}: cancelling", r.id, r.state)
+    });
     Ok(ExitCode::SUCCESS)
 }

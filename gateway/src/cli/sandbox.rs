@@ -2,7 +2,9 @@
 
 use std::process::ExitCode;
 
-use super::shared::{ClientArgs, or_null, print_json, urlencode};
+use super::shared::{
+    ById, ClientArgs, or_null, print_as, print_json, print_list, print_with, query, urlencode,
+};
 use crate::wire::sandboxes::{
     AllowImage, Image, LogVisibility, NewSandbox, Run, Sandbox, StageRequest,
 };
@@ -56,11 +58,7 @@ pub(super) enum SandboxCommand {
         client: ClientArgs,
     },
     /// Show a sandbox and its runs.
-    Show {
-        id: String,
-        #[command(flatten)]
-        client: ClientArgs,
-    },
+    Show(ById),
     /// Stage another approved ingress application.
     Stage {
         id: String,
@@ -69,11 +67,7 @@ pub(super) enum SandboxCommand {
         client: ClientArgs,
     },
     /// Remove a sandbox and its volumes.
-    Remove {
-        id: String,
-        #[command(flatten)]
-        client: ClientArgs,
-    },
+    Remove(ById),
 }
 
 pub(super) async fn image(cmd: ImageCommand) -> anyhow::Result<ExitCode> {
@@ -83,21 +77,13 @@ pub(super) async fn image(cmd: ImageCommand) -> anyhow::Result<ExitCode> {
                 .client()?
                 .post("/api/v1/images", &AllowImage { name })
                 .await?;
-            if client.json {
-                print_json(&image);
-            } else {
-                println!("{}  {}", image.name, image.image_id);
-            }
+            print_as(&client, &image, |i| println!("{}  {}", i.name, i.image_id));
         }
         ImageCommand::List { client } => {
-            let images: Vec<Image> = client.client()?.get("/api/v1/images").await?;
-            if client.json {
-                print_json(&images);
-            } else {
-                for i in &images {
-                    println!("{:<32} {}  {} bytes", i.name, i.image_id, i.size);
-                }
-            }
+            print_list(&client, "/api/v1/images", |i: &Image| {
+                println!("{:<32} {}  {} bytes", i.name, i.image_id, i.size)
+            })
+            .await?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -149,25 +135,16 @@ pub(super) async fn sandbox(cmd: SandboxCommand) -> anyhow::Result<ExitCode> {
             print_sandbox(&client, &sb);
         }
         SandboxCommand::List { project, client } => {
-            let q = project
-                .map(|p| format!("?project={}", urlencode(&p)))
-                .unwrap_or_default();
-            let sandboxes: Vec<Sandbox> = client
-                .client()?
-                .get(&format!("/api/v1/sandboxes{q}"))
-                .await?;
-            if client.json {
-                print_json(&sandboxes);
-            } else {
-                for sb in &sandboxes {
-                    println!(
-                        "{:<18} {:<16} {:<24} {}",
-                        sb.id, sb.project, sb.image, sb.resource_class
-                    );
-                }
-            }
+            let q = query([("project", project)]);
+            print_list(&client, &format!("/api/v1/sandboxes{q}"), |sb: &Sandbox| {
+                println!(
+                    "{:<18} {:<16} {:<24} {}",
+                    sb.id, sb.project, sb.image, sb.resource_class
+                )
+            })
+            .await?;
         }
-        SandboxCommand::Show { id, client } => {
+        SandboxCommand::Show(ById { id, client }) => {
             let c = client.client()?;
             let sb: Sandbox = c
                 .get(&format!("/api/v1/sandboxes/{}", urlencode(&id)))
@@ -175,11 +152,7 @@ pub(super) async fn sandbox(cmd: SandboxCommand) -> anyhow::Result<ExitCode> {
             let runs: Vec<Run> = c
                 .get(&format!("/api/v1/sandboxes/{}/runs", urlencode(&id)))
                 .await?;
-            if client.json {
-                let mut v = serde_json::to_value(&sb)?;
-                v["runs"] = serde_json::to_value(&runs)?;
-                print_json(&v);
-            } else {
+            print_with(&client, &sb, "runs", Some(&runs), || {
                 print_sandbox(&client, &sb);
                 for r in &runs {
                     println!(
@@ -191,7 +164,7 @@ pub(super) async fn sandbox(cmd: SandboxCommand) -> anyhow::Result<ExitCode> {
                         r.cmd.join(" ")
                     );
                 }
-            }
+            })?;
         }
         SandboxCommand::Stage {
             id,
@@ -207,7 +180,7 @@ pub(super) async fn sandbox(cmd: SandboxCommand) -> anyhow::Result<ExitCode> {
                 .await?;
             print_sandbox(&client, &sb);
         }
-        SandboxCommand::Remove { id, client } => {
+        SandboxCommand::Remove(ById { id, client }) => {
             let sb: Sandbox = client
                 .client()?
                 .delete(&format!("/api/v1/sandboxes/{}", urlencode(&id)))

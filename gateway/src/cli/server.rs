@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use super::shared::{ClientArgs, print_json, urlencode};
+use super::shared::{ClientArgs, print_as, print_list, query};
 use crate::config::Settings;
 use crate::wire::system::{StoredEvent, WhoAmI};
 use clap::{Args, Subcommand};
@@ -179,35 +179,26 @@ pub(super) async fn audit_list(
     subject: Option<String>,
     client: ClientArgs,
 ) -> anyhow::Result<ExitCode> {
-    let c = client.client()?;
-    let mut q = format!("/api/v1/audit?limit={limit}");
-    if let Some(a) = after {
-        q.push_str(&format!("&after={a}"));
-    }
-    if let Some(s) = subject {
-        q.push_str(&format!("&subject={}", urlencode(&s)));
-    }
-    let events: Vec<StoredEvent> = c.get(&q).await?;
-    if client.json {
-        print_json(&events);
-    } else {
-        for e in &events {
-            println!(
-                "{:>6}  {}  {:<14} {:<30} {}  {}",
-                e.seq, e.at, e.actor, e.action, e.subject, e.detail
-            );
-        }
-    }
+    let q = query([
+        ("limit", Some(limit.to_string())),
+        ("after", after.map(|a| a.to_string())),
+        ("subject", subject),
+    ]);
+    print_list(&client, &format!("/api/v1/audit{q}"), |e: &StoredEvent| {
+        println!(
+            "{:>6}  {}  {:<14} {:<30} {}  {}",
+            e.seq, e.at, e.actor, e.action, e.subject, e.detail
+        )
+    })
+    .await?;
     Ok(ExitCode::SUCCESS)
 }
 
 pub(super) async fn whoami(client: ClientArgs) -> anyhow::Result<ExitCode> {
     let me: WhoAmI = client.client()?.get("/api/v1/whoami").await?;
-    if client.json {
-        print_json(&me);
-    } else {
+    print_as(&client, &me, |me| {
         let roles: Vec<&str> = me.roles.iter().map(|r| r.as_str()).collect();
         println!("{} ({})", me.sub, roles.join(","));
-    }
+    });
     Ok(ExitCode::SUCCESS)
 }

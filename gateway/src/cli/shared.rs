@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use crate::client::Client;
 
@@ -47,6 +48,71 @@ impl ClientArgs {
     }
 }
 
+/// The object a command acts on, by its id, and how to reach the gateway.
+#[derive(Args)]
+pub(super) struct ById {
+    pub(super) id: String,
+    #[command(flatten)]
+    pub(super) client: ClientArgs,
+}
+
+/// Prints an answer: as JSON with `--json`, otherwise as `human` writes it for people.
+pub(super) fn print_as<T: Serialize>(client: &ClientArgs, v: &T, human: impl FnOnce(&T)) {
+    if client.json {
+        print_json(v);
+    } else {
+        human(v);
+    }
+}
+
+/// Prints an object with a part fetched beside it (an archive's manifest, a sandbox's runs): as
+/// JSON with `--json`, the part under `key` (left out when there is none), otherwise as `human`
+/// writes them.
+pub(super) fn print_with<T: Serialize, P: Serialize>(
+    client: &ClientArgs,
+    v: &T,
+    key: &str,
+    part: Option<&P>,
+    human: impl FnOnce(),
+) -> anyhow::Result<()> {
+    if client.json {
+        let mut json = serde_json::to_value(v)?;
+        if let Some(p) = part {
+            json[key] = serde_json::to_value(p)?;
+        }
+        print_json(&json);
+    } else {
+        human();
+    }
+    Ok(())
+}
+
+/// Gets a list and prints it: as JSON with `--json`, otherwise a line per item as `row` writes
+/// it.
+pub(super) async fn print_list<T: Serialize + DeserializeOwned>(
+    client: &ClientArgs,
+    path: &str,
+    row: impl Fn(&T),
+) -> anyhow::Result<()> {
+    let items: Vec<T> = client.client()?.get(path).await?;
+    print_as(client, &items, |items| items.iter().for_each(row));
+    Ok(())
+}
+
+/// A query string of the parameters that have a value, percent-encoded: `?k=v&…`, or nothing
+/// when none has.
+pub(super) fn query<'a>(params: impl IntoIterator<Item = (&'a str, Option<String>)>) -> String {
+    let pairs: Vec<String> = params
+        .into_iter()
+        .filter_map(|(k, v)| Some(format!("{k}={}", urlencode(&v?))))
+        .collect();
+    if pairs.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", pairs.join("&"))
+    }
+}
+
 /// Prints an answer as JSON, its keys sorted (as `serde_json::Value` orders them).
 pub(super) fn print_json<T: Serialize>(v: &T) {
     let v = serde_json::to_value(v).unwrap_or_default();
@@ -73,4 +139,22 @@ pub(super) fn urlencode(s: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::query;
+
+    #[test]
+    fn a_query_holds_the_given_parameters_encoded() {
+        assert_eq!(query([("project", None)]), "");
+        assert_eq!(
+            query([
+                ("limit", Some("50".to_owned())),
+                ("after", None),
+                ("subject", Some("a b/c".to_owned())),
+            ]),
+            "?limit=50&subject=a%20b%2Fc"
+        );
+    }
 }

@@ -4,7 +4,16 @@
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::support::{TestApp, each_engine, engines};
+use crate::support::{TestApp, actions, assert_refused, each_engine, engines};
+
+/// The ids of the objects in a list answered by the API.
+fn ids_in(list: &serde_json::Value) -> Vec<&str> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["id"].as_str().unwrap())
+        .collect()
+}
 
 #[tokio::test]
 async fn access_application_lifecycle() {
@@ -65,19 +74,9 @@ async fn access_application_lifecycle() {
         assert_eq!(decisions[0]["round"], 1);
         assert_eq!(decisions[1]["round"], 2);
 
-        let auditor = app.token("aud", "auditor");
-        let (st, events) = app
-            .get(&format!("/api/v1/audit?subject={id}"), Some(&auditor))
-            .await;
-        assert_eq!(st, StatusCode::OK);
-        let actions: Vec<&str> = events
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["action"].as_str().unwrap())
-            .collect();
+        let events = app.audit_events(&id).await;
         assert_eq!(
-            actions,
+            actions(&events),
             [
                 "application.submit",
                 "application.decision",
@@ -112,10 +111,7 @@ async fn quorum_comes_from_configuration_and_any_reject_rejects() {
         let (_, b) = app.vote(&id, "rev3", "reject").await;
         assert_eq!(b["state"], "rejected");
         let (st, b) = app.vote(&id, "rev4", "approve").await;
-        assert_eq!(
-            (st, b["code"].as_str()),
-            (StatusCode::CONFLICT, Some("wrong_state"))
-        );
+        assert_refused(st, &b, StatusCode::CONFLICT, "wrong_state");
 
         let id = app.application("access", "p1", "ana", "analyst").await;
         for (i, r) in ["rev1", "rev2", "rev3"].iter().enumerate() {
@@ -135,45 +131,22 @@ async fn separation_of_duties_is_enforced_and_audited() {
         let id = app.application("access", "p1", "ana", "analyst").await;
         // The requester also sits on the committee: still no vote on their own application.
         let both = app.token("ana", "analyst,reviewer");
-        let (st, b) = app
-            .post(
-                &format!("/api/v1/applications/{id}/decisions"),
-                Some(&both),
-                &json!({"decision": "approve", "comment": "mine"}),
-            )
-            .await;
-        assert_eq!(
-            (st, b["code"].as_str()),
-            (StatusCode::FORBIDDEN, Some("separation_of_duties"))
-        );
+        let (st, b) = app.decide(&id, &both, "approve", "mine").await;
+        assert_refused(st, &b, StatusCode::FORBIDDEN, "separation_of_duties");
         // Nor a member of the same project.
         let colleague = app.token("colleague", "analyst,reviewer");
-        let (st, b) = app
-            .post(
-                &format!("/api/v1/applications/{id}/decisions"),
-                Some(&colleague),
-                &json!({"decision": "approve", "comment": "a friend's"}),
-            )
-            .await;
-        assert_eq!(
-            (st, b["code"].as_str()),
-            (StatusCode::FORBIDDEN, Some("separation_of_duties"))
-        );
+        let (st, b) = app.decide(&id, &colleague, "approve", "a friend's").await;
+        assert_refused(st, &b, StatusCode::FORBIDDEN, "separation_of_duties");
         let (_, b) = app
             .get(&format!("/api/v1/applications/{id}"), Some(&both))
             .await;
         assert_eq!(b["state"], "submitted");
         assert!(b["decisions"].as_array().unwrap().is_empty());
 
-        let auditor = app.token("aud", "auditor");
-        let (_, events) = app
-            .get(&format!("/api/v1/audit?subject={id}"), Some(&auditor))
-            .await;
-        let refused = events
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|e| e["action"] == "application.decision_refused")
+        let events = app.audit_events(&id).await;
+        let refused = actions(&events)
+            .into_iter()
+            .filter(|&a| a == "application.decision_refused")
             .count();
         assert_eq!(refused, 2);
         app
@@ -250,22 +223,10 @@ async fn withdraw_and_bad_input() {
         assert_eq!(st, StatusCode::FORBIDDEN);
         let id = app.application("listing", "p1", "sue", "steward").await;
         let (st, b) = app.vote(&id, "rev1", "maybe").await;
-        assert_eq!(
-            (st, b["code"].as_str()),
-            (StatusCode::BAD_REQUEST, Some("bad_decision"))
-        );
+        assert_refused(st, &b, StatusCode::BAD_REQUEST, "bad_decision");
         let rev = app.token("rev1", "reviewer");
-        let (st, b) = app
-            .post(
-                &format!("/api/v1/applications/{id}/decisions"),
-                Some(&rev),
-                &json!({"decision": "approve", "comment": ""}),
-            )
-            .await;
-        assert_eq!(
-            (st, b["code"].as_str()),
-            (StatusCode::BAD_REQUEST, Some("missing_text"))
-        );
+        let (st, b) = app.decide(&id, &rev, "approve", "").await;
+        assert_refused(st, &b, StatusCode::BAD_REQUEST, "missing_text");
         app
     })
     .await;
@@ -283,12 +244,7 @@ async fn list_filters_and_visibility() {
 
         let ana = app.token("ana", "analyst");
         let (_, list) = app.get("/api/v1/applications", Some(&ana)).await;
-        let ids: Vec<&str> = list
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|a| a["id"].as_str().unwrap())
-            .collect();
+        let ids = ids_in(&list);
         assert!(ids.contains(&a1.as_str()) && ids.contains(&a2.as_str()));
         assert!(
             !ids.contains(&b1.as_str()),
@@ -299,12 +255,7 @@ async fn list_filters_and_visibility() {
         let (_, list) = app
             .get("/api/v1/applications?state=submitted", Some(&rev))
             .await;
-        let ids: Vec<&str> = list
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|a| a["id"].as_str().unwrap())
-            .collect();
+        let ids = ids_in(&list);
         assert_eq!(ids.len(), 2);
         assert!(ids.contains(&a1.as_str()) && ids.contains(&b1.as_str()));
         let (_, list) = app
@@ -314,10 +265,7 @@ async fn list_filters_and_visibility() {
         let (st, b) = app
             .get("/api/v1/applications?state=bogus", Some(&rev))
             .await;
-        assert_eq!(
-            (st, b["code"].as_str()),
-            (StatusCode::BAD_REQUEST, Some("bad_filter"))
-        );
+        assert_refused(st, &b, StatusCode::BAD_REQUEST, "bad_filter");
         // Bob cannot even learn that ana's application exists.
         let bob = app.token("bob", "analyst");
         let (st, _) = app
@@ -377,7 +325,7 @@ async fn attachments_are_stored_by_hash_and_reads_are_audited() {
                 &json!({"kind": "committee_opinion", "text": "x", "file_name": "../../etc/passwd", "file_base64": "aGk="}),
             )
             .await;
-        assert_eq!((st, b["code"].as_str()), (StatusCode::BAD_REQUEST, Some("bad_file_name")));
+        assert_refused(st, &b, StatusCode::BAD_REQUEST, "bad_file_name");
 
         // Download: bytes and hash match, and the read is an audit event.
         let resp = app
@@ -394,8 +342,8 @@ async fn attachments_are_stored_by_hash_and_reads_are_audited() {
             .get(&format!("/api/v1/applications/{id}/attachments/{}/file", att["id"].as_str().unwrap()), Some(&auditor))
             .await;
         assert_eq!(st, StatusCode::FORBIDDEN, "auditors read the log, not the content");
-        let (_, events) = app.get(&format!("/api/v1/audit?subject={id}"), Some(&auditor)).await;
-        let reads: Vec<_> = events.as_array().unwrap().iter().filter(|e| e["action"] == "content.read").collect();
+        let events = app.audit_events(&id).await;
+        let reads: Vec<_> = events.iter().filter(|e| e["action"] == "content.read").collect();
         assert_eq!(reads.len(), 1);
         assert_eq!(reads[0]["actor"], "rev1");
         app

@@ -290,7 +290,7 @@ fn table() -> Vec<Row> {
         row(Get,    "/api/v1/sandboxes/{id}/runs",                             Run,              none,               Reads,  [401, 404, 404, 404, 200, 404, 200, 200,   200, 200, 404,   404]),
         row(Post,   "/api/v1/sandboxes/{id}/runs",                             Sandbox,          new_run,            Starts, [401, 404, 404, 404, 403, 404, 403, 403,   202, 202, 404,   404]),
         row(Get,    "/api/v1/runs/{id}",                                       Run,              none,               Reads,  [401, 404, 404, 404, 200, 404, 200, 200,   200, 200, 404,   404]),
-        row(Get,    "/api/v1/runs/{id}/logs",                                  Run,              none,               Reads,  [401, 404, 404, 404, 403, 404, 403, 403,   200, 200, 404,   404]),
+        row(Get,    "/api/v1/runs/{id}/logs",                                  Run,              none,               Writes, [401, 404, 404, 404, 403, 404, 403, 403,   200, 200, 404,   404]),
         row(Post,   "/api/v1/runs/{id}/cancel",                                LiveRun,          none,               Starts, [401, 404, 404, 404, 202, 404, 403, 403,   202, 202, 404,   404]),
         row(Delete, "/api/v1/sandboxes/{id}",                                  Sandbox,          none,               Writes, [401, 404, 404, 404, 200, 404, 403, 403,   200, 200, 404,   404]),
     ]
@@ -385,15 +385,7 @@ async fn prepare(app: &TestApp, n: usize, prep: Prep) -> World {
             return w;
         }
         let ana = app.token("ana", "analyst");
-        let (st, b) = app
-            .post(
-                "/api/v1/sandboxes",
-                Some(&ana),
-                &json!({"project": w.project, "image": TEST_IMAGE}),
-            )
-            .await;
-        assert_eq!(st, StatusCode::CREATED, "{b}");
-        w.sandbox = b["id"].as_str().unwrap().to_owned();
+        w.sandbox = app.new_sandbox(&ana, &w.project).await;
         match prep {
             Prep::Staging => {
                 w.app = upload_ingress(app, &w.project).await;
@@ -405,15 +397,7 @@ async fn prepare(app: &TestApp, n: usize, prep: Prep) -> World {
                 );
             }
             Prep::Run => {
-                let (st, b) = app
-                    .post(
-                        &format!("/api/v1/sandboxes/{}/runs", w.sandbox),
-                        Some(&ana),
-                        &json!({"cmd": ["true"]}),
-                    )
-                    .await;
-                assert_eq!(st, StatusCode::ACCEPTED, "{b}");
-                w.run = b["id"].as_str().unwrap().to_owned();
+                w.run = crate::sandbox::start_run(app, &ana, &w.sandbox, &["true"], None).await;
                 let run = finished_run(app, &w.run).await;
                 assert_eq!(
                     (run["outcome"].as_str(), run["exit_code"].as_i64()),
@@ -701,15 +685,7 @@ async fn lists_hold_exactly_what_each_caller_may_open() {
                 .await;
             let other_sandbox = if docker {
                 let bob = app.token("bob", "analyst");
-                let (st, b) = app
-                    .post(
-                        "/api/v1/sandboxes",
-                        Some(&bob),
-                        &json!({"project": "elsewhere", "image": TEST_IMAGE}),
-                    )
-                    .await;
-                assert_eq!(st, StatusCode::CREATED, "{b}");
-                b["id"].as_str().unwrap().to_owned()
+                app.new_sandbox(&bob, "elsewhere").await
             } else {
                 String::new()
             };

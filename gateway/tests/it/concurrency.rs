@@ -10,7 +10,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::sync::Barrier;
 
-use crate::support::{TestApp, engines};
+use crate::support::{TestApp, engines, json_of, text_of};
 
 /// Sends every `(path, token, body)` POST at once: each task first opens its own connection,
 /// then all are released together. Returns the answers in the order given.
@@ -24,23 +24,14 @@ async fn all_at_once(
         let base = app.url.clone();
         let barrier = barrier.clone();
         tokio::spawn(async move {
-            http.get(format!("{base}/healthz"))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
+            text_of(http.get(format!("{base}/healthz"))).await;
             barrier.wait().await;
-            let resp = http
-                .post(format!("{base}{path}"))
-                .bearer_auth(token)
-                .json(&body)
-                .send()
-                .await
-                .expect("the gateway answers");
-            let status = resp.status();
-            (status, resp.json::<Value>().await.unwrap())
+            json_of(
+                http.post(format!("{base}{path}"))
+                    .bearer_auth(token)
+                    .json(&body),
+            )
+            .await
         })
     });
     join_all(tasks)
@@ -56,19 +47,6 @@ fn approve(app: &TestApp, id: &str, reviewer: &str) -> (String, String, Value) {
         app.token(reviewer, "reviewer"),
         json!({"decision": "approve", "comment": format!("{reviewer} approves")}),
     )
-}
-
-/// The audit events about `subject`, oldest first.
-async fn events_about(app: &TestApp, subject: &str) -> Vec<Value> {
-    let auditor = app.token("aud", "auditor");
-    let (st, events) = app
-        .get(
-            &format!("/api/v1/audit?subject={subject}&limit=1000"),
-            Some(&auditor),
-        )
-        .await;
-    assert_eq!(st, StatusCode::OK);
-    events.as_array().unwrap().clone()
 }
 
 fn detail(e: &Value) -> Value {
@@ -139,7 +117,7 @@ async fn a_quorum_is_reached_exactly_once_under_concurrent_votes() {
             "{engine:?}: the recorded votes are the accepted ones"
         );
 
-        let events = events_about(&app, &id).await;
+        let events = app.audit_events(&id).await;
         let decisions = events
             .iter()
             .filter(|e| e["action"] == "application.decision")
@@ -191,7 +169,7 @@ async fn one_reviewer_voting_many_times_at_once_counts_once() {
             .await;
         assert_eq!(b["decisions"].as_array().unwrap().len(), 1);
         assert_eq!(b["approvals"], 1);
-        let events = events_about(&app, &id).await;
+        let events = app.audit_events(&id).await;
         let decisions = events
             .iter()
             .filter(|e| e["action"] == "application.decision")

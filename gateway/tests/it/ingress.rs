@@ -8,7 +8,10 @@ use policy::archive::tar::{END, EntryKind, entry_header, padding, set_checksum, 
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::support::{TempDir, TestApp, each_engine, engines, vre_command};
+use crate::support::{
+    TempDir, TestApp, assert_refused, assert_success, each_engine, engines, issued_token,
+    vre_command,
+};
 
 /// A tar archive from (path, kind, mode, data) with honest headers.
 fn tar_of(entries: &[(&str, EntryKind, u32, &[u8])]) -> Vec<u8> {
@@ -399,13 +402,11 @@ async fn a_zstd_bomb_stops_early() {
     let bomb = zstd_bomb();
     assert!(bomb.len() < 64 * 1024, "{}", bomb.len());
     let (st, body) = upload(&app, &ana, "p1", "bomb", bomb).await;
-    assert_eq!(
-        (st, body["code"].as_str()),
-        (
-            StatusCode::UNPROCESSABLE_ENTITY,
-            Some("archive_compression_ratio")
-        ),
-        "{body}"
+    assert_refused(
+        st,
+        &body,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "archive_compression_ratio",
     );
     // The message says how far it got: the grace (16 MiB) and a little, not 256 MiB.
     let msg = body["message"].as_str().unwrap();
@@ -478,7 +479,7 @@ async fn a_good_archive_gets_a_manifest_checks_and_audited_reads() {
         let (st, text) = app.get(&format!("/api/v1/applications/{id}/file?path=%E3%83%87%E3%83%BC%E3%82%BF/%E8%AA%AC%E6%98%8E.txt"), Some(&rev)).await;
         assert_eq!((st, text), (StatusCode::OK, Value::String("日本語の説明\n".into())));
         let (st, b) = app.get(&format!("/api/v1/applications/{id}/file?path=bin/helper"), Some(&rev)).await;
-        assert_eq!((st, b["code"].as_str()), (StatusCode::UNSUPPORTED_MEDIA_TYPE, Some("not_text")));
+        assert_refused(st, &b, StatusCode::UNSUPPORTED_MEDIA_TYPE, "not_text");
         let (st, _) = app.get(&format!("/api/v1/applications/{id}/file?path=nope.txt"), Some(&rev)).await;
         assert_eq!(st, StatusCode::NOT_FOUND);
         let bob = app.token("bob", "analyst");
@@ -487,11 +488,10 @@ async fn a_good_archive_gets_a_manifest_checks_and_audited_reads() {
         let (st, _) = upload(&app, &bob, "p1", "not-mine", tar.clone()).await;
         assert_eq!(st, StatusCode::FORBIDDEN, "only the project's analysts bring archives in");
 
-        let auditor = app.token("aud", "auditor");
-        let (_, events) = app.get(&format!("/api/v1/audit?subject={id}"), Some(&auditor)).await;
-        let reads: Vec<&Value> = events.as_array().unwrap().iter().filter(|e| e["action"] == "content.read").collect();
+        let events = app.audit_events(&id).await;
+        let reads: Vec<&Value> = events.iter().filter(|e| e["action"] == "content.read").collect();
         assert_eq!(reads.len(), 2, "each successful read is one audit event");
-        assert!(events.as_array().unwrap().iter().any(|e| e["action"] == "ingress.upload"));
+        assert!(events.iter().any(|e| e["action"] == "ingress.upload"));
 
         // The same content again is stored once; it is a second application.
         let (st, again) = upload(&app, &ana, "p1", "analysis-v1-again", zst(&tar)).await;
@@ -551,11 +551,7 @@ async fn the_cli_packs_a_directory_and_reads_back() {
         ],
         &env,
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     let receipt: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(receipt["archive"]["name"], "prog");
     assert_eq!(receipt["archive"]["format"], "tar.zst");
@@ -584,11 +580,7 @@ async fn the_cli_packs_a_directory_and_reads_back() {
         ("VRE_TOKEN", rev.as_str()),
     ];
     let out = vre(&["app", "cat", id, "src/run.R"], &env);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
         "library(stats)\nsummary(1:10)\n"
@@ -657,22 +649,7 @@ pub(crate) fn start_server(dir: &std::path::Path) -> (Child, String) {
 async fn a_gateway_killed_mid_upload_leaves_nothing_visible() {
     let dir = TempDir::new("kill");
     let (child, url) = start_server(dir.path());
-    let token = |sub: &str, role: &str| {
-        let out = vre(
-            &[
-                "token",
-                "issue",
-                "--sub",
-                sub,
-                "--role",
-                role,
-                "--data-dir",
-                dir.path().to_str().unwrap(),
-            ],
-            &[],
-        );
-        String::from_utf8(out.stdout).unwrap().trim().to_owned()
-    };
+    let token = |sub: &str, role: &str| issued_token(dir.path(), sub, role);
     let ca = dir.path().join("tls/ca.pem");
     let http = gateway::client::http_client(Some(&ca)).unwrap();
     let admin = token("root", "admin");

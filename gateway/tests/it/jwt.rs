@@ -63,6 +63,11 @@ fn gateway_token(app: &TestApp, claims: &Value) -> String {
     sign(&key, &eddsa_header(key.kid()), claims)
 }
 
+/// A token the gateway's own key signs, of the claims of [`good_claims`] with `changes`.
+fn token_with(app: &TestApp, changes: Value) -> String {
+    gateway_token(app, &claims_with(app, changes))
+}
+
 /// Calls the protected route with this `Authorization` header (or none).
 async fn whoami(
     app: &TestApp,
@@ -218,7 +223,7 @@ async fn expiry_and_not_before_are_enforced_beyond_the_leeway() {
         json!({"nbf": now() + 10}),
         json!({"nbf": null}),
     ] {
-        accepted(&app, &gateway_token(&app, &claims_with(&app, changes))).await;
+        accepted(&app, &token_with(&app, changes)).await;
     }
     for (changes, what) in [
         (json!({"exp": now() - 60}), "expired a minute ago"),
@@ -234,12 +239,7 @@ async fn expiry_and_not_before_are_enforced_beyond_the_leeway() {
         (json!({"exp": null}), "without exp"),
         (json!({"exp": "tomorrow"}), "with a text exp"),
     ] {
-        refused(
-            &app,
-            &gateway_token(&app, &claims_with(&app, changes)),
-            what,
-        )
-        .await;
+        refused(&app, &token_with(&app, changes), what).await;
     }
     app.stop().await;
 }
@@ -248,11 +248,7 @@ async fn expiry_and_not_before_are_enforced_beyond_the_leeway() {
 async fn wrong_issuer_or_audience_is_refused() {
     let app = TestApp::spawn(Engine::Sqlite).await;
     let aud = app.settings.auth.audience.clone();
-    accepted(
-        &app,
-        &gateway_token(&app, &claims_with(&app, json!({"aud": ["other", aud]}))),
-    )
-    .await;
+    accepted(&app, &token_with(&app, json!({"aud": ["other", aud]}))).await;
     for (changes, what) in [
         (json!({"iss": "https://evil.example"}), "another issuer"),
         (json!({"iss": "VRE-GATEWAY"}), "the issuer in capitals"),
@@ -261,12 +257,7 @@ async fn wrong_issuer_or_audience_is_refused() {
         (json!({"aud": ["a", "b"]}), "audiences without ours"),
         (json!({"aud": null}), "no audience"),
     ] {
-        refused(
-            &app,
-            &gateway_token(&app, &claims_with(&app, changes)),
-            what,
-        )
-        .await;
+        refused(&app, &token_with(&app, changes), what).await;
     }
     app.stop().await;
 }
@@ -381,12 +372,7 @@ async fn subjects_are_checked() {
         (json!({"sub": ["ana"]}), "a list as sub"),
         (json!({"sub": "a".repeat(257)}), "a sub of 257 characters"),
     ] {
-        refused(
-            &app,
-            &gateway_token(&app, &claims_with(&app, changes)),
-            what,
-        )
-        .await;
+        refused(&app, &token_with(&app, changes), what).await;
     }
     app.stop().await;
 }

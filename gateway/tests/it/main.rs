@@ -7,6 +7,7 @@
 
 #![allow(unreachable_pub)]
 
+mod engine_objects;
 mod support;
 
 mod applications;

@@ -15,7 +15,8 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use crate::support::{
-    Engine, PgDatabase, TempDir, engines, run_audit_verify, verify_offline, vre_command,
+    Engine, PgDatabase, TempDir, engines, issued_token, run_audit_verify, verify_offline,
+    vre_command,
 };
 
 /// How long a clean stop may take. Shorter than the gateway's 20 s drain, so a stop that
@@ -137,21 +138,6 @@ fn read_log(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
 
-/// A token from `vre token issue`.
-fn token(data_dir: &Path, sub: &str, role: &str) -> String {
-    let out = vre_command()
-        .args(["token", "issue", "--sub", sub, "--role", role, "--data-dir"])
-        .arg(data_dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
-
 /// One request; `Err` when no complete answer came (the gateway went away).
 async fn send(req: reqwest::RequestBuilder) -> Result<(StatusCode, Value), reqwest::Error> {
     let resp = tokio::time::timeout(Duration::from_secs(30), req.send())
@@ -211,7 +197,7 @@ struct Scene {
 }
 
 async fn prepare(s: &Server, data_dir: &Path, open: usize) -> Scene {
-    let admin = token(data_dir, "root", "admin");
+    let admin = issued_token(data_dir, "root", "admin");
     let (st, b) = post(
         s,
         "/api/v1/projects",
@@ -221,7 +207,7 @@ async fn prepare(s: &Server, data_dir: &Path, open: usize) -> Scene {
     .await
     .unwrap();
     assert_eq!(st, StatusCode::CREATED, "{b}");
-    let ana = token(data_dir, "ana", "analyst");
+    let ana = issued_token(data_dir, "ana", "analyst");
     let mut ids = Vec::new();
     for i in 0..open {
         let (st, b) = post(
@@ -240,11 +226,11 @@ async fn prepare(s: &Server, data_dir: &Path, open: usize) -> Scene {
         reviewers: (1..=4)
             .map(|i| {
                 let r = format!("rev{i}");
-                (token(data_dir, &r, "reviewer"), r)
+                (issued_token(data_dir, &r, "reviewer"), r)
             })
             .collect(),
-        reader: token(data_dir, "rev-reader", "reviewer"),
-        auditor: token(data_dir, "aud", "auditor"),
+        reader: issued_token(data_dir, "rev-reader", "reviewer"),
+        auditor: issued_token(data_dir, "aud", "auditor"),
         open: ids,
     }
 }

@@ -9,7 +9,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::support::{
-    Engine, TEST_IMAGE, TempDir, TestApp, docker_available, required, root_available, vre_command,
+    Engine, TEST_IMAGE, TempDir, TestApp, actions, assert_refused, assert_success,
+    docker_available, issued_token, json_of, required, root_available, text_of, vre_command,
 };
 
 /// A small class so limits are reached quickly.
@@ -139,15 +140,7 @@ pub(crate) async fn small_world_on(
 
 /// A new sandbox of p1 on the test image; its id.
 pub(crate) async fn new_sandbox(app: &TestApp, ana: &str) -> String {
-    let (st, sb) = app
-        .post(
-            "/api/v1/sandboxes",
-            Some(ana),
-            &json!({"project": "p1", "image": TEST_IMAGE}),
-        )
-        .await;
-    assert_eq!(st, StatusCode::CREATED, "{sb}");
-    sb["id"].as_str().unwrap().to_owned()
+    app.new_sandbox(ana, "p1").await
 }
 
 async fn upload(app: &TestApp, token: &str, project: &str, script: &[u8]) -> String {
@@ -205,14 +198,12 @@ async fn run(
 ) -> (Value, String) {
     let id = start_run(app, token, sandbox, cmd, timeout).await;
     let done = app.run_reaching(token, &id, "finished").await;
-    let resp = app
-        .http
-        .get(format!("{}/api/v1/runs/{id}/logs", app.url))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    let log = resp.text().await.unwrap();
+    let log = text_of(
+        app.http
+            .get(format!("{}/api/v1/runs/{id}/logs", app.url))
+            .bearer_auth(token),
+    )
+    .await;
     (done, log)
 }
 
@@ -305,20 +296,12 @@ async fn a_runtime_the_engine_lacks_is_refused_by_name() {
     }
     let (app, ana, _data) =
         small_world(|s| s.sandbox.runtime = Some("vre-no-such-runtime".into())).await;
-    let (st, b) = app
-        .post(
-            "/api/v1/sandboxes",
-            Some(&ana),
-            &json!({"project": "p1", "image": TEST_IMAGE}),
-        )
-        .await;
-    assert_eq!(
-        (st, b["code"].as_str()),
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Some("engine_misconfigured")
-        ),
-        "{b}"
+    let (st, b) = app.ask_sandbox(&ana, "p1").await;
+    assert_refused(
+        st,
+        &b,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "engine_misconfigured",
     );
     let message = b["message"].as_str().unwrap();
     assert!(
@@ -443,19 +426,8 @@ async fn isolated_and_limited(w: World) {
     assert_eq!(r["outcome"], "log_limit_exceeded", "{r}");
     assert!(log.len() < (1 << 20) + 200, "{}", log.len());
     assert_eq!(r["log_truncated"], true);
-    let auditor = app.token("aud", "auditor");
-    let (_, events) = app
-        .get(
-            &format!("/api/v1/audit?subject={}", r["id"].as_str().unwrap()),
-            Some(&auditor),
-        )
-        .await;
-    let finish = events
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["action"] == "run.finish")
-        .unwrap();
+    let events = app.audit_events(r["id"].as_str().unwrap()).await;
+    let finish = events.iter().find(|e| e["action"] == "run.finish").unwrap();
     assert!(
         finish["detail"]
             .as_str()
@@ -644,16 +616,8 @@ async fn only_approved_ingress_of_the_project_is_staged() {
         .get(&format!("/api/v1/applications/{}", w.ingress), Some(&w.ana))
         .await;
     assert_eq!(a["state"], "staged");
-    let auditor = app.token("aud", "auditor");
-    let (_, events) = app
-        .get(
-            &format!("/api/v1/audit?subject={}", w.ingress),
-            Some(&auditor),
-        )
-        .await;
+    let events = app.audit_events(&w.ingress).await;
     let stage = events
-        .as_array()
-        .unwrap()
         .iter()
         .find(|e| e["action"] == "ingress.stage")
         .unwrap();
@@ -700,17 +664,13 @@ async fn only_approved_ingress_of_the_project_is_staged() {
             (StatusCode::CONFLICT, Some("archive_tampered")),
             "{tamper}: {b}"
         );
-        let (_, events) = app
-            .get(&format!("/api/v1/audit?subject={id}"), Some(&auditor))
-            .await;
+        let events = app.audit_events(&id).await;
         let refused: Vec<Value> = events
-            .as_array()
-            .unwrap()
             .iter()
             .filter(|e| e["action"] == "ingress.stage_refused")
             .map(|e| serde_json::from_str(e["detail"].as_str().unwrap()).unwrap())
             .collect();
-        assert_eq!(refused.len(), 1, "{tamper}: {events}");
+        assert_eq!(refused.len(), 1, "{tamper}: {events:?}");
         assert_eq!(refused[0]["reason"], "archive_tampered");
         assert_eq!(refused[0]["sandbox"], w.sandbox.as_str());
         assert_eq!(refused[0]["archive_sha256"], m["archive"]["sha256"]);
@@ -764,10 +724,11 @@ async fn engine_unavailable(app: &TestApp) -> String {
     let (st, b) = app
         .post("/api/v1/images", Some(&op), &json!({"name": TEST_IMAGE}))
         .await;
-    assert_eq!(
-        (st, b["code"].as_str()),
-        (StatusCode::SERVICE_UNAVAILABLE, Some("engine_unavailable")),
-        "{b}"
+    assert_refused(
+        st,
+        &b,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "engine_unavailable",
     );
     let (st, _) = app.get("/healthz", None).await;
     assert_eq!(st, StatusCode::OK);
@@ -805,37 +766,12 @@ async fn a_gateway_killed_during_runs_records_their_outcomes_after_restart() {
             .to_owned(),
     );
     let d = dir.path().to_str().unwrap().to_owned();
-    let token = |sub: &str, role: &str| {
-        let out = vre(
-            &[
-                "token",
-                "issue",
-                "--sub",
-                sub,
-                "--role",
-                role,
-                "--data-dir",
-                &d,
-            ],
-            &[],
-        );
-        String::from_utf8(out.stdout).unwrap().trim().to_owned()
-    };
+    let token = |sub: &str, role: &str| issued_token(dir.path(), sub, role);
     let http = gateway::client::http_client(Some(&dir.path().join("tls/ca.pem"))).unwrap();
     let post = |path: String, t: String, body: Value| {
         let http = http.clone();
         let url = url.clone();
-        async move {
-            let r = http
-                .post(format!("{url}{path}"))
-                .bearer_auth(t)
-                .json(&body)
-                .send()
-                .await
-                .unwrap();
-            let st = r.status();
-            (st, r.json::<Value>().await.unwrap())
-        }
+        async move { json_of(http.post(format!("{url}{path}")).bearer_auth(t).json(&body)).await }
     };
     let (admin, op, ana) = (
         token("root", "admin"),
@@ -881,14 +817,9 @@ async fn a_gateway_killed_during_runs_records_their_outcomes_after_restart() {
     let get = |url: String, id: String, t: String| {
         let http = http.clone();
         async move {
-            http.get(format!("{url}/api/v1/runs/{id}"))
-                .bearer_auth(t)
-                .send()
+            json_of(http.get(format!("{url}/api/v1/runs/{id}")).bearer_auth(t))
                 .await
-                .unwrap()
-                .json::<Value>()
-                .await
-                .unwrap()
+                .1
         }
     };
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -950,11 +881,7 @@ async fn a_gateway_killed_during_runs_records_their_outcomes_after_restart() {
         .args(["--label", "vre.run=run-unknown", TEST_IMAGE, "true"])
         .output()
         .unwrap();
-    assert!(
-        orphan.status.success(),
-        "{}",
-        String::from_utf8_lossy(&orphan.stderr)
-    );
+    assert_success(&orphan);
     let orphan_id = String::from_utf8(orphan.stdout).unwrap().trim().to_owned();
 
     let (_child, url) = start_server(dir.path());
@@ -976,15 +903,11 @@ async fn a_gateway_killed_during_runs_records_their_outcomes_after_restart() {
         (Some("exited"), Some(5)),
         "{s}"
     );
-    let log = http
-        .get(format!("{url}/api/v1/runs/{survivor}/logs"))
-        .bearer_auth(&ana)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let log = text_of(
+        http.get(format!("{url}/api/v1/runs/{survivor}/logs"))
+            .bearer_auth(&ana),
+    )
+    .await;
     assert_eq!(log, "survived\n");
     assert_eq!(v["outcome"], "vanished", "{v}");
     let inspect = std::process::Command::new("docker")
@@ -1136,11 +1059,7 @@ async fn a_run_is_cancelled_running_or_queued_by_those_allowed() {
             &json!({}),
         )
         .await;
-    assert_eq!(
-        (st, b["code"].as_str()),
-        (StatusCode::CONFLICT, Some("run_finished")),
-        "{b}"
-    );
+    assert_refused(st, &b, StatusCode::CONFLICT, "run_finished");
 
     // Asked of another gateway: only the database says so.
     let elsewhere = start_run(&app, &ana, &sb, &["sleep", "60"], None).await;
@@ -1230,11 +1149,7 @@ async fn a_detached_run_is_followed_read_and_cancelled_from_the_cli() {
         ),
         (Some(0), "one\ntwo\n")
     );
-    assert!(
-        cancelled.status.success(),
-        "{}",
-        String::from_utf8_lossy(&cancelled.stderr)
-    );
+    assert_success(&cancelled);
     assert!(String::from_utf8_lossy(&cancelled.stdout).starts_with(&long));
     let stderr = String::from_utf8_lossy(&after.stderr);
     assert_eq!(after.status.code(), Some(137), "{stderr}");
@@ -1441,11 +1356,7 @@ async fn a_status_request_with_wait_answers_when_the_run_ends() {
         .app
         .get(&format!("/api/v1/runs/{id}?wait=soon"), Some(&w.ana))
         .await;
-    assert_eq!(
-        (st, b["code"].as_str()),
-        (StatusCode::BAD_REQUEST, Some("bad_request")),
-        "{b}"
-    );
+    assert_refused(st, &b, StatusCode::BAD_REQUEST, "bad_request");
     w.app.stop().await;
 }
 
@@ -1671,16 +1582,12 @@ async fn a_run_takes_the_container_started_ahead_for_it_and_gets_only_its_comman
     // Operators see how runs started and ended: only the run after the removal made its own
     // (the staging had one of the new profile started ahead at once).
     let op = app.token("op", "operator");
-    let metrics = app
-        .http
-        .get(format!("{}/metrics", app.url))
-        .bearer_auth(&op)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = text_of(
+        app.http
+            .get(format!("{}/metrics", app.url))
+            .bearer_auth(&op),
+    )
+    .await;
     for line in [
         "vre_runs_started_total{container=\"ahead\"} 4",
         "vre_runs_started_total{container=\"made\"} 1",
@@ -1754,11 +1661,7 @@ impl PrivateEngine {
             .output()
             .unwrap();
         assert!(save.wait().unwrap().success());
-        assert!(
-            load.status.success(),
-            "{}",
-            String::from_utf8_lossy(&load.stderr)
-        );
+        assert_success(&load);
         Some(e)
     }
 
@@ -1965,16 +1868,12 @@ async fn a_run_goes_on_and_keeps_all_its_output_across_an_engine_restart() {
         (Some("exited"), Some(0)),
         "{done}"
     );
-    let log = app
-        .http
-        .get(format!("{}/api/v1/runs/{id}/logs", app.url))
-        .bearer_auth(&ana)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let log = text_of(
+        app.http
+            .get(format!("{}/api/v1/runs/{id}/logs", app.url))
+            .bearer_auth(&ana),
+    )
+    .await;
     // Every line once, each stream in its order.
     for stream in ["out", "err"] {
         let lines: Vec<&str> = log.lines().filter(|l| l.starts_with(stream)).collect();
@@ -2208,22 +2107,13 @@ async fn a_run_is_recorded_alike_on_every_database() {
             "{runs}"
         );
         // The audit log tells the run's story: asked for, started (in which container, and
-        // whether it was started ahead), finished with its outcome and the log's digest.
-        let auditor = app.token("aud", "auditor");
-        let (st, events) = app
-            .get(&format!("/api/v1/audit?subject={id}"), Some(&auditor))
-            .await;
-        assert_eq!(st, StatusCode::OK, "{events}");
-        let actions: Vec<&str> = events
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["action"].as_str().unwrap())
-            .collect();
+        // whether it was started ahead), finished with its outcome and the log's digest, and
+        // its output read by its analyst (above).
+        let events = app.audit_events(&id).await;
         assert_eq!(
-            actions[1..],
-            ["run.start", "run.finish"],
-            "{engine:?}: {events}"
+            actions(&events)[1..],
+            ["run.start", "run.finish", "run.logs_read"],
+            "{engine:?}: {events:?}"
         );
         let detail = |i: usize| -> Value {
             serde_json::from_str(events[i]["detail"].as_str().unwrap()).unwrap()

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub(crate) use crate::engine_objects::remove_instance_objects;
 use gateway::config::{Secret, Settings};
 use gateway::keys::Ed25519Key;
 use gateway::state::AppState;
@@ -192,14 +193,7 @@ impl TestApp {
     /// Stops the gateway gracefully and drops its database. A graceful stop leaves no
     /// container started ahead on the engine (checked); runs still going are removed after.
     pub async fn stop(mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(j) = self.join.take() {
-            j.await
-                .expect("the server task")
-                .expect("the server stops cleanly");
-        }
+        self.stop_server().await;
         let left = self.state.sandboxes.backend.list_containers().await;
         let ahead: Vec<_> = left
             .iter()
@@ -256,17 +250,10 @@ impl TestApp {
         body: Option<&Value>,
     ) -> (StatusCode, Value) {
         let mut r = self.http.request(method, format!("{}{}", self.url, path));
-        if let Some(t) = token {
-            r = r.bearer_auth(t);
-        }
         if let Some(b) = body {
             r = r.json(b);
         }
-        let resp = r.send().await.expect("the gateway answers");
-        let status = resp.status();
-        let text = resp.text().await.unwrap();
-        let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        (status, v)
+        send(r, token).await
     }
 
     /// A request with a raw body (archives).
@@ -277,18 +264,11 @@ impl TestApp {
         token: Option<&str>,
         body: Vec<u8>,
     ) -> (StatusCode, Value) {
-        let mut r = self
+        let r = self
             .http
             .request(method, format!("{}{}", self.url, path))
             .body(body);
-        if let Some(t) = token {
-            r = r.bearer_auth(t);
-        }
-        let resp = r.send().await.expect("the gateway answers");
-        let status = resp.status();
-        let text = resp.text().await.unwrap();
-        let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        (status, v)
+        send(r, token).await
     }
 
     pub async fn get(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
@@ -336,15 +316,62 @@ impl TestApp {
         body["id"].as_str().unwrap().to_owned()
     }
 
+    /// Asks, as `token`, for a sandbox of `project` on the test image; returns the status and
+    /// body.
+    pub async fn ask_sandbox(&self, token: &str, project: &str) -> (StatusCode, Value) {
+        self.post(
+            "/api/v1/sandboxes",
+            Some(token),
+            &serde_json::json!({"project": project, "image": TEST_IMAGE}),
+        )
+        .await
+    }
+
+    /// A sandbox of `project` on the test image, made as `token`; returns its id.
+    pub async fn new_sandbox(&self, token: &str, project: &str) -> String {
+        let (st, sb) = self.ask_sandbox(token, project).await;
+        assert_eq!(st, StatusCode::CREATED, "{sb}");
+        sb["id"].as_str().unwrap().to_owned()
+    }
+
     /// Votes; returns the status and body.
     pub async fn vote(&self, id: &str, reviewer: &str, decision: &str) -> (StatusCode, Value) {
         let t = self.token(reviewer, "reviewer");
+        let comment = format!("{reviewer} says {decision}");
+        self.decide(id, &t, decision, &comment).await
+    }
+
+    /// Posts a decision on an application with `token`; returns the status and body.
+    pub async fn decide(
+        &self,
+        id: &str,
+        token: &str,
+        decision: &str,
+        comment: &str,
+    ) -> (StatusCode, Value) {
         self.post(
             &format!("/api/v1/applications/{id}/decisions"),
-            Some(&t),
-            &serde_json::json!({"decision": decision, "comment": format!("{reviewer} says {decision}")}),
+            Some(token),
+            &serde_json::json!({"decision": decision, "comment": comment}),
         )
         .await
+    }
+
+    /// The audit events about `subject`, oldest first, as an auditor reads them (the read must
+    /// succeed; up to 1000, the most one read gives).
+    pub async fn audit_events(&self, subject: &str) -> Vec<Value> {
+        let auditor = self.token("aud", "auditor");
+        let (st, events) = self
+            .get(
+                &format!("/api/v1/audit?subject={subject}&limit=1000"),
+                Some(&auditor),
+            )
+            .await;
+        assert_eq!(st, StatusCode::OK, "{events}");
+        match events {
+            Value::Array(events) => events,
+            other => panic!("the audit log answered {other}, not a list"),
+        }
     }
 
     /// Runs `vre audit verify` logic in process.
@@ -358,6 +385,68 @@ impl TestApp {
     }
 }
 
+/// Asserts that a command succeeded; its standard error is the message otherwise.
+#[track_caller]
+pub fn assert_success(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A token from `vre token issue` for the gateway whose data dir is `data_dir`.
+pub fn issued_token(data_dir: &Path, sub: &str, role: &str) -> String {
+    let out = vre_command()
+        .args(["token", "issue", "--sub", sub, "--role", role, "--data-dir"])
+        .arg(data_dir)
+        .output()
+        .unwrap();
+    assert_success(&out);
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// The actions of audit events, in their order.
+pub fn actions(events: &[Value]) -> Vec<&str> {
+    events
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect()
+}
+
+/// Asserts that an answer is the error `code` with `status`.
+#[track_caller]
+pub fn assert_refused(st: StatusCode, body: &Value, status: StatusCode, code: &str) {
+    assert_eq!((st, body["code"].as_str()), (status, Some(code)), "{body}");
+}
+
+/// The body of the answer to a request, as text.
+pub async fn text_of(r: reqwest::RequestBuilder) -> String {
+    let resp = r.send().await.expect("the gateway answers");
+    resp.text().await.unwrap()
+}
+
+/// The status of the answer to a request and its body, which must be JSON.
+pub async fn json_of(r: reqwest::RequestBuilder) -> (StatusCode, Value) {
+    let resp = r.send().await.expect("the gateway answers");
+    let status = resp.status();
+    (status, resp.json().await.unwrap())
+}
+
+/// Sends a request with the bearer token, given one; the answer's status and its body as JSON,
+/// or as a JSON string where it is not JSON.
+async fn send(r: reqwest::RequestBuilder, token: Option<&str>) -> (StatusCode, Value) {
+    let r = match token {
+        Some(t) => r.bearer_auth(t),
+        None => r,
+    };
+    let resp = r.send().await.expect("the gateway answers");
+    let status = resp.status();
+    let text = resp.text().await.unwrap();
+    let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, v)
+}
+
 impl Drop for TestApp {
     /// A test that panics never reaches `stop`: remove its containers and volumes anyway, by
     /// this gateway's instance label, through the docker CLI (no runtime is needed for that).
@@ -365,39 +454,6 @@ impl Drop for TestApp {
         if let Ok(instance) = std::fs::read_to_string(self.settings.data_dir.join("instance-id")) {
             remove_instance_objects(instance.trim());
         }
-    }
-}
-
-/// Removes every container and volume labelled with a gateway instance, through the docker
-/// CLI (no runtime is needed for that).
-pub fn remove_instance_objects(instance: &str) {
-    let filter = format!("label=vre.instance={instance}");
-    let list = |args: &[&str]| -> Vec<String> {
-        std::process::Command::new("docker")
-            .args(args)
-            .output()
-            .map(|o| {
-                String::from_utf8_lossy(&o.stdout)
-                    .lines()
-                    .map(str::to_owned)
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let containers = list(&["ps", "-aq", "--filter", &filter]);
-    if !containers.is_empty() {
-        let _ = std::process::Command::new("docker")
-            .arg("rm")
-            .arg("-f")
-            .args(&containers)
-            .output();
-    }
-    let volumes = list(&["volume", "ls", "-q", "--filter", &filter]);
-    if !volumes.is_empty() {
-        let _ = std::process::Command::new("docker")
-            .args(["volume", "rm", "-f"])
-            .args(&volumes)
-            .output();
     }
 }
 
@@ -477,14 +533,7 @@ impl TestApp {
     /// and database, for tests that look at or tamper with what it left behind. `stop` still
     /// cleans up afterwards.
     pub async fn halt(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(j) = self.join.take() {
-            j.await
-                .expect("the server task")
-                .expect("the server stops cleanly");
-        }
+        self.stop_server().await;
         if self.engine == Engine::Sqlite {
             // Only the last connection to close checkpoints and removes the WAL.
             let wal = self.settings.data_dir.join("vre.db-wal");
@@ -493,6 +542,18 @@ impl TestApp {
                 "a clean stop left {} behind: a connection is still open",
                 wal.display()
             );
+        }
+    }
+
+    /// Tells the server to stop and waits until it has, cleanly.
+    async fn stop_server(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(j) = self.join.take() {
+            j.await
+                .expect("the server task")
+                .expect("the server stops cleanly");
         }
     }
 

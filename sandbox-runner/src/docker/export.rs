@@ -1,11 +1,12 @@
 //! A sandbox's output folder, or a path in it, as a tar stream (for egress), read through a
 //! helper container that mounts the folder read-only.
 
-use bollard::models::{Mount, MountType};
+use bollard::models::Mount;
 use bollard::query_parameters::DownloadFromContainerOptionsBuilder;
 use futures_util::{StreamExt, TryStreamExt};
 
 use super::DockerBackend;
+use super::volumes::volume_mount;
 use crate::hardening;
 use crate::{ByteStream, SandboxBackend, SandboxSpec};
 
@@ -25,11 +26,8 @@ impl DockerBackend {
         let backend = self.sibling();
         let stream = async move {
             let mounts = vec![Mount {
-                typ: Some(MountType::VOLUME),
-                source: Some(hardening::output_volume(&sb.id)),
-                target: Some("/vre/output".into()),
                 read_only: Some(true),
-                ..Default::default()
+                ..volume_mount(hardening::output_volume(&sb.id), "/vre/output")
             }];
             let helper = backend
                 .helper(&sb, &name, mounts)

@@ -31,8 +31,7 @@ use std::time::Duration;
 use bollard::Docker;
 use bollard::query_parameters::{
     AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, KillContainerOptionsBuilder,
-    ListContainersOptionsBuilder, ListVolumesOptionsBuilder, RemoveContainerOptionsBuilder,
-    RenameContainerOptions,
+    RemoveContainerOptionsBuilder, RenameContainerOptions,
 };
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
@@ -435,17 +434,7 @@ impl SandboxBackend for DockerBackend {
     }
 
     async fn list_containers(&self) -> Result<Vec<Managed>> {
-        let filters = self.label_filter(None);
-        let list = self
-            .call(
-                self.docker()?.list_containers(Some(
-                    ListContainersOptionsBuilder::default()
-                        .all(true)
-                        .filters(&filters)
-                        .build(),
-                )),
-            )
-            .await?;
+        let list = self.labelled_containers(None).await?;
         Ok(list
             .into_iter()
             .map(|c| {
@@ -474,19 +463,8 @@ impl SandboxBackend for DockerBackend {
     }
 
     async fn list_volumes(&self) -> Result<Vec<Managed>> {
-        let filters = self.label_filter(None);
-        let list = self
-            .call(
-                self.docker()?.list_volumes(Some(
-                    ListVolumesOptionsBuilder::default()
-                        .filters(&filters)
-                        .build(),
-                )),
-            )
-            .await?;
+        let list = self.labelled_volumes(None).await?;
         Ok(list
-            .volumes
-            .unwrap_or_default()
             .into_iter()
             .map(|v| Managed {
                 name: v.name,

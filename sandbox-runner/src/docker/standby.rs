@@ -7,12 +7,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bollard::models::{Mount, MountType};
 use bollard::query_parameters::{AttachContainerOptionsBuilder, CreateContainerOptionsBuilder};
 use futures_util::StreamExt;
 
 use super::DockerBackend;
-use super::volumes::{INIT_IMAGE, tar_of};
+use super::volumes::{INIT_IMAGE, tar_of, volume_mount};
 use crate::hardening;
 use crate::{
     Error, LABEL_INSTANCE, LABEL_MANAGED, LABEL_ROLE, Managed, Result, RunSpec, SandboxBackend,
@@ -128,19 +127,14 @@ impl DockerBackend {
         ]);
         self.create_volume(&volume, labels.clone()).await?;
         self.ensure_init_image().await?;
-        let mounts = vec![Mount {
-            typ: Some(MountType::VOLUME),
-            source: Some(volume),
-            target: Some("/launch".into()),
-            ..Default::default()
-        }];
+        let mounts = vec![volume_mount(volume, "/launch")];
         let name = format!("vre-launch-{}", self.instance);
         let helper = self.helper_with(INIT_IMAGE, labels, &name, mounts).await?;
         let tar = tar_of(&[("vre-launch", 0, 0o555, Some(LAUNCHER))]);
         let body = futures_util::stream::once(async move { Ok(bytes::Bytes::from(tar)) }).boxed();
-        let placed = self.upload(&helper, "/launch", body).await;
-        let _ = self.remove_container(&helper).await;
-        placed.map(|()| true)
+        self.upload_then_remove(&helper, "/launch", body)
+            .await
+            .map(|()| true)
     }
 
     /// Creates, attaches to and starts a launcher container of the sandbox, named `name`.

@@ -5,7 +5,9 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountType, VolumeCreateRequest};
+use bollard::models::{
+    ContainerCreateBody, ContainerSummary, Mount, MountType, Volume, VolumeCreateRequest,
+};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, ListContainersOptionsBuilder, ListVolumesOptionsBuilder,
     RemoveVolumeOptionsBuilder, UploadToContainerOptionsBuilder,
@@ -39,18 +41,8 @@ impl DockerBackend {
         .await?;
         self.ensure_datasets(sb).await?;
         let mounts = vec![
-            Mount {
-                typ: Some(MountType::VOLUME),
-                source: Some(work),
-                target: Some("/vre/work".into()),
-                ..Default::default()
-            },
-            Mount {
-                typ: Some(MountType::VOLUME),
-                source: Some(output),
-                target: Some("/vre/output".into()),
-                ..Default::default()
-            },
+            volume_mount(work, "/vre/work"),
+            volume_mount(output, "/vre/output"),
         ];
         self.ensure_init_image().await?;
         let name = format!("vre-prepare-{}", sb.id);
@@ -76,8 +68,19 @@ impl DockerBackend {
         let mounts = vec![hardening::volume(volume, "/stage".into(), false)];
         let name = format!("vre-stage-{}-{ingress}", sb.id);
         let helper = self.helper(sb, &name, mounts).await?;
-        let result = self.upload(&helper, "/stage", tar).await;
-        let _ = self.remove_container(&helper).await;
+        self.upload_then_remove(&helper, "/stage", tar).await
+    }
+
+    /// Streams a tar archive into a folder of a helper container, then removes the helper,
+    /// whether the upload succeeded or not.
+    pub(super) async fn upload_then_remove(
+        &self,
+        helper: &str,
+        dir: &str,
+        tar: ByteStream,
+    ) -> Result<()> {
+        let result = self.upload(helper, dir, tar).await;
+        let _ = self.remove_container(helper).await;
         result
     }
 
@@ -96,34 +99,44 @@ impl DockerBackend {
         }
     }
 
+    /// The containers, stopped ones too, labelled with this instance (and `extra`, given one).
+    pub(super) async fn labelled_containers(
+        &self,
+        extra: Option<(&str, &str)>,
+    ) -> Result<Vec<ContainerSummary>> {
+        let filters = self.label_filter(extra);
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        self.call(self.docker()?.list_containers(Some(options)))
+            .await
+    }
+
+    /// The volumes labelled with this instance (and `extra`, given one).
+    pub(super) async fn labelled_volumes(
+        &self,
+        extra: Option<(&str, &str)>,
+    ) -> Result<Vec<Volume>> {
+        let filters = self.label_filter(extra);
+        let options = ListVolumesOptionsBuilder::default()
+            .filters(&filters)
+            .build();
+        let list = self
+            .call(self.docker()?.list_volumes(Some(options)))
+            .await?;
+        Ok(list.volumes.unwrap_or_default())
+    }
+
     /// Removes the sandbox's containers, then its volumes.
     pub(super) async fn remove_sandbox_objects(&self, sandbox: &str) -> Result<()> {
-        let filters = self.label_filter(Some((LABEL_SANDBOX, sandbox)));
-        let containers = self
-            .call(
-                self.docker()?.list_containers(Some(
-                    ListContainersOptionsBuilder::default()
-                        .all(true)
-                        .filters(&filters)
-                        .build(),
-                )),
-            )
-            .await?;
-        for c in containers {
+        let of_sandbox = Some((LABEL_SANDBOX, sandbox));
+        for c in self.labelled_containers(of_sandbox).await? {
             if let Some(id) = c.id {
                 self.remove_container(&id).await?;
             }
         }
-        let vols = self
-            .call(
-                self.docker()?.list_volumes(Some(
-                    ListVolumesOptionsBuilder::default()
-                        .filters(&filters)
-                        .build(),
-                )),
-            )
-            .await?;
-        for v in vols.volumes.unwrap_or_default() {
+        for v in self.labelled_volumes(of_sandbox).await? {
             // A container whose removal another caller started may hold the volume a moment.
             let mut tries = 0;
             loop {
@@ -216,14 +229,7 @@ impl DockerBackend {
             user: Some(format!("{SANDBOX_UID}:{SANDBOX_UID}")),
             network_disabled: Some(true),
             labels: Some(labels),
-            host_config: Some(HostConfig {
-                network_mode: Some("none".into()),
-                readonly_rootfs: Some(true),
-                cap_drop: Some(vec!["ALL".into()]),
-                security_opt: Some(vec!["no-new-privileges:true".into()]),
-                mounts: Some(mounts),
-                ..Default::default()
-            }),
+            host_config: Some(hardening::confined(mounts)),
             ..Default::default()
         };
         // A helper left by a crash has the same name: remove it first.
@@ -304,4 +310,14 @@ pub(super) fn tar_of(entries: &[(&str, u32, u32, Option<&[u8]>)]) -> Vec<u8> {
     }
     out.extend_from_slice(&[0u8; 1024]);
     out
+}
+
+/// A volume mounted read-write at `target`.
+pub(super) fn volume_mount(volume: String, target: &str) -> Mount {
+    Mount {
+        typ: Some(MountType::VOLUME),
+        source: Some(volume),
+        target: Some(target.into()),
+        ..Default::default()
+    }
 }
