@@ -10,7 +10,9 @@ use serde_json::{Value, json};
 
 use serde::Serialize;
 
-use super::shared::{ById, ClientArgs, print_as, print_list, print_with, query, urlencode};
+use super::shared::{
+    ById, ClientArgs, print_as, print_list, print_with, query, shown, shown_line, urlencode,
+};
 use crate::wire::applications::{
     self as wire, Application, ApplicationDetail, ApplicationKind, Attachment, DecisionChoice,
     NewApplication, NewAttachment, NewDecision, Resubmission, Withdrawal,
@@ -154,7 +156,13 @@ pub(super) async fn app(cmd: AppCommand) -> anyhow::Result<ExitCode> {
                 |a: &Application| {
                     println!(
                         "{:<18} {:<9} {:<18} {:<16} {}/{}  {}",
-                        a.id, a.kind, a.state, a.project, a.approvals, a.quorum, a.title
+                        a.id,
+                        a.kind,
+                        a.state,
+                        a.project,
+                        a.approvals,
+                        a.quorum,
+                        shown_line(&a.title)
                     )
                 },
             )
@@ -187,7 +195,10 @@ pub(super) async fn app(cmd: AppCommand) -> anyhow::Result<ExitCode> {
                     urlencode(&path)
                 ))
                 .await?;
-            print!("{text}");
+            // A file under review is shown as it is, except what a terminal would act on
+            // (escape sequences, carriage returns, bidirectional overrides): those are made
+            // visible, so the file cannot hide a line of itself from its reviewer.
+            print!("{}", shown(&text));
         }
         AppCommand::Approve(d) => decide(d, DecisionChoice::Approve).await?,
         AppCommand::Reject(d) => decide(d, DecisionChoice::Reject).await?,
@@ -280,12 +291,15 @@ pub(super) async fn app(cmd: AppCommand) -> anyhow::Result<ExitCode> {
 fn print_detail(client: &ClientArgs, detail: &ApplicationDetail, manifest: Option<&Manifest>) {
     print_app(client, &detail.application);
     if !detail.application.description.is_empty() {
-        println!("\n{}\n", detail.application.description);
+        println!("\n{}\n", shown(&detail.application.description));
     }
     for d in &detail.decisions {
         println!(
             "  round {} {:<16} {:<12} {}",
-            d.round, d.decision, d.reviewer, d.comment
+            d.round,
+            d.decision,
+            d.reviewer,
+            shown_line(&d.comment)
         );
     }
     for c in &detail.checks {
@@ -295,14 +309,17 @@ fn print_detail(client: &ClientArgs, detail: &ApplicationDetail, manifest: Optio
             c.outcome.as_str().to_uppercase()
         );
         for r in &c.reasons {
-            println!("        {r}");
+            println!("        {}", shown_line(r));
         }
     }
     if let Some(m) = manifest {
         let a = &m.archive;
         println!(
             "  archive {} ({}), {} bytes, sha256 {}",
-            a.name, a.format, a.upload_bytes, a.sha256
+            shown_line(&a.name),
+            a.format,
+            a.upload_bytes,
+            a.sha256
         );
         for e in m.entries.iter().take(200) {
             println!(
@@ -313,7 +330,7 @@ fn print_detail(client: &ClientArgs, detail: &ApplicationDetail, manifest: Optio
                     .as_deref()
                     .map(|h| &h[..16])
                     .unwrap_or("directory       "),
-                e.path
+                shown_line(&e.path)
             );
         }
         if m.entries.len() > 200 {
@@ -329,10 +346,10 @@ fn print_detail(client: &ClientArgs, detail: &ApplicationDetail, manifest: Optio
             a.id,
             a.kind,
             a.author,
-            a.text,
+            shown_line(&a.text),
             a.file_name
                 .as_deref()
-                .map(|f| format!(" (file: {f})"))
+                .map(|f| format!(" (file: {})", shown_line(f)))
                 .unwrap_or_default()
         );
     }
@@ -369,7 +386,14 @@ fn print_app(client: &ClientArgs, a: &Application) {
     print_as(client, a, |a| {
         println!(
             "{}  {} {} in {}: {} ({} of {} approvals, round {})",
-            a.id, a.kind, a.state, a.project, a.title, a.approvals, a.quorum, a.round
+            a.id,
+            a.kind,
+            a.state,
+            a.project,
+            shown_line(&a.title),
+            a.approvals,
+            a.quorum,
+            a.round
         )
     });
 }

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use super::shared::{ById, ClientArgs, print_as, print_list, query, urlencode};
+use super::shared::{ById, ClientArgs, print_as, print_list, query, shown_line, urlencode};
 use crate::wire::projects::{NewMember, NewProject, Project};
 use anyhow::Context;
 use clap::Subcommand;
@@ -82,7 +82,7 @@ pub(super) async fn project(cmd: ProjectCommand) -> anyhow::Result<ExitCode> {
         }
         ProjectCommand::List { client } => {
             print_list(&client, "/api/v1/projects", |p: &Project| {
-                println!("{:<24} {}", p.id, p.title)
+                println!("{:<24} {}", p.id, shown_line(&p.title))
             })
             .await?;
             return Ok(ExitCode::SUCCESS);
@@ -122,7 +122,7 @@ pub(super) async fn project(cmd: ProjectCommand) -> anyhow::Result<ExitCode> {
         }
     };
     print_as(&client, &p, |p| {
-        println!("{}  {}", p.id, p.title);
+        println!("{}  {}", p.id, shown_line(&p.title));
         if let Some(g) = &p.grant_number {
             println!("  grant: {g}");
         }

