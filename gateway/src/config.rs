@@ -171,6 +171,9 @@ pub struct SandboxSettings {
     /// Whether new sandboxes show their runs' output to their analysts (`visible`) or only its
     /// size and digest (`hidden`), when their creator does not say.
     pub logs: crate::wire::sandboxes::LogVisibility,
+    /// The command policy of projects created without one: `approved` (only programs of staged,
+    /// approved ingress and the commands the operator allowed for the image) or `any`.
+    pub commands: crate::wire::projects::CommandPolicy,
     /// The class sandboxes get when none is named.
     pub default_class: String,
     pub classes: std::collections::BTreeMap<String, ResourceClass>,
@@ -215,6 +218,7 @@ impl Default for SandboxSettings {
             max_queued_runs_per_project: 32,
             standby_containers: 8,
             logs: crate::wire::sandboxes::LogVisibility::Visible,
+            commands: crate::wire::projects::CommandPolicy::Approved,
             default_class: "standard".into(),
             classes: std::collections::BTreeMap::from([
                 (

@@ -13,6 +13,8 @@ fn image_dto(i: ImageRow) -> Image {
         size: i.size,
         allowed_by: i.allowed_by,
         allowed_at: i.allowed_at,
+        commands: i.commands,
+        interpreters: i.interpreters,
     }
 }
 
@@ -30,6 +32,13 @@ pub async fn images(cx: Cx) -> ApiResult<ApiJson<Vec<Image>>> {
         (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn allow_image(cx: Cx, ApiJson(body): ApiJson<AllowImage>) -> ApiResult<ApiJson<Image>> {
     Ok(ApiJson(image_dto(
-        svc::allow_image(&cx.state, &cx.caller, &body.name).await?,
+        svc::allow_image(
+            &cx.state,
+            &cx.caller,
+            &body.name,
+            body.commands,
+            body.interpreters,
+        )
+        .await?,
     )))
 }

@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use super::{ApiJson, ApiQuery, Cx};
 use crate::error::{ApiResult, ErrorBody};
 use crate::service::projects::{self as svc};
-use crate::wire::projects::{Member, NewMember, NewProject, Project, RemoveQuery};
+use crate::wire::projects::{CommandPolicy, Member, NewMember, NewProject, Project, RemoveQuery};
 
 fn project_dto(p: svc::Project) -> Project {
     let svc::Project { row: p, members } = p;
@@ -16,6 +16,8 @@ fn project_dto(p: svc::Project) -> Project {
         grant_number: p.grant_number,
         created_at: p.created_at,
         created_by: p.created_by,
+        // Stored by the gateway from this same enum; a value it does not know is the strict one.
+        commands: p.commands.parse().unwrap_or(CommandPolicy::Approved),
         members: members
             .into_iter()
             .map(|m| Member {
@@ -51,6 +53,7 @@ pub async fn create(
             .into_iter()
             .map(|m| (m.subject, m.role))
             .collect(),
+        commands: body.commands,
     };
     let p = svc::create(&cx.state, &cx.caller, new).await?;
     Ok((StatusCode::CREATED, ApiJson(project_dto(p))))

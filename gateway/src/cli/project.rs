@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use super::shared::{ById, ClientArgs, print_as, print_list, query, shown_line, urlencode};
-use crate::wire::projects::{NewMember, NewProject, Project};
+use crate::wire::projects::{CommandPolicy, NewMember, NewProject, Project};
 use anyhow::Context;
 use clap::Subcommand;
 
@@ -20,6 +20,11 @@ pub(super) enum ProjectCommand {
         /// SUBJECT:ROLE, repeatable (roles: analyst, steward).
         #[arg(long = "member")]
         members: Vec<String>,
+        /// Which programs its runs may start: `approved` (programs of staged, approved ingress
+        /// and the commands the operator allowed for the image) or `any`. Default: the
+        /// gateway's `[sandbox] commands`.
+        #[arg(long)]
+        commands: Option<CommandPolicy>,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -65,6 +70,7 @@ pub(super) async fn project(cmd: ProjectCommand) -> anyhow::Result<ExitCode> {
             title,
             grant,
             members,
+            commands,
             client,
         } => {
             let members = members
@@ -76,6 +82,7 @@ pub(super) async fn project(cmd: ProjectCommand) -> anyhow::Result<ExitCode> {
                 title,
                 grant_number: grant,
                 members,
+                commands,
             };
             let p = client.client()?.post("/api/v1/projects", &body).await?;
             (client, p)
@@ -126,6 +133,7 @@ pub(super) async fn project(cmd: ProjectCommand) -> anyhow::Result<ExitCode> {
         if let Some(g) = &p.grant_number {
             println!("  grant: {g}");
         }
+        println!("  commands: {}", p.commands);
         for m in &p.members {
             println!("  {:<10} {}", m.role, m.subject);
         }

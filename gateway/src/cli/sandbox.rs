@@ -15,6 +15,14 @@ pub(super) enum ImageCommand {
     /// Allow an image the engine has, pinned by its current ID (operators).
     Allow {
         name: String,
+        /// A command runs may start under a project's `approved` policy (a bare name such as
+        /// `ls`), repeatable. Allowing an image again replaces the list.
+        #[arg(long = "command", value_name = "NAME")]
+        commands: Vec<String>,
+        /// An interpreter runs may start with a script of a staged ingress (`sh`, `python3`),
+        /// repeatable. Allowing an image again replaces the list.
+        #[arg(long = "interpreter", value_name = "NAME")]
+        interpreters: Vec<String>,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -72,12 +80,27 @@ pub(super) enum SandboxCommand {
 
 pub(super) async fn image(cmd: ImageCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        ImageCommand::Allow { name, client } => {
-            let image: Image = client
-                .client()?
-                .post("/api/v1/images", &AllowImage { name })
-                .await?;
-            print_as(&client, &image, |i| println!("{}  {}", i.name, i.image_id));
+        ImageCommand::Allow {
+            name,
+            commands,
+            interpreters,
+            client,
+        } => {
+            let body = AllowImage {
+                name,
+                commands,
+                interpreters,
+            };
+            let image: Image = client.client()?.post("/api/v1/images", &body).await?;
+            print_as(&client, &image, |i| {
+                println!("{}  {}", i.name, i.image_id);
+                if !i.commands.is_empty() {
+                    println!("  commands: {}", i.commands.join(" "));
+                }
+                if !i.interpreters.is_empty() {
+                    println!("  interpreters: {}", i.interpreters.join(" "));
+                }
+            });
         }
         ImageCommand::List { client } => {
             print_list(&client, "/api/v1/images", |i: &Image| {

@@ -18,9 +18,55 @@ pub async fn list(state: &AppState, caller: &Caller) -> Result<Vec<ImageRow>> {
     Ok(sstore::images(&mut conn).await?)
 }
 
-/// Allows an image the engine has, pinned by its current ID; operators.
-pub async fn allow_image(state: &AppState, caller: &Caller, name: &str) -> Result<ImageRow> {
+/// The most names an image's command or interpreter list holds, and the longest name.
+const MAX_NAMES: usize = 64;
+const MAX_NAME_LEN: usize = 64;
+
+/// A list of bare program names as given: each without `/`, whitespace or control characters,
+/// at most [`MAX_NAME_LEN`] long; at most [`MAX_NAMES`] of them. Duplicates are dropped.
+fn program_names(what: &str, names: Vec<String>) -> Result<Vec<String>> {
+    if names.len() > MAX_NAMES {
+        return Err(Error::invalid(
+            ErrorCode::BadImage,
+            format!("an image allows at most {MAX_NAMES} {what}s"),
+        ));
+    }
+    let mut out: Vec<String> = Vec::with_capacity(names.len());
+    for n in names {
+        if n.is_empty()
+            || n.len() > MAX_NAME_LEN
+            || n.chars()
+                .any(|c| c == '/' || c.is_whitespace() || c.is_control())
+        {
+            return Err(Error::invalid(
+                ErrorCode::BadImage,
+                format!(
+                    "{what} `{}` is not a bare program name (no `/`, no whitespace, at most \
+                     {MAX_NAME_LEN} characters)",
+                    n.escape_debug()
+                ),
+            ));
+        }
+        if !out.contains(&n) {
+            out.push(n);
+        }
+    }
+    Ok(out)
+}
+
+/// Allows an image the engine has, pinned by its current ID, with the commands and
+/// interpreters runs may start in it under a project's `approved` policy; operators. Allowing
+/// it again replaces both lists.
+pub async fn allow_image(
+    state: &AppState,
+    caller: &Caller,
+    name: &str,
+    commands: Vec<String>,
+    interpreters: Vec<String>,
+) -> Result<ImageRow> {
     allow(caller, Action::ImageAllow, Standing::default())?;
+    let commands = program_names("command", commands)?;
+    let interpreters = program_names("interpreter", interpreters)?;
     let name = name.trim();
     if name.is_empty()
         || name.len() > 255
@@ -43,6 +89,8 @@ pub async fn allow_image(state: &AppState, caller: &Caller, name: &str) -> Resul
         size: info.size,
         allowed_by: caller.sub.to_string(),
         allowed_at: crate::time::now(),
+        commands,
+        interpreters,
     };
     let mut tx = state.db.begin_write().await?;
     sstore::upsert_image(tx.conn(), &row).await?;
@@ -50,7 +98,13 @@ pub async fn allow_image(state: &AppState, caller: &Caller, name: &str) -> Resul
         actor: caller.sub.as_str(),
         action: "image.allow",
         subject: name,
-        detail: json!({"image_id": info.id, "size": info.size, "tags": info.tags}),
+        detail: json!({
+            "image_id": info.id,
+            "size": info.size,
+            "tags": info.tags,
+            "commands": row.commands,
+            "interpreters": row.interpreters,
+        }),
     })
     .await?;
     state.commit(tx).await?;

@@ -13,6 +13,7 @@ use crate::db::WriteTx;
 use crate::error::ErrorCode;
 use crate::state::AppState;
 use crate::store::{self, MemberRow, ProjectRow};
+use crate::wire::projects::CommandPolicy;
 
 /// A project with its members.
 #[derive(Debug)]
@@ -63,6 +64,8 @@ pub struct NewProject {
     pub grant_number: Option<String>,
     /// Subjects and role names, as given.
     pub members: Vec<(String, String)>,
+    /// The command policy; `[sandbox] commands` when not given.
+    pub commands: Option<CommandPolicy>,
 }
 
 /// Creates a project with its first members; admins.
@@ -92,6 +95,11 @@ pub async fn create(state: &AppState, caller: &Caller, new: NewProject) -> Resul
             .filter(|g| !g.is_empty()),
         created_at: now.clone(),
         created_by: caller.sub.to_string(),
+        commands: new
+            .commands
+            .unwrap_or(state.sandboxes.settings().commands)
+            .as_str()
+            .to_owned(),
     };
     let mut tx = state.db.begin_write().await?;
     if !store::insert_project(tx.conn(), &row).await? {
@@ -116,6 +124,7 @@ pub async fn create(state: &AppState, caller: &Caller, new: NewProject) -> Resul
         detail: json!({
             "title": row.title,
             "grant_number": row.grant_number,
+            "commands": row.commands,
             "members": new.members.iter().map(|(s, r)| json!({"subject": s, "role": r})).collect::<Vec<_>>(),
         }),
     })

@@ -19,6 +19,8 @@ pub struct ProjectRow {
     pub grant_number: Option<String>,
     pub created_at: String,
     pub created_by: String,
+    /// The command policy (`approved` or `any`).
+    pub commands: String,
 }
 
 fn project_from(r: &AnyRow) -> Result<ProjectRow, sqlx::Error> {
@@ -28,6 +30,7 @@ fn project_from(r: &AnyRow) -> Result<ProjectRow, sqlx::Error> {
         grant_number: r.try_get("grant_number")?,
         created_at: r.try_get("created_at")?,
         created_by: r.try_get("created_by")?,
+        commands: r.try_get("commands")?,
     })
 }
 
@@ -36,7 +39,7 @@ pub async fn project(
     id: &str,
 ) -> Result<Option<ProjectRow>, sqlx::Error> {
     sqlx::query(
-        "SELECT id, title, grant_number, created_at, created_by FROM projects WHERE id = $1",
+        "SELECT id, title, grant_number, created_at, created_by, commands FROM projects WHERE id = $1",
     )
     .bind(id)
     .fetch_optional(conn)
@@ -53,13 +56,13 @@ pub async fn projects(
 ) -> Result<Vec<ProjectRow>, sqlx::Error> {
     let rows = match member {
         None => {
-            sqlx::query("SELECT id, title, grant_number, created_at, created_by FROM projects ORDER BY id")
+            sqlx::query("SELECT id, title, grant_number, created_at, created_by, commands FROM projects ORDER BY id")
                 .fetch_all(conn)
                 .await?
         }
         Some(sub) => {
             sqlx::query(
-                "SELECT id, title, grant_number, created_at, created_by FROM projects \
+                "SELECT id, title, grant_number, created_at, created_by, commands FROM projects \
                  WHERE id IN (SELECT project_id FROM project_members WHERE subject = $1) ORDER BY id",
             )
             .bind(sub)
@@ -72,7 +75,8 @@ pub async fn projects(
 
 pub async fn insert_project(conn: &mut AnyConnection, p: &ProjectRow) -> Result<bool, sqlx::Error> {
     let done = sqlx::query(
-        "INSERT INTO projects (id, title, grant_number, created_at, created_by) VALUES ($1, $2, $3, $4, $5) \
+        "INSERT INTO projects (id, title, grant_number, created_at, created_by, commands) \
+         VALUES ($1, $2, $3, $4, $5, $6) \
          ON CONFLICT (id) DO NOTHING",
     )
     .bind(&p.id)
@@ -80,6 +84,7 @@ pub async fn insert_project(conn: &mut AnyConnection, p: &ProjectRow) -> Result<
     .bind(&p.grant_number)
     .bind(&p.created_at)
     .bind(&p.created_by)
+    .bind(&p.commands)
     .execute(conn)
     .await?;
     Ok(done.rows_affected() == 1)

@@ -10,7 +10,25 @@ pub struct ImageRow {
     pub size: i64,
     pub allowed_by: String,
     pub allowed_at: String,
+    /// Commands the operator allowed for the image (bare names).
+    pub commands: Vec<String>,
+    /// Interpreters the operator allowed for the image (bare names).
+    pub interpreters: Vec<String>,
 }
+
+fn names_from(r: &AnyRow, column: &str) -> Result<Vec<String>, sqlx::Error> {
+    let text: String = r.try_get(column)?;
+    serde_json::from_str(&text).map_err(|e| sqlx::Error::ColumnDecode {
+        index: column.to_owned(),
+        source: Box::new(e),
+    })
+}
+
+fn names_to(names: &[String]) -> String {
+    serde_json::to_string(names).expect("a list of strings serializes")
+}
+
+const IMAGE_COLUMNS: &str = "name, image_id, size, allowed_by, allowed_at, commands, interpreters";
 
 fn image_from(r: &AnyRow) -> Result<ImageRow, sqlx::Error> {
     Ok(ImageRow {
@@ -19,28 +37,34 @@ fn image_from(r: &AnyRow) -> Result<ImageRow, sqlx::Error> {
         size: r.try_get("size")?,
         allowed_by: r.try_get("allowed_by")?,
         allowed_at: r.try_get("allowed_at")?,
+        commands: names_from(r, "commands")?,
+        interpreters: names_from(r, "interpreters")?,
     })
 }
 
-/// Allows (or re-pins) an image by name.
+/// Allows (or re-pins) an image by name; allowing it again replaces its lists.
 pub async fn upsert_image(conn: &mut AnyConnection, i: &ImageRow) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO images (name, image_id, size, allowed_by, allowed_at) VALUES ($1, $2, $3, $4, $5) \
+        "INSERT INTO images (name, image_id, size, allowed_by, allowed_at, commands, interpreters) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) \
          ON CONFLICT (name) DO UPDATE SET image_id = excluded.image_id, size = excluded.size, \
-         allowed_by = excluded.allowed_by, allowed_at = excluded.allowed_at",
+         allowed_by = excluded.allowed_by, allowed_at = excluded.allowed_at, \
+         commands = excluded.commands, interpreters = excluded.interpreters",
     )
     .bind(&i.name)
     .bind(&i.image_id)
     .bind(i.size)
     .bind(&i.allowed_by)
     .bind(&i.allowed_at)
+    .bind(names_to(&i.commands))
+    .bind(names_to(&i.interpreters))
     .execute(conn)
     .await?;
     Ok(())
 }
 
 pub async fn images(conn: &mut AnyConnection) -> Result<Vec<ImageRow>, sqlx::Error> {
-    sqlx::query("SELECT name, image_id, size, allowed_by, allowed_at FROM images ORDER BY name")
+    sqlx::query(&format!("SELECT {IMAGE_COLUMNS} FROM images ORDER BY name"))
         .fetch_all(conn)
         .await?
         .iter()
@@ -49,13 +73,15 @@ pub async fn images(conn: &mut AnyConnection) -> Result<Vec<ImageRow>, sqlx::Err
 }
 
 pub async fn image(conn: &mut AnyConnection, name: &str) -> Result<Option<ImageRow>, sqlx::Error> {
-    sqlx::query("SELECT name, image_id, size, allowed_by, allowed_at FROM images WHERE name = $1")
-        .bind(name)
-        .fetch_optional(conn)
-        .await?
-        .as_ref()
-        .map(image_from)
-        .transpose()
+    sqlx::query(&format!(
+        "SELECT {IMAGE_COLUMNS} FROM images WHERE name = $1"
+    ))
+    .bind(name)
+    .fetch_optional(conn)
+    .await?
+    .as_ref()
+    .map(image_from)
+    .transpose()
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -19,6 +19,16 @@ wire_enum! {
 same_values!(Role <=> policy::roles::Role { Analyst, Reviewer, Operator, Steward, Auditor, Admin });
 
 wire_enum! {
+    /// A project's command policy: `approved` runs only programs of staged, approved ingress and
+    /// the commands the operator allowed for the image; `any` runs any command the image has.
+    CommandPolicy: "command policy" {
+        Approved = "approved",
+        Any = "any",
+    }
+}
+same_values!(CommandPolicy <=> policy::commands::CommandPolicy { Approved, Any });
+
+wire_enum! {
     /// The roles a project's members hold.
     ProjectRole: "project role" {
         Analyst = "analyst",
@@ -57,6 +67,8 @@ pub struct Project {
     pub grant_number: Option<String>,
     pub created_at: String,
     pub created_by: String,
+    /// Which programs its runs may start.
+    pub commands: CommandPolicy,
     pub members: Vec<Member>,
 }
 
@@ -78,6 +90,9 @@ pub struct NewProject {
     pub grant_number: Option<String>,
     #[serde(default)]
     pub members: Vec<NewMember>,
+    /// Which programs its runs may start; `[sandbox] commands` when not given.
+    #[serde(default)]
+    pub commands: Option<CommandPolicy>,
 }
 
 #[derive(Serialize, Deserialize, IntoParams)]

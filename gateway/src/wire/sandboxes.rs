@@ -55,6 +55,10 @@ pub struct Image {
     pub size: i64,
     pub allowed_by: String,
     pub allowed_at: String,
+    /// Commands runs may start under a project's `approved` policy (bare names).
+    pub commands: Vec<String>,
+    /// Interpreters runs may start with a script of a staged ingress (bare names).
+    pub interpreters: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize, ToSchema)]
@@ -68,6 +72,17 @@ pub struct AllowImage {
         pattern = r"^[^\s\x00-\x1f\x7f-\x9f]+$"
     )]
     pub name: String,
+    /// Commands runs may start under a project's `approved` policy: bare program names (no
+    /// `/`, no whitespace), at most 64 characters each, at most 64 of them. Allowing an image
+    /// again replaces the list.
+    #[serde(default)]
+    #[schema(max_items = 64)]
+    pub commands: Vec<String>,
+    /// Interpreters runs may start with a script of a staged ingress (`sh`, `python3`), named
+    /// as commands are. Allowing an image again replaces the list.
+    #[serde(default)]
+    #[schema(max_items = 64)]
+    pub interpreters: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize, ToSchema, Debug)]
