@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use policy::access::Action;
+use policy::commands::{CommandRefusal, ImageCommands, Program, Reviewed};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
@@ -80,6 +81,10 @@ pub async fn create(
             ),
         ));
     }
+    let program = match command_allowed(state, &sb, &new.cmd).await? {
+        Ok(program) => program,
+        Err(refusal) => return Err(refused(state, caller, &sb.id, &new.cmd, refusal).await),
+    };
     let row = RunRow {
         id: store::new_id("run"),
         sandbox_id: sb.id.clone(),
@@ -119,12 +124,109 @@ pub async fn create(
         actor: caller.sub.as_str(),
         action: "run.create",
         subject: &row.id,
-        detail: json!({"sandbox": sb.id, "cmd": row.cmd, "timeout_secs": timeout, "image_id": sb.image_id}),
+        detail: json!({
+            "sandbox": sb.id,
+            "cmd": row.cmd,
+            "timeout_secs": timeout,
+            "image_id": sb.image_id,
+            "program": program_json(&program),
+        }),
     })
     .await?;
     state.commit(tx).await?;
     crate::sandboxes::spawn_supervisor(state, row.clone(), false);
     Ok(row)
+}
+
+/// Asks the command rule (`policy::commands::check`) whether a run of this sandbox may start
+/// `cmd`: under its project's policy, with what the operator allowed for its image (nothing, if
+/// the image is no longer allowed) and the ingress applications staged in it.
+async fn command_allowed(
+    state: &AppState,
+    sb: &sstore::SandboxRow,
+    cmd: &[String],
+) -> Result<std::result::Result<Program, CommandRefusal>> {
+    let mut conn = state.db.pool().acquire().await?;
+    let project = store::project(&mut conn, &sb.project_id)
+        .await?
+        .ok_or(Error::NotFound("project"))?;
+    // A policy the gateway did not write is read as the strict one.
+    let policy = project
+        .commands
+        .parse()
+        .unwrap_or(policy::commands::CommandPolicy::Approved);
+    let image = sstore::image(&mut conn, &sb.image_name).await?;
+    let (commands, interpreters) = image
+        .map(|i| (i.commands, i.interpreters))
+        .unwrap_or_default();
+    let staged: Vec<String> = sstore::staged(&mut conn, &sb.id)
+        .await?
+        .into_iter()
+        .map(|(application, _, _)| application)
+        .collect();
+    let image = ImageCommands {
+        commands: &commands,
+        interpreters: &interpreters,
+    };
+    Ok(policy::commands::check(policy, cmd, &image, &staged))
+}
+
+/// A refused command: audited (`run.refused`, in a write transaction of its own, as nothing
+/// else is written), answered 403 `command_refused` with the rule it broke.
+async fn refused(
+    state: &AppState,
+    caller: &Caller,
+    sandbox: &str,
+    cmd: &[String],
+    refusal: CommandRefusal,
+) -> Error {
+    let audited = async {
+        let mut tx = state.db.begin_write().await?;
+        tx.audit(NewEvent {
+            actor: caller.sub.as_str(),
+            action: "run.refused",
+            subject: sandbox,
+            detail: json!({
+                "sandbox": sandbox,
+                "cmd": cmd,
+                "rule": refusal.rule.as_str(),
+                "reason": refusal.message,
+            }),
+        })
+        .await?;
+        state.commit(tx).await?;
+        Ok::<(), Error>(())
+    };
+    if let Err(e) = audited.await {
+        return e;
+    }
+    Error::Forbidden {
+        code: ErrorCode::CommandRefused,
+        message: format!("{}: {}", refusal.rule, refusal.message),
+    }
+}
+
+/// Why a run may start, for its audit event.
+fn program_json(program: &Program) -> serde_json::Value {
+    let reviewed = |r: &Reviewed| json!({"application": r.application, "path": r.path});
+    match program {
+        Program::Unchecked => json!({"program": "unchecked"}),
+        Program::Reviewed(r) => json!({"program": "reviewed", "reviewed": reviewed(r)}),
+        Program::Command { name } => json!({"program": "command", "name": name}),
+        Program::Interpreted {
+            interpreter,
+            scripts,
+        } => json!({
+            "program": "interpreted",
+            "interpreter": interpreter,
+            "scripts": scripts.iter().map(reviewed).collect::<Vec<_>>(),
+        }),
+        Program::Launched { launcher, program } => json!({
+            "program": "launched",
+            "launcher": launcher,
+            "runs": program_json(program),
+        }),
+    }
 }
 
 /// The runs of a sandbox the caller may see.

@@ -40,6 +40,8 @@ wire_enum! {
         NotApproved = "not_approved",
         ArchiveTampered = "archive_tampered",
         ImageNotAllowed = "image_not_allowed",
+        /// A run's command broke the project's command policy (the message names the rule).
+        CommandRefused = "command_refused",
         NotText = "not_text",
         TooLarge = "too_large",
         // Requests that come at the wrong time.

@@ -13,6 +13,7 @@ mod support;
 mod applications;
 mod audit_tamper;
 mod authz;
+mod commands;
 mod concurrency;
 mod ingress;
 mod jwt;

@@ -143,7 +143,7 @@ pub(crate) async fn new_sandbox(app: &TestApp, ana: &str) -> String {
     app.new_sandbox(ana, "p1").await
 }
 
-async fn upload(app: &TestApp, token: &str, project: &str, script: &[u8]) -> String {
+pub(crate) async fn upload(app: &TestApp, token: &str, project: &str, script: &[u8]) -> String {
     use policy::archive::tar::{END, EntryKind, entry_header, padding};
     let mut t = entry_header("run.sh", EntryKind::File, script.len() as u64, 0o755);
     t.extend_from_slice(script);
@@ -778,10 +778,13 @@ async fn a_gateway_killed_during_runs_records_their_outcomes_after_restart() {
         token("op", "operator"),
         token("ana", "analyst"),
     );
+    // A gateway of its own, with the production default (`approved`): this project runs
+    // ad-hoc commands.
     let (st, _) = post(
         "/api/v1/projects".into(),
         admin,
-        json!({"id": "p1", "title": "P", "members": [{"subject": "ana", "role": "analyst"}]}),
+        json!({"id": "p1", "title": "P", "commands": "any",
+               "members": [{"subject": "ana", "role": "analyst"}]}),
     )
     .await;
     assert_eq!(st, StatusCode::CREATED);

@@ -131,6 +131,10 @@ pub async fn test_settings(engine: Engine, dir: &Path) -> (Settings, Option<PgDa
         listen: "127.0.0.1:0".parse().unwrap(),
         ..Default::default()
     };
+    // The suite tests sandboxes and runs with ad-hoc commands (`true`, `sleep`, `sh -c …`), not
+    // the command rule: that has its own tests (`commands.rs` here, table tests in `policy`),
+    // which set `approved` themselves. The production default stays `approved`.
+    s.sandbox.commands = gateway::wire::projects::CommandPolicy::Any;
     let pg = match engine {
         Engine::Sqlite => None,
         Engine::Postgres => {
