@@ -2,7 +2,7 @@
 # Builds and runs the gateway with its embedded defaults: data in ./vre-data, SQLite, a
 # generated signing key and TLS certificate, listening on https://127.0.0.1:8443; and brings up
 # the local Docker engine sandboxes run on, with a minimal image to try them with
-# (`vre image allow vre-test/busybox:latest`).
+# (`vre image allow vre-test/busybox:latest --interpreter sh`).
 # It also puts the `vre` it built in ~/.cargo/bin (where `cargo install` puts programs, on the
 # PATH of rustup's installs; BIN_DIR=DIR puts it elsewhere), so that another terminal can use
 # the client; it says so when that directory is not on the PATH.
