@@ -258,6 +258,21 @@ fn member_as(roles: RoleSet, standing: Standing, role: Role) -> Access {
     Access::Allow
 }
 
+/// Whether a caller with these global roles could take `action` on some object: asked with the
+/// most favourable standing (a member in every project role, the requester). A `Deny` here
+/// holds for every object, so the gateway can refuse before it reads a request's body or looks
+/// anything up; an `Allow` still leaves the real decision to [`authorize`].
+pub fn could(roles: RoleSet, action: Action) -> Access {
+    let best = Standing {
+        member_roles: Role::ALL
+            .into_iter()
+            .filter(|r| r.is_project_role())
+            .collect(),
+        is_requester: true,
+    };
+    authorize(roles, action, best)
+}
+
 /// Decides one action. `roles` are the caller's global roles, from their token.
 pub fn authorize(roles: RoleSet, action: Action, standing: Standing) -> Access {
     use Role::*;
@@ -513,6 +528,40 @@ mod tests {
         ];
         for (r, res, want) in cases {
             assert_eq!(scope(roles(r), *res), *want, "{r} {res:?}");
+        }
+    }
+
+    /// `could` never refuses what `authorize` would allow for some standing: a refusal before
+    /// the body is read is never one the object would have changed.
+    #[test]
+    fn could_refuses_only_what_no_standing_allows() {
+        let standings: Vec<Standing> = [
+            RoleSet::EMPTY,
+            roles("analyst"),
+            roles("steward"),
+            roles("analyst,steward"),
+        ]
+        .into_iter()
+        .flat_map(|m| {
+            [false, true].map(|r| Standing {
+                member_roles: m,
+                is_requester: r,
+            })
+        })
+        .collect();
+        for bits in 0..(1u32 << Role::ALL.len()) {
+            let rs: RoleSet = Role::ALL
+                .into_iter()
+                .enumerate()
+                .filter(|(i, _)| bits & (1 << i) != 0)
+                .map(|(_, r)| r)
+                .collect();
+            for a in Action::ALL {
+                let some = standings
+                    .iter()
+                    .any(|s| authorize(rs, a, *s) == Access::Allow);
+                assert_eq!(could(rs, a) == Access::Allow, some, "{rs} {a:?}");
+            }
         }
     }
 }

@@ -31,6 +31,9 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use policy::access::{Access, Action, Denial};
+use policy::roles::RoleSet;
+
 use crate::auth::{AuthError, Caller};
 use crate::error::{ApiError, ErrorCode};
 use crate::state::AppState;
@@ -238,6 +241,34 @@ async fn limit_bodies(State(limits): State<Limits>, mut req: Request, next: Next
     if let Some(max) = max.filter(|max| declared.is_some_and(|n| n > *max)) {
         return refuse(workers, req, too_large(max));
     }
+    // Authorization before the body is read, as far as it can go without it: a caller whose
+    // roles allow the route's action on no object at all is refused here. Who is not
+    // authenticated is answered 401 by the handler's extractor, which also runs before the body.
+    let actions = route.filter(|_| post).map_or(&[][..], actions_of);
+    if !actions.is_empty() {
+        if let Ok(caller) = caller_of(req.headers(), &limits.state) {
+            let denials: Vec<_> = actions
+                .iter()
+                .filter_map(|a| match policy::access::could(caller.roles, *a) {
+                    Access::Allow => None,
+                    Access::Deny(d) => Some(d),
+                })
+                .collect();
+            if denials.len() == actions.len() {
+                // Roles missing for each of the route's actions: any one of them would do.
+                let roles = denials.iter().try_fold(RoleSet::EMPTY, |all, d| match d {
+                    Denial::MissingRole(r) => Some(r.iter().fold(all, RoleSet::with)),
+                    _ => None,
+                });
+                let why = match roles {
+                    Some(r) => Denial::MissingRole(r).to_string(),
+                    None => denials[0].to_string(),
+                };
+                return refuse(workers, req, ApiError::Forbidden(why));
+            }
+            req.extensions_mut().insert(caller);
+        }
+    }
     let _upload = if upload {
         match limits.uploads.clone().try_acquire_owned() {
             Ok(permit) => Some(permit),
@@ -318,16 +349,68 @@ impl FromRequestParts<AppState> for Caller {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .ok_or(AuthError::Missing)?;
-        let value = header.to_str().map_err(|_| AuthError::Malformed)?;
-        let token = value
-            .strip_prefix("Bearer ")
-            .or_else(|| value.strip_prefix("bearer "))
-            .ok_or(AuthError::Missing)?;
-        Ok(state.verifier.verify(token.trim())?)
+        // Verified already by `limit_bodies` on routes it pre-authorizes.
+        if let Some(caller) = parts.extensions.get::<Caller>() {
+            return Ok(caller.clone());
+        }
+        caller_of(&parts.headers, state)
+    }
+}
+
+/// The caller whose bearer token the request carries, verified.
+fn caller_of(headers: &HeaderMap, state: &AppState) -> Result<Caller, ApiError> {
+    let header = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .ok_or(AuthError::Missing)?;
+    let value = header.to_str().map_err(|_| AuthError::Malformed)?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .ok_or(AuthError::Missing)?;
+    Ok(state.verifier.verify(token.trim())?)
+}
+
+/// What a JSON route with a body may do, for [`limit_bodies`] to ask before the body is read:
+/// a caller whose roles allow none of these actions on any object is refused at once.
+fn actions_of(route: &str) -> &'static [Action] {
+    use policy::review::Kind::{Access, Egress, Extension, Ingress, Listing};
+    const APPLY: &[Action] = &[
+        Action::AppCreate(Listing),
+        Action::AppCreate(Extension),
+        Action::AppCreate(Access),
+        Action::AppCreate(Ingress),
+        Action::AppCreate(Egress),
+    ];
+    const WITHDRAW: &[Action] = &[
+        Action::AppWithdraw(Listing),
+        Action::AppWithdraw(Extension),
+        Action::AppWithdraw(Access),
+        Action::AppWithdraw(Ingress),
+        Action::AppWithdraw(Egress),
+    ];
+    const RESUBMIT: &[Action] = &[
+        Action::AppResubmit(Listing),
+        Action::AppResubmit(Extension),
+        Action::AppResubmit(Access),
+        Action::AppResubmit(Ingress),
+        Action::AppResubmit(Egress),
+    ];
+    match route {
+        "/api/v1/projects" => &[Action::ProjectCreate],
+        "/api/v1/projects/{id}/members" => &[Action::ProjectManageMembers],
+        "/api/v1/applications" => APPLY,
+        "/api/v1/applications/{id}/decisions" => &[Action::AppDecide],
+        "/api/v1/applications/{id}/withdraw" => WITHDRAW,
+        "/api/v1/applications/{id}/resubmit" => RESUBMIT,
+        ATTACHMENT_ROUTE => &[
+            Action::AttachInstitutionReview,
+            Action::AttachCommitteeOpinion,
+        ],
+        "/api/v1/images" => &[Action::ImageAllow],
+        "/api/v1/sandboxes" => &[Action::SandboxCreate],
+        "/api/v1/sandboxes/{id}/ingress" => &[Action::SandboxManage],
+        "/api/v1/sandboxes/{id}/runs" => &[Action::RunCreate],
+        _ => &[],
     }
 }
 

@@ -507,3 +507,34 @@ async fn a_projects_queue_of_runs_is_capped() {
         app.stop().await;
     }
 }
+
+/// Authorization comes before the body: a caller whose roles allow a route's action on no
+/// object (a reviewer applying, an analyst voting) is refused with only the request's head
+/// sent, so no body of theirs is read or parsed at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_without_the_role_are_refused_before_their_body_is_read() {
+    each_engine(|app| async move {
+        app.project("p1", &[("ana", "analyst")]).await;
+        let config = client_config(&app);
+        let addr = TestAppAddr(app.addr);
+        // Under the JSON limit, declared and never sent: only a refusal that does not wait for
+        // the body can come back.
+        for (path, who, role) in [
+            ("/api/v1/applications", "rev", "reviewer"),
+            ("/api/v1/applications/app-x/decisions", "ana", "analyst"),
+            ("/api/v1/sandboxes/sbx-x/runs", "op", "operator"),
+        ] {
+            let (cfg, path_, token) = (config.clone(), path.to_owned(), app.token(who, role));
+            let answer =
+                blocking(move || addr.post(&cfg, &path_, &token, Sent::Declared(512 << 10))).await;
+            let (status, body) = answer.unwrap_or_else(|e| panic!("{path} as {role}: {e}"));
+            assert_eq!(
+                (status, body["code"].as_str()),
+                (403, Some("forbidden")),
+                "{path} as {role}: {body}"
+            );
+        }
+        app
+    })
+    .await;
+}
