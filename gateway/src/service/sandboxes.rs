@@ -103,6 +103,12 @@ pub async fn create(state: &AppState, caller: &Caller, new: NewSandbox) -> Resul
     allow(caller, Action::SandboxCreate, standing)?;
     // Staging what was asked for is managing the sandbox: asked now, before anything is made.
     let manage = allow(caller, Action::SandboxManage, standing)?;
+    {
+        let mut conn = state.db.pool().acquire().await?;
+        if store::project(&mut conn, &new.project).await?.is_none() {
+            return Err(Error::NotFound("project"));
+        }
+    }
     let class = new
         .class
         .clone()
@@ -126,9 +132,6 @@ pub async fn create(state: &AppState, caller: &Caller, new: NewSandbox) -> Resul
     }
     let image = {
         let mut conn = state.db.pool().acquire().await?;
-        if store::project(&mut conn, &new.project).await?.is_none() {
-            return Err(Error::NotFound("project"));
-        }
         sstore::image(&mut conn, &new.image).await?.ok_or_else(|| {
             Error::invalid(
                 ErrorCode::ImageNotAllowed,

@@ -255,7 +255,9 @@ impl SandboxBackend for DockerBackend {
                 size: i.size.unwrap_or_default(),
                 user: i.config.and_then(|c| c.user).unwrap_or_default(),
             })),
-            Err(Error::NotFound(_)) => Ok(None),
+            // A name the engine cannot even parse (400: invalid reference format) names no
+            // image it has.
+            Err(Error::NotFound(_) | Error::Engine { status: 400, .. }) => Ok(None),
             Err(e) => Err(e),
         }
     }
