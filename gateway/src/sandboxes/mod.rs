@@ -26,7 +26,7 @@ use std::time::Duration;
 use sandbox_runner::{SandboxBackend, SandboxSpec};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
-use crate::config::{ResourceClass, SandboxSettings};
+use crate::config::sandbox::{ResourceClass, SandboxSettings};
 use crate::state::AppState;
 use crate::store::sandboxes::{self as sstore, RunRow, SandboxRow};
 use crate::workers::Name;

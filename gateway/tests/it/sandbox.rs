@@ -17,7 +17,7 @@ use crate::support::{
 fn tiny(s: &mut gateway::config::Settings, data: &std::path::Path) {
     s.sandbox.classes.insert(
         "tiny".into(),
-        gateway::config::ResourceClass {
+        gateway::config::sandbox::ResourceClass {
             cpus: 0.5,
             memory_bytes: 48 << 20,
             pids: 32,
