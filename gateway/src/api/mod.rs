@@ -244,7 +244,7 @@ async fn limit_bodies(State(limits): State<Limits>, mut req: Request, next: Next
     // Authorization before the body is read, as far as it can go without it: a caller whose
     // roles allow the route's action on no object at all is refused here. Who is not
     // authenticated is answered 401 by the handler's extractor, which also runs before the body.
-    let actions = route.filter(|_| post).map_or(&[][..], actions_of);
+    let actions = route.filter(|_| post).map_or_else(Vec::new, actions_of);
     if !actions.is_empty() {
         if let Ok(caller) = caller_of(req.headers(), &limits.state) {
             let denials: Vec<_> = actions
@@ -372,45 +372,26 @@ fn caller_of(headers: &HeaderMap, state: &AppState) -> Result<Caller, ApiError> 
 
 /// What a JSON route with a body may do, for [`limit_bodies`] to ask before the body is read:
 /// a caller whose roles allow none of these actions on any object is refused at once.
-fn actions_of(route: &str) -> &'static [Action] {
-    use policy::review::Kind::{Access, Egress, Extension, Ingress, Listing};
-    const APPLY: &[Action] = &[
-        Action::AppCreate(Listing),
-        Action::AppCreate(Extension),
-        Action::AppCreate(Access),
-        Action::AppCreate(Ingress),
-        Action::AppCreate(Egress),
-    ];
-    const WITHDRAW: &[Action] = &[
-        Action::AppWithdraw(Listing),
-        Action::AppWithdraw(Extension),
-        Action::AppWithdraw(Access),
-        Action::AppWithdraw(Ingress),
-        Action::AppWithdraw(Egress),
-    ];
-    const RESUBMIT: &[Action] = &[
-        Action::AppResubmit(Listing),
-        Action::AppResubmit(Extension),
-        Action::AppResubmit(Access),
-        Action::AppResubmit(Ingress),
-        Action::AppResubmit(Egress),
-    ];
+fn actions_of(route: &str) -> Vec<Action> {
+    use policy::review::Kind;
     match route {
-        "/api/v1/projects" => &[Action::ProjectCreate],
-        "/api/v1/projects/{id}/members" => &[Action::ProjectManageMembers],
-        "/api/v1/applications" => APPLY,
-        "/api/v1/applications/{id}/decisions" => &[Action::AppDecide],
-        "/api/v1/applications/{id}/withdraw" => WITHDRAW,
-        "/api/v1/applications/{id}/resubmit" => RESUBMIT,
-        ATTACHMENT_ROUTE => &[
+        "/api/v1/projects" => vec![Action::ProjectCreate],
+        "/api/v1/projects/{id}/members" => vec![Action::ProjectManageMembers],
+        // The kind is in the body: any kind the caller could apply for (and so withdraw, or
+        // resubmit) will do.
+        "/api/v1/applications" => Kind::ALL.map(Action::AppCreate).to_vec(),
+        "/api/v1/applications/{id}/decisions" => vec![Action::AppDecide],
+        "/api/v1/applications/{id}/withdraw" => Kind::ALL.map(Action::AppWithdraw).to_vec(),
+        "/api/v1/applications/{id}/resubmit" => Kind::ALL.map(Action::AppResubmit).to_vec(),
+        ATTACHMENT_ROUTE => vec![
             Action::AttachInstitutionReview,
             Action::AttachCommitteeOpinion,
         ],
-        "/api/v1/images" => &[Action::ImageAllow],
-        "/api/v1/sandboxes" => &[Action::SandboxCreate],
-        "/api/v1/sandboxes/{id}/ingress" => &[Action::SandboxManage],
-        "/api/v1/sandboxes/{id}/runs" => &[Action::RunCreate],
-        _ => &[],
+        "/api/v1/images" => vec![Action::ImageAllow],
+        "/api/v1/sandboxes" => vec![Action::SandboxCreate],
+        "/api/v1/sandboxes/{id}/ingress" => vec![Action::SandboxManage],
+        "/api/v1/sandboxes/{id}/runs" => vec![Action::RunCreate],
+        _ => Vec::new(),
     }
 }
 
