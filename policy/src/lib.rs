@@ -4,6 +4,7 @@
 //! the committee moves between states and when a quorum is reached ([`review`]), and the typed
 //! names the rest of the system speaks in ([`roles`], [`ids`]), and which programs a run may start
 //! ([`commands`]).
+//! The automatic disclosure checks on files that ask to leave the environment are in [`egress`].
 //!
 //! Architecture invariant: `policy` does no IO. It depends on no async runtime, no HTTP, no SQL and
 //! no Docker crate, so every rule here can be tested exhaustively with tables and property tests.
@@ -12,6 +13,7 @@
 pub mod access;
 pub mod archive;
 pub mod commands;
+pub mod egress;
 pub mod ids;
 pub mod review;
 pub mod roles;
