@@ -165,3 +165,32 @@ pub(super) fn looks_fam(lines: &[&str], named: bool) -> bool {
         named || (rows.len() >= 3 && rows.iter().any(|f| f[2] == "0" && f[3] == "0"))
     })
 }
+
+/// SAM (text alignments): a header line (`@HD`, `@SQ`, `@RG`, `@PG`, `@CO` and a tab), or
+/// lines of 11 or more tab-separated fields with a numeric FLAG, POS and MAPQ and a CIGAR.
+pub(super) fn looks_sam(lines: &[&str]) -> bool {
+    let header = |l: &str| {
+        let b = l.as_bytes();
+        b.len() > 3 && b[0] == b'@' && b[1..3].iter().all(u8::is_ascii_uppercase) && b[3] == b'\t'
+    };
+    let cigar = |c: &str| {
+        c == "*"
+            || (!c.is_empty()
+                && c.bytes()
+                    .all(|b| b.is_ascii_digit() || b"MIDNSHP=X".contains(&b))
+                && c.bytes().last().is_some_and(|b| !b.is_ascii_digit()))
+    };
+    let record = |l: &str| {
+        let f: Vec<&str> = l.trim_end_matches('\r').split('\t').collect();
+        f.len() >= 11
+            && f[1].parse::<u16>().is_ok()
+            && f[3].parse::<u64>().is_ok()
+            && f[4].parse::<u8>().is_ok()
+            && cigar(f[5])
+    };
+    match lines.first() {
+        Some(first) if header(first) => true,
+        Some(_) => lines.iter().take(20).all(|l| record(l)),
+        None => false,
+    }
+}

@@ -13,8 +13,13 @@
 //! Memory stays bounded whatever the file's size: a fixed prefix, one row's cells (each cut at
 //! [`MAX_CELL_BYTES`]) and, per column, a set of 64-bit hashes that stops growing at a limit.
 
+#[cfg(test)]
+mod chunking_tests;
+mod columns;
 mod genomics;
 pub mod preview;
+#[cfg(test)]
+mod preview_tests;
 mod sniff;
 mod table;
 #[cfg(test)]
@@ -128,6 +133,8 @@ pub enum ContentType {
     Bgzf,
     Bam,
     Cram,
+    /// Text alignments (the uncompressed form of BAM).
+    Sam,
     Fastq,
     PlinkBed,
     PlinkBim,
@@ -153,6 +160,7 @@ names!(ContentType, "content type", as_str, {
     Bgzf => "bgzf",
     Bam => "bam",
     Cram => "cram",
+    Sam => "sam",
     Fastq => "fastq",
     PlinkBed => "plink_bed",
     PlinkBim => "plink_bim",

@@ -2,7 +2,7 @@
 //!
 //! Magic numbers decide binary types; anything else is read as text, and stays text only if
 //! every byte to the end is valid UTF-8 without a NUL. Among text kinds, content decides first
-//! (VCF, FASTQ, PLINK .bim/.fam shapes); the name then chooses CSV, TSV or JSON, and a name
+//! (VCF, SAM, FASTQ, PLINK .bim/.fam shapes); the name then chooses CSV, TSV or JSON, and a name
 //! that says nothing lets the content's shape choose between a table and free text.
 
 use super::genomics::{self, VcfScan};
@@ -118,6 +118,7 @@ fn decided_findings(kind: ContentType, prefix: &[u8]) -> Vec<Finding> {
         C::Bcf => not_allowed("BCF (binary VCF), which may hold per-sample genotypes"),
         C::Bam => reads("BAM (aligned reads)"),
         C::Cram => reads("CRAM (aligned reads)"),
+        C::Sam => reads("SAM (aligned reads)"),
         C::Fastq => reads("FASTQ (sequencing reads)"),
         C::PlinkBed | C::PlinkBim | C::PlinkFam => Finding::new(
             Rule::PlinkData,
@@ -184,6 +185,8 @@ pub(super) fn sniff(path: &str, prefix: &[u8], complete: bool, t: &Thresholds) -
     let ext = extension(path);
     let kind = if text.starts_with("##fileformat=VCF") || text.starts_with("#CHROM\t") {
         ContentType::Vcf
+    } else if genomics::looks_sam(&lines) {
+        ContentType::Sam
     } else if genomics::looks_fastq(&lines) {
         ContentType::Fastq
     } else if genomics::looks_bim(&lines, ext == "bim") {
@@ -200,7 +203,7 @@ pub(super) fn sniff(path: &str, prefix: &[u8], complete: bool, t: &Thresholds) -
     };
     if matches!(
         kind,
-        ContentType::Fastq | ContentType::PlinkBim | ContentType::PlinkFam
+        ContentType::Sam | ContentType::Fastq | ContentType::PlinkBim | ContentType::PlinkFam
     ) {
         return decided(kind, prefix);
     }

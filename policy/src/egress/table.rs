@@ -4,8 +4,7 @@
 //! Identifier columns fail, by header (`patient_id`, `dob`, 氏名, …) or by values (all distinct
 //! over at least [`MIN_ID_VALUES`] rows and shaped like codes, in a column whose header names
 //! neither a count nor a label: an aggregate's label column, `group` or `code`, is distinct by
-//! construction). Count columns fail on cells
-//! below the threshold and go to review on zeros (ACRO). A column counts when it is not an
+//! construction). Count columns fail on cells below the threshold and go to review on zeros (ACRO). A column counts when it is not an
 //! identifier, every cell is a whole number `>= 0` (or empty, or a redaction marker like `NA`,
 //! `[REDACTED]`, `<10`), and either its header says count (`n`, `count`, `n_*`, `*_count`,
 //! 件数, …) or it is not the first column and its header does not name a label or a measure
@@ -14,6 +13,7 @@
 
 use std::collections::HashSet;
 
+use super::columns::{Header, Number, classify_header, code_like, fnv, number};
 use super::{Finding, Outcome, Rule, Thresholds};
 
 /// Bytes of a cell kept for the checks (and previews); longer cells are neither numbers nor
@@ -181,331 +181,6 @@ impl Parser {
     }
 }
 
-/// What a header says about its column.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Header {
-    Identifier,
-    Count,
-    /// A label or a measure: never taken for a count by its values alone.
-    Label,
-    Other,
-}
-
-/// Lower case, words joined by `_` (camelCase split), other punctuation dropped.
-pub(crate) fn normalize(name: &str) -> String {
-    let chars: Vec<char> = name.trim().chars().collect();
-    let mut out = String::new();
-    for (i, &c) in chars.iter().enumerate() {
-        if c.is_alphanumeric() {
-            let prev = i.checked_sub(1).map(|j| chars[j]);
-            let next = chars.get(i + 1);
-            let boundary = c.is_uppercase()
-                && prev.is_some_and(|p| {
-                    p.is_lowercase()
-                        || p.is_ascii_digit()
-                        || (p.is_uppercase() && next.is_some_and(|n| n.is_lowercase()))
-                });
-            if boundary && !out.ends_with('_') {
-                out.push('_');
-            }
-            out.extend(c.to_lowercase());
-        } else if !out.is_empty() && !out.ends_with('_') {
-            out.push('_');
-        }
-    }
-    out.trim_end_matches('_').to_owned()
-}
-
-const ID_NAMES: &[&str] = &[
-    "id",
-    "uuid",
-    "guid",
-    "iid",
-    "fid",
-    "patient",
-    "subject",
-    "sample",
-    "participant",
-    "person",
-    "individual",
-    "mrn",
-    "nhs",
-    "nhs_number",
-    "nhs_no",
-    "ssn",
-    "name",
-    "first_name",
-    "last_name",
-    "full_name",
-    "given_name",
-    "family_name",
-    "surname",
-    "forename",
-    "dob",
-    "date_of_birth",
-    "birth_date",
-    "birthdate",
-    "birthday",
-    "postcode",
-    "post_code",
-    "postal_code",
-    "zip",
-    "zip_code",
-    "zipcode",
-    "email",
-    "e_mail",
-    "email_address",
-    "phone",
-    "phone_number",
-    "telephone",
-    "tel",
-    "mobile",
-    "address",
-];
-const COUNT_NAMES: &[&str] = &[
-    "n",
-    "count",
-    "counts",
-    "freq",
-    "frequency",
-    "cases",
-    "patients",
-    "events",
-    "total",
-    "number",
-    "num",
-    "数",
-    "度数",
-    "頻度",
-];
-const COUNT_PREFIXES: &[&str] = &["num_", "n_", "count_", "number_of_"];
-const COUNT_SUFFIXES: &[&str] = &[
-    "_count",
-    "_counts",
-    "_n",
-    "_total",
-    "_cases",
-    "_events",
-    "_patients",
-    "_freq",
-    "件数",
-    "人数",
-    "例数",
-    "患者数",
-    "被験者数",
-];
-const LABEL_NAMES: &[&str] = &[
-    "year",
-    "month",
-    "week",
-    "day",
-    "date",
-    "time",
-    "hour",
-    "quarter",
-    "period",
-    "age",
-    "age_group",
-    "age_band",
-    "sex",
-    "gender",
-    "chr",
-    "chrom",
-    "chromosome",
-    "pos",
-    "position",
-    "bp",
-    "start",
-    "end",
-    "stop",
-    "rank",
-    "group",
-    "band",
-    "decile",
-    "quintile",
-    "quartile",
-    "percentile",
-    "index",
-    "idx",
-    "level",
-    "stage",
-    "grade",
-    "code",
-    "category",
-    "cluster",
-    "stratum",
-    "strata",
-    "wave",
-    "visit",
-    "cycle",
-    "dose",
-    "order",
-    "region",
-    "site",
-    "version",
-    "pct",
-    "percent",
-    "percentage",
-    "rate",
-    "ratio",
-    "prop",
-    "proportion",
-    "mean",
-    "median",
-    "sd",
-    "se",
-    "min",
-    "max",
-    "score",
-    "value",
-    "p",
-    "beta",
-    "df",
-    "年",
-    "年度",
-    "月",
-    "年齢",
-    "性別",
-    "群",
-    "区分",
-    "染色体",
-    "位置",
-];
-const LABEL_SUFFIXES: &[&str] = &[
-    "_year",
-    "_month",
-    "_week",
-    "_day",
-    "_date",
-    "_time",
-    "_age",
-    "_code",
-    "_group",
-    "_band",
-    "_index",
-    "_level",
-    "_pos",
-    "_position",
-    "_start",
-    "_end",
-    "_rank",
-    "_pct",
-    "_percent",
-    "_rate",
-    "_ratio",
-    "_mean",
-    "_median",
-    "_sd",
-    "_min",
-    "_max",
-    "_score",
-];
-
-fn classify_header(name: &str) -> Header {
-    let h = normalize(name);
-    let h = h.as_str();
-    let count = COUNT_NAMES.contains(&h)
-        || COUNT_PREFIXES.iter().any(|p| h.starts_with(p))
-        || COUNT_SUFFIXES.iter().any(|s| h.ends_with(s));
-    let japanese_id = ["氏名", "生年月日", "住所", "電話"]
-        .iter()
-        .any(|w| h.contains(w))
-        || (["患者", "被験者"].iter().any(|w| h.contains(w)) && !count);
-    if ID_NAMES.contains(&h) || h.ends_with("_id") || h.ends_with("_uuid") || japanese_id {
-        Header::Identifier
-    } else if count {
-        Header::Count
-    } else if LABEL_NAMES.contains(&h) || LABEL_SUFFIXES.iter().any(|s| h.ends_with(s)) {
-        Header::Label
-    } else {
-        Header::Other
-    }
-}
-
-/// A cell as a count: a whole number, a marker of a missing or redacted value, or neither.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Number {
-    Whole(u64),
-    Marker,
-    Other,
-}
-
-fn number(v: &str) -> Number {
-    let lower = v.to_ascii_lowercase();
-    if matches!(
-        lower.as_str(),
-        "na" | "n/a"
-            | "nan"
-            | "null"
-            | "none"
-            | "."
-            | "-"
-            | "*"
-            | "[redacted]"
-            | "redacted"
-            | "suppressed"
-            | "masked"
-    ) || ((v.starts_with('<') || v.starts_with('≤')) && v.len() <= 8)
-    {
-        return Number::Marker;
-    }
-    let v = v.strip_prefix('+').unwrap_or(v);
-    let (whole, fraction) = v.split_once('.').unwrap_or((v, ""));
-    if !whole.is_empty()
-        && whole.len() <= 19
-        && whole.bytes().all(|b| b.is_ascii_digit())
-        && fraction.bytes().all(|b| b == b'0')
-    {
-        return whole.parse().map_or(Number::Other, Number::Whole);
-    }
-    Number::Other
-}
-
-fn uuid(v: &str) -> bool {
-    let parts: Vec<&str> = v.split('-').collect();
-    parts.iter().map(|p| p.len()).eq([8, 4, 4, 4, 12])
-        && parts
-            .iter()
-            .all(|p| p.bytes().all(|b| b.is_ascii_hexdigit()))
-}
-
-/// Public identifiers of variants and genes (dbSNP `rs…`, Ensembl `ENS…`): codes, but not of
-/// people.
-fn public_id(v: &str) -> bool {
-    let digits_after = |p: &str| {
-        v.strip_prefix(p).is_some_and(|rest| {
-            let rest = rest.split_once('.').map_or(rest, |(a, _)| a);
-            !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit())
-        })
-    };
-    digits_after("rs") || (v.starts_with("ENS") && v.len() >= 15 && v.len() <= 24)
-}
-
-/// Shaped like a code that names something: four or more letters and digits (with `-` or `_`)
-/// having both, a digit string of six or more, or a UUID.
-pub(crate) fn code_like(v: &str) -> bool {
-    if uuid(v) {
-        return true;
-    }
-    if v.len() >= 6 && v.bytes().all(|b| b.is_ascii_digit()) {
-        return true;
-    }
-    !public_id(v)
-        && (4..=64).contains(&v.len())
-        && v.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
-        && v.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        && v.bytes().any(|b| b.is_ascii_digit())
-        && v.bytes().any(|b| b.is_ascii_alphabetic())
-}
-
-/// 64-bit FNV-1a.
-fn fnv(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
-}
-
 /// Whether a column's values are all distinct codes, as far as checked.
 #[derive(Debug)]
 enum Distinct {
@@ -541,6 +216,9 @@ struct TableState {
     max_rows: u64,
     columns: Vec<Column>,
     header_cells: u64,
+    /// Header cells after the first shaped like codes (sample IDs as columns), and one of them.
+    code_names: u64,
+    code_name_example: String,
     rows: u64,
     track_rows: u64,
     ragged: Option<(u64, u64)>,
@@ -556,6 +234,8 @@ impl TableScan {
                 max_rows: t.max_table_rows,
                 columns: Vec::new(),
                 header_cells: 0,
+                code_names: 0,
+                code_name_example: String::new(),
                 rows: 0,
                 track_rows: DISTINCT_ROWS,
                 ragged: None,
@@ -599,6 +279,23 @@ impl TableScan {
                     s.header_cells
                 ),
             ));
+        }
+        if s.rows == 0 {
+            findings.push(Finding::new(
+                Rule::Empty,
+                Outcome::Review,
+                "the table has a header and no data rows: a person must look at what the header holds",
+            ));
+        }
+        if s.code_names >= MIN_ID_VALUES {
+            findings.push(
+                Finding::new(
+                    Rule::IdentifierValues,
+                    Outcome::Review,
+                    format!("{} column names are shaped like codes (e.g. {:?}): the columns may be people or samples", s.code_names, s.code_name_example),
+                )
+                .at(1, 0),
+            );
         }
         if s.rows > s.max_rows {
             findings.push(Finding::new(
@@ -715,6 +412,12 @@ impl Sink for TableState {
                     &raw
                 };
                 let name: String = raw.trim().chars().take(64).collect();
+                if i > 0 && code_like(&name) {
+                    self.code_names += 1;
+                    if self.code_name_example.is_empty() {
+                        self.code_name_example = name.clone();
+                    }
+                }
                 self.columns.push(Column {
                     header: classify_header(&name),
                     name,
