@@ -106,23 +106,33 @@ fn fields(line: &str) -> Vec<&str> {
 }
 
 /// FASTQ: every 4-line record in the first lines (at least one whole one) is `@name`, a
-/// sequence of IUPAC letters, `+`, and a quality string as long as the sequence.
-pub(super) fn looks_fastq(lines: &[&str]) -> bool {
+/// sequence of IUPAC letters, `+`, and a quality string as long as the sequence. When the
+/// prefix ends inside the first record (long reads), `@name` and a sequence up to the prefix's
+/// end (and a `+` line, if reached) do.
+pub(super) fn looks_fastq(lines: &[&str], text: &str, complete: bool) -> bool {
+    let sequence = |s: &str| {
+        !s.is_empty()
+            && s.bytes()
+                .all(|b| b.is_ascii_alphabetic() || b == b'.' || b == b'-' || b == b'*')
+    };
+    let name = |s: &str| s.len() > 1 && s.starts_with('@');
     let lines: Vec<&str> = lines.iter().map(|l| l.trim_end_matches('\r')).collect();
     let records: Vec<&[&str]> = lines.chunks_exact(4).take(8).collect();
-    !records.is_empty()
-        && records.iter().all(|r| {
-            let seq = r[1];
-            r[0].len() > 1
-                && r[0].starts_with('@')
-                && !seq.is_empty()
-                && seq
-                    .bytes()
-                    .all(|b| b.is_ascii_alphabetic() || b == b'.' || b == b'-' || b == b'*')
-                && r[2].starts_with('+')
-                && r[3].len() == seq.len()
-                && r[3].bytes().all(|b| (b'!'..=b'~').contains(&b))
-        })
+    if records.is_empty() {
+        let partial: Vec<&str> = text.split('\n').map(|l| l.trim_end_matches('\r')).collect();
+        return !complete
+            && (2..=3).contains(&partial.len())
+            && name(partial[0])
+            && sequence(partial[1])
+            && partial.get(2).is_none_or(|l| l.starts_with('+'));
+    }
+    records.iter().all(|r| {
+        name(r[0])
+            && sequence(r[1])
+            && r[2].starts_with('+')
+            && r[3].len() == r[1].len()
+            && r[3].bytes().all(|b| (b'!'..=b'~').contains(&b))
+    })
 }
 
 /// Whether `s` is a number as PLINK writes it (integer or decimal, maybe negative or `NA`).

@@ -2,8 +2,9 @@
 //!
 //! Magic numbers decide binary types; anything else is read as text, and stays text only if
 //! every byte to the end is valid UTF-8 without a NUL. Among text kinds, content decides first
-//! (VCF, SAM, FASTQ, PLINK .bim/.fam shapes); the name then chooses CSV, TSV or JSON, and a name
-//! that says nothing lets the content's shape choose between a table and free text.
+//! (VCF, SAM, FASTQ, PLINK .bim/.fam shapes), then the shape of the first lines (a table with
+//! commas or tabs, JSON); the name (`.csv`, `.tsv`, `.json`) only picks a kind the shape leaves
+//! open, such as a one-column table.
 
 use super::genomics::{self, VcfScan};
 use super::preview::image_info;
@@ -187,18 +188,21 @@ pub(super) fn sniff(path: &str, prefix: &[u8], complete: bool, t: &Thresholds) -
         ContentType::Vcf
     } else if genomics::looks_sam(&lines) {
         ContentType::Sam
-    } else if genomics::looks_fastq(&lines) {
+    } else if genomics::looks_fastq(&lines, text, complete) {
         ContentType::Fastq
     } else if genomics::looks_bim(&lines, ext == "bim") {
         ContentType::PlinkBim
     } else if genomics::looks_fam(&lines, ext == "fam") {
         ContentType::PlinkFam
     } else {
-        match ext.as_str() {
-            "json" | "geojson" => ContentType::Json,
-            "csv" => ContentType::Csv,
-            "tsv" | "tab" => ContentType::Tsv,
-            _ => text_shape(text, &lines),
+        // The shape wins over the name: a CSV named .tsv is read as CSV. The name only picks
+        // a kind the shape leaves open (a one-column table, a quoted cell spanning lines).
+        match (text_shape(text, &lines), ext.as_str()) {
+            (shape @ (ContentType::Csv | ContentType::Tsv | ContentType::Json), _) => shape,
+            (_, "json" | "geojson") => ContentType::Json,
+            (_, "csv") => ContentType::Csv,
+            (_, "tsv" | "tab") => ContentType::Tsv,
+            (shape, _) => shape,
         }
     };
     if matches!(

@@ -55,6 +55,12 @@ fn coded(rows: usize) -> Vec<u8> {
     t
 }
 
+/// A FASTQ record whose sequence runs past the prefix that decides the type.
+fn long_read() -> Vec<u8> {
+    let seq = "ACGT".repeat(SNIFF_BYTES / 2);
+    format!("@read1\n{seq}\n+\n{}\n", "I".repeat(seq.len())).into_bytes()
+}
+
 fn small() -> Thresholds {
     Thresholds {
         min_count: 10,
@@ -387,6 +393,15 @@ pub(super) fn cases() -> Vec<Case> {
             Fail,
             &[(Rule::SequenceReads, Fail, None)],
         ),
+        // The shape wins over the name: commas in a .tsv are read as CSV.
+        case(
+            "tables/misnamed.tsv",
+            b"group,count\nA,25\nB,3\n",
+            C::Csv,
+            Fail,
+            &[(Rule::SmallCount, Fail, Some((3, 2)))],
+        ),
+        case("long_read.txt", &long_read(), C::Fastq, Fail, &[(Rule::SequenceReads, Fail, None)]),
         case("header.csv", b"group,count\n", C::Csv, Review, &[(Rule::Empty, Review, None)]),
         // One line of codes is a header with no rows, and its names look like samples.
         case(
