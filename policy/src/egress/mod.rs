@@ -2,10 +2,11 @@
 //! (egress). Each file gets pass, review or fail, with reasons and where in the file they are;
 //! the committee sees them beside the file and decides.
 //!
-//! Files are judged by their content, never by their name: the first bytes ([`sniff`]) pick the
-//! type, and the whole stream is then read once, chunk by chunk, by the checks for that type
-//! (tables in [`table`], genomic formats in [`genomics`]). Only tables of aggregated counts can
-//! pass; images, documents and free text go to a person; individual-level and binary data fail.
+//! Files are judged by their content, never by their name: the first bytes (`sniff.rs`) pick
+//! the type, and the whole stream is then read once, chunk by chunk, by the checks for that
+//! type (tables in `table.rs` and `columns.rs`, genomic formats in `genomics.rs`). Only tables
+//! of aggregated counts can pass; images, documents and free text go to a person;
+//! individual-level and binary data fail. The previews a reviewer sees are in [`preview`].
 //! The rules follow ACRO/SACRO (cell threshold 10, zeros flagged), OpenSAFELY's level-4 file
 //! checks (type allow-list, size and row limits, identifier columns) and the hts-specs magic
 //! numbers. [`RULES_VERSION`] names this rule set and is recorded with every result.

@@ -19,7 +19,7 @@ pub struct TablePreview {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PreviewCell {
     /// The cell's text, control characters escaped; a cell longer than
-    /// [`MAX_CELL_BYTES`](super::MAX_CELL_BYTES) ends with `…`.
+    /// [`MAX_CELL_BYTES`] ends with `…`.
     pub text: String,
     /// The worst outcome of the findings located at this cell or its whole row.
     pub flagged: Option<Outcome>,
