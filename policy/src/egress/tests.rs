@@ -55,6 +55,14 @@ fn coded(rows: usize) -> Vec<u8> {
     t
 }
 
+/// A first line that ends one byte before the sniffing prefix, a line feed, then `tail`.
+fn straddle(tail: &[u8]) -> Vec<u8> {
+    let mut t = vec![b'a'; SNIFF_BYTES - 2];
+    t.push(b'\n');
+    t.extend_from_slice(tail);
+    t
+}
+
 /// A FASTQ record whose sequence runs past the prefix that decides the type.
 fn long_read() -> Vec<u8> {
     let seq = "ACGT".repeat(SNIFF_BYTES / 2);
@@ -402,6 +410,16 @@ pub(super) fn cases() -> Vec<Case> {
             &[(Rule::SmallCount, Fail, Some((3, 2)))],
         ),
         case("long_read.txt", &long_read(), C::Fastq, Fail, &[(Rule::SequenceReads, Fail, None)]),
+        // A character across the end of the prefix that decides the type is still text.
+        case("straddle.txt", &straddle(b"\xc3\xa9 ok\n"), C::Text, Review, &[(Rule::FreeText, Review, None)]),
+        // A bad byte far past that prefix still makes the file binary, and says where.
+        case(
+            "late.txt",
+            &straddle(b"\nline two\xff\n"),
+            C::Binary,
+            Fail,
+            &[(Rule::ContentType, Fail, Some((3, 0)))],
+        ),
         case("header.csv", b"group,count\n", C::Csv, Review, &[(Rule::Empty, Review, None)]),
         // One line of codes is a header with no rows, and its names look like samples.
         case(
