@@ -10,7 +10,8 @@
 //!
 //! What lives where: `connect` reaches the engine and says what its errors mean; `standby`
 //! keeps a container started ahead for each recently used sandbox; `volumes` makes, fills and
-//! removes a sandbox's volumes; `usage` measures its writable volumes; `export` reads one out.
+//! removes a sandbox's volumes; `usage` measures its writable volumes; `export` reads files and folders out of the output
+//! folder (for egress).
 //! Runs themselves start, end and are followed here.
 
 mod connect;
@@ -400,8 +401,8 @@ impl SandboxBackend for DockerBackend {
         self.measure(sb, volume).await
     }
 
-    fn download_output(&self, sb: &SandboxSpec, path: &str) -> ByteStream {
-        self.download(sb, path)
+    fn download_output(&self, sb: &SandboxSpec, request: &str, paths: &[String]) -> ByteStream {
+        self.download(sb, request, paths)
     }
 
     async fn remove_container(&self, container: &str) -> Result<()> {
