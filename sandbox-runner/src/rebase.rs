@@ -22,6 +22,11 @@ pub(crate) const MAX_META: u64 = 64 * 1024;
 /// The end-of-archive marker: two zero blocks.
 pub(crate) const END: [u8; 1024] = [0u8; 1024];
 
+/// Pax records: (key, value).
+type Records = Vec<(Vec<u8>, Vec<u8>)>;
+/// A pax header's block and its records.
+type Pax = (Box<[u8; BLOCK]>, Records);
+
 #[derive(Debug)]
 enum Phase {
     Header,
@@ -51,7 +56,7 @@ pub(crate) struct Rebase {
     long_name: Option<Vec<u8>>,
     long_link: Option<Vec<u8>>,
     /// The pax header's block and records, for the next entry.
-    pax: Option<(Box<[u8; BLOCK]>, Vec<(Vec<u8>, Vec<u8>)>)>,
+    pax: Option<Pax>,
     offset: u64,
 }
 
@@ -274,7 +279,7 @@ impl Rebase {
         let mut pax = self.pax.take();
         let long_name = self.long_name.take();
         let long_link = self.long_link.take();
-        let pax_value = |pax: &Option<(Box<[u8; BLOCK]>, Vec<(Vec<u8>, Vec<u8>)>)>, key: &[u8]| {
+        let pax_value = |pax: &Option<Pax>, key: &[u8]| {
             pax.as_ref().and_then(|(_, r)| {
                 r.iter()
                     .rev()
@@ -392,11 +397,7 @@ fn fit_ustar(path: &[u8], posix: bool) -> Option<(&[u8], &[u8])> {
 }
 
 /// Sets (or adds) a pax record, making a pax header when there is none.
-fn set_record(
-    pax: &mut Option<(Box<[u8; BLOCK]>, Vec<(Vec<u8>, Vec<u8>)>)>,
-    key: &[u8],
-    value: &[u8],
-) {
+fn set_record(pax: &mut Option<Pax>, key: &[u8], value: &[u8]) {
     let (_, records) = pax.get_or_insert_with(|| (Box::new(pax_header()), Vec::new()));
     records.retain(|(k, _)| k != key);
     records.push((key.to_vec(), value.to_vec()));
@@ -478,8 +479,6 @@ fn pax_record(key: &[u8], value: &[u8]) -> Vec<u8> {
     r.push(b'\n');
     r
 }
-
-type Records = Vec<(Vec<u8>, Vec<u8>)>;
 
 fn pax_records(mut data: &[u8]) -> std::io::Result<Records> {
     let mut out = Vec::new();

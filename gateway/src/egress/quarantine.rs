@@ -462,6 +462,8 @@ mod tests {
         }
     }
 
+    type Outcome = Result<Vec<Quarantined<<Seen as Inspect>::Report>>, QuarantineError>;
+
     const LIMITS: Limits = Limits {
         max_files: 100,
         max_file_bytes: 1 << 20,
@@ -543,18 +545,11 @@ mod tests {
         }
     }
 
-    async fn run(
-        s: &Store,
-        tar: Vec<u8>,
-        chunk: usize,
-        limits: &Limits,
-    ) -> Result<Vec<Quarantined<(String, u64, String, String)>>, QuarantineError> {
+    async fn run(s: &Store, tar: Vec<u8>, chunk: usize, limits: &Limits) -> Outcome {
         quarantine(stream_of(tar, chunk), &s.blobs, limits, seen).await
     }
 
-    fn refusals(
-        r: Result<Vec<Quarantined<(String, u64, String, String)>>, QuarantineError>,
-    ) -> Vec<Refused> {
+    fn refusals(r: Outcome) -> Vec<Refused> {
         match r {
             Err(QuarantineError::Refused(v)) => v,
             Err(e) => panic!("not a refusal: {e}"),

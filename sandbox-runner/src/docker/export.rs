@@ -156,6 +156,9 @@ impl Drop for HelperGuard {
     }
 }
 
+/// One path's archive, as the engine sends it.
+type Archive = BoxStream<'static, Result<Bytes, bollard::errors::Error>>;
+
 /// One download under way.
 struct Download {
     docker: Docker,
@@ -163,11 +166,7 @@ struct Download {
     /// The paths still to read.
     paths: VecDeque<String>,
     /// The path being read, its archive from the engine and its renamer.
-    current: Option<(
-        String,
-        BoxStream<'static, Result<Bytes, bollard::errors::Error>>,
-        Rebase,
-    )>,
+    current: Option<(String, Archive, Rebase)>,
     /// What is ready to go out.
     out: VecDeque<Bytes>,
     /// The end-of-archive marker or an error went out: nothing more follows.
