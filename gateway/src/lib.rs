@@ -14,7 +14,6 @@
 //! - `auth`: JWT verification and local issuance; `keys`: key files and the TLS certificate.
 //! - `db`: the pool and write transactions; `store`: the SQL; `audit`: the hash-chained log.
 //! - `blobs`: the content-addressed store; `ingress`: archives streamed in and validated;
-//!   `egress`: files of a sandbox's output folder quarantined into blobs;
 //!   `metrics`: Prometheus counters.
 //! - `wire`: the request and response bodies of the API, shared by the server and the client.
 //! - `sandboxes`: the run queue and supervisor over `sandbox-runner`, and recovery at start.

@@ -109,6 +109,39 @@ async fn no_helper_left(app: &TestApp, after: &str) {
     }
 }
 
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// The names of the containers the engine created from `since` (a Unix time) to now.
+fn created_since(since: u64) -> Vec<String> {
+    let until = unix_now() + 1;
+    let out = std::process::Command::new("docker")
+        .args([
+            "events",
+            "--since",
+            &since.to_string(),
+            "--until",
+            &until.to_string(),
+        ])
+        .args(["--filter", "type=container", "--filter", "event=create"])
+        .args(["--format", "{{.Actor.Attributes.name}}"])
+        .output()
+        .expect("docker events runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
 struct Hashed(sha2::Sha256);
 
 impl Inspect for Hashed {
@@ -155,6 +188,7 @@ async fn chosen_files_leave_the_output_folder_named_and_whole() {
             .await
             .unwrap()
     };
+    let start = unix_now();
     let backend = app.state.sandboxes.backend.clone();
     let download = |request: &str, ps: &[&str]| backend.download_output(&spec, request, &paths(ps));
 
@@ -266,7 +300,9 @@ async fn chosen_files_leave_the_output_folder_named_and_whole() {
     }
     drop(files);
 
-    // Paths that are not the folder's: refused before any container is made.
+    // Paths that are not the folder's: refused before any container is made (the engine's
+    // events say none was created, not even for a moment).
+    let since = unix_now();
     for bad in [
         "../sibling",
         "/etc/passwd",
@@ -290,6 +326,17 @@ async fn chosen_files_leave_the_output_folder_named_and_whole() {
     let e = first_error(download("bad", &["tables", "../x"])).await;
     assert!(e.to_string().contains("`../x`"), "{e}");
     assert!(helpers(&app).await.is_empty());
+    let made = created_since(since);
+    assert!(
+        !made.contains(&format!("vre-egress-{sb}-bad")),
+        "containers made for refused paths: {made:?}"
+    );
+    // The events do show the helpers of the requests that were read.
+    let helper = format!("vre-egress-{sb}-r1");
+    assert!(
+        created_since(start).contains(&helper),
+        "no {helper} in the events"
+    );
 
     // A missing path is named; a path through a link or a file is refused; the helper goes.
     for (missing, named) in [

@@ -11,6 +11,9 @@
 //! The engine resolves the folders above the path it is asked for, following links (inside
 //! the helper's root): each of them is looked at first, without following it, and a link or a
 //! file there is refused, so a link in the output folder is only ever an entry of the stream.
+//! A run writing at the same time could still swap a folder for a link between the look and
+//! the read; all such a link could lead to is another place of the output folder (read-only)
+//! or the init image's empty mount points: nothing from outside the folder.
 
 use std::collections::VecDeque;
 use std::io::ErrorKind;

@@ -10,8 +10,7 @@
 //!
 //! What lives where: `connect` reaches the engine and says what its errors mean; `standby`
 //! keeps a container started ahead for each recently used sandbox; `volumes` makes, fills and
-//! removes a sandbox's volumes; `usage` measures its writable volumes; `export` reads files and folders out of the output
-//! folder (for egress).
+//! removes a sandbox's volumes; `usage` measures its writable volumes; `export` reads one out.
 //! Runs themselves start, end and are followed here.
 
 mod connect;
