@@ -11,7 +11,7 @@
 //! is not a regular file (a symbolic or hard link, a device, a fifo) is refused by name, as is a
 //! name that is not a path of the folder, a file past the limits, and a stream that is not a
 //! whole tar archive. After the first refusal nothing more is written, but the stream is read
-//! to its end so that every refusal is reported at once. The temporary files of a refused or
+//! to its end so that every refusal is reported at once (up to [`MAX_REFUSALS`]). The temporary files of a refused or
 //! failed quarantine are removed ([`FinishedBlob`] drops them); those of an accepted one are the
 //! caller's to commit.
 
@@ -27,8 +27,13 @@ use tokio::sync::{mpsc, oneshot};
 use crate::blobs::{BlobStore, FinishedBlob};
 
 /// Data chunks in flight to the writer thread: the memory bound of a quarantine, beside one
-/// chunk of the stream.
+/// chunk of the stream and the names of its entries.
 const QUEUE: usize = 8;
+/// Folders one quarantine takes (their names are kept, to find a name given twice).
+const MAX_FOLDERS: u64 = 100_000;
+/// Refusals reported at most: reading stops at the last, so that a stream of nothing but
+/// links holds no more than these in memory.
+pub const MAX_REFUSALS: usize = 1000;
 
 /// A check of one file's content, fed chunk by chunk as it streams into the blob store.
 pub trait Inspect: Send {
@@ -63,8 +68,8 @@ pub enum Refused {
     /// Not a regular file: `kind` is "symbolic link", "hard link", "device", "fifo" or
     /// "unknown entry type".
     NotRegular { path: String, kind: &'static str },
-    /// More files than `limit`.
-    TooMany { limit: u64 },
+    /// More than `limit` files, or folders (`what`).
+    TooMany { what: &'static str, limit: u64 },
     /// A file of `size` bytes (`path`), or all files together (`path` is None), past `limit`.
     TooLarge {
         path: Option<String>,
@@ -86,7 +91,7 @@ impl fmt::Display for Refused {
                 f,
                 "`{path}` is a {kind}: only regular files leave the output folder"
             ),
-            Refused::TooMany { limit } => write!(f, "more than {limit} files"),
+            Refused::TooMany { what, limit } => write!(f, "more than {limit} {what}"),
             Refused::TooLarge {
                 path: Some(path),
                 size,
@@ -112,7 +117,7 @@ impl fmt::Display for Refused {
 
 #[derive(Debug, thiserror::Error)]
 pub enum QuarantineError {
-    /// Every refused entry, in the stream's order.
+    /// Every refused entry, in the stream's order (the first [`MAX_REFUSALS`]).
     #[error("refused: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     Refused(Vec<Refused>),
     /// The engine or the stream failed.
@@ -159,6 +164,7 @@ struct Quarantine<'a, I, M> {
     refused: Vec<Refused>,
     seen: HashSet<String>,
     files: u64,
+    folders: u64,
     total: u64,
 }
 
@@ -195,7 +201,14 @@ impl<I: Inspect, M: FnMut(&str) -> I> Sink for Quarantine<'_, I, M> {
                 }
             },
         };
-        if !self.seen.insert(path.clone()) {
+        // Past this many names the stream is refused anyway (more files or folders than
+        // allowed, or refusals enough to stop reading): names are no longer kept.
+        let keep = self
+            .limits
+            .max_files
+            .saturating_add(MAX_FOLDERS)
+            .saturating_add(MAX_REFUSALS as u64);
+        if (self.seen.len() as u64) < keep && !self.seen.insert(path.clone()) {
             self.refuse(Refused::BadPath {
                 path,
                 why: "it is in the archive twice".into(),
@@ -203,7 +216,16 @@ impl<I: Inspect, M: FnMut(&str) -> I> Sink for Quarantine<'_, I, M> {
             return Ok(());
         }
         let kind = match h.kind {
-            EntryKind::Dir => return Ok(()),
+            EntryKind::Dir => {
+                self.folders += 1;
+                if self.folders == MAX_FOLDERS + 1 {
+                    self.refuse(Refused::TooMany {
+                        what: "folders",
+                        limit: MAX_FOLDERS,
+                    });
+                }
+                return Ok(());
+            }
             EntryKind::File => None,
             EntryKind::Symlink => Some("symbolic link"),
             EntryKind::Hardlink => Some("hard link"),
@@ -218,6 +240,7 @@ impl<I: Inspect, M: FnMut(&str) -> I> Sink for Quarantine<'_, I, M> {
         self.files += 1;
         if self.files == self.limits.max_files + 1 {
             self.refuse(Refused::TooMany {
+                what: "files",
                 limit: self.limits.max_files,
             });
         }
@@ -338,6 +361,7 @@ pub async fn quarantine<I: Inspect>(
         refused: Vec::new(),
         seen: HashSet::new(),
         files: 0,
+        folders: 0,
         total: 0,
     };
     // The writer's own failure, which stops it: reported once it is joined.
@@ -351,6 +375,10 @@ pub async fn quarantine<I: Inspect>(
             let ops = std::mem::take(&mut sink.ops);
             if let Err(e) = fed {
                 sink.refused.push(Refused::Malformed(e.to_string()));
+                return Ok(());
+            }
+            if sink.refused.len() >= MAX_REFUSALS {
+                sink.refused.truncate(MAX_REFUSALS);
                 return Ok(());
             }
             if !sink.refused.is_empty() {
@@ -646,6 +674,24 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn refusals_stop_at_their_bound() {
+        let mut b = tar::Builder::new(Vec::new());
+        for i in 0..MAX_REFUSALS + 500 {
+            link(&mut b, &format!("l{i}"), tar::EntryType::Symlink, "/");
+        }
+        let s = store();
+        let got = refusals(run(&s, b.into_inner().unwrap(), 4096, &LIMITS).await);
+        assert_eq!(got.len(), MAX_REFUSALS);
+        assert_eq!(
+            got.last(),
+            Some(&Refused::NotRegular {
+                path: format!("l{}", MAX_REFUSALS - 1),
+                kind: "symbolic link"
+            })
+        );
+    }
+
+    #[tokio::test]
     async fn limits_are_refused_with_what_passed_them() {
         let mut b = tar::Builder::new(Vec::new());
         file(&mut b, "a", &[1u8; 600]);
@@ -684,7 +730,10 @@ mod tests {
         };
         assert_eq!(
             refusals(run(&s, tar.clone(), 512, &files).await),
-            [Refused::TooMany { limit: 2 }]
+            [Refused::TooMany {
+                what: "files",
+                limit: 2
+            }]
         );
         let exact = Limits {
             max_files: 4,
