@@ -31,6 +31,7 @@ pub mod client;
 pub mod config;
 pub mod connections;
 pub mod db;
+pub mod egress;
 pub mod error;
 pub mod ingress;
 pub mod keys;

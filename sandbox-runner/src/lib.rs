@@ -15,10 +15,13 @@ pub mod hardening;
 #[path = "../launch/payload.rs"]
 mod launch;
 mod output;
+mod output_path;
+mod rebase;
 mod tls;
 #[path = "../launch/usage.rs"]
 mod usage;
 
+pub use output_path::{output_path, output_paths};
 pub use usage::Usage;
 
 use std::collections::HashMap;
@@ -242,6 +245,10 @@ pub enum Error {
     /// The engine lacks what the gateway's configuration asks of it (a runtime).
     #[error("the container engine is not set up as configured: {0}")]
     Misconfigured(String),
+    /// A path asked of a sandbox's output folder that is not one ([`output_path`]), or that
+    /// leads through a link or a file.
+    #[error("{0}")]
+    InvalidPath(String),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -323,8 +330,21 @@ pub trait SandboxBackend: Send + Sync + 'static {
     /// made something in it that cannot be measured). An error says it could not be looked
     /// at, which is no fault of the run.
     async fn usage(&self, sandbox: &SandboxSpec, volume: Volume) -> Result<Usage>;
-    /// The output folder as a tar stream (for egress).
-    fn download_output(&self, sandbox: &SandboxSpec, path: &str) -> ByteStream;
+    /// The named files and folders of the sandbox's output folder as ONE tar stream whose
+    /// entries are named relative to /vre/output (e.g. `tables/counts.csv`, folders as
+    /// `tables/`), read through a helper container of its own (named for `request`) that
+    /// mounts the output volume read-only; the helper is removed on every path: the end of the
+    /// stream, an error, and a stream dropped half-read.
+    ///
+    /// `paths` are checked first ([`output_paths`]: one that is not a path of the folder is an
+    /// error, the stream's first item, and no container is made); duplicates and paths inside
+    /// another one asked for are read once. Entries of every type are in the stream as they
+    /// are (links, fifos, devices: never followed), for the caller to judge. A path that does
+    /// not exist, or one below a link or a file, is an error item naming it; the items' errors
+    /// carry an [`Error`] (`std::io::Error::get_ref`). `request` names the request (letters,
+    /// digits, `-`, `_`, `.`): downloads of one sandbox at once need names of their own.
+    fn download_output(&self, sandbox: &SandboxSpec, request: &str, paths: &[String])
+    -> ByteStream;
     async fn remove_container(&self, container: &str) -> Result<()>;
     /// Removes the sandbox's volumes (its containers must be gone).
     async fn remove_sandbox(&self, sandbox: &str) -> Result<()>;

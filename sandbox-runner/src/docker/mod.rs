@@ -400,8 +400,8 @@ impl SandboxBackend for DockerBackend {
         self.measure(sb, volume).await
     }
 
-    fn download_output(&self, sb: &SandboxSpec, path: &str) -> ByteStream {
-        self.download(sb, path)
+    fn download_output(&self, sb: &SandboxSpec, request: &str, paths: &[String]) -> ByteStream {
+        self.download(sb, request, paths)
     }
 
     async fn remove_container(&self, container: &str) -> Result<()> {

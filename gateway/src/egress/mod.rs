@@ -1,0 +1,7 @@
+//! Egress: results leaving a sandbox's output folder, only through the committee's approval.
+//!
+//! `quarantine` takes the files a request names out of the folder (the tar stream of
+//! `SandboxBackend::download_output`) into the blob store, each hashed and looked at by the
+//! caller's checks on the way, refusing every entry that is not a regular file.
+
+pub mod quarantine;
