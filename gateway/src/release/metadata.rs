@@ -414,7 +414,13 @@ pub fn ro_crate(input: &CrateInput) -> Value {
 fn sums_of(files: &[&CrateFile]) -> String {
     files
         .iter()
-        .map(|f| format!("{}  {FILES_DIR}/{}\n", f.sha256.to_ascii_lowercase(), f.name))
+        .map(|f| {
+            format!(
+                "{}  {FILES_DIR}/{}\n",
+                f.sha256.to_ascii_lowercase(),
+                f.name
+            )
+        })
         .collect()
 }
 

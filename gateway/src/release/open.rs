@@ -139,7 +139,10 @@ fn unpack(
 ) -> Result<Opened, OpenError> {
     use age::DecryptError as D;
     let decryptor = age::Decryptor::new(package).map_err(|e| match e {
-        D::Io(e) if e.kind() != io::ErrorKind::UnexpectedEof && e.kind() != io::ErrorKind::InvalidData => {
+        D::Io(e)
+            if e.kind() != io::ErrorKind::UnexpectedEof
+                && e.kind() != io::ErrorKind::InvalidData =>
+        {
             OpenError::Io(e)
         }
         e => OpenError::NotAPackage(format!("not an age file ({e})")),
@@ -294,7 +297,12 @@ fn parse_sums(text: &[u8]) -> Result<BTreeMap<String, String>, OpenError> {
         let name = path
             .strip_prefix(FILES_DIR)
             .and_then(|p| p.strip_prefix('/'))
-            .ok_or_else(|| bad(format!("line {} names {path:?}, outside {FILES_DIR}/", i + 1)))?;
+            .ok_or_else(|| {
+                bad(format!(
+                    "line {} names {path:?}, outside {FILES_DIR}/",
+                    i + 1
+                ))
+            })?;
         if listed
             .insert(name.to_string(), hash.to_ascii_lowercase())
             .is_some()
@@ -334,7 +342,7 @@ impl Sink for Unpack<'_> {
             Some(_) => return Err(unsafe_entry(h, "a file whose name ends with /")),
             None => raw,
         };
-        check_name(name).map_err(|why| OpenError::Unsafe(why))?;
+        check_name(name).map_err(OpenError::Unsafe)?;
         let top = name.split('/').next().unwrap_or_default();
         let allowed = match (top, is_dir) {
             (FILES_DIR, _) => true,
@@ -412,7 +420,9 @@ impl Sink for Unpack<'_> {
                 hasher.update(bytes);
                 *size += bytes.len() as u64;
             }
-            Some(Current::Listing { which, bytes: b, .. }) => {
+            Some(Current::Listing {
+                which, bytes: b, ..
+            }) => {
                 if b.len() + bytes.len() > MAX_LISTING_BYTES {
                     return Err(OpenError::NotAPackage(format!(
                         "{which} is larger than {} MiB",

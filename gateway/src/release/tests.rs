@@ -110,8 +110,16 @@ pub(super) fn sample(dir: &Path) -> Vec<PackageFile> {
         blob(dir, "summary.csv", b"region,count\nnorth,120\nsouth,85\n"),
         blob(dir, "tables/by age/counts.csv", b"age,count\n18-29,40\n"),
         blob(dir, "tables/empty.txt", b""),
-        blob(dir, "figures/r\u{e9}sum\u{e9} \u{30c7}\u{30fc}\u{30bf}.txt", "données\n".as_bytes()),
-        blob(dir, &format!("deep/{}/x.txt", "long-name".repeat(20)), b"x\n"),
+        blob(
+            dir,
+            "figures/r\u{e9}sum\u{e9} \u{30c7}\u{30fc}\u{30bf}.txt",
+            "données\n".as_bytes(),
+        ),
+        blob(
+            dir,
+            &format!("deep/{}/x.txt", "long-name".repeat(20)),
+            b"x\n",
+        ),
     ]
 }
 
@@ -315,16 +323,21 @@ fn build_refuses_bad_names_and_recipients() {
         assert!(matches!(r, Err(BuildError::BadName(_))), "{name:?}: {r:?}");
     };
     for name in [
-        "", "/abs", "../up", "a/../b", "a/./b", "a//b", "a/", "new\nline", "back\\slash",
+        "",
+        "/abs",
+        "../up",
+        "a/../b",
+        "a/./b",
+        "a//b",
+        "a/",
+        "new\nline",
+        "back\\slash",
         "tab\there",
     ] {
         bad(name);
     }
     bad(&"x".repeat(256));
-    let clash = vec![
-        blob(tmp.path(), "a", b"1"),
-        blob(tmp.path(), "a/b", b"2"),
-    ];
+    let clash = vec![blob(tmp.path(), "a", b"1"), blob(tmp.path(), "a/b", b"2")];
     let r = build(&clash, &json!({}), &recipient, MTIME, &mut Vec::new());
     assert!(matches!(r, Err(BuildError::BadName(_))), "{r:?}");
     let twice = vec![blob(tmp.path(), "a", b"1"), blob(tmp.path(), "a", b"1")];
@@ -333,7 +346,10 @@ fn build_refuses_bad_names_and_recipients() {
 
     for r in ["", "ssh-ed25519 AAAA", "age1nope", identity.as_str()] {
         let e = build(&[], &json!({}), r, MTIME, &mut Vec::new());
-        assert!(matches!(e, Err(BuildError::BadRecipient(_))), "{r:?}: {e:?}");
+        assert!(
+            matches!(e, Err(BuildError::BadRecipient(_))),
+            "{r:?}: {e:?}"
+        );
     }
 }
 
@@ -388,8 +404,18 @@ fn a_tampered_or_truncated_package_leaves_nothing_behind() {
     }
     // Cut at a chunk boundary (after the header's MAC line and the 16-byte nonce, chunks of
     // 64 KiB of plaintext and a 16-byte tag), inside a chunk, and just before the end.
-    let body = header_end + 1 + package[header_end + 1..].iter().position(|b| *b == b'\n').unwrap() + 1;
-    for len in [body + 16 + (65536 + 16), package.len() / 2, package.len() - 1] {
+    let body = header_end
+        + 1
+        + package[header_end + 1..]
+            .iter()
+            .position(|b| *b == b'\n')
+            .unwrap()
+        + 1;
+    for len in [
+        body + 16 + (65536 + 16),
+        package.len() / 2,
+        package.len() - 1,
+    ] {
         cases.push(("cut short", package[..len].to_vec()));
     }
     for (i, (what, p)) in cases.into_iter().enumerate() {
@@ -445,13 +471,28 @@ fn unsafe_entries_are_refused() {
     let (identity, recipient) = key();
     let cases: Vec<(&str, Evil)> = vec![
         ("dot-dot", Evil::new().file("files/../../evil", b"x")),
-        ("dot-dot inside", Evil::new().file("files/a/../../evil", b"x")),
+        (
+            "dot-dot inside",
+            Evil::new().file("files/a/../../evil", b"x"),
+        ),
         ("absolute", Evil::new().file("/tmp/evil", b"x")),
         ("dot", Evil::new().file("files/./evil", b"x")),
-        ("symlink", Evil::new().entry("files/link", EntryKind::Symlink, b"")),
-        ("hardlink", Evil::new().entry("files/hard", EntryKind::Hardlink, b"")),
-        ("fifo", Evil::new().entry("files/fifo", EntryKind::Fifo, b"")),
-        ("device", Evil::new().entry("files/dev", EntryKind::CharDevice, b"")),
+        (
+            "symlink",
+            Evil::new().entry("files/link", EntryKind::Symlink, b""),
+        ),
+        (
+            "hardlink",
+            Evil::new().entry("files/hard", EntryKind::Hardlink, b""),
+        ),
+        (
+            "fifo",
+            Evil::new().entry("files/fifo", EntryKind::Fifo, b""),
+        ),
+        (
+            "device",
+            Evil::new().entry("files/dev", EntryKind::CharDevice, b""),
+        ),
         (
             "other type",
             Evil::new().entry("files/sparse", EntryKind::Other(b'S'), b""),
@@ -464,7 +505,10 @@ fn unsafe_entries_are_refused() {
             "below a file",
             Evil::new().file("files/a", b"1").file("files/a/b", b"2"),
         ),
-        ("too long", Evil::new().file(&format!("files/{}", "a/".repeat(2100)), b"")),
+        (
+            "too long",
+            Evil::new().file(&format!("files/{}", "a/".repeat(2100)), b""),
+        ),
         ("control", Evil::new().file("files/a\u{1b}[2J", b"x")),
     ];
     for (what, evil) in cases {
@@ -692,7 +736,10 @@ fn the_crate_describes_files_runs_checks_and_decisions() {
     }
 
     let descriptor = by_id("ro-crate-metadata.json");
-    assert_eq!(descriptor["conformsTo"]["@id"], "https://w3id.org/ro/crate/1.1");
+    assert_eq!(
+        descriptor["conformsTo"]["@id"],
+        "https://w3id.org/ro/crate/1.1"
+    );
     assert_eq!(descriptor["about"]["@id"], "./");
     let root = by_id("./");
     assert_eq!(root["@type"], "Dataset");
@@ -725,13 +772,25 @@ fn the_crate_describes_files_runs_checks_and_decisions() {
     let ingress = by_id(objects[0]["@id"].as_str().unwrap());
     assert_eq!(ingress["sha256"], "e3b0".repeat(16));
     assert_eq!(run["result"].as_array().unwrap().len(), files.len());
-    assert_eq!(run["actionStatus"]["@id"], "http://schema.org/CompletedActionStatus");
+    assert_eq!(
+        run["actionStatus"]["@id"],
+        "http://schema.org/CompletedActionStatus"
+    );
 
-    let checks: Vec<_> = graph.iter().filter(|e| e["@type"] == "AssessAction").collect();
+    let checks: Vec<_> = graph
+        .iter()
+        .filter(|e| e["@type"] == "AssessAction")
+        .collect();
     assert_eq!(checks.len(), files.len());
-    let reviews: Vec<_> = graph.iter().filter(|e| e["@type"] == "ReviewAction").collect();
+    let reviews: Vec<_> = graph
+        .iter()
+        .filter(|e| e["@type"] == "ReviewAction")
+        .collect();
     assert_eq!(reviews.len(), 2);
-    assert_eq!(by_id(reviews[0]["agent"]["@id"].as_str().unwrap())["@type"], "Person");
+    assert_eq!(
+        by_id(reviews[0]["agent"]["@id"].as_str().unwrap())["@type"],
+        "Person"
+    );
     let mentioned = root["mentions"].as_array().unwrap().len();
     assert_eq!(mentioned, 1 + files.len() + 2 + 1);
 }

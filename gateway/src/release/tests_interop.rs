@@ -28,7 +28,9 @@ fn have(program: &str, test: &str) -> bool {
             !required(),
             "{test}: `{program}` is not installed and VRE_TEST_REQUIRE_TOOLS=1"
         );
-        eprintln!("note: {test} skipped: `{program}` is not installed (deploy/dev/test.sh installs it)");
+        eprintln!(
+            "note: {test} skipped: `{program}` is not installed (deploy/dev/test.sh installs it)"
+        );
     }
     runs
 }
@@ -56,8 +58,7 @@ fn package_file(dir: &Path, files: &[PackageFile], recipient: &str) -> PathBuf {
 #[test]
 fn standard_tools_decrypt_unpack_and_check_a_package() {
     const TEST: &str = "standard_tools_decrypt_unpack_and_check_a_package";
-    if !(have("age", TEST) && have("tar", TEST) && have("zstd", TEST) && have("sha256sum", TEST))
-    {
+    if !(have("age", TEST) && have("tar", TEST) && have("zstd", TEST) && have("sha256sum", TEST)) {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -87,7 +88,11 @@ fn standard_tools_decrypt_unpack_and_check_a_package() {
         .args(["--strict", "-c", "SHA256SUMS"])
         .current_dir(&dir));
     let said = String::from_utf8_lossy(&check.stdout);
-    assert_eq!(said.lines().filter(|l| l.ends_with(": OK")).count(), files.len(), "{said}");
+    assert_eq!(
+        said.lines().filter(|l| l.ends_with(": OK")).count(),
+        files.len(),
+        "{said}"
+    );
     for f in &files {
         assert_eq!(
             std::fs::read(dir.join("files").join(&f.name)).unwrap(),
@@ -239,6 +244,11 @@ print(json.dumps({
     assert_eq!(said["published"], "2025-12-03T16:00:00.000Z");
     assert_eq!(
         said["actions"],
-        serde_json::json!(["AssessAction", "CreateAction", "ReviewAction", "ShareAction"])
+        serde_json::json!([
+            "AssessAction",
+            "CreateAction",
+            "ReviewAction",
+            "ShareAction"
+        ])
     );
 }
