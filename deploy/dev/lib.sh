@@ -45,3 +45,27 @@ _start_postgres() {
     as_root su postgres -c "psql -qtAc \"SELECT 1 FROM pg_roles WHERE rolname = 'vre'\"" | grep -q 1 ||
         as_root su postgres -c "psql -qc \"CREATE ROLE vre LOGIN SUPERUSER PASSWORD 'vre'\""
 }
+
+# The tools release packages are checked against (gateway/src/release/tests_interop.rs):
+# Debian's age and zstd, and the `rocrate` Python package in a venv under target/, whose
+# Python is exported as VRE_TEST_ROCRATE_PYTHON. Quiet on stdout, like start_postgres.
+setup_release_tools() {
+    _setup_release_tools >&2
+    export VRE_TEST_ROCRATE_PYTHON="$PWD/target/rocrate-venv/bin/python"
+}
+
+# Pinned: the version the metadata was last checked with; move it on purpose.
+ROCRATE_VERSION=0.16.0
+
+_setup_release_tools() {
+    need_packages age zstd
+    local venv=target/rocrate-venv
+    if "$venv/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('rocrate') != '$ROCRATE_VERSION')" 2>/dev/null; then
+        return 0
+    fi
+    if ! python3 -m venv "$venv" 2>/dev/null; then
+        need_packages python3-venv
+        python3 -m venv "$venv"
+    fi
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "rocrate==$ROCRATE_VERSION"
+}

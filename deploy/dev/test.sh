@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sets up what the tests need on a Debian machine (PostgreSQL and the Docker engine from
-# Debian's packages, gVisor, the sandbox test image) and runs the whole test suite: every test
-# CI runs, none of them skipped.
+# Debian's packages, gVisor, the sandbox test image, the tools release packages are checked
+# against) and runs the whole test suite: every test CI runs, none of them skipped.
 # Usage: deploy/dev/test.sh [extra cargo test args]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -37,5 +37,10 @@ if [ "$(id -u)" = 0 ]; then
 elif [ "${VRE_TEST_REQUIRE_ROOT:-}" != 1 ]; then
     echo "test.sh: not root: the tests that need root are skipped (run as root to run them all)" >&2
 fi
+
+# Release packages are opened with the standard tools (age, GNU tar with zstd, sha256sum) and
+# their metadata with the rocrate Python package; a missing one fails instead of skipping.
+setup_release_tools
+export VRE_TEST_REQUIRE_TOOLS=1
 
 cargo test --workspace --locked "$@"

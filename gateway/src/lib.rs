@@ -36,6 +36,7 @@ pub mod error;
 pub mod ingress;
 pub mod keys;
 pub mod metrics;
+pub mod release;
 pub mod sandboxes;
 pub mod service;
 pub mod startup;
