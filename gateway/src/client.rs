@@ -118,6 +118,15 @@ impl Client {
             .await
     }
 
+    pub async fn put<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> anyhow::Result<T> {
+        self.send(self.req(reqwest::Method::PUT, path).json(body))
+            .await
+    }
+
     /// Posts a streaming body.
     pub async fn post_stream<T: DeserializeOwned>(
         &self,

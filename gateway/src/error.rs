@@ -158,6 +158,11 @@ impl From<crate::service::Error> for ApiError {
                 code,
                 message,
             },
+            E::Refused { code, message } => ApiError::Refused {
+                status: StatusCode::UNPROCESSABLE_ENTITY,
+                code,
+                message,
+            },
             E::Archive {
                 code,
                 message,

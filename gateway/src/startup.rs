@@ -117,6 +117,7 @@ impl Application {
         ));
         let state = AppState::new(Inner {
             jwks: crate::auth::local_jwks(&token_key),
+            releases: crate::egress::builder::Releases::new(instance.clone()),
             sandboxes,
             db,
             verifier,
@@ -174,6 +175,12 @@ impl Application {
             let state = self.state.clone();
             workers.spawn("recovery", |stop| {
                 crate::sandboxes::recovery::recover(state, stop)
+            });
+        }
+        {
+            let state = self.state.clone();
+            workers.spawn("release-builder", |stop| {
+                crate::egress::builder::run(state, stop)
             });
         }
         let handle: Handle<SocketAddr> = Handle::new();

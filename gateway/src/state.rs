@@ -27,6 +27,8 @@ pub struct Inner {
     pub metrics: Metrics,
     pub data: DataDir,
     pub sandboxes: Arc<crate::sandboxes::Sandboxes>,
+    /// The release builder's handle (approvals wake it).
+    pub releases: Arc<crate::egress::builder::Releases>,
     /// Every background task of the gateway, told to stop and waited for at a graceful stop.
     pub workers: Workers,
     /// The public JWKS of the token key, served at `/.well-known/jwks.json`.

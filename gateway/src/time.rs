@@ -7,6 +7,11 @@ pub fn now() -> String {
     format(OffsetDateTime::now_utc())
 }
 
+/// The time `d` from now, as stored (leases, expiries).
+pub fn in_(d: std::time::Duration) -> String {
+    format(OffsetDateTime::now_utc() + d)
+}
+
 pub fn format(t: OffsetDateTime) -> String {
     let t = t.to_offset(time::UtcOffset::UTC);
     let t = t

@@ -56,12 +56,22 @@ pub enum Action {
     RunLogs,
     /// Stop a run, queued or running.
     RunCancel,
+    /// Read the files of an egress request in quarantine (previews): reviewers only (and the
+    /// gateway refuses the requester and their project), so no door hands quarantined bytes
+    /// back.
+    QuarantineRead,
+    /// Register one's own age recipient for releases.
+    KeyRegister,
+    /// Download a release: its requester only.
+    ReleaseDownload,
+    /// Revoke a release (it can no longer be downloaded).
+    ReleaseRevoke,
 }
 
 impl Action {
     /// Every action, each kind of application spelled out: the role tables (here and in the
     /// gateway's authorization test) walk this list, so none can be missed.
-    pub const ALL: [Action; 35] = [
+    pub const ALL: [Action; 39] = [
         Action::ProjectCreate,
         Action::ProjectManageMembers,
         Action::ProjectList,
@@ -97,6 +107,10 @@ impl Action {
         Action::RunCreate,
         Action::RunLogs,
         Action::RunCancel,
+        Action::QuarantineRead,
+        Action::KeyRegister,
+        Action::ReleaseDownload,
+        Action::ReleaseRevoke,
     ];
 
     /// A number per variant, kind aside. The match has no wildcard, so a new action cannot
@@ -127,10 +141,14 @@ impl Action {
             Action::RunCreate => 20,
             Action::RunLogs => 21,
             Action::RunCancel => 22,
+            Action::QuarantineRead => 23,
+            Action::KeyRegister => 24,
+            Action::ReleaseDownload => 25,
+            Action::ReleaseRevoke => 26,
         }
     }
     #[cfg(test)]
-    const VARIANTS: usize = 23;
+    const VARIANTS: usize = 27;
 }
 
 /// The caller's standing towards the object of an action.
@@ -328,6 +346,18 @@ pub fn authorize(roles: RoleSet, action: Action, standing: Standing) -> Access {
         Action::SandboxRead => visible(roles, Resource::Sandbox, standing),
         // Only the project's analysts run code beside its data, and read what it printed.
         Action::RunCreate | Action::RunLogs => member_as(roles, standing, Analyst),
+        // Reviewers; the gateway refuses the requester and the project's members on top, as
+        // for votes (`review::may_give_opinion`).
+        Action::QuarantineRead => any_of(roles, &[Reviewer]),
+        Action::KeyRegister => any_of(roles, &[Analyst]),
+        Action::ReleaseDownload => {
+            if !standing.is_requester {
+                Access::Deny(Denial::NotRequester)
+            } else {
+                member_as(roles, standing, Analyst)
+            }
+        }
+        Action::ReleaseRevoke => any_of(roles, &[Operator, Admin]),
     }
 }
 
@@ -418,6 +448,16 @@ mod tests {
             ("auditor", Action::ReadContent, NONE, false),
             ("reviewer", Action::ReadContent, NONE, true),
             ("analyst", Action::ReadContent, member, true),
+            ("reviewer", Action::QuarantineRead, NONE, true),
+            ("analyst", Action::QuarantineRead, member, false),
+            ("auditor", Action::QuarantineRead, NONE, false),
+            ("analyst", Action::KeyRegister, NONE, true),
+            ("reviewer", Action::KeyRegister, NONE, false),
+            ("analyst", Action::ReleaseDownload, requester, true),
+            ("analyst", Action::ReleaseDownload, member, false),
+            ("admin", Action::ReleaseDownload, NONE, false),
+            ("operator", Action::ReleaseRevoke, NONE, true),
+            ("analyst", Action::ReleaseRevoke, requester, false),
             ("analyst", Action::ReadContent, NONE, false),
             ("steward", Action::AttachInstitutionReview, NONE, true),
             ("reviewer", Action::AttachInstitutionReview, NONE, false),

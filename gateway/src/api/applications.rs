@@ -295,7 +295,7 @@ pub async fn attachment_file(
 
 /// A file as a stream of chunks, so large files are never held in memory.
 /// Ends after the first error.
-fn file_stream(
+pub(crate) fn file_stream(
     file: tokio::fs::File,
 ) -> impl futures_util::Stream<Item = std::io::Result<axum::body::Bytes>> + Send + 'static {
     futures_util::stream::unfold(Some(file), |f| async move {

@@ -7,6 +7,7 @@
 
 pub mod applications;
 pub mod drain;
+pub mod egress;
 pub mod images;
 pub mod ingress;
 pub mod projects;
@@ -51,6 +52,7 @@ use crate::workers::Workers;
         (name = "applications", description = "Applications to the data-use committee"),
         (name = "ingress", description = "Program and reference-data archives brought into the environment"),
         (name = "sandboxes", description = "Images, sandboxes and runs"),
+        (name = "egress", description = "Results taken out: requests, previews, releases and the keys they are encrypted to"),
         (name = "system", description = "Health, metrics, identity and the audit log"),
     )
 )]
@@ -102,6 +104,12 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(runs::show_run))
         .routes(routes!(runs::cancel_run))
         .routes(routes!(runs::logs))
+        .routes(routes!(egress::request))
+        .routes(routes!(egress::show, egress::resubmit))
+        .routes(routes!(egress::preview))
+        .routes(routes!(egress::download))
+        .routes(routes!(egress::revoke))
+        .routes(routes!(egress::register_key, egress::my_key))
         .split_for_parts();
     let doc_json = document(&doc);
     let limits = Limits {
@@ -230,10 +238,12 @@ async fn limit_bodies(State(limits): State<Limits>, mut req: Request, next: Next
         .extensions()
         .get::<MatchedPath>()
         .map(MatchedPath::as_str);
-    let post = req.method() == Method::POST;
+    let writes = req.method() == Method::POST || req.method() == Method::PUT;
     let (max, upload) = match route {
-        Some(INGRESS_ROUTE) if post => (None, true),
-        Some(ATTACHMENT_ROUTE) if post => (Some(settings.limits.attachment_body_max_bytes()), true),
+        Some(INGRESS_ROUTE) if writes => (None, true),
+        Some(ATTACHMENT_ROUTE) if writes => {
+            (Some(settings.limits.attachment_body_max_bytes()), true)
+        }
         _ => (Some(settings.limits.json_body_max_bytes), false),
     };
     let workers = &limits.state.workers;
@@ -244,7 +254,7 @@ async fn limit_bodies(State(limits): State<Limits>, mut req: Request, next: Next
     // Authorization before the body is read, as far as it can go without it: a caller whose
     // roles allow the route's action on no object at all is refused here. Who is not
     // authenticated is answered 401 by the handler's extractor, which also runs before the body.
-    let actions = route.filter(|_| post).map_or_else(Vec::new, actions_of);
+    let actions = route.filter(|_| writes).map_or_else(Vec::new, actions_of);
     if !actions.is_empty() {
         if let Ok(caller) = caller_of(req.headers(), &limits.state) {
             let denials: Vec<_> = actions
@@ -391,6 +401,10 @@ fn actions_of(route: &str) -> Vec<Action> {
         "/api/v1/sandboxes" => vec![Action::SandboxCreate],
         "/api/v1/sandboxes/{id}/ingress" => vec![Action::SandboxManage],
         "/api/v1/sandboxes/{id}/runs" => vec![Action::RunCreate],
+        "/api/v1/egress" => vec![Action::AppCreate(Kind::Egress)],
+        "/api/v1/applications/{id}/egress" => vec![Action::AppResubmit(Kind::Egress)],
+        "/api/v1/applications/{id}/release/revoke" => vec![Action::ReleaseRevoke],
+        "/api/v1/keys/me" => vec![Action::KeyRegister],
         _ => Vec::new(),
     }
 }

@@ -182,9 +182,19 @@ pub(super) async fn app(cmd: AppCommand) -> anyhow::Result<ExitCode> {
             } else {
                 None
             };
-            print_with(&client, &detail, "manifest", manifest.as_ref(), || {
-                print_detail(&client, &detail, manifest.as_ref())
-            })?;
+            if detail.application.kind == ApplicationKind::Egress {
+                let egress: crate::wire::egress::EgressDetail = c
+                    .get(&format!("/api/v1/applications/{}/egress", urlencode(&id)))
+                    .await?;
+                print_with(&client, &detail, "egress", Some(&egress), || {
+                    print_detail(&client, &detail, None);
+                    super::egress::print_egress(&egress);
+                })?;
+            } else {
+                print_with(&client, &detail, "manifest", manifest.as_ref(), || {
+                    print_detail(&client, &detail, manifest.as_ref())
+                })?;
+            }
         }
         AppCommand::Cat { id, path, client } => {
             let text = client

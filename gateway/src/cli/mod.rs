@@ -2,6 +2,7 @@
 //! commands that talk to a running gateway, one module per command group.
 
 mod app;
+mod egress;
 mod ingress;
 mod project;
 mod runs;
@@ -15,6 +16,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use app::AppCommand;
+use egress::{EgressCommand, KeysCommand, ReleaseCommand};
 use ingress::IngressCommand;
 use project::ProjectCommand;
 use sandbox::{ImageCommand, SandboxCommand};
@@ -51,6 +53,15 @@ enum Command {
     /// Bring programs and reference data into the environment.
     #[command(subcommand)]
     Ingress(IngressCommand),
+    /// Take results out: request, resubmit, preview.
+    #[command(subcommand)]
+    Egress(EgressCommand),
+    /// The age key releases are encrypted to.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Releases: download (decrypt and verify) or revoke.
+    #[command(subcommand)]
+    Release(ReleaseCommand),
     /// Images sandboxes may use.
     #[command(subcommand)]
     Image(ImageCommand),
@@ -176,5 +187,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             client,
         }) => ingress::ingress_submit(project, path, name, description, client).await,
         Command::App(a) => app::app(a).await,
+        Command::Egress(e) => egress::egress(e).await,
+        Command::Keys(k) => egress::keys(k).await,
+        Command::Release(r) => egress::release(r).await,
     }
 }

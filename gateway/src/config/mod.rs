@@ -13,8 +13,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
+use self::egress::EgressSettings;
 use self::sandbox::SandboxSettings;
 
+pub mod egress;
 pub mod sandbox;
 
 /// Every setting of the gateway.
@@ -36,6 +38,7 @@ pub struct Settings {
     pub server: ServerSettings,
     pub audit: AuditSettings,
     pub ingress: IngressSettings,
+    pub egress: EgressSettings,
     pub sandbox: SandboxSettings,
 }
 
@@ -223,6 +226,7 @@ impl Default for Settings {
             server: ServerSettings::default(),
             audit: AuditSettings::default(),
             ingress: IngressSettings::default(),
+            egress: EgressSettings::default(),
             sandbox: SandboxSettings::default(),
         }
     }
@@ -344,6 +348,7 @@ impl Settings {
 
     fn check(&self) -> anyhow::Result<()> {
         self.review.quorum.to_policy()?;
+        self.egress.check()?;
         if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
             bail!("tls.cert_file and tls.key_file must be set together");
         }

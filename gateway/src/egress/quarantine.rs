@@ -120,9 +120,13 @@ pub enum QuarantineError {
     /// Every refused entry, in the stream's order (the first [`MAX_REFUSALS`]).
     #[error("refused: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     Refused(Vec<Refused>),
-    /// The engine or the stream failed.
-    #[error("reading the output folder failed: {0}")]
-    Source(String),
+    /// The engine or the stream failed; `kind` tells a path the folder lacks
+    /// (`NotFound`, `InvalidInput`) from an engine that failed.
+    #[error("reading the output folder failed: {message}")]
+    Source {
+        kind: std::io::ErrorKind,
+        message: String,
+    },
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -368,7 +372,10 @@ pub async fn quarantine<I: Inspect>(
     let mut writer_gone = false;
     let read = async {
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| QuarantineError::Source(e.to_string()))?;
+            let chunk = chunk.map_err(|e| QuarantineError::Source {
+                kind: e.kind(),
+                message: e.to_string(),
+            })?;
             sink.chunk = chunk.clone();
             let fed = scanner.feed(&chunk, &mut sink);
             sink.chunk = Bytes::new();
@@ -786,7 +793,7 @@ mod tests {
         )
         .await;
         assert!(
-            matches!(&r, Err(QuarantineError::Source(m)) if m.contains("went away")),
+            matches!(&r, Err(QuarantineError::Source { message: m, .. }) if m.contains("went away")),
             "{:?}",
             r.err()
         );

@@ -124,6 +124,30 @@ async fn supervise_live(state: AppState, run: RunRow, attach: bool, stop: Stop, 
     }
 }
 
+/// Waits until the sandbox has no hold, then marks the run as starting, in one write
+/// transaction: a hold taken after this sees the run and is refused.
+async fn claim_start(state: &AppState, run: &str, sandbox: &str) -> anyhow::Result<()> {
+    let mut logged = false;
+    loop {
+        let mut tx = state.db.begin_write().await?;
+        let holds = crate::store::egress::holds(tx.conn(), sandbox, &crate::time::now()).await?;
+        if holds.is_empty() {
+            crate::store::egress::claim_start(tx.conn(), run, &crate::time::now()).await?;
+            state.commit(tx).await?;
+            return Ok(());
+        }
+        drop(tx);
+        if !logged {
+            tracing::info!(%run, %sandbox, "the run waits: files are being copied out of its sandbox");
+            logged = true;
+        }
+        tokio::time::sleep(HOLD_POLL).await;
+    }
+}
+
+/// How often a run waiting for a hold on its sandbox looks again.
+const HOLD_POLL: Duration = Duration::from_millis(250);
+
 /// The run's container: the ID recorded when it started, else the name it is created under.
 pub(crate) fn container_of(run: &RunRow) -> String {
     run.container_id
@@ -226,6 +250,13 @@ async fn supervise_inner(
     let container = if attach {
         container_of(run)
     } else {
+        // Not while files are copied out of the output folder: the run waits for the hold
+        // to go, and claims its start in the transaction that saw none.
+        tokio::select! {
+            claimed = claim_start(state, &run.id, &run.sandbox_id) => claimed?,
+            by = &mut cancel => return Ok(Watched::Ended(cancelled(&sbx, &run.id, &by).await, None)),
+            () = shutdown.requested() => return Ok(Watched::Detached),
+        }
         let spec = RunSpec {
             id: run.id.clone(),
             sandbox: spec.clone(),

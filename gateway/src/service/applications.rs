@@ -253,7 +253,7 @@ async fn apply_event(
     caller: &Caller,
     id: &str,
     action: impl FnOnce(Kind) -> Action,
-    make_event: impl for<'a> FnOnce(&'a str) -> Event<'a>,
+    make_event: impl for<'a> Fn(&'a str) -> Event<'a>,
     comment: &str,
     new_description: Option<&str>,
 ) -> Result<Summary> {
@@ -263,6 +263,13 @@ async fn apply_event(
         standing,
     } = seen(tx.conn(), caller, id).await?;
     allow(caller, action(app.kind), standing)?;
+    if app.kind == Kind::Egress && matches!(make_event(""), Event::Resubmit { .. }) {
+        // A new round of an egress application brings its new files.
+        return Err(Error::invalid(
+            ErrorCode::WrongRoute,
+            "egress applications are resubmitted with their files (`vre egress resubmit`, POST /api/v1/applications/{id}/egress)",
+        ));
+    }
     let decisions = store::decisions(tx.conn(), id).await?;
     let members = store::members(tx.conn(), &app.project_id).await?;
     let conflicted: Vec<&str> = members.iter().map(|m| m.subject.as_str()).collect();
@@ -348,7 +355,17 @@ async fn apply_event(
     let updated = store::application(tx.conn(), id)
         .await?
         .ok_or(Error::NotFound("application"))?;
+    // The quorum and the release it calls for are recorded together: no release without one.
+    let release = updated.kind == Kind::Egress
+        && transition.to == State::Approved
+        && transition.from != State::Approved;
+    if release {
+        super::egress::approved(&mut tx, &updated, &now).await?;
+    }
     state.commit(tx).await?;
+    if release {
+        state.releases.wake();
+    }
     Ok(Summary {
         row: updated,
         decisions: all_decisions,
@@ -568,6 +585,23 @@ pub async fn attachment_file(
     .await?;
     state.commit(tx).await?;
     Ok(AttachmentFile { name, sha256, file })
+}
+
+/// The state machine's answer to an event that counts no votes (the gateway carrying an
+/// approved application out, a resubmission).
+pub(crate) fn step(
+    state: &AppState,
+    app: &AppRow,
+    event: Event<'_>,
+) -> std::result::Result<policy::review::Transition, Refusal> {
+    let facts = Facts {
+        kind: app.kind,
+        state: app.state,
+        requester: &app.requester,
+        votes: &[],
+        conflicted: &[],
+    };
+    policy::review::next_state(&facts, &state.quorum, event)
 }
 
 /// Counts a summary's approvals in its current round.

@@ -13,6 +13,7 @@
 //! between services take one, so they cannot be reached on an unchecked path.
 
 pub mod applications;
+pub mod egress;
 pub mod images;
 pub mod ingress;
 pub mod projects;
@@ -53,6 +54,9 @@ pub enum Error {
     /// The content is not of a type this reads (a binary file asked for as text).
     #[error("{message}")]
     Unsupported { code: ErrorCode, message: String },
+    /// The content was understood and refused: files that may not leave, checks that failed.
+    #[error("{message}")]
+    Refused { code: ErrorCode, message: String },
     /// An archive broke one of the archive rules.
     #[error("{message}")]
     Archive {

@@ -47,6 +47,12 @@ pub async fn create(
     };
     allow(caller, Action::RunCreate, sb.standing)?;
     let sb = sb.object;
+    if sb.state != "ready" {
+        return Err(Error::conflict(
+            ErrorCode::WrongState,
+            format!("the sandbox is {}", sb.state),
+        ));
+    }
     if new.cmd.is_empty() || new.cmd[0].is_empty() {
         return Err(Error::invalid(
             ErrorCode::BadCommand,

@@ -2,7 +2,7 @@
 //! mounted and approved ingress staged read-only; removed with everything in them.
 
 use policy::access::{Action, Resource, Standing};
-use policy::review::{Event, Facts, Kind, State};
+use policy::review::{Event, Kind, State};
 use serde_json::json;
 
 use super::{Allowed, Error, Narrow, Result, Seen, allow, narrow, see};
@@ -237,7 +237,25 @@ pub async fn remove(state: &AppState, caller: &Caller, id: &str) -> Result<View>
             ));
         }
     }
-    state.sandboxes.backend.remove_sandbox(id).await?;
+    // Marked as going in a write transaction that sees no hold, so that no copy for egress
+    // starts on volumes about to go (a hold is taken only on a ready sandbox).
+    {
+        let mut tx = state.db.begin_write().await?;
+        let holds = super::egress::holds_on(tx.conn(), id).await?;
+        if !holds.is_empty() {
+            return Err(Error::conflict(
+                ErrorCode::SandboxHeld,
+                "files are being copied out of the sandbox for egress; try again when that is done",
+            ));
+        }
+        sstore::set_sandbox_state(tx.conn(), id, "removing", &crate::time::now()).await?;
+        state.commit(tx).await?;
+    }
+    if let Err(e) = state.sandboxes.backend.remove_sandbox(id).await {
+        let mut conn = state.db.pool().acquire().await?;
+        sstore::set_sandbox_state(&mut conn, id, "ready", &crate::time::now()).await?;
+        return Err(e.into());
+    }
     let mut tx = state.db.begin_write().await?;
     sstore::set_sandbox_state(tx.conn(), id, "removed", &crate::time::now()).await?;
     tx.audit(NewEvent {
@@ -398,14 +416,7 @@ async fn stage(
     })
     .await?;
     if app.state == State::Approved {
-        let facts = Facts {
-            kind: app.kind,
-            state: app.state,
-            requester: &app.requester,
-            votes: &[],
-            conflicted: &[],
-        };
-        let t = policy::review::next_state(&facts, &state.quorum, Event::Complete)?;
+        let t = super::applications::step(state, &app, Event::Complete)?;
         if store::set_state(tx.conn(), app_id, t.from, t.to, app.round, None, &now).await? {
             tx.audit(NewEvent {
                 actor: caller.sub.as_str(),

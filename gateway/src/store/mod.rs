@@ -4,6 +4,7 @@
 //! Functions take a connection so the same query serves a plain read and a write transaction.
 //! Rows come back as plain structs; turning them into wire types is the API's business.
 
+pub mod egress;
 pub mod ingress;
 pub mod sandboxes;
 

@@ -43,6 +43,19 @@ wire_enum! {
         /// A run's command broke the project's command policy (the message names the rule).
         CommandRefused = "command_refused",
         NotText = "not_text",
+        /// A path of an egress request is not one under the output folder.
+        BadPath = "bad_path",
+        /// An exception names no file of the request, or is empty.
+        BadException = "bad_exception",
+        /// An age recipient that is not an X25519 `age1…` key.
+        BadRecipient = "bad_recipient",
+        /// Releases need the requester's registered age recipient (`vre keys init`).
+        NoRecipient = "no_recipient",
+        NotEgress = "not_egress",
+        /// What was asked to leave is not regular files and folders (links, devices, …).
+        OutputRefused = "output_refused",
+        /// A file failed the disclosure checks and carries no exception.
+        DisclosureCheckFailed = "disclosure_check_failed",
         TooLarge = "too_large",
         // Requests that come at the wrong time.
         AlreadyVoted = "already_voted",
@@ -51,6 +64,15 @@ wire_enum! {
         ProjectExists = "project_exists",
         RunFinished = "run_finished",
         RunsActive = "runs_active",
+        /// A run of the sandbox is writing its output folder.
+        SandboxBusy = "sandbox_busy",
+        /// Files are being copied out of the sandbox.
+        SandboxHeld = "sandbox_held",
+        ReleaseNotReady = "release_not_ready",
+        ReleaseRevoked = "release_revoked",
+        ReleaseExpired = "release_expired",
+        /// The release could not be built (a quarantined file changed).
+        ReleaseRefused = "release_refused",
         QueueFull = "queue_full",
         LogsHidden = "logs_hidden",
         // Archives refused by `policy::archive::rules`.

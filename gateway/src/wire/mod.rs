@@ -5,6 +5,7 @@
 //! `policy` crate and the database use.
 
 pub mod applications;
+pub mod egress;
 pub mod errors;
 pub mod ingress;
 pub mod projects;
@@ -177,6 +178,7 @@ mod tests {
         check(RunOutcome::ALL);
         check(SandboxState::ALL);
         check(super::ingress::CheckOutcome::ALL);
+        check(super::egress::ReleaseState::ALL);
         check(super::system::HealthStatus::ALL);
         check(super::errors::ErrorCode::ALL);
     }

@@ -6,9 +6,11 @@ use utoipa::{IntoParams, ToSchema};
 use super::wire_enum;
 
 wire_enum! {
-    /// A sandbox is ready until it is removed (removed ones are not shown again).
+    /// A sandbox is ready until it is removed (removed ones are not shown again); it is being
+    /// removed in between.
     SandboxState: "sandbox state" {
         Ready = "ready",
+        Removing = "removing",
         Removed = "removed",
     }
 }

@@ -15,6 +15,7 @@ mod audit_tamper;
 mod authz;
 mod commands;
 mod concurrency;
+mod egress;
 mod egress_copy;
 mod ingress;
 mod jwt;

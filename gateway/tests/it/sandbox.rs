@@ -189,7 +189,7 @@ pub(crate) async fn start_run(
 }
 
 /// Runs `cmd` and waits for its end; returns the run record and its log.
-async fn run(
+pub(crate) async fn run(
     app: &TestApp,
     token: &str,
     sandbox: &str,

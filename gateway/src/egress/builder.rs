@@ -1,0 +1,330 @@
+//! The release builder: a background worker that turns each approved egress application into
+//! its package (`release::build`: files, `SHA256SUMS`, RO-Crate metadata; tar, zstd, age) in one
+//! streaming pass, re-hashing every quarantined file on the way.
+//!
+//! A release row is made, pending, in the transaction that records the quorum
+//! (`service::egress::approved`), so no release exists without one. A builder claims a pending
+//! release for a lease it renews while it works; a gateway that dies mid-build lets the lease
+//! lapse (or takes its own claim back at its next start, the instance being the same) and the
+//! build is done again from the start: its temporary file was never renamed into the store. A
+//! quarantined file whose bytes no longer match their hash refuses the release, audited.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use policy::review::{Event, State};
+use serde_json::json;
+use tokio::sync::Notify;
+
+use crate::audit::NewEvent;
+use crate::release::{self, BuildError, CrateInput, PackageFile};
+use crate::state::AppState;
+use crate::store::egress as estore;
+use crate::store::sandboxes as sstore;
+use crate::store::{self};
+use crate::workers::Stop;
+
+/// How long a claim lasts unless renewed.
+const CLAIM_LEASE: Duration = Duration::from_secs(30);
+/// How often the builder looks for work nobody woke it for (another gateway's approvals,
+/// lapsed claims).
+const POLL: Duration = Duration::from_secs(5);
+
+/// The builder's handle: approvals wake it.
+pub struct Releases {
+    wake: Notify,
+    /// Who claims releases: this gateway instance.
+    instance: String,
+}
+
+impl Releases {
+    pub fn new(instance: String) -> Arc<Self> {
+        Arc::new(Releases {
+            wake: Notify::new(),
+            instance,
+        })
+    }
+
+    /// Tells the builder there is work.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+}
+
+/// The worker: builds pending releases until told to stop. A build under way when the stop
+/// comes is cut short; its claim is taken up again at the next start.
+pub async fn run(state: AppState, stop: Stop) {
+    loop {
+        tokio::select! {
+            () = build_pending(&state) => {}
+            () = stop.requested() => return,
+        }
+        tokio::select! {
+            () = state.releases.wake.notified() => {}
+            () = tokio::time::sleep(POLL) => {}
+            () = stop.requested() => return,
+        }
+    }
+}
+
+async fn build_pending(state: &AppState) {
+    let pending = async {
+        let mut conn = state.db.pool().acquire().await?;
+        estore::claimable_releases(&mut conn, &crate::time::now()).await
+    };
+    let ids = match pending.await {
+        Ok(ids) => ids,
+        Err(e) => {
+            tracing::warn!(error = %e, "looking for releases to build failed");
+            return;
+        }
+    };
+    for id in ids {
+        if let Err(e) = build_one(state, &id).await {
+            tracing::error!(application = %id, error = %format!("{e:#}"), "building a release failed; it is tried again");
+        }
+    }
+}
+
+/// Claims and builds one release; false when another builder holds it.
+pub(crate) async fn build_one(state: &AppState, id: &str) -> anyhow::Result<bool> {
+    let me = state.releases.instance.clone();
+    {
+        let mut tx = state.db.begin_write().await?;
+        let now = crate::time::now();
+        if !estore::claim_release(tx.conn(), id, &me, &now, &crate::time::in_(CLAIM_LEASE)).await? {
+            return Ok(false);
+        }
+        state.commit(tx).await?;
+    }
+    let renew = {
+        let (state, id, me) = (state.clone(), id.to_owned(), me.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(CLAIM_LEASE / 3).await;
+                let renewed = async {
+                    let mut conn = state.db.pool().acquire().await?;
+                    estore::renew_release_claim(&mut conn, &id, &me, &crate::time::in_(CLAIM_LEASE))
+                        .await
+                };
+                match renewed.await {
+                    Ok(true) => {}
+                    Ok(false) => return,
+                    Err(e) => {
+                        tracing::warn!(application = %id, error = %e, "renewing a release claim failed")
+                    }
+                }
+            }
+        })
+    };
+    let built = build_claimed(state, id, &me).await;
+    renew.abort();
+    built.map(|()| true)
+}
+
+async fn build_claimed(state: &AppState, id: &str, me: &str) -> anyhow::Result<()> {
+    let (input, files, release) = {
+        let mut conn = state.db.pool().acquire().await?;
+        gather(&mut conn, id).await?
+    };
+    let package_files: Vec<PackageFile> = files
+        .iter()
+        .map(|f| {
+            Ok(PackageFile {
+                name: f.path.clone(),
+                source: state.blobs.path_of(&f.sha256)?,
+                sha256: f.sha256.clone(),
+                size: f.size as u64,
+            })
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let metadata = release::ro_crate(&input);
+    let recipient = release.recipient.clone();
+    let mtime = time::OffsetDateTime::now_utc().unix_timestamp().max(0) as u64;
+    let blobs = state.blobs.clone();
+    let built = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        let (path, file) = blobs.temp_file()?;
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+        let result = release::build(&package_files, &metadata, &recipient, mtime, &mut out);
+        match result {
+            Ok(b) => {
+                let file = out.into_inner().map_err(|e| e.into_error())?;
+                file.sync_all()?;
+                Ok(Ok(blobs.finished(path, b.sha256, b.size)))
+            }
+            Err(e) => {
+                drop(out);
+                let _ = std::fs::remove_file(&path);
+                Ok(Err(e))
+            }
+        }
+    })
+    .await
+    .context("the release build panicked")??;
+    let now = crate::time::now();
+    let mut tx = state.db.begin_write().await?;
+    match built {
+        Ok(blob) => {
+            let expiry = state.settings.egress.release_expiry_days;
+            let expires =
+                (expiry > 0).then(|| crate::time::in_(Duration::from_secs(expiry * 86400)));
+            store::record_blob(tx.conn(), blob.sha256(), blob.size()).await?;
+            if !estore::mark_built(
+                tx.conn(),
+                id,
+                me,
+                blob.sha256(),
+                blob.size(),
+                &now,
+                expires.as_deref(),
+            )
+            .await?
+            {
+                // Revoked meanwhile, or another builder took over: this package is not kept.
+                tracing::info!(application = %id, "a release built was no longer wanted");
+                return Ok(());
+            }
+            let app = store::application(tx.conn(), id)
+                .await?
+                .context("the application of a release is gone")?;
+            let t = crate::service::applications::step(state, &app, Event::Complete)?;
+            anyhow::ensure!(
+                store::set_state(tx.conn(), id, t.from, t.to, app.round, None, &now).await?,
+                "the application changed while its release was built"
+            );
+            tx.audit(NewEvent {
+                actor: "gateway",
+                action: "release.built",
+                subject: id,
+                detail: json!({
+                    "package_sha256": blob.sha256(),
+                    "package_size": blob.size(),
+                    "recipient": release.recipient,
+                    "round": release.round,
+                    "files": files.iter().map(|f| json!({"path": f.path, "sha256": f.sha256, "size": f.size})).collect::<Vec<_>>(),
+                    "expires_at": expires,
+                    "state": State::Released.as_str(),
+                }),
+            })
+            .await?;
+            blob.commit().await?;
+            state.commit(tx).await?;
+            tracing::info!(application = %id, "release built");
+        }
+        Err(BuildError::Mismatch {
+            name,
+            expected,
+            found,
+        }) => {
+            let detail = format!(
+                "{name} changed in quarantine: its SHA-256 is {found}, {expected} was approved"
+            );
+            if estore::mark_refused(tx.conn(), id, me, &detail).await? {
+                tx.audit(NewEvent {
+                    actor: "gateway",
+                    action: "release.refused",
+                    subject: id,
+                    detail: json!({"file": name, "expected_sha256": expected, "found_sha256": found}),
+                })
+                .await?;
+                state.commit(tx).await?;
+            }
+            tracing::error!(application = %id, %detail, "a release was refused");
+        }
+        Err(e) => return Err(anyhow::Error::new(e).context("building the package")),
+    }
+    Ok(())
+}
+
+/// What the package describes: the approved round's files, the runs of the sandbox up to the
+/// request with what they ran on, the checks and the decisions.
+async fn gather(
+    conn: &mut sqlx::AnyConnection,
+    id: &str,
+) -> anyhow::Result<(CrateInput, Vec<estore::FileRow>, estore::ReleaseRow)> {
+    let release = estore::release(conn, id)
+        .await?
+        .context("no such release")?;
+    let app = store::application(conn, id)
+        .await?
+        .context("no such application")?;
+    let sandbox_id = estore::sandbox_of(conn, id)
+        .await?
+        .context("no egress request")?;
+    let sb = sstore::sandbox(conn, &sandbox_id)
+        .await?
+        .context("no such sandbox")?;
+    let files = estore::files(conn, id, Some(release.round)).await?;
+    let round = estore::rounds(conn, id)
+        .await?
+        .into_iter()
+        .find(|r| r.round == release.round)
+        .context("no such round")?;
+    let staged = sstore::staged(conn, &sandbox_id).await?;
+    let datasets: Vec<String> = sstore::datasets(conn, &sandbox_id)
+        .await?
+        .into_iter()
+        .map(|(d, _)| d)
+        .collect();
+    let runs = sstore::runs_of(conn, &sandbox_id)
+        .await?
+        .into_iter()
+        .filter(|r| r.created_at <= round.requested_at)
+        .map(|r| release::CrateRun {
+            ingress: staged
+                .iter()
+                .filter(|(_, _, at)| *at <= r.created_at)
+                .map(|(a, sha, _)| (a.clone(), sha.clone()))
+                .collect(),
+            datasets: datasets.clone(),
+            id: r.id,
+            image_id: sb.image_id.clone(),
+            command: r.cmd,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+            outcome: r.outcome,
+            exit_code: r.exit_code,
+        })
+        .collect();
+    let decisions = store::decisions(conn, id)
+        .await?
+        .into_iter()
+        .map(|d| release::CrateDecision {
+            round: d.round,
+            reviewer: d.reviewer,
+            choice: d.choice.as_str().into(),
+            comment: d.comment,
+            decided_at: d.decided_at,
+        })
+        .collect();
+    let input = CrateInput {
+        application: release::AppInfo {
+            id: app.id.clone(),
+            title: app.title.clone(),
+            project: app.project_id.clone(),
+            requester: app.requester.clone(),
+            justification: app.description.clone(),
+            sandbox: sandbox_id,
+            submitted_at: round.requested_at.clone(),
+        },
+        files: files
+            .iter()
+            .map(|f| release::CrateFile {
+                name: f.path.clone(),
+                sha256: f.sha256.clone(),
+                size: f.size as u64,
+                content_type: f.content_type.clone(),
+                outcome: f.outcome.clone(),
+                findings: serde_json::from_str(&f.findings).unwrap_or_default(),
+                exception: f.exception.clone(),
+            })
+            .collect(),
+        runs,
+        decisions,
+        rules_version: round.rules_version.clone(),
+        released_at: crate::time::now(),
+        recipient: release.recipient.clone(),
+    };
+    Ok((input, files, release))
+}
