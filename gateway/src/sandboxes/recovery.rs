@@ -105,6 +105,8 @@ async fn recover_once(state: &AppState) -> anyhow::Result<()> {
             }
             // Started ahead by this process for a sandbox's next run.
             None if backend.holds(&c) => false,
+            // Copying files out for an egress request that holds its sandbox still.
+            None if copying_out(state, &c).await? => false,
             // Helpers are short-lived, and containers started ahead by an earlier process
             // are not wanted: one left over was interrupted.
             None => true,
@@ -137,4 +139,19 @@ async fn recover_once(state: &AppState) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Whether a container is the helper of an egress request that still holds its sandbox
+/// (helpers are named `vre-egress-<sandbox>-<hold>`).
+async fn copying_out(state: &AppState, c: &sandbox_runner::Managed) -> anyhow::Result<bool> {
+    let Some(sandbox) = c.labels.get(sandbox_runner::LABEL_SANDBOX) else {
+        return Ok(false);
+    };
+    let prefix = format!("vre-egress-{sandbox}-");
+    let Some(hold) = c.names.iter().find_map(|n| n.strip_prefix(&prefix)) else {
+        return Ok(false);
+    };
+    let mut conn = state.db.pool().acquire().await?;
+    let holds = crate::store::egress::holds(&mut conn, sandbox, &crate::time::now()).await?;
+    Ok(holds.iter().any(|(id, _)| id == hold))
 }
