@@ -584,6 +584,9 @@ async fn refuse(
 struct Hold {
     id: String,
     renew: tokio::task::JoinHandle<()>,
+    /// Set until the hold is released; a hold dropped with it set (its request cut short)
+    /// releases itself in the background.
+    state: Option<AppState>,
 }
 
 impl Hold {
@@ -634,26 +637,46 @@ impl Hold {
                 }
             })
         };
-        Ok(Hold { id, renew })
+        Ok(Hold {
+            id,
+            renew,
+            state: Some(state.clone()),
+        })
     }
 
-    async fn release(self, state: &AppState) {
+    async fn release(mut self, state: &AppState) {
+        self.state = None;
         self.renew.abort();
-        let released = async {
-            let mut conn = state.db.pool().acquire().await?;
-            estore::release_hold(&mut conn, &self.id).await
-        };
-        if let Err(e) = released.await {
-            // It lapses by itself.
-            tracing::warn!(hold = %self.id, error = %e, "releasing a hold on a sandbox failed");
-        }
+        release_hold(state, &self.id).await;
+    }
+}
+
+async fn release_hold(state: &AppState, id: &str) {
+    let released = async {
+        let mut conn = state.db.pool().acquire().await?;
+        estore::release_hold(&mut conn, id).await
+    };
+    if let Err(e) = released.await {
+        // It lapses by itself.
+        tracing::warn!(hold = %id, error = %e, "releasing a hold on a sandbox failed");
     }
 }
 
 impl Drop for Hold {
     fn drop(&mut self) {
-        // A request cut short (its client went away) stops renewing; the hold lapses.
         self.renew.abort();
+        // A request cut short (its client went away): the copy stops with it, and so does
+        // the hold, rather than lapsing with its lease.
+        if let Some(state) = self.state.take() {
+            let id = std::mem::take(&mut self.id);
+            let workers = state.workers.clone();
+            workers.spawn(
+                crate::workers::Name::of("hold-release", id.clone()),
+                |_| async move {
+                    release_hold(&state, &id).await;
+                },
+            );
+        }
     }
 }
 

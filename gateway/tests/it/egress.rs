@@ -10,7 +10,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::sandbox::{small_world_on, start_run};
-use crate::support::{Engine, TestApp, actions, assert_refused, docker_available};
+use crate::support::{Engine, TestApp, actions, assert_refused, docker_available, engines};
 
 /// A project p1 with ana (analyst, who registered a recipient), a sandbox whose output folder
 /// holds what `script` wrote, and ana's identity.
@@ -23,11 +23,11 @@ struct Scene {
 }
 
 async fn scene(script: &str) -> Scene {
-    scene_with(script, |_| {}).await
+    scene_on(Engine::Sqlite, script).await
 }
 
-async fn scene_with(script: &str, tweak: impl FnOnce(&mut gateway::config::Settings)) -> Scene {
-    let (app, ana, data) = small_world_on(Engine::Sqlite, tweak).await;
+async fn scene_on(engine: Engine, script: &str) -> Scene {
+    let (app, ana, data) = small_world_on(engine, |_| {}).await;
     let (identity, recipient) = gateway::release::new_identity();
     let (st, b) = app
         .request(
@@ -101,7 +101,12 @@ async fn results_leave_only_through_a_checked_approved_encrypted_release() {
     if !has_docker() {
         return;
     }
-    let s = scene(CLEAN).await;
+    for engine in engines() {
+        end_to_end(scene_on(engine, CLEAN).await).await;
+    }
+}
+
+async fn end_to_end(s: Scene) {
     let (st, r) = request(&s, &["counts.csv", "notes.txt", "tables"], json!({})).await;
     assert_eq!(st, StatusCode::CREATED, "{r}");
     let id = r["id"].as_str().unwrap().to_owned();
@@ -443,7 +448,12 @@ async fn many_reviewers_voting_at_once_release_exactly_once() {
     if !has_docker() {
         return;
     }
-    let s = scene(CLEAN).await;
+    for engine in engines() {
+        voting_at_once(scene_on(engine, CLEAN).await).await;
+    }
+}
+
+async fn voting_at_once(s: Scene) {
     let (st, r) = request(&s, &["counts.csv"], json!({})).await;
     assert_eq!(st, StatusCode::CREATED, "{r}");
     let id = r["id"].as_str().unwrap().to_owned();
