@@ -183,9 +183,7 @@ pub(super) async fn app(cmd: AppCommand) -> anyhow::Result<ExitCode> {
                 None
             };
             if detail.application.kind == ApplicationKind::Egress {
-                let egress: crate::wire::egress::EgressDetail = c
-                    .get(&format!("/api/v1/applications/{}/egress", urlencode(&id)))
-                    .await?;
+                let egress = super::egress::with_previews(&c, &id).await?;
                 print_with(&client, &detail, "egress", Some(&egress), || {
                     print_detail(&client, &detail, None);
                     super::egress::print_egress(&egress);

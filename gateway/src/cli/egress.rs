@@ -231,8 +231,60 @@ fn file_line(f: &EgressFile) -> String {
     s
 }
 
+/// How many files of the current round `vre app show` previews.
+const SHOWN_PREVIEWS: usize = 20;
+
+/// An egress application with previews of its current round's files, as `vre app show`
+/// prints it: for reviewers who may read them (each preview is an audited read); the
+/// requester and the project's members get the files without.
+pub(super) struct Shown {
+    pub(super) detail: EgressDetail,
+    pub(super) previews: Vec<Preview>,
+}
+
+impl serde::Serialize for Shown {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut v = serde_json::to_value(&self.detail).map_err(serde::ser::Error::custom)?;
+        v["previews"] = serde_json::to_value(&self.previews).map_err(serde::ser::Error::custom)?;
+        v.serialize(s)
+    }
+}
+
+pub(super) async fn with_previews(c: &crate::client::Client, id: &str) -> anyhow::Result<Shown> {
+    let detail: EgressDetail = c
+        .get(&format!("/api/v1/applications/{}/egress", urlencode(id)))
+        .await?;
+    let round = detail.application.round;
+    let mut previews = Vec::new();
+    for f in detail
+        .files
+        .iter()
+        .filter(|f| f.round == round)
+        .take(SHOWN_PREVIEWS)
+    {
+        let path = format!(
+            "/api/v1/applications/{}/egress/preview{}",
+            urlencode(id),
+            query([("path", Some(f.path.clone()))])
+        );
+        match c.get::<Preview>(&path).await {
+            Ok(p) => previews.push(p),
+            // Not a reviewer from outside the project: no previews at all.
+            Err(e)
+                if e.downcast_ref::<crate::client::Refused>()
+                    .is_some_and(|r| r.status == 403) =>
+            {
+                break;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(Shown { detail, previews })
+}
+
 /// The egress part of `vre app show`.
-pub(super) fn print_egress(d: &EgressDetail) {
+pub(super) fn print_egress(shown: &Shown) {
+    let d = &shown.detail;
     println!("  sandbox {}", d.sandbox);
     for r in &d.rounds {
         println!(
@@ -253,6 +305,10 @@ pub(super) fn print_egress(d: &EgressDetail) {
         for f in d.files.iter().filter(|f| f.round == r.round) {
             println!("{}", file_line(f));
         }
+    }
+    for p in &shown.previews {
+        println!();
+        print_preview(p);
     }
     if let Some(rel) = &d.release {
         print_release(rel);
