@@ -268,50 +268,97 @@ impl std::fmt::Display for TornTail {
     }
 }
 
-/// The checkpoint log as read: its complete lines, and a torn last line if there is one.
-struct CheckpointLog {
-    lines: Vec<Result<Checkpoint, String>>,
+/// The checkpoint log read line by line (memory flat however long it is): each complete line
+/// parsed, then, once they are all read, a torn last line if there is one ([`Self::torn`]).
+struct CheckpointLines {
+    path: PathBuf,
+    reader: Option<std::io::BufReader<std::fs::File>>,
+    /// Bytes of complete lines read so far.
+    offset: u64,
+    line: usize,
+    buf: Vec<u8>,
     torn: Option<TornTail>,
 }
 
-fn read_checkpoint_log(dir: &Path) -> anyhow::Result<CheckpointLog> {
-    let path = checkpoint_file(dir);
-    let bytes = match std::fs::read(&path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Ok(CheckpointLog {
-                lines: Vec::new(),
-                torn: None,
-            });
-        }
-        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-    };
-    let complete = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-    let text = String::from_utf8_lossy(&bytes[..complete]);
-    let lines: Vec<Result<Checkpoint, String>> = text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.is_empty())
-        .map(|(i, l)| {
-            Checkpoint::parse(l)
-                .ok_or_else(|| format!("line {} of {} is not a checkpoint", i + 1, path.display()))
+impl CheckpointLines {
+    /// A missing log is an empty one.
+    fn open(dir: &Path) -> anyhow::Result<CheckpointLines> {
+        let path = checkpoint_file(dir);
+        let reader = match std::fs::File::open(&path) {
+            Ok(f) => Some(std::io::BufReader::with_capacity(1 << 16, f)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        };
+        Ok(CheckpointLines {
+            path,
+            reader,
+            offset: 0,
+            line: 0,
+            buf: Vec::with_capacity(256),
+            torn: None,
         })
-        .collect();
-    let tail = &bytes[complete..];
-    let torn = (!tail.is_empty()).then(|| TornTail {
-        line: text.lines().count() + 1,
-        offset: complete as u64,
-        bytes: tail.len() as u64,
-        sha256: hex::encode(Sha256::digest(tail)),
-        text: String::from_utf8_lossy(tail).chars().take(512).collect(),
-    });
-    Ok(CheckpointLog { lines, torn })
+    }
+
+    /// The next complete line, parsed; `None` at the end (or at a torn last line).
+    fn next_line(&mut self) -> anyhow::Result<Option<Result<Checkpoint, String>>> {
+        use std::io::BufRead;
+        loop {
+            let Some(reader) = self.reader.as_mut() else {
+                return Ok(None);
+            };
+            self.buf.clear();
+            let n = reader
+                .read_until(b'\n', &mut self.buf)
+                .with_context(|| format!("reading {}", self.path.display()))?;
+            if n == 0 {
+                self.reader = None;
+                return Ok(None);
+            }
+            self.line += 1;
+            if self.buf.last() != Some(&b'\n') {
+                let tail = &self.buf[..];
+                self.torn = Some(TornTail {
+                    line: self.line,
+                    offset: self.offset,
+                    bytes: tail.len() as u64,
+                    sha256: hex::encode(Sha256::digest(tail)),
+                    text: String::from_utf8_lossy(tail).chars().take(512).collect(),
+                });
+                self.reader = None;
+                return Ok(None);
+            }
+            self.offset += n as u64;
+            let text = String::from_utf8_lossy(&self.buf[..n - 1]);
+            if text.is_empty() {
+                continue;
+            }
+            return Ok(Some(Checkpoint::parse(&text).ok_or_else(|| {
+                format!(
+                    "line {} of {} is not a checkpoint",
+                    self.line,
+                    self.path.display()
+                )
+            })));
+        }
+    }
+}
+
+/// The torn last line of the checkpoint log, if it has one, read through without keeping it.
+fn torn_tail(dir: &Path) -> anyhow::Result<Option<TornTail>> {
+    let mut reader = CheckpointLines::open(dir)?;
+    while reader.next_line()?.is_some() {}
+    Ok(reader.torn)
 }
 
 /// Reads the checkpoint log's complete lines (not a torn last line); a missing log is an empty
 /// one.
 pub fn read_checkpoints(dir: &Path) -> anyhow::Result<Vec<Result<Checkpoint, String>>> {
-    Ok(read_checkpoint_log(dir)?.lines)
+    let mut reader = CheckpointLines::open(dir)?;
+    let mut lines = Vec::new();
+    while let Some(l) = reader.next_line()? {
+        lines.push(l);
+    }
+    Ok(lines)
 }
 
 /// Cuts a torn last line off the checkpoint log, at start, before anything is appended to it
@@ -321,7 +368,7 @@ pub async fn repair_checkpoint_log(
     db: &crate::db::Db,
     dir: &Path,
 ) -> anyhow::Result<Option<TornTail>> {
-    let Some(torn) = read_checkpoint_log(dir)?.torn else {
+    let Some(torn) = torn_tail(dir)? else {
         return Ok(None);
     };
     let path = checkpoint_file(dir);
@@ -419,8 +466,15 @@ impl Checkpointer {
     }
 }
 
-/// Writes a checkpoint for every new head it is told of, coalescing bursts, until the gateway
-/// stops; the last one is [`Checkpointer::write_last`]'s, after every other worker has ended.
+/// The least time between two checkpoints of the background writer: a burst of commits in
+/// between is one checkpoint, of its last head, so the log grows by at most a few lines a
+/// second however busy the gateway is. The chain protects the events between two checkpoints,
+/// and a clean stop always ends on one ([`Checkpointer::write_last`]).
+pub const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Writes a checkpoint of the newest head it is told of, at most one per
+/// [`CHECKPOINT_INTERVAL`], until the gateway stops; the last one is
+/// [`Checkpointer::write_last`]'s, after every other worker has ended.
 pub async fn checkpoint_worker(
     checkpoints: Arc<Checkpointer>,
     mut heads: watch::Receiver<Option<ChainHead>>,
@@ -436,6 +490,10 @@ pub async fn checkpoint_worker(
                     tracing::error!(error = %format!("{e:#}"), "writing an audit checkpoint failed")
                 }
                 Err(e) => tracing::error!(error = %e, "the checkpoint writer panicked"),
+            }
+            tokio::select! {
+                () = tokio::time::sleep(CHECKPOINT_INTERVAL) => {}
+                () = stop.requested() => break,
             }
         }
         tokio::select! {
@@ -471,110 +529,107 @@ impl std::fmt::Display for Problem {
 }
 
 /// Checks the chain in the database against itself, its head row and the signed checkpoints.
-/// Streams the events, so a long log is not loaded at once.
+/// Streams both: the events in one ordered read, the checkpoint log twice (its signatures
+/// first, then beside the events), so memory stays flat however long the log is.
 pub async fn verify(
     db: &crate::db::Db,
     checkpoint_dir: &Path,
     public: &PublicKey,
 ) -> anyhow::Result<Report> {
-    let mut checkpoints = Vec::new();
-    let log = read_checkpoint_log(checkpoint_dir)?;
-    let torn_tail = log.torn;
-    for (i, cp) in log.lines.into_iter().enumerate() {
-        match cp {
-            Ok(cp) => checkpoints.push(cp),
-            Err(e) => {
-                return Ok(Report {
-                    events: 0,
-                    checkpoints: i,
-                    problem: Some(Problem { seq: 0, what: e }),
-                    torn_tail,
-                });
-            }
-        }
-    }
-    for cp in &checkpoints {
-        if cp.kid != public.kid()
-            || !public.verify(&checkpoint_message(cp.seq, &cp.hash, &cp.at), &cp.signature)
-        {
-            return Ok(Report {
-                events: 0,
-                checkpoints: checkpoints.len(),
-                problem: Some(Problem {
+    // First every line and every signature: a log that does not parse or verify is reported
+    // before anything is compared with it.
+    let kid = public.kid();
+    let mut lines = CheckpointLines::open(checkpoint_dir)?;
+    let mut count = 0usize;
+    while let Some(line) = lines.next_line()? {
+        let problem = match line {
+            Err(what) => Some(Problem { seq: 0, what }),
+            Ok(cp)
+                if cp.kid != kid
+                    || !public
+                        .verify(&checkpoint_message(cp.seq, &cp.hash, &cp.at), &cp.signature) =>
+            {
+                Some(Problem {
                     seq: cp.seq,
                     what: "a checkpoint's signature does not verify with the audit key".into(),
-                }),
-                torn_tail,
+                })
+            }
+            Ok(_) => None,
+        };
+        if let Some(problem) = problem {
+            return Ok(Report {
+                events: 0,
+                checkpoints: count,
+                problem: Some(problem),
+                torn_tail: None,
             });
         }
+        count += 1;
     }
-    // seq -> expected hash, from the checkpoints.
-    let mut expected: std::collections::BTreeMap<i64, String> = std::collections::BTreeMap::new();
-    for cp in &checkpoints {
-        expected.insert(cp.seq, cp.hash.clone());
-    }
+    let torn_tail = lines.torn;
 
-    let mut rows = sqlx::query("SELECT seq, at, actor, action, subject, detail, prev_hash, hash FROM audit_events ORDER BY seq")
-        .fetch(db.pool());
+    // Then the chain, event by event, with the checkpoints read beside it. The log is written
+    // in the order of the chain; a checkpoint that comes after later ones (two writers sharing
+    // the log) is looked up on its own.
+    let mut checkpoints = Checkpoints {
+        lines: CheckpointLines::open(checkpoint_dir)?,
+        next: None,
+    };
+    checkpoints.advance()?;
+    let mut rows = sqlx::query(
+        "SELECT seq, at, actor, action, subject, detail, prev_hash, hash FROM audit_events ORDER BY seq",
+    )
+    .fetch(db.pool());
     let mut prev = GENESIS.to_owned();
     let mut last = 0i64;
     let mut problem = None;
     while let Some(row) = rows.try_next().await? {
         let e = event_from_row(&row)?;
         let want_seq = last + 1;
-        if e.seq != want_seq {
-            problem = Some(Problem {
-                seq: want_seq,
-                what: if e.seq > want_seq {
-                    format!(
-                        "missing: the log jumps from event {last} to event {}",
-                        e.seq
-                    )
-                } else {
-                    format!("out of sequence: found event {} after event {last}", e.seq)
-                },
-            });
+        problem = event_problem(&e, want_seq, last, &prev);
+        if problem.is_some() {
             break;
         }
-        if e.prev_hash != prev {
-            problem = Some(Problem {
-                seq: e.seq,
-                what: "does not follow the event before it (its previous hash differs): an event was inserted, removed or moved here".into(),
-            });
-            break;
-        }
-        let h = event_hash(
-            e.seq,
-            &e.at,
-            &e.actor,
-            &e.action,
-            &e.subject,
-            &e.detail,
-            &e.prev_hash,
-        );
-        if h != e.hash {
-            problem = Some(Problem {
-                seq: e.seq,
-                what: "its content does not match its hash: the row was edited".into(),
-            });
-            break;
-        }
-        if let Some(want) = expected.get(&e.seq) {
-            if *want != e.hash {
+        while let Some(cp) = checkpoints.next.take_if(|cp| cp.seq <= e.seq) {
+            let matches = if cp.seq == e.seq {
+                cp.hash == e.hash
+            } else {
+                hash_at(db, cp.seq).await?.as_deref() == Some(cp.hash.as_str())
+            };
+            if !matches {
                 problem = Some(Problem {
-                    seq: e.seq,
+                    seq: cp.seq,
                     what: "differs from the signed checkpoint: the chain was rewritten from here"
                         .into(),
                 });
                 break;
             }
+            checkpoints.advance()?;
+        }
+        if problem.is_some() {
+            break;
         }
         prev = e.hash;
         last = e.seq;
     }
     drop(rows);
     if problem.is_none() {
-        if let Some((&cp_seq, _)) = expected.range(last + 1..).next() {
+        // Whatever checkpoint is left covers an event the database does not have.
+        let mut beyond = None;
+        while let Some(cp) = checkpoints.next.take() {
+            if cp.seq > last {
+                beyond = Some(beyond.map_or(cp.seq, |b: i64| b.min(cp.seq)));
+            } else if hash_at(db, cp.seq).await?.as_deref() != Some(cp.hash.as_str()) {
+                problem = Some(Problem {
+                    seq: cp.seq,
+                    what: "differs from the signed checkpoint: the chain was rewritten from here"
+                        .into(),
+                });
+                break;
+            }
+            checkpoints.advance()?;
+        }
+        if let (None, Some(cp_seq)) = (&problem, beyond) {
             problem = Some(Problem {
                 seq: last + 1,
                 what: format!(
@@ -584,35 +639,7 @@ pub async fn verify(
         }
     }
     if problem.is_none() {
-        let row = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
-            .fetch_optional(db.pool())
-            .await?;
-        let head = match row {
-            Some(r) => Some((r.try_get::<i64, _>("seq")?, r.try_get::<String, _>("hash")?)),
-            None => None,
-        };
-        problem = match head {
-            Some((seq, hash)) if seq == last && hash == prev => None,
-            // Events past the head were added outside the gateway: the first of them is bad.
-            Some((seq, _)) if (0..last).contains(&seq) => Some(Problem {
-                seq: seq + 1,
-                what: format!(
-                    "not in the chain: its recorded head is event {seq} but the log goes on to event {last} (appended outside the gateway)"
-                ),
-            }),
-            Some((seq, _)) if seq == last => Some(Problem {
-                seq: last,
-                what: "differs from the chain's recorded head: the last event was rewritten".into(),
-            }),
-            head => Some(Problem {
-                seq: last + 1,
-                what: format!(
-                    "missing: the chain's recorded head is {} but the log ends at event {last}",
-                    head.map(|(s, _)| s.to_string())
-                        .unwrap_or_else(|| "absent".into())
-                ),
-            }),
-        };
+        problem = head_problem(db, last, &prev).await?;
     }
     if problem.is_none() {
         problem = torn_tail.as_ref().map(|t| Problem {
@@ -622,9 +649,107 @@ pub async fn verify(
     }
     Ok(Report {
         events: last,
-        checkpoints: checkpoints.len(),
+        checkpoints: count,
         problem,
         torn_tail,
+    })
+}
+
+/// The checkpoint log read beside the chain: the next checkpoint not yet compared.
+struct Checkpoints {
+    lines: CheckpointLines,
+    next: Option<Checkpoint>,
+}
+
+impl Checkpoints {
+    fn advance(&mut self) -> anyhow::Result<()> {
+        // Every line parsed and verified in the first pass.
+        self.next = self.lines.next_line()?.and_then(Result::ok);
+        Ok(())
+    }
+}
+
+/// The hash of one event, looked up on its own.
+async fn hash_at(db: &crate::db::Db, seq: i64) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar::<_, String>("SELECT hash FROM audit_events WHERE seq = $1")
+        .bind(seq)
+        .fetch_optional(db.pool())
+        .await
+}
+
+/// What is wrong with `e`, the event after `last` (whose hash is `prev`), on its own.
+fn event_problem(e: &StoredEvent, want_seq: i64, last: i64, prev: &str) -> Option<Problem> {
+    if e.seq != want_seq {
+        return Some(Problem {
+            seq: want_seq,
+            what: if e.seq > want_seq {
+                format!(
+                    "missing: the log jumps from event {last} to event {}",
+                    e.seq
+                )
+            } else {
+                format!("out of sequence: found event {} after event {last}", e.seq)
+            },
+        });
+    }
+    if e.prev_hash != prev {
+        return Some(Problem {
+            seq: e.seq,
+            what: "does not follow the event before it (its previous hash differs): an event was inserted, removed or moved here".into(),
+        });
+    }
+    let h = event_hash(
+        e.seq,
+        &e.at,
+        &e.actor,
+        &e.action,
+        &e.subject,
+        &e.detail,
+        &e.prev_hash,
+    );
+    if h != e.hash {
+        return Some(Problem {
+            seq: e.seq,
+            what: "its content does not match its hash: the row was edited".into(),
+        });
+    }
+    None
+}
+
+/// The chain's recorded head against the last event read (`last`, hashed `prev`).
+async fn head_problem(
+    db: &crate::db::Db,
+    last: i64,
+    prev: &str,
+) -> anyhow::Result<Option<Problem>> {
+    let row = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
+        .fetch_optional(db.pool())
+        .await?;
+    let head = match row {
+        Some(r) => Some((r.try_get::<i64, _>("seq")?, r.try_get::<String, _>("hash")?)),
+        None => None,
+    };
+    Ok(match head {
+        Some((seq, hash)) if seq == last && hash == prev => None,
+        // Events past the head were added outside the gateway: the first of them is bad.
+        Some((seq, _)) if (0..last).contains(&seq) => Some(Problem {
+            seq: seq + 1,
+            what: format!(
+                "not in the chain: its recorded head is event {seq} but the log goes on to event {last} (appended outside the gateway)"
+            ),
+        }),
+        Some((seq, _)) if seq == last => Some(Problem {
+            seq: last,
+            what: "differs from the chain's recorded head: the last event was rewritten".into(),
+        }),
+        head => Some(Problem {
+            seq: last + 1,
+            what: format!(
+                "missing: the chain's recorded head is {} but the log ends at event {last}",
+                head.map(|(s, _)| s.to_string())
+                    .unwrap_or_else(|| "absent".into())
+            ),
+        }),
     })
 }
 
@@ -639,6 +764,56 @@ mod tests {
         let b = event_hash(1, "t", "a", "bc", "s", "{}", GENESIS);
         assert_ne!(a, b);
         assert_eq!(a, event_hash(1, "t", "ab", "c", "s", "{}", GENESIS));
+    }
+
+    /// A burst of commits is a few checkpoints, the last of them of the burst's last head.
+    #[tokio::test]
+    async fn the_checkpoint_writer_coalesces_bursts() {
+        let dir = std::env::temp_dir().join(format!("vre-cp-{}", crate::store::new_id("t")));
+        let key = Ed25519Key::generate().unwrap();
+        let checkpoints = Arc::new(Checkpointer::new(dir.clone(), key));
+        let (notifier, heads) = HeadNotifier::new();
+        let workers = crate::workers::Workers::default();
+        {
+            let (cp, heads) = (checkpoints.clone(), heads.clone());
+            workers.spawn("audit-checkpoints", |stop| {
+                checkpoint_worker(cp, heads, stop)
+            });
+        }
+        let start = std::time::Instant::now();
+        for seq in 1..=2000 {
+            notifier.committed(ChainHead {
+                seq,
+                hash: format!("{seq:064x}"),
+            });
+            if seq % 100 == 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        }
+        let burst = start.elapsed();
+        let last = loop {
+            let lines = read_checkpoints(&dir).unwrap();
+            if let Some(Ok(cp)) = lines.last() {
+                if cp.seq == 2000 {
+                    break lines.len();
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        };
+        // One at the start of the burst, then one per interval, then the burst's last head.
+        let bound = 2 + (burst.as_millis() / CHECKPOINT_INTERVAL.as_millis()) as usize;
+        assert!(
+            last <= bound,
+            "{last} checkpoints for a burst of 2000 commits in {burst:?}"
+        );
+        workers.stop(std::time::Duration::from_secs(5)).await;
+        checkpoints.write_last(&heads);
+        assert_eq!(
+            read_checkpoints(&dir).unwrap().len(),
+            last,
+            "the last head is written once"
+        );
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]

@@ -672,6 +672,47 @@ async fn a_damaged_or_forged_checkpoint_is_named() {
     }
 }
 
+/// Checkpoints come in the order of the chain, but one written after later ones (two writers
+/// sharing the log) is still held to the event it names: an old head signed again is fine, a
+/// signed hash the event does not have is caught at that event.
+#[tokio::test]
+async fn a_checkpoint_out_of_order_is_still_compared() {
+    let app = logged_and_halted(Engine::Sqlite).await;
+    let dir = app.settings.checkpoint_dir();
+    let log = dir.join("checkpoints.log");
+    let original = std::fs::read_to_string(&log).unwrap();
+    let data = gateway::keys::DataDir::new(app.settings.data_dir.clone());
+    let key = gateway::keys::Ed25519Key::load_or_create(&data.audit_key()).unwrap();
+    let hash_of = |seq: i64| {
+        original
+            .lines()
+            .find(|l| l.starts_with(&format!("{seq} ")))
+            .unwrap()
+            .split(' ')
+            .nth(1)
+            .unwrap()
+            .to_owned()
+    };
+    let head = gateway::audit::ChainHead {
+        seq: 3,
+        hash: hash_of(3),
+    };
+    gateway::audit::write_checkpoint(&dir, &key, &head).unwrap();
+    let report = verify_offline(&app.settings).await;
+    assert_eq!(report.problem, None, "{report:?}");
+    assert_eq!(report.checkpoints, SIGNED.len() + 1);
+
+    std::fs::write(&log, &original).unwrap();
+    let forged = gateway::audit::ChainHead {
+        seq: 4,
+        hash: hash_of(5),
+    };
+    gateway::audit::write_checkpoint(&dir, &key, &forged).unwrap();
+    assert_caught(&app.settings, 4, &["differs from the signed checkpoint"]).await;
+    std::fs::write(&log, &original).unwrap();
+    app.stop().await;
+}
+
 /// A checkpoint write cut short by a crash leaves a last line without its end of line: `verify`
 /// says so (it is no signed checkpoint changed), and the next start cuts it off and records
 /// what it cut.
