@@ -551,6 +551,29 @@ fn the_entry_count_is_bounded() {
 }
 
 #[test]
+fn the_names_together_are_bounded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (identity, recipient) = key();
+    // Long names below one long folder: 4 KiB each, 32 MiB in about 8200 entries.
+    let prefix = format!("files/{}", format!("{}/", "d".repeat(250)).repeat(15));
+    let mut tar = Vec::new();
+    let mut i = 0;
+    while i * 4000 < 33 << 20 {
+        let name = format!("{prefix}{i:0>width$}", width = 4000 - prefix.len());
+        tar.extend_from_slice(&entry_header(&name, EntryKind::Dir, 0, 0o755));
+        i += 1;
+    }
+    let sealed = Evil { tar }.seal(&recipient);
+    let dest = tmp.path().join("names");
+    let r = open(&sealed[..], &identity, &dest);
+    assert!(
+        matches!(&r, Err(OpenError::Unsafe(why)) if why.contains("MiB")),
+        "{r:?}"
+    );
+    assert!(!dest.exists());
+}
+
+#[test]
 fn sums_must_match_exactly() {
     let tmp = tempfile::tempdir().unwrap();
     let (identity, recipient) = key();
@@ -572,7 +595,7 @@ fn sums_must_match_exactly() {
         .listed(&[("a.csv", b"1\n")]);
     let r = open(&extra.seal(&recipient)[..], &identity, &dest("extra"));
     assert!(
-        matches!(&r, Err(OpenError::Extra { name }) if name == "files/b.csv"),
+        matches!(&r, Err(OpenError::Extra { name }) if name == "b.csv"),
         "{r:?}"
     );
 
@@ -590,10 +613,16 @@ fn sums_must_match_exactly() {
         .file("README", b"hi")
         .listed(&[("a.csv", b"1\n")]);
     let r = open(&stray.seal(&recipient)[..], &identity, &dest("stray"));
-    assert!(
-        matches!(&r, Err(OpenError::Extra { name }) if name == "README"),
-        "{r:?}"
-    );
+    assert!(matches!(&r, Err(OpenError::NotAPackage(_))), "{r:?}");
+    assert!(!dest("stray").exists());
+    for top in [
+        Evil::new().file("files", b"not a folder"),
+        Evil::new().file("filesX/a", b""),
+        Evil::new().entry("SHA256SUMS", EntryKind::Dir, b""),
+    ] {
+        let r = open(&top.seal(&recipient)[..], &identity, &dest("top"));
+        assert!(matches!(&r, Err(OpenError::NotAPackage(_))), "{r:?}");
+    }
 
     let unlisted = Evil::new().file("files/a.csv", b"1\n");
     let r = open(&unlisted.seal(&recipient)[..], &identity, &dest("unlisted"));
