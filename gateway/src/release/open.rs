@@ -172,8 +172,18 @@ fn unpack(
         inner: plain,
         failed: age_failed.clone(),
     };
+    // age reports a chunk that fails authentication as invalid data and a stream cut short as
+    // an unexpected end; any other error is the package's reader's own (a disk's, say).
     let layer_error = |e: io::Error| match age_failed.borrow_mut().take() {
-        Some(why) => OpenError::Damaged(why),
+        Some(failed)
+            if matches!(
+                failed.kind(),
+                io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof
+            ) =>
+        {
+            OpenError::Damaged(failed.to_string())
+        }
+        Some(failed) => OpenError::Io(failed),
         None => OpenError::NotAPackage(format!("not zstd-compressed ({e})")),
     };
     let mut zstd = zstd::stream::read::Decoder::new(sealed).map_err(OpenError::Io)?;
@@ -217,16 +227,21 @@ fn unpack(
     sink.finish()
 }
 
-/// An age stream that remembers why it failed.
+/// An age stream that remembers why it failed (the error as it was: zstd wraps it).
 struct Tagged<R> {
     inner: R,
-    failed: Rc<RefCell<Option<String>>>,
+    failed: Rc<RefCell<Option<io::Error>>>,
 }
 
 impl<R: Read> Read for Tagged<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.inner.read(buf).inspect_err(|e| {
-            *self.failed.borrow_mut() = Some(e.to_string());
+        self.inner.read(buf).map_err(|e| {
+            if e.kind() == io::ErrorKind::Interrupted {
+                return e;
+            }
+            let copy = io::Error::new(e.kind(), e.to_string());
+            *self.failed.borrow_mut() = Some(e);
+            copy
         })
     }
 }

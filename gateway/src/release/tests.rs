@@ -390,20 +390,8 @@ fn a_tampered_or_truncated_package_leaves_nothing_behind() {
     let (package, _) = build_to_vec(&files, &recipient);
     let header_end = package.windows(4).position(|w| w == b"\n---").unwrap();
 
-    let mut cases: Vec<(&str, Vec<u8>)> = Vec::new();
-    for at in [
-        header_end + 60,
-        package.len() / 2,
-        package.len() - 20,
-        20,
-        header_end + 10,
-    ] {
-        let mut p = package.clone();
-        p[at] ^= 0x01;
-        cases.push(("a flipped bit", p));
-    }
-    // Cut at a chunk boundary (after the header's MAC line and the 16-byte nonce, chunks of
-    // 64 KiB of plaintext and a 16-byte tag), inside a chunk, and just before the end.
+    // The payload starts after the header's MAC line and the 16-byte nonce, in chunks of
+    // 64 KiB of plaintext and a 16-byte tag.
     let body = header_end
         + 1
         + package[header_end + 1..]
@@ -411,18 +399,34 @@ fn a_tampered_or_truncated_package_leaves_nothing_behind() {
             .position(|b| *b == b'\n')
             .unwrap()
         + 1;
-    for len in [
-        body + 16 + (65536 + 16),
-        package.len() / 2,
-        package.len() - 1,
-    ] {
-        cases.push(("cut short", package[..len].to_vec()));
+    let payload = body + 16;
+    // (what, the package, whether age's authentication is what must refuse it)
+    let mut cases: Vec<(&str, Vec<u8>, bool)> = Vec::new();
+    for at in [payload + 40, package.len() / 2, package.len() - 20] {
+        let mut p = package.clone();
+        p[at] ^= 0x01;
+        cases.push(("a flipped bit in the payload", p, true));
     }
-    for (i, (what, p)) in cases.into_iter().enumerate() {
+    for at in [20, header_end + 10, body + 3] {
+        let mut p = package.clone();
+        p[at] ^= 0x01;
+        cases.push(("a flipped bit in the header or nonce", p, false));
+    }
+    // Cut at a chunk boundary, inside a chunk, and just before the end.
+    for len in [payload + (65536 + 16), package.len() / 2, package.len() - 1] {
+        cases.push(("cut short", package[..len].to_vec(), true));
+    }
+    for (i, (what, p, damaged)) in cases.into_iter().enumerate() {
         let dest = tmp.path().join(format!("out-{i}"));
         std::fs::create_dir(&dest).unwrap();
         let r = open(&p[..], &identity, &dest);
         assert!(r.is_err(), "{what} #{i} opened");
+        if damaged {
+            assert!(
+                matches!(r, Err(OpenError::Damaged(_))),
+                "{what} #{i}: {r:?}"
+            );
+        }
         let left: Vec<_> = std::fs::read_dir(&dest).unwrap().collect();
         assert!(left.is_empty(), "{what} #{i}: {r:?} left {left:?}");
     }
