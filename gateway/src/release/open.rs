@@ -86,6 +86,32 @@ impl From<TarError> for OpenError {
 /// refused too. On any error, what was unpacked is removed again (and `dest` itself, when
 /// this call made it): nothing is left that could pass for a checked release.
 pub fn open(package: impl Read, identity: &str, dest: &Path) -> Result<Opened, OpenError> {
+    open_within(package, identity, dest, Limits::default())
+}
+
+/// The bounds `open` holds a package to; tests lower them to reach them cheaply.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Limits {
+    pub(super) entries: u64,
+    pub(super) names_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            entries: MAX_ENTRIES,
+            names_bytes: MAX_NAMES_BYTES,
+        }
+    }
+}
+
+/// [`open`] within `limits`.
+pub(super) fn open_within(
+    package: impl Read,
+    identity: &str,
+    dest: &Path,
+    limits: Limits,
+) -> Result<Opened, OpenError> {
     let identities = age::IdentityFile::from_buffer(identity.as_bytes())
         .map_err(|e| OpenError::BadIdentity(e.to_string()))?
         .into_identities()
@@ -96,7 +122,7 @@ pub fn open(package: impl Read, identity: &str, dest: &Path) -> Result<Opened, O
         ));
     }
     let made = prepare_dest(dest)?;
-    let result = unpack(package, &identities, dest);
+    let result = unpack(package, &identities, dest, limits);
     if result.is_err() {
         clean(dest, made);
     }
@@ -144,6 +170,7 @@ fn unpack(
     package: impl Read,
     identities: &[Box<dyn age::Identity>],
     dest: &Path,
+    limits: Limits,
 ) -> Result<Opened, OpenError> {
     use age::DecryptError as D;
     let decryptor = age::Decryptor::new(package).map_err(|e| match e {
@@ -198,6 +225,7 @@ fn unpack(
         sums: None,
         metadata: None,
         name_bytes: 0,
+        limits,
     };
     let mut scanner = TarScanner::default();
     let mut buf = vec![0u8; 64 * 1024];
@@ -281,6 +309,7 @@ struct Unpack<'a> {
     metadata: Option<Vec<u8>>,
     /// The bytes of every name so far (they are kept in `kinds`).
     name_bytes: usize,
+    limits: Limits,
 }
 
 impl Unpack<'_> {
@@ -353,9 +382,10 @@ impl Sink for Unpack<'_> {
     type Error = OpenError;
 
     fn entry(&mut self, h: &Header) -> Result<(), OpenError> {
-        if self.kinds.len() as u64 >= MAX_ENTRIES {
+        if self.kinds.len() as u64 >= self.limits.entries {
             return Err(OpenError::Unsafe(format!(
-                "more than {MAX_ENTRIES} entries"
+                "more than {} entries",
+                self.limits.entries
             )));
         }
         let is_dir = match h.kind {
@@ -394,10 +424,10 @@ impl Sink for Unpack<'_> {
             }
         };
         self.name_bytes += name.len();
-        if self.name_bytes > MAX_NAMES_BYTES {
+        if self.name_bytes > self.limits.names_bytes {
             return Err(OpenError::Unsafe(format!(
-                "its names take more than {} MiB",
-                MAX_NAMES_BYTES >> 20
+                "its names take more than {} bytes",
+                self.limits.names_bytes
             )));
         }
         if self.kinds.contains_key(name) {

@@ -534,44 +534,56 @@ fn unsafe_entries_are_refused() {
     assert!(matches!(r, Err(OpenError::Unsafe(_))), "{r:?}");
 }
 
+/// The bounds are reached with lower ones (the defaults' mechanism, without writing 100,000
+/// folders); the defaults themselves are what `open` uses.
 #[test]
-fn the_entry_count_is_bounded() {
+fn entries_and_names_are_bounded() {
     let tmp = tempfile::tempdir().unwrap();
     let (identity, recipient) = key();
-    let mut tar = Vec::new();
-    for i in 0..=MAX_ENTRIES {
-        tar.extend_from_slice(&entry_header(
-            &format!("files/{i}"),
-            EntryKind::Dir,
-            0,
-            0o755,
-        ));
-    }
-    let sealed = Evil { tar }.seal(&recipient);
-    let dest = tmp.path().join("many");
-    let r = open(&sealed[..], &identity, &dest);
-    assert!(matches!(r, Err(OpenError::Unsafe(_))), "{r:?}");
-    assert!(!dest.exists());
-}
+    let limits = open::Limits::default();
+    assert_eq!(limits.entries, MAX_ENTRIES);
+    assert_eq!(limits.names_bytes, 32 << 20);
 
-#[test]
-fn the_names_together_are_bounded() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (identity, recipient) = key();
-    // Long names below one long folder: 4 KiB each, 32 MiB in about 8200 entries.
+    let many = |n: usize, name_len: usize| {
+        let mut tar = Vec::new();
+        for i in 0..n {
+            let name = format!("files/{i:0>name_len$}");
+            tar.extend_from_slice(&entry_header(&name, EntryKind::Dir, 0, 0o755));
+        }
+        Evil { tar }.listed(&[]).seal(&recipient)
+    };
+    let low = open::Limits {
+        entries: 50,
+        names_bytes: 1 << 20,
+    };
+    // `files/` (implied), 47 folders in it and the two listings make 50 entries.
+    let dest = tmp.path().join("fits");
+    open::open_within(&many(47, 8)[..], &identity, &dest, low).unwrap();
+    let dest = tmp.path().join("many");
+    let r = open::open_within(&many(48, 8)[..], &identity, &dest, low);
+    assert!(
+        matches!(&r, Err(OpenError::Unsafe(why)) if why.contains("entries")),
+        "{r:?}"
+    );
+    assert!(!dest.exists());
+
+    // 300 names of about 4,000 bytes: past 1 MiB. (Components are at most 255 bytes: one
+    // long folder above them.)
     let prefix = format!("files/{}", format!("{}/", "d".repeat(250)).repeat(15));
     let mut tar = Vec::new();
-    let mut i = 0;
-    while i * 4000 < 33 << 20 {
-        let name = format!("{prefix}{i:0>width$}", width = 4000 - prefix.len());
+    for i in 0..300 {
+        let name = format!("{prefix}{i:0>200}");
         tar.extend_from_slice(&entry_header(&name, EntryKind::Dir, 0, 0o755));
-        i += 1;
     }
-    let sealed = Evil { tar }.seal(&recipient);
+    let sealed = Evil { tar }.listed(&[]).seal(&recipient);
     let dest = tmp.path().join("names");
-    let r = open(&sealed[..], &identity, &dest);
+    let low = open::Limits {
+        entries: 1000,
+        names_bytes: 1 << 20,
+    };
+    let r = open::open_within(&sealed[..], &identity, &dest, low);
     assert!(
-        matches!(&r, Err(OpenError::Unsafe(why)) if why.contains("MiB")),
+        matches!(&r, Err(OpenError::Unsafe(why)) if why.contains("names take")),
         "{r:?}"
     );
     assert!(!dest.exists());
