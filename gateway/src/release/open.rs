@@ -17,9 +17,11 @@ use super::{FILES_DIR, METADATA_NAME, SUMS_NAME, check_name};
 pub const MAX_ENTRIES: u64 = 100_000;
 /// `SHA256SUMS` and `ro-crate-metadata.json` are read into memory: at most this each.
 const MAX_LISTING_BYTES: usize = 64 << 20;
-/// zstd's window is capped at 2^27 bytes (128 MiB, zstd's own default limit); the builder's
-/// level uses 2 MiB.
-const ZSTD_WINDOW_LOG_MAX: u32 = 27;
+/// The names of all entries together (kept in memory to refuse duplicates): at most this.
+const MAX_NAMES_BYTES: usize = 32 << 20;
+/// zstd's window, which the decoder allocates, is capped at 2^24 bytes (16 MiB). The builder's
+/// level (3) uses 2 MiB, as does `tar --zstd`; levels up to 19 fit.
+const ZSTD_WINDOW_LOG_MAX: u32 = 24;
 
 /// What an opened package held: its files (name inside `files/`, SHA-256, size), sorted by
 /// name, every one of them checked against `SHA256SUMS`, and its RO-Crate metadata.
@@ -46,11 +48,15 @@ pub enum OpenError {
     /// An entry that [`open`] will not write: a link, a device, an absolute path, `..`…
     #[error("the package holds an unsafe entry: {0}")]
     Unsafe(String),
+    /// A file (`name` inside `files/`, as in [`Opened::files`]) whose content is not what
+    /// `SHA256SUMS` says.
     #[error("files/{name} does not match its SHA-256 in SHA256SUMS")]
     Checksum { name: String },
+    /// A name (inside `files/`) that `SHA256SUMS` lists and the package does not hold.
     #[error("files/{name} is listed in SHA256SUMS but not in the package")]
     Missing { name: String },
-    #[error("{name} is in the package but not listed in SHA256SUMS")]
+    /// A file (`name` inside `files/`) that `SHA256SUMS` does not list.
+    #[error("files/{name} is in the package but not listed in SHA256SUMS")]
     Extra { name: String },
     #[error("the destination is not an empty folder")]
     DestNotEmpty,
@@ -68,16 +74,44 @@ impl From<TarError> for OpenError {
 /// blank lines allowed), decompresses it and unpacks it into `dest`, which must be an empty
 /// folder or absent (it is then made). Unpacking is strict: regular files and folders only,
 /// relative names without `.`, `..`, control characters or backslashes, at most
-/// [`MAX_ENTRIES`] entries and names of [`MAX_PATH_BYTES`](super::MAX_PATH_BYTES) bytes; at
-/// the top only `files/`, `SHA256SUMS` and `ro-crate-metadata.json`. Files are written 0644
-/// and folders 0755 whatever the headers say; nothing is ever a link, so nothing written can
-/// land outside `dest`.
+/// [`MAX_ENTRIES`] entries, names of at most [`MAX_PATH_BYTES`](super::MAX_PATH_BYTES) bytes
+/// and 32 MiB of them in all, each entry once; at the top only `files/`, `SHA256SUMS` and
+/// `ro-crate-metadata.json` (anything else there is [`OpenError::NotAPackage`]). Files are
+/// written 0644 and folders 0755 whatever the headers say; nothing is ever a link, so nothing
+/// written can land outside `dest`. Memory stays bounded: file data streams to disk, the two
+/// listings are kept (64 MiB each at most), the zstd window is capped at 16 MiB.
 ///
 /// Then `SHA256SUMS` is checked: every file under `files/` listed, with that digest, and every
 /// name listed present. The whole age stream is read to its end, so a package cut short is
 /// refused too. On any error, what was unpacked is removed again (and `dest` itself, when
 /// this call made it): nothing is left that could pass for a checked release.
 pub fn open(package: impl Read, identity: &str, dest: &Path) -> Result<Opened, OpenError> {
+    open_within(package, identity, dest, Limits::default())
+}
+
+/// The bounds `open` holds a package to; tests lower them to reach them cheaply.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Limits {
+    pub(super) entries: u64,
+    pub(super) names_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            entries: MAX_ENTRIES,
+            names_bytes: MAX_NAMES_BYTES,
+        }
+    }
+}
+
+/// [`open`] within `limits`.
+pub(super) fn open_within(
+    package: impl Read,
+    identity: &str,
+    dest: &Path,
+    limits: Limits,
+) -> Result<Opened, OpenError> {
     let identities = age::IdentityFile::from_buffer(identity.as_bytes())
         .map_err(|e| OpenError::BadIdentity(e.to_string()))?
         .into_identities()
@@ -88,7 +122,7 @@ pub fn open(package: impl Read, identity: &str, dest: &Path) -> Result<Opened, O
         ));
     }
     let made = prepare_dest(dest)?;
-    let result = unpack(package, &identities, dest);
+    let result = unpack(package, &identities, dest, limits);
     if result.is_err() {
         clean(dest, made);
     }
@@ -136,6 +170,7 @@ fn unpack(
     package: impl Read,
     identities: &[Box<dyn age::Identity>],
     dest: &Path,
+    limits: Limits,
 ) -> Result<Opened, OpenError> {
     use age::DecryptError as D;
     let decryptor = age::Decryptor::new(package).map_err(|e| match e {
@@ -164,8 +199,18 @@ fn unpack(
         inner: plain,
         failed: age_failed.clone(),
     };
+    // age reports a chunk that fails authentication as invalid data and a stream cut short as
+    // an unexpected end; any other error is the package's reader's own (a disk's, say).
     let layer_error = |e: io::Error| match age_failed.borrow_mut().take() {
-        Some(why) => OpenError::Damaged(why),
+        Some(failed)
+            if matches!(
+                failed.kind(),
+                io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof
+            ) =>
+        {
+            OpenError::Damaged(failed.to_string())
+        }
+        Some(failed) => OpenError::Io(failed),
         None => OpenError::NotAPackage(format!("not zstd-compressed ({e})")),
     };
     let mut zstd = zstd::stream::read::Decoder::new(sealed).map_err(OpenError::Io)?;
@@ -179,6 +224,8 @@ fn unpack(
         files: BTreeMap::new(),
         sums: None,
         metadata: None,
+        name_bytes: 0,
+        limits,
     };
     let mut scanner = TarScanner::default();
     let mut buf = vec![0u8; 64 * 1024];
@@ -208,18 +255,33 @@ fn unpack(
     sink.finish()
 }
 
-/// An age stream that remembers why it failed.
+/// An age stream that remembers why it failed (the error as it was: zstd wraps it).
 struct Tagged<R> {
     inner: R,
-    failed: Rc<RefCell<Option<String>>>,
+    failed: Rc<RefCell<Option<io::Error>>>,
 }
 
 impl<R: Read> Read for Tagged<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.inner.read(buf).inspect_err(|e| {
-            *self.failed.borrow_mut() = Some(e.to_string());
+        self.inner.read(buf).map_err(|e| {
+            if e.kind() == io::ErrorKind::Interrupted {
+                return e;
+            }
+            let copy = io::Error::new(e.kind(), e.to_string());
+            *self.failed.borrow_mut() = Some(e);
+            copy
         })
     }
+}
+
+/// Where an entry goes.
+enum Place {
+    /// `files/` or a folder in it.
+    Folder,
+    /// A released file: its name inside `files/`.
+    File(String),
+    /// `SHA256SUMS` or `ro-crate-metadata.json`.
+    Listing(&'static str),
 }
 
 enum Current {
@@ -245,6 +307,9 @@ struct Unpack<'a> {
     files: BTreeMap<String, (String, u64)>,
     sums: Option<Vec<u8>>,
     metadata: Option<Vec<u8>>,
+    /// The bytes of every name so far (they are kept in `kinds`).
+    name_bytes: usize,
+    limits: Limits,
 }
 
 impl Unpack<'_> {
@@ -259,11 +324,7 @@ impl Unpack<'_> {
         let mut files = Vec::with_capacity(self.files.len());
         for (name, (sha256, size)) in self.files {
             match listed.remove(&name) {
-                None => {
-                    return Err(OpenError::Extra {
-                        name: format!("{FILES_DIR}/{name}"),
-                    });
-                }
+                None => return Err(OpenError::Extra { name }),
                 Some(expected) if expected != sha256 => return Err(OpenError::Checksum { name }),
                 Some(_) => files.push((name, sha256, size)),
             }
@@ -321,9 +382,10 @@ impl Sink for Unpack<'_> {
     type Error = OpenError;
 
     fn entry(&mut self, h: &Header) -> Result<(), OpenError> {
-        if self.kinds.len() as u64 >= MAX_ENTRIES {
+        if self.kinds.len() as u64 >= self.limits.entries {
             return Err(OpenError::Unsafe(format!(
-                "more than {MAX_ENTRIES} entries"
+                "more than {} entries",
+                self.limits.entries
             )));
         }
         let is_dir = match h.kind {
@@ -343,16 +405,30 @@ impl Sink for Unpack<'_> {
             None => raw,
         };
         check_name(name).map_err(OpenError::Unsafe)?;
-        let top = name.split('/').next().unwrap_or_default();
-        let allowed = match (top, is_dir) {
-            (FILES_DIR, _) => true,
-            (SUMS_NAME | METADATA_NAME, false) => name == top,
-            _ => false,
+        let place = match name.strip_prefix(FILES_DIR) {
+            Some("") if is_dir => Place::Folder,
+            Some(rest) if rest.starts_with('/') => {
+                if is_dir {
+                    Place::Folder
+                } else {
+                    Place::File(rest[1..].to_string())
+                }
+            }
+            _ if !is_dir && name == SUMS_NAME => Place::Listing(SUMS_NAME),
+            _ if !is_dir && name == METADATA_NAME => Place::Listing(METADATA_NAME),
+            _ => {
+                return Err(OpenError::NotAPackage(format!(
+                    "{} at its top: only {FILES_DIR}/, {SUMS_NAME} and {METADATA_NAME} belong there",
+                    h.display_path()
+                )));
+            }
         };
-        if !allowed {
-            return Err(OpenError::Extra {
-                name: name.to_string(),
-            });
+        self.name_bytes += name.len();
+        if self.name_bytes > self.limits.names_bytes {
+            return Err(OpenError::Unsafe(format!(
+                "its names take more than {} bytes",
+                self.limits.names_bytes
+            )));
         }
         if self.kinds.contains_key(name) {
             return Err(unsafe_entry(h, "it appears twice"));
@@ -375,7 +451,7 @@ impl Sink for Unpack<'_> {
             }
         }
         self.kinds.insert(name.to_string(), is_dir);
-        if is_dir {
+        if matches!(place, Place::Folder) {
             match fs::DirBuilder::new().mode(0o755).create(&path) {
                 Ok(()) => {}
                 // Made above as the parent of an earlier entry.
@@ -389,24 +465,19 @@ impl Sink for Unpack<'_> {
             .create_new(true)
             .mode(0o644)
             .open(&path)?;
-        self.current = Some(if top == FILES_DIR {
-            Current::File {
-                name: name[FILES_DIR.len() + 1..].to_string(),
+        self.current = Some(match place {
+            Place::File(name) => Current::File {
+                name,
                 out: BufWriter::with_capacity(64 * 1024, file),
                 hasher: Sha256::new(),
                 size: 0,
-            }
-        } else {
-            drop(file);
-            Current::Listing {
-                which: if top == SUMS_NAME {
-                    SUMS_NAME
-                } else {
-                    METADATA_NAME
-                },
+            },
+            Place::Listing(which) => Current::Listing {
+                which,
                 path,
                 bytes: Vec::new(),
-            }
+            },
+            Place::Folder => unreachable!("folders returned above"),
         });
         Ok(())
     }

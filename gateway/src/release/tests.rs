@@ -390,20 +390,8 @@ fn a_tampered_or_truncated_package_leaves_nothing_behind() {
     let (package, _) = build_to_vec(&files, &recipient);
     let header_end = package.windows(4).position(|w| w == b"\n---").unwrap();
 
-    let mut cases: Vec<(&str, Vec<u8>)> = Vec::new();
-    for at in [
-        header_end + 60,
-        package.len() / 2,
-        package.len() - 20,
-        20,
-        header_end + 10,
-    ] {
-        let mut p = package.clone();
-        p[at] ^= 0x01;
-        cases.push(("a flipped bit", p));
-    }
-    // Cut at a chunk boundary (after the header's MAC line and the 16-byte nonce, chunks of
-    // 64 KiB of plaintext and a 16-byte tag), inside a chunk, and just before the end.
+    // The payload starts after the header's MAC line and the 16-byte nonce, in chunks of
+    // 64 KiB of plaintext and a 16-byte tag.
     let body = header_end
         + 1
         + package[header_end + 1..]
@@ -411,18 +399,34 @@ fn a_tampered_or_truncated_package_leaves_nothing_behind() {
             .position(|b| *b == b'\n')
             .unwrap()
         + 1;
-    for len in [
-        body + 16 + (65536 + 16),
-        package.len() / 2,
-        package.len() - 1,
-    ] {
-        cases.push(("cut short", package[..len].to_vec()));
+    let payload = body + 16;
+    // (what, the package, whether age's authentication is what must refuse it)
+    let mut cases: Vec<(&str, Vec<u8>, bool)> = Vec::new();
+    for at in [payload + 40, package.len() / 2, package.len() - 20] {
+        let mut p = package.clone();
+        p[at] ^= 0x01;
+        cases.push(("a flipped bit in the payload", p, true));
     }
-    for (i, (what, p)) in cases.into_iter().enumerate() {
+    for at in [20, header_end + 10, body + 3] {
+        let mut p = package.clone();
+        p[at] ^= 0x01;
+        cases.push(("a flipped bit in the header or nonce", p, false));
+    }
+    // Cut at a chunk boundary, inside a chunk, and just before the end.
+    for len in [payload + (65536 + 16), package.len() / 2, package.len() - 1] {
+        cases.push(("cut short", package[..len].to_vec(), true));
+    }
+    for (i, (what, p, damaged)) in cases.into_iter().enumerate() {
         let dest = tmp.path().join(format!("out-{i}"));
         std::fs::create_dir(&dest).unwrap();
         let r = open(&p[..], &identity, &dest);
         assert!(r.is_err(), "{what} #{i} opened");
+        if damaged {
+            assert!(
+                matches!(r, Err(OpenError::Damaged(_))),
+                "{what} #{i}: {r:?}"
+            );
+        }
         let left: Vec<_> = std::fs::read_dir(&dest).unwrap().collect();
         assert!(left.is_empty(), "{what} #{i}: {r:?} left {left:?}");
     }
@@ -530,23 +534,58 @@ fn unsafe_entries_are_refused() {
     assert!(matches!(r, Err(OpenError::Unsafe(_))), "{r:?}");
 }
 
+/// The bounds are reached with lower ones (the defaults' mechanism, without writing 100,000
+/// folders); the defaults themselves are what `open` uses.
 #[test]
-fn the_entry_count_is_bounded() {
+fn entries_and_names_are_bounded() {
     let tmp = tempfile::tempdir().unwrap();
     let (identity, recipient) = key();
-    let mut tar = Vec::new();
-    for i in 0..=MAX_ENTRIES {
-        tar.extend_from_slice(&entry_header(
-            &format!("files/{i}"),
-            EntryKind::Dir,
-            0,
-            0o755,
-        ));
-    }
-    let sealed = Evil { tar }.seal(&recipient);
+    let limits = open::Limits::default();
+    assert_eq!(limits.entries, MAX_ENTRIES);
+    assert_eq!(limits.names_bytes, 32 << 20);
+
+    let many = |n: usize, name_len: usize| {
+        let mut tar = Vec::new();
+        for i in 0..n {
+            let name = format!("files/{i:0>name_len$}");
+            tar.extend_from_slice(&entry_header(&name, EntryKind::Dir, 0, 0o755));
+        }
+        Evil { tar }.listed(&[]).seal(&recipient)
+    };
+    let low = open::Limits {
+        entries: 50,
+        names_bytes: 1 << 20,
+    };
+    // `files/` (implied), 47 folders in it and the two listings make 50 entries.
+    let dest = tmp.path().join("fits");
+    open::open_within(&many(47, 8)[..], &identity, &dest, low).unwrap();
     let dest = tmp.path().join("many");
-    let r = open(&sealed[..], &identity, &dest);
-    assert!(matches!(r, Err(OpenError::Unsafe(_))), "{r:?}");
+    let r = open::open_within(&many(48, 8)[..], &identity, &dest, low);
+    assert!(
+        matches!(&r, Err(OpenError::Unsafe(why)) if why.contains("entries")),
+        "{r:?}"
+    );
+    assert!(!dest.exists());
+
+    // 300 names of about 4,000 bytes: past 1 MiB. (Components are at most 255 bytes: one
+    // long folder above them.)
+    let prefix = format!("files/{}", format!("{}/", "d".repeat(250)).repeat(15));
+    let mut tar = Vec::new();
+    for i in 0..300 {
+        let name = format!("{prefix}{i:0>200}");
+        tar.extend_from_slice(&entry_header(&name, EntryKind::Dir, 0, 0o755));
+    }
+    let sealed = Evil { tar }.listed(&[]).seal(&recipient);
+    let dest = tmp.path().join("names");
+    let low = open::Limits {
+        entries: 1000,
+        names_bytes: 1 << 20,
+    };
+    let r = open::open_within(&sealed[..], &identity, &dest, low);
+    assert!(
+        matches!(&r, Err(OpenError::Unsafe(why)) if why.contains("names take")),
+        "{r:?}"
+    );
     assert!(!dest.exists());
 }
 
@@ -572,7 +611,7 @@ fn sums_must_match_exactly() {
         .listed(&[("a.csv", b"1\n")]);
     let r = open(&extra.seal(&recipient)[..], &identity, &dest("extra"));
     assert!(
-        matches!(&r, Err(OpenError::Extra { name }) if name == "files/b.csv"),
+        matches!(&r, Err(OpenError::Extra { name }) if name == "b.csv"),
         "{r:?}"
     );
 
@@ -590,10 +629,16 @@ fn sums_must_match_exactly() {
         .file("README", b"hi")
         .listed(&[("a.csv", b"1\n")]);
     let r = open(&stray.seal(&recipient)[..], &identity, &dest("stray"));
-    assert!(
-        matches!(&r, Err(OpenError::Extra { name }) if name == "README"),
-        "{r:?}"
-    );
+    assert!(matches!(&r, Err(OpenError::NotAPackage(_))), "{r:?}");
+    assert!(!dest("stray").exists());
+    for top in [
+        Evil::new().file("files", b"not a folder"),
+        Evil::new().file("filesX/a", b""),
+        Evil::new().entry("SHA256SUMS", EntryKind::Dir, b""),
+    ] {
+        let r = open(&top.seal(&recipient)[..], &identity, &dest("top"));
+        assert!(matches!(&r, Err(OpenError::NotAPackage(_))), "{r:?}");
+    }
 
     let unlisted = Evil::new().file("files/a.csv", b"1\n");
     let r = open(&unlisted.seal(&recipient)[..], &identity, &dest("unlisted"));
