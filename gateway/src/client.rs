@@ -109,6 +109,21 @@ impl Client {
         self.send(self.req(reqwest::Method::GET, path)).await
     }
 
+    /// Gets one page of a list, with the cursor of the next page when there may be one.
+    pub async fn get_page<T: DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> anyhow::Result<(T, Option<String>)> {
+        let resp = self.answer(self.req(reqwest::Method::GET, path)).await?;
+        let next = resp
+            .headers()
+            .get("x-next-cursor")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let page = resp.json().await.context("reading the gateway's answer")?;
+        Ok((page, next))
+    }
+
     pub async fn post<B: Serialize, T: DeserializeOwned>(
         &self,
         path: &str,

@@ -78,11 +78,12 @@ fn attachment_dto(a: AttachmentRow) -> Attachment {
 
 /// Applications the caller may see, newest first, with filters.
 #[utoipa::path(get, path = "/api/v1/applications", operation_id = "list_applications", tag = "applications", security(("bearer" = [])), params(ListQuery),
-    responses((status = 200, body = Vec<Application>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = Vec<Application>, headers(("x-next-cursor" = String, description = "the cursor of the next page, when there may be one"))),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 pub async fn list(
     cx: Cx,
     ApiQuery(q): ApiQuery<ListQuery>,
-) -> ApiResult<ApiJson<Vec<Application>>> {
+) -> ApiResult<(axum::http::HeaderMap, ApiJson<Vec<Application>>)> {
     let filter = svc::ListFilter {
         kind: q.kind.as_deref().map(str::parse).transpose().map_err(
             |e: policy::review::UnknownKind| {
@@ -97,12 +98,17 @@ pub async fn list(
         project: q.project,
         requester: q.requester,
         limit: q.limit,
+        cursor: q.cursor,
     };
-    let apps = svc::list(&cx.state, &cx.caller, filter).await?;
-    Ok(ApiJson(
-        apps.into_iter()
-            .map(|a| app_summary(&cx.state, a))
-            .collect(),
+    let page = svc::list(&cx.state, &cx.caller, filter).await?;
+    Ok((
+        super::next_cursor(page.next),
+        ApiJson(
+            page.items
+                .into_iter()
+                .map(|a| app_summary(&cx.state, a))
+                .collect(),
+        ),
     ))
 }
 

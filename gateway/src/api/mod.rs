@@ -409,6 +409,15 @@ fn actions_of(route: &str) -> Vec<Action> {
     }
 }
 
+/// The header that carries a list's next cursor (absent on its last page).
+pub(crate) fn next_cursor(next: Option<String>) -> axum::http::HeaderMap {
+    let mut h = axum::http::HeaderMap::new();
+    if let Some(v) = next.and_then(|n| axum::http::HeaderValue::from_str(&n).ok()) {
+        h.insert(axum::http::HeaderName::from_static("x-next-cursor"), v);
+    }
+    h
+}
+
 /// What an authenticated handler starts from: the gateway's state and the verified caller, the
 /// two things every workflow of [`crate::service`] takes.
 pub struct Cx {

@@ -51,6 +51,12 @@ pub(super) enum AppCommand {
         state: Option<String>,
         #[arg(long)]
         project: Option<String>,
+        /// At most this many a page (default 100, at most 1000).
+        #[arg(long)]
+        limit: Option<i64>,
+        /// Every page, not only the newest.
+        #[arg(long)]
+        all: bool,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -147,12 +153,20 @@ pub(super) async fn app(cmd: AppCommand) -> anyhow::Result<ExitCode> {
             kind,
             state,
             project,
+            limit,
+            all,
             client,
         } => {
-            let q = query([("kind", kind), ("state", state), ("project", project)]);
+            let q = query([
+                ("kind", kind),
+                ("state", state),
+                ("project", project),
+                ("limit", limit.map(|l| l.to_string())),
+            ]);
             print_list(
                 &client,
                 &format!("/api/v1/applications{q}"),
+                all,
                 |a: &Application| {
                     println!(
                         "{:<18} {:<9} {:<18} {:<16} {}/{}  {}",

@@ -88,7 +88,7 @@ pub(super) async fn project(cmd: ProjectCommand) -> anyhow::Result<ExitCode> {
             (client, p)
         }
         ProjectCommand::List { client } => {
-            print_list(&client, "/api/v1/projects", |p: &Project| {
+            print_list(&client, "/api/v1/projects", false, |p: &Project| {
                 println!("{:<24} {}", p.id, shown_line(&p.title))
             })
             .await?;

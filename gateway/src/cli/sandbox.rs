@@ -103,7 +103,7 @@ pub(super) async fn image(cmd: ImageCommand) -> anyhow::Result<ExitCode> {
             });
         }
         ImageCommand::List { client } => {
-            print_list(&client, "/api/v1/images", |i: &Image| {
+            print_list(&client, "/api/v1/images", false, |i: &Image| {
                 println!("{:<32} {}  {} bytes", i.name, i.image_id, i.size)
             })
             .await?;
@@ -159,12 +159,17 @@ pub(super) async fn sandbox(cmd: SandboxCommand) -> anyhow::Result<ExitCode> {
         }
         SandboxCommand::List { project, client } => {
             let q = query([("project", project)]);
-            print_list(&client, &format!("/api/v1/sandboxes{q}"), |sb: &Sandbox| {
-                println!(
-                    "{:<18} {:<16} {:<24} {}",
-                    sb.id, sb.project, sb.image, sb.resource_class
-                )
-            })
+            print_list(
+                &client,
+                &format!("/api/v1/sandboxes{q}"),
+                false,
+                |sb: &Sandbox| {
+                    println!(
+                        "{:<18} {:<16} {:<24} {}",
+                        sb.id, sb.project, sb.image, sb.resource_class
+                    )
+                },
+            )
             .await?;
         }
         SandboxCommand::Show(ById { id, client }) => {

@@ -184,12 +184,17 @@ pub(super) async fn audit_list(
         ("after", after.map(|a| a.to_string())),
         ("subject", subject),
     ]);
-    print_list(&client, &format!("/api/v1/audit{q}"), |e: &StoredEvent| {
-        println!(
-            "{:>6}  {}  {:<14} {:<30} {}  {}",
-            e.seq, e.at, e.actor, e.action, e.subject, e.detail
-        )
-    })
+    print_list(
+        &client,
+        &format!("/api/v1/audit{q}"),
+        false,
+        |e: &StoredEvent| {
+            println!(
+                "{:>6}  {}  {:<14} {:<30} {}  {}",
+                e.seq, e.at, e.actor, e.action, e.subject, e.detail
+            )
+        },
+    )
     .await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -88,13 +88,23 @@ pub(super) fn print_with<T: Serialize, P: Serialize>(
 }
 
 /// Gets a list and prints it: as JSON with `--json`, otherwise a line per item as `row` writes
-/// it.
+/// it. With `all`, follows the list's cursors to its end.
 pub(super) async fn print_list<T: Serialize + DeserializeOwned>(
     client: &ClientArgs,
     path: &str,
+    all: bool,
     row: impl Fn(&T),
 ) -> anyhow::Result<()> {
-    let items: Vec<T> = client.client()?.get(path).await?;
+    let c = client.client()?;
+    let (mut items, mut next): (Vec<T>, _) = c.get_page(path).await?;
+    while let (true, Some(cursor)) = (all, next.take()) {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let (more, after): (Vec<T>, _) = c
+            .get_page(&format!("{path}{sep}cursor={}", urlencode(&cursor)))
+            .await?;
+        items.extend(more);
+        next = after;
+    }
     print_as(client, &items, |items| items.iter().for_each(row));
     Ok(())
 }

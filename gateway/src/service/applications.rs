@@ -42,32 +42,76 @@ pub struct ListFilter {
     pub requester: Option<String>,
     /// At most this many (default 100, at most 1000), newest first.
     pub limit: Option<i64>,
+    /// Where the page starts: the cursor the page before ended with.
+    pub cursor: Option<String>,
+}
+
+/// A page of a list, and the cursor of the next one when there may be more.
+#[derive(Debug)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next: Option<String>,
+}
+
+/// An opaque cursor: the position of the last item of a page in the list's order.
+pub(crate) fn cursor_of(at: &str, id: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{at}\n{id}"))
+}
+
+pub(crate) fn parse_cursor(c: &str) -> Result<(String, String)> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(c)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|s| {
+            let (at, id) = s.split_once('\n')?;
+            Some((at.to_owned(), id.to_owned()))
+        })
+        .ok_or_else(|| Error::invalid(ErrorCode::BadFilter, "not a cursor this list gave out"))
 }
 
 /// Applications the caller may see, newest first: exactly those [`show`] opens for them.
-pub async fn list(state: &AppState, caller: &Caller, f: ListFilter) -> Result<Vec<Summary>> {
+/// Two queries a page, whatever its size: the applications, then their votes.
+pub async fn list(state: &AppState, caller: &Caller, f: ListFilter) -> Result<Page<Summary>> {
     allow(caller, Action::AppList, Standing::default())?;
+    let after = f.cursor.as_deref().map(parse_cursor).transpose()?;
     let visible_to = match narrow(caller, Resource::Application) {
         Narrow::Everything => None,
         Narrow::MemberOf(sub) => Some(sub.to_owned()),
-        Narrow::Nothing => return Ok(Vec::new()),
+        Narrow::Nothing => {
+            return Ok(Page {
+                items: Vec::new(),
+                next: None,
+            });
+        }
     };
+    let limit = f.limit.unwrap_or(100).clamp(1, 1000);
     let filter = AppFilter {
         kind: f.kind,
         state: f.state,
         project: f.project,
         requester: f.requester,
         visible_to,
-        limit: f.limit.unwrap_or(100),
+        after,
+        limit,
     };
     let mut conn = state.db.pool().acquire().await?;
     let rows = store::applications(&mut conn, &filter).await?;
-    let mut out = Vec::with_capacity(rows.len());
-    for row in rows {
-        let decisions = store::decisions(&mut conn, &row.id).await?;
-        out.push(Summary { row, decisions });
-    }
-    Ok(out)
+    let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+    let mut decisions = store::decisions_of(&mut conn, &ids).await?;
+    let next = (rows.len() as i64 == limit)
+        .then(|| rows.last().map(|r| cursor_of(&r.created_at, &r.id)))
+        .flatten();
+    let items = rows
+        .into_iter()
+        .map(|row| Summary {
+            decisions: decisions.remove(&row.id).unwrap_or_default(),
+            row,
+        })
+        .collect();
+    Ok(Page { items, next })
 }
 
 /// A new application of a kind made through the generic route (listing, extension, access).

@@ -250,6 +250,9 @@ pub struct AppFilter {
     pub project: Option<String>,
     pub requester: Option<String>,
     pub visible_to: Option<String>,
+    /// Only those after this one in the list's order (newest first): the last of the page
+    /// before, as `(created_at, id)`.
+    pub after: Option<(String, String)>,
     pub limit: i64,
 }
 
@@ -282,8 +285,14 @@ pub async fn applications(
             v.clone(),
         );
     }
+    if let Some((at, id)) = &f.after {
+        push(&mut sql, " AND (created_at < ?", at.clone());
+        push(&mut sql, " OR (created_at = ?", at.clone());
+        push(&mut sql, " AND id < ?))", id.clone());
+    }
+    // The order of the indexes of migration 0008: each filter reads its page off one.
     sql.push_str(&format!(
-        " ORDER BY created_at DESC, id LIMIT {}",
+        " ORDER BY created_at DESC, id DESC LIMIT {}",
         f.limit.clamp(1, 1000)
     ));
     let mut q = sqlx::query(&sql);
@@ -369,6 +378,40 @@ pub async fn decisions(
             comment: r.try_get("comment")?,
             decided_at: r.try_get("decided_at")?,
         });
+    }
+    Ok(out)
+}
+
+/// The decisions of several applications in one query, by application.
+pub async fn decisions_of(
+    conn: &mut AnyConnection,
+    apps: &[&str],
+) -> Result<std::collections::HashMap<String, Vec<DecisionRow>>, sqlx::Error> {
+    let mut out: std::collections::HashMap<String, Vec<DecisionRow>> = Default::default();
+    if apps.is_empty() {
+        return Ok(out);
+    }
+    let marks: Vec<String> = (1..=apps.len()).map(|i| format!("${i}")).collect();
+    let sql = format!(
+        "SELECT application_id, round, reviewer, choice, comment, decided_at FROM decisions \
+         WHERE application_id IN ({}) ORDER BY application_id, round, decided_at, reviewer",
+        marks.join(", ")
+    );
+    let mut q = sqlx::query(&sql);
+    for a in apps {
+        q = q.bind(*a);
+    }
+    for r in q.fetch_all(conn).await? {
+        let choice: String = r.try_get("choice")?;
+        out.entry(r.try_get("application_id")?)
+            .or_default()
+            .push(DecisionRow {
+                round: r.try_get("round")?,
+                reviewer: r.try_get("reviewer")?,
+                choice: choice.parse().map_err(decode_err)?,
+                comment: r.try_get("comment")?,
+                decided_at: r.try_get("decided_at")?,
+            });
     }
     Ok(out)
 }

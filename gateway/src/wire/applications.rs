@@ -126,6 +126,9 @@ pub struct ListQuery {
     pub requester: Option<String>,
     /// At most this many (default 100; fewer than 1 counts as 1, more than 1000 as 1000), newest first.
     pub limit: Option<i64>,
+    /// Where the page starts: the `x-next-cursor` of the page before.
+    #[param(max_length = 512)]
+    pub cursor: Option<String>,
 }
 
 /// The kind is parsed by the handler, so an unknown one is answered `bad_kind`.

@@ -401,3 +401,57 @@ async fn committee_opinions_come_from_outside_the_project_and_refusals_are_audit
     })
     .await;
 }
+
+/// A list pages by cursor, newest first: every application once, in order, across pages of
+/// any size, with the votes of each; the last page has no cursor, and a cursor the gateway
+/// did not give out is refused.
+#[tokio::test]
+async fn lists_page_by_cursor() {
+    each_engine(|app| async move {
+        app.project("p1", &[("ana", "analyst")]).await;
+        let mut made = Vec::new();
+        for _ in 0..7 {
+            made.push(app.application("access", "p1", "ana", "analyst").await);
+        }
+        let (st, b) = app.vote(&made[2], "rev1", "approve").await;
+        assert_eq!(st, StatusCode::OK, "{b}");
+        made.reverse();
+        let rev = app.token("rev", "reviewer");
+        for size in [1, 3, 7, 50] {
+            let mut seen: Vec<String> = Vec::new();
+            let mut cursor: Option<String> = None;
+            let mut pages = 0;
+            loop {
+                let mut url = format!("{}/api/v1/applications?limit={size}", app.url);
+                if let Some(c) = &cursor {
+                    url.push_str(&format!("&cursor={c}"));
+                }
+                let resp = app.http.get(url).bearer_auth(&rev).send().await.unwrap();
+                assert_eq!(resp.status(), StatusCode::OK);
+                cursor = resp
+                    .headers()
+                    .get("x-next-cursor")
+                    .map(|v| v.to_str().unwrap().to_owned());
+                let page: serde_json::Value = resp.json().await.unwrap();
+                for a in page.as_array().unwrap() {
+                    if a["id"] == made[4].as_str() {
+                        assert_eq!(a["approvals"], 1, "votes come with the page: {a}");
+                    }
+                }
+                seen.extend(ids_in(&page).into_iter().map(str::to_owned));
+                pages += 1;
+                if cursor.is_none() {
+                    break;
+                }
+                assert!(pages <= 8, "the cursor never ends");
+            }
+            assert_eq!(seen, made, "pages of {size}");
+        }
+        let (st, b) = app
+            .get("/api/v1/applications?cursor=not-a-cursor", Some(&rev))
+            .await;
+        assert_refused(st, &b, StatusCode::BAD_REQUEST, "bad_filter");
+        app
+    })
+    .await;
+}
