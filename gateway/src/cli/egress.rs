@@ -203,7 +203,7 @@ fn file_line(f: &EgressFile) -> String {
         "    {:<6} {:>12} {}  {} ({})",
         f.outcome.as_str().to_uppercase(),
         f.size,
-        &f.sha256[..16.min(f.sha256.len())],
+        f.sha256,
         shown_line(&f.path),
         f.content_type
     );

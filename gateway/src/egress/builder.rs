@@ -71,7 +71,7 @@ pub async fn run(state: AppState, stop: Stop) {
 async fn build_pending(state: &AppState) {
     let pending = async {
         let mut conn = state.db.pool().acquire().await?;
-        estore::claimable_releases(&mut conn, &crate::time::now()).await
+        estore::claimable_releases(&mut conn, &state.releases.instance, &crate::time::now()).await
     };
     let ids = match pending.await {
         Ok(ids) => ids,
@@ -98,9 +98,11 @@ pub(crate) async fn build_one(state: &AppState, id: &str) -> anyhow::Result<bool
         }
         state.commit(tx).await?;
     }
-    let renew = {
+    // Renews the claim while the build goes on; aborted when this function returns or is
+    // cut short by a stop (its future dropped), so no claim outlives its build.
+    let _renew = AbortOnDrop(tokio::spawn({
         let (state, id, me) = (state.clone(), id.to_owned(), me.clone());
-        tokio::spawn(async move {
+        async move {
             loop {
                 tokio::time::sleep(CLAIM_LEASE / 3).await;
                 let renewed = async {
@@ -116,11 +118,18 @@ pub(crate) async fn build_one(state: &AppState, id: &str) -> anyhow::Result<bool
                     }
                 }
             }
-        })
-    };
-    let built = build_claimed(state, id, &me).await;
-    renew.abort();
-    built.map(|()| true)
+        }
+    }));
+    build_claimed(state, id, &me).await.map(|()| true)
+}
+
+/// A task aborted when this handle is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 async fn build_claimed(state: &AppState, id: &str, me: &str) -> anyhow::Result<()> {

@@ -427,16 +427,21 @@ pub async fn release(
     .transpose()
 }
 
-/// Pending releases nobody holds a live claim on, oldest first.
+/// Pending releases that builder `me` may claim, oldest first: those nobody holds a live claim
+/// on, and those `me` claimed itself (a build of an earlier process of this instance that died,
+/// or one that failed and is tried again).
 pub async fn claimable_releases(
     conn: &mut AnyConnection,
+    me: &str,
     now: &str,
 ) -> Result<Vec<String>, sqlx::Error> {
     sqlx::query(
         "SELECT application_id FROM releases WHERE state = 'pending' \
-         AND (claimed_until IS NULL OR claimed_until <= $1) ORDER BY approved_at, application_id",
+         AND (claimed_until IS NULL OR claimed_until <= $1 OR claimed_by = $2) \
+         ORDER BY approved_at, application_id",
     )
     .bind(now)
+    .bind(me)
     .fetch_all(conn)
     .await?
     .iter()
