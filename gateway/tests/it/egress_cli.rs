@@ -250,6 +250,36 @@ async fn the_cli_requests_reviews_and_downloads_a_release_that_standard_tools_op
         .unwrap()
         .to_owned();
 
+    // A folder that is not empty is refused before anything is downloaded.
+    let full = tmp.path().join("full");
+    std::fs::create_dir(&full).unwrap();
+    std::fs::write(full.join("old.txt"), b"x").unwrap();
+    let out = vre(
+        &app,
+        &ana,
+        &config,
+        &[
+            "release",
+            "download",
+            &id,
+            "--identity",
+            identity.to_str().unwrap(),
+            "-o",
+            full.to_str().unwrap(),
+        ],
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("is not empty"), "{stderr}");
+    let (_, d) = app
+        .get(
+            &format!("/api/v1/applications/{id}/egress"),
+            Some(&app.token("rev-watch", "reviewer")),
+        )
+        .await;
+    assert_eq!(d["release"]["downloads"], 0, "{d}");
+
     // The requester downloads, decrypts, unpacks and verifies it.
     let dest = tmp.path().join("release");
     let said: Value = serde_json::from_str(
