@@ -156,10 +156,21 @@ fn blobs_on_disk(data: &Path) -> BTreeSet<String> {
 }
 
 /// Waits (at most `within`) until the release builder's temporary file holds something; its
-/// path and size then.
-async fn package_being_written(data: &Path, within: Duration, s: &Server) -> (PathBuf, u64) {
+/// path and size then. Fails at once when a package reached the blob store first (the build
+/// was too quick to catch: `BIG_MIB` must grow).
+async fn package_being_written(
+    data: &Path,
+    quarantined: &BTreeSet<String>,
+    within: Duration,
+    s: &Server,
+) -> (PathBuf, u64) {
     let deadline = Instant::now() + within;
     loop {
+        assert_eq!(
+            &blobs_on_disk(data),
+            quarantined,
+            "the package was built before the test saw it being written: make BIG_MIB bigger"
+        );
         if let Some(found) = temp_files(data).into_iter().find(|(p, len)| {
             *len > 0
                 && p.file_name()
@@ -277,7 +288,8 @@ async fn sigkill_while_a_release_is_built_then_the_next_start_builds_it_once() {
             assert_eq!(st, StatusCode::OK, "{b}");
         }
         // The quorum queued the release; the builder starts on it at once.
-        let (temp, size) = package_being_written(&data, Duration::from_secs(60), &server).await;
+        let (temp, size) =
+            package_being_written(&data, &quarantined, Duration::from_secs(60), &server).await;
         server.kill();
         let built_so_far = std::fs::metadata(&temp)
             .unwrap_or_else(|e| {
