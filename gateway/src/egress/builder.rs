@@ -55,9 +55,13 @@ impl Releases {
 /// The worker: builds pending releases until told to stop. A build under way when the stop
 /// comes is cut short; its claim is taken up again at the next start.
 pub async fn run(state: AppState, stop: Stop) {
+    // Until the first look succeeds, releases this instance claimed are taken back at once:
+    // their builder was an earlier process, which died. Later, a claim of ours that failed is
+    // tried again once its lease lapses, as another gateway's would be.
+    let mut at_start = true;
     loop {
         tokio::select! {
-            () = build_pending(&state) => {}
+            looked = build_pending(&state, at_start) => at_start &= !looked,
             () = stop.requested() => return,
         }
         tokio::select! {
@@ -68,16 +72,19 @@ pub async fn run(state: AppState, stop: Stop) {
     }
 }
 
-async fn build_pending(state: &AppState) {
+/// Builds the releases that may be claimed (with `ours`, those this instance claimed too);
+/// false when they could not be listed.
+async fn build_pending(state: &AppState, ours: bool) -> bool {
     let pending = async {
         let mut conn = state.db.pool().acquire().await?;
-        estore::claimable_releases(&mut conn, &state.releases.instance, &crate::time::now()).await
+        let me = ours.then_some(state.releases.instance.as_str());
+        estore::claimable_releases(&mut conn, me, &crate::time::now()).await
     };
     let ids = match pending.await {
         Ok(ids) => ids,
         Err(e) => {
             tracing::warn!(error = %e, "looking for releases to build failed");
-            return;
+            return false;
         }
     };
     for id in ids {
@@ -85,6 +92,7 @@ async fn build_pending(state: &AppState) {
             tracing::error!(application = %id, error = %format!("{e:#}"), "building a release failed; it is tried again");
         }
     }
+    true
 }
 
 /// Claims and builds one release; false when another builder holds it.

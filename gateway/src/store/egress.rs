@@ -427,12 +427,11 @@ pub async fn release(
     .transpose()
 }
 
-/// Pending releases that builder `me` may claim, oldest first: those nobody holds a live claim
-/// on, and those `me` claimed itself (a build of an earlier process of this instance that died,
-/// or one that failed and is tried again).
+/// Pending releases nobody holds a live claim on, oldest first; with `mine`, those claimed by
+/// that builder too (at its start: the claims of an earlier process of the same instance).
 pub async fn claimable_releases(
     conn: &mut AnyConnection,
-    me: &str,
+    mine: Option<&str>,
     now: &str,
 ) -> Result<Vec<String>, sqlx::Error> {
     sqlx::query(
@@ -441,7 +440,7 @@ pub async fn claimable_releases(
          ORDER BY approved_at, application_id",
     )
     .bind(now)
-    .bind(me)
+    .bind(mine)
     .fetch_all(conn)
     .await?
     .iter()
