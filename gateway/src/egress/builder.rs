@@ -10,6 +10,7 @@
 //! quarantined file whose bytes no longer match their hash refuses the release, audited.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -131,6 +132,33 @@ pub(crate) async fn build_one(state: &AppState, id: &str) -> anyhow::Result<bool
     build_claimed(state, id, &me).await.map(|()| true)
 }
 
+/// Sets its flag when dropped.
+struct SetOnDrop(Arc<AtomicBool>);
+
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A file whose writes fail once `cancel` is set.
+struct Cancellable {
+    inner: std::fs::File,
+    cancel: Arc<AtomicBool>,
+}
+
+impl std::io::Write for Cancellable {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.cancel.load(Ordering::Relaxed) {
+            return Err(std::io::Error::other("the release build was cut short"));
+        }
+        self.inner.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 /// A task aborted when this handle is dropped.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
@@ -160,19 +188,32 @@ async fn build_claimed(state: &AppState, id: &str, me: &str) -> anyhow::Result<(
     let recipient = release.recipient.clone();
     let mtime = time::OffsetDateTime::now_utc().unix_timestamp().max(0) as u64;
     let blobs = state.blobs.clone();
+    // A blocking task is not cancelled with the future that waits for it, and the runtime
+    // waits for it at exit: a stop would wait for the whole package. So this function's end,
+    // however it comes, tells the build to stop writing.
+    let cancel = Arc::new(AtomicBool::new(false));
+    let _cut_short = SetOnDrop(cancel.clone());
+    let building = id.to_owned();
     let built = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
         let (path, file) = blobs.temp_file()?;
+        let file = Cancellable {
+            inner: file,
+            cancel: cancel.clone(),
+        };
         let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
         let result = release::build(&package_files, &metadata, &recipient, mtime, &mut out);
         match result {
             Ok(b) => {
-                let file = out.into_inner().map_err(|e| e.into_error())?;
+                let file = out.into_inner().map_err(|e| e.into_error())?.inner;
                 file.sync_all()?;
                 Ok(Ok(blobs.finished(path, b.sha256, b.size)))
             }
             Err(e) => {
                 drop(out);
                 let _ = std::fs::remove_file(&path);
+                if cancel.load(Ordering::Relaxed) {
+                    tracing::info!(application = %building, "a release build was cut short; it is built again from the start");
+                }
                 Ok(Err(e))
             }
         }

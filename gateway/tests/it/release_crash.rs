@@ -247,8 +247,26 @@ fn sha256_of(path: &Path) -> String {
     hex::encode(h.finalize())
 }
 
+/// How the gateway is stopped while it builds.
+#[derive(Clone, Copy, Debug)]
+enum Interrupt {
+    /// SIGKILL: the half-written package stays in `tmp/` until the next start sweeps it.
+    Kill,
+    /// SIGTERM: the build is cut short, its file removed, and the gateway exits 0 at once.
+    Term,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigkill_while_a_release_is_built_then_the_next_start_builds_it_once() {
+    interrupted_build(Interrupt::Kill).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_cuts_a_release_build_short_and_the_next_start_builds_it_once() {
+    interrupted_build(Interrupt::Term).await;
+}
+
+async fn interrupted_build(how: Interrupt) {
     if !docker_available() {
         return;
     }
@@ -290,20 +308,41 @@ async fn sigkill_while_a_release_is_built_then_the_next_start_builds_it_once() {
         // The quorum queued the release; the builder starts on it at once.
         let (temp, size) =
             package_being_written(&data, &quarantined, Duration::from_secs(60), &server).await;
-        server.kill();
-        let built_so_far = std::fs::metadata(&temp)
-            .unwrap_or_else(|e| {
-                panic!(
-                    "the package was finished before the kill ({e}): make it bigger: {}",
-                    server.log_text()
-                )
-            })
-            .len();
-        eprintln!(
-            "{engine:?}: killed with {size}..{built_so_far} bytes of the package written, \
-             {:?} in",
-            started.elapsed()
-        );
+        match how {
+            Interrupt::Kill => {
+                server.kill();
+                let built_so_far = std::fs::metadata(&temp)
+                    .unwrap_or_else(|e| {
+                        panic!(
+                            "the package was finished before the kill ({e}): make it bigger: {}",
+                            server.log_text()
+                        )
+                    })
+                    .len();
+                eprintln!(
+                    "{engine:?}: killed with {size}..{built_so_far} bytes of the package \
+                     written, {:?} in",
+                    started.elapsed()
+                );
+            }
+            Interrupt::Term => {
+                let asked = Instant::now();
+                // Exits 0 within the bound, the runtime waiting for no blocking build.
+                server.stop().await;
+                eprintln!(
+                    "{engine:?}: stopped {:?} after SIGTERM with {size} bytes of the package \
+                     written, {:?} in",
+                    asked.elapsed(),
+                    started.elapsed()
+                );
+                let log = server.log_text();
+                assert!(
+                    log.contains("a release build was cut short"),
+                    "the build was not cut short: {log}"
+                );
+                assert!(!temp.exists(), "the cut-short build left its file");
+            }
+        }
 
         // Nothing of it is recorded or kept.
         let (release, app_state) = release_row(&data, url, &id).await;
@@ -322,7 +361,7 @@ async fn sigkill_while_a_release_is_built_then_the_next_start_builds_it_once() {
             "a package reached the blob store"
         );
 
-        // The next start sweeps the half-written file and builds the release again, whole.
+        // The next start sweeps what is left and builds the release again, whole.
         let restarted = Instant::now();
         let mut server = Server::start_with(&data, url, root.path().join("second.log"), &settings);
         assert!(!temp.exists(), "the half-written package was not swept");
