@@ -138,8 +138,11 @@ pub async fn resubmit(
     params(("id" = String, Path)),
     responses((status = 200, body = EgressDetail), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn show(cx: Cx, Path(id): Path<String>) -> ApiResult<ApiJson<EgressDetail>> {
-    let d = svc::detail(&cx.state, &cx.caller, &id).await?;
+    // The application first: it is released in the transaction that records the release
+    // built, so an answer that says `released` also shows the package. (Read the other way
+    // round, a build committed between the two reads gave `released` beside `pending`.)
     let app = crate::service::applications::show(&cx.state, &cx.caller, &id).await?;
+    let d = svc::detail(&cx.state, &cx.caller, &id).await?;
     let summary = crate::service::applications::Summary {
         row: app.row,
         decisions: app.decisions,

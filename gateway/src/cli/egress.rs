@@ -203,7 +203,7 @@ fn file_line(f: &EgressFile) -> String {
         "    {:<6} {:>12} {}  {} ({})",
         f.outcome.as_str().to_uppercase(),
         f.size,
-        &f.sha256[..16.min(f.sha256.len())],
+        f.sha256,
         shown_line(&f.path),
         f.content_type
     );
@@ -476,6 +476,9 @@ pub(super) async fn release(cmd: ReleaseCommand) -> anyhow::Result<ExitCode> {
             };
             let key = std::fs::read_to_string(&identity)
                 .with_context(|| format!("reading the identity {}", identity.display()))?;
+            // Before the download, which the gateway counts and audits: a package that cannot
+            // be unpacked here is not fetched.
+            ensure_empty_or_absent(&output)?;
             let c = client.client()?;
             let package = match &keep_package {
                 Some(p) => p.clone(),
@@ -488,12 +491,20 @@ pub(super) async fn release(cmd: ReleaseCommand) -> anyhow::Result<ExitCode> {
                     dir.join(format!(".{id}.tar.zst.age.part"))
                 }
             };
-            let announced = c
+            let announced = match c
                 .download(
                     &format!("/api/v1/applications/{}/release", urlencode(&id)),
                     &package,
                 )
-                .await?;
+                .await
+            {
+                Ok(a) => a,
+                Err(e) => {
+                    // What arrived of a transfer cut short is not the package.
+                    let _ = std::fs::remove_file(&package);
+                    return Err(e);
+                }
+            };
             let result = tokio::task::spawn_blocking({
                 let (package, output) = (package.clone(), output.clone());
                 move || -> anyhow::Result<_> {
@@ -552,6 +563,26 @@ pub(super) async fn release(cmd: ReleaseCommand) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Refuses an output that `release::open` would refuse: anything but an empty folder or
+/// nothing.
+fn ensure_empty_or_absent(output: &Path) -> anyhow::Result<()> {
+    match std::fs::read_dir(output) {
+        Ok(mut entries) => anyhow::ensure!(
+            entries.next().is_none(),
+            "{} is not empty: name a new or empty folder",
+            output.display()
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(anyhow::Error::new(e).context(format!(
+                "{} is not a folder that can be unpacked into",
+                output.display()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The recipient of the X25519 identity in an identity file's text (comments allowed).

@@ -10,6 +10,7 @@
 //! quarantined file whose bytes no longer match their hash refuses the release, audited.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -55,9 +56,13 @@ impl Releases {
 /// The worker: builds pending releases until told to stop. A build under way when the stop
 /// comes is cut short; its claim is taken up again at the next start.
 pub async fn run(state: AppState, stop: Stop) {
+    // Until the first look succeeds, releases this instance claimed are taken back at once:
+    // their builder was an earlier process, which died. Later, a claim of ours that failed is
+    // tried again once its lease lapses, as another gateway's would be.
+    let mut at_start = true;
     loop {
         tokio::select! {
-            () = build_pending(&state) => {}
+            looked = build_pending(&state, at_start) => at_start &= !looked,
             () = stop.requested() => return,
         }
         tokio::select! {
@@ -68,16 +73,19 @@ pub async fn run(state: AppState, stop: Stop) {
     }
 }
 
-async fn build_pending(state: &AppState) {
+/// Builds the releases that may be claimed (with `ours`, those this instance claimed too);
+/// false when they could not be listed.
+async fn build_pending(state: &AppState, ours: bool) -> bool {
     let pending = async {
         let mut conn = state.db.pool().acquire().await?;
-        estore::claimable_releases(&mut conn, &crate::time::now()).await
+        let me = ours.then_some(state.releases.instance.as_str());
+        estore::claimable_releases(&mut conn, me, &crate::time::now()).await
     };
     let ids = match pending.await {
         Ok(ids) => ids,
         Err(e) => {
             tracing::warn!(error = %e, "looking for releases to build failed");
-            return;
+            return false;
         }
     };
     for id in ids {
@@ -85,6 +93,7 @@ async fn build_pending(state: &AppState) {
             tracing::error!(application = %id, error = %format!("{e:#}"), "building a release failed; it is tried again");
         }
     }
+    true
 }
 
 /// Claims and builds one release; false when another builder holds it.
@@ -98,9 +107,11 @@ pub(crate) async fn build_one(state: &AppState, id: &str) -> anyhow::Result<bool
         }
         state.commit(tx).await?;
     }
-    let renew = {
+    // Renews the claim while the build goes on; aborted when this function returns or is
+    // cut short by a stop (its future dropped), so no claim outlives its build.
+    let _renew = AbortOnDrop(tokio::spawn({
         let (state, id, me) = (state.clone(), id.to_owned(), me.clone());
-        tokio::spawn(async move {
+        async move {
             loop {
                 tokio::time::sleep(CLAIM_LEASE / 3).await;
                 let renewed = async {
@@ -116,11 +127,45 @@ pub(crate) async fn build_one(state: &AppState, id: &str) -> anyhow::Result<bool
                     }
                 }
             }
-        })
-    };
-    let built = build_claimed(state, id, &me).await;
-    renew.abort();
-    built.map(|()| true)
+        }
+    }));
+    build_claimed(state, id, &me).await.map(|()| true)
+}
+
+/// Sets its flag when dropped.
+struct SetOnDrop(Arc<AtomicBool>);
+
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A file whose writes fail once `cancel` is set.
+struct Cancellable {
+    inner: std::fs::File,
+    cancel: Arc<AtomicBool>,
+}
+
+impl std::io::Write for Cancellable {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.cancel.load(Ordering::Relaxed) {
+            return Err(std::io::Error::other("the release build was cut short"));
+        }
+        self.inner.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// A task aborted when this handle is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 async fn build_claimed(state: &AppState, id: &str, me: &str) -> anyhow::Result<()> {
@@ -143,19 +188,32 @@ async fn build_claimed(state: &AppState, id: &str, me: &str) -> anyhow::Result<(
     let recipient = release.recipient.clone();
     let mtime = time::OffsetDateTime::now_utc().unix_timestamp().max(0) as u64;
     let blobs = state.blobs.clone();
+    // A blocking task is not cancelled with the future that waits for it, and the runtime
+    // waits for it at exit: a stop would wait for the whole package. So this function's end,
+    // however it comes, tells the build to stop writing.
+    let cancel = Arc::new(AtomicBool::new(false));
+    let _cut_short = SetOnDrop(cancel.clone());
+    let building = id.to_owned();
     let built = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
         let (path, file) = blobs.temp_file()?;
+        let file = Cancellable {
+            inner: file,
+            cancel: cancel.clone(),
+        };
         let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
         let result = release::build(&package_files, &metadata, &recipient, mtime, &mut out);
         match result {
             Ok(b) => {
-                let file = out.into_inner().map_err(|e| e.into_error())?;
+                let file = out.into_inner().map_err(|e| e.into_error())?.inner;
                 file.sync_all()?;
                 Ok(Ok(blobs.finished(path, b.sha256, b.size)))
             }
             Err(e) => {
                 drop(out);
                 let _ = std::fs::remove_file(&path);
+                if cancel.load(Ordering::Relaxed) {
+                    tracing::info!(application = %building, "a release build was cut short; it is built again from the start");
+                }
                 Ok(Err(e))
             }
         }

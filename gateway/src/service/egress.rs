@@ -985,7 +985,9 @@ pub async fn register_key(
         &recipient,
         &crate::time::now(),
     )
-    .await?;
+    .await?
+    // Registering the same recipient again (`vre keys init` run twice) replaces nothing.
+    .filter(|old| *old != recipient);
     tx.audit(NewEvent {
         actor: caller.sub.as_str(),
         action: "key.register",

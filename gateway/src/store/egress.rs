@@ -427,16 +427,20 @@ pub async fn release(
     .transpose()
 }
 
-/// Pending releases nobody holds a live claim on, oldest first.
+/// Pending releases nobody holds a live claim on, oldest first; with `mine`, those claimed by
+/// that builder too (at its start: the claims of an earlier process of the same instance).
 pub async fn claimable_releases(
     conn: &mut AnyConnection,
+    mine: Option<&str>,
     now: &str,
 ) -> Result<Vec<String>, sqlx::Error> {
     sqlx::query(
         "SELECT application_id FROM releases WHERE state = 'pending' \
-         AND (claimed_until IS NULL OR claimed_until <= $1) ORDER BY approved_at, application_id",
+         AND (claimed_until IS NULL OR claimed_until <= $1 OR claimed_by = $2) \
+         ORDER BY approved_at, application_id",
     )
     .bind(now)
+    .bind(mine)
     .fetch_all(conn)
     .await?
     .iter()

@@ -36,15 +36,25 @@ impl Drop for Reaped {
 }
 
 /// One `vre server` process.
-struct Server {
+pub(crate) struct Server {
     child: Reaped,
-    url: String,
-    http: reqwest::Client,
+    pub(crate) url: String,
+    pub(crate) http: reqwest::Client,
     log: PathBuf,
 }
 
 impl Server {
-    fn start(data_dir: &Path, database_url: Option<&str>, log: PathBuf) -> Server {
+    pub(crate) fn start(data_dir: &Path, database_url: Option<&str>, log: PathBuf) -> Server {
+        Self::start_with(data_dir, database_url, log, &[])
+    }
+
+    /// Starts one with these `VRE_*` settings besides the data dir and the database.
+    pub(crate) fn start_with(
+        data_dir: &Path,
+        database_url: Option<&str>,
+        log: PathBuf,
+        settings: &[(&str, &str)],
+    ) -> Server {
         let mut c = vre_command();
         c.arg("server")
             .arg("--data-dir")
@@ -59,6 +69,7 @@ impl Server {
         if let Some(url) = database_url {
             c.env("VRE_DATABASE_URL", url);
         }
+        c.envs(settings.iter().copied());
         let mut child = Reaped(c.spawn().expect("starting vre server"));
         let stdout = child.0.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
@@ -93,12 +104,12 @@ impl Server {
         }
     }
 
-    fn log_text(&self) -> String {
+    pub(crate) fn log_text(&self) -> String {
         read_log(&self.log)
     }
 
     /// SIGKILL, and reap.
-    fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         self.child.0.kill().unwrap();
         self.child.0.wait().unwrap();
     }
@@ -127,7 +138,7 @@ impl Server {
     }
 
     /// Stops it with SIGTERM and checks that it exits 0 in time.
-    async fn stop(&mut self) {
+    pub(crate) async fn stop(&mut self) {
         self.sigterm();
         let status = self.exited(STOP_WITHIN).await;
         assert!(status.success(), "{status}: {}", self.log_text());
@@ -139,7 +150,9 @@ fn read_log(path: &Path) -> String {
 }
 
 /// One request; `Err` when no complete answer came (the gateway went away).
-async fn send(req: reqwest::RequestBuilder) -> Result<(StatusCode, Value), reqwest::Error> {
+pub(crate) async fn send(
+    req: reqwest::RequestBuilder,
+) -> Result<(StatusCode, Value), reqwest::Error> {
     let resp = tokio::time::timeout(Duration::from_secs(30), req.send())
         .await
         .expect("an answer or an error within 30 s")?;
@@ -150,7 +163,7 @@ async fn send(req: reqwest::RequestBuilder) -> Result<(StatusCode, Value), reqwe
     Ok((status, body))
 }
 
-async fn post(
+pub(crate) async fn post(
     s: &Server,
     path: &str,
     token: &str,
@@ -165,7 +178,7 @@ async fn post(
     .await
 }
 
-async fn get(s: &Server, path: &str, token: &str) -> Value {
+pub(crate) async fn get(s: &Server, path: &str, token: &str) -> Value {
     let (st, v) = send(s.http.get(format!("{}{path}", s.url)).bearer_auth(token))
         .await
         .unwrap();
@@ -436,7 +449,7 @@ fn settings(data_dir: &Path, database_url: Option<&str>) -> Settings {
     }
 }
 
-async fn database(engine: Engine) -> Option<PgDatabase> {
+pub(crate) async fn database(engine: Engine) -> Option<PgDatabase> {
     match engine {
         Engine::Sqlite => None,
         Engine::Postgres => Some(PgDatabase::create().await),
