@@ -24,6 +24,7 @@ use crate::state::AppState;
 use crate::store::egress::{self as estore, FileRow, ReleaseRow, RoundRow};
 use crate::store::sandboxes::{self as sstore, SandboxRow};
 use crate::store::{self, AppRow};
+use crate::wire::egress::{MAX_EXCEPTION, MAX_OUTPUT_PATH, MAX_PATHS};
 
 /// How long a hold lasts unless its holder renews it; a gateway that dies lets it lapse.
 const HOLD_LEASE: Duration = Duration::from_secs(30);
@@ -311,7 +312,7 @@ fn clean_paths(paths: &[String]) -> Result<Vec<String>> {
             "name at least one file or folder under /vre/output",
         ));
     }
-    if paths.len() > 1000 {
+    if paths.len() > MAX_PATHS {
         return Err(Error::invalid(
             ErrorCode::BadPath,
             "a request names at most 1000 paths (name their folder instead)",
@@ -320,6 +321,13 @@ fn clean_paths(paths: &[String]) -> Result<Vec<String>> {
     let mut out = Vec::with_capacity(paths.len());
     let mut bad = Vec::new();
     for p in paths {
+        if p.len() > MAX_OUTPUT_PATH {
+            bad.push(format!(
+                "a path of {} bytes (at most {MAX_OUTPUT_PATH})",
+                p.len()
+            ));
+            continue;
+        }
         match sandbox_runner::output_path(p) {
             Ok(p) => out.push(p),
             Err(e) => bad.push(format!("{p:?}: {e}")),
@@ -334,9 +342,24 @@ fn clean_paths(paths: &[String]) -> Result<Vec<String>> {
 }
 
 fn clean_exceptions(ex: &[(String, String)]) -> Result<Vec<(String, String)>> {
+    if ex.len() > MAX_PATHS {
+        return Err(Error::invalid(
+            ErrorCode::BadException,
+            format!("at most {MAX_PATHS} exceptions (one per file)"),
+        ));
+    }
     let mut out: Vec<(String, String)> = Vec::with_capacity(ex.len());
     for (path, text) in ex {
-        check_text("an exception", text, 16 * 1024, true).map_err(|_| {
+        if path.len() > MAX_OUTPUT_PATH {
+            return Err(Error::invalid(
+                ErrorCode::BadException,
+                format!(
+                    "an exception names a path of {} bytes (at most {MAX_OUTPUT_PATH})",
+                    path.len()
+                ),
+            ));
+        }
+        check_text("an exception", text, MAX_EXCEPTION, true).map_err(|_| {
             Error::invalid(
                 ErrorCode::BadException,
                 format!("the exception for {path} needs a reason of 1 to 16384 bytes"),
