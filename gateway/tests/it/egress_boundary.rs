@@ -1,6 +1,7 @@
 //! No door hands quarantined bytes back to the requester. Files of a sandbox's output folder are
-//! asked for (a text that holds a unique marker, a table in a subfolder with it in a cell, a file
-//! that holds nothing but the marker); then every GET route of the live OpenAPI document is
+//! asked for (a text that holds a unique marker; a table in a subfolder with it in a cell and in
+//! two column names the checks flag, a small count's and an identifier's; a file that holds
+//! nothing but the marker); then every GET route of the live OpenAPI document is
 //! called, its parameters filled with the egress application, the sandbox, the run that wrote
 //! the files, the project and the files' paths, with the requester's token and with a project
 //! colleague's: the marker is in no answer (body or headers), whatever its status. A reviewer's
@@ -213,7 +214,7 @@ async fn boundary_on(engine: Engine) {
     let marker = format!("{a}{b}");
     let script = format!(
         "cd /vre/output && a={a} && b={b} && printf 'notes: %s%s\\n' \"$a\" \"$b\" > secret.txt \
-         && mkdir -p sub/deep && printf 'group,label\\nA,%s%s\\n' \"$a\" \"$b\" > sub/deep/table.csv \
+         && mkdir -p sub/deep && printf 'group,label,n_%s%s,%s%s_id\\nA,%s%s,3,x1\\n' \"$a\" \"$b\" \"$a\" \"$b\" \"$a\" \"$b\" > sub/deep/table.csv \
          && printf '%s%s' \"$a\" \"$b\" > only.txt"
     );
     assert!(!script.contains(&marker));
@@ -221,6 +222,21 @@ async fn boundary_on(engine: Engine) {
     let done = app.run_reaching(&ana, &run, "finished").await;
     assert_eq!(done["exit_code"], 0, "{done}");
 
+    // Without exceptions the checks refuse the table (an identifier's column); the refusal says
+    // why without quoting it.
+    let (st, r) = app
+        .post(
+            "/api/v1/egress",
+            Some(&ana),
+            &json!({"sandbox": sandbox, "paths": ["secret.txt", "sub", "only.txt"],
+                    "justification": "labels for the paper"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{r}");
+    assert!(
+        !r.to_string().contains(&marker),
+        "the refusal carries the marker: {r}"
+    );
     let exceptions: serde_json::Map<String, Value> = FILES
         .iter()
         .map(|f| (f.to_string(), json!("a label, not a person")))
