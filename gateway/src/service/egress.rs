@@ -746,31 +746,37 @@ pub async fn preview(
     path: &str,
     round: Option<i64>,
 ) -> Result<Preview> {
-    let mut tx = state.db.begin_write().await?;
-    let app = super::applications::seen(tx.conn(), caller, id).await?;
-    allow(caller, Action::QuarantineRead, app.standing)?;
-    let members = store::members(tx.conn(), &app.object.project_id).await?;
-    let conflicted: Vec<&str> = members.iter().map(|m| m.subject.as_str()).collect();
-    if let Err(refusal) =
-        policy::review::may_give_opinion(&app.object.requester, &conflicted, caller.sub.as_str())
-    {
-        drop(tx);
-        return Err(Error::Forbidden {
-            code: ErrorCode::SeparationOfDuties,
-            message: match refusal {
-                policy::review::Refusal::OwnOpinion => {
-                    "quarantined files are read by reviewers, never by their requester".into()
-                }
-                _ => "quarantined files are read by reviewers from outside the project".into(),
-            },
-        });
-    }
-    let round = round.unwrap_or(app.object.round);
-    let file = estore::files(tx.conn(), id, Some(round))
-        .await?
-        .into_iter()
-        .find(|f| f.path == path)
-        .ok_or(Error::NotFound("file"))?;
+    // Checked and read on a connection of the pool, as ingress reads are: only the audit event
+    // takes the write lock every writer waits for, not a refused caller nor the file's read.
+    let (round, file) = {
+        let mut conn = state.db.pool().acquire().await?;
+        let app = super::applications::seen(&mut conn, caller, id).await?;
+        allow(caller, Action::QuarantineRead, app.standing)?;
+        let members = store::members(&mut conn, &app.object.project_id).await?;
+        let conflicted: Vec<&str> = members.iter().map(|m| m.subject.as_str()).collect();
+        if let Err(refusal) = policy::review::may_give_opinion(
+            &app.object.requester,
+            &conflicted,
+            caller.sub.as_str(),
+        ) {
+            return Err(Error::Forbidden {
+                code: ErrorCode::SeparationOfDuties,
+                message: match refusal {
+                    policy::review::Refusal::OwnOpinion => {
+                        "quarantined files are read by reviewers, never by their requester".into()
+                    }
+                    _ => "quarantined files are read by reviewers from outside the project".into(),
+                },
+            });
+        }
+        let round = round.unwrap_or(app.object.round);
+        let file = estore::files(&mut conn, id, Some(round))
+            .await?
+            .into_iter()
+            .find(|f| f.path == path)
+            .ok_or(Error::NotFound("file"))?;
+        (round, file)
+    };
     let blob = state.blobs.path_of(&file.sha256)?;
     let prefix = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
         use std::io::Read;
@@ -798,6 +804,7 @@ pub async fn preview(
         },
         _ => PreviewBody::None(format!("no preview of {} content", file.content_type)),
     };
+    let mut tx = state.db.begin_write().await?;
     tx.audit(NewEvent {
         actor: caller.sub.as_str(),
         action: "content.read",
