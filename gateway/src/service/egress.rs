@@ -875,6 +875,12 @@ pub struct Download {
 }
 
 pub async fn download(state: &AppState, caller: &Caller, id: &str) -> Result<Download> {
+    // A caller refused here never waits for, nor holds, the write lock; asked again inside.
+    {
+        let mut conn = state.db.pool().acquire().await?;
+        let app = super::applications::seen(&mut conn, caller, id).await?;
+        allow(caller, Action::ReleaseDownload, app.standing)?;
+    }
     let mut tx = state.db.begin_write().await?;
     let app = super::applications::seen(tx.conn(), caller, id).await?;
     allow(caller, Action::ReleaseDownload, app.standing)?;
