@@ -5,13 +5,21 @@
 # `st run` with its default checks and phases. Fails when schemathesis reports any failure or
 # error, or leaves an operation untested.
 #
-#   pip install schemathesis && deploy/dev/schemathesis.sh
+#   deploy/dev/schemathesis.sh   (installs schemathesis 4.32.5 into target/schemathesis-venv)
 #
 # VRE_BIN=path/to/vre skips the build; extra arguments go to `st run` (e.g. --max-examples 20).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-command -v st >/dev/null || { echo "schemathesis.sh: no \`st\`: pip install schemathesis" >&2; exit 2; }
+# schemathesis from its own venv (target/schemathesis-venv), made on first use: the version the
+# checks were tuned against, whatever else the machine has.
+st_version=4.32.5
+venv=target/schemathesis-venv
+if ! "$venv/bin/st" --version 2>/dev/null | grep -qF "$st_version"; then
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q "schemathesis==$st_version"
+fi
+st=$PWD/$venv/bin/st
 vre=${VRE_BIN:-}
 if [ -z "$vre" ]; then
     cargo build --locked --bin vre
@@ -45,13 +53,40 @@ for _ in $(seq 1 300); do
     sleep 0.1
 done
 token=$("$vre" token issue --sub root --role admin,analyst --data-dir "$data")
-# A project whose analyst the token is, for uploads (see schemathesis.toml).
-export VRE_ST_PROJECT=st-project
-"$vre" project create "$VRE_ST_PROJECT" --title "schemathesis" --member root:analyst \
+# A project whose analyst the token is, for uploads (see schemathesis.toml). The VRE_ST_*
+# values are for schemathesis only: `vre` would warn of variables it does not know.
+st_project=st-project
+"$vre" project create "$st_project" --title "schemathesis" --member root:analyst \
     --url "$url" --token "$token" --ca "$data/tls/ca.pem" >/dev/null
 
+# An egress application (see schemathesis.toml), so the egress routes reach their logic and
+# their answers are checked against the schema: on the local engine, a sandbox of a project of
+# its own whose run wrote a small table, asked for by that project's analyst (not the token's
+# subject, who reads it as an admin). Without an engine, the routes get an id that names
+# nothing.
+st_egress=app-none
+if command -v docker >/dev/null && docker image inspect vre-test/busybox:latest >/dev/null 2>&1; then
+    api() { # METHOD PATH [BODY] [TOKEN]: the answer's body; fails on an error status
+        curl -sf --cacert "$data/tls/ca.pem" -X "$1" -H "Authorization: Bearer ${4:-$token}" \
+            -H 'Content-Type: application/json' ${3:+-d "$3"} "$url$2"
+    }
+    field() { python3 -c 'import json, sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
+    op=$("$vre" token issue --sub st-operator --role operator --data-dir "$data")
+    analyst=$("$vre" token issue --sub st-analyst --role analyst --data-dir "$data")
+    "$vre" project create st-egress --title "schemathesis egress" --member st-analyst:analyst --commands any \
+        --url "$url" --token "$token" --ca "$data/tls/ca.pem" >/dev/null
+    api POST /api/v1/images '{"name": "vre-test/busybox:latest"}' "$op" >/dev/null
+    sandbox=$(api POST /api/v1/sandboxes '{"project": "st-egress", "image": "vre-test/busybox:latest"}' "$analyst" | field id)
+    run=$(api POST "/api/v1/sandboxes/$sandbox/runs" \
+        '{"cmd": ["sh", "-c", "printf \"group,count\\nA,25\\n\" > /vre/output/counts.csv"]}' "$analyst" | field id)
+    [ "$(api GET "/api/v1/runs/$run?wait=60" "" "$analyst" | field exit_code)" = 0 ] || { echo "schemathesis.sh: the seeding run failed" >&2; exit 1; }
+    api PUT /api/v1/keys/me '{"recipient": "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"}' "$analyst" >/dev/null
+    st_egress=$(api POST /api/v1/egress \
+        "{\"sandbox\": \"$sandbox\", \"paths\": [\"counts.csv\"], \"justification\": \"seed\"}" "$analyst" | field id)
+fi
+
 set +e
-(cd "$work" && st --config-file "$OLDPWD/deploy/dev/schemathesis.toml" run "$url/openapi.json" --tls-verify "$data/tls/ca.pem" -H "Authorization: Bearer $token" \
+(cd "$work" && VRE_ST_PROJECT=$st_project VRE_ST_EGRESS=$st_egress "$st" --config-file "$OLDPWD/deploy/dev/schemathesis.toml" run "$url/openapi.json" --tls-verify "$data/tls/ca.pem" -H "Authorization: Bearer $token" \
     --output-sanitize false "$@") 2>&1 | tee "$work/st.log"
 status=${PIPESTATUS[0]}
 set -e

@@ -24,6 +24,7 @@ use crate::state::AppState;
 use crate::store::egress::{self as estore, FileRow, ReleaseRow, RoundRow};
 use crate::store::sandboxes::{self as sstore, SandboxRow};
 use crate::store::{self, AppRow};
+use crate::wire::egress::{MAX_EXCEPTION, MAX_OUTPUT_PATH, MAX_PATHS};
 
 /// How long a hold lasts unless its holder renews it; a gateway that dies lets it lapse.
 const HOLD_LEASE: Duration = Duration::from_secs(30);
@@ -311,7 +312,7 @@ fn clean_paths(paths: &[String]) -> Result<Vec<String>> {
             "name at least one file or folder under /vre/output",
         ));
     }
-    if paths.len() > 1000 {
+    if paths.len() > MAX_PATHS {
         return Err(Error::invalid(
             ErrorCode::BadPath,
             "a request names at most 1000 paths (name their folder instead)",
@@ -320,6 +321,13 @@ fn clean_paths(paths: &[String]) -> Result<Vec<String>> {
     let mut out = Vec::with_capacity(paths.len());
     let mut bad = Vec::new();
     for p in paths {
+        if p.len() > MAX_OUTPUT_PATH {
+            bad.push(format!(
+                "a path of {} bytes (at most {MAX_OUTPUT_PATH})",
+                p.len()
+            ));
+            continue;
+        }
         match sandbox_runner::output_path(p) {
             Ok(p) => out.push(p),
             Err(e) => bad.push(format!("{p:?}: {e}")),
@@ -334,9 +342,24 @@ fn clean_paths(paths: &[String]) -> Result<Vec<String>> {
 }
 
 fn clean_exceptions(ex: &[(String, String)]) -> Result<Vec<(String, String)>> {
+    if ex.len() > MAX_PATHS {
+        return Err(Error::invalid(
+            ErrorCode::BadException,
+            format!("at most {MAX_PATHS} exceptions (one per file)"),
+        ));
+    }
     let mut out: Vec<(String, String)> = Vec::with_capacity(ex.len());
     for (path, text) in ex {
-        check_text("an exception", text, 16 * 1024, true).map_err(|_| {
+        if path.len() > MAX_OUTPUT_PATH {
+            return Err(Error::invalid(
+                ErrorCode::BadException,
+                format!(
+                    "an exception names a path of {} bytes (at most {MAX_OUTPUT_PATH})",
+                    path.len()
+                ),
+            ));
+        }
+        check_text("an exception", text, MAX_EXCEPTION, true).map_err(|_| {
             Error::invalid(
                 ErrorCode::BadException,
                 format!("the exception for {path} needs a reason of 1 to 16384 bytes"),
@@ -746,31 +769,37 @@ pub async fn preview(
     path: &str,
     round: Option<i64>,
 ) -> Result<Preview> {
-    let mut tx = state.db.begin_write().await?;
-    let app = super::applications::seen(tx.conn(), caller, id).await?;
-    allow(caller, Action::QuarantineRead, app.standing)?;
-    let members = store::members(tx.conn(), &app.object.project_id).await?;
-    let conflicted: Vec<&str> = members.iter().map(|m| m.subject.as_str()).collect();
-    if let Err(refusal) =
-        policy::review::may_give_opinion(&app.object.requester, &conflicted, caller.sub.as_str())
-    {
-        drop(tx);
-        return Err(Error::Forbidden {
-            code: ErrorCode::SeparationOfDuties,
-            message: match refusal {
-                policy::review::Refusal::OwnOpinion => {
-                    "quarantined files are read by reviewers, never by their requester".into()
-                }
-                _ => "quarantined files are read by reviewers from outside the project".into(),
-            },
-        });
-    }
-    let round = round.unwrap_or(app.object.round);
-    let file = estore::files(tx.conn(), id, Some(round))
-        .await?
-        .into_iter()
-        .find(|f| f.path == path)
-        .ok_or(Error::NotFound("file"))?;
+    // Checked and read on a connection of the pool, as ingress reads are: only the audit event
+    // takes the write lock every writer waits for, not a refused caller nor the file's read.
+    let (round, file) = {
+        let mut conn = state.db.pool().acquire().await?;
+        let app = super::applications::seen(&mut conn, caller, id).await?;
+        allow(caller, Action::QuarantineRead, app.standing)?;
+        let members = store::members(&mut conn, &app.object.project_id).await?;
+        let conflicted: Vec<&str> = members.iter().map(|m| m.subject.as_str()).collect();
+        if let Err(refusal) = policy::review::may_give_opinion(
+            &app.object.requester,
+            &conflicted,
+            caller.sub.as_str(),
+        ) {
+            return Err(Error::Forbidden {
+                code: ErrorCode::SeparationOfDuties,
+                message: match refusal {
+                    policy::review::Refusal::OwnOpinion => {
+                        "quarantined files are read by reviewers, never by their requester".into()
+                    }
+                    _ => "quarantined files are read by reviewers from outside the project".into(),
+                },
+            });
+        }
+        let round = round.unwrap_or(app.object.round);
+        let file = estore::files(&mut conn, id, Some(round))
+            .await?
+            .into_iter()
+            .find(|f| f.path == path)
+            .ok_or(Error::NotFound("file"))?;
+        (round, file)
+    };
     let blob = state.blobs.path_of(&file.sha256)?;
     let prefix = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
         use std::io::Read;
@@ -798,6 +827,7 @@ pub async fn preview(
         },
         _ => PreviewBody::None(format!("no preview of {} content", file.content_type)),
     };
+    let mut tx = state.db.begin_write().await?;
     tx.audit(NewEvent {
         actor: caller.sub.as_str(),
         action: "content.read",
@@ -868,6 +898,12 @@ pub struct Download {
 }
 
 pub async fn download(state: &AppState, caller: &Caller, id: &str) -> Result<Download> {
+    // A caller refused here never waits for, nor holds, the write lock; asked again inside.
+    {
+        let mut conn = state.db.pool().acquire().await?;
+        let app = super::applications::seen(&mut conn, caller, id).await?;
+        allow(caller, Action::ReleaseDownload, app.standing)?;
+    }
     let mut tx = state.db.begin_write().await?;
     let app = super::applications::seen(tx.conn(), caller, id).await?;
     allow(caller, Action::ReleaseDownload, app.standing)?;

@@ -19,6 +19,16 @@ wire_enum! {
 same_values!(ApplicationKind <=> policy::review::Kind { Listing, Extension, Access, Ingress, Egress });
 
 wire_enum! {
+    /// The kinds of application made through `POST /api/v1/applications`: ingress and egress
+    /// applications come with their content, through their own routes.
+    NewApplicationKind: "application kind" {
+        Listing = "listing",
+        Extension = "extension",
+        Access = "access",
+    }
+}
+
+wire_enum! {
     /// Where an application stands: submitted, in review, decided, or the kind's final state.
     ApplicationState: "application state" {
         Submitted = "submitted",
@@ -137,7 +147,7 @@ pub struct ListQuery {
 pub struct NewApplication {
     /// listing, extension or access. Ingress and egress applications are made by uploading
     /// their content to their own routes.
-    #[schema(value_type = ApplicationKind)]
+    #[schema(value_type = NewApplicationKind)]
     pub kind: String,
     pub project: String,
     /// Not blank; at most 500 bytes.

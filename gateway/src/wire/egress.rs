@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use utoipa::openapi::schema::{ArrayBuilder, Object, ObjectBuilder, Type};
 use utoipa::{IntoParams, ToSchema};
 
 use super::applications::Application;
@@ -20,6 +21,64 @@ wire_enum! {
     }
 }
 
+/// A path of the output folder as the schema describes it: relative, its components separated
+/// by one `/`, none of them empty, `.` or `..`, no NUL byte and no backslash, at most 4096 bytes
+/// (`PATH_MAX`). The gateway also takes the same path with `.` components, doubled or trailing
+/// slashes, and normalises it ([`sandbox_runner::output_path`]); the schema names the normal form
+/// only, so two different names here are two different paths.
+pub const OUTPUT_PATH_PATTERN: &str = concat!(
+    r"^(?:[^\x00/\\.][^\x00/\\]*|\.[^\x00/\\.][^\x00/\\]*|\.\.[^\x00/\\]+)",
+    r"(?:/(?:[^\x00/\\.][^\x00/\\]*|\.[^\x00/\\.][^\x00/\\]*|\.\.[^\x00/\\]+))*$"
+);
+
+/// The longest path of the output folder a request may name, in bytes.
+pub const MAX_OUTPUT_PATH: usize = 4096;
+
+/// The most paths one request or round names.
+pub const MAX_PATHS: usize = 1000;
+
+/// The longest reason for an exception, in bytes.
+pub const MAX_EXCEPTION: usize = 16 * 1024;
+
+fn output_path_schema() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(1))
+        .max_length(Some(MAX_OUTPUT_PATH))
+        .pattern(Some(OUTPUT_PATH_PATTERN))
+        .build()
+}
+
+/// `paths`: 1 to 1000 paths of the output folder.
+fn paths_schema() -> ArrayBuilder {
+    ArrayBuilder::new()
+        .items(output_path_schema())
+        .min_items(Some(1))
+        .max_items(Some(MAX_PATHS))
+        .description(Some(
+            "Relative to `/vre/output`; a folder means the files under it.",
+        ))
+}
+
+/// `exceptions`: a reason (1 to 16384 bytes, not blank) by path of the output folder.
+fn exceptions_schema() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .property_names(Some(output_path_schema()))
+        .additional_properties(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .min_length(Some(1))
+                .max_length(Some(MAX_EXCEPTION))
+                .pattern(Some(r"\S")),
+        ))
+        .max_properties(Some(MAX_PATHS))
+        .description(Some(
+            "Why a file that fails the checks should still go to the reviewers, by its path.",
+        ))
+        .build()
+}
+
 /// Files to take out of a sandbox's output folder.
 #[derive(Serialize, Deserialize, ToSchema, Debug, Clone)]
 #[serde(deny_unknown_fields)]
@@ -27,13 +86,14 @@ pub struct NewEgress {
     #[schema(min_length = 1, max_length = 200)]
     pub sandbox: String,
     /// Relative to `/vre/output`; a folder means the files under it.
-    #[schema(min_items = 1, max_items = 1000)]
+    #[schema(schema_with = paths_schema)]
     pub paths: Vec<String>,
-    /// Why these results should leave.
-    #[schema(min_length = 1, max_length = 65536)]
+    /// Why these results should leave: not blank, at most 65536 bytes.
+    #[schema(min_length = 1, max_length = 65536, pattern = r"\S")]
     pub justification: String,
     /// Why a file that fails the checks should still go to the reviewers, by its path.
     #[serde(default)]
+    #[schema(schema_with = exceptions_schema)]
     pub exceptions: BTreeMap<String, String>,
 }
 
@@ -41,15 +101,17 @@ pub struct NewEgress {
 #[derive(Serialize, Deserialize, ToSchema, Debug, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct EgressResubmission {
-    #[schema(min_items = 1, max_items = 1000)]
+    #[schema(schema_with = paths_schema)]
     pub paths: Vec<String>,
-    /// The answer to the reviewers.
-    #[schema(min_length = 1, max_length = 65536)]
+    /// The answer to the reviewers: not blank, at most 65536 bytes.
+    #[schema(min_length = 1, max_length = 65536, pattern = r"\S")]
     pub comment: String,
-    /// A new justification, if it changed.
+    /// A new justification, if it changed: not blank, at most 65536 bytes.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 65536, pattern = r"\S")]
     pub justification: Option<String>,
     #[serde(default)]
+    #[schema(schema_with = exceptions_schema)]
     pub exceptions: BTreeMap<String, String>,
 }
 
@@ -184,7 +246,8 @@ pub struct ImageMeta {
 #[derive(Serialize, Deserialize, ToSchema, Debug, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct Revocation {
-    #[schema(min_length = 1, max_length = 16384)]
+    /// Not blank; at most 16384 bytes.
+    #[schema(min_length = 1, max_length = 16384, pattern = r"\S")]
     pub reason: String,
 }
 
@@ -192,8 +255,14 @@ pub struct Revocation {
 #[derive(Serialize, Deserialize, ToSchema, Debug, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct Key {
-    /// An X25519 age recipient, `age1…`.
-    #[schema(min_length = 1, max_length = 200)]
+    /// An X25519 age recipient: `age1` and 58 characters of Bech32 (lowercase; its checksum
+    /// is checked too).
+    #[schema(
+        min_length = 62,
+        max_length = 62,
+        pattern = r"^age1[qpzry9x8gf2tvdw0s3jn54khce6mua7l]{58}$",
+        example = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"
+    )]
     pub recipient: String,
 }
 

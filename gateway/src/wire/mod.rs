@@ -169,6 +169,7 @@ mod tests {
             }
         }
         check(ApplicationKind::ALL);
+        check(NewApplicationKind::ALL);
         check(ApplicationState::ALL);
         check(DecisionChoice::ALL);
         check(AttachmentKind::ALL);

@@ -86,6 +86,7 @@ impl Who {
 enum Method {
     Get,
     Post,
+    Put,
     Delete,
 }
 
@@ -113,6 +114,19 @@ enum Prep {
     Run,
     /// The sandbox and a run of the requester's in it, running (for a minute).
     LiveRun,
+    /// Every analyst caller (the lone analyst, the requester, the colleague, the outsider) has
+    /// registered an age recipient for releases.
+    Keys,
+    /// A sandbox whose output folder holds `counts.csv`, written by a finished run of the
+    /// requester's; the requester and the colleague have registered recipients.
+    Output,
+    /// That output, asked for by the requester: an egress application, `submitted`.
+    Egress,
+    /// The same egress application, sent back by a reviewer: `changes_requested`.
+    EgressChangesRequested,
+    /// The same egress application, approved by two reviewers and `released` (its package
+    /// built).
+    Released,
 }
 
 impl Prep {
@@ -120,7 +134,15 @@ impl Prep {
     fn needs_engine(self) -> bool {
         matches!(
             self,
-            Prep::Allowed | Prep::Sandbox | Prep::Staging | Prep::Run | Prep::LiveRun
+            Prep::Allowed
+                | Prep::Sandbox
+                | Prep::Staging
+                | Prep::Run
+                | Prep::LiveRun
+                | Prep::Output
+                | Prep::Egress
+                | Prep::EgressChangesRequested
+                | Prep::Released
         )
     }
 }
@@ -242,6 +264,24 @@ fn staging(w: &World) -> Option<Value> {
 fn new_run(_: &World) -> Option<Value> {
     Some(json!({"cmd": ["true"]}))
 }
+fn new_egress(w: &World) -> Option<Value> {
+    Some(
+        json!({"sandbox": w.sandbox, "paths": [OUTPUT_FILE], "justification": "aggregates for the paper"}),
+    )
+}
+fn egress_round(_: &World) -> Option<Value> {
+    Some(json!({"paths": [OUTPUT_FILE], "comment": "checked again"}))
+}
+fn revocation(_: &World) -> Option<Value> {
+    Some(json!({"reason": "sent to the wrong place"}))
+}
+fn recipient(_: &World) -> Option<Value> {
+    Some(json!({"recipient": gateway::release::new_identity().1}))
+}
+
+/// The file `Prep::Output` writes into the sandbox's output folder, and what it holds.
+const OUTPUT_FILE: &str = "counts.csv";
+const OUTPUT_SCRIPT: &str = "printf 'group,count\\nA,25\\n' > /vre/output/counts.csv";
 
 /// The policy. Reads of one object answer 404 to callers who may not see it (they must not
 /// learn it exists); callers who may see it but not act on it get 403; no token is 401.
@@ -293,6 +333,14 @@ fn table() -> Vec<Row> {
         row(Get,    "/api/v1/runs/{id}/logs",                                  Run,              none,               Writes, [401, 404, 404, 404, 403, 404, 403, 403,   200, 200, 404,   404]),
         row(Post,   "/api/v1/runs/{id}/cancel",                                LiveRun,          none,               Starts, [401, 404, 404, 404, 202, 404, 403, 403,   202, 202, 404,   404]),
         row(Delete, "/api/v1/sandboxes/{id}",                                  Sandbox,          none,               Writes, [401, 404, 404, 404, 200, 404, 403, 403,   200, 200, 404,   404]),
+        row(Put,    "/api/v1/keys/me",                                         Nothing,          recipient,          Writes, [401, 403, 200, 403, 403, 403, 403, 403,   200, 200, 403,   200]),
+        row(Get,    "/api/v1/keys/me",                                         Keys,             none,               Reads,  [401, 403, 200, 403, 403, 403, 403, 403,   200, 200, 403,   200]),
+        row(Post,   "/api/v1/egress",                                          Output,           new_egress,         Writes, [401, 403, 404, 403, 403, 403, 403, 403,   201, 201, 403,   404]),
+        row(Get,    "/api/v1/applications/{id}/egress",                        Egress,           none,               Reads,  [401, 404, 404, 200, 404, 200, 200, 200,   200, 200, 200,   404]),
+        row(Post,   "/api/v1/applications/{id}/egress",                        EgressChangesRequested, egress_round, Writes, [401, 403, 404, 403, 403, 403, 403, 403,   200, 403, 403,   404]),
+        row(Get,    "/api/v1/applications/{id}/egress/preview",                Egress,           none,               Writes, [401, 404, 404, 200, 404, 403, 403, 403,   403, 403, 403,   404]),
+        row(Get,    "/api/v1/applications/{id}/release",                       Released,         none,               Writes, [401, 404, 404, 403, 404, 403, 403, 403,   200, 403, 403,   404]),
+        row(Post,   "/api/v1/applications/{id}/release/revoke",                Released,         revocation,         Writes, [401, 403, 403, 403, 200, 403, 403, 200,   403, 403, 403,   403]),
     ]
 }
 
@@ -348,6 +396,76 @@ async fn upload_ingress(app: &TestApp, project: &str) -> String {
     b["application"]["id"].as_str().unwrap().to_owned()
 }
 
+/// Registers a fresh age recipient for `sub` (an analyst).
+async fn register_key(app: &TestApp, sub: &str) {
+    let t = app.token(sub, "analyst");
+    let (st, b) = app
+        .request(
+            reqwest::Method::PUT,
+            "/api/v1/keys/me",
+            Some(&t),
+            Some(&json!({"recipient": gateway::release::new_identity().1})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+}
+
+/// The egress fixtures on the sandbox of `w`: its output written by a run, then (as `prep`
+/// asks) an egress application of the requester's, sent back, or released.
+async fn prepare_egress(app: &TestApp, w: &mut World, prep: Prep) {
+    let ana = app.token("ana", "analyst");
+    for sub in ["ana", "cole"] {
+        register_key(app, sub).await;
+    }
+    w.run =
+        crate::sandbox::start_run(app, &ana, &w.sandbox, &["sh", "-c", OUTPUT_SCRIPT], None).await;
+    let run = finished_run(app, &w.run).await;
+    assert_eq!(
+        (run["outcome"].as_str(), run["exit_code"].as_i64()),
+        (Some("exited"), Some(0)),
+        "{run}"
+    );
+    if prep == Prep::Output {
+        return;
+    }
+    let (st, b) = app
+        .post("/api/v1/egress", Some(&ana), &new_egress(w).unwrap())
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{b}");
+    w.app = b["id"].as_str().unwrap().to_owned();
+    match prep {
+        Prep::EgressChangesRequested => {
+            let (st, b) = app.vote(&w.app, "prep-rev", "request_changes").await;
+            assert_eq!(
+                (st, b["state"].as_str()),
+                (StatusCode::OK, Some("changes_requested")),
+                "{b}"
+            );
+        }
+        Prep::Released => {
+            for rev in ["prep-rev", "prep-rev2"] {
+                let (st, b) = app.vote(&w.app, rev, "approve").await;
+                assert_eq!(st, StatusCode::OK, "{b}");
+            }
+            let rev = app.token("prep-rev", "reviewer");
+            let mut state = Value::Null;
+            for _ in 0..600 {
+                let (st, b) = app
+                    .get(&format!("/api/v1/applications/{}", w.app), Some(&rev))
+                    .await;
+                assert_eq!(st, StatusCode::OK, "{b}");
+                state = b["state"].clone();
+                if state == "released" {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            panic!("{} never released: {state}", w.app);
+        }
+        _ => {}
+    }
+}
+
 /// Creates what the cell needs, with names of its own.
 async fn prepare(app: &TestApp, n: usize, prep: Prep) -> World {
     let mut w = World {
@@ -359,6 +477,12 @@ async fn prepare(app: &TestApp, n: usize, prep: Prep) -> World {
         run: String::new(),
     };
     if prep == Prep::Nothing {
+        return w;
+    }
+    if prep == Prep::Keys {
+        for sub in ["lone-analyst", "ana", "cole", "bob"] {
+            register_key(app, sub).await;
+        }
         return w;
     }
     w.project = format!("p-{n}");
@@ -417,6 +541,9 @@ async fn prepare(app: &TestApp, n: usize, prep: Prep) -> World {
                 w.run = b["id"].as_str().unwrap().to_owned();
                 app.run_reaching(&ana, &w.run, "running").await;
             }
+            Prep::Output | Prep::Egress | Prep::EgressChangesRequested | Prep::Released => {
+                prepare_egress(app, &mut w, prep).await;
+            }
             _ => {}
         }
         return w;
@@ -463,6 +590,7 @@ fn path_of(row: &Row, w: &World) -> String {
     let query = match row.path {
         "/api/v1/ingress" => format!("?project={}&name=matrix", w.project),
         "/api/v1/applications/{id}/file" => "?path=main.py".to_owned(),
+        "/api/v1/applications/{id}/egress/preview" => format!("?path={OUTPUT_FILE}"),
         _ => String::new(),
     };
     row.path
@@ -497,6 +625,7 @@ async fn run_matrix(app: &TestApp, engine: bool) -> Vec<String> {
             let method = match row.method {
                 Method::Get => reqwest::Method::GET,
                 Method::Post => reqwest::Method::POST,
+                Method::Put => reqwest::Method::PUT,
                 Method::Delete => reqwest::Method::DELETE,
             };
             let before = audit_seq(app).await;

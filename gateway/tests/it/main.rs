@@ -16,6 +16,7 @@ mod authz;
 mod commands;
 mod concurrency;
 mod egress;
+mod egress_boundary;
 mod egress_cli;
 mod egress_copy;
 mod ingress;

@@ -194,7 +194,6 @@ enum Distinct {
 
 #[derive(Debug)]
 struct Column {
-    name: String,
     header: Header,
     whole_only: bool,
     wholes: u64,
@@ -216,9 +215,10 @@ struct TableState {
     max_rows: u64,
     columns: Vec<Column>,
     header_cells: u64,
-    /// Header cells after the first shaped like codes (sample IDs as columns), and one of them.
+    /// Header cells after the first shaped like codes (sample IDs as columns), and the column
+    /// of the first of them.
     code_names: u64,
-    code_name_example: String,
+    code_name_first: u64,
     rows: u64,
     track_rows: u64,
     ragged: Option<(u64, u64)>,
@@ -235,7 +235,7 @@ impl TableScan {
                 columns: Vec::new(),
                 header_cells: 0,
                 code_names: 0,
-                code_name_example: String::new(),
+                code_name_first: 0,
                 rows: 0,
                 track_rows: DISTINCT_ROWS,
                 ragged: None,
@@ -292,7 +292,7 @@ impl TableScan {
                 Finding::new(
                     Rule::IdentifierValues,
                     Outcome::Review,
-                    format!("{} column names are shaped like codes (e.g. {:?}): the columns may be people or samples", s.code_names, s.code_name_example),
+                    format!("{} column names are shaped like codes (the first in column {}): the columns may be people or samples", s.code_names, s.code_name_first),
                 )
                 .at(1, 0),
             );
@@ -309,12 +309,11 @@ impl TableScan {
         let (mut small_n, mut zeros_n) = (0, 0);
         for (i, c) in s.columns.iter().enumerate() {
             let col = i as u64 + 1;
-            let name = &c.name;
             if c.header == Header::Identifier {
                 findings.push(Finding::new(
                     Rule::IdentifierHeader,
                     Outcome::Fail,
-                    format!("column {col} {name:?} is named like an identifier of a person or sample; identifiers may not leave"),
+                    format!("column {col} is named like an identifier of a person or sample; identifiers may not leave"),
                 ).at(1, col));
                 continue;
             }
@@ -329,7 +328,7 @@ impl TableScan {
                 findings.push(Finding::new(
                     Rule::IdentifierValues,
                     Outcome::Fail,
-                    format!("column {col} {name:?} holds {values} values that are all different and shaped like codes (checked over {checked}): it looks like an identifier"),
+                    format!("column {col} holds {values} values that are all different and shaped like codes (checked over {checked}): it looks like an identifier"),
                 ).at(1, col));
                 continue;
             }
@@ -343,13 +342,11 @@ impl TableScan {
                 zeros_n += c.zeros_n;
             }
         }
-        let names: Vec<&str> = s.columns.iter().map(|c| c.name.as_str()).collect();
         let min = s.min_count;
         cell_findings(
             findings,
             small,
             small_n,
-            &names,
             Rule::SmallCount,
             Outcome::Fail,
             &format!("below the threshold of {min}"),
@@ -358,7 +355,6 @@ impl TableScan {
             findings,
             zeros,
             zeros_n,
-            &names,
             Rule::ZeroCount,
             Outcome::Review,
             "a zero, which can disclose that no one in a group has a trait",
@@ -373,19 +369,17 @@ fn cell_findings(
     findings: &mut Vec<Finding>,
     mut cells: Vec<(u64, u64, u64)>,
     total: u64,
-    names: &[&str],
     rule: Rule,
     outcome: Outcome,
     why: &str,
 ) {
     cells.sort_unstable();
-    for &(row, col, v) in cells.iter().take(MAX_CELL_FINDINGS) {
-        let name = names[col as usize - 1];
+    for &(row, col, _) in cells.iter().take(MAX_CELL_FINDINGS) {
         findings.push(
             Finding::new(
                 rule,
                 outcome,
-                format!("the count {v} in column {name:?}, row {row}, is {why}"),
+                format!("the count in column {col}, row {row}, is {why}"),
             )
             .at(row, col),
         );
@@ -414,13 +408,12 @@ impl Sink for TableState {
                 let name: String = raw.trim().chars().take(64).collect();
                 if i > 0 && code_like(&name) {
                     self.code_names += 1;
-                    if self.code_name_example.is_empty() {
-                        self.code_name_example = name.clone();
+                    if self.code_name_first == 0 {
+                        self.code_name_first = column;
                     }
                 }
                 self.columns.push(Column {
                     header: classify_header(&name),
-                    name,
                     whole_only: true,
                     wholes: 0,
                     small: Vec::new(),

@@ -482,7 +482,7 @@ fn reports_say_what_was_found() {
     assert_eq!((r.rows, r.columns), (Some(2), Some(2)));
     assert_eq!(
         r.findings[0].message,
-        "the count 3 in column \"count\", row 3, is below the threshold of 10"
+        "the count in column 2, row 3, is below the threshold of 10"
     );
     let r = check_bytes("p.png", &png(640, 480), &t);
     assert!(
