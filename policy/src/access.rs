@@ -60,6 +60,9 @@ pub enum Action {
     /// gateway refuses the requester and their project), so no door hands quarantined bytes
     /// back.
     QuarantineRead,
+    /// Read an egress request's files, checks and release (their names, hashes and findings,
+    /// not their bytes): the project's members and the committee's side, not every steward.
+    EgressRead,
     /// Register one's own age recipient for releases.
     KeyRegister,
     /// Download a release: its requester only.
@@ -71,7 +74,7 @@ pub enum Action {
 impl Action {
     /// Every action, each kind of application spelled out: the role tables (here and in the
     /// gateway's authorization test) walk this list, so none can be missed.
-    pub const ALL: [Action; 39] = [
+    pub const ALL: [Action; 40] = [
         Action::ProjectCreate,
         Action::ProjectManageMembers,
         Action::ProjectList,
@@ -108,6 +111,7 @@ impl Action {
         Action::RunLogs,
         Action::RunCancel,
         Action::QuarantineRead,
+        Action::EgressRead,
         Action::KeyRegister,
         Action::ReleaseDownload,
         Action::ReleaseRevoke,
@@ -145,10 +149,11 @@ impl Action {
             Action::KeyRegister => 24,
             Action::ReleaseDownload => 25,
             Action::ReleaseRevoke => 26,
+            Action::EgressRead => 27,
         }
     }
     #[cfg(test)]
-    const VARIANTS: usize = 27;
+    const VARIANTS: usize = 28;
 }
 
 /// The caller's standing towards the object of an action.
@@ -349,6 +354,16 @@ pub fn authorize(roles: RoleSet, action: Action, standing: Standing) -> Access {
         // Reviewers; the gateway refuses the requester and the project's members on top, as
         // for votes (`review::may_give_opinion`).
         Action::QuarantineRead => any_of(roles, &[Reviewer]),
+        Action::EgressRead => {
+            if member {
+                Access::Allow
+            } else {
+                match any_of(roles, &[Reviewer, Auditor, Admin]) {
+                    Access::Allow => Access::Allow,
+                    Access::Deny(_) => Access::Deny(Denial::NotVisible),
+                }
+            }
+        }
         Action::KeyRegister => any_of(roles, &[Analyst]),
         Action::ReleaseDownload => {
             if !standing.is_requester {
@@ -449,6 +464,9 @@ mod tests {
             ("reviewer", Action::ReadContent, NONE, true),
             ("analyst", Action::ReadContent, member, true),
             ("reviewer", Action::QuarantineRead, NONE, true),
+            ("steward", Action::EgressRead, NONE, false),
+            ("auditor", Action::EgressRead, NONE, true),
+            ("analyst", Action::EgressRead, member, true),
             ("analyst", Action::QuarantineRead, member, false),
             ("auditor", Action::QuarantineRead, NONE, false),
             ("analyst", Action::KeyRegister, NONE, true),

@@ -197,10 +197,13 @@ pub(super) async fn app(cmd: AppCommand) -> anyhow::Result<ExitCode> {
                 None
             };
             if detail.application.kind == ApplicationKind::Egress {
+                // Stewards outside the project see the application, not its files.
                 let egress = super::egress::with_previews(&c, &id).await?;
-                print_with(&client, &detail, "egress", Some(&egress), || {
+                print_with(&client, &detail, "egress", egress.as_ref(), || {
                     print_detail(&client, &detail, None);
-                    super::egress::print_egress(&egress);
+                    if let Some(e) = &egress {
+                        super::egress::print_egress(e);
+                    }
                 })?;
             } else {
                 print_with(&client, &detail, "manifest", manifest.as_ref(), || {

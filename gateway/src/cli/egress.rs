@@ -250,10 +250,18 @@ impl serde::Serialize for Shown {
     }
 }
 
-pub(super) async fn with_previews(c: &crate::client::Client, id: &str) -> anyhow::Result<Shown> {
-    let detail: EgressDetail = c
+pub(super) async fn with_previews(
+    c: &crate::client::Client,
+    id: &str,
+) -> anyhow::Result<Option<Shown>> {
+    let detail: EgressDetail = match c
         .get(&format!("/api/v1/applications/{}/egress", urlencode(id)))
-        .await?;
+        .await
+    {
+        Ok(d) => d,
+        Err(e) if refused_with(&e, 404) => return Ok(None),
+        Err(e) => return Err(e),
+    };
     let round = detail.application.round;
     let mut previews = Vec::new();
     for f in detail
@@ -270,16 +278,19 @@ pub(super) async fn with_previews(c: &crate::client::Client, id: &str) -> anyhow
         match c.get::<Preview>(&path).await {
             Ok(p) => previews.push(p),
             // Not a reviewer from outside the project: no previews at all.
-            Err(e)
-                if e.downcast_ref::<crate::client::Refused>()
-                    .is_some_and(|r| r.status == 403) =>
-            {
+            Err(e) if refused_with(&e, 403) => {
                 break;
             }
             Err(e) => return Err(e),
         }
     }
-    Ok(Shown { detail, previews })
+    Ok(Some(Shown { detail, previews }))
+}
+
+/// Whether the gateway refused with this status.
+fn refused_with(e: &anyhow::Error, status: u16) -> bool {
+    e.downcast_ref::<crate::client::Refused>()
+        .is_some_and(|r| r.status == status)
 }
 
 /// The egress part of `vre app show`.

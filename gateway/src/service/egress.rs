@@ -716,9 +716,16 @@ pub(crate) async fn holds_on(conn: &mut sqlx::AnyConnection, sandbox: &str) -> R
 /// An egress application's rounds, files, the project's history and its release.
 pub async fn detail(state: &AppState, caller: &Caller, id: &str) -> Result<Detail> {
     let mut conn = state.db.pool().acquire().await?;
-    let app = super::applications::seen(&mut conn, caller, id)
-        .await?
-        .object;
+    let app = super::applications::seen(&mut conn, caller, id).await?;
+    // Stewards see every application, not what other projects take out.
+    let app = super::see(
+        caller,
+        Action::EgressRead,
+        app.standing,
+        Some(app.object),
+        "application",
+    )?
+    .object;
     let sandbox = estore::sandbox_of(&mut conn, id)
         .await?
         .ok_or(Error::NotFound("egress request"))?;

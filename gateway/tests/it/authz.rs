@@ -336,7 +336,7 @@ fn table() -> Vec<Row> {
         row(Put,    "/api/v1/keys/me",                                         Nothing,          recipient,          Writes, [401, 403, 200, 403, 403, 403, 403, 403,   200, 200, 403,   200]),
         row(Get,    "/api/v1/keys/me",                                         Keys,             none,               Reads,  [401, 403, 200, 403, 403, 403, 403, 403,   200, 200, 403,   200]),
         row(Post,   "/api/v1/egress",                                          Output,           new_egress,         Writes, [401, 403, 404, 403, 403, 403, 403, 403,   201, 201, 403,   404]),
-        row(Get,    "/api/v1/applications/{id}/egress",                        Egress,           none,               Reads,  [401, 404, 404, 200, 404, 200, 200, 200,   200, 200, 200,   404]),
+        row(Get,    "/api/v1/applications/{id}/egress",                        Egress,           none,               Reads,  [401, 404, 404, 200, 404, 404, 200, 200,   200, 200, 200,   404]),
         row(Post,   "/api/v1/applications/{id}/egress",                        EgressChangesRequested, egress_round, Writes, [401, 403, 404, 403, 403, 403, 403, 403,   200, 403, 403,   404]),
         row(Get,    "/api/v1/applications/{id}/egress/preview",                Egress,           none,               Writes, [401, 404, 404, 200, 404, 403, 403, 403,   403, 403, 403,   404]),
         row(Get,    "/api/v1/applications/{id}/release",                       Released,         none,               Writes, [401, 404, 404, 403, 404, 403, 403, 403,   200, 403, 403,   404]),
