@@ -13,7 +13,7 @@
 #                         shrink them: this measures zstd's cost, not its gain) and for the
 #                         disk. Random bytes are binary, which the checks fail by type; each
 #                         carries an exception, as an analyst's model weights would. The checks
-#                         decide binary on the first KiB and read nothing more of it.
+#                         decide binary on the first 64 KiB and read nothing more of it.
 #     small/t-NNNN.csv    SMALL_FILES (2000) aggregate tables of ~50 KiB, the other 10%, that
 #                         pass the checks (a group, a year, a mean, a count >= 10): these do
 #                         exercise the table checks, and the per-file costs (a temporary blob
@@ -50,6 +50,7 @@
 #   containers (the gateway removes the sandbox), the baseline's files.
 #   Needs: cargo, curl, jq, docker (the engine and the test image vre-test/busybox:latest),
 #   age and age-keygen, zstd, GNU tar, sha256sum. Loopback traffic only; runs have network none.
+#   BENCH_VRE=PATH uses that binary as it is instead of building (e.g. an earlier build).
 
 set -euo pipefail
 
