@@ -53,19 +53,16 @@ SIZES_MIB=${SIZES_MIB:-"1024 4096"}
 REPS=${REPS:-3}
 SETS=${SETS:-"random-tar random-zst text-zst"}
 BENCH_CACHE=${BENCH_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/vre-ingress-bench}
-VRE="$REPO/target/release/vre"
 FILES_PER_ARCHIVE=256
 RSS_LIMIT_MIB=64
 # "Does not grow with archive size": the largest archive's peak may exceed the smallest's by at
 # most this much (allocator noise), per archive kind.
 RSS_GROWTH_TOLERANCE_MIB=8
 
-log() { printf '[bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
-die() { log "error: $*"; exit 1; }
+# shellcheck source=bench/lib.sh
+source "$REPO/bench/lib.sh"
 
-for cmd in cargo curl openssl zstd tar jq awk dd sha256sum split xargs; do
-    command -v "$cmd" >/dev/null || die "$cmd is needed (apt-get install -y curl openssl zstd tar jq)"
-done
+need "apt-get install -y curl openssl zstd tar jq" cargo curl openssl zstd tar jq awk dd sha256sum split xargs
 tar --version | head -1 | grep -q 'GNU tar' || die "GNU tar is needed"
 
 mkdir -p "$BENCH_CACHE"
@@ -76,42 +73,12 @@ esac
 
 # Scratch space for this run (gateway data dirs, responses): always removed on exit.
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/vre-ingress-bench.XXXXXX")
-GW_PID=""
-
-stop_gateway() {
-    if [[ -n "$GW_PID" ]]; then
-        kill -TERM "$GW_PID" 2>/dev/null || true
-        wait "$GW_PID" 2>/dev/null || true
-        GW_PID=""
-    fi
-    rm -rf "$WORK/data"
-}
 cleanup() {
     stop_gateway
     rm -rf "$WORK"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-# ---------------------------------------------------------------------------------------------
-# Small helpers
-# ---------------------------------------------------------------------------------------------
-
-now() { echo "$EPOCHREALTIME"; }
-elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
-mib() { awk -v n="$1" 'BEGIN { printf "%.0f", n / 1048576 }'; }
-# MiB/s for BYTES moved in SECONDS.
-rate() { awk -v n="$1" -v s="$2" 'BEGIN { printf "%.0f", n / 1048576 / s }'; }
-# The median of the arguments (numbers).
-median() {
-    printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END {
-        if (NR % 2) printf "%s", v[(NR + 1) / 2]; else printf "%.3f", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
-file_bytes() { stat -c %s "$1"; }
-# Peak resident set (VmHWM) of a process, in KiB.
-peak_rss_kib() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
-# CPU time (user + system) a process has used, in clock ticks.
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 
 # ---------------------------------------------------------------------------------------------
 # Test archives
@@ -209,31 +176,6 @@ ensure_archive() {
 # The gateway
 # ---------------------------------------------------------------------------------------------
 
-# Starts a gateway on a fresh data dir and a free port; sets GW_PID, GW_URL, GW_CA and ANA_TOKEN,
-# and creates the project "bench" with the analyst "ana".
-start_gateway() {
-    mkdir -p "$WORK/data"
-    "$VRE" server --data-dir "$WORK/data" --listen 127.0.0.1:0 >"$WORK/server.out" 2>"$WORK/server.err" &
-    GW_PID=$!
-    local i
-    for i in $(seq 1 300); do
-        if grep -q '^CA certificate: ' "$WORK/server.out" 2>/dev/null; then break; fi
-        kill -0 "$GW_PID" 2>/dev/null || { cat "$WORK/server.err" >&2; die "the gateway did not start"; }
-        sleep 0.1
-    done
-    GW_URL=$(sed -n 's/^VRE Gateway listening on \(https:[^ ]*\).*/\1/p' "$WORK/server.out")
-    GW_CA=$(sed -n 's/^CA certificate: //p' "$WORK/server.out")
-    [[ -n "$GW_URL" && -s "$GW_CA" ]] || { cat "$WORK/server.out" "$WORK/server.err" >&2; die "no URL/CA from the gateway"; }
-
-    local admin
-    admin=$("$VRE" token issue --sub bench-admin --role admin --data-dir "$WORK/data")
-    ANA_TOKEN=$("$VRE" token issue --sub ana --role analyst --data-dir "$WORK/data")
-    curl --cacert "$GW_CA" -sS --fail-with-body -o /dev/null -X POST \
-        -H "Authorization: Bearer $admin" -H 'Content-Type: application/json' \
-        -d '{"id":"bench","title":"Bench","members":[{"subject":"ana","role":"analyst"}]}' \
-        "$GW_URL/api/v1/projects" || die "cannot create the project"
-}
-
 # Uploads FILE as NAME; checks the 201 and the receipt's archive.sha256 against WANT_SHA.
 # Prints the wall time in seconds, or "refused:<status>:<error code>" when the gateway says no
 # (reported in the table rather than stopping the benchmark).
@@ -256,13 +198,6 @@ upload() {
     elapsed "$t0" "$t1"
 }
 
-time_cmd() {
-    local t0 t1
-    t0=$(now)
-    "$@" >/dev/null
-    t1=$(now)
-    elapsed "$t0" "$t1"
-}
 hash_file() { openssl dgst -sha256 "$1"; }
 unzstd_hash() { zstd -dc -q "$1" | openssl dgst -sha256; }
 durable_copy() { dd if="$1" of="$WORK/data/copy" bs=1M conv=fsync status=none; }
@@ -274,8 +209,7 @@ settle() { rm -f "$WORK/data/copy"; sync; sleep 2; }
 # Run
 # ---------------------------------------------------------------------------------------------
 
-log "building the release binary"
-(cd "$REPO" && cargo build --release -q -p gateway --bin vre)
+build_vre release
 
 # Disk: the archives not yet cached, plus room for a stored blob and a dd copy of the largest.
 need_mib=0 largest=0
@@ -326,7 +260,7 @@ for f in "${archives[@]}"; do
             break
         fi
         gw+=("$t")
-        cpu+=("$(awk -v c=$(( c1 - c0 )) -v hz="$(getconf CLK_TCK)" -v t="$t" 'BEGIN { printf "%.0f", 100 * c / hz / t }')")
+        cpu+=("$(cpu_pct "$c0" "$c1" "$t")")
         dds+=("$(time_cmd durable_copy "$f")")
         settle
         zo_note=""; [[ ${#zo[@]} -gt 0 ]] && zo_note=", zstd|openssl ${zo[-1]}s"

@@ -36,58 +36,28 @@ PROFILE=${PROFILE:-release}
 PARALLEL=${PARALLEL:-16}
 BODY_MIB=${BODY_MIB:-16}
 IDLE_CONNS=${IDLE_CONNS:-1000}
-VRE="$REPO/target/$PROFILE/vre"
 RSS_LIMIT_MIB=64
 IDLE_TIMEOUT_SECS=30
 
-log() { printf '[bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
-die() { log "error: $*"; exit 1; }
+# shellcheck source=bench/lib.sh
+source "$REPO/bench/lib.sh"
 
-for cmd in cargo curl python3 awk; do
-    command -v "$cmd" >/dev/null || die "$cmd is needed"
-done
+need "apt-get install -y curl python3" cargo curl python3 awk
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/vre-limits-bench.XXXXXX")
-GW_PID=""
 cleanup() {
-    if [[ -n "$GW_PID" ]]; then
-        kill -TERM "$GW_PID" 2>/dev/null || true
-        wait "$GW_PID" 2>/dev/null || true
-    fi
+    stop_gateway
     rm -rf "$WORK"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# Peak and current resident set of a process, in KiB.
-peak_rss_kib() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
-rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
-mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
+# KiB as MiB with one decimal.
+mib_of_kib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 
-log "building the $PROFILE binary"
-if [[ "$PROFILE" == release ]]; then
-    (cd "$REPO" && cargo build --release -q -p gateway --bin vre)
-else
-    (cd "$REPO" && cargo build -q -p gateway --bin vre)
-fi
-
-mkdir -p "$WORK/data"
-"$VRE" server --data-dir "$WORK/data" --listen 127.0.0.1:0 >"$WORK/server.out" 2>"$WORK/server.err" &
-GW_PID=$!
-for _ in $(seq 1 300); do
-    if grep -q '^CA certificate: ' "$WORK/server.out" 2>/dev/null; then break; fi
-    kill -0 "$GW_PID" 2>/dev/null || { cat "$WORK/server.err" >&2; die "the gateway did not start"; }
-    sleep 0.1
-done
-GW_URL=$(sed -n 's/^VRE Gateway listening on \(https:[^ ]*\).*/\1/p' "$WORK/server.out")
-GW_CA=$(sed -n 's/^CA certificate: //p' "$WORK/server.out")
-[[ -n "$GW_URL" && -s "$GW_CA" ]] || { cat "$WORK/server.out" "$WORK/server.err" >&2; die "no URL/CA from the gateway"; }
-admin=$("$VRE" token issue --sub bench-admin --role admin --data-dir "$WORK/data")
-ANA=$("$VRE" token issue --sub ana --role analyst --data-dir "$WORK/data")
-curl --cacert "$GW_CA" -sS --fail-with-body -o /dev/null -X POST \
-    -H "Authorization: Bearer $admin" -H 'Content-Type: application/json' \
-    -d '{"id":"bench","title":"Bench","members":[{"subject":"ana","role":"analyst"}]}' \
-    "$GW_URL/api/v1/projects" || die "cannot create the project"
+build_vre "$PROFILE"
+start_gateway
+ANA=$ANA_TOKEN
 start_rss=$(rss_kib "$GW_PID")
 start_peak=$(peak_rss_kib "$GW_PID")
 
@@ -118,10 +88,10 @@ round() {
 }
 log "round 1: $PARALLEL x $BODY_MIB MiB, length declared"
 declared=$(round "")
-log "  answers: $declared; peak RSS now $(mib "$(peak_rss_kib "$GW_PID")") MiB"
+log "  answers: $declared; peak RSS now $(mib_of_kib "$(peak_rss_kib "$GW_PID")") MiB"
 log "round 2: $PARALLEL x $BODY_MIB MiB, chunked"
 chunked=$(round "Transfer-Encoding: chunked")
-log "  answers: $chunked; peak RSS now $(mib "$(peak_rss_kib "$GW_PID")") MiB"
+log "  answers: $chunked; peak RSS now $(mib_of_kib "$(peak_rss_kib "$GW_PID")") MiB"
 body_peak=$(peak_rss_kib "$GW_PID")
 
 # ---------------------------------------------------------------------------------------------
@@ -192,20 +162,20 @@ echo
 echo "VRE Gateway limits benchmark ($PROFILE build): $(nproc) cores, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)"
 echo
 echo "1. $PARALLEL parallel JSON bodies of $BODY_MIB MiB on POST /api/v1/applications"
-echo "   RSS after start:               $(mib "$start_rss") MiB (peak $(mib "$start_peak") MiB)"
+echo "   RSS after start:               $(mib_of_kib "$start_rss") MiB (peak $(mib_of_kib "$start_peak") MiB)"
 echo "   answers, length declared:      $declared"
 echo "   answers, chunked:              $chunked"
-echo "   peak RSS after both rounds:    $(mib "$body_peak") MiB"
+echo "   peak RSS after both rounds:    $(mib_of_kib "$body_peak") MiB"
 echo
 echo "2. $IDLE_CONNS silent TLS connections (server.idle_timeout_secs = $IDLE_TIMEOUT_SECS, header_read_timeout_secs = 10)"
 echo "   opened:                        $(get opened) (failed to open: $(get failed_to_open))"
 echo "   closed within ${IDLE_TIMEOUT_SECS} s:              $(get closed_on_time); still open after $((IDLE_TIMEOUT_SECS + 30)) s: $(get still_open)"
 echo "   time to close, median / max:   $(get median_close_s) s / $(get max_close_s) s"
 echo "   normal request while held:     GET /api/v1/projects $(get normal_request) s; GET /healthz $(get healthz)"
-echo "   peak RSS after:                $(mib "$idle_peak") MiB"
+echo "   peak RSS after:                $(mib_of_kib "$idle_peak") MiB"
 echo
 echo "Targets:"
-awk -v p="$(mib "$body_peak")" -v l="$RSS_LIMIT_MIB" 'BEGIN {
+awk -v p="$(mib_of_kib "$body_peak")" -v l="$RSS_LIMIT_MIB" 'BEGIN {
     printf "  %-4s peak RSS %.1f MiB under oversized bodies (target < %d MiB)\n", (p < l ? "PASS" : "MISS"), p, l }'
 closed=$(get closed_on_time); opened=$(get opened); served=$(get normal_request)
 if [[ "$closed" == "$IDLE_CONNS" && "$opened" == "$IDLE_CONNS" && "$served" == 200* ]]; then verdict=PASS; else verdict=MISS; fi

@@ -3,8 +3,8 @@
 //!
 //! ```text
 //! stream ──▶ tar reader (policy) ──▶ names, types, limits ──▶ caller's Inspect per file
-//!                                          └──── data ──▶ writer thread: temp file, SHA-256,
-//!                                                          fsync, FinishedBlob
+//!                                          └──── data ──▶ writer thread: temp file, SHA-256
+//!                                                          ──▶ fsync threads ──▶ FinishedBlob
 //! ```
 //!
 //! Entries are named relative to `/vre/output`. Folders are passed over; every other entry that
@@ -26,8 +26,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::blobs::{BlobStore, FinishedBlob};
 
-/// Data chunks in flight to the writer thread: the memory bound of a quarantine, beside one
-/// chunk of the stream and the names of its entries.
+/// Chunks of the stream in flight to the writer thread (each with the ops it made): the memory
+/// bound of a quarantine, beside one chunk of the stream and the names of its entries.
 const QUEUE: usize = 8;
 /// Folders one quarantine takes (their names are kept, to find a name given twice).
 const MAX_FOLDERS: u64 = 100_000;
@@ -299,40 +299,98 @@ impl<I: Inspect, M: FnMut(&str) -> I> Sink for Quarantine<'_, I, M> {
     }
 }
 
-/// Writes the files it is sent, each into a temporary file of the blob store, hashed and
-/// fsynced; sends each back once it is. A file it is not asked to finish is removed.
-fn write_files(mut rx: mpsc::Receiver<Op>, blobs: BlobStore) -> anyhow::Result<()> {
+/// Files being fsynced at once, each on a thread of its own: the writer goes on with the next
+/// file meanwhile, and the file system commits concurrent fsyncs together (one journal commit
+/// for many small files instead of one each).
+const FSYNCS: usize = 8;
+
+/// A file written whole, to be fsynced before it is sent back.
+struct Written {
+    file: std::fs::File,
+    blob: FinishedBlob,
+    reply: oneshot::Sender<FinishedBlob>,
+}
+
+/// Writes the files it is sent, each into a temporary file of the blob store, hashed; hands
+/// each written file to the fsync threads ([`FSYNCS`]), which send it back once it is durable.
+/// A file it is not asked to finish, or whose fsync failed, is removed; the first failure is
+/// the answer.
+fn write_files(rx: mpsc::Receiver<Vec<Op>>, blobs: BlobStore) -> anyhow::Result<()> {
+    let (tx, queue) = std::sync::mpsc::sync_channel::<Written>(FSYNCS);
+    let queue = std::sync::Mutex::new(queue);
+    std::thread::scope(|scope| {
+        let syncers: Vec<_> = (0..FSYNCS)
+            .map(|_| {
+                scope.spawn(|| -> anyhow::Result<()> {
+                    loop {
+                        let next = queue
+                            .lock()
+                            .map_err(|_| anyhow::anyhow!("poisoned"))?
+                            .recv();
+                        let Ok(w) = next else { return Ok(()) };
+                        w.file.sync_all()?;
+                        drop(w.file);
+                        // Nobody waits for it any more (the quarantine failed): dropped, it is
+                        // removed.
+                        let _ = w.reply.send(w.blob);
+                    }
+                })
+            })
+            .collect();
+        let written = write_each(rx, &blobs, &tx);
+        drop(tx);
+        let mut result = written;
+        for s in syncers {
+            let synced = s
+                .join()
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("an fsync thread panicked")));
+            if result.is_ok() {
+                result = synced;
+            }
+        }
+        result
+    })
+}
+
+fn write_each(
+    mut rx: mpsc::Receiver<Vec<Op>>,
+    blobs: &BlobStore,
+    synced: &std::sync::mpsc::SyncSender<Written>,
+) -> anyhow::Result<()> {
     use anyhow::Context;
     use std::io::Write;
     let mut current: Option<(FinishedBlob, std::io::BufWriter<std::fs::File>, Sha256, u64)> = None;
-    while let Some(op) = rx.blocking_recv() {
-        match op {
-            Op::Start => {
-                let (path, file) = blobs.temp_file()?;
-                // The guard first: an error below removes the file.
-                let blob = blobs.finished(path, String::new(), 0);
-                current = Some((
-                    blob,
-                    std::io::BufWriter::with_capacity(256 * 1024, file),
-                    Sha256::new(),
-                    0,
-                ));
-            }
-            Op::Data(bytes) => {
-                let (_, file, hasher, size) = current.as_mut().context("data outside a file")?;
-                file.write_all(&bytes)?;
-                hasher.update(&bytes);
-                *size += bytes.len() as u64;
-            }
-            Op::End(reply) => {
-                let (mut blob, file, hasher, size) =
-                    current.take().context("the end of no file")?;
-                let file = file.into_inner().map_err(|e| e.into_error())?;
-                file.sync_all()?;
-                drop(file);
-                blob.set_content(hex::encode(hasher.finalize()), size);
-                // Nobody waits for it any more (the quarantine failed): dropped, it is removed.
-                let _ = reply.send(blob);
+    while let Some(ops) = rx.blocking_recv() {
+        for op in ops {
+            match op {
+                Op::Start => {
+                    let (path, file) = blobs.temp_file()?;
+                    // The guard first: an error below removes the file.
+                    let blob = blobs.finished(path, String::new(), 0);
+                    current = Some((
+                        blob,
+                        std::io::BufWriter::with_capacity(256 * 1024, file),
+                        Sha256::new(),
+                        0,
+                    ));
+                }
+                Op::Data(bytes) => {
+                    let (_, file, hasher, size) =
+                        current.as_mut().context("data outside a file")?;
+                    file.write_all(&bytes)?;
+                    hasher.update(&bytes);
+                    *size += bytes.len() as u64;
+                }
+                Op::End(reply) => {
+                    let (mut blob, file, hasher, size) =
+                        current.take().context("the end of no file")?;
+                    let file = file.into_inner().map_err(|e| e.into_error())?;
+                    blob.set_content(hex::encode(hasher.finalize()), size);
+                    if synced.send(Written { file, blob, reply }).is_err() {
+                        // The fsync threads stopped: one failed, and says why.
+                        return Ok(());
+                    }
+                }
             }
         }
     }
@@ -349,7 +407,7 @@ pub async fn quarantine<I: Inspect>(
     limits: &Limits,
     make: impl FnMut(&str) -> I + Send,
 ) -> Result<Vec<Quarantined<I::Report>>, QuarantineError> {
-    let (tx, rx) = mpsc::channel::<Op>(QUEUE);
+    let (tx, rx) = mpsc::channel::<Vec<Op>>(QUEUE);
     let store = blobs.clone();
     // Belongs to this request and is awaited before it answers: not among the `Workers`.
     let writer = tokio::task::spawn_blocking(move || write_files(rx, store));
@@ -394,12 +452,12 @@ pub async fn quarantine<I: Inspect>(
                 sink.pending.clear();
                 continue;
             }
-            for op in ops {
-                let Some(t) = &tx else { break };
-                if t.send(op).await.is_err() {
-                    writer_gone = true;
-                    tx = None;
-                }
+            if let Some(t) = &tx
+                && !ops.is_empty()
+                && t.send(ops).await.is_err()
+            {
+                writer_gone = true;
+                tx = None;
             }
             if writer_gone {
                 return Ok(());

@@ -67,22 +67,35 @@ pub fn sha256sums(files: &[PackageFile]) -> String {
 /// zstd level: fast, and a window (2 MiB) any decoder accepts.
 const ZSTD_LEVEL: i32 = 3;
 
+/// How much of a source is read, hashed and handed to zstd at once.
+const READ_BUFFER: usize = 256 * 1024;
+
+/// The compressed stream goes to the encrypting thread in pieces of this size, at most
+/// [`PIPE_DEPTH`] of them waiting: what the output lags behind the input stays within a few
+/// hundred KiB of these.
+const PIPE_BUFFER: usize = 256 * 1024;
+const PIPE_DEPTH: usize = 4;
+
 /// Builds a package into `out` in one streaming pass (blocking; async callers use
 /// `spawn_blocking`): a tar of the files under `files/` (sorted by name, each folder before
 /// what it holds), then `SHA256SUMS`, then `ro-crate-metadata.json` (`metadata`, pretty
 /// printed), compressed with zstd and encrypted with age to `recipient` (X25519 only).
 ///
+/// Two stages run at once, about equal in work: this thread reads and hashes the sources and
+/// writes the tar through zstd; a thread of its own encrypts the compressed stream, and hashes
+/// and writes what comes out.
+///
 /// Every source is hashed again as it is read; one that no longer has its approved size and
 /// SHA-256 aborts the build with [`BuildError::Mismatch`] and `out` holds a broken package
-/// that the caller discards. Memory stays bounded whatever the files' sizes (the tar, zstd and
-/// age stages each hold a buffer of their own). Headers are deterministic: `mtime` on every
+/// that the caller discards. Memory stays bounded whatever the files' sizes (each stage holds
+/// buffers of its own). Headers are deterministic: `mtime` on every
 /// entry, uid and gid 0, no user or group names, mode 0644 for files and 0755 for folders.
 pub fn build(
     files: &[PackageFile],
     metadata: &serde_json::Value,
     recipient: &str,
     mtime: u64,
-    out: &mut impl Write,
+    out: &mut (impl Write + Send),
 ) -> Result<Built, BuildError> {
     let recipient = parse_recipient(recipient).map_err(BuildError::BadRecipient)?;
     let recipient: age::x25519::Recipient = recipient
@@ -101,13 +114,58 @@ pub fn build(
         age::Encryptor::with_recipients(std::iter::once(&recipient as &dyn age::Recipient))
             .map_err(|e| BuildError::BadRecipient(e.to_string()))?;
     let sealed = encryptor.wrap_output(counted)?;
-    let mut zstd = zstd::stream::write::Encoder::new(sealed, ZSTD_LEVEL)?;
+
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(PIPE_DEPTH);
+        let (back, spare) = std::sync::mpsc::channel::<Vec<u8>>();
+        let sealing = scope.spawn(move || -> io::Result<Counted<_>> {
+            let mut sealed = sealed;
+            for buf in rx {
+                sealed.write_all(&buf)?;
+                // Given back to be filled again; the pipe is gone once the tar is written.
+                let _ = back.send(buf);
+            }
+            let counted = sealed.finish()?;
+            Ok(counted)
+        });
+        let pipe = Pipe {
+            tx: Some(tx),
+            spare,
+            buf: Vec::with_capacity(PIPE_BUFFER),
+        };
+        let written = write_tar(&sorted, files, metadata, mtime, dirs, pipe);
+        // The sealing thread ends once the pipe is closed (written whole, or dropped by a
+        // failure): its failure explains a broken pipe here.
+        let sealed = sealing
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the encrypting thread panicked")));
+        written?;
+        let counted = sealed?;
+        counted.inner.flush()?;
+        Ok(Built {
+            sha256: hex::encode(counted.hasher.finalize()),
+            size: counted.size,
+        })
+    })
+}
+
+/// The tar of the package, compressed, into `pipe` (closed at the end).
+fn write_tar(
+    sorted: &[&PackageFile],
+    files: &[PackageFile],
+    metadata: &serde_json::Value,
+    mtime: u64,
+    dirs: usize,
+    pipe: Pipe,
+) -> Result<(), BuildError> {
+    let mut zstd = zstd::stream::write::Encoder::new(pipe, ZSTD_LEVEL)?;
     zstd.include_checksum(true)?;
     let mut tar = tar::Builder::new(zstd);
 
     append_dir(&mut tar, &format!("{FILES_DIR}/"), mtime)?;
     let mut made: HashSet<&str> = HashSet::new();
-    for f in &sorted {
+    let mut buffer = vec![0u8; READ_BUFFER];
+    for f in sorted {
         // Each folder above the file, outermost first, once.
         for (i, _) in f.name.match_indices('/') {
             let dir = &f.name[..i];
@@ -115,7 +173,7 @@ pub fn build(
                 append_dir(&mut tar, &format!("{FILES_DIR}/{dir}/"), mtime)?;
             }
         }
-        append_source(&mut tar, f, mtime)?;
+        append_source(&mut tar, f, mtime, &mut buffer)?;
     }
     debug_assert_eq!(made.len(), dirs);
     append_bytes(&mut tar, SUMS_NAME, sha256sums(files).as_bytes(), mtime)?;
@@ -124,13 +182,58 @@ pub fn build(
     append_bytes(&mut tar, METADATA_NAME, &json, mtime)?;
 
     let zstd = tar.into_inner()?;
-    let sealed = zstd.finish()?;
-    let counted = sealed.finish()?;
-    counted.inner.flush()?;
-    Ok(Built {
-        sha256: hex::encode(counted.hasher.finalize()),
-        size: counted.size,
-    })
+    let mut pipe = zstd.finish()?;
+    pipe.close()?;
+    Ok(())
+}
+
+/// The writing end of the pipe to the encrypting thread: fills buffers of [`PIPE_BUFFER`]
+/// and sends them whole (reusing those that come back).
+struct Pipe {
+    tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    spare: std::sync::mpsc::Receiver<Vec<u8>>,
+    buf: Vec<u8>,
+}
+
+impl Pipe {
+    fn send(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let mut next = self
+            .spare
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(PIPE_BUFFER));
+        next.clear();
+        let full = std::mem::replace(&mut self.buf, next);
+        let gone = || io::Error::new(io::ErrorKind::BrokenPipe, "the encrypting thread stopped");
+        self.tx
+            .as_ref()
+            .ok_or_else(gone)?
+            .send(full)
+            .map_err(|_| gone())
+    }
+
+    /// Sends what is left and closes the pipe.
+    fn close(&mut self) -> io::Result<()> {
+        self.send()?;
+        self.tx = None;
+        Ok(())
+    }
+}
+
+impl Write for Pipe {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let n = data.len().min(PIPE_BUFFER - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == PIPE_BUFFER {
+            self.send()?;
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Checks every name, and that no two files clash (the same name, or a file where another
@@ -182,24 +285,38 @@ fn append_bytes<W: Write>(
 }
 
 /// Streams one source into the tar, hashing what it reads; the source must hold exactly the
-/// approved bytes (a longer one is read to its end for the digest reported).
+/// approved bytes (a longer one is read to its end for the digest reported). The data goes
+/// into the tar a `buffer` at a time, past the tar crate's own small copies: its header
+/// first, then the data, then the padding to a whole block.
 fn append_source<W: Write>(
     tar: &mut tar::Builder<W>,
     f: &PackageFile,
     mtime: u64,
+    buffer: &mut [u8],
 ) -> Result<(), BuildError> {
-    let file = std::fs::File::open(&f.source)?;
-    let mut reader = Hashing {
-        inner: file.take(f.size),
-        hasher: Sha256::new(),
-        read: 0,
-    };
+    let mut file = std::fs::File::open(&f.source)?;
+    let mut hasher = Sha256::new();
     let mut h = header(tar::EntryType::Regular, f.size, 0o644, mtime);
-    tar.append_data(&mut h, format!("{FILES_DIR}/{}", f.name), &mut reader)?;
-    let short = reader.read < f.size;
-    let mut hasher = reader.hasher;
-    let mut rest = reader.inner.into_inner();
-    let longer = io::copy(&mut rest, &mut HashSink(&mut hasher))? > 0;
+    // A header (with a long name's entry before it where needed) and no data.
+    tar.append_data(&mut h, format!("{FILES_DIR}/{}", f.name), io::empty())?;
+    let out = tar.get_mut();
+    let mut read = 0u64;
+    while read < f.size {
+        let want = (f.size - read).min(buffer.len() as u64) as usize;
+        let n = file.read(&mut buffer[..want])?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buffer[..n]);
+        out.write_all(&buffer[..n])?;
+        read += n as u64;
+    }
+    let short = read < f.size;
+    if !short {
+        let pad = (BLOCK - (f.size % BLOCK as u64) as usize) % BLOCK;
+        out.write_all(&[0u8; BLOCK][..pad])?;
+    }
+    let longer = io::copy(&mut file, &mut HashSink(&mut hasher))? > 0;
     let found = hex::encode(hasher.finalize());
     if short || longer || !found.eq_ignore_ascii_case(&f.sha256) {
         return Err(BuildError::Mismatch {
@@ -211,20 +328,8 @@ fn append_source<W: Write>(
     Ok(())
 }
 
-struct Hashing<R> {
-    inner: R,
-    hasher: Sha256,
-    read: u64,
-}
-
-impl<R: Read> Read for Hashing<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.read += n as u64;
-        Ok(n)
-    }
-}
+/// A tar block.
+const BLOCK: usize = 512;
 
 struct HashSink<'a>(&'a mut Sha256);
 
@@ -254,5 +359,69 @@ impl<W: Write> Write for Counted<W> {
     }
     fn flush(&mut self) -> io::Result<()> {
         self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+mod pipeline_tests {
+    //! The stages' buffers: files larger than the read buffer and the pipe's pieces, sizes
+    //! that are not a whole number of tar blocks, and a change caught past the first piece.
+    use super::super::tests::{blob, key, metadata_for, noise};
+    use super::*;
+
+    #[test]
+    fn files_larger_than_every_buffer_round_trip() {
+        let tmp = tempfile::tempdir().unwrap();
+        let text: Vec<u8> = (0..400_000u32)
+            .flat_map(|i| format!("{i},{}\n", i % 97).into_bytes())
+            .collect();
+        let files = vec![
+            blob(tmp.path(), "a/noise.bin", &noise(3 * READ_BUFFER + 1234, 7)),
+            blob(tmp.path(), "a/table.csv", &text),
+            blob(tmp.path(), "b/odd.bin", &noise(PIPE_BUFFER - 1, 9)),
+            blob(tmp.path(), "b/one.txt", b"x"),
+        ];
+        let (identity, recipient) = key();
+        let mut out = Vec::new();
+        let built = build(&files, &metadata_for(&files), &recipient, 0, &mut out).unwrap();
+        assert_eq!(built.size, out.len() as u64);
+        assert_eq!(built.sha256, crate::sha256_hex(&out));
+        assert!(
+            out.len() > 2 * PIPE_BUFFER,
+            "the pipe carried several pieces"
+        );
+        let dest = tmp.path().join("opened");
+        let opened = crate::release::open(&out[..], &identity, &dest).unwrap();
+        assert_eq!(opened.files.len(), files.len());
+        for f in &files {
+            let got = std::fs::read(dest.join("files").join(&f.name)).unwrap();
+            assert_eq!(crate::sha256_hex(&got), f.sha256, "{}", f.name);
+        }
+    }
+
+    #[test]
+    fn a_change_past_the_first_buffer_is_caught() {
+        let tmp = tempfile::tempdir().unwrap();
+        let bytes = noise(2 * READ_BUFFER + 10, 3);
+        let mut f = blob(tmp.path(), "big.bin", &bytes);
+        let mut changed = bytes.clone();
+        changed[READ_BUFFER + 5] ^= 1;
+        std::fs::write(&f.source, &changed).unwrap();
+        let (_, recipient) = key();
+        match build(&[f.clone()], &json_empty(), &recipient, 0, &mut Vec::new()) {
+            Err(BuildError::Mismatch { found, .. }) => {
+                assert_eq!(found, crate::sha256_hex(&changed))
+            }
+            other => panic!("{other:?}"),
+        }
+        // Shorter than approved, too.
+        std::fs::write(&f.source, &bytes[..READ_BUFFER]).unwrap();
+        f.name = "short.bin".into();
+        let r = build(&[f], &json_empty(), &recipient, 0, &mut Vec::new());
+        assert!(matches!(r, Err(BuildError::Mismatch { .. })), "{r:?}");
+    }
+
+    fn json_empty() -> serde_json::Value {
+        serde_json::json!({})
     }
 }
