@@ -262,9 +262,7 @@ async fn record_round(
     .await?;
     // The blobs become visible only with their records; a crash in between leaves files the
     // next start removes.
-    for f in checked.files {
-        f.blob.commit().await?;
-    }
+    crate::blobs::commit_all(checked.files.into_iter().map(|f| f.blob).collect()).await?;
     state.commit(tx).await?;
     Ok(Receipt {
         application: app,
