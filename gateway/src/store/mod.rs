@@ -368,18 +368,18 @@ pub async fn decisions(
     .bind(app)
     .fetch_all(conn)
     .await?;
-    let mut out = Vec::with_capacity(rows.len());
-    for r in &rows {
-        let choice: String = r.try_get("choice")?;
-        out.push(DecisionRow {
-            round: r.try_get("round")?,
-            reviewer: r.try_get("reviewer")?,
-            choice: choice.parse().map_err(decode_err)?,
-            comment: r.try_get("comment")?,
-            decided_at: r.try_get("decided_at")?,
-        });
-    }
-    Ok(out)
+    rows.iter().map(decision_from).collect()
+}
+
+fn decision_from(r: &AnyRow) -> Result<DecisionRow, sqlx::Error> {
+    let choice: String = r.try_get("choice")?;
+    Ok(DecisionRow {
+        round: r.try_get("round")?,
+        reviewer: r.try_get("reviewer")?,
+        choice: choice.parse().map_err(decode_err)?,
+        comment: r.try_get("comment")?,
+        decided_at: r.try_get("decided_at")?,
+    })
 }
 
 /// The decisions of several applications in one query, by application.
@@ -402,16 +402,9 @@ pub async fn decisions_of(
         q = q.bind(*a);
     }
     for r in q.fetch_all(conn).await? {
-        let choice: String = r.try_get("choice")?;
         out.entry(r.try_get("application_id")?)
             .or_default()
-            .push(DecisionRow {
-                round: r.try_get("round")?,
-                reviewer: r.try_get("reviewer")?,
-                choice: choice.parse().map_err(decode_err)?,
-                comment: r.try_get("comment")?,
-                decided_at: r.try_get("decided_at")?,
-            });
+            .push(decision_from(&r)?);
     }
     Ok(out)
 }
