@@ -277,6 +277,66 @@ fn remove_soon(workers: &Workers, path: PathBuf) {
     }
 }
 
+/// How much of a file is written between two hand-overs to writeback.
+const WRITEBACK_WINDOW: u64 = 8 << 20;
+
+/// A large file being written (a quarantined file, a release package), each
+/// [`WRITEBACK_WINDOW`] written handed to the kernel's writeback without waiting for it, so
+/// that the disk works while the file is written and the `fsync` at its end (still what makes
+/// it durable) has little left to do instead of the whole file.
+pub(crate) struct Writeback {
+    pub(crate) file: std::fs::File,
+    written: u64,
+    /// Handed to writeback up to here.
+    kicked: u64,
+}
+
+impl Writeback {
+    pub(crate) fn new(file: std::fs::File) -> Writeback {
+        Writeback {
+            file,
+            written: 0,
+            kicked: 0,
+        }
+    }
+}
+
+impl std::io::Write for Writeback {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.written += n as u64;
+        if self.written - self.kicked >= WRITEBACK_WINDOW {
+            start_writeback(&self.file, self.kicked, self.written - self.kicked);
+            self.kicked = self.written;
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}
+
+/// Starts writing `len` bytes of `file` from `start` back to disk; best effort, not waited for.
+// The one system call without a safe wrapper in the dependencies.
+#[allow(unsafe_code)]
+fn start_writeback(file: &std::fs::File, start: u64, len: u64) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: the descriptor is an open file owned by `file`; the call takes no pointers.
+        unsafe {
+            libc::sync_file_range(
+                file.as_raw_fd(),
+                start as i64,
+                len as i64,
+                libc::SYNC_FILE_RANGE_WRITE,
+            );
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (file, start, len);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

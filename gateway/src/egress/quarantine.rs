@@ -359,7 +359,12 @@ fn write_each(
 ) -> anyhow::Result<()> {
     use anyhow::Context;
     use std::io::Write;
-    let mut current: Option<(FinishedBlob, std::io::BufWriter<std::fs::File>, Sha256, u64)> = None;
+    let mut current: Option<(
+        FinishedBlob,
+        std::io::BufWriter<crate::blobs::Writeback>,
+        Sha256,
+        u64,
+    )> = None;
     while let Some(ops) = rx.blocking_recv() {
         for op in ops {
             match op {
@@ -369,7 +374,10 @@ fn write_each(
                     let blob = blobs.finished(path, String::new(), 0);
                     current = Some((
                         blob,
-                        std::io::BufWriter::with_capacity(256 * 1024, file),
+                        std::io::BufWriter::with_capacity(
+                            256 * 1024,
+                            crate::blobs::Writeback::new(file),
+                        ),
                         Sha256::new(),
                         0,
                     ));
@@ -384,7 +392,7 @@ fn write_each(
                 Op::End(reply) => {
                     let (mut blob, file, hasher, size) =
                         current.take().context("the end of no file")?;
-                    let file = file.into_inner().map_err(|e| e.into_error())?;
+                    let file = file.into_inner().map_err(|e| e.into_error())?.file;
                     blob.set_content(hex::encode(hasher.finalize()), size);
                     if synced.send(Written { file, blob, reply }).is_err() {
                         // The fsync threads stopped: one failed, and says why.
