@@ -133,8 +133,13 @@ pub async fn revoke(
     check_text("the reason", reason, 16 * 1024, true)?;
     let mut tx = state.db.begin_write().await?;
     let app = crate::service::applications::seen(tx.conn(), caller, id).await;
-    // Operators do not see applications; the release is what they act on.
-    let standing = app.map(|a| a.standing).unwrap_or_default();
+    // Operators do not see applications; the release is what they act on. A failure to look
+    // is an error, not a standing.
+    let standing = match app {
+        Ok(a) => a.standing,
+        Err(Error::NotFound(_)) => Default::default(),
+        Err(e) => return Err(e),
+    };
     allow(caller, Action::ReleaseRevoke, standing)?;
     let now = crate::time::now();
     if !estore::revoke(tx.conn(), id, caller.sub.as_str(), &now, reason).await? {
