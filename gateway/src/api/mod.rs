@@ -111,7 +111,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(egress::revoke))
         .routes(routes!(egress::register_key, egress::my_key))
         .split_for_parts();
-    let doc_json = document(&doc);
+    let doc_json = document(&doc, &state.settings.sandbox);
     let limits = Limits {
         uploads: Arc::new(Semaphore::new(state.settings.server.max_concurrent_uploads)),
         state: state.clone(),
@@ -140,9 +140,43 @@ pub fn router(state: AppState) -> Router {
 
 /// The OpenAPI document as served, with what utoipa cannot say: an attachment comes with a file
 /// (its name and its content, both) or without one (neither).
-fn document(doc: &utoipa::openapi::OpenApi) -> String {
+/// The OpenAPI document as served: what `utoipa` derives, plus what its attributes cannot say
+/// (a oneOf of an attachment's two shapes, a command's first argument) and what this gateway's
+/// configuration fixes (its resource classes and datasets), so that a request the schema allows
+/// is one the gateway takes.
+fn document(
+    doc: &utoipa::openapi::OpenApi,
+    sandbox: &crate::config::sandbox::SandboxSettings,
+) -> String {
     use serde_json::{Value, json};
     let mut v = serde_json::to_value(doc).expect("the OpenAPI document serialises");
+    if let Some(cmd) = v.pointer_mut("/components/schemas/NewRun/properties/cmd") {
+        cmd["prefixItems"] =
+            json!([{"type": "string", "minLength": 1, "pattern": "^[^\\u0000]*$"}]);
+        cmd["items"]["pattern"] = json!("^[^\\u0000]*$");
+    }
+    // The longest any class allows; a sandbox's own class may allow less (400 `bad_timeout`).
+    if let Some(t) = v.pointer_mut("/components/schemas/NewRun/properties/timeout_secs") {
+        if let Some(max) = sandbox.classes.values().map(|c| c.max_run_secs).max() {
+            t["maximum"] = json!(max);
+        }
+    }
+    if let Some(p) = v.pointer_mut("/components/schemas/NewSandbox/properties") {
+        let classes: Vec<&String> = sandbox.classes.keys().collect();
+        p["class"]["enum"] = json!(
+            classes
+                .into_iter()
+                .map(Some)
+                .chain([None])
+                .collect::<Vec<_>>()
+        );
+        let datasets: Vec<&String> = sandbox.datasets.keys().collect();
+        if datasets.is_empty() {
+            p["datasets"]["maxItems"] = json!(0);
+        } else {
+            p["datasets"]["items"]["enum"] = json!(datasets);
+        }
+    }
     if let Some(s) = v.pointer_mut("/components/schemas/NewAttachment") {
         let description = s.get("description").cloned().unwrap_or(Value::Null);
         let mut without = s.clone();

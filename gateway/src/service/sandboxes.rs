@@ -133,7 +133,7 @@ pub async fn create(state: &AppState, caller: &Caller, new: NewSandbox) -> Resul
     let image = {
         let mut conn = state.db.pool().acquire().await?;
         sstore::image(&mut conn, &new.image).await?.ok_or_else(|| {
-            Error::invalid(
+            Error::conflict(
                 ErrorCode::ImageNotAllowed,
                 format!("`{}` is not an allowed image", new.image),
             )

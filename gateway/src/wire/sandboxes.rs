@@ -185,7 +185,7 @@ pub struct RunQuery {
     /// Seconds to wait for the run to end before answering (at most 60): the answer comes as
     /// soon as the end is recorded, with the run as it is then.
     #[serde(default)]
-    #[param(minimum = 0)]
+    #[param(minimum = 0, maximum = 60)]
     pub wait: Option<u64>,
 }
 

@@ -1349,12 +1349,18 @@ async fn a_status_request_with_wait_answers_when_the_run_ends() {
         "the first line came on its own"
     );
     assert_eq!(String::from_utf8_lossy(&rest), "two\n");
-    // An ended run answers at once, wait or not; a wait past the limit is cut to it.
+    // An ended run answers at once, wait or not; a wait past the limit is refused, as the
+    // schema says.
     let (st, again) = w
         .app
-        .get(&format!("/api/v1/runs/{id}?wait=100000"), Some(&w.ana))
+        .get(&format!("/api/v1/runs/{id}?wait=60"), Some(&w.ana))
         .await;
     assert_eq!((st, &again), (StatusCode::OK, &done));
+    let (st, b) = w
+        .app
+        .get(&format!("/api/v1/runs/{id}?wait=61"), Some(&w.ana))
+        .await;
+    assert_refused(st, &b, StatusCode::BAD_REQUEST, "bad_filter");
     let (st, b) = w
         .app
         .get(&format!("/api/v1/runs/{id}?wait=soon"), Some(&w.ana))
