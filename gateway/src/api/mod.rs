@@ -150,6 +150,7 @@ fn document(
 ) -> String {
     use serde_json::{Value, json};
     let mut v = serde_json::to_value(doc).expect("the OpenAPI document serialises");
+    spell_out_not_blank(&mut v);
     if let Some(cmd) = v.pointer_mut("/components/schemas/NewRun/properties/cmd") {
         cmd["prefixItems"] =
             json!([{"type": "string", "minLength": 1, "pattern": "^[^\\u0000]*$"}]);
@@ -208,6 +209,24 @@ fn document(
         *s = json!({"description": description, "oneOf": [without, with]});
     }
     serde_json::to_string_pretty(&v).expect("the OpenAPI document serialises")
+}
+
+/// `\S` means one thing to ECMA's regexes and another to Python's and to `str::trim` (U+0085,
+/// for one): every such pattern becomes [`crate::wire::NOT_BLANK`].
+fn spell_out_not_blank(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(o) => {
+            for (k, x) in o.iter_mut() {
+                if k == "pattern" && x.as_str() == Some(r"\S") {
+                    *x = crate::wire::NOT_BLANK.into();
+                } else {
+                    spell_out_not_blank(x);
+                }
+            }
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(spell_out_not_blank),
+        _ => {}
+    }
 }
 
 /// Counts and times every request by its route template (never by its raw path, which would

@@ -12,6 +12,13 @@ pub mod projects;
 pub mod sandboxes;
 pub mod system;
 
+/// The schema's pattern for a text that must not be blank: at least one character that is not
+/// white space as the gateway trims it (Unicode's White_Space, as `str::trim`), spelt out so
+/// that every regex dialect reading the document (ECMA, Python, Rust) agrees on it. The
+/// attributes say `\S`; the served document says this (`api::document`).
+pub const NOT_BLANK: &str =
+    r"[^\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]";
+
 /// A string that names no value of a wire enum.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown {what} `{value}`")]
@@ -123,6 +130,44 @@ mod tests {
     use super::applications::*;
     use super::projects::Role;
     use super::sandboxes::*;
+
+    /// `NOT_BLANK` excludes exactly the characters `str::trim` removes.
+    #[test]
+    fn not_blank_is_what_trim_leaves() {
+        let class = super::NOT_BLANK
+            .strip_prefix("[^")
+            .and_then(|c| c.strip_suffix(']'))
+            .unwrap();
+        let mut chars = Vec::new();
+        let mut rest = class;
+        while !rest.is_empty() {
+            let one = |r: &str| -> (char, usize) {
+                match r.strip_prefix('\\') {
+                    Some(e) if e.starts_with('u') => {
+                        let n = u32::from_str_radix(&e[1..5], 16).unwrap();
+                        (char::from_u32(n).unwrap(), 6)
+                    }
+                    Some(e) if e.starts_with('t') => ('\t', 2),
+                    Some(e) if e.starts_with('r') => ('\r', 2),
+                    Some(e) => panic!("unexpected escape {e}"),
+                    None => (r.chars().next().unwrap(), 1),
+                }
+            };
+            let (lo, n) = one(rest);
+            rest = &rest[n..];
+            if let Some(r) = rest.strip_prefix('-') {
+                let (hi, n) = one(r);
+                rest = &r[n..];
+                chars.extend(lo..=hi);
+            } else {
+                chars.push(lo);
+            }
+        }
+        let trimmed: Vec<char> = (char::MIN..=char::MAX)
+            .filter(|c| c.to_string().trim().is_empty())
+            .collect();
+        assert_eq!(chars, trimmed);
+    }
 
     /// Every wire value is the string `policy` (and so the database) uses for it.
     #[test]
