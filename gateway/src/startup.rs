@@ -114,6 +114,7 @@ impl Application {
             Arc::new(backend),
             settings.sandbox.clone(),
             logs_dir,
+            instance.clone(),
         ));
         let state = AppState::new(Inner {
             jwks: crate::auth::local_jwks(&token_key),
@@ -169,6 +170,12 @@ impl Application {
             let (checkpoints, heads) = (checkpoints.clone(), self.heads_rx.clone());
             workers.spawn("audit-checkpoints", |stop| {
                 audit::checkpoint_worker(checkpoints, heads, stop)
+            });
+        }
+        {
+            let state = self.state.clone();
+            workers.spawn("run-leases", |stop| {
+                crate::sandboxes::owners::renew_leases(state, stop)
             });
         }
         {

@@ -368,6 +368,9 @@ impl Settings {
                 self.sandbox.default_class
             );
         }
+        if self.sandbox.run_lease_secs < 3 {
+            bail!("sandbox.run_lease_secs must be at least 3");
+        }
         if self.sandbox.max_concurrent_runs == 0
             || self.sandbox.max_concurrent_runs_per_project == 0
         {

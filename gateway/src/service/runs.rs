@@ -126,6 +126,15 @@ pub async fn create(
         });
     }
     sstore::insert_run(tx.conn(), &row).await?;
+    // This gateway supervises it, for as long as it renews the lease.
+    let sbx = &state.sandboxes;
+    crate::store::owners::own_new(
+        tx.conn(),
+        &row.id,
+        sbx.instance(),
+        &crate::time::in_(sbx.lease()),
+    )
+    .await?;
     tx.audit(NewEvent {
         actor: caller.sub.as_str(),
         action: "run.create",
@@ -261,9 +270,29 @@ pub async fn show(state: &AppState, caller: &Caller, id: &str, wait: Duration) -
     if wait.is_zero() || run.state == "finished" {
         return Ok(run);
     }
-    state.sandboxes.wait_done(&run.id, wait).await;
+    if state.sandboxes.live(&run.id).is_some() {
+        state.sandboxes.wait_done(&run.id, wait).await;
+    } else {
+        // Supervised by another gateway on the same database: its end is looked for there.
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let now = {
+                let mut conn = state.db.pool().acquire().await?;
+                sstore::run(&mut conn, &run.id).await?
+            };
+            if now.is_none_or(|r| r.state == "finished") || tokio::time::Instant::now() >= deadline
+            {
+                break;
+            }
+            tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + ELSEWHERE_POLL))
+                .await;
+        }
+    }
     Ok(seen(state, caller, id).await?.object)
 }
+
+/// How often a wait for the end of a run another gateway supervises looks at its record.
+const ELSEWHERE_POLL: Duration = Duration::from_millis(250);
 
 /// Cancels a run: a queued one ends before it starts, a running one is killed; it is recorded
 /// as `cancelled`, with who asked. Asking again while it stops changes nothing.
