@@ -23,6 +23,7 @@ mod ingress;
 mod jwt;
 mod limits;
 mod release_crash;
+mod replicas;
 mod restart;
 mod run_output;
 mod sandbox;

@@ -1,0 +1,253 @@
+//! Two real `vre server` processes on one PostgreSQL database and one engine, sharing their
+//! keys (a token issued by one works on both): every run is owned by one gateway at a time.
+//! The per-project limit of 1 holds across both (no two runs of the project ever overlap), a
+//! cancellation through either stops a run the other supervises, and when one is killed with
+//! SIGKILL mid-run the survivor takes over its running and queued runs once their lease
+//! lapses, finishes supervising them, and no run starts twice.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::release_crash::audit_actions;
+use crate::restart::{Server, get, post};
+use crate::support::{
+    InstanceObjects, PgDatabase, TEST_IMAGE, TempDir, docker_available, issued_token, required,
+};
+
+/// The lease of the test's gateways: a dead one's runs are taken over within this and a
+/// third of it.
+const LEASE_SECS: u64 = 3;
+
+fn settings() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("VRE_SANDBOX__COMMANDS", "any"),
+        ("VRE_SANDBOX__RUN_LEASE_SECS", "3"),
+        ("VRE_SANDBOX__MAX_CONCURRENT_RUNS_PER_PROJECT", "1"),
+    ]
+}
+
+/// A gateway, and what it made on the engine, removed after the gateway is killed (fields
+/// drop in their order), whatever happened: it cannot make more afterwards.
+struct Replica {
+    server: Server,
+    _objects: InstanceObjects,
+}
+
+impl Replica {
+    fn start(data: &Path, database: &str, log: std::path::PathBuf) -> Replica {
+        let server = Server::start_with(data, Some(database), log, &settings());
+        let id = std::fs::read_to_string(data.join("instance-id")).unwrap();
+        Replica {
+            server,
+            _objects: InstanceObjects(id.trim().to_owned()),
+        }
+    }
+}
+
+/// Copies one gateway's keys into another's data dir, before that one first starts.
+fn share_keys(from: &Path, to: &Path) {
+    let keys = to.join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    for e in std::fs::read_dir(from.join("keys")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), keys.join(e.file_name())).unwrap();
+    }
+}
+
+async fn ask_run(s: &Server, token: &str, sandbox: &str, script: &str) -> String {
+    let (st, b) = post(
+        s,
+        &format!("/api/v1/sandboxes/{sandbox}/runs"),
+        token,
+        &json!({"cmd": ["sh", "-c", script], "timeout_secs": 120}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(st, StatusCode::ACCEPTED, "{b}");
+    b["id"].as_str().unwrap().to_owned()
+}
+
+/// Waits (at most `within`) until the run is in `state`, asking `s`.
+async fn reaching(s: &Server, token: &str, run: &str, state: &str, within: Duration) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let r = get(s, &format!("/api/v1/runs/{run}?wait=1"), token).await;
+        if r["state"] == state {
+            return r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "run {run} not {state} after {within:?}: {r}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn count(actions: &[String], action: &str) -> usize {
+    actions.iter().filter(|a| *a == action).count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_gateways_own_each_run_once_and_a_survivor_takes_over() {
+    if !docker_available() {
+        return;
+    }
+    if std::env::var("VRE_TEST_POSTGRES_URL").is_err() {
+        assert!(
+            !required("POSTGRES"),
+            "VRE_TEST_REQUIRE_POSTGRES=1 but VRE_TEST_POSTGRES_URL is not set"
+        );
+        eprintln!("no PostgreSQL here: skipping the test of two gateways on one database");
+        return;
+    }
+    let pg = PgDatabase::create().await;
+    let root = TempDir::new("replicas");
+    let (a_dir, b_dir) = (root.path().join("a"), root.path().join("b"));
+    let mut a_replica = Replica::start(&a_dir, &pg.url, root.path().join("a.log"));
+    share_keys(&a_dir, &b_dir);
+    let b_replica = Replica::start(&b_dir, &pg.url, root.path().join("b.log"));
+    let (a, b) = (&a_replica.server, &b_replica.server);
+
+    // Tokens of A's key, which B shares.
+    let admin = issued_token(&a_dir, "root", "admin");
+    let op = issued_token(&a_dir, "op", "operator");
+    let ana = issued_token(&a_dir, "ana", "analyst");
+    let auditor = issued_token(&a_dir, "aud", "auditor");
+    let (st, r) = post(
+        b,
+        "/api/v1/projects",
+        &admin,
+        &json!({"id": "p1", "title": "Project", "members": [{"subject": "ana", "role": "analyst"}]}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(st, StatusCode::CREATED, "{r}");
+    let (st, r) = post(a, "/api/v1/images", &op, &json!({"name": TEST_IMAGE}))
+        .await
+        .unwrap();
+    assert_eq!(st, StatusCode::OK, "{r}");
+    let (st, r) = post(
+        a,
+        "/api/v1/sandboxes",
+        &ana,
+        &json!({"project": "p1", "image": TEST_IMAGE}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(st, StatusCode::CREATED, "{r}");
+    let sandbox = r["id"].as_str().unwrap().to_owned();
+    let mut runs = Vec::new();
+
+    // Runs asked for through both at once: the project's limit of 1 holds across them.
+    for i in 0..4 {
+        let s = if i % 2 == 0 { a } else { b };
+        runs.push(ask_run(s, &ana, &sandbox, &format!("echo run {i}; sleep 0.5")).await);
+    }
+    for run in &runs {
+        let r = reaching(a, &ana, run, "finished", Duration::from_secs(60)).await;
+        assert_eq!(r["outcome"], "exited", "{r}");
+        assert_eq!(r["exit_code"], 0, "{r}");
+    }
+
+    // A cancellation through either gateway stops a run the other supervises: running (asked
+    // through B, cancelled through A) and queued behind it (asked through A, cancelled
+    // through B).
+    let running = ask_run(b, &ana, &sandbox, "sleep 60").await;
+    reaching(a, &ana, &running, "running", Duration::from_secs(30)).await;
+    let queued = ask_run(a, &ana, &sandbox, "sleep 60").await;
+    let cancel = |id: &str| format!("/api/v1/runs/{id}/cancel");
+    let (st, r) = post(a, &cancel(&running), &ana, &json!({})).await.unwrap();
+    assert_eq!(st, StatusCode::ACCEPTED, "{r}");
+    let (st, r) = post(b, &cancel(&queued), &ana, &json!({})).await.unwrap();
+    assert_eq!(st, StatusCode::ACCEPTED, "{r}");
+    for run in [&running, &queued] {
+        let r = reaching(b, &ana, run, "finished", Duration::from_secs(30)).await;
+        assert_eq!(r["outcome"], "cancelled", "{r}");
+    }
+    runs.push(running.clone());
+    runs.push(queued.clone());
+
+    // A is killed while its run runs and another waits behind it: B takes both over once
+    // their lease lapses, follows the first to its end and starts the second, once.
+    let killed_mid_run = ask_run(a, &ana, &sandbox, "echo before; sleep 4; echo after").await;
+    reaching(a, &ana, &killed_mid_run, "running", Duration::from_secs(30)).await;
+    let waiting = ask_run(a, &ana, &sandbox, "echo waited; sleep 60").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let r = get(b, &format!("/api/v1/runs/{waiting}"), &ana).await;
+    assert_eq!(r["state"], "queued", "{r}");
+    a_replica.server.kill();
+    let killed_at = Instant::now();
+    let r = reaching(
+        b,
+        &ana,
+        &killed_mid_run,
+        "finished",
+        Duration::from_secs(30),
+    )
+    .await;
+    // It ran its 4 s and was taken over within the lease and a third of it (plus a margin
+    // for a loaded machine).
+    assert!(
+        killed_at.elapsed() < Duration::from_secs(4 + LEASE_SECS + 1 + 5),
+        "the survivor took {:?}",
+        killed_at.elapsed()
+    );
+    assert_eq!(r["outcome"], "exited", "{r}");
+    assert_eq!(r["exit_code"], 0, "{r}");
+    assert_eq!(r["log_bytes"], "before\nafter\n".len(), "{r}");
+    let (st, logs) = {
+        let resp = b
+            .http
+            .get(format!("{}/api/v1/runs/{killed_mid_run}/logs", b.url))
+            .bearer_auth(&ana)
+            .send()
+            .await
+            .unwrap();
+        (resp.status(), resp.text().await.unwrap())
+    };
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(logs, "before\nafter\n");
+    // The run that waited starts on B, and a cancellation through B stops it.
+    reaching(b, &ana, &waiting, "running", Duration::from_secs(30)).await;
+    let (st, r) = post(b, &cancel(&waiting), &ana, &json!({})).await.unwrap();
+    assert_eq!(st, StatusCode::ACCEPTED, "{r}");
+    let r = reaching(b, &ana, &waiting, "finished", Duration::from_secs(30)).await;
+    assert_eq!(r["outcome"], "cancelled", "{r}");
+    for run in [&killed_mid_run, &waiting] {
+        let actions = audit_actions(b, &auditor, run).await;
+        assert_eq!(count(&actions, "run.takeover"), 1, "{run}: {actions:?}");
+    }
+    runs.push(killed_mid_run.clone());
+    runs.push(waiting.clone());
+
+    // No run started twice nor finished twice; no two runs of the project ran at once.
+    let mut spans = Vec::new();
+    for run in &runs {
+        let actions = audit_actions(b, &auditor, run).await;
+        let starts = if *run == queued { 0 } else { 1 };
+        assert_eq!(count(&actions, "run.start"), starts, "{run}: {actions:?}");
+        assert_eq!(count(&actions, "run.finish"), 1, "{run}: {actions:?}");
+        let r = get(b, &format!("/api/v1/runs/{run}"), &ana).await;
+        if let (Some(s), Some(f)) = (r["started_at"].as_str(), r["finished_at"].as_str()) {
+            assert!(s <= f, "{r}");
+            if starts == 1 {
+                spans.push((s.to_owned(), f.to_owned(), run.clone()));
+            }
+        }
+    }
+    spans.sort();
+    for w in spans.windows(2) {
+        assert!(
+            w[0].1 <= w[1].0,
+            "two runs of the project overlapped: {:?} and {:?}",
+            w[0],
+            w[1]
+        );
+    }
+    drop(b_replica);
+    drop(a_replica);
+    pg.drop_db().await;
+}
