@@ -31,6 +31,10 @@ pub struct SandboxSettings {
     /// takes its runs over this long after its last renewal. The gateways' clocks must agree
     /// to well within it.
     pub run_lease_secs: u64,
+    /// Where runs' logs are written (default: `runs/` in the data dir). Gateways sharing a
+    /// database must share this folder too (the same path on each, e.g. a network file
+    /// system), so that each serves the logs of runs another supervises.
+    pub logs_dir: Option<PathBuf>,
     /// How many sandboxes (the most recently used) keep a container started ahead for their
     /// next run, which then starts in a few milliseconds instead of the engine's 70–80; 0
     /// turns it off. Each costs the engine one idle container (a shim and two small
@@ -85,6 +89,7 @@ impl Default for SandboxSettings {
             max_concurrent_runs_per_project: 4,
             max_queued_runs_per_project: 32,
             run_lease_secs: 30,
+            logs_dir: None,
             standby_containers: 8,
             logs: crate::wire::sandboxes::LogVisibility::Visible,
             commands: crate::wire::projects::CommandPolicy::Approved,

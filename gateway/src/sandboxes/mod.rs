@@ -15,6 +15,7 @@
 //! This module holds the run queue (`Sandboxes`), what a sandbox is made of (`spec_of`) and
 //! what followers of a live run wait on (`Progress`).
 
+pub mod follow;
 pub mod outcome;
 pub mod owners;
 pub mod quota;
@@ -50,6 +51,8 @@ pub struct Sandboxes {
     /// supervisors in other gateways on the same database see it within
     /// `supervisor::CANCEL_POLL`).
     cancels: Mutex<HashMap<String, Arc<tokio::sync::Notify>>>,
+    /// Followers here of runs supervised by any gateway, woken across gateways.
+    pub follow: follow::Hub,
     /// Wakes a live run's supervisor when its lease could not be renewed because another
     /// gateway took the run over: it stands down.
     lost: Mutex<HashMap<String, Arc<tokio::sync::Notify>>>,
@@ -80,6 +83,7 @@ impl Sandboxes {
             live: Mutex::new(HashMap::new()),
             cancels: Default::default(),
             lost: Default::default(),
+            follow: Default::default(),
         }
     }
 

@@ -146,6 +146,7 @@ async fn supervise_live(state: AppState, run: RunRow, attach: bool, stop: Stop, 
         state.metrics.run_finished(&finish.outcome);
     }
     live.progress.send_modify(|p| p.done = true);
+    sbx.follow.changed(&run.id);
     drop(live);
     if !recorded {
         // Finished or taken over by another gateway meanwhile: its container is theirs.
@@ -437,12 +438,17 @@ async fn supervise_inner(
         let container = container.clone();
         let over = over_log.clone();
         let path = log_path.clone();
-        let progress = progress.clone();
+        // Followers here through its progress, those of other gateways through a notification.
+        let tell = {
+            let (progress, sbx, run) = (progress.clone(), sbx.clone(), run.id.clone());
+            move || {
+                progress.send_modify(|_| {});
+                sbx.follow.changed(&run);
+            }
+        };
         // A child of this supervisor rather than a worker of its own: it ends with the run's
         // output, is awaited below, and is cut short here when the supervisor detaches.
-        tokio::spawn(
-            async move { capture_logs(backend, container, path, cap, over, progress).await },
-        )
+        tokio::spawn(async move { capture_logs(backend, container, path, cap, over, tell).await })
     };
 
     // The deadline counts from the start, across restarts.
@@ -617,14 +623,14 @@ async fn capture_logs(
     path: PathBuf,
     cap: u64,
     over: Arc<std::sync::atomic::AtomicBool>,
-    progress: Arc<watch::Sender<Progress>>,
+    tell: impl Fn() + Send,
 ) -> anyhow::Result<bool> {
     use futures_util::StreamExt;
     use tokio::io::AsyncWriteExt;
     let mut f = tokio::fs::File::create(&path).await?;
     let mut written = 0u64;
     // Followers waiting for the file to exist.
-    progress.send_modify(|_| {});
+    tell();
     let mut stream = backend.logs(&container);
     while let Some(chunk) = stream.next().await {
         let Ok(chunk) = chunk else { break };
@@ -639,13 +645,14 @@ async fn capture_logs(
             .await?;
             f.flush().await?;
             f.sync_all().await?;
+            tell();
             return Ok(true);
         }
         f.write_all(&chunk).await?;
         // Written through before followers are told: tokio's file hands writes to a thread.
         f.flush().await?;
         written += chunk.len() as u64;
-        progress.send_modify(|_| {});
+        tell();
     }
     f.sync_all().await?;
     Ok(false)

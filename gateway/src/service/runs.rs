@@ -273,26 +273,28 @@ pub async fn show(state: &AppState, caller: &Caller, id: &str, wait: Duration) -
     if state.sandboxes.live(&run.id).is_some() {
         state.sandboxes.wait_done(&run.id, wait).await;
     } else {
-        // Supervised by another gateway on the same database: its end is looked for there.
+        // Supervised by another gateway on the same database: woken when it records the end.
+        let mut woken = state.sandboxes.follow.follow(&run.id);
         let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            let now = {
-                let mut conn = state.db.pool().acquire().await?;
-                sstore::run(&mut conn, &run.id).await?
-            };
-            if now.is_none_or(|r| r.state == "finished") || tokio::time::Instant::now() >= deadline
-            {
+        while !finished(state, &run.id).await? {
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
                 break;
             }
-            tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + ELSEWHERE_POLL))
-                .await;
+            let step = (deadline - now).min(state.sandboxes.follow.poll());
+            let _ = tokio::time::timeout(step, woken.changed()).await;
         }
     }
     Ok(seen(state, caller, id).await?.object)
 }
 
-/// How often a wait for the end of a run another gateway supervises looks at its record.
-const ELSEWHERE_POLL: Duration = Duration::from_millis(250);
+/// Whether the run's end is recorded (or the run is gone).
+async fn finished(state: &AppState, run: &str) -> Result<bool> {
+    let mut conn = state.db.pool().acquire().await?;
+    Ok(sstore::run(&mut conn, run)
+        .await?
+        .is_none_or(|r| r.state == "finished"))
+}
 
 /// Cancels a run: a queued one ends before it starts, a running one is killed; it is recorded
 /// as `cancelled`, with who asked. Asking again while it stops changes nothing.
@@ -361,10 +363,18 @@ pub async fn logs(
             ),
         });
     }
+    let live = state.sandboxes.live(&run.id).filter(|_| follow);
+    // A run another gateway supervises (or will) is followed through its notifications.
+    let elsewhere = (follow && live.is_none() && run.state != "finished").then(|| Elsewhere {
+        woken: state.sandboxes.follow.follow(&run.id),
+        state: state.clone(),
+        run: run.id.clone(),
+    });
     let tail = Tail {
         file: None,
         path: state.sandboxes.log_path(&run.id),
-        live: state.sandboxes.live(&run.id).filter(|_| follow),
+        live,
+        elsewhere,
         done: false,
         sent: Sent {
             state: state.clone(),
@@ -450,6 +460,8 @@ struct Tail {
     path: std::path::PathBuf,
     /// Followed while the run is live: each change of its progress wakes the follower.
     live: Option<tokio::sync::watch::Receiver<Progress>>,
+    /// Followed while another gateway supervises the run, until its end is recorded.
+    elsewhere: Option<Elsewhere>,
     done: bool,
     /// What was sent so far, for the audit log.
     sent: Sent,
@@ -474,10 +486,14 @@ impl Tail {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             // Seen before reading: a change after this wakes the wait below.
-            let ended = self
-                .live
-                .as_mut()
-                .is_none_or(|l| l.borrow_and_update().done);
+            let ended = match (&mut self.live, &mut self.elsewhere) {
+                (Some(l), _) => l.borrow_and_update().done,
+                (None, Some(e)) => {
+                    e.woken.borrow_and_update();
+                    false
+                }
+                (None, None) => true,
+            };
             if self.file.is_none() {
                 match tokio::fs::File::open(&self.path).await {
                     Ok(f) => self.file = Some(f),
@@ -513,12 +529,29 @@ impl Tail {
     }
 
     /// Waits for the next change of a live run's progress; a run whose supervisor is gone
-    /// counts as ended.
+    /// counts as ended. For a run supervised elsewhere: once its end is recorded, what it
+    /// wrote last is read and the follow ends; until then, the next notification (or poll).
     async fn next_progress(&mut self) {
         if let Some(l) = &mut self.live {
             if l.changed().await.is_err() {
                 self.live = None;
             }
+        } else if let Some(e) = &mut self.elsewhere {
+            match finished(&e.state, &e.run).await {
+                // Read to the end once more (its file is whole), then stop.
+                Ok(true) | Err(_) => self.elsewhere = None,
+                Ok(false) => {
+                    let poll = e.state.sandboxes.follow.poll();
+                    let _ = tokio::time::timeout(poll, e.woken.changed()).await;
+                }
+            }
         }
     }
+}
+
+/// A run followed here that another gateway supervises.
+struct Elsewhere {
+    woken: tokio::sync::watch::Receiver<u64>,
+    state: AppState,
+    run: String,
 }
