@@ -3,11 +3,14 @@
 //! The per-project limit of 1 holds across both (no two runs of the project ever overlap), a
 //! cancellation through either stops a run the other supervises, and when one is killed with
 //! SIGKILL mid-run the survivor takes over its running and queued runs once their lease
-//! lapses, finishes supervising them, and no run starts twice.
+//! lapses, finishes supervising them, and no run starts twice. Any gateway serves any run (its
+//! output followed as it comes, its end awaited) and any file, from the logs folder and blob
+//! store they share.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -21,11 +24,16 @@ use crate::support::{
 /// third of it.
 const LEASE_SECS: u64 = 3;
 
-fn settings() -> Vec<(&'static str, &'static str)> {
+/// The settings of both: short leases, a limit of one run at once per project, and the logs
+/// folder and blob store they share.
+fn settings(shared: &Path) -> Vec<(&'static str, String)> {
+    let logs = shared.join("runs");
     vec![
-        ("VRE_SANDBOX__COMMANDS", "any"),
-        ("VRE_SANDBOX__RUN_LEASE_SECS", "3"),
-        ("VRE_SANDBOX__MAX_CONCURRENT_RUNS_PER_PROJECT", "1"),
+        ("VRE_BLOBS_DIR", shared.join("blobs").display().to_string()),
+        ("VRE_SANDBOX__COMMANDS", "any".into()),
+        ("VRE_SANDBOX__RUN_LEASE_SECS", LEASE_SECS.to_string()),
+        ("VRE_SANDBOX__MAX_CONCURRENT_RUNS_PER_PROJECT", "1".into()),
+        ("VRE_SANDBOX__LOGS_DIR", logs.display().to_string()),
     ]
 }
 
@@ -37,8 +45,10 @@ struct Replica {
 }
 
 impl Replica {
-    fn start(data: &Path, database: &str, log: std::path::PathBuf) -> Replica {
-        let server = Server::start_with(data, Some(database), log, &settings());
+    fn start(data: &Path, database: &str, shared: &Path, log: std::path::PathBuf) -> Replica {
+        let settings = settings(shared);
+        let settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let server = Server::start_with(data, Some(database), log, &settings);
         let id = std::fs::read_to_string(data.join("instance-id")).unwrap();
         Replica {
             server,
@@ -91,7 +101,7 @@ fn count(actions: &[String], action: &str) -> usize {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn two_gateways_own_each_run_once_and_a_survivor_takes_over() {
+async fn two_gateways_on_one_database_own_each_run_once_and_serve_any_run() {
     if !docker_available() {
         return;
     }
@@ -106,9 +116,10 @@ async fn two_gateways_own_each_run_once_and_a_survivor_takes_over() {
     let pg = PgDatabase::create().await;
     let root = TempDir::new("replicas");
     let (a_dir, b_dir) = (root.path().join("a"), root.path().join("b"));
-    let mut a_replica = Replica::start(&a_dir, &pg.url, root.path().join("a.log"));
+    let shared = root.path().join("shared");
+    let mut a_replica = Replica::start(&a_dir, &pg.url, &shared, root.path().join("a.log"));
     share_keys(&a_dir, &b_dir);
-    let b_replica = Replica::start(&b_dir, &pg.url, root.path().join("b.log"));
+    let b_replica = Replica::start(&b_dir, &pg.url, &shared, root.path().join("b.log"));
     let (a, b) = (&a_replica.server, &b_replica.server);
 
     // Tokens of A's key, which B shares.
@@ -141,6 +152,49 @@ async fn two_gateways_own_each_run_once_and_a_survivor_takes_over() {
     let sandbox = r["id"].as_str().unwrap().to_owned();
     let mut runs = Vec::new();
 
+    // A file one gateway received is served by the other, from the blob store they share.
+    let (st, app) = post(
+        a,
+        "/api/v1/applications",
+        &ana,
+        &json!({"kind": "access", "project": "p1", "title": "Please", "description": "why"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(st, StatusCode::CREATED, "{app}");
+    let file = b"%PDF-1.4 institution review: approved\n";
+    let (st, att) = post(
+        a,
+        &format!(
+            "/api/v1/applications/{}/attachments",
+            app["id"].as_str().unwrap()
+        ),
+        &issued_token(&a_dir, "sue", "steward"),
+        &json!({
+            "kind": "institution_review",
+            "text": "Approved.",
+            "file_name": "review.pdf",
+            "file_base64": base64::engine::general_purpose::STANDARD.encode(file),
+        }),
+    )
+    .await
+    .unwrap();
+    assert_eq!(st, StatusCode::CREATED, "{att}");
+    let resp = b
+        .http
+        .get(format!(
+            "{}/api/v1/applications/{}/attachments/{}/file",
+            b.url,
+            app["id"].as_str().unwrap(),
+            att["id"].as_str().unwrap()
+        ))
+        .bearer_auth(issued_token(&a_dir, "rev1", "reviewer"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.bytes().await.unwrap().to_vec(), file.to_vec());
+
     // Runs asked for through both at once: the project's limit of 1 holds across them.
     for i in 0..4 {
         let s = if i % 2 == 0 { a } else { b };
@@ -151,6 +205,31 @@ async fn two_gateways_own_each_run_once_and_a_survivor_takes_over() {
         assert_eq!(r["outcome"], "exited", "{r}");
         assert_eq!(r["exit_code"], 0, "{r}");
     }
+
+    // Any gateway serves any run: the output of a run A supervises is followed through B as
+    // it comes (B is woken by A's notifications), and a wait through B ends with the run.
+    let followed = ask_run(a, &ana, &sandbox, "echo hello; sleep 2; echo bye").await;
+    let follow = {
+        let req = b
+            .http
+            .get(format!("{}/api/v1/runs/{followed}/logs?follow=true", b.url))
+            .bearer_auth(&ana);
+        tokio::spawn(async move {
+            let resp = req.send().await.unwrap();
+            assert_eq!(resp.status(), StatusCode::OK);
+            resp.text().await.unwrap()
+        })
+    };
+    let r = get(b, &format!("/api/v1/runs/{followed}?wait=30"), &ana).await;
+    assert_eq!(r["state"], "finished", "{r}");
+    let asked = Instant::now();
+    assert_eq!(follow.await.unwrap(), "hello\nbye\n");
+    assert!(
+        asked.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        asked.elapsed()
+    );
+    runs.push(followed);
 
     // A cancellation through either gateway stops a run the other supervises: running (asked
     // through B, cancelled through A) and queued behind it (asked through A, cancelled
