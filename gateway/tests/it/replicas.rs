@@ -1,9 +1,9 @@
 //! Two real `vre server` processes on one PostgreSQL database and one engine, sharing their
 //! keys (a token issued by one works on both): every run is owned by one gateway at a time.
 //! The per-project limit of 1 holds across both (no two runs of the project ever overlap), a
-//! cancellation through either stops a run the other supervises, and when one is killed with
-//! SIGKILL mid-run the survivor takes over its running and queued runs once their lease
-//! lapses, finishes supervising them, and no run starts twice. Any gateway serves any run (its
+//! cancellation through either stops a run the other supervises, runs go on across a restart
+//! of one, and when one is killed with SIGKILL mid-run the survivor takes over its running and
+//! queued runs once their lease lapses, finishes supervising them, and no run starts twice. Any gateway serves any run (its
 //! output followed as it comes, its end awaited) and any file, from the logs folder and blob
 //! store they share.
 
@@ -46,14 +46,18 @@ struct Replica {
 
 impl Replica {
     fn start(data: &Path, database: &str, shared: &Path, log: std::path::PathBuf) -> Replica {
-        let settings = settings(shared);
-        let settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let server = Server::start_with(data, Some(database), log, &settings);
+        let server = Self::server(data, database, shared, log);
         let id = std::fs::read_to_string(data.join("instance-id")).unwrap();
         Replica {
             server,
             _objects: InstanceObjects(id.trim().to_owned()),
         }
+    }
+
+    fn server(data: &Path, database: &str, shared: &Path, log: std::path::PathBuf) -> Server {
+        let settings = settings(shared);
+        let settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        Server::start_with(data, Some(database), log, &settings)
     }
 }
 
@@ -119,7 +123,7 @@ async fn two_gateways_on_one_database_own_each_run_once_and_serve_any_run() {
     let shared = root.path().join("shared");
     let mut a_replica = Replica::start(&a_dir, &pg.url, &shared, root.path().join("a.log"));
     share_keys(&a_dir, &b_dir);
-    let b_replica = Replica::start(&b_dir, &pg.url, &shared, root.path().join("b.log"));
+    let mut b_replica = Replica::start(&b_dir, &pg.url, &shared, root.path().join("b.log"));
     let (a, b) = (&a_replica.server, &b_replica.server);
 
     // Tokens of A's key, which B shares.
@@ -248,6 +252,25 @@ async fn two_gateways_on_one_database_own_each_run_once_and_serve_any_run() {
     }
     runs.push(running.clone());
     runs.push(queued.clone());
+
+    // B restarts (a graceful stop, then a start on its data dir) while it supervises a run and
+    // another waits behind it: both go on, each started once (by B again, at its start, or by
+    // A, should their lease lapse meanwhile).
+    let across_restart = ask_run(b, &ana, &sandbox, "echo one; sleep 3; echo two").await;
+    reaching(a, &ana, &across_restart, "running", Duration::from_secs(30)).await;
+    let behind_restart = ask_run(b, &ana, &sandbox, "echo three").await;
+    b_replica.server.stop().await;
+    b_replica.server = Replica::server(&b_dir, &pg.url, &shared, root.path().join("b2.log"));
+    let b = &b_replica.server;
+    for (run, out) in [
+        (&across_restart, "one\ntwo\n"),
+        (&behind_restart, "three\n"),
+    ] {
+        let r = reaching(b, &ana, run, "finished", Duration::from_secs(30)).await;
+        assert_eq!(r["outcome"], "exited", "{r}");
+        assert_eq!(r["log_bytes"], out.len(), "{r}");
+        runs.push(run.clone());
+    }
 
     // A is killed while its run runs and another waits behind it: B takes both over once
     // their lease lapses, follows the first to its end and starts the second, once.
