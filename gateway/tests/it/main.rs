@@ -22,6 +22,7 @@ mod egress_copy;
 mod ingress;
 mod jwt;
 mod limits;
+mod owners;
 mod release_crash;
 mod replicas;
 mod restart;
