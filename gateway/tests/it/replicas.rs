@@ -349,6 +349,27 @@ async fn two_gateways_on_one_database_own_each_run_once_and_serve_any_run() {
             w[1]
         );
     }
+
+    // The sandbox A made is removed through B: its objects go, whichever gateway made them.
+    let (st, r) = crate::restart::send(
+        b.http
+            .delete(format!("{}/api/v1/sandboxes/{sandbox}", b.url))
+            .bearer_auth(&ana),
+    )
+    .await
+    .unwrap();
+    assert_eq!(st, StatusCode::OK, "{r}");
+    let of_sandbox = format!("label=vre.sandbox={sandbox}");
+    for list in [
+        &["ps", "-aq", "--filter", &of_sandbox][..],
+        &["volume", "ls", "-q", "--filter", &of_sandbox][..],
+    ] {
+        let out = std::process::Command::new("docker")
+            .args(list)
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "", "{list:?}");
+    }
     drop(b_replica);
     drop(a_replica);
     pg.drop_db().await;
