@@ -68,6 +68,17 @@ impl BlobStore {
         Ok(())
     }
 
+    /// Whether the blob's file last changed (its rename into place, on Linux) more than `age`
+    /// ago; false when that cannot be told.
+    pub fn settled(&self, sha256: &str, age: std::time::Duration) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(meta) = self.path_of(sha256).and_then(|p| Ok(std::fs::metadata(p)?)) else {
+            return false;
+        };
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        now.saturating_sub(meta.ctime()) > age.as_secs() as i64
+    }
+
     pub fn path_of(&self, sha256: &str) -> anyhow::Result<PathBuf> {
         anyhow::ensure!(
             sha256.len() == 64

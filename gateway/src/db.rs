@@ -84,6 +84,20 @@ impl Db {
         self.engine
     }
 
+    /// Sends a notification on a channel to every gateway listening (PostgreSQL's `NOTIFY`;
+    /// nothing on SQLite).
+    pub async fn notify(&self, channel: &str, payload: &str) -> Result<(), sqlx::Error> {
+        if self.engine != Engine::Postgres {
+            return Ok(());
+        }
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(channel)
+            .bind(payload)
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+    }
+
     /// Starts a write transaction holding the chain lock.
     pub async fn begin_write(&self) -> Result<WriteTx, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
@@ -116,6 +130,13 @@ impl Db {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
+}
+
+/// A connection of its own listening on a channel of a PostgreSQL database (`LISTEN`).
+pub async fn listen(url: &str, channel: &str) -> Result<sqlx::postgres::PgListener, sqlx::Error> {
+    let mut listener = sqlx::postgres::PgListener::connect(url).await?;
+    listener.listen(channel).await?;
+    Ok(listener)
 }
 
 /// A write transaction. Audit events appended through it commit or vanish with its other writes.

@@ -16,7 +16,8 @@
 //! - `blobs`: the content-addressed store; `ingress`: archives streamed in and validated;
 //!   `metrics`: Prometheus counters.
 //! - `wire`: the request and response bodies of the API, shared by the server and the client.
-//! - `sandboxes`: the run queue and supervisor over `sandbox-runner`, and recovery at start.
+//! - `sandboxes`: the run queue and supervisor over `sandbox-runner`, recovery at start, and
+//!   the ownership of runs by one gateway at a time when several share the database.
 //! - `workers`: every background task, named, told when the gateway stops and waited for.
 //!
 //! The rules themselves (who may do what, how an application moves) live in the `policy`

@@ -51,7 +51,14 @@ impl Application {
             &settings.tls.hostnames,
         )?;
         let workers = Workers::default();
-        let blobs = BlobStore::new(data.blobs(), data.tmp(), workers.clone());
+        let instance = instance_id(&data)?;
+        // A blob store shared with other gateways: this one's temporary files apart from
+        // theirs (its sweep at start removes only its own), on the same file system.
+        let (blob_root, blob_tmp) = match &settings.blobs_dir {
+            Some(dir) => (dir.clone(), dir.join("tmp").join(&instance)),
+            None => (data.blobs(), data.tmp()),
+        };
+        let blobs = BlobStore::new(blob_root, blob_tmp, workers.clone());
         let swept = blobs.sweep_tmp()?;
         if swept > 0 {
             tracing::info!(
@@ -62,7 +69,7 @@ impl Application {
         let db = Db::open(&settings.database_url(), settings.database_max_connections).await?;
         // Before anything is appended to the checkpoint log, or a new line would be glued to it.
         audit::repair_checkpoint_log(&db, &settings.checkpoint_dir()).await?;
-        let orphans = remove_orphan_blobs(&db, &blobs).await?;
+        let orphans = remove_orphan_blobs(&db, &blobs, settings.blobs_dir.is_some()).await?;
         if orphans > 0 {
             tracing::info!(
                 blobs = orphans,
@@ -91,7 +98,6 @@ impl Application {
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
         let tls_config = server_tls_config(&tls.cert_chain_pem, &tls.key_pem)?;
-        let instance = instance_id(&data)?;
         let conn = sandbox_runner::docker::Connection {
             host: (!settings.sandbox.docker_host.is_empty())
                 .then(|| settings.sandbox.docker_host.clone()),
@@ -108,12 +114,14 @@ impl Application {
         };
         let backend = sandbox_runner::docker::DockerBackend::connect(&conn, &instance)
             .map_err(|e| anyhow::anyhow!("configuring the container engine client: {e}"))?;
-        let logs_dir = data.root().join("runs");
+        let logs_dir =
+            (settings.sandbox.logs_dir.clone()).unwrap_or_else(|| data.root().join("runs"));
         std::fs::create_dir_all(&logs_dir)?;
         let sandboxes = Arc::new(crate::sandboxes::Sandboxes::new(
             Arc::new(backend),
             settings.sandbox.clone(),
             logs_dir,
+            instance.clone(),
         ));
         let state = AppState::new(Inner {
             jwks: crate::auth::local_jwks(&token_key),
@@ -169,6 +177,18 @@ impl Application {
             let (checkpoints, heads) = (checkpoints.clone(), self.heads_rx.clone());
             workers.spawn("audit-checkpoints", |stop| {
                 audit::checkpoint_worker(checkpoints, heads, stop)
+            });
+        }
+        {
+            let state = self.state.clone();
+            workers.spawn("run-progress", |stop| {
+                crate::sandboxes::follow::run(state, stop)
+            });
+        }
+        {
+            let state = self.state.clone();
+            workers.spawn("run-leases", |stop| {
+                crate::sandboxes::owners::renew_leases(state, stop)
             });
         }
         {
@@ -303,20 +323,26 @@ fn instance_id(data: &DataDir) -> anyhow::Result<String> {
 
 /// Removes blobs the database does not know: written by a process that died between renaming
 /// them into the store and committing their record.
-async fn remove_orphan_blobs(db: &Db, blobs: &BlobStore) -> anyhow::Result<usize> {
+async fn remove_orphan_blobs(db: &Db, blobs: &BlobStore, shared: bool) -> anyhow::Result<usize> {
     let known = {
         let mut conn = db.pool().acquire().await?;
         crate::store::known_blobs(&mut conn).await?
     };
     let mut removed = 0;
     for sha in blobs.list()? {
-        if !known.contains(&sha) {
+        // In a store shared with other gateways, a blob renamed in just now may be one whose
+        // record another gateway is about to commit: only those renamed long ago go.
+        if !known.contains(&sha) && (!shared || blobs.settled(&sha, SHARED_ORPHAN_AGE)) {
             blobs.remove(&sha)?;
             removed += 1;
         }
     }
     Ok(removed)
 }
+
+/// How long ago a blob unknown to the database must have been renamed into a shared store for
+/// a start to remove it.
+const SHARED_ORPHAN_AGE: Duration = Duration::from_secs(3600);
 
 /// Resolves on SIGTERM or SIGINT.
 pub async fn shutdown_signal() {

@@ -324,6 +324,10 @@ pub trait SandboxBackend: Send + Sync + 'static {
     async fn wait(&self, container: &str, deadline: Duration) -> Result<Option<RunState>>;
     async fn kill(&self, container: &str) -> Result<()>;
     async fn state(&self, container: &str) -> Result<RunState>;
+    /// The gateway instance that made a container (its `vre.instance` label); `None` when
+    /// there is no such container. Gateways sharing an engine ask before starting a run whose
+    /// container may have been made by another.
+    async fn maker(&self, container: &str) -> Result<Option<String>>;
     /// stdout and stderr, interleaved, following until the container ends.
     fn logs(&self, container: &str) -> BoxStream<'static, Result<Vec<u8>>>;
     /// What one of the sandbox's writable volumes holds ([`Usage::Unmeasurable`] when the run

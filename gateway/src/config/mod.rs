@@ -27,6 +27,11 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// The address the HTTPS listener binds to.
     pub listen: SocketAddr,
+    /// Where blobs (uploads, quarantined files, release packages) live, when not in the data
+    /// dir: gateways sharing a database must share this folder too (the same path on each, a
+    /// network file system), since each serves what another received. Each writes its
+    /// temporary files in `tmp/<instance id>/` inside it, on the same file system.
+    pub blobs_dir: Option<PathBuf>,
     /// `sqlite://…` or `postgres://…`; empty means SQLite in the data dir.
     pub database_url: Secret,
     /// How many database connections the gateway keeps at most.
@@ -217,6 +222,7 @@ impl Default for Settings {
         Settings {
             data_dir: PathBuf::from("./vre-data"),
             listen: "127.0.0.1:8443".parse().expect("a valid literal address"),
+            blobs_dir: None,
             database_url: Secret::default(),
             database_max_connections: 8,
             tls: TlsSettings::default(),
@@ -368,6 +374,9 @@ impl Settings {
                 self.sandbox.default_class
             );
         }
+        if self.sandbox.run_lease_secs < 3 {
+            bail!("sandbox.run_lease_secs must be at least 3");
+        }
         if self.sandbox.max_concurrent_runs == 0
             || self.sandbox.max_concurrent_runs_per_project == 0
         {
@@ -463,6 +472,8 @@ const OPTIONAL_KEYS: &[&str] = &[
     "docker_tls_cert",
     "docker_tls_ca",
     "runtime",
+    "logs_dir",
+    "blobs_dir",
 ];
 
 fn parse_env_value(raw: &str) -> toml::Value {

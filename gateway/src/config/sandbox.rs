@@ -26,6 +26,15 @@ pub struct SandboxSettings {
     pub max_concurrent_runs_per_project: usize,
     /// Runs of one project waiting for a slot; more are refused (429 `queue_full`).
     pub max_queued_runs_per_project: usize,
+    /// How long a gateway's hold on the runs it supervises lasts unless renewed (it renews it
+    /// every third of this), in seconds: when a gateway dies, another one on the same database
+    /// takes its runs over this long after its last renewal. The gateways' clocks must agree
+    /// to well within it.
+    pub run_lease_secs: u64,
+    /// Where runs' logs are written (default: `runs/` in the data dir). Gateways sharing a
+    /// database must share this folder too (the same path on each, e.g. a network file
+    /// system), so that each serves the logs of runs another supervises.
+    pub logs_dir: Option<PathBuf>,
     /// How many sandboxes (the most recently used) keep a container started ahead for their
     /// next run, which then starts in a few milliseconds instead of the engine's 70–80; 0
     /// turns it off. Each costs the engine one idle container (a shim and two small
@@ -79,6 +88,8 @@ impl Default for SandboxSettings {
             max_concurrent_runs: 8,
             max_concurrent_runs_per_project: 4,
             max_queued_runs_per_project: 32,
+            run_lease_secs: 30,
+            logs_dir: None,
             standby_containers: 8,
             logs: crate::wire::sandboxes::LogVisibility::Visible,
             commands: crate::wire::projects::CommandPolicy::Approved,

@@ -1,8 +1,10 @@
 //! Sandboxes and runs: the gateway's side of `sandbox-runner`.
 //!
-//! A run is recorded `queued`, waits for a slot (a global limit and one per project, so extra
-//! runs queue instead of failing), starts in a fresh hardened container, and is supervised to
-//! its end (`supervisor`): its logs go to a capped file in the data dir, its output folder is
+//! A run is recorded `queued`, owned by the gateway that recorded it (`owners`: a lease it
+//! renews, which another gateway on the same database takes over once it lapses), waits for a
+//! slot (a global limit and one per project, counted in the database over every gateway, so
+//! extra runs queue instead of failing), starts in a fresh hardened container, and is
+//! supervised to its end (`supervisor`): its logs go to a capped file in the data dir, its output folder is
 //! measured against the quota (`quota`), its deadline is enforced with a kill. The outcome
 //! (`outcome` says which, when several things happened), the log's SHA-256 and the times are
 //! recorded with an audit event, and the container is removed. At start, `recovery`
@@ -13,7 +15,9 @@
 //! This module holds the run queue (`Sandboxes`), what a sandbox is made of (`spec_of`) and
 //! what followers of a live run wait on (`Progress`).
 
+pub mod follow;
 pub mod outcome;
+pub mod owners;
 pub mod quota;
 pub mod recovery;
 pub mod supervisor;
@@ -24,7 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sandbox_runner::{SandboxBackend, SandboxSpec};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{Notify, watch};
 
 use crate::config::sandbox::{ResourceClass, SandboxSettings};
 use crate::state::AppState;
@@ -35,11 +39,11 @@ use crate::workers::Name;
 pub struct Sandboxes {
     pub backend: Arc<dyn SandboxBackend>,
     settings: SandboxSettings,
-    /// Slots for runs over all projects.
-    global: Arc<Semaphore>,
-    /// Slots per project, made on first use. The map is touched only to get a project's
-    /// semaphore; never held across an await.
-    per_project: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// This gateway's instance id: the owner of the runs it supervises.
+    instance: String,
+    /// Woken when a run of this gateway ends, so that its runs waiting for a slot look again
+    /// at once (those of other gateways look every `supervisor::SLOT_POLL`).
+    slot_freed: Notify,
     logs_dir: PathBuf,
     /// Runs supervised by this process: followers of their logs and of their end watch them.
     live: Mutex<HashMap<String, watch::Receiver<Progress>>>,
@@ -47,6 +51,11 @@ pub struct Sandboxes {
     /// supervisors in other gateways on the same database see it within
     /// `supervisor::CANCEL_POLL`).
     cancels: Mutex<HashMap<String, Arc<tokio::sync::Notify>>>,
+    /// Followers here of runs supervised by any gateway, woken across gateways.
+    pub follow: follow::Hub,
+    /// Wakes a live run's supervisor when its lease could not be renewed because another
+    /// gateway took the run over: it stands down.
+    lost: Mutex<HashMap<String, Arc<tokio::sync::Notify>>>,
 }
 
 /// How far a live run is, for those who follow it. Every write to its log file (once a
@@ -63,16 +72,34 @@ impl Sandboxes {
         backend: Arc<dyn SandboxBackend>,
         settings: SandboxSettings,
         logs_dir: PathBuf,
+        instance: String,
     ) -> Self {
         Sandboxes {
             backend,
-            global: Arc::new(Semaphore::new(settings.max_concurrent_runs)),
-            per_project: Mutex::new(HashMap::new()),
             settings,
+            instance,
+            slot_freed: Notify::new(),
             logs_dir,
             live: Mutex::new(HashMap::new()),
             cancels: Default::default(),
+            lost: Default::default(),
+            follow: Default::default(),
         }
+    }
+
+    /// This gateway's instance id, the owner of the runs it supervises.
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// How long a run's lease lasts unless renewed.
+    pub fn lease(&self) -> Duration {
+        Duration::from_secs(self.settings.run_lease_secs)
+    }
+
+    /// The runs this process supervises now.
+    pub(crate) fn live_runs(&self) -> Vec<String> {
+        crate::lock(&self.live).keys().cloned().collect()
     }
 
     pub fn settings(&self) -> &SandboxSettings {
@@ -108,32 +135,6 @@ impl Sandboxes {
             // A stored permit: a supervisor not waiting this instant sees it at its next wait.
             n.notify_one();
         }
-    }
-
-    async fn slots(&self, project: &str) -> (OwnedSemaphorePermit, OwnedSemaphorePermit) {
-        let project_sem = {
-            let mut map = crate::lock(&self.per_project);
-            map.entry(project.to_owned())
-                .or_insert_with(|| {
-                    Arc::new(Semaphore::new(
-                        self.settings.max_concurrent_runs_per_project,
-                    ))
-                })
-                .clone()
-        };
-        // The project's slot first: a project at its limit does not hold global slots others
-        // could use.
-        let p = project_sem
-            .acquire_owned()
-            .await
-            .expect("the semaphore is never closed");
-        let g = self
-            .global
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("the semaphore is never closed");
-        (p, g)
     }
 }
 

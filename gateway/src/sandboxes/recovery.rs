@@ -3,23 +3,22 @@
 
 use std::time::Duration;
 
-use sandbox_runner::{Outcome, RunState};
-
-use crate::sandboxes::spawn_supervisor;
-use crate::sandboxes::supervisor::{container_of, log_digest, record_finish};
 use crate::state::AppState;
-use crate::store::sandboxes::{self as sstore, Finish};
+use crate::store::sandboxes as sstore;
 use crate::workers::Stop;
 
 /// Brings the engine's state and the records together after a start: waits for the engine,
-/// then re-attaches to live runs, records ended and vanished ones, requeues runs that never
-/// started, and removes containers and volumes the gateway no longer knows. A stop cuts it
-/// short: what it has not done is done at the next start.
+/// then takes up this instance's unfinished runs and those whose gateway's lease lapsed
+/// (`owners`): re-attaches to live runs, records ended and vanished ones, requeues runs that
+/// never started, and removes containers and volumes the gateway no longer knows. Then, until
+/// the gateway stops, takes over the runs of gateways that die. A stop cuts it short: what it
+/// has not done is done at the next start.
 pub async fn recover(state: AppState, stop: Stop) {
     tokio::select! {
         () = recover_when_the_engine_answers(&state) => {}
-        () = stop.requested() => {}
+        () = stop.requested() => return,
     }
+    super::owners::take_over_lapsed(state, stop).await;
 }
 
 async fn recover_when_the_engine_answers(state: &AppState) {
@@ -45,48 +44,17 @@ async fn recover_once(state: &AppState) -> anyhow::Result<()> {
     // Volumes newer than this may belong to a sandbox being created right now, whose record
     // is not committed yet: they are left alone.
     let cutoff = time::OffsetDateTime::now_utc() - Duration::from_secs(60);
-    let (runs, sandboxes) = {
+    // This instance's runs (the process before this one is gone) and those whose gateway's
+    // lease lapsed: this gateway's now.
+    let runs = super::owners::take_over(state, true).await?;
+    let sandboxes = {
         let mut conn = state.db.pool().acquire().await?;
-        (
-            sstore::unfinished_runs(&mut conn).await?,
-            sstore::all_sandbox_ids(&mut conn).await?,
-        )
+        sstore::all_sandbox_ids(&mut conn).await?
     };
     let mut keep_runs = std::collections::HashSet::new();
     for run in runs {
         keep_runs.insert(run.id.clone());
-        match run.state.as_str() {
-            "queued" => {
-                tracing::info!(run = %run.id, "requeueing a run that had not started");
-                spawn_supervisor(state, run, false);
-            }
-            _ => {
-                let container = container_of(&run);
-                match backend.state(&container).await? {
-                    RunState::Missing => {
-                        tracing::warn!(run = %run.id, "a run's container vanished");
-                        let (log_bytes, log_sha256) =
-                            log_digest(&state.sandboxes.log_path(&run.id)).await;
-                        let f = Finish {
-                            outcome: Outcome::Vanished.as_str().into(),
-                            exit_code: Outcome::Vanished.exit_code(),
-                            detail: Some(
-                                "the container was gone when the gateway came back".into(),
-                            ),
-                            log_bytes,
-                            log_sha256,
-                            log_truncated: false,
-                            at: crate::time::now(),
-                        };
-                        record_finish(state, &run, &f).await?;
-                    }
-                    _ => {
-                        tracing::info!(run = %run.id, "re-attaching to a run");
-                        spawn_supervisor(state, run, true);
-                    }
-                }
-            }
-        }
+        super::owners::resume(state, run).await?;
     }
     let live_sandboxes: std::collections::HashSet<String> = sandboxes
         .into_iter()

@@ -17,11 +17,16 @@ use crate::sandboxes::outcome::{Facts, recorded_outcome};
 use crate::sandboxes::quota::VolumeQuota;
 use crate::sandboxes::{Progress, Sandboxes, spec_of};
 use crate::state::AppState;
+use crate::store::owners as ostore;
 use crate::store::sandboxes::{self as sstore, Finish, RunRow};
 use crate::workers::Stop;
 
 /// How often a supervisor looks in the database for a cancellation asked of another gateway.
 pub(crate) const CANCEL_POLL: Duration = Duration::from_secs(1);
+
+/// How often a run waiting for a slot (or for a hold on its sandbox to go) looks again: a run
+/// of this gateway ending wakes it at once, one of another gateway within this.
+pub(crate) const SLOT_POLL: Duration = Duration::from_millis(250);
 
 /// Makes the run live, then returns its supervision.
 pub(crate) fn supervise(
@@ -33,6 +38,7 @@ pub(crate) fn supervise(
     let (progress, rx) = watch::channel(Progress::default());
     crate::lock(&state.sandboxes.live).insert(run.id.clone(), rx);
     crate::lock(&state.sandboxes.cancels).insert(run.id.clone(), Default::default());
+    crate::lock(&state.sandboxes.lost).insert(run.id.clone(), Default::default());
     let live = Live {
         sandboxes: state.sandboxes.clone(),
         run: run.id.clone(),
@@ -53,7 +59,19 @@ impl Drop for Live {
     fn drop(&mut self) {
         crate::lock(&self.sandboxes.live).remove(&self.run);
         crate::lock(&self.sandboxes.cancels).remove(&self.run);
+        crate::lock(&self.sandboxes.lost).remove(&self.run);
+        // Its slot, if it had one, is free: this gateway's runs waiting for one look again.
+        self.sandboxes.slot_freed.notify_waiters();
     }
+}
+
+/// Resolves once the run's lease could not be renewed because another gateway took it over.
+async fn taken_over(state: &AppState, run: &str) {
+    let lost = crate::lock(&state.sandboxes.lost)
+        .get(run)
+        .cloned()
+        .unwrap_or_default();
+    lost.notified().await;
 }
 
 /// Resolves, with who asked, once the run's cancellation is recorded: woken by this process's
@@ -87,6 +105,9 @@ enum Watched {
     /// The gateway stops: the run is left as it is, on the engine and in the records, for
     /// the next start to take up again (a queued run is queued again, a live one re-attached).
     Detached,
+    /// Another gateway took the run over (this one's lease lapsed): it is left to that one,
+    /// on the engine and in the records.
+    Lost,
 }
 
 async fn supervise_live(state: AppState, run: RunRow, attach: bool, stop: Stop, live: Live) {
@@ -100,6 +121,11 @@ async fn supervise_live(state: AppState, run: RunRow, attach: bool, stop: Stop, 
             drop(live);
             return;
         }
+        Ok(Watched::Lost) => {
+            tracing::warn!(run = %run.id, "another gateway took the run over: leaving it to that one");
+            drop(live);
+            return;
+        }
         Err(e) => {
             tracing::error!(run = %run.id, error = %format!("{e:#}"), "supervising a run failed");
             // Recorded as failed: whatever is left of its container goes too.
@@ -109,12 +135,24 @@ async fn supervise_live(state: AppState, run: RunRow, attach: bool, stop: Stop, 
             )
         }
     };
-    if let Err(e) = record_finish(&state, &run, &finish).await {
-        tracing::error!(run = %run.id, error = %format!("{e:#}"), "recording the end of a run failed");
+    let recorded = match record_finish(&state, &run, &finish).await {
+        Ok(recorded) => recorded,
+        Err(e) => {
+            tracing::error!(run = %run.id, error = %format!("{e:#}"), "recording the end of a run failed");
+            true
+        }
+    };
+    if recorded {
+        state.metrics.run_finished(&finish.outcome);
     }
-    state.metrics.run_finished(&finish.outcome);
     live.progress.send_modify(|p| p.done = true);
+    sbx.follow.changed(&run.id);
     drop(live);
+    if !recorded {
+        // Finished or taken over by another gateway meanwhile: its container is theirs.
+        tracing::warn!(run = %run.id, "the run is no longer this gateway's: its end is not recorded here");
+        return;
+    }
     // The container goes after the end is recorded, which the analyst need not wait for. One
     // left by a crash in between is an orphan the next start removes.
     if let Some(c) = container {
@@ -124,29 +162,122 @@ async fn supervise_live(state: AppState, run: RunRow, attach: bool, stop: Stop, 
     }
 }
 
-/// Waits until the sandbox has no hold, then marks the run as starting, in one write
-/// transaction: a hold taken after this sees the run and is refused.
-async fn claim_start(state: &AppState, run: &str, sandbox: &str) -> anyhow::Result<()> {
+/// Waits until the run may start, then claims its start (`runs.started_at`) in one write
+/// transaction: the sandbox has no hold (a hold taken after this sees the run and is refused),
+/// the gateways sharing the database run fewer than the global limit and the project's, and
+/// no earlier run of the project waits. The count is taken in the write transaction, which
+/// serialises writers on both engines (SQLite's write lock, the `audit_head` row lock on
+/// PostgreSQL), so two gateways cannot both take the last slot. A run someone asked to cancel
+/// is not claimed (the ask may come through another gateway, seen here only at the next
+/// poll).
+async fn claim_start(state: &AppState, run: &RunRow) -> anyhow::Result<Claim> {
+    let sbx = &state.sandboxes;
     let mut logged = false;
     loop {
-        let mut tx = state.db.begin_write().await?;
-        let holds = crate::store::egress::holds(tx.conn(), sandbox, &crate::time::now()).await?;
-        if holds.is_empty() {
-            crate::store::egress::claim_start(tx.conn(), run, &crate::time::now()).await?;
-            state.commit(tx).await?;
-            return Ok(());
+        // Registered before looking, so a run ending meanwhile is not missed.
+        let freed = sbx.slot_freed.notified();
+        tokio::pin!(freed);
+        freed.as_mut().enable();
+        // Looked at first without the write lock, which a queue of waiting runs would take
+        // every few milliseconds for nothing.
+        let why = {
+            let mut conn = state.db.pool().acquire().await?;
+            waits_for(state, &mut conn, run).await?
+        };
+        if why.is_none() {
+            let mut tx = state.db.begin_write().await?;
+            match waits_for(state, tx.conn(), run).await? {
+                None => {
+                    let now = crate::time::now();
+                    let me = sbx.instance();
+                    if ostore::claim_start(tx.conn(), &run.id, me, &now).await? {
+                        state.commit(tx).await?;
+                        return Ok(Claim::Claimed);
+                    }
+                    let by = sstore::cancelled_by(tx.conn(), &run.id).await?;
+                    drop(tx);
+                    return Ok(by.map_or(Claim::Lost, Claim::Cancelled));
+                }
+                Some(_) => drop(tx),
+            }
         }
-        drop(tx);
-        if !logged {
-            tracing::info!(%run, %sandbox, "the run waits: files are being copied out of its sandbox");
+        if why == Some(Wait::Hold) && !logged {
+            tracing::info!(run = %run.id, sandbox = %run.sandbox_id, "the run waits: files are being copied out of its sandbox");
             logged = true;
         }
-        tokio::time::sleep(HOLD_POLL).await;
+        tokio::select! {
+            () = &mut freed => {}
+            () = tokio::time::sleep(SLOT_POLL) => {}
+        }
     }
 }
 
-/// How often a run waiting for a hold on its sandbox looks again.
-const HOLD_POLL: Duration = Duration::from_millis(250);
+/// How a run's wait for its start ended.
+enum Claim {
+    /// It may start: its slot is taken.
+    Claimed,
+    /// Someone asked for it to be cancelled.
+    Cancelled(String),
+    /// It is no longer queued for this gateway (taken over).
+    Lost,
+}
+
+/// Why a run cannot start yet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Wait {
+    /// Files are being copied out of its sandbox.
+    Hold,
+    /// The gateways run as many runs as they may, or as many of its project's, or an earlier
+    /// run of its project waits.
+    Slot,
+}
+
+async fn waits_for(
+    state: &AppState,
+    conn: &mut sqlx::AnyConnection,
+    run: &RunRow,
+) -> anyhow::Result<Option<Wait>> {
+    let settings = state.sandboxes.settings();
+    let holds = crate::store::egress::holds(conn, &run.sandbox_id, &crate::time::now()).await?;
+    if !holds.is_empty() {
+        return Ok(Some(Wait::Hold));
+    }
+    let (all, project) = ostore::slots_taken(conn, &run.project_id, &run.id).await?;
+    let full = usize::try_from(all).unwrap_or(usize::MAX) >= settings.max_concurrent_runs
+        || usize::try_from(project).unwrap_or(usize::MAX)
+            >= settings.max_concurrent_runs_per_project;
+    if full || ostore::queued_ahead(conn, &run.project_id, &run.created_at, &run.id).await? > 0 {
+        return Ok(Some(Wait::Slot));
+    }
+    Ok(None)
+}
+
+/// Waits while a container of the run's name exists that another gateway made and that
+/// gateway lives: it is that one's (it lost the run before recording its start, and removes
+/// it), never adopted. One made by a gateway that is gone is taken up by the start.
+async fn made_elsewhere(state: &AppState, run: &str) -> anyhow::Result<()> {
+    let name = sandbox_runner::hardening::run_container_name(run);
+    let me = state.sandboxes.instance();
+    let mut logged = false;
+    loop {
+        let maker = patiently(run, || state.sandboxes.backend.maker(&name)).await?;
+        let Some(maker) = maker.filter(|m| m != me) else {
+            return Ok(());
+        };
+        let lives = {
+            let mut conn = state.db.pool().acquire().await?;
+            ostore::gateway_lives(&mut conn, &maker, &crate::time::now()).await?
+        };
+        if !lives {
+            return Ok(());
+        }
+        if !logged {
+            tracing::warn!(%run, gateway = %maker, "a container of this run made by another live gateway exists: waiting for it to go");
+            logged = true;
+        }
+        tokio::time::sleep(SLOT_POLL).await;
+    }
+}
 
 /// The run's container: the ID recorded when it started, else the name it is created under.
 pub(crate) fn container_of(run: &RunRow) -> String {
@@ -223,38 +354,37 @@ async fn supervise_inner(
 ) -> anyhow::Result<Watched> {
     let sbx = state.sandboxes.clone();
     let backend = sbx.backend.clone();
-    let (sb, spec) = {
+    let spec = {
         let mut conn = state.db.pool().acquire().await?;
         let sb = sstore::sandbox(&mut conn, &run.sandbox_id)
             .await?
             .ok_or_else(|| anyhow::anyhow!("the sandbox {} is gone", run.sandbox_id))?;
-        let spec = spec_of(state, &mut conn, &sb).await?;
-        (sb, spec)
+        spec_of(state, &mut conn, &sb).await?
     };
     let cancel = cancel_requested(state, &run.id);
     tokio::pin!(cancel);
-    // Queued until the project and the gateway have room; a cancellation meanwhile ends it
-    // there, before it starts.
-    let _slots = if attach {
-        tokio::select! {
-            slots = sbx.slots(&sb.project_id) => slots,
-            () = shutdown.requested() => return Ok(Watched::Detached),
-        }
-    } else {
-        tokio::select! {
-            slots = sbx.slots(&sb.project_id) => slots,
-            by = &mut cancel => return Ok(Watched::Ended(cancelled(&sbx, &run.id, &by).await, None)),
-            () = shutdown.requested() => return Ok(Watched::Detached),
-        }
-    };
+    let lost = taken_over(state, &run.id);
+    tokio::pin!(lost);
     let container = if attach {
         container_of(run)
     } else {
-        // Not while files are copied out of the output folder: the run waits for the hold
-        // to go, and claims its start in the transaction that saw none.
+        // Queued until the project and the gateways have room, and not while files are copied
+        // out of the output folder: the run claims its start in the transaction that saw
+        // both. A cancellation meanwhile ends it there, before it starts.
         tokio::select! {
-            claimed = claim_start(state, &run.id, &run.sandbox_id) => claimed?,
+            claimed = claim_start(state, run) => match claimed? {
+                Claim::Claimed => {}
+                Claim::Cancelled(by) => return Ok(Watched::Ended(cancelled(&sbx, &run.id, &by).await, None)),
+                Claim::Lost => return Ok(Watched::Lost),
+            },
             by = &mut cancel => return Ok(Watched::Ended(cancelled(&sbx, &run.id, &by).await, None)),
+            () = &mut lost => return Ok(Watched::Lost),
+            () = shutdown.requested() => return Ok(Watched::Detached),
+        }
+        tokio::select! {
+            made = made_elsewhere(state, &run.id) => made?,
+            by = &mut cancel => return Ok(Watched::Ended(cancelled(&sbx, &run.id, &by).await, None)),
+            () = &mut lost => return Ok(Watched::Lost),
             () = shutdown.requested() => return Ok(Watched::Detached),
         }
         let spec = RunSpec {
@@ -267,12 +397,21 @@ async fn supervise_inner(
             Ok(started) => {
                 let id = started.container;
                 let mut tx = state.db.begin_write().await?;
-                sstore::mark_started(tx.conn(), &run.id, &id, &crate::time::now()).await?;
+                let me = sbx.instance();
+                if !sstore::mark_started(tx.conn(), &run.id, me, &id, &crate::time::now()).await? {
+                    // Taken over while it started: the run is the other gateway's to start,
+                    // and this container goes before that one looks.
+                    drop(tx);
+                    if let Err(e) = patiently(&run.id, || backend.remove_container(&id)).await {
+                        tracing::warn!(run = %run.id, error = %e, "removing the container of a run taken over failed");
+                    }
+                    return Ok(Watched::Lost);
+                }
                 tx.audit(NewEvent {
                     actor: "gateway",
                     action: "run.start",
                     subject: &run.id,
-                    detail: json!({"sandbox": run.sandbox_id, "container": id, "started_ahead": started.ahead}),
+                    detail: json!({"sandbox": run.sandbox_id, "container": id, "started_ahead": started.ahead, "gateway": me}),
                 })
                 .await?;
                 state.commit(tx).await?;
@@ -299,12 +438,17 @@ async fn supervise_inner(
         let container = container.clone();
         let over = over_log.clone();
         let path = log_path.clone();
-        let progress = progress.clone();
+        // Followers here through its progress, those of other gateways through a notification.
+        let tell = {
+            let (progress, sbx, run) = (progress.clone(), sbx.clone(), run.id.clone());
+            move || {
+                progress.send_modify(|_| {});
+                sbx.follow.changed(&run);
+            }
+        };
         // A child of this supervisor rather than a worker of its own: it ends with the run's
         // output, is awaited below, and is cut short here when the supervisor detaches.
-        tokio::spawn(
-            async move { capture_logs(backend, container, path, cap, over, progress).await },
-        )
+        tokio::spawn(async move { capture_logs(backend, container, path, cap, over, tell).await })
     };
 
     // The deadline counts from the start, across restarts.
@@ -354,6 +498,12 @@ async fn supervise_inner(
                 log_task.abort();
                 let _ = log_task.await;
                 return Ok(Watched::Detached);
+            }
+            () = &mut lost => {
+                // The gateway that took it over follows it from now on.
+                log_task.abort();
+                let _ = log_task.await;
+                return Ok(Watched::Lost);
             }
         };
         if let Some(s) = waited {
@@ -473,14 +623,14 @@ async fn capture_logs(
     path: PathBuf,
     cap: u64,
     over: Arc<std::sync::atomic::AtomicBool>,
-    progress: Arc<watch::Sender<Progress>>,
+    tell: impl Fn() + Send,
 ) -> anyhow::Result<bool> {
     use futures_util::StreamExt;
     use tokio::io::AsyncWriteExt;
     let mut f = tokio::fs::File::create(&path).await?;
     let mut written = 0u64;
     // Followers waiting for the file to exist.
-    progress.send_modify(|_| {});
+    tell();
     let mut stream = backend.logs(&container);
     while let Some(chunk) = stream.next().await {
         let Ok(chunk) = chunk else { break };
@@ -495,25 +645,29 @@ async fn capture_logs(
             .await?;
             f.flush().await?;
             f.sync_all().await?;
+            tell();
             return Ok(true);
         }
         f.write_all(&chunk).await?;
         // Written through before followers are told: tokio's file hands writes to a thread.
         f.flush().await?;
         written += chunk.len() as u64;
-        progress.send_modify(|_| {});
+        tell();
     }
     f.sync_all().await?;
     Ok(false)
 }
 
+/// Records the end of a run this gateway owns, with its audit event; false when it is not
+/// recorded here (finished already, or taken over by another gateway).
 pub(crate) async fn record_finish(
     state: &AppState,
     run: &RunRow,
     f: &Finish,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<bool> {
     let mut tx = state.db.begin_write().await?;
-    if sstore::mark_finished(tx.conn(), &run.id, f).await? {
+    let recorded = sstore::mark_finished(tx.conn(), &run.id, state.sandboxes.instance(), f).await?;
+    if recorded {
         tx.audit(NewEvent {
             actor: "gateway",
             action: "run.finish",
@@ -531,7 +685,7 @@ pub(crate) async fn record_finish(
         .await?;
     }
     state.commit(tx).await?;
-    Ok(())
+    Ok(recorded)
 }
 
 /// Streams the SHA-256 of a file (for logs too large to read at once).

@@ -126,6 +126,15 @@ pub async fn create(
         });
     }
     sstore::insert_run(tx.conn(), &row).await?;
+    // This gateway supervises it, for as long as it renews the lease.
+    let sbx = &state.sandboxes;
+    crate::store::owners::own_new(
+        tx.conn(),
+        &row.id,
+        sbx.instance(),
+        &crate::time::in_(sbx.lease()),
+    )
+    .await?;
     tx.audit(NewEvent {
         actor: caller.sub.as_str(),
         action: "run.create",
@@ -261,8 +270,30 @@ pub async fn show(state: &AppState, caller: &Caller, id: &str, wait: Duration) -
     if wait.is_zero() || run.state == "finished" {
         return Ok(run);
     }
-    state.sandboxes.wait_done(&run.id, wait).await;
+    if state.sandboxes.live(&run.id).is_some() {
+        state.sandboxes.wait_done(&run.id, wait).await;
+    } else {
+        // Supervised by another gateway on the same database: woken when it records the end.
+        let mut woken = state.sandboxes.follow.follow(&run.id);
+        let deadline = tokio::time::Instant::now() + wait;
+        while !finished(state, &run.id).await? {
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                break;
+            }
+            let step = (deadline - now).min(state.sandboxes.follow.poll());
+            let _ = tokio::time::timeout(step, woken.changed()).await;
+        }
+    }
     Ok(seen(state, caller, id).await?.object)
+}
+
+/// Whether the run's end is recorded (or the run is gone).
+async fn finished(state: &AppState, run: &str) -> Result<bool> {
+    let mut conn = state.db.pool().acquire().await?;
+    Ok(sstore::run(&mut conn, run)
+        .await?
+        .is_none_or(|r| r.state == "finished"))
 }
 
 /// Cancels a run: a queued one ends before it starts, a running one is killed; it is recorded
@@ -332,10 +363,18 @@ pub async fn logs(
             ),
         });
     }
+    let live = state.sandboxes.live(&run.id).filter(|_| follow);
+    // A run another gateway supervises (or will) is followed through its notifications.
+    let elsewhere = (follow && live.is_none() && run.state != "finished").then(|| Elsewhere {
+        woken: state.sandboxes.follow.follow(&run.id),
+        state: state.clone(),
+        run: run.id.clone(),
+    });
     let tail = Tail {
         file: None,
         path: state.sandboxes.log_path(&run.id),
-        live: state.sandboxes.live(&run.id).filter(|_| follow),
+        live,
+        elsewhere,
         done: false,
         sent: Sent {
             state: state.clone(),
@@ -421,6 +460,8 @@ struct Tail {
     path: std::path::PathBuf,
     /// Followed while the run is live: each change of its progress wakes the follower.
     live: Option<tokio::sync::watch::Receiver<Progress>>,
+    /// Followed while another gateway supervises the run, until its end is recorded.
+    elsewhere: Option<Elsewhere>,
     done: bool,
     /// What was sent so far, for the audit log.
     sent: Sent,
@@ -445,10 +486,14 @@ impl Tail {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             // Seen before reading: a change after this wakes the wait below.
-            let ended = self
-                .live
-                .as_mut()
-                .is_none_or(|l| l.borrow_and_update().done);
+            let ended = match (&mut self.live, &mut self.elsewhere) {
+                (Some(l), _) => l.borrow_and_update().done,
+                (None, Some(e)) => {
+                    e.woken.borrow_and_update();
+                    false
+                }
+                (None, None) => true,
+            };
             if self.file.is_none() {
                 match tokio::fs::File::open(&self.path).await {
                     Ok(f) => self.file = Some(f),
@@ -484,12 +529,29 @@ impl Tail {
     }
 
     /// Waits for the next change of a live run's progress; a run whose supervisor is gone
-    /// counts as ended.
+    /// counts as ended. For a run supervised elsewhere: once its end is recorded, what it
+    /// wrote last is read and the follow ends; until then, the next notification (or poll).
     async fn next_progress(&mut self) {
         if let Some(l) = &mut self.live {
             if l.changed().await.is_err() {
                 self.live = None;
             }
+        } else if let Some(e) = &mut self.elsewhere {
+            match finished(&e.state, &e.run).await {
+                // Read to the end once more (its file is whole), then stop.
+                Ok(true) | Err(_) => self.elsewhere = None,
+                Ok(false) => {
+                    let poll = e.state.sandboxes.follow.poll();
+                    let _ = tokio::time::timeout(poll, e.woken.changed()).await;
+                }
+            }
         }
     }
+}
+
+/// A run followed here that another gateway supervises.
+struct Elsewhere {
+    woken: tokio::sync::watch::Receiver<u64>,
+    state: AppState,
+    run: String,
 }

@@ -311,21 +311,6 @@ pub async fn active_runs(
     .collect()
 }
 
-/// Claims a queued run for its start (inside the write transaction that saw no hold), so that
-/// no hold is taken between that look and the start.
-pub async fn claim_start(
-    conn: &mut AnyConnection,
-    run: &str,
-    now: &str,
-) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query("UPDATE runs SET started_at = $1 WHERE id = $2 AND state = 'queued'")
-        .bind(now)
-        .bind(run)
-        .execute(conn)
-        .await?;
-    Ok(done.rows_affected() == 1)
-}
-
 // --- Recipients --------------------------------------------------------------------------------
 
 pub async fn recipient(

@@ -6,6 +6,7 @@
 
 pub mod egress;
 pub mod ingress;
+pub mod owners;
 pub mod sandboxes;
 
 use policy::review::{Choice, Kind, State};

@@ -392,21 +392,26 @@ pub async fn unfinished_runs(conn: &mut AnyConnection) -> Result<Vec<RunRow>, sq
     .collect()
 }
 
+/// Records that `owner` started the run: false when it is no longer queued or no longer
+/// theirs (taken over), which is then left as it is.
 pub async fn mark_started(
     conn: &mut AnyConnection,
     id: &str,
+    owner: &str,
     container: &str,
     at: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE runs SET state = 'running', container_id = $1, started_at = $2 WHERE id = $3",
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE runs SET state = 'running', container_id = $1, started_at = $2 \
+         WHERE id = $3 AND state = 'queued' AND owner = $4",
     )
     .bind(container)
     .bind(at)
     .bind(id)
+    .bind(owner)
     .execute(conn)
     .await?;
-    Ok(())
+    Ok(done.rows_affected() == 1)
 }
 
 /// Records that `by` asked for the run to be cancelled: true when it had not finished and
@@ -453,15 +458,18 @@ pub struct Finish {
     pub at: String,
 }
 
-/// Records the end of a run, once: a run already finished is left as it is.
+/// Records the end of a run `owner` supervises, once: a run already finished, or no longer
+/// theirs (taken over), is left as it is.
 pub async fn mark_finished(
     conn: &mut AnyConnection,
     id: &str,
+    owner: &str,
     f: &Finish,
 ) -> Result<bool, sqlx::Error> {
     let done = sqlx::query(
         "UPDATE runs SET state = 'finished', outcome = $1, exit_code = $2, detail = $3, log_bytes = $4, \
-         log_sha256 = $5, log_truncated = $6, finished_at = $7 WHERE id = $8 AND state <> 'finished'",
+         log_sha256 = $5, log_truncated = $6, finished_at = $7 WHERE id = $8 AND state <> 'finished' \
+         AND owner = $9",
     )
     .bind(&f.outcome)
     .bind(f.exit_code)
@@ -471,6 +479,7 @@ pub async fn mark_finished(
     .bind(i64::from(f.log_truncated))
     .bind(&f.at)
     .bind(id)
+    .bind(owner)
     .execute(conn)
     .await?;
     Ok(done.rows_affected() == 1)

@@ -218,7 +218,8 @@ async fn release_row(
     (release, app.state.as_str().to_owned())
 }
 
-async fn audit_actions(s: &Server, auditor: &str, subject: &str) -> Vec<String> {
+/// The actions of the audit events about `subject`, in their order.
+pub(crate) async fn audit_actions(s: &Server, auditor: &str, subject: &str) -> Vec<String> {
     let events = get(
         s,
         &format!("/api/v1/audit?subject={subject}&limit=1000"),

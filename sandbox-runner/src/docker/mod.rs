@@ -382,6 +382,22 @@ impl SandboxBackend for DockerBackend {
         crate::output::inspect(&self.docker()?, container, self.call_timeout).await
     }
 
+    async fn maker(&self, container: &str) -> Result<Option<String>> {
+        match self
+            .call(self.docker()?.inspect_container(container, None))
+            .await
+        {
+            Ok(c) => Ok(Some(
+                c.config
+                    .and_then(|c| c.labels)
+                    .and_then(|mut l| l.remove(LABEL_INSTANCE))
+                    .unwrap_or_default(),
+            )),
+            Err(Error::NotFound(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     fn logs(&self, container: &str) -> BoxStream<'static, Result<Vec<u8>>> {
         let attached = crate::lock(&self.attached).remove(container);
         match self.docker() {

@@ -17,7 +17,10 @@ use futures_util::StreamExt;
 use super::DockerBackend;
 use super::connect::engine_error;
 use crate::hardening;
-use crate::{ByteStream, Error, LABEL_SANDBOX, Result, SANDBOX_UID, SandboxBackend, SandboxSpec};
+use crate::{
+    ByteStream, Error, LABEL_MANAGED, LABEL_SANDBOX, Result, SANDBOX_UID, SandboxBackend,
+    SandboxSpec,
+};
 
 /// The image that initialises a sandbox's volumes: nothing but its mount points, owned by the
 /// sandbox user. A fresh volume mounted on a container of it takes the mount point's owner
@@ -104,7 +107,14 @@ impl DockerBackend {
         &self,
         extra: Option<(&str, &str)>,
     ) -> Result<Vec<ContainerSummary>> {
-        let filters = self.label_filter(extra);
+        self.containers_where(self.label_filter(extra)).await
+    }
+
+    /// The containers, stopped ones too, with these label filters.
+    async fn containers_where(
+        &self,
+        filters: HashMap<String, Vec<String>>,
+    ) -> Result<Vec<ContainerSummary>> {
         let options = ListContainersOptionsBuilder::default()
             .all(true)
             .filters(&filters)
@@ -118,7 +128,11 @@ impl DockerBackend {
         &self,
         extra: Option<(&str, &str)>,
     ) -> Result<Vec<Volume>> {
-        let filters = self.label_filter(extra);
+        self.volumes_where(self.label_filter(extra)).await
+    }
+
+    /// The volumes with these label filters.
+    async fn volumes_where(&self, filters: HashMap<String, Vec<String>>) -> Result<Vec<Volume>> {
         let options = ListVolumesOptionsBuilder::default()
             .filters(&filters)
             .build();
@@ -130,13 +144,22 @@ impl DockerBackend {
 
     /// Removes the sandbox's containers, then its volumes.
     pub(super) async fn remove_sandbox_objects(&self, sandbox: &str) -> Result<()> {
-        let of_sandbox = Some((LABEL_SANDBOX, sandbox));
-        for c in self.labelled_containers(of_sandbox).await? {
+        // Whichever gateway made them: gateways sharing a database (and so its sandboxes)
+        // each make some of a sandbox's objects (its volumes where it was made, an ingress
+        // volume where it was staged), and any of them removes the sandbox.
+        let of_sandbox = HashMap::from([(
+            "label".to_owned(),
+            vec![
+                format!("{LABEL_MANAGED}=1"),
+                format!("{LABEL_SANDBOX}={sandbox}"),
+            ],
+        )]);
+        for c in self.containers_where(of_sandbox.clone()).await? {
             if let Some(id) = c.id {
                 self.remove_container(&id).await?;
             }
         }
-        for v in self.labelled_volumes(of_sandbox).await? {
+        for v in self.volumes_where(of_sandbox).await? {
             // A container whose removal another caller started may hold the volume a moment.
             let mut tries = 0;
             loop {
