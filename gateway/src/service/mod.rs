@@ -13,6 +13,7 @@
 //! between services take one, so they cannot be reached on an unchecked path.
 
 pub mod applications;
+pub mod datasets;
 pub mod egress;
 pub mod images;
 pub mod ingress;

@@ -31,6 +31,8 @@ wire_enum! {
         BadImage = "bad_image",
         BadClass = "bad_class",
         BadDataset = "bad_dataset",
+        /// A DMP that breaks its rules: the message names every bad field.
+        BadDmp = "bad_dmp",
         BadCommand = "bad_command",
         BadTimeout = "bad_timeout",
         MissingText = "missing_text",

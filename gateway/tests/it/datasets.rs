@@ -1,0 +1,413 @@
+//! Datasets with a DMP: registering the example DMP (`deploy/examples/dmp.json`) through the
+//! API and through `vre dataset`, bad DMPs refused with every bad field named, who may register
+//! and read, and the listing application it opens going through the committee's decisions; on
+//! every engine.
+
+use std::path::Path;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::support::{TempDir, TestApp, actions, assert_refused, each_engine, vre_command};
+
+/// The example DMP the README points at.
+pub const EXAMPLE: &str = include_str!("../../../deploy/examples/dmp.json");
+
+/// Its data-providing institution.
+pub const INSTITUTION: &str = "tohoku-u";
+
+/// The example DMP, for `institution`.
+pub fn example_dmp(institution: &str) -> Value {
+    let mut v: Value = serde_json::from_str(EXAMPLE).unwrap();
+    v["providing_institution"]["id"] = json!(institution);
+    v
+}
+
+/// Registers `dmp` with `token`; the dataset's and its listing application's ids.
+pub async fn register(app: &TestApp, token: &str, dmp: &Value) -> (String, String) {
+    let (st, b) = app
+        .post("/api/v1/datasets", Some(token), &json!({ "dmp": dmp }))
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{b}");
+    (
+        b["id"].as_str().unwrap().to_owned(),
+        b["application"].as_str().unwrap().to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn the_example_dmp_registers_a_dataset_and_opens_its_listing() {
+    each_engine(|app| async move {
+        let steward = app.token_for("hana", "steward", Some(INSTITUTION));
+        let (id, listing) = register(&app, &steward, &example_dmp(INSTITUTION)).await;
+        assert!(
+            id.starts_with("ds-") && listing.starts_with("app-"),
+            "{id} {listing}"
+        );
+
+        let (st, d) = app
+            .get(&format!("/api/v1/datasets/{id}"), Some(&steward))
+            .await;
+        assert_eq!(st, StatusCode::OK, "{d}");
+        assert_eq!(d["state"], "registered");
+        assert_eq!(d["institution"], INSTITUTION);
+        assert_eq!(d["category"], "restricted_closed_sharing");
+        assert_eq!(d["restricted_until"], "2030-03-31");
+        assert_eq!(d["category_after"], "restricted_open_sharing");
+        assert_eq!(d["created_by"], "hana");
+        assert_eq!(d["applications"], json!([listing]));
+
+        // The listing application belongs to the dataset, the steward its applicant.
+        let (st, a) = app
+            .get(&format!("/api/v1/applications/{listing}"), Some(&steward))
+            .await;
+        assert_eq!(st, StatusCode::OK, "{a}");
+        assert_eq!(
+            (
+                &a["kind"],
+                &a["dataset"],
+                &a["project"],
+                &a["requester"],
+                &a["state"]
+            ),
+            (
+                &json!("listing"),
+                &json!(id),
+                &Value::Null,
+                &json!("hana"),
+                &json!("submitted")
+            )
+        );
+
+        // Our own JSON gives the DMP back as registered; GakuNin RDM's shape its common items.
+        let (st, dmp) = app
+            .get(&format!("/api/v1/datasets/{id}/dmp"), Some(&steward))
+            .await;
+        assert_eq!(st, StatusCode::OK, "{dmp}");
+        assert_eq!(dmp, example_dmp(INSTITUTION));
+        let (st, g) = app
+            .get(
+                &format!("/api/v1/datasets/{id}/dmp?format=gakunin"),
+                Some(&steward),
+            )
+            .await;
+        assert_eq!(st, StatusCode::OK, "{g}");
+        assert_eq!(g["schema"], "e-rad-metadata-1");
+        let title = g["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["item"] == 7)
+            .unwrap();
+        assert_eq!(title["label"], "データの名称|Title of data");
+        assert_eq!(title["value"], dmp["title"]);
+        let (st, b) = app
+            .get(
+                &format!("/api/v1/datasets/{id}/dmp?format=xml"),
+                Some(&steward),
+            )
+            .await;
+        assert_refused(st, &b, StatusCode::BAD_REQUEST, "bad_filter");
+
+        // Registered and applied for in one go, both audited.
+        assert_eq!(actions(&app.audit_events(&id).await), ["dataset.register"]);
+        let submitted = app.audit_events(&listing).await;
+        assert_eq!(actions(&submitted), ["application.submit"]);
+        let detail: Value = serde_json::from_str(submitted[0]["detail"].as_str().unwrap()).unwrap();
+        assert_eq!(detail["dataset"], json!(id));
+        app
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_listing_application_goes_through_the_committee() {
+    each_engine(|app| async move {
+        // A reviewer who is also a steward of the institution: conflicted.
+        let steward = app.token_for("hana", "steward", Some(INSTITUTION));
+        let (id, listing) = register(&app, &steward, &example_dmp(INSTITUTION)).await;
+        let conflicted = app.token_for("kenji", "reviewer,steward", Some(INSTITUTION));
+        let (st, b) = app
+            .decide(&listing, &conflicted, "approve", "ours, fine")
+            .await;
+        assert_refused(st, &b, StatusCode::FORBIDDEN, "separation_of_duties");
+
+        // Changes requested, answered by the steward, then the quorum approves.
+        let (st, b) = app.vote(&listing, "rev1", "request_changes").await;
+        assert_eq!(
+            (st, b["state"].as_str()),
+            (StatusCode::OK, Some("changes_requested")),
+            "{b}"
+        );
+        let (st, b) = app
+            .post(
+                &format!("/api/v1/applications/{listing}/resubmit"),
+                Some(&steward),
+                &json!({"comment": "consent scope clarified"}),
+            )
+            .await;
+        assert_eq!((st, b["round"].as_i64()), (StatusCode::OK, Some(2)), "{b}");
+        // A steward of another institution may not answer for it.
+        let other = app.token_for("taro", "steward", Some("kyoto-u"));
+        let (st, b) = app
+            .post(
+                &format!("/api/v1/applications/{listing}/withdraw"),
+                Some(&other),
+                &json!({"comment": "not ours"}),
+            )
+            .await;
+        assert_refused(st, &b, StatusCode::FORBIDDEN, "forbidden");
+        let (_, a) = app
+            .get(&format!("/api/v1/applications/{listing}"), Some(&steward))
+            .await;
+        let quorum = a["quorum"].as_u64().unwrap();
+        let mut state = Value::Null;
+        for n in 0..quorum {
+            let (st, b) = app
+                .vote(&listing, &format!("rev{}", n + 2), "approve")
+                .await;
+            assert_eq!(st, StatusCode::OK, "{b}");
+            state = b["state"].clone();
+        }
+        assert_eq!(state, "approved");
+        let (_, d) = app
+            .get(&format!("/api/v1/datasets/{id}"), Some(&steward))
+            .await;
+        assert_eq!(
+            d["state"], "registered",
+            "listed once its content is in (part 2)"
+        );
+        app
+    })
+    .await;
+}
+
+async fn audit_seq(app: &TestApp) -> i64 {
+    sqlx::query_scalar::<_, i64>("SELECT seq FROM audit_head WHERE id = 1")
+        .fetch_one(app.state.db.pool())
+        .await
+        .unwrap()
+}
+
+/// Every bad field is named, in one answer; nothing is recorded.
+#[tokio::test]
+async fn a_bad_dmp_is_refused_with_every_bad_field_named() {
+    each_engine(|app| async move {
+        let steward = app.token_for("hana", "steward", Some(INSTITUTION));
+        let mut dmp = example_dmp(INSTITUTION);
+        let o = dmp.as_object_mut().unwrap();
+        o.remove("title");
+        o.remove("restricted_sharing_ends");
+        o.insert(
+            "management_category".into(),
+            json!("restricted_open_sharing"),
+        );
+        o.insert("category_after".into(), json!("unshared"));
+        o.insert("date_issued".into(), json!("2026-02-30"));
+        o.insert("consent".into(), json!({"obtained": "maybe", "scope": ""}));
+        o.insert("colour".into(), json!("blue"));
+        let before = audit_seq(&app).await;
+        let (st, b) = app
+            .post("/api/v1/datasets", Some(&steward), &json!({ "dmp": dmp }))
+            .await;
+        assert_refused(st, &b, StatusCode::BAD_REQUEST, "bad_dmp");
+        let message = b["message"].as_str().unwrap();
+        for field in [
+            "title (データの名称 / Title of data)",
+            "restricted_sharing_ends",
+            "category_after",
+            "date_issued",
+            "consent.obtained",
+            "consent.scope",
+            "colour",
+        ] {
+            assert!(message.contains(field), "{field} not named: {message}");
+        }
+        assert!(message.contains("has 7 bad field(s)"), "{message}");
+        let (st, list) = app.get("/api/v1/datasets", Some(&steward)).await;
+        assert_eq!((st, list), (StatusCode::OK, json!([])));
+        assert_eq!(audit_seq(&app).await, before);
+
+        // Not an object at all.
+        let (st, b) = app
+            .post("/api/v1/datasets", Some(&steward), &json!({"dmp": []}))
+            .await;
+        assert_refused(st, &b, StatusCode::BAD_REQUEST, "bad_dmp");
+        app
+    })
+    .await;
+}
+
+/// Only a steward of the DMP's institution registers; reviewers, auditors, admins and that
+/// institution's stewards read; nobody else sees the dataset at all.
+#[tokio::test]
+async fn who_registers_and_who_reads() {
+    each_engine(|app| async move {
+        let dmp = example_dmp(INSTITUTION);
+        for (sub, roles, inst) in [
+            ("taro", "steward", Some("kyoto-u")),
+            ("nobody-inst", "steward", None),
+            ("ana", "analyst", Some(INSTITUTION)),
+            ("root", "admin", Some(INSTITUTION)),
+        ] {
+            let t = app.token_for(sub, roles, inst);
+            let (st, b) = app
+                .post("/api/v1/datasets", Some(&t), &json!({ "dmp": dmp }))
+                .await;
+            assert_refused(st, &b, StatusCode::FORBIDDEN, "forbidden");
+        }
+        let steward = app.token_for("hana", "steward", Some(INSTITUTION));
+        let (id, _) = register(&app, &steward, &dmp).await;
+        for (sub, roles, inst, sees) in [
+            ("hana2", "steward", Some(INSTITUTION), true),
+            ("rev", "reviewer", None, true),
+            ("aud", "auditor", None, true),
+            ("root", "admin", None, true),
+            ("taro", "steward", Some("kyoto-u"), false),
+            ("ana", "analyst", Some(INSTITUTION), false),
+            ("op", "operator", None, false),
+        ] {
+            let t = app.token_for(sub, roles, inst);
+            for path in [
+                format!("/api/v1/datasets/{id}"),
+                format!("/api/v1/datasets/{id}/dmp"),
+            ] {
+                let (st, b) = app.get(&path, Some(&t)).await;
+                let want = if sees {
+                    StatusCode::OK
+                } else {
+                    StatusCode::NOT_FOUND
+                };
+                assert_eq!(st, want, "{sub} reads {path}: {b}");
+            }
+            let (st, list) = app.get("/api/v1/datasets", Some(&t)).await;
+            let ids: Vec<&str> = list
+                .as_array()
+                .map(|l| l.iter().filter_map(|d| d["id"].as_str()).collect())
+                .unwrap_or_default();
+            match (sees, roles) {
+                (true, _) => assert_eq!(ids, [id.as_str()], "{sub}: {list}"),
+                (false, "steward") => assert_eq!((st, ids.len()), (StatusCode::OK, 0), "{sub}"),
+                (false, _) => assert_eq!(st, StatusCode::FORBIDDEN, "{sub}: {list}"),
+            }
+        }
+        app
+    })
+    .await;
+}
+
+/// Runs `vre ARGS` with `token` against `app` on a blocking thread; its exit status and
+/// standard output.
+async fn vre(app: &TestApp, token: &str, args: &[&str]) -> (bool, String, String) {
+    let mut c = vre_command();
+    c.args(args)
+        .env("VRE_URL", &app.url)
+        .env("VRE_TOKEN", token)
+        .env("VRE_CA", app.dir.path().join("tls/ca.pem"));
+    let out = tokio::task::spawn_blocking(move || c.output().expect("running vre"))
+        .await
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn vre_dataset_registers_shows_lists_and_exports() {
+    each_engine(|app| async move {
+        // A token from `vre token issue --institution`.
+        let out = vre_command()
+            .args(["token", "issue", "--sub", "hana", "--role", "steward"])
+            .args(["--institution", INSTITUTION, "--data-dir"])
+            .arg(app.dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let steward = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples/dmp.json");
+        let example = example.to_str().unwrap();
+
+        let (ok, stdout, stderr) = vre(
+            &app,
+            &steward,
+            &["dataset", "register", "--dmp", example, "--json"],
+        )
+        .await;
+        assert!(ok, "{stderr}");
+        let r: Value = serde_json::from_str(&stdout).unwrap();
+        let keys: Vec<&String> = r.as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["application", "id"], "{stdout}");
+        let id = r["id"].as_str().unwrap();
+        let listing = r["application"].as_str().unwrap();
+
+        // Without --json: both ids, one a line.
+        let tmp = TempDir::new("dmp-toml");
+        let toml_path = tmp.path().join("dmp.toml");
+        let dmp: Value = serde_json::from_str(EXAMPLE).unwrap();
+        std::fs::write(&toml_path, toml::to_string(&dmp).unwrap()).unwrap();
+        let (ok, stdout, stderr) = vre(
+            &app,
+            &steward,
+            &["dataset", "register", "--dmp", toml_path.to_str().unwrap()],
+        )
+        .await;
+        assert!(ok, "{stderr}");
+        let lines: Vec<&str> = stdout.lines().collect();
+        assert!(
+            lines[0].starts_with("ds-") && lines[1].contains("app-"),
+            "{stdout}"
+        );
+
+        let (ok, stdout, stderr) = vre(&app, &steward, &["dataset", "show", id]).await;
+        assert!(ok, "{stderr}");
+        assert!(stdout.contains(id) && stdout.contains(listing), "{stdout}");
+        assert!(stdout.contains("restricted_closed_sharing"), "{stdout}");
+        let (ok, stdout, stderr) = vre(&app, &steward, &["dataset", "list", "--json"]).await;
+        assert!(ok, "{stderr}");
+        assert_eq!(
+            serde_json::from_str::<Value>(&stdout)
+                .unwrap()
+                .as_array()
+                .unwrap()
+                .len(),
+            2
+        );
+        let (ok, stdout, stderr) = vre(
+            &app,
+            &steward,
+            &["dataset", "dmp", id, "--format", "gakunin"],
+        )
+        .await;
+        assert!(ok, "{stderr}");
+        assert_eq!(
+            serde_json::from_str::<Value>(&stdout).unwrap()["schema"],
+            "e-rad-metadata-1"
+        );
+        let (ok, stdout, stderr) = vre(&app, &steward, &["dataset", "dmp", id]).await;
+        assert!(ok, "{stderr}");
+        assert_eq!(serde_json::from_str::<Value>(&stdout).unwrap(), dmp);
+
+        // A bad DMP: the command fails, naming the fields.
+        let bad = tmp.path().join("bad.json");
+        std::fs::write(&bad, r#"{"title": ""}"#).unwrap();
+        let (ok, _, stderr) = vre(
+            &app,
+            &steward,
+            &["dataset", "register", "--dmp", bad.to_str().unwrap()],
+        )
+        .await;
+        assert!(!ok);
+        assert!(
+            stderr.contains("title") && stderr.contains("management_category"),
+            "{stderr}"
+        );
+        app
+    })
+    .await;
+}
