@@ -49,18 +49,17 @@ impl clap::ValueEnum for DmpFormat {
     }
 }
 
-/// A DMP file as JSON: TOML when its name ends in `.toml`, JSON otherwise.
+/// A DMP file as JSON: TOML when its name ends in `.toml`, JSON otherwise. Its fields are
+/// checked by the gateway, which names every bad one.
 fn read_dmp(path: &Path) -> anyhow::Result<serde_json::Value> {
+    use policy::dmp::Format;
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading the DMP {}", path.display()))?;
     let toml = path
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("toml"));
-    if toml {
-        toml::from_str(&text).with_context(|| format!("{} is not TOML", path.display()))
-    } else {
-        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))
-    }
+    let format = if toml { Format::Toml } else { Format::Json };
+    policy::dmp::json_of(&text, format).with_context(|| format!("reading {}", path.display()))
 }
 
 fn print_dataset(d: &Dataset) {

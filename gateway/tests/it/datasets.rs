@@ -8,7 +8,10 @@ use std::path::Path;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::support::{TempDir, TestApp, actions, assert_refused, each_engine, vre_command};
+use crate::support::{
+    Engine, PgDatabase, TempDir, TestApp, actions, assert_refused, each_engine, engines,
+    vre_command,
+};
 
 /// The example DMP the README points at.
 pub const EXAMPLE: &str = include_str!("../../../deploy/examples/dmp.json");
@@ -350,7 +353,15 @@ async fn vre_dataset_registers_shows_lists_and_exports() {
         let tmp = TempDir::new("dmp-toml");
         let toml_path = tmp.path().join("dmp.toml");
         let dmp: Value = serde_json::from_str(EXAMPLE).unwrap();
-        std::fs::write(&toml_path, toml::to_string(&dmp).unwrap()).unwrap();
+        // TOML's own date, unquoted.
+        let toml_text = toml::to_string(&dmp)
+            .unwrap()
+            .replace("date_issued = \"2026-04-01\"", "date_issued = 2026-04-01");
+        assert!(
+            toml_text.contains("date_issued = 2026-04-01\n"),
+            "{toml_text}"
+        );
+        std::fs::write(&toml_path, toml_text).unwrap();
         let (ok, stdout, stderr) = vre(
             &app,
             &steward,
@@ -410,4 +421,125 @@ async fn vre_dataset_registers_shows_lists_and_exports() {
         app
     })
     .await;
+}
+
+/// The indexes on `applications` its migrations make, in order (a dropped one is gone): what
+/// SQLite's own form of 0011, which rebuilds the table, must make again.
+fn indexes_the_migrations_make() -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for m in gateway::db::MIGRATOR.iter() {
+        for line in m.sql.lines().map(str::trim) {
+            let words: Vec<&str> = line.trim_end_matches(';').split_whitespace().collect();
+            match words.as_slice() {
+                ["CREATE", "INDEX", name, "ON", "applications", ..] => names.push(name.to_string()),
+                ["DROP", "INDEX", name] => names.retain(|n| n != name),
+                _ => {}
+            }
+        }
+    }
+    names.sort();
+    names
+}
+
+/// Migration 0011 on a database that already holds an application of a project, with a vote
+/// and an attachment: they keep their project and rows, every reference still holds, and
+/// `applications` has the same indexes on both engines as the migrations make.
+#[tokio::test]
+async fn applications_made_before_datasets_survive_the_migration() {
+    use sqlx::migrate::Migrator;
+    for engine in engines() {
+        let dir = TempDir::new("migrate-0011");
+        let pg = match engine {
+            Engine::Sqlite => None,
+            Engine::Postgres => Some(PgDatabase::create().await),
+        };
+        let url = match &pg {
+            Some(pg) => pg.url.clone(),
+            None => format!("sqlite://{}?mode=rwc", dir.path().join("vre.db").display()),
+        };
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+        let before = Migrator {
+            migrations: std::borrow::Cow::Owned(
+                gateway::db::MIGRATOR
+                    .iter()
+                    .filter(|m| m.version <= 8)
+                    .cloned()
+                    .collect(),
+            ),
+            ..Migrator::DEFAULT
+        };
+        before.run(&pool).await.unwrap();
+        for sql in [
+            "INSERT INTO projects (id, title, created_at, created_by) VALUES ('p1', 'P', 't', 'root')",
+            "INSERT INTO applications (id, kind, project_id, requester, title, description, payload, state, round, created_at, updated_at) \
+             VALUES ('app-1', 'access', 'p1', 'ana', 'A', '', '{}', 'in_review', 1, 't', 't')",
+            "INSERT INTO decisions (application_id, round, reviewer, choice, comment, decided_at) VALUES ('app-1', 1, 'rev', 'approve', 'ok', 't')",
+            "INSERT INTO attachments (id, application_id, kind, author, body, created_at) VALUES ('att-1', 'app-1', 'committee_opinion', 'rev', 'fine', 't')",
+        ] {
+            sqlx::query(sql).execute(&pool).await.unwrap();
+        }
+        pool.close().await;
+
+        let db = gateway::db::Db::open(&url, 2).await.unwrap();
+        let mut conn = db.pool().acquire().await.unwrap();
+        let app = gateway::store::application(&mut conn, "app-1")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (app.project_id.as_deref(), app.dataset_id.as_deref()),
+            (Some("p1"), None)
+        );
+        assert_eq!(
+            gateway::store::decisions(&mut conn, "app-1")
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        assert_eq!(
+            gateway::store::attachments(&mut conn, "app-1")
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        // References hold as before: to applications, and from them.
+        for sql in [
+            "INSERT INTO decisions (application_id, round, reviewer, choice, comment, decided_at) VALUES ('app-none', 1, 'rev', 'approve', 'ok', 't')",
+            "INSERT INTO applications (id, kind, project_id, requester, title, description, payload, state, round, created_at, updated_at) \
+             VALUES ('app-2', 'access', 'p-none', 'ana', 'A', '', '{}', 'submitted', 1, 't', 't')",
+            "INSERT INTO applications (id, kind, dataset_id, requester, title, description, payload, state, round, created_at, updated_at) \
+             VALUES ('app-3', 'listing', 'ds-none', 'sue', 'L', '', '{}', 'submitted', 1, 't', 't')",
+            // Neither a project nor a dataset.
+            "INSERT INTO applications (id, kind, requester, title, description, payload, state, round, created_at, updated_at) \
+             VALUES ('app-4', 'listing', 'sue', 'L', '', '{}', 'submitted', 1, 't', 't')",
+        ] {
+            assert!(
+                sqlx::query(sql).execute(&mut *conn).await.is_err(),
+                "{engine:?} took {sql}"
+            );
+        }
+        let indexes_sql = match engine {
+            Engine::Sqlite => {
+                "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'applications' \
+                               AND name NOT LIKE 'sqlite_autoindex%' ORDER BY name"
+            }
+            Engine::Postgres => {
+                "SELECT CAST(indexname AS TEXT) AS name FROM pg_indexes WHERE tablename = 'applications' \
+                                 AND indexname <> 'applications_pkey' ORDER BY indexname"
+            }
+        };
+        let indexes: Vec<String> = sqlx::query_scalar(indexes_sql)
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap();
+        assert_eq!(indexes, indexes_the_migrations_make(), "{engine:?}");
+        drop(conn);
+        db.close().await;
+        if let Some(pg) = pg {
+            pg.drop_db().await;
+        }
+    }
 }

@@ -407,17 +407,39 @@ pub enum Format {
 /// Parses a DMP from its text and checks every field; `today` is the date the restricted
 /// sharing must end after.
 pub fn parse(text: &str, format: Format, today: &Date) -> Result<Dmp, DmpError> {
-    let value: serde_json::Value = match format {
+    from_value(&json_of(text, format)?, today)
+}
+
+/// A DMP's text as the JSON value [`from_value`] checks (and the API takes). TOML's own dates
+/// (`date_issued = 2026-04-01`, unquoted) become the `YYYY-MM-DD` strings JSON spells them as.
+pub fn json_of(text: &str, format: Format) -> Result<serde_json::Value, DmpError> {
+    match format {
         Format::Json => serde_json::from_str(text).map_err(|e| DmpError::Syntax {
             format: "JSON",
             message: e.to_string(),
-        })?,
-        Format::Toml => toml::from_str(text).map_err(|e| DmpError::Syntax {
-            format: "TOML",
-            message: e.to_string(),
-        })?,
-    };
-    from_value(&value, today)
+        }),
+        Format::Toml => toml::from_str::<toml::Value>(text)
+            .map(toml_to_json)
+            .map_err(|e| DmpError::Syntax {
+                format: "TOML",
+                message: e.to_string(),
+            }),
+    }
+}
+
+fn toml_to_json(v: toml::Value) -> serde_json::Value {
+    use serde_json::Value as J;
+    match v {
+        toml::Value::String(s) => J::String(s),
+        toml::Value::Integer(i) => J::from(i),
+        toml::Value::Float(f) => J::from(f),
+        toml::Value::Boolean(b) => J::Bool(b),
+        toml::Value::Datetime(d) => J::String(d.to_string()),
+        toml::Value::Array(a) => J::Array(a.into_iter().map(toml_to_json).collect()),
+        toml::Value::Table(t) => {
+            J::Object(t.into_iter().map(|(k, v)| (k, toml_to_json(v))).collect())
+        }
+    }
 }
 
 /// Checks a DMP already read as a JSON value.

@@ -62,6 +62,18 @@ fn toml_reads_as_json_does() {
     let d = parse(EXAMPLE, Format::Json, &today()).unwrap();
     let toml_text = toml::to_string(&d).unwrap();
     assert_eq!(parse(&toml_text, Format::Toml, &today()).unwrap(), d);
+    // TOML's own dates read as the strings JSON spells them as; a date-time is no date.
+    let native = toml_text.replace("date_issued = \"2026-04-01\"", "date_issued = 2026-04-01");
+    assert_ne!(native, toml_text);
+    assert_eq!(parse(&native, Format::Toml, &today()).unwrap(), d);
+    let timed = toml_text.replace(
+        "date_issued = \"2026-04-01\"",
+        "date_issued = 2026-04-01T10:00:00Z",
+    );
+    match parse(&timed, Format::Toml, &today()) {
+        Err(DmpError::Fields(e)) => assert_eq!(e[0].field, "date_issued"),
+        other => panic!("{other:?}"),
+    }
     assert!(matches!(
         parse("title = ", Format::Toml, &today()),
         Err(DmpError::Syntax { format: "TOML", .. })
