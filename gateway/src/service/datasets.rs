@@ -19,6 +19,7 @@ use crate::error::ErrorCode;
 use crate::state::AppState;
 use crate::store::datasets::{self as dstore, DatasetRow};
 use crate::store::{self, AppRow};
+use crate::wire::errors::FieldProblem;
 
 /// A dataset's state: its listing applied for.
 pub const REGISTERED: &str = "registered";
@@ -72,8 +73,7 @@ pub async fn register(
 ) -> Result<Registration> {
     let now = crate::time::now();
     let today = dmp::date_of(&now).ok_or_else(|| Error::internal("the clock's date"))?;
-    let dmp = dmp::from_value(dmp, &today)
-        .map_err(|e| Error::invalid(ErrorCode::BadDmp, e.to_string()))?;
+    let dmp = dmp::from_value(dmp, &today).map_err(refused)?;
     let institution = dmp.providing_institution.id.clone();
     let standing = standing_of(caller, &institution);
     if caller.roles.contains(Role::Steward) && standing.member_roles.is_empty() {
@@ -148,6 +148,27 @@ pub async fn register(
         dataset,
         application,
     })
+}
+
+/// A DMP's refusal, every bad field named and labelled.
+fn refused(e: dmp::DmpError) -> Error {
+    let fields = match &e {
+        dmp::DmpError::Fields(fields) => fields
+            .iter()
+            .map(|f| FieldProblem {
+                field: f.field.clone(),
+                label_ja: f.label().ja.to_owned(),
+                label_en: f.label().en.to_owned(),
+                problem: f.message(),
+            })
+            .collect(),
+        dmp::DmpError::Syntax { .. } => Vec::new(),
+    };
+    Error::InvalidFields {
+        code: ErrorCode::BadDmp,
+        message: e.to_string(),
+        fields,
+    }
 }
 
 /// The datasets the caller may open, newest first: exactly those [`show`] opens for them.

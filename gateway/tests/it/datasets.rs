@@ -227,6 +227,40 @@ async fn a_bad_dmp_is_refused_with_every_bad_field_named() {
             assert!(message.contains(field), "{field} not named: {message}");
         }
         assert!(message.contains("has 7 bad field(s)"), "{message}");
+        // And each in the body's `fields`, labelled in Japanese and English.
+        let mut named: Vec<&str> = b["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["field"].as_str().unwrap())
+            .collect();
+        named.sort();
+        assert_eq!(
+            named,
+            [
+                "category_after",
+                "colour",
+                "consent.obtained",
+                "consent.scope",
+                "date_issued",
+                "restricted_sharing_ends",
+                "title"
+            ]
+        );
+        let scope = b["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["field"] == "consent.scope")
+            .unwrap();
+        assert_eq!(
+            (&scope["label_ja"], &scope["label_en"], &scope["problem"]),
+            (
+                &json!("同意の範囲"),
+                &json!("Consent scope"),
+                &json!("is required")
+            )
+        );
         let (st, list) = app.get("/api/v1/datasets", Some(&steward)).await;
         assert_eq!((st, list), (StatusCode::OK, json!([])));
         assert_eq!(audit_seq(&app).await, before);
