@@ -88,7 +88,7 @@ pub struct Registered {
 #[into_params(parameter_in = Query)]
 pub struct DmpQuery {
     /// json (default) or gakunin.
-    #[param(value_type = Option<DmpFormat>)]
+    #[param(value_type = Option<DmpFormat>, inline)]
     pub format: Option<String>,
 }
 

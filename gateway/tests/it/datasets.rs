@@ -55,7 +55,7 @@ async fn the_example_dmp_registers_a_dataset_and_opens_its_listing() {
         assert_eq!(d["state"], "registered");
         assert_eq!(d["institution"], INSTITUTION);
         assert_eq!(d["category"], "restricted_closed_sharing");
-        assert_eq!(d["restricted_until"], "2030-03-31");
+        assert_eq!(d["restricted_until"], "2035-03-31");
         assert_eq!(d["category_after"], "restricted_open_sharing");
         assert_eq!(d["created_by"], "hana");
         assert_eq!(d["applications"], json!([listing]));

@@ -314,7 +314,7 @@ fn restricted_sharing_ends_after_today_and_after_issue() {
             ["restricted_sharing_ends"]
         );
     }
-    let v = with(json!({"date_issued": "2031-01-01"}));
+    let v = with(json!({"date_issued": "2036-01-01"}));
     assert_eq!(bad_fields(&v), ["restricted_sharing_ends"]);
 }
 
