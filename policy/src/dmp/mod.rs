@@ -20,58 +20,69 @@ use serde::{Deserialize, Serialize};
 pub use fields::{FIELDS, Field, Label, label_of};
 pub use gakunin::{SCHEMA as GAKUNIN_SCHEMA, to_gakunin};
 
-/// AMED's management categories (管理区分), from the least to the most open.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Category {
-    /// 非共有: not shared.
-    Unshared,
-    /// 制限共有: shared among the plan's researchers and approved applicants, by agreement.
-    RestrictedClosedSharing,
-    /// 制限公開: provided to third parties after review (controlled access).
-    RestrictedOpenSharing,
-    /// 非制限公開: open to anyone.
-    UnrestrictedOpenSharing,
+/// A fieldless enum of a DMP's: its JSON spelling (snake_case), every value in order, and
+/// its label in Japanese and English.
+macro_rules! labelled {
+    ($(#[$meta:meta])* $name:ident {
+        $($(#[$vmeta:meta])* $variant:ident = $s:literal, $ja:literal, $en:literal;)+
+    }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name {
+            $($(#[$vmeta])* $variant,)+
+        }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant,)+];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $s,)+
+                }
+            }
+
+            pub fn label(self) -> Label {
+                match self {
+                    $($name::$variant => Label { ja: $ja, en: $en },)+
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                $name::ALL
+                    .iter()
+                    .copied()
+                    .find(|v| v.as_str() == s)
+                    .ok_or_else(|| format!("unknown {} `{s}`", stringify!($name)))
+            }
+        }
+    };
+}
+
+labelled! {
+    /// AMED's management categories (管理区分), from the least to the most open.
+    Category {
+        /// Not shared.
+        Unshared = "unshared", "非共有", "Unshared";
+        /// Shared among the plan's researchers and approved applicants, by agreement.
+        RestrictedClosedSharing = "restricted_closed_sharing", "制限共有", "Restricted closed sharing";
+        /// Provided to third parties after review (controlled access).
+        RestrictedOpenSharing = "restricted_open_sharing", "制限公開", "Restricted open sharing";
+        /// Open to anyone.
+        UnrestrictedOpenSharing = "unrestricted_open_sharing", "非制限公開", "Unrestricted open sharing";
+    }
 }
 
 impl Category {
-    pub const ALL: [Category; 4] = [
-        Category::Unshared,
-        Category::RestrictedClosedSharing,
-        Category::RestrictedOpenSharing,
-        Category::UnrestrictedOpenSharing,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Category::Unshared => "unshared",
-            Category::RestrictedClosedSharing => "restricted_closed_sharing",
-            Category::RestrictedOpenSharing => "restricted_open_sharing",
-            Category::UnrestrictedOpenSharing => "unrestricted_open_sharing",
-        }
-    }
-
-    pub fn label(self) -> Label {
-        match self {
-            Category::Unshared => Label {
-                ja: "非共有",
-                en: "Unshared",
-            },
-            Category::RestrictedClosedSharing => Label {
-                ja: "制限共有",
-                en: "Restricted closed sharing",
-            },
-            Category::RestrictedOpenSharing => Label {
-                ja: "制限公開",
-                en: "Restricted open sharing",
-            },
-            Category::UnrestrictedOpenSharing => Label {
-                ja: "非制限公開",
-                en: "Unrestricted open sharing",
-            },
-        }
-    }
-
     /// Sharing under restrictions, which last until an end date.
     pub fn is_restricted(self) -> bool {
         matches!(
@@ -86,112 +97,32 @@ impl Category {
     }
 }
 
-impl fmt::Display for Category {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+labelled! {
+    /// アクセス権 (item 14).
+    AccessRights {
+        Open = "open", "公開", "Open";
+        Restricted = "restricted", "共有", "Restricted";
+        /// Metadata only.
+        MetadataOnly = "metadata_only", "非共有・非公開", "Metadata only";
+        /// Embargoed until the scheduled publication date.
+        Embargoed = "embargoed", "公開期間猶予", "Embargoed";
     }
 }
 
-impl std::str::FromStr for Category {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        Category::ALL
-            .into_iter()
-            .find(|c| c.as_str() == s)
-            .ok_or_else(|| format!("unknown management category `{s}`"))
+labelled! {
+    /// Whether informed consent was obtained (AMED's `gotInformedConsent`).
+    ConsentObtained {
+        Yes = "yes", "取得済み", "Yes";
+        No = "no", "未取得", "No";
+        Unknown = "unknown", "不明", "Unknown";
     }
 }
 
-/// アクセス権 (item 14).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AccessRights {
-    /// 公開
-    Open,
-    /// 共有
-    Restricted,
-    /// 非共有・非公開: metadata only.
-    MetadataOnly,
-    /// 公開期間猶予: embargoed until the scheduled publication date.
-    Embargoed,
-}
-
-impl AccessRights {
-    pub const ALL: [AccessRights; 4] = [
-        AccessRights::Open,
-        AccessRights::Restricted,
-        AccessRights::MetadataOnly,
-        AccessRights::Embargoed,
-    ];
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AccessRights::Open => "open",
-            AccessRights::Restricted => "restricted",
-            AccessRights::MetadataOnly => "metadata_only",
-            AccessRights::Embargoed => "embargoed",
-        }
-    }
-    pub fn label(self) -> Label {
-        match self {
-            AccessRights::Open => Label {
-                ja: "公開",
-                en: "Open",
-            },
-            AccessRights::Restricted => Label {
-                ja: "共有",
-                en: "Restricted",
-            },
-            AccessRights::MetadataOnly => Label {
-                ja: "非共有・非公開",
-                en: "Metadata only",
-            },
-            AccessRights::Embargoed => Label {
-                ja: "公開期間猶予",
-                en: "Embargoed",
-            },
-        }
-    }
-}
-
-/// Whether informed consent was obtained (AMED's `gotInformedConsent`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ConsentObtained {
-    Yes,
-    No,
-    Unknown,
-}
-
-impl ConsentObtained {
-    pub const ALL: [ConsentObtained; 3] = [
-        ConsentObtained::Yes,
-        ConsentObtained::No,
-        ConsentObtained::Unknown,
-    ];
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ConsentObtained::Yes => "yes",
-            ConsentObtained::No => "no",
-            ConsentObtained::Unknown => "unknown",
-        }
-    }
-}
-
-/// The consent form used (AMED's `informedConsentFormat`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ConsentForm {
-    Amed,
-    Other,
-}
-
-impl ConsentForm {
-    pub const ALL: [ConsentForm; 2] = [ConsentForm::Amed, ConsentForm::Other];
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ConsentForm::Amed => "amed",
-            ConsentForm::Other => "other",
-        }
+labelled! {
+    /// The consent form used (AMED's `informedConsentFormat`).
+    ConsentForm {
+        Amed = "amed", "AMED の様式", "AMED's form";
+        Other = "other", "その他", "Other";
     }
 }
 

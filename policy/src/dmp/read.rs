@@ -28,6 +28,14 @@ impl Reader<'_> {
         });
     }
 
+    /// Nothing for a field that is not there: missing, when it is required.
+    fn absent<T>(&mut self, path: impl Into<String>, required: bool) -> Option<T> {
+        if required {
+            self.bad(path, Problem::Missing);
+        }
+        None
+    }
+
     /// A text field: trimmed, bounded; a blank one counts as absent.
     fn text(
         &mut self,
@@ -39,19 +47,11 @@ impl Reader<'_> {
     ) -> Option<String> {
         let path = join(prefix, key);
         match obj.get(key) {
-            None | Some(Value::Null) => {
-                if required {
-                    self.bad(path, Problem::Missing);
-                }
-                None
-            }
+            None | Some(Value::Null) => self.absent(path, required),
             Some(Value::String(s)) => {
                 let s = s.trim();
                 if s.is_empty() {
-                    if required {
-                        self.bad(path, Problem::Missing);
-                    }
-                    None
+                    self.absent(path, required)
                 } else if s.chars().count() > max {
                     self.bad(path, Problem::TooLong(max));
                     None
@@ -108,12 +108,7 @@ impl Reader<'_> {
         required: bool,
     ) -> Option<&'v Map<String, Value>> {
         match obj.get(key) {
-            None | Some(Value::Null) => {
-                if required {
-                    self.bad(key, Problem::Missing);
-                }
-                None
-            }
+            None | Some(Value::Null) => self.absent(key, required),
             Some(Value::Object(m)) => {
                 self.unknown(m, key);
                 Some(m)
@@ -192,7 +187,7 @@ pub(super) fn read(value: &Value, today: &Date) -> Result<Dmp, Vec<FieldError>> 
         obj,
         "",
         "access_rights",
-        &AccessRights::ALL,
+        AccessRights::ALL,
         AccessRights::as_str,
         true,
     );
@@ -256,7 +251,7 @@ pub(super) fn read(value: &Value, today: &Date) -> Result<Dmp, Vec<FieldError>> 
         obj,
         "",
         "management_category",
-        &Category::ALL,
+        Category::ALL,
         Category::as_str,
         true,
     );
@@ -265,7 +260,7 @@ pub(super) fn read(value: &Value, today: &Date) -> Result<Dmp, Vec<FieldError>> 
         obj,
         "",
         "category_after",
-        &Category::ALL,
+        Category::ALL,
         Category::as_str,
         false,
     );
@@ -283,7 +278,7 @@ pub(super) fn read(value: &Value, today: &Date) -> Result<Dmp, Vec<FieldError>> 
             c,
             "consent",
             "obtained",
-            &ConsentObtained::ALL,
+            ConsentObtained::ALL,
             ConsentObtained::as_str,
             true,
         );
@@ -291,7 +286,7 @@ pub(super) fn read(value: &Value, today: &Date) -> Result<Dmp, Vec<FieldError>> 
             c,
             "consent",
             "form",
-            &ConsentForm::ALL,
+            ConsentForm::ALL,
             ConsentForm::as_str,
             false,
         );

@@ -168,8 +168,14 @@ fn each_error_has_labels_in_both_languages() {
         );
         assert!(!f.label.ja.is_ascii(), "{} has no Japanese label", f.key);
     }
-    for c in Category::ALL {
-        assert!(!c.label().ja.is_empty() && !c.label().en.is_empty());
+    let labels = Category::ALL
+        .iter()
+        .map(|c| c.label())
+        .chain(AccessRights::ALL.iter().map(|a| a.label()))
+        .chain(ConsentObtained::ALL.iter().map(|o| o.label()))
+        .chain(ConsentForm::ALL.iter().map(|f| f.label()));
+    for l in labels {
+        assert!(!l.ja.is_ascii() && !l.en.is_empty(), "{l:?}");
     }
 }
 
@@ -208,7 +214,7 @@ fn research_field_is_an_erad_field_code() {
 
 #[test]
 fn access_rights_are_one_of_four_and_embargo_needs_a_date() {
-    for a in AccessRights::ALL {
+    for &a in AccessRights::ALL {
         let mut v = with(json!({"access_rights": a.as_str()}));
         if a == AccessRights::Embargoed {
             assert_eq!(bad_fields(&v), ["publication_date"]);
@@ -234,7 +240,7 @@ fn management_category_is_one_of_amed_four_in_snake_case() {
             "unrestricted_open_sharing"
         ]
     );
-    for c in Category::ALL {
+    for &c in Category::ALL {
         assert_eq!(serde_json::to_value(c).unwrap(), json!(c.as_str()));
         assert_eq!(c.as_str().parse::<Category>().unwrap(), c);
     }
