@@ -59,6 +59,13 @@ st_project=st-project
 "$vre" project create "$st_project" --title "schemathesis" --member root:analyst \
     --url "$url" --token "$token" --ca "$data/tls/ca.pem" >/dev/null
 
+# A dataset registered with the example DMP by a steward of its institution (see
+# schemathesis.toml), so its detail and DMP are answered and checked against the schema.
+steward=$("$vre" token issue --sub st-steward --role steward --institution tohoku-u --data-dir "$data")
+st_dataset=$("$vre" dataset register --dmp deploy/examples/dmp.json --json \
+    --url "$url" --token "$steward" --ca "$data/tls/ca.pem" |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["id"])')
+
 # An egress application (see schemathesis.toml), so the egress routes reach their logic and
 # their answers are checked against the schema: on the local engine, a sandbox of a project of
 # its own whose run wrote a small table, asked for by that project's analyst (not the token's
@@ -86,7 +93,7 @@ if command -v docker >/dev/null && docker image inspect vre-test/busybox:latest 
 fi
 
 set +e
-(cd "$work" && VRE_ST_PROJECT=$st_project VRE_ST_EGRESS=$st_egress "$st" --config-file "$OLDPWD/deploy/dev/schemathesis.toml" run "$url/openapi.json" --tls-verify "$data/tls/ca.pem" -H "Authorization: Bearer $token" \
+(cd "$work" && VRE_ST_PROJECT=$st_project VRE_ST_EGRESS=$st_egress VRE_ST_DATASET=$st_dataset "$st" --config-file "$OLDPWD/deploy/dev/schemathesis.toml" run "$url/openapi.json" --tls-verify "$data/tls/ca.pem" -H "Authorization: Bearer $token" \
     --output-sanitize false "$@") 2>&1 | tee "$work/st.log"
 status=${PIPESTATUS[0]}
 set -e

@@ -29,6 +29,9 @@ pub const LOCAL_AUDIENCE: &str = "vre-gateway";
 pub struct Caller {
     pub sub: Subject,
     pub roles: RoleSet,
+    /// The institution a steward speaks for (`auth.institution_claim`), as the identifier a
+    /// DMP's data-providing institution carries; `None` when the token names none.
+    pub institution: Option<String>,
 }
 
 /// Why a token was refused. All of them are a 401.
@@ -66,6 +69,8 @@ pub struct LocalClaims {
     pub nbf: u64,
     pub exp: u64,
     pub roles: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub institution: Option<String>,
 }
 
 /// Mints a token with the gateway's own key.
@@ -74,6 +79,18 @@ pub fn issue(
     settings: &AuthSettings,
     sub: &Subject,
     roles: RoleSet,
+    ttl: Duration,
+) -> anyhow::Result<String> {
+    issue_for(key, settings, sub, roles, None, ttl)
+}
+
+/// Mints a token that also names the institution its holder speaks for (stewards).
+pub fn issue_for(
+    key: &Ed25519Key,
+    settings: &AuthSettings,
+    sub: &Subject,
+    roles: RoleSet,
+    institution: Option<&str>,
     ttl: Duration,
 ) -> anyhow::Result<String> {
     let now = jsonwebtoken::get_current_timestamp();
@@ -85,6 +102,7 @@ pub fn issue(
         nbf: now,
         exp: now + ttl.as_secs(),
         roles: roles.iter().map(|r| r.as_str().to_owned()).collect(),
+        institution: institution.map(str::to_owned),
     };
     let mut header = Header::new(Algorithm::EdDSA);
     header.kid = Some(key.kid().to_owned());
@@ -110,6 +128,7 @@ pub struct Verifier {
     issuer: String,
     audience: String,
     roles_claim: Vec<String>,
+    institution_claim: Vec<String>,
     leeway: u64,
 }
 
@@ -142,6 +161,11 @@ impl Verifier {
             issuer: settings.issuer.clone(),
             audience: settings.audience.clone(),
             roles_claim: settings.roles_claim.split('.').map(str::to_owned).collect(),
+            institution_claim: settings
+                .institution_claim
+                .split('.')
+                .map(str::to_owned)
+                .collect(),
             leeway: settings.leeway_secs,
         }))
     }
@@ -199,6 +223,7 @@ impl Verifier {
         Ok(Caller {
             sub,
             roles: roles_from(&claims, &self.roles_claim),
+            institution: institution_from(&claims, &self.institution_claim),
         })
     }
 }
@@ -222,6 +247,17 @@ fn roles_from(claims: &serde_json::Value, path: &[String]) -> RoleSet {
         .into_iter()
         .filter_map(|n| n.trim().parse::<Role>().ok())
         .collect()
+}
+
+/// The institution from the configured claim: a string that is a valid identifier (what a
+/// DMP's `providing_institution.id` holds); anything else counts as none.
+fn institution_from(claims: &serde_json::Value, path: &[String]) -> Option<String> {
+    let mut v = claims;
+    for p in path {
+        v = v.get(p)?;
+    }
+    let s = v.as_str()?;
+    policy::ids::ProjectId::parse(s).ok().map(|_| s.to_owned())
 }
 
 /// Parses a JWKS into verifying keys. Keys for encryption and symmetric keys are skipped; a key

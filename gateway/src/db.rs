@@ -16,6 +16,35 @@ use crate::audit::{self, ChainHead, NewEvent};
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
+/// Migrations SQLite runs in words of its own (`migrations/sqlite/`), by version: where
+/// PostgreSQL alters a table in place and SQLite must rebuild it.
+const SQLITE_FORMS: &[(i64, &str)] =
+    &[(11, include_str!("../migrations/sqlite/0011_datasets.sql"))];
+
+/// The migrations for one engine: [`MIGRATOR`]'s, with SQLite's own forms in their place.
+fn migrator(engine: Engine) -> sqlx::migrate::Migrator {
+    use sqlx::migrate::{Migration, Migrator};
+    let migrations = MIGRATOR
+        .iter()
+        .map(
+            |m| match SQLITE_FORMS.iter().find(|(v, _)| *v == m.version) {
+                Some((_, sql)) if engine == Engine::Sqlite => Migration::new(
+                    m.version,
+                    m.description.clone(),
+                    m.migration_type,
+                    std::borrow::Cow::Borrowed(sql),
+                    m.no_tx,
+                ),
+                _ => m.clone(),
+            },
+        )
+        .collect::<Vec<_>>();
+    Migrator {
+        migrations: std::borrow::Cow::Owned(migrations),
+        ..Migrator::DEFAULT
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Engine {
     Sqlite,
@@ -61,10 +90,7 @@ impl Db {
             .connect_with(options)
             .await
             .context("connecting to the database")?;
-        MIGRATOR
-            .run(&pool)
-            .await
-            .context("migrating the database")?;
+        migrate(&pool, engine).await?;
         Ok(Db { pool, engine })
     }
 
@@ -137,6 +163,31 @@ pub async fn listen(url: &str, channel: &str) -> Result<sqlx::postgres::PgListen
     let mut listener = sqlx::postgres::PgListener::connect(url).await?;
     listener.listen(channel).await?;
     Ok(listener)
+}
+
+/// Runs the migrations. On SQLite they run with foreign keys off, as SQLite's procedure for
+/// rebuilding a table asks (a table others refer to cannot be dropped otherwise), and every
+/// foreign key is checked before the connection has them on again.
+async fn migrate(pool: &AnyPool, engine: Engine) -> anyhow::Result<()> {
+    let migrator = migrator(engine);
+    if engine == Engine::Postgres {
+        return migrator.run(pool).await.context("migrating the database");
+    }
+    let mut conn = pool.acquire().await?;
+    conn.execute("PRAGMA foreign_keys = OFF").await?;
+    let ran = migrator.run_direct(&mut *conn).await;
+    let broken = sqlx::query("PRAGMA foreign_key_check")
+        .fetch_all(&mut *conn)
+        .await;
+    conn.execute("PRAGMA foreign_keys = ON").await?;
+    ran.context("migrating the database")?;
+    let broken = broken.context("checking foreign keys after the migrations")?;
+    anyhow::ensure!(
+        broken.is_empty(),
+        "after the migrations, {} row(s) refer to rows that do not exist",
+        broken.len()
+    );
+    Ok(())
 }
 
 /// A write transaction. Audit events appended through it commit or vanish with its other writes.

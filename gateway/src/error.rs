@@ -21,6 +21,13 @@ pub enum ApiError {
     NotFound(&'static str),
     #[error("{message}")]
     BadRequest { code: ErrorCode, message: String },
+    /// A 400 about a document's fields, each named in the body.
+    #[error("{message}")]
+    BadFields {
+        code: ErrorCode,
+        message: String,
+        fields: Vec<crate::wire::errors::FieldProblem>,
+    },
     #[error("{message}")]
     Conflict { code: ErrorCode, message: String },
     #[error("{0}")]
@@ -57,7 +64,7 @@ impl ApiError {
             ApiError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) | ApiError::ForbiddenCode { .. } => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            ApiError::BadRequest { .. } | ApiError::BadFields { .. } => StatusCode::BAD_REQUEST,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -72,7 +79,9 @@ impl ApiError {
             ApiError::Forbidden(_) => ErrorCode::Forbidden,
             ApiError::ForbiddenCode { code, .. } => *code,
             ApiError::NotFound(_) => ErrorCode::NotFound,
-            ApiError::BadRequest { code, .. } | ApiError::Conflict { code, .. } => *code,
+            ApiError::BadRequest { code, .. }
+            | ApiError::BadFields { code, .. }
+            | ApiError::Conflict { code, .. } => *code,
             ApiError::TooLarge(_) => ErrorCode::TooLarge,
             ApiError::Unavailable(_) => ErrorCode::Unavailable,
             ApiError::Refused { code, .. } => *code,
@@ -146,6 +155,15 @@ impl From<crate::service::Error> for ApiError {
             E::Denied(d) => ApiError::Forbidden(d.to_string()),
             E::Forbidden { code, message } => ApiError::ForbiddenCode { code, message },
             E::Invalid { code, message } => ApiError::BadRequest { code, message },
+            E::InvalidFields {
+                code,
+                message,
+                fields,
+            } => ApiError::BadFields {
+                code,
+                message,
+                fields,
+            },
             E::Conflict { code, message } => ApiError::Conflict { code, message },
             E::TooLarge(message) => ApiError::TooLarge(message),
             E::TooMany { code, message } => ApiError::Refused {
@@ -193,11 +211,16 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
+        let fields = match &self {
+            ApiError::BadFields { fields, .. } => Some(fields.clone()),
+            _ => None,
+        };
         let mut resp = (
             status,
             Json(ErrorBody {
                 code: self.code(),
                 message,
+                fields,
             }),
         )
             .into_response();

@@ -69,12 +69,19 @@ pub enum Action {
     ReleaseDownload,
     /// Revoke a release (it can no longer be downloaded).
     ReleaseRevoke,
+    /// Register a dataset with its DMP (and apply to list it): a steward of the DMP's
+    /// data-providing institution.
+    DatasetRegister,
+    /// List datasets (narrowed as for single reads).
+    DatasetList,
+    /// Read a dataset's record and its DMP.
+    DatasetRead,
 }
 
 impl Action {
     /// Every action, each kind of application spelled out: the role tables (here and in the
     /// gateway's authorization test) walk this list, so none can be missed.
-    pub const ALL: [Action; 40] = [
+    pub const ALL: [Action; 43] = [
         Action::ProjectCreate,
         Action::ProjectManageMembers,
         Action::ProjectList,
@@ -115,6 +122,9 @@ impl Action {
         Action::KeyRegister,
         Action::ReleaseDownload,
         Action::ReleaseRevoke,
+        Action::DatasetRegister,
+        Action::DatasetList,
+        Action::DatasetRead,
     ];
 
     /// A number per variant, kind aside. The match has no wildcard, so a new action cannot
@@ -150,16 +160,21 @@ impl Action {
             Action::ReleaseDownload => 25,
             Action::ReleaseRevoke => 26,
             Action::EgressRead => 27,
+            Action::DatasetRegister => 28,
+            Action::DatasetList => 29,
+            Action::DatasetRead => 30,
         }
     }
     #[cfg(test)]
-    const VARIANTS: usize = 28;
+    const VARIANTS: usize = 31;
 }
 
 /// The caller's standing towards the object of an action.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Standing {
     /// The caller's roles in the object's project; empty when not a member or no project.
+    /// For a dataset (and the applications that belong to it), the institution stands for the
+    /// project: a steward of the dataset's data-providing institution is its steward member.
     pub member_roles: RoleSet,
     /// The caller is the requester of the application concerned.
     pub is_requester: bool,
@@ -177,7 +192,7 @@ pub enum Access {
 pub enum Denial {
     #[error("this needs one of the roles: {0}")]
     MissingRole(RoleSet),
-    #[error("this needs the {0} role in the project")]
+    #[error("this needs the {0} role in the project (for a dataset: its institution)")]
     NotMember(Role),
     #[error("only the requester may do this")]
     NotRequester,
@@ -196,10 +211,17 @@ pub enum Resource {
     Application,
     /// A sandbox and its runs' descriptions (not their logs).
     Sandbox,
+    /// A dataset's record and its DMP.
+    Dataset,
 }
 
 impl Resource {
-    pub const ALL: [Resource; 3] = [Resource::Project, Resource::Application, Resource::Sandbox];
+    pub const ALL: [Resource; 4] = [
+        Resource::Project,
+        Resource::Application,
+        Resource::Sandbox,
+        Resource::Dataset,
+    ];
 }
 
 /// How much of a resource a caller sees.
@@ -207,7 +229,7 @@ impl Resource {
 pub enum Scope {
     /// Every project's.
     Every,
-    /// Those of the projects the caller is a member of.
+    /// Those of the projects the caller is a member of (datasets: of their institution).
     OwnProjects,
     /// None at all.
     Nothing,
@@ -230,13 +252,16 @@ impl Scope {
 /// application too (the access applications they attach their institution's review results to
 /// come from other projects), and operators and auditors every sandbox. Analysts and stewards
 /// see their own projects; analysts their projects' applications and sandboxes. Operators run
-/// the host: they see projects and sandboxes, never applications' content.
+/// the host: they see projects and sandboxes, never applications' content. Datasets and their
+/// DMPs are the committee's side's (reviewers, auditors, admins) and their own institution's
+/// stewards'; no analyst or operator sees them (what a project may use comes with its access).
 pub fn scope(roles: RoleSet, resource: Resource) -> Scope {
     use Role::*;
     let (every, own): (&[Role], &[Role]) = match resource {
         Resource::Project => (&[Admin, Operator, Reviewer, Auditor], &[Analyst, Steward]),
         Resource::Application => (&[Reviewer, Auditor, Admin, Steward], &[Analyst]),
         Resource::Sandbox => (&[Operator, Auditor, Admin], &[Analyst]),
+        Resource::Dataset => (&[Reviewer, Auditor, Admin], &[Steward]),
     };
     if every.iter().any(|r| roles.contains(*r)) {
         Scope::Every
@@ -373,6 +398,14 @@ pub fn authorize(roles: RoleSet, action: Action, standing: Standing) -> Access {
             }
         }
         Action::ReleaseRevoke => any_of(roles, &[Operator, Admin]),
+        Action::DatasetRegister => member_as(roles, standing, Steward),
+        Action::DatasetList => match scope(roles, Resource::Dataset) {
+            Scope::Nothing => Access::Deny(Denial::MissingRole(
+                [Reviewer, Auditor, Admin, Steward].into_iter().collect(),
+            )),
+            _ => Access::Allow,
+        },
+        Action::DatasetRead => visible(roles, Resource::Dataset, standing),
     }
 }
 
@@ -438,6 +471,10 @@ mod tests {
             member_roles: roles("analyst"),
             is_requester: true,
         };
+        let steward = Standing {
+            member_roles: roles("steward"),
+            is_requester: false,
+        };
         #[rustfmt::skip]
         let cases: &[(&str, Action, Standing, bool)] = &[
             ("admin", Action::ProjectCreate, NONE, true),
@@ -498,6 +535,23 @@ mod tests {
             ("reviewer", Action::SandboxRead, NONE, false),
             ("analyst", Action::ImageAllow, member, false),
             ("steward", Action::ReadContent, NONE, false),
+            // Datasets: a steward of the DMP's institution registers and reads; one of another
+            // institution does neither; the committee's side reads; analysts and operators
+            // see none.
+            ("steward", Action::DatasetRegister, steward, true),
+            ("steward", Action::DatasetRegister, NONE, false),
+            ("admin", Action::DatasetRegister, steward, false),
+            ("analyst", Action::DatasetRegister, member, false),
+            ("steward", Action::DatasetRead, steward, true),
+            ("steward", Action::DatasetRead, NONE, false),
+            ("reviewer", Action::DatasetRead, NONE, true),
+            ("auditor", Action::DatasetRead, NONE, true),
+            ("admin", Action::DatasetRead, NONE, true),
+            ("analyst", Action::DatasetRead, member, false),
+            ("operator", Action::DatasetRead, NONE, false),
+            ("steward", Action::DatasetList, NONE, true),
+            ("analyst", Action::DatasetList, member, false),
+            ("operator", Action::DatasetList, NONE, false),
         ];
         for (r, a, s, want) in cases {
             assert_eq!(allowed(r, *a, *s), *want, "{r} {a:?} {s:?}");
@@ -536,6 +590,7 @@ mod tests {
             (Resource::Project, Action::ProjectRead),
             (Resource::Application, Action::AppRead),
             (Resource::Sandbox, Action::SandboxRead),
+            (Resource::Dataset, Action::DatasetRead),
         ];
         let standings = [
             NONE,
@@ -582,6 +637,10 @@ mod tests {
             ("reviewer", Resource::Sandbox, Scope::Nothing),
             ("steward", Resource::Sandbox, Scope::Nothing),
             ("auditor", Resource::Sandbox, Scope::Every),
+            ("steward", Resource::Dataset, Scope::OwnProjects),
+            ("reviewer", Resource::Dataset, Scope::Every),
+            ("analyst", Resource::Dataset, Scope::Nothing),
+            ("operator", Resource::Dataset, Scope::Nothing),
             ("", Resource::Project, Scope::Nothing),
         ];
         for (r, res, want) in cases {

@@ -4,6 +4,8 @@
 //! the committee moves between states and when a quorum is reached ([`review`]), and the typed
 //! names the rest of the system speaks in ([`roles`], [`ids`]), and which programs a run may start
 //! ([`commands`]).
+//! A dataset's data management plan, its common metadata items and AMED management category,
+//! is parsed and checked in [`dmp`].
 //! The automatic disclosure checks on files that ask to leave the environment are in [`egress`].
 //!
 //! Architecture invariant: `policy` does no IO. It depends on no async runtime, no HTTP, no SQL and
@@ -13,6 +15,7 @@
 pub mod access;
 pub mod archive;
 pub mod commands;
+pub mod dmp;
 pub mod egress;
 pub mod ids;
 pub mod review;

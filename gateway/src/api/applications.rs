@@ -28,6 +28,7 @@ pub(crate) fn app_summary(state: &AppState, s: Summary) -> Application {
         id: a.id,
         kind: a.kind.into(),
         project: a.project_id,
+        dataset: a.dataset_id,
         requester: a.requester,
         title: a.title,
         description: a.description,

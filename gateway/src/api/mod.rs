@@ -6,6 +6,7 @@
 //! annotations by `utoipa`, so it cannot drift from the routes.
 
 pub mod applications;
+pub mod datasets;
 pub mod drain;
 pub mod egress;
 pub mod images;
@@ -50,6 +51,7 @@ use crate::workers::Workers;
     tags(
         (name = "projects", description = "Research projects and their members"),
         (name = "applications", description = "Applications to the data-use committee"),
+        (name = "datasets", description = "Datasets with their DMPs, and their listing"),
         (name = "ingress", description = "Program and reference-data archives brought into the environment"),
         (name = "sandboxes", description = "Images, sandboxes and runs"),
         (name = "egress", description = "Results taken out: requests, previews, releases and the keys they are encrypted to"),
@@ -93,6 +95,9 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(applications::resubmit))
         .routes(routes!(applications::attach))
         .routes(routes!(applications::attachment_file))
+        .routes(routes!(datasets::list, datasets::register))
+        .routes(routes!(datasets::show))
+        .routes(routes!(datasets::dmp))
         .routes(routes!(ingress::submit))
         .routes(routes!(ingress::manifest))
         .routes(routes!(ingress::file))
@@ -458,6 +463,7 @@ fn actions_of(route: &str) -> Vec<Action> {
         "/api/v1/applications/{id}/egress" => vec![Action::AppResubmit(Kind::Egress)],
         "/api/v1/applications/{id}/release/revoke" => vec![Action::ReleaseRevoke],
         "/api/v1/keys/me" => vec![Action::KeyRegister],
+        "/api/v1/datasets" => vec![Action::DatasetRegister],
         _ => Vec::new(),
     }
 }

@@ -173,7 +173,7 @@ pub(super) async fn app(cmd: AppCommand) -> anyhow::Result<ExitCode> {
                         a.id,
                         a.kind,
                         a.state,
-                        a.project,
+                        a.belongs_to(),
                         a.approvals,
                         a.quorum,
                         shown_line(&a.title)
@@ -414,7 +414,7 @@ fn print_app(client: &ClientArgs, a: &Application) {
             a.id,
             a.kind,
             a.state,
-            a.project,
+            a.belongs_to(),
             shown_line(&a.title),
             a.approvals,
             a.quorum,

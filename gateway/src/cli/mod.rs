@@ -2,6 +2,7 @@
 //! commands that talk to a running gateway, one module per command group.
 
 mod app;
+mod dataset;
 mod egress;
 mod ingress;
 mod project;
@@ -16,6 +17,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use app::AppCommand;
+use dataset::DatasetCommand;
 use egress::{EgressCommand, KeysCommand, ReleaseCommand};
 use ingress::IngressCommand;
 use project::ProjectCommand;
@@ -47,6 +49,9 @@ enum Command {
     /// Applications to the committee.
     #[command(subcommand)]
     App(AppCommand),
+    /// Datasets with their DMPs: register (and apply to list), list, show, export the DMP.
+    #[command(subcommand)]
+    Dataset(DatasetCommand),
     /// The audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -149,9 +154,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             sub,
             role,
             ttl,
+            institution,
             data_dir,
             config,
-        }) => server::token_issue(sub, role, ttl, data_dir, config),
+        }) => server::token_issue(sub, role, ttl, institution, data_dir, config),
         Command::Audit(AuditCommand::Verify { data_dir, config }) => {
             let settings = server::load_settings(config.as_deref(), data_dir)?;
             server::audit_verify(&settings).await
@@ -187,6 +193,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             client,
         }) => ingress::ingress_submit(project, path, name, description, client).await,
         Command::App(a) => app::app(a).await,
+        Command::Dataset(d) => dataset::dataset(d).await,
         Command::Egress(e) => egress::egress(e).await,
         Command::Keys(k) => egress::keys(k).await,
         Command::Release(r) => egress::release(r).await,

@@ -36,6 +36,9 @@ pub(super) enum TokenCommand {
         /// How long the token is valid (30m, 8h, 7d).
         #[arg(long, default_value = "8h")]
         ttl: String,
+        /// The institution a steward speaks for: the `providing_institution.id` of its DMPs.
+        #[arg(long)]
+        institution: Option<String>,
         #[arg(long)]
         data_dir: Option<PathBuf>,
         #[arg(long, env = "VRE_CONFIG")]
@@ -155,6 +158,7 @@ pub(super) fn token_issue(
     sub: String,
     role: String,
     ttl: String,
+    institution: Option<String>,
     data_dir: Option<PathBuf>,
     config: Option<PathBuf>,
 ) -> anyhow::Result<ExitCode> {
@@ -163,12 +167,24 @@ pub(super) fn token_issue(
     let roles = RoleSet::parse_list(&role)?;
     anyhow::ensure!(!roles.is_empty(), "give at least one role with --role");
     let ttl = crate::time::parse_duration(&ttl).map_err(anyhow::Error::msg)?;
+    if let Some(i) = &institution {
+        policy::ids::ProjectId::parse(i).map_err(|e| {
+            anyhow::anyhow!("{}", e.to_string().replace("project id", "institution"))
+        })?;
+    }
     let data = crate::keys::DataDir::new(settings.data_dir.clone());
     data.create()?;
     let key = crate::keys::Ed25519Key::load_or_create(&data.token_key())?;
     println!(
         "{}",
-        crate::auth::issue(&key, &settings.auth, &sub, roles, ttl)?
+        crate::auth::issue_for(
+            &key,
+            &settings.auth,
+            &sub,
+            roles,
+            institution.as_deref(),
+            ttl
+        )?
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -67,6 +67,9 @@ pub struct AuthSettings {
     pub audience: String,
     /// Where the roles are in the token's claims; dots descend (`realm_access.roles`).
     pub roles_claim: String,
+    /// Where the institution a steward speaks for is in the token's claims (dots descend): an
+    /// identifier such as a DMP's `providing_institution.id`.
+    pub institution_claim: String,
     /// Accept tokens signed with the gateway's own key (`vre token issue`).
     pub local_tokens: bool,
     /// An identity provider's keys, as a JWKS document on disk.
@@ -254,6 +257,7 @@ impl Default for AuthSettings {
             issuer: crate::auth::LOCAL_ISSUER.into(),
             audience: crate::auth::LOCAL_AUDIENCE.into(),
             roles_claim: "roles".into(),
+            institution_claim: "institution".into(),
             local_tokens: true,
             jwks_file: None,
             jwks_url: None,

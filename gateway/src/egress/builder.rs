@@ -360,7 +360,7 @@ async fn gather(
         application: release::AppInfo {
             id: app.id.clone(),
             title: app.title.clone(),
-            project: app.project_id.clone(),
+            project: app.project().to_owned(),
             requester: app.requester.clone(),
             justification: app.description.clone(),
             sandbox: sandbox_id,

@@ -155,7 +155,8 @@ pub async fn create(state: &AppState, caller: &Caller, new: NewApplication) -> R
     let row = AppRow {
         id: store::new_id("app"),
         kind: new.kind,
-        project_id: new.project,
+        project_id: Some(new.project),
+        dataset_id: None,
         requester: caller.sub.to_string(),
         title: new.title.trim().to_owned(),
         description: new.description,
@@ -176,17 +177,21 @@ pub async fn create(state: &AppState, caller: &Caller, new: NewApplication) -> R
 pub(crate) async fn submit(tx: &mut WriteTx, allowed: &Allowed, row: &AppRow) -> Result<()> {
     allowed.expect(Action::AppCreate(row.kind))?;
     store::insert_application(tx.conn(), row).await?;
+    let mut detail = json!({
+        "kind": row.kind.as_str(),
+        "project": row.project_id,
+        "title": row.title,
+        "description_sha256": crate::sha256_hex(row.description.as_bytes()),
+        "payload": serde_json::from_str::<serde_json::Value>(&row.payload).unwrap_or_default(),
+    });
+    if let Some(d) = &row.dataset_id {
+        detail["dataset"] = json!(d);
+    }
     tx.audit(NewEvent {
         actor: &row.requester,
         action: "application.submit",
         subject: &row.id,
-        detail: json!({
-            "kind": row.kind.as_str(),
-            "project": row.project_id,
-            "title": row.title,
-            "description_sha256": crate::sha256_hex(row.description.as_bytes()),
-            "payload": serde_json::from_str::<serde_json::Value>(&row.payload).unwrap_or_default(),
-        }),
+        detail,
     })
     .await?;
     Ok(())
@@ -199,9 +204,14 @@ pub(crate) async fn seen(
     id: &str,
 ) -> Result<Seen<AppRow>> {
     let app = store::application(conn, id).await?;
-    let member_roles = match &app {
-        Some(a) => store::member_roles(conn, &a.project_id, caller.sub.as_str()).await?,
-        None => Default::default(),
+    let member_roles = match app.as_ref().map(|a| (&a.project_id, &a.dataset_id)) {
+        Some((Some(project), _)) => store::member_roles(conn, project, caller.sub.as_str()).await?,
+        Some((None, Some(dataset))) => {
+            super::datasets::standing_towards(conn, caller, dataset)
+                .await?
+                .member_roles
+        }
+        _ => Default::default(),
     };
     let standing = Standing {
         member_roles,
@@ -315,8 +325,12 @@ async fn apply_event(
         ));
     }
     let decisions = store::decisions(tx.conn(), id).await?;
-    let members = store::members(tx.conn(), &app.project_id).await?;
-    let conflicted: Vec<&str> = members.iter().map(|m| m.subject.as_str()).collect();
+    let members = store::members(tx.conn(), app.project()).await?;
+    let mut conflicted: Vec<&str> = members.iter().map(|m| m.subject.as_str()).collect();
+    if app.dataset_id.is_some() && !standing.member_roles.is_empty() {
+        // A dataset's institution stands for its project: its stewards do not vote on it.
+        conflicted.push(caller.sub.as_str());
+    }
     let votes: Vec<CastVote<'_>> = decisions
         .iter()
         .filter(|d| d.round == app.round)
@@ -530,8 +544,11 @@ pub async fn attach(
     }
     if new.kind == AttachmentKind::CommitteeOpinion {
         // The committee's opinion comes from outside the project, as its votes do.
-        let members = store::members(tx.conn(), &app.object.project_id).await?;
-        let conflicted: Vec<&str> = members.iter().map(|m| m.subject.as_str()).collect();
+        let members = store::members(tx.conn(), app.object.project()).await?;
+        let mut conflicted: Vec<&str> = members.iter().map(|m| m.subject.as_str()).collect();
+        if app.object.dataset_id.is_some() && !app.standing.member_roles.is_empty() {
+            conflicted.push(caller.sub.as_str());
+        }
         let author = caller.sub.as_str();
         if let Err(refusal) =
             policy::review::may_give_opinion(&app.object.requester, &conflicted, author)

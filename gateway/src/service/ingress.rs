@@ -117,7 +117,8 @@ where
     let row = AppRow {
         id: store::new_id("app"),
         kind: Kind::Ingress,
-        project_id: up.project.clone(),
+        project_id: Some(up.project.clone()),
+        dataset_id: None,
         requester: caller.sub.to_string(),
         title: name.clone(),
         description,

@@ -13,6 +13,7 @@
 //! between services take one, so they cannot be reached on an unchecked path.
 
 pub mod applications;
+pub mod datasets;
 pub mod egress;
 pub mod images;
 pub mod ingress;
@@ -42,6 +43,13 @@ pub enum Error {
     /// The input breaks a rule of the workflow (a length, a name, a class).
     #[error("{message}")]
     Invalid { code: ErrorCode, message: String },
+    /// A document's fields break their rules, each named.
+    #[error("{message}")]
+    InvalidFields {
+        code: ErrorCode,
+        message: String,
+        fields: Vec<crate::wire::errors::FieldProblem>,
+    },
     /// The object is not in a state that allows this.
     #[error("{message}")]
     Conflict { code: ErrorCode, message: String },

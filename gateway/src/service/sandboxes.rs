@@ -280,7 +280,7 @@ async fn stageable(state: &AppState, sb: &SandboxRow, app_id: &str) -> Result<Ap
     // is said of it: its identifier tells the caller nothing.
     let app = store::application(&mut conn, app_id)
         .await?
-        .filter(|a| a.project_id == sb.project_id)
+        .filter(|a| a.project() == sb.project_id)
         .ok_or(Error::NotFound("application"))?;
     if app.kind != Kind::Ingress {
         return Err(Error::conflict(

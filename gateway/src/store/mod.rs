@@ -1,9 +1,11 @@
-//! SQL for projects and applications, portable across SQLite and PostgreSQL (`ingress`: the
-//! archives of ingress applications; `sandboxes`: images, sandboxes and runs).
+//! SQL for projects and applications, portable across SQLite and PostgreSQL (`datasets`: the
+//! datasets and their DMPs; `ingress`: the archives of ingress applications; `sandboxes`:
+//! images, sandboxes and runs).
 //!
 //! Functions take a connection so the same query serves a plain read and a write transaction.
 //! Rows come back as plain structs; turning them into wire types is the API's business.
 
+pub mod datasets;
 pub mod egress;
 pub mod ingress;
 pub mod owners;
@@ -192,7 +194,10 @@ pub async fn remove_member(
 pub struct AppRow {
     pub id: String,
     pub kind: Kind,
-    pub project_id: String,
+    /// The project it belongs to, or `None` for a dataset's (listing, extension).
+    pub project_id: Option<String>,
+    /// The dataset it belongs to, for a dataset's listing or extension.
+    pub dataset_id: Option<String>,
     pub requester: String,
     pub title: String,
     pub description: String,
@@ -204,7 +209,14 @@ pub struct AppRow {
     pub updated_at: String,
 }
 
-const APP_COLUMNS: &str = "id, kind, project_id, requester, title, description, payload, state, round, created_at, updated_at";
+impl AppRow {
+    /// Its project, or "" for a dataset's application (which has no members).
+    pub fn project(&self) -> &str {
+        self.project_id.as_deref().unwrap_or("")
+    }
+}
+
+const APP_COLUMNS: &str = "id, kind, project_id, requester, title, description, payload, state, round, created_at, updated_at, dataset_id";
 
 fn decode_err<E: std::error::Error + Send + Sync + 'static>(e: E) -> sqlx::Error {
     sqlx::Error::Decode(Box::new(e))
@@ -217,6 +229,7 @@ fn app_from(r: &AnyRow) -> Result<AppRow, sqlx::Error> {
         id: r.try_get("id")?,
         kind: kind.parse().map_err(decode_err)?,
         project_id: r.try_get("project_id")?,
+        dataset_id: r.try_get("dataset_id")?,
         requester: r.try_get("requester")?,
         title: r.try_get("title")?,
         description: r.try_get("description")?,
@@ -303,9 +316,25 @@ pub async fn applications(
     q.fetch_all(conn).await?.iter().map(app_from).collect()
 }
 
+/// The applications that belong to a dataset (listing, extension), oldest first.
+pub async fn applications_of_dataset(
+    conn: &mut AnyConnection,
+    dataset: &str,
+) -> Result<Vec<AppRow>, sqlx::Error> {
+    sqlx::query(&format!(
+        "SELECT {APP_COLUMNS} FROM applications WHERE dataset_id = $1 ORDER BY created_at, id LIMIT 1000"
+    ))
+    .bind(dataset)
+    .fetch_all(conn)
+    .await?
+    .iter()
+    .map(app_from)
+    .collect()
+}
+
 pub async fn insert_application(conn: &mut AnyConnection, a: &AppRow) -> Result<(), sqlx::Error> {
     sqlx::query(&format!(
-        "INSERT INTO applications ({APP_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+        "INSERT INTO applications ({APP_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
     ))
     .bind(&a.id)
     .bind(a.kind.as_str())
@@ -318,6 +347,7 @@ pub async fn insert_application(conn: &mut AnyConnection, a: &AppRow) -> Result<
     .bind(a.round)
     .bind(&a.created_at)
     .bind(&a.updated_at)
+    .bind(&a.dataset_id)
     .execute(conn)
     .await?;
     Ok(())

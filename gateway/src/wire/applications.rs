@@ -71,7 +71,11 @@ wire_enum! {
 pub struct Application {
     pub id: String,
     pub kind: ApplicationKind,
-    pub project: String,
+    /// The project it belongs to; `null` for a dataset's listing or extension.
+    pub project: Option<String>,
+    /// The dataset it belongs to (a dataset's listing or extension); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset: Option<String>,
     pub requester: String,
     pub title: String,
     pub description: String,
@@ -90,6 +94,16 @@ pub struct Application {
     pub approvals: u32,
     pub created_at: String,
     pub updated_at: String,
+}
+
+impl Application {
+    /// What it belongs to: its project or its dataset.
+    pub fn belongs_to(&self) -> &str {
+        self.project
+            .as_deref()
+            .or(self.dataset.as_deref())
+            .unwrap_or("")
+    }
 }
 
 #[derive(Serialize, Deserialize, ToSchema, Debug, Clone)]

@@ -31,6 +31,8 @@ wire_enum! {
         BadImage = "bad_image",
         BadClass = "bad_class",
         BadDataset = "bad_dataset",
+        /// A DMP that breaks its rules: the message names every bad field.
+        BadDmp = "bad_dmp",
         BadCommand = "bad_command",
         BadTimeout = "bad_timeout",
         MissingText = "missing_text",
@@ -145,6 +147,20 @@ pub struct ErrorBody {
     pub code: ErrorCode,
     /// For a person to read.
     pub message: String,
+    /// Each bad field of a document (a DMP: `bad_dmp`), when the refusal is about its fields.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fields: Option<Vec<FieldProblem>>,
+}
+
+/// One bad field of a document, named by its key and labelled in Japanese and English.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct FieldProblem {
+    /// Its key: `title`, `consent.scope`, `creators[1].name`.
+    pub field: String,
+    pub label_ja: String,
+    pub label_en: String,
+    /// What is wrong with it, in English.
+    pub problem: String,
 }
 
 #[cfg(test)]

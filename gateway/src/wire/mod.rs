@@ -5,6 +5,7 @@
 //! `policy` crate and the database use.
 
 pub mod applications;
+pub mod datasets;
 pub mod egress;
 pub mod errors;
 pub mod ingress;
@@ -184,6 +185,9 @@ mod tests {
         for r in Role::ALL {
             assert_eq!(r.as_str(), policy::roles::Role::from(*r).as_str());
         }
+        for c in super::datasets::Category::ALL {
+            assert_eq!(c.as_str(), policy::dmp::Category::from(*c).as_str());
+        }
     }
 
     /// Each value travels (serde, the OpenAPI schema) as the string `as_str` gives and
@@ -223,6 +227,9 @@ mod tests {
         check(RunState::ALL);
         check(RunOutcome::ALL);
         check(SandboxState::ALL);
+        check(super::datasets::Category::ALL);
+        check(super::datasets::DatasetState::ALL);
+        check(super::datasets::DmpFormat::ALL);
         check(super::ingress::CheckOutcome::ALL);
         check(super::egress::ReleaseState::ALL);
         check(super::system::HealthStatus::ALL);

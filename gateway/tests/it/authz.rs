@@ -23,7 +23,9 @@ use serde_json::{Value, json};
 use crate::support::{Engine, TEST_IMAGE, TestApp, docker_available, engines};
 
 /// Who calls. Members are members of the project the called object belongs to; everyone else
-/// is a member of no project, except the outsider, who is an analyst in another one.
+/// is a member of no project, except the outsider, who is an analyst in another one. For a
+/// dataset the institution stands for the project: the steward member speaks for the dataset's
+/// institution, the lone steward for another one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Who {
     /// No `Authorization` header at all.
@@ -80,7 +82,20 @@ impl Who {
             Who::Outsider => ("bob", "analyst"),
         })
     }
+
+    /// The institution the caller's token names.
+    fn institution(self) -> Option<&'static str> {
+        match self {
+            Who::Steward => Some(OTHER_INSTITUTION),
+            Who::StewardMember => Some(INSTITUTION),
+            _ => None,
+        }
+    }
 }
+
+/// The institution of the datasets the table's rows act on, and another.
+const INSTITUTION: &str = "matrix-u";
+const OTHER_INSTITUTION: &str = "other-u";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Method {
@@ -127,6 +142,9 @@ enum Prep {
     /// The same egress application, approved by two reviewers and `released` (its package
     /// built).
     Released,
+    /// A dataset of the steward member's institution, registered by them, and its listing
+    /// application (`submitted`).
+    Dataset,
 }
 
 impl Prep {
@@ -173,6 +191,7 @@ enum Effect {
 struct World {
     n: usize,
     project: String,
+    dataset: String,
     app: String,
     attachment: String,
     sandbox: String,
@@ -275,6 +294,9 @@ fn egress_round(_: &World) -> Option<Value> {
 fn revocation(_: &World) -> Option<Value> {
     Some(json!({"reason": "sent to the wrong place"}))
 }
+fn new_dataset(_: &World) -> Option<Value> {
+    Some(json!({"dmp": crate::datasets::example_dmp(INSTITUTION)}))
+}
 fn recipient(_: &World) -> Option<Value> {
     Some(json!({"recipient": gateway::release::new_identity().1}))
 }
@@ -341,6 +363,15 @@ fn table() -> Vec<Row> {
         row(Get,    "/api/v1/applications/{id}/egress/preview",                Egress,           none,               Writes, [401, 404, 404, 200, 404, 403, 403, 403,   403, 403, 403,   404]),
         row(Get,    "/api/v1/applications/{id}/release",                       Released,         none,               Writes, [401, 404, 404, 403, 404, 403, 403, 403,   200, 403, 403,   404]),
         row(Post,   "/api/v1/applications/{id}/release/revoke",                Released,         revocation,         Writes, [401, 403, 403, 403, 200, 403, 403, 200,   403, 403, 403,   403]),
+        // Datasets: the steward member is the dataset's institution's, the lone steward another's.
+        row(Get,    "/api/v1/datasets",                                        Nothing,          none,               Reads,  [401, 403, 403, 200, 403, 200, 200, 200,   403, 403, 200,   403]),
+        row(Post,   "/api/v1/datasets",                                        Nothing,          new_dataset,        Writes, [401, 403, 403, 403, 403, 403, 403, 403,   403, 403, 201,   403]),
+        row(Get,    "/api/v1/datasets/{id}",                                   Dataset,          none,               Reads,  [401, 404, 404, 200, 404, 404, 200, 200,   404, 404, 200,   404]),
+        row(Get,    "/api/v1/datasets/{id}/dmp",                               Dataset,          none,               Reads,  [401, 404, 404, 200, 404, 404, 200, 200,   404, 404, 200,   404]),
+        // A dataset's listing application: its institution's steward applied (the requester).
+        row(Get,    "/api/v1/applications/{id}",                               Dataset,          none,               Reads,  [401, 404, 404, 200, 404, 200, 200, 200,   404, 404, 200,   404]),
+        row(Post,   "/api/v1/applications/{id}/decisions",                     Dataset,          approve,            Writes, [401, 403, 403, 200, 403, 403, 403, 403,   403, 403, 403,   403]),
+        row(Post,   "/api/v1/applications/{id}/withdraw",                      Dataset,          withdrawal,         Writes, [401, 403, 404, 403, 403, 403, 403, 403,   404, 404, 200,   404]),
     ]
 }
 
@@ -471,12 +502,19 @@ async fn prepare(app: &TestApp, n: usize, prep: Prep) -> World {
     let mut w = World {
         n,
         project: String::new(),
+        dataset: String::new(),
         app: String::new(),
         attachment: String::new(),
         sandbox: String::new(),
         run: String::new(),
     };
     if prep == Prep::Nothing {
+        return w;
+    }
+    if prep == Prep::Dataset {
+        let sue = app.token_for("sue", "steward", Some(INSTITUTION));
+        (w.dataset, w.app) =
+            crate::datasets::register(app, &sue, &crate::datasets::example_dmp(INSTITUTION)).await;
         return w;
     }
     if prep == Prep::Keys {
@@ -584,6 +622,8 @@ fn path_of(row: &Row, w: &World) -> String {
         &w.sandbox
     } else if row.path.starts_with("/api/v1/runs/") {
         &w.run
+    } else if row.path.starts_with("/api/v1/datasets/") {
+        &w.dataset
     } else {
         &w.app
     };
@@ -606,7 +646,10 @@ async fn run_matrix(app: &TestApp, engine: bool) -> Vec<String> {
     app.project("elsewhere", &[("bob", "analyst")]).await;
     let tokens: Vec<Option<String>> = WHO
         .iter()
-        .map(|w| w.identity().map(|(sub, roles)| app.token(sub, roles)))
+        .map(|w| {
+            w.identity()
+                .map(|(sub, roles)| app.token_for(sub, roles, w.institution()))
+        })
         .collect();
     let mut failures = Vec::new();
     let mut n = 0;

@@ -15,6 +15,7 @@ mod audit_tamper;
 mod authz;
 mod commands;
 mod concurrency;
+mod datasets;
 mod egress;
 mod egress_boundary;
 mod egress_cli;

@@ -234,13 +234,19 @@ impl TestApp {
 
     /// A token minted with this gateway's own key.
     pub fn token(&self, sub: &str, roles: &str) -> String {
+        self.token_for(sub, roles, None)
+    }
+
+    /// A token that also names the institution its holder speaks for (stewards).
+    pub fn token_for(&self, sub: &str, roles: &str, institution: Option<&str>) -> String {
         let key =
             Ed25519Key::load_or_create(&self.settings.data_dir.join("keys/token.pem")).unwrap();
-        gateway::auth::issue(
+        gateway::auth::issue_for(
             &key,
             &self.settings.auth,
             &Subject::parse(sub).unwrap(),
             RoleSet::parse_list(roles).unwrap(),
+            institution,
             std::time::Duration::from_secs(3600),
         )
         .unwrap()

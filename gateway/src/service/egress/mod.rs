@@ -89,7 +89,8 @@ pub async fn request(state: &AppState, caller: &Caller, req: Request) -> Result<
     let row = AppRow {
         id: id.clone(),
         kind: Kind::Egress,
-        project_id: sb.project_id.clone(),
+        project_id: Some(sb.project_id.clone()),
+        dataset_id: None,
         requester: caller.sub.to_string(),
         title: title_of(&sb.id, &paths),
         description: req.justification,

@@ -49,7 +49,7 @@ pub async fn detail(state: &AppState, caller: &Caller, id: &str) -> Result<Detai
     let sandbox = estore::sandbox_of(&mut conn, id)
         .await?
         .ok_or(Error::NotFound("egress request"))?;
-    let history = estore::history(&mut conn, &app.project_id, id)
+    let history = estore::history(&mut conn, app.project(), id)
         .await?
         .into_iter()
         .map(|(application, state, at, files)| Earlier {
@@ -102,7 +102,7 @@ pub async fn preview(
         let mut conn = state.db.pool().acquire().await?;
         let app = crate::service::applications::seen(&mut conn, caller, id).await?;
         allow(caller, Action::QuarantineRead, app.standing)?;
-        let members = store::members(&mut conn, &app.object.project_id).await?;
+        let members = store::members(&mut conn, app.object.project()).await?;
         let conflicted: Vec<&str> = members.iter().map(|m| m.subject.as_str()).collect();
         if let Err(refusal) = policy::review::may_give_opinion(
             &app.object.requester,

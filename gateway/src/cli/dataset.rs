@@ -1,0 +1,135 @@
+//! `vre dataset`: register a dataset with its DMP (which opens its listing application), list,
+//! show, and export its DMP.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Subcommand;
+
+use super::shared::{
+    ById, ClientArgs, or_null, print_as, print_json, print_list, shown_line, urlencode,
+};
+use crate::wire::datasets::{Dataset, DatasetDetail, DmpFormat, NewDataset, Registered};
+
+#[derive(Subcommand)]
+pub(super) enum DatasetCommand {
+    /// Register a dataset with its DMP (JSON, or TOML for a `.toml` file) and open its listing
+    /// application; prints both ids. A steward of the DMP's data-providing institution.
+    Register {
+        /// The DMP: see deploy/examples/dmp.json.
+        #[arg(long)]
+        dmp: PathBuf,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List the datasets you may see.
+    List {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show a dataset and its applications.
+    Show(ById),
+    /// Print a dataset's DMP: our own JSON, or GakuNin RDM's common metadata items.
+    Dmp {
+        id: String,
+        #[arg(long, default_value = "json")]
+        format: DmpFormat,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+impl clap::ValueEnum for DmpFormat {
+    fn value_variants<'a>() -> &'a [Self] {
+        DmpFormat::ALL
+    }
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(clap::builder::PossibleValue::new(self.as_str()))
+    }
+}
+
+/// A DMP file as JSON: TOML when its name ends in `.toml`, JSON otherwise. Its fields are
+/// checked by the gateway, which names every bad one.
+fn read_dmp(path: &Path) -> anyhow::Result<serde_json::Value> {
+    use policy::dmp::Format;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the DMP {}", path.display()))?;
+    let toml = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("toml"));
+    let format = if toml { Format::Toml } else { Format::Json };
+    policy::dmp::json_of(&text, format).with_context(|| format!("reading {}", path.display()))
+}
+
+fn print_dataset(d: &Dataset) {
+    println!(
+        "{}  {} {}: {}",
+        d.id,
+        d.state,
+        d.category,
+        shown_line(&d.title)
+    );
+    println!("  institution: {}", d.institution);
+    if let Some(until) = &d.restricted_until {
+        println!(
+            "  restricted until {until}, then {}",
+            or_null(&d.category_after)
+        );
+    }
+    println!("  registered by {} at {}", d.created_by, d.created_at);
+}
+
+pub(super) async fn dataset(cmd: DatasetCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        DatasetCommand::Register { dmp, client } => {
+            let body = NewDataset {
+                dmp: read_dmp(&dmp)?,
+            };
+            let r: Registered = client.client()?.post("/api/v1/datasets", &body).await?;
+            if client.json {
+                print_json(&serde_json::json!({"id": r.id, "application": r.application}));
+            } else {
+                println!("{}", r.id);
+                println!("listing application: {}", r.application);
+            }
+        }
+        DatasetCommand::List { client } => {
+            print_list(&client, "/api/v1/datasets", false, |d: &Dataset| {
+                println!(
+                    "{:<16} {:<10} {:<26} {:<16} {}",
+                    d.id,
+                    d.state,
+                    d.category,
+                    d.institution,
+                    shown_line(&d.title)
+                )
+            })
+            .await?;
+        }
+        DatasetCommand::Show(ById { id, client }) => {
+            let d: DatasetDetail = client
+                .client()?
+                .get(&format!("/api/v1/datasets/{}", urlencode(&id)))
+                .await?;
+            print_as(&client, &d, |d| {
+                print_dataset(&d.dataset);
+                for a in &d.applications {
+                    println!("  application: {a}");
+                }
+            });
+        }
+        DatasetCommand::Dmp { id, format, client } => {
+            let v: serde_json::Value = client
+                .client()?
+                .get(&format!(
+                    "/api/v1/datasets/{}/dmp?format={format}",
+                    urlencode(&id)
+                ))
+                .await?;
+            // A DMP is a document: printed whole, as JSON, either way.
+            print_json(&v);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

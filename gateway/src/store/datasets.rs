@@ -1,0 +1,106 @@
+//! SQL for datasets: their records and DMPs (`datasets`).
+
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
+
+/// A dataset as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DatasetRow {
+    pub id: String,
+    pub title: String,
+    /// The data-providing institution's identifier.
+    pub institution: String,
+    /// The AMED management category (`policy::dmp::Category`'s spelling).
+    pub category: String,
+    /// The end of restricted sharing, `YYYY-MM-DD`, for the restricted categories.
+    pub restricted_until: Option<String>,
+    /// The category that follows restricted sharing.
+    pub category_after: Option<String>,
+    /// The checked DMP, as our own JSON.
+    pub dmp: String,
+    /// `registered` (listing applied for), `listed` next.
+    pub state: String,
+    pub created_by: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+const COLUMNS: &str = "id, title, institution, category, restricted_until, category_after, dmp, \
+                       state, created_by, created_at, updated_at";
+
+fn dataset_from(r: &AnyRow) -> Result<DatasetRow, sqlx::Error> {
+    Ok(DatasetRow {
+        id: r.try_get("id")?,
+        title: r.try_get("title")?,
+        institution: r.try_get("institution")?,
+        category: r.try_get("category")?,
+        restricted_until: r.try_get("restricted_until")?,
+        category_after: r.try_get("category_after")?,
+        dmp: r.try_get("dmp")?,
+        state: r.try_get("state")?,
+        created_by: r.try_get("created_by")?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+    })
+}
+
+pub async fn insert(conn: &mut AnyConnection, d: &DatasetRow) -> Result<(), sqlx::Error> {
+    sqlx::query(&format!(
+        "INSERT INTO datasets ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+    ))
+    .bind(&d.id)
+    .bind(&d.title)
+    .bind(&d.institution)
+    .bind(&d.category)
+    .bind(&d.restricted_until)
+    .bind(&d.category_after)
+    .bind(&d.dmp)
+    .bind(&d.state)
+    .bind(&d.created_by)
+    .bind(&d.created_at)
+    .bind(&d.updated_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn dataset(
+    conn: &mut AnyConnection,
+    id: &str,
+) -> Result<Option<DatasetRow>, sqlx::Error> {
+    sqlx::query(&format!("SELECT {COLUMNS} FROM datasets WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(conn)
+        .await?
+        .as_ref()
+        .map(dataset_from)
+        .transpose()
+}
+
+/// Datasets newest first, all of them or one institution's; at most `limit`.
+pub async fn datasets(
+    conn: &mut AnyConnection,
+    institution: Option<&str>,
+    limit: i64,
+) -> Result<Vec<DatasetRow>, sqlx::Error> {
+    let limit = limit.clamp(1, 1000);
+    let rows = match institution {
+        Some(i) => {
+            sqlx::query(&format!(
+                "SELECT {COLUMNS} FROM datasets WHERE institution = $1 \
+                 ORDER BY created_at DESC, id DESC LIMIT {limit}"
+            ))
+            .bind(i)
+            .fetch_all(conn)
+            .await?
+        }
+        None => {
+            sqlx::query(&format!(
+                "SELECT {COLUMNS} FROM datasets ORDER BY created_at DESC, id DESC LIMIT {limit}"
+            ))
+            .fetch_all(conn)
+            .await?
+        }
+    };
+    rows.iter().map(dataset_from).collect()
+}
