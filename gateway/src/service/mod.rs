@@ -16,6 +16,7 @@ pub mod applications;
 pub mod egress;
 pub mod images;
 pub mod ingress;
+pub mod page;
 pub mod projects;
 pub mod runs;
 pub mod sandboxes;
