@@ -4,7 +4,7 @@
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::support::{TestApp, actions, assert_refused, each_engine, engines};
+use crate::support::{TestApp, actions, assert_refused, each_engine, engines, keys_of, walk_list};
 
 /// The ids of the objects in a list answered by the API.
 fn ids_in(list: &serde_json::Value) -> Vec<&str> {
@@ -418,34 +418,11 @@ async fn lists_page_by_cursor() {
         made.reverse();
         let rev = app.token("rev", "reviewer");
         for size in [1, 3, 7, 50] {
-            let mut seen: Vec<String> = Vec::new();
-            let mut cursor: Option<String> = None;
-            let mut pages = 0;
-            loop {
-                let mut url = format!("{}/api/v1/applications?limit={size}", app.url);
-                if let Some(c) = &cursor {
-                    url.push_str(&format!("&cursor={c}"));
-                }
-                let resp = app.http.get(url).bearer_auth(&rev).send().await.unwrap();
-                assert_eq!(resp.status(), StatusCode::OK);
-                cursor = resp
-                    .headers()
-                    .get("x-next-cursor")
-                    .map(|v| v.to_str().unwrap().to_owned());
-                let page: serde_json::Value = resp.json().await.unwrap();
-                for a in page.as_array().unwrap() {
-                    if a["id"] == made[4].as_str() {
-                        assert_eq!(a["approvals"], 1, "votes come with the page: {a}");
-                    }
-                }
-                seen.extend(ids_in(&page).into_iter().map(str::to_owned));
-                pages += 1;
-                if cursor.is_none() {
-                    break;
-                }
-                assert!(pages <= 8, "the cursor never ends");
-            }
-            assert_eq!(seen, made, "pages of {size}");
+            let (seen, pages) = walk_list(&app, "/api/v1/applications", &rev, size).await;
+            assert_eq!(keys_of(&seen, "id"), made, "pages of {size}");
+            assert_eq!(pages, made.len().div_ceil(size), "pages of {size}");
+            let voted = seen.iter().find(|a| a["id"] == made[4].as_str()).unwrap();
+            assert_eq!(voted["approvals"], 1, "votes come with the page: {voted}");
         }
         let (st, b) = app
             .get("/api/v1/applications?cursor=not-a-cursor", Some(&rev))

@@ -22,6 +22,7 @@ mod egress_copy;
 mod ingress;
 mod jwt;
 mod limits;
+mod lists;
 mod release_crash;
 mod restart;
 mod run_output;
