@@ -30,27 +30,26 @@ impl Order {
     }
 }
 
-/// A list's query under construction.
+/// A list's query under construction: its conditions, each with the values of its `?`s.
 pub(crate) struct ListSql {
-    sql: String,
-    binds: Vec<String>,
+    columns: String,
+    from: String,
+    conds: Vec<(String, Vec<String>)>,
 }
 
 impl ListSql {
     /// `SELECT {columns} FROM {from} WHERE {first}`: conditions are added after it.
     pub(crate) fn new(columns: &str, from: &str, first: &str) -> ListSql {
         ListSql {
-            sql: format!("SELECT {columns} FROM {from} WHERE {first}"),
-            binds: Vec::new(),
+            columns: columns.to_owned(),
+            from: from.to_owned(),
+            conds: vec![(first.to_owned(), Vec::new())],
         }
     }
 
     /// Adds ` AND {clause}`, whose `?` is `v`.
     pub(crate) fn and(&mut self, clause: &str, v: impl Into<String>) -> &mut Self {
-        self.binds.push(v.into());
-        let mark = format!("${}", self.binds.len());
-        self.sql.push_str(" AND ");
-        self.sql.push_str(&clause.replace('?', &mark));
+        self.conds.push((clause.to_owned(), vec![v.into()]));
         self
     }
 
@@ -73,11 +72,9 @@ impl ListSql {
     ) -> &mut Self {
         if let Some((at, id)) = after {
             let op = o.op();
-            self.and(&format!("created_at {op}= ?"), at.clone());
-            self.and(&format!("(created_at {op} ?"), at.clone());
-            self.binds.push(id.clone());
-            self.sql
-                .push_str(&format!(" OR id {op} ${})", self.binds.len()));
+            let clause = format!("created_at {op}= ? AND (created_at {op} ? OR id {op} ?)");
+            self.conds
+                .push((clause, vec![at.clone(), at.clone(), id.clone()]));
         }
         self
     }
@@ -90,27 +87,116 @@ impl ListSql {
         self
     }
 
+    /// The query of at most `limit` rows in `order`, with `extra` conditions; its values are
+    /// pushed onto `binds` and numbered after those already there.
+    fn render(
+        &self,
+        extra: &[(&str, &str)],
+        order: &str,
+        limit: i64,
+        binds: &mut Vec<String>,
+    ) -> String {
+        let extra = extra
+            .iter()
+            .map(|(c, v)| ((*c).to_owned(), vec![(*v).to_owned()]));
+        let mut conds = Vec::new();
+        for (clause, values) in self.conds.iter().cloned().chain(extra) {
+            let mut parts = clause.split('?');
+            let mut c = parts.next().unwrap_or_default().to_owned();
+            for (part, v) in parts.zip(values) {
+                binds.push(v);
+                c.push_str(&format!("${}{part}", binds.len()));
+            }
+            conds.push(c);
+        }
+        format!(
+            "SELECT {} FROM {} WHERE {} ORDER BY {order} LIMIT {}",
+            self.columns,
+            self.from,
+            conds.join(" AND "),
+            limit.max(1)
+        )
+    }
+
     /// Reads at most `limit` rows in the order of `columns` (each in the direction `o`), each
     /// made by `row`.
     pub(crate) async fn fetch<T>(
-        mut self,
+        self,
         conn: &mut AnyConnection,
         (columns, o): (&[&str], Order),
         limit: i64,
         row: impl Fn(&AnyRow) -> Result<T, sqlx::Error>,
     ) -> Result<Vec<T>, sqlx::Error> {
-        let order: Vec<String> = columns.iter().map(|c| format!("{c} {}", o.dir())).collect();
-        self.sql.push_str(&format!(
-            " ORDER BY {} LIMIT {}",
-            order.join(", "),
-            limit.max(1)
-        ));
-        let mut q = sqlx::query(&self.sql);
-        for b in &self.binds {
-            q = q.bind(b);
-        }
-        q.fetch_all(conn).await?.iter().map(row).collect()
+        let mut binds = Vec::new();
+        let sql = self.render(&[], &order_by(columns, o), limit, &mut binds);
+        run(conn, &sql, binds, row).await
     }
+
+    /// As [`Self::fetch`], of the rows whose `column` is one of `values` (a caller's projects):
+    /// a page of each value's rows, each read off its own index (`column`, then the order), and
+    /// the page of them all taken from those. A page costs what one of each costs, however many
+    /// rows the values have; no value, no rows.
+    pub(crate) async fn fetch_each<T>(
+        self,
+        conn: &mut AnyConnection,
+        (column, values): (&str, &[String]),
+        (columns, o): (&[&str], Order),
+        limit: i64,
+        row: impl Fn(&AnyRow) -> Result<T, sqlx::Error>,
+    ) -> Result<Vec<T>, sqlx::Error> {
+        if values.is_empty() {
+            return Ok(Vec::new());
+        }
+        let order = order_by(columns, o);
+        let clause = format!("{column} = ?");
+        let mut binds = Vec::new();
+        let arms: Vec<String> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let arm = self.render(&[(&clause, v)], &order, limit, &mut binds);
+                format!("SELECT * FROM ({arm}) AS arm{i}")
+            })
+            .collect();
+        let sql = format!(
+            "{} ORDER BY {order} LIMIT {}",
+            arms.join(" UNION ALL "),
+            limit.max(1)
+        );
+        run(conn, &sql, binds, row).await
+    }
+}
+
+fn order_by(columns: &[&str], o: Order) -> String {
+    let order: Vec<String> = columns.iter().map(|c| format!("{c} {}", o.dir())).collect();
+    order.join(", ")
+}
+
+async fn run<T>(
+    conn: &mut AnyConnection,
+    sql: &str,
+    binds: Vec<String>,
+    row: impl Fn(&AnyRow) -> Result<T, sqlx::Error>,
+) -> Result<Vec<T>, sqlx::Error> {
+    let mut q = sqlx::query(sql);
+    for b in binds {
+        q = q.bind(b);
+    }
+    q.fetch_all(conn).await?.iter().map(row).collect()
+}
+
+/// The projects `subject` is a member of, in the order of their ids.
+pub(crate) async fn projects_of(
+    conn: &mut AnyConnection,
+    subject: &str,
+) -> Result<Vec<String>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT DISTINCT project_id FROM project_members WHERE subject = $1 ORDER BY project_id",
+    )
+    .bind(subject)
+    .fetch_all(conn)
+    .await?;
+    rows.iter().map(|r| r.try_get("project_id")).collect()
 }
 
 /// What belongs to each item of a page, read in one query whatever the page's size: the rows

@@ -168,18 +168,16 @@ pub async fn sandboxes(
 ) -> Result<Vec<SandboxRow>, sqlx::Error> {
     let mut q = ListSql::new(SANDBOX_COLUMNS, "sandboxes", "state <> 'removed'");
     q.and_some("project_id = ?", project)
-        .and_some(
-            "project_id IN (SELECT project_id FROM project_members WHERE subject = ?)",
-            member,
-        )
         .after_created(after, Order::Oldest);
-    q.fetch(
-        conn,
-        (&["created_at", "id"], Order::Oldest),
-        limit,
-        sandbox_from,
-    )
-    .await
+    let order = (&["created_at", "id"][..], Order::Oldest);
+    match member {
+        None => q.fetch(conn, order, limit, sandbox_from).await,
+        Some(sub) => {
+            let projects = super::list::projects_of(conn, sub).await?;
+            q.fetch_each(conn, ("project_id", &projects), order, limit, sandbox_from)
+                .await
+        }
+    }
 }
 
 pub async fn all_sandbox_ids(

@@ -432,3 +432,34 @@ async fn lists_page_by_cursor() {
     })
     .await;
 }
+
+/// A member's list holds the applications of their projects only, all of them, newest first
+/// across the projects, a page at a time.
+#[tokio::test]
+async fn a_members_list_pages_across_their_projects() {
+    each_engine(|app| async move {
+        app.project("p1", &[("ana", "analyst")]).await;
+        app.project("p2", &[("ana", "analyst")]).await;
+        app.project("p3", &[("bob", "analyst")]).await;
+        let mut mine = Vec::new();
+        for i in 0..9 {
+            match i % 3 {
+                0 => mine.push(app.application("access", "p1", "ana", "analyst").await),
+                1 => mine.push(app.application("access", "p2", "ana", "analyst").await),
+                _ => drop(app.application("access", "p3", "bob", "analyst").await),
+            }
+        }
+        mine.reverse();
+        let ana = app.token("ana", "analyst");
+        for size in [1, 2, 4, 100] {
+            let (seen, _) = walk_list(&app, "/api/v1/applications", &ana, size).await;
+            assert_eq!(keys_of(&seen, "id"), mine, "pages of {size}");
+        }
+        let path = "/api/v1/applications?project=p2";
+        let (seen, _) = walk_list(&app, path, &ana, 2).await;
+        let of_p2: Vec<String> = mine.iter().step_by(2).cloned().collect();
+        assert_eq!(keys_of(&seen, "id"), of_p2);
+        app
+    })
+    .await;
+}

@@ -152,36 +152,52 @@ async fn images_page_by_cursor() {
 async fn sandboxes_page_by_cursor() {
     each_engine(|app| async move {
         app.project("lp", &[("ana", "analyst")]).await;
+        app.project("lp2", &[("ana", "analyst")]).await;
         app.project("other", &[]).await;
         let mut conn = app.state.db.pool().acquire().await.unwrap();
-        let mut mine = Vec::new();
-        for i in 0..9 {
+        let (mut mine, mut of_lp) = (Vec::new(), Vec::new());
+        for i in 0..11 {
             // Ids out of the order of time, so the order seen is the list's, not the ids'.
-            let id = format!("sb-{}", 9 - i);
-            let project = if i == 4 { "other" } else { "lp" };
+            let id = format!("sb-{:02}", 11 - i);
+            let project = match i {
+                4 => "other",
+                _ if i % 3 == 0 => "lp2",
+                _ => "lp",
+            };
             let mut row = sandbox(&id, project, &tied_time(i));
             if i == 6 {
                 row.state = "removed".into();
             }
             sstore::insert_sandbox(&mut conn, &row).await.unwrap();
-            if project == "lp" && i != 6 {
-                mine.push((row.created_at, id));
+            if project != "other" && i != 6 {
+                mine.push((row.created_at.clone(), id.clone()));
+                if project == "lp" {
+                    of_lp.push((row.created_at, id));
+                }
             }
         }
-        sstore::insert_dataset(&mut conn, "sb-9", "census", "/data/census")
+        sstore::insert_dataset(&mut conn, "sb-11", "census", "/data/census")
             .await
             .unwrap();
         drop(conn);
-        mine.sort();
-        let mine: Vec<String> = mine.into_iter().map(|(_, id)| id).collect();
+        let ids = |mut v: Vec<(String, String)>| -> Vec<String> {
+            v.sort();
+            v.into_iter().map(|(_, id)| id).collect()
+        };
+        let (mine, of_lp) = (ids(mine), ids(of_lp));
+        // An analyst's sandboxes, of both their projects, merged in one order.
         let ana = app.token("ana", "analyst");
         let foreign = first_cursor(&app, "/api/v1/projects", &app.token("root", "admin")).await;
         let items = assert_pages(&app, "/api/v1/sandboxes", &ana, "id", &mine, &foreign).await;
-        let sb9 = items.iter().find(|s| s["id"] == "sb-9").unwrap();
-        assert_eq!(sb9["datasets"], serde_json::json!(["census"]), "{sb9}");
+        let sb11 = items.iter().find(|s| s["id"] == "sb-11").unwrap();
+        assert_eq!(sb11["datasets"], serde_json::json!(["census"]), "{sb11}");
         // A filter keeps working beside the cursor.
         let path = "/api/v1/sandboxes?project=lp";
-        assert_pages(&app, path, &ana, "id", &mine, &foreign).await;
+        assert_pages(&app, path, &ana, "id", &of_lp, &foreign).await;
+        // Everyone's, to an operator.
+        let op = app.token("op", "operator");
+        let (every, _) = walk_list(&app, "/api/v1/sandboxes", &op, 4).await;
+        assert_eq!(every.len(), 10, "all but the removed one");
         app
     })
     .await;
