@@ -14,8 +14,9 @@
 //! there, then tops the tables up to the larger numbers and times them again. A page is what `GET /api/v1/applications?limit=100` (or
 //! `/api/v1/audit?limit=100`) does below HTTP: a pool connection, the page's query read off the
 //! list's index (and, for applications, their votes in one more query), and its cursor; a
-//! reviewer's view (every project). The first page, and a deep page: the one after the cursor
-//! in the middle of the list at that size. 20 reads to warm up, then 200 timed, one after the
+//! reviewer's view (every project), and a member's (an analyst in 2 of the 20 projects, whose
+//! list merges a page of each of their projects). The first page, and a deep page: the one
+//! after the cursor in the middle of the list at that size. 20 reads to warm up, then 200 timed, one after the
 //! other; p50 and p99.
 //!
 //! Target (issue 16): p99 < 20 ms at the larger size, and flat: the larger size's p50 at most
@@ -114,6 +115,8 @@ async fn bench_engine(
     let names = [
         ("applications", "first"),
         ("applications", "deep"),
+        ("member's", "first"),
+        ("member's", "deep"),
         ("audit", "first"),
         ("audit", "deep"),
     ];
@@ -148,12 +151,15 @@ async fn analyze(db: &Db) -> anyhow::Result<()> {
 
 /// The first page and the middle one of the applications (`apps` of them) and of the audit
 /// log (`events`).
-async fn pages(db: &Db, apps: usize, events: usize) -> anyhow::Result<[(Duration, Duration); 4]> {
-    let app_mid = app_at(db, apps / 2).await?;
+async fn pages(db: &Db, apps: usize, events: usize) -> anyhow::Result<[(Duration, Duration); 6]> {
+    let app_mid = app_at(db, apps / 2, None).await?;
+    let member_mid = app_at(db, apps / MEMBER_SHARE / 2, Some(MEMBER)).await?;
     let event_mid = i64::try_from(events / 2)?;
     Ok([
-        timed(|| apps_page(db, None)).await?,
-        timed(|| apps_page(db, Some(&app_mid))).await?,
+        timed(|| apps_page(db, None, None)).await?,
+        timed(|| apps_page(db, None, Some(&app_mid))).await?,
+        timed(|| apps_page(db, Some(MEMBER), None)).await?,
+        timed(|| apps_page(db, Some(MEMBER), Some(&member_mid))).await?,
         timed(|| events_page(db, None)).await?,
         timed(|| events_page(db, Some(event_mid))).await?,
     ])
@@ -210,8 +216,13 @@ fn cursor_after<K: gateway::service::page::Key + Clone>(list: &'static str, key:
         .expect("a cursor")
 }
 
-/// A page of applications as the service reads it for a reviewer: two queries.
-async fn apps_page(db: &Db, after: Option<&(String, String)>) -> anyhow::Result<usize> {
+/// A page of applications as the service reads it: for a reviewer (two queries), or for a
+/// `member` of some projects (three: their projects, a page of each, the votes).
+async fn apps_page(
+    db: &Db,
+    member: Option<&str>,
+    after: Option<&(String, String)>,
+) -> anyhow::Result<usize> {
     let ask = PageAsk {
         limit: Some(PAGE),
         cursor: after.map(|k| cursor_after("applications", k.clone())),
@@ -219,6 +230,7 @@ async fn apps_page(db: &Db, after: Option<&(String, String)>) -> anyhow::Result<
     let w = Window::<(String, String)>::of("applications", &ask)?;
     let mut conn = db.pool().acquire().await?;
     let filter = store::AppFilter {
+        visible_to: member.map(str::to_owned),
         after: w.after.clone(),
         limit: w.fetch(),
         ..Default::default()
@@ -243,10 +255,17 @@ async fn events_page(db: &Db, after: Option<i64>) -> anyhow::Result<usize> {
     Ok(w.page(rows, |e| e.seq).items.len())
 }
 
-/// The position `(created_at, id)` of the application `n` places from the newest.
-async fn app_at(db: &Db, n: usize) -> anyhow::Result<(String, String)> {
+/// The position `(created_at, id)` of the application `n` places from the newest (of those
+/// `member` sees, given one).
+async fn app_at(db: &Db, n: usize, member: Option<&str>) -> anyhow::Result<(String, String)> {
+    let within = match member {
+        Some(m) => format!(
+            "WHERE project_id IN (SELECT project_id FROM project_members WHERE subject = '{m}')"
+        ),
+        None => String::new(),
+    };
     let row: (String, String) = sqlx::query_as(&format!(
-        "SELECT created_at, id FROM applications ORDER BY created_at DESC, id DESC LIMIT 1 OFFSET {n}"
+        "SELECT created_at, id FROM applications {within} ORDER BY created_at DESC, id DESC LIMIT 1 OFFSET {n}"
     ))
     .fetch_one(db.pool())
     .await?;
@@ -303,6 +322,10 @@ fn at(i: usize) -> String {
     gateway::time::format(time::OffsetDateTime::from_unix_timestamp(secs).expect("a time"))
 }
 
+/// An analyst, member of two of the 20 projects: a tenth of the applications are theirs.
+const MEMBER: &str = "ana";
+const MEMBER_SHARE: usize = 10;
+
 async fn seed_projects(db: &Db) -> anyhow::Result<()> {
     let rows = (0..20)
         .map(|p| {
@@ -316,7 +339,20 @@ async fn seed_projects(db: &Db) -> anyhow::Result<()> {
         })
         .collect();
     let cols = ["id", "title", "created_at", "created_by", "commands"];
-    insert(db, "projects", &cols, rows).await
+    insert(db, "projects", &cols, rows).await?;
+    let members = ["bench-00", "bench-01"]
+        .map(|p| {
+            vec![
+                V::T(p.into()),
+                V::T(MEMBER.into()),
+                V::T("analyst".into()),
+                V::T(at(0)),
+                V::T("root".into()),
+            ]
+        })
+        .into();
+    let cols = ["project_id", "subject", "role", "added_at", "added_by"];
+    insert(db, "project_members", &cols, members).await
 }
 
 /// Applications `from..to`, each with two votes.
