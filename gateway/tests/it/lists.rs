@@ -281,7 +281,8 @@ async fn audit_pages_by_cursor() {
     .await;
 }
 
-/// `vre project list` prints the first page; with `--all` it follows the cursors to the end.
+/// `vre project list` prints the first page; with `--all` it follows the cursors to the end, as
+/// `vre audit list` does.
 // The test's gateway runs on this runtime while the real binary blocks a thread: two workers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_follows_cursors_with_all() {
@@ -292,9 +293,10 @@ async fn the_cli_follows_cursors_with_all() {
     }
     let ca = app.dir.path().join("tls/ca.pem");
     let admin = app.token("root", "admin");
-    let list = |extra: &[&str]| {
+    let list = |what: &[&str], extra: &[&str]| {
         let out = vre_command()
-            .args(["project", "list", "--json", "--limit", "2"])
+            .args(what)
+            .args(["list", "--json", "--limit", "2"])
             .args(extra)
             .env("VRE_URL", &app.url)
             .env("VRE_CA", &ca)
@@ -303,9 +305,15 @@ async fn the_cli_follows_cursors_with_all() {
             .unwrap();
         assert_success(&out);
         let items: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
-        keys_of(&items, "id")
+        items
     };
-    assert_eq!(list(&[]), ids[..2]);
-    assert_eq!(list(&["--all"]), ids);
+    assert_eq!(keys_of(&list(&["project"], &[]), "id"), ids[..2]);
+    assert_eq!(keys_of(&list(&["project"], &["--all"]), "id"), ids);
+    // The audit log, of one subject, with `--after` beside the cursors.
+    let (_, every) = app.get("/api/v1/audit?limit=1000", Some(&admin)).await;
+    let every = keys_of(every.as_array().unwrap(), "seq");
+    assert_eq!(keys_of(&list(&["audit"], &["--all"]), "seq"), every);
+    let after = ["--all", "--after", "2"];
+    assert_eq!(keys_of(&list(&["audit"], &after), "seq"), every[2..]);
     app.stop().await;
 }
