@@ -46,7 +46,8 @@ pub struct ListFilter {
 }
 
 /// Applications the caller may see, newest first: exactly those [`show`] opens for them.
-/// Two queries a page, whatever its size: the applications, then their votes.
+/// Two queries a page, whatever its size: the applications, then their votes (and, for a
+/// member, their projects first).
 pub async fn list(state: &AppState, caller: &Caller, f: ListFilter) -> Result<Page<Summary>> {
     allow(caller, Action::AppList, Standing::default())?;
     let window = Window::of("applications", &f.page)?;

@@ -56,7 +56,7 @@ pub(crate) async fn seen(
 
 /// Sandboxes the caller may see, of one project or all, oldest first: exactly those [`show`]
 /// opens. Three queries a page, whatever its size: the sandboxes, what is staged in them and
-/// what is mounted.
+/// what is mounted (and, for a member, their projects first).
 pub async fn list(
     state: &AppState,
     caller: &Caller,
