@@ -66,12 +66,13 @@ st_dataset=$("$vre" dataset register --dmp deploy/examples/dmp.json --json \
     --url "$url" --token "$steward" --ca "$data/tls/ca.pem" |
     python3 -c 'import json, sys; print(json.load(sys.stdin)["id"])')
 
-# An egress application (see schemathesis.toml), so the egress routes reach their logic and
-# their answers are checked against the schema: on the local engine, a sandbox of a project of
-# its own whose run wrote a small table, asked for by that project's analyst (not the token's
-# subject, who reads it as an admin). Without an engine, the routes get an id that names
-# nothing.
+# An egress application and its sandbox (see schemathesis.toml), so the egress routes and the
+# list of runs reach their logic and their answers are checked against the schema: on the local
+# engine, a sandbox of a project of its own whose run wrote a small table, asked for by that
+# project's analyst (not the token's subject, who reads it as an admin). Without an engine, the
+# routes get ids that name nothing.
 st_egress=app-none
+st_sandbox=sb-none
 if command -v docker >/dev/null && docker image inspect vre-test/busybox:latest >/dev/null 2>&1; then
     api() { # METHOD PATH [BODY] [TOKEN]: the answer's body; fails on an error status
         curl -sf --cacert "$data/tls/ca.pem" -X "$1" -H "Authorization: Bearer ${4:-$token}" \
@@ -84,6 +85,7 @@ if command -v docker >/dev/null && docker image inspect vre-test/busybox:latest 
         --url "$url" --token "$token" --ca "$data/tls/ca.pem" >/dev/null
     api POST /api/v1/images '{"name": "vre-test/busybox:latest"}' "$op" >/dev/null
     sandbox=$(api POST /api/v1/sandboxes '{"project": "st-egress", "image": "vre-test/busybox:latest"}' "$analyst" | field id)
+    st_sandbox=$sandbox
     run=$(api POST "/api/v1/sandboxes/$sandbox/runs" \
         '{"cmd": ["sh", "-c", "printf \"group,count\\nA,25\\n\" > /vre/output/counts.csv"]}' "$analyst" | field id)
     [ "$(api GET "/api/v1/runs/$run?wait=60" "" "$analyst" | field exit_code)" = 0 ] || { echo "schemathesis.sh: the seeding run failed" >&2; exit 1; }
@@ -93,7 +95,7 @@ if command -v docker >/dev/null && docker image inspect vre-test/busybox:latest 
 fi
 
 set +e
-(cd "$work" && VRE_ST_PROJECT=$st_project VRE_ST_EGRESS=$st_egress VRE_ST_DATASET=$st_dataset "$st" --config-file "$OLDPWD/deploy/dev/schemathesis.toml" run "$url/openapi.json" --tls-verify "$data/tls/ca.pem" -H "Authorization: Bearer $token" \
+(cd "$work" && VRE_ST_PROJECT=$st_project VRE_ST_EGRESS=$st_egress VRE_ST_DATASET=$st_dataset VRE_ST_SANDBOX=$st_sandbox "$st" --config-file "$OLDPWD/deploy/dev/schemathesis.toml" run "$url/openapi.json" --tls-verify "$data/tls/ca.pem" -H "Authorization: Bearer $token" \
     --output-sanitize false "$@") 2>&1 | tee "$work/st.log"
 status=${PIPESTATUS[0]}
 set -e

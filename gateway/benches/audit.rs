@@ -17,6 +17,8 @@
 //!
 //! Targets (issue 16): 1M events in under 10 s, memory flat from 10k to 1M.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -47,9 +49,11 @@ fn main() -> anyhow::Result<()> {
     }
     for (name, pg) in &engines {
         for &n in &sizes {
-            let dir = tempdir()?;
+            let dir = common::tempdir("audit")?;
             let url = match pg {
-                Some(base) => Some(rt.block_on(fresh_pg(base, n))?),
+                Some(base) => {
+                    Some(rt.block_on(common::fresh_pg(base, &format!("vre_audit_bench_{n}")))?)
+                }
                 None => None,
             };
             let fill = Instant::now();
@@ -99,30 +103,6 @@ fn vre_binary() -> anyhow::Result<PathBuf> {
         vre.display()
     );
     Ok(vre)
-}
-
-fn tempdir() -> anyhow::Result<PathBuf> {
-    let base = std::env::var_os("TMPDIR").map_or_else(|| PathBuf::from("/tmp"), PathBuf::from);
-    let mut r = [0u8; 6];
-    getrandom::fill(&mut r).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let dir = base.join(format!("vre-audit-bench-{}", hex::encode(r)));
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
-}
-
-/// A database of its own on the PostgreSQL server at `base`; its URL.
-async fn fresh_pg(base: &str, n: usize) -> anyhow::Result<String> {
-    use sqlx::Connection;
-    let name = format!("vre_audit_bench_{n}");
-    let mut conn = sqlx::PgConnection::connect(base).await?;
-    sqlx::Executor::execute(
-        &mut conn,
-        format!("DROP DATABASE IF EXISTS {name}").as_str(),
-    )
-    .await?;
-    sqlx::Executor::execute(&mut conn, format!("CREATE DATABASE {name}").as_str()).await?;
-    let (prefix, _) = base.rsplit_once('/').unwrap_or((base, ""));
-    Ok(format!("{prefix}/{name}"))
 }
 
 /// A gateway's data dir holding a chain of `n` events with their checkpoints.

@@ -8,11 +8,12 @@ use axum::response::IntoResponse;
 use base64::Engine as _;
 use policy::review::{Choice, Kind};
 
-use super::{ApiJson, ApiQuery, Cx};
+use super::{ApiJson, ApiQuery, Cx, Paged};
 use crate::error::{ApiError, ApiResult, ErrorBody, ErrorCode};
 use crate::service::applications::{self as svc, AttachmentKind, Summary};
 use crate::state::AppState;
 use crate::store::{AttachmentRow, DecisionRow};
+use crate::wire::PageQuery;
 use crate::wire::applications::{
     Application, ApplicationDetail, Attachment, Decision, ListQuery, NewApplication, NewAttachment,
     NewDecision, Resubmission, Withdrawal,
@@ -77,14 +78,15 @@ fn attachment_dto(a: AttachmentRow) -> Attachment {
     }
 }
 
-/// Applications the caller may see, newest first, with filters.
-#[utoipa::path(get, path = "/api/v1/applications", operation_id = "list_applications", tag = "applications", security(("bearer" = [])), params(ListQuery),
-    responses((status = 200, body = Vec<Application>, headers(("x-next-cursor" = String, description = "the cursor of the next page, when there may be one"))),
+/// Applications the caller may see, newest first, with filters; a page at a time.
+#[utoipa::path(get, path = "/api/v1/applications", operation_id = "list_applications", tag = "applications", security(("bearer" = [])), params(ListQuery, PageQuery),
+    responses((status = 200, body = Vec<Application>, headers(("x-next-cursor" = String, description = "the cursor of the next page, when there is one"))),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 pub async fn list(
     cx: Cx,
     ApiQuery(q): ApiQuery<ListQuery>,
-) -> ApiResult<(axum::http::HeaderMap, ApiJson<Vec<Application>>)> {
+    ApiQuery(p): ApiQuery<PageQuery>,
+) -> ApiResult<Paged<Application>> {
     let filter = svc::ListFilter {
         kind: q.kind.as_deref().map(str::parse).transpose().map_err(
             |e: policy::review::UnknownKind| {
@@ -98,19 +100,10 @@ pub async fn list(
         )?,
         project: q.project,
         requester: q.requester,
-        limit: q.limit,
-        cursor: q.cursor,
+        page: super::page_ask(p),
     };
     let page = svc::list(&cx.state, &cx.caller, filter).await?;
-    Ok((
-        super::next_cursor(page.next),
-        ApiJson(
-            page.items
-                .into_iter()
-                .map(|a| app_summary(&cx.state, a))
-                .collect(),
-        ),
-    ))
+    Ok(super::paged(page, |a| app_summary(&cx.state, a)))
 }
 
 /// Applies to the committee.

@@ -4,13 +4,13 @@
 use axum::extract::Path;
 use axum::http::StatusCode;
 
-use super::{ApiJson, ApiQuery, Cx};
+use super::{ApiJson, ApiQuery, Cx, Paged};
 use crate::error::{ApiError, ApiResult, ErrorBody, ErrorCode};
 use crate::service::datasets as svc;
 use crate::store::datasets::DatasetRow;
+use crate::wire::PageQuery;
 use crate::wire::datasets::{
-    Dataset, DatasetDetail, DatasetListQuery, DatasetState, DmpFormat, DmpQuery, NewDataset,
-    Registered,
+    Dataset, DatasetDetail, DatasetState, DmpFormat, DmpQuery, NewDataset, Registered,
 };
 
 fn dataset_dto(d: DatasetRow) -> ApiResult<Dataset> {
@@ -65,18 +65,16 @@ pub async fn register(
 /// The datasets the caller may open, newest first: every one for reviewers, auditors and
 /// admins; their institution's for stewards.
 #[utoipa::path(get, path = "/api/v1/datasets", operation_id = "list_datasets", tag = "datasets", security(("bearer" = [])),
-    params(DatasetListQuery),
-    responses((status = 200, body = Vec<Dataset>), (status = 400, body = ErrorBody, description = "the query does not parse"), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-pub async fn list(
-    cx: Cx,
-    ApiQuery(q): ApiQuery<DatasetListQuery>,
-) -> ApiResult<ApiJson<Vec<Dataset>>> {
-    let rows = svc::list(&cx.state, &cx.caller, q.limit).await?;
-    Ok(ApiJson(
-        rows.into_iter()
-            .map(dataset_dto)
-            .collect::<ApiResult<_>>()?,
-    ))
+    params(PageQuery),
+    responses((status = 200, body = Vec<Dataset>, headers(("x-next-cursor" = String, description = "the cursor of the next page, when there is one"))), (status = 400, body = ErrorBody, description = "the query does not parse"), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn list(cx: Cx, ApiQuery(p): ApiQuery<PageQuery>) -> ApiResult<Paged<Dataset>> {
+    let page = svc::list(&cx.state, &cx.caller, &super::page_ask(p)).await?;
+    let items = page
+        .items
+        .into_iter()
+        .map(dataset_dto)
+        .collect::<ApiResult<_>>()?;
+    Ok((super::next_cursor(page.next), ApiJson(items)))
 }
 
 /// One dataset and its applications.

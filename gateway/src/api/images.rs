@@ -1,9 +1,10 @@
 //! Images sandboxes may use. The workflow is [`crate::service::images`].
 
-use super::{ApiJson, Cx};
+use super::{ApiJson, ApiQuery, Cx, Paged};
 use crate::error::{ApiResult, ErrorBody};
 use crate::service::images as svc;
 use crate::store::sandboxes::ImageRow;
+use crate::wire::PageQuery;
 use crate::wire::sandboxes::{AllowImage, Image};
 
 fn image_dto(i: ImageRow) -> Image {
@@ -18,12 +19,12 @@ fn image_dto(i: ImageRow) -> Image {
     }
 }
 
-/// Images sandboxes may use.
-#[utoipa::path(get, path = "/api/v1/images", operation_id = "list_images", tag = "sandboxes", security(("bearer" = [])),
-    responses((status = 200, body = Vec<Image>), (status = 401, body = ErrorBody)))]
-pub async fn images(cx: Cx) -> ApiResult<ApiJson<Vec<Image>>> {
-    let rows = svc::list(&cx.state, &cx.caller).await?;
-    Ok(ApiJson(rows.into_iter().map(image_dto).collect()))
+/// Images sandboxes may use, in the order of their names; a page at a time.
+#[utoipa::path(get, path = "/api/v1/images", operation_id = "list_images", tag = "sandboxes", security(("bearer" = [])), params(PageQuery),
+    responses((status = 200, body = Vec<Image>, headers(("x-next-cursor" = String, description = "the cursor of the next page, when there is one"))), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub async fn images(cx: Cx, ApiQuery(p): ApiQuery<PageQuery>) -> ApiResult<Paged<Image>> {
+    let page = svc::list(&cx.state, &cx.caller, &super::page_ask(p)).await?;
+    Ok(super::paged(page, image_dto))
 }
 
 /// Allows an image, pinned by its current ID; operators.

@@ -468,6 +468,26 @@ fn actions_of(route: &str) -> Vec<Action> {
     }
 }
 
+/// A list's answer: the page's items, and the cursor of the next page in its header.
+pub(crate) type Paged<T> = (axum::http::HeaderMap, ApiJson<Vec<T>>);
+
+/// The answer of a page of a list, each item as `dto` shows it.
+pub(crate) fn paged<T, U>(
+    page: crate::service::page::Page<T>,
+    dto: impl FnMut(T) -> U,
+) -> Paged<U> {
+    let page = page.map(dto);
+    (next_cursor(page.next), ApiJson(page.items))
+}
+
+/// The page a list's query asks for.
+pub(crate) fn page_ask(q: crate::wire::PageQuery) -> crate::service::page::PageAsk {
+    crate::service::page::PageAsk {
+        limit: q.limit,
+        cursor: q.cursor,
+    }
+}
+
 /// The header that carries a list's next cursor (absent on its last page).
 pub(crate) fn next_cursor(next: Option<String>) -> axum::http::HeaderMap {
     let mut h = axum::http::HeaderMap::new();

@@ -3,9 +3,10 @@
 use axum::extract::Path;
 use axum::http::StatusCode;
 
-use super::{ApiJson, ApiQuery, Cx};
+use super::{ApiJson, ApiQuery, Cx, Paged};
 use crate::error::{ApiResult, ErrorBody};
 use crate::service::projects::{self as svc};
+use crate::wire::PageQuery;
 use crate::wire::projects::{CommandPolicy, Member, NewMember, NewProject, Project, RemoveQuery};
 
 fn project_dto(p: svc::Project) -> Project {
@@ -28,12 +29,14 @@ fn project_dto(p: svc::Project) -> Project {
     }
 }
 
-/// Projects the caller belongs to (everyone's, for roles that act across projects).
-#[utoipa::path(get, path = "/api/v1/projects", operation_id = "list_projects", tag = "projects", security(("bearer" = [])),
-    responses((status = 200, body = Vec<Project>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-pub async fn list(cx: Cx) -> ApiResult<ApiJson<Vec<Project>>> {
-    let projects = svc::list(&cx.state, &cx.caller).await?;
-    Ok(ApiJson(projects.into_iter().map(project_dto).collect()))
+/// Projects the caller belongs to (everyone's, for roles that act across projects), in the
+/// order of their ids; a page at a time.
+#[utoipa::path(get, path = "/api/v1/projects", operation_id = "list_projects", tag = "projects", security(("bearer" = [])), params(PageQuery),
+    responses((status = 200, body = Vec<Project>, headers(("x-next-cursor" = String, description = "the cursor of the next page, when there is one"))),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn list(cx: Cx, ApiQuery(p): ApiQuery<PageQuery>) -> ApiResult<Paged<Project>> {
+    let page = svc::list(&cx.state, &cx.caller, &super::page_ask(p)).await?;
+    Ok(super::paged(page, project_dto))
 }
 
 /// Creates a project; admins.

@@ -5,10 +5,11 @@ use axum::body::Body;
 use axum::extract::Path;
 use axum::http::StatusCode;
 
-use super::{ApiJson, ApiQuery, Cx};
+use super::{ApiJson, ApiQuery, Cx, Paged};
 use crate::error::{ApiError, ApiResult, ErrorBody, ErrorCode};
 use crate::service::runs as svc;
 use crate::store::sandboxes::RunRow;
+use crate::wire::PageQuery;
 use crate::wire::sandboxes::{LogQuery, NewRun, Run, RunOutcome, RunQuery, RunState};
 
 fn run_dto(r: RunRow) -> Run {
@@ -55,11 +56,15 @@ pub async fn create_run(
 
 /// The runs of a sandbox.
 #[utoipa::path(get, path = "/api/v1/sandboxes/{id}/runs", operation_id = "list_runs", tag = "sandboxes", security(("bearer" = [])),
-    params(("id" = String, Path)),
-    responses((status = 200, body = Vec<Run>), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn runs(cx: Cx, Path(id): Path<String>) -> ApiResult<ApiJson<Vec<Run>>> {
-    let rows = svc::of_sandbox(&cx.state, &cx.caller, &id).await?;
-    Ok(ApiJson(rows.into_iter().map(run_dto).collect()))
+    params(("id" = String, Path), PageQuery),
+    responses((status = 200, body = Vec<Run>, headers(("x-next-cursor" = String, description = "the cursor of the next page, when there is one"))), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn runs(
+    cx: Cx,
+    Path(id): Path<String>,
+    ApiQuery(p): ApiQuery<PageQuery>,
+) -> ApiResult<Paged<Run>> {
+    let page = svc::of_sandbox(&cx.state, &cx.caller, &id, &super::page_ask(p)).await?;
+    Ok(super::paged(page, run_dto))
 }
 
 /// One run: its state, outcome and times; with `wait`, once it has ended.

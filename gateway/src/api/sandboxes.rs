@@ -4,9 +4,10 @@
 use axum::extract::Path;
 use axum::http::StatusCode;
 
-use super::{ApiJson, ApiQuery, Cx};
+use super::{ApiJson, ApiQuery, Cx, Paged};
 use crate::error::{ApiResult, ErrorBody};
 use crate::service::sandboxes as svc;
+use crate::wire::PageQuery;
 use crate::wire::sandboxes::{
     LogVisibility, NewSandbox, Sandbox, SandboxQuery, SandboxState, StageRequest, Staged,
 };
@@ -73,11 +74,21 @@ pub async fn stage_ingress(
 }
 
 /// Sandboxes the caller may see.
-#[utoipa::path(get, path = "/api/v1/sandboxes", operation_id = "list_sandboxes", tag = "sandboxes", security(("bearer" = [])), params(SandboxQuery),
-    responses((status = 400, body = ErrorBody, description = "the request does not parse or breaks a rule"), (status = 200, body = Vec<Sandbox>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-pub async fn list(cx: Cx, ApiQuery(q): ApiQuery<SandboxQuery>) -> ApiResult<ApiJson<Vec<Sandbox>>> {
-    let views = svc::list(&cx.state, &cx.caller, q.project.as_deref()).await?;
-    Ok(ApiJson(views.into_iter().map(sandbox_dto).collect()))
+#[utoipa::path(get, path = "/api/v1/sandboxes", operation_id = "list_sandboxes", tag = "sandboxes", security(("bearer" = [])), params(SandboxQuery, PageQuery),
+    responses((status = 400, body = ErrorBody, description = "the request does not parse or breaks a rule"), (status = 200, body = Vec<Sandbox>, headers(("x-next-cursor" = String, description = "the cursor of the next page, when there is one"))), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn list(
+    cx: Cx,
+    ApiQuery(q): ApiQuery<SandboxQuery>,
+    ApiQuery(p): ApiQuery<PageQuery>,
+) -> ApiResult<Paged<Sandbox>> {
+    let page = svc::list(
+        &cx.state,
+        &cx.caller,
+        q.project.as_deref(),
+        &super::page_ask(p),
+    )
+    .await?;
+    Ok(super::paged(page, sandbox_dto))
 }
 
 /// One sandbox.

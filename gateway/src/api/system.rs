@@ -4,12 +4,13 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 
-use super::{ApiJson, ApiQuery, Cx};
+use super::{ApiJson, ApiQuery, Cx, Paged};
 use crate::audit::StoredEvent;
 use crate::auth::Caller;
 use crate::error::{ApiResult, ErrorBody};
 use crate::service::system as svc;
 use crate::state::AppState;
+use crate::wire::PageQuery;
 use crate::wire::system::{AuditQuery, Health, HealthStatus, WhoAmI};
 
 /// Liveness and readiness; public, for load balancers.
@@ -56,20 +57,21 @@ pub async fn jwks(State(state): State<AppState>) -> ApiJson<serde_json::Value> {
     ApiJson(state.jwks.clone())
 }
 
-/// Reads the audit log, oldest first; auditors and admins.
-#[utoipa::path(get, path = "/api/v1/audit", operation_id = "list_audit_events", tag = "system", security(("bearer" = [])), params(AuditQuery),
-    responses((status = 400, body = ErrorBody, description = "the request does not parse or breaks a rule"), (status = 200, body = Vec<StoredEvent>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+/// Reads the audit log, oldest first, a page at a time; auditors and admins.
+#[utoipa::path(get, path = "/api/v1/audit", operation_id = "list_audit_events", tag = "system", security(("bearer" = [])), params(AuditQuery, PageQuery),
+    responses((status = 400, body = ErrorBody, description = "the request does not parse or breaks a rule"), (status = 200, body = Vec<StoredEvent>, headers(("x-next-cursor" = String, description = "the cursor of the next page, when there is one"))), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn audit_events(
     cx: Cx,
     ApiQuery(q): ApiQuery<AuditQuery>,
-) -> ApiResult<ApiJson<Vec<StoredEvent>>> {
-    let events = svc::audit_events(
+    ApiQuery(p): ApiQuery<PageQuery>,
+) -> ApiResult<Paged<StoredEvent>> {
+    let page = svc::audit_events(
         &cx.state,
         &cx.caller,
         q.after,
         q.subject.as_deref(),
-        q.limit,
+        &super::page_ask(p),
     )
     .await?;
-    Ok(ApiJson(events))
+    Ok(super::paged(page, |e| e))
 }

@@ -11,7 +11,8 @@ use serde_json::{Value, json};
 use serde::Serialize;
 
 use super::shared::{
-    ById, ClientArgs, print_as, print_list, print_with, query, shown, shown_line, urlencode,
+    ById, ClientArgs, PageArgs, print_as, print_list, print_with, query, shown, shown_line,
+    urlencode,
 };
 use crate::wire::applications::{
     self as wire, Application, ApplicationDetail, ApplicationKind, Attachment, DecisionChoice,
@@ -51,12 +52,8 @@ pub(super) enum AppCommand {
         state: Option<String>,
         #[arg(long)]
         project: Option<String>,
-        /// At most this many a page (default 100, at most 1000).
-        #[arg(long)]
-        limit: Option<i64>,
-        /// Every page, not only the newest.
-        #[arg(long)]
-        all: bool,
+        #[command(flatten)]
+        page: PageArgs,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -153,20 +150,14 @@ pub(super) async fn app(cmd: AppCommand) -> anyhow::Result<ExitCode> {
             kind,
             state,
             project,
-            limit,
-            all,
+            page,
             client,
         } => {
-            let q = query([
-                ("kind", kind),
-                ("state", state),
-                ("project", project),
-                ("limit", limit.map(|l| l.to_string())),
-            ]);
+            let q = query([("kind", kind), ("state", state), ("project", project)]);
             print_list(
                 &client,
                 &format!("/api/v1/applications{q}"),
-                all,
+                &page,
                 |a: &Application| {
                     println!(
                         "{:<18} {:<9} {:<18} {:<16} {}/{}  {}",

@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::Subcommand;
 
 use super::shared::{
-    ById, ClientArgs, or_null, print_as, print_json, print_list, shown_line, urlencode,
+    ById, ClientArgs, PageArgs, or_null, print_as, print_json, print_list, shown_line, urlencode,
 };
 use crate::wire::datasets::{Dataset, DatasetDetail, DmpFormat, NewDataset, Registered};
 
@@ -25,6 +25,8 @@ pub(super) enum DatasetCommand {
     },
     /// List the datasets you may see.
     List {
+        #[command(flatten)]
+        page: PageArgs,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -94,8 +96,8 @@ pub(super) async fn dataset(cmd: DatasetCommand) -> anyhow::Result<ExitCode> {
                 println!("listing application: {}", r.application);
             }
         }
-        DatasetCommand::List { client } => {
-            print_list(&client, "/api/v1/datasets", false, |d: &Dataset| {
+        DatasetCommand::List { page, client } => {
+            print_list(&client, "/api/v1/datasets", &page, |d: &Dataset| {
                 println!(
                     "{:<16} {:<10} {:<26} {:<16} {}",
                     d.id,

@@ -2,7 +2,9 @@
 
 use std::process::ExitCode;
 
-use super::shared::{ById, ClientArgs, print_as, print_list, query, shown_line, urlencode};
+use super::shared::{
+    ById, ClientArgs, PageArgs, print_as, print_list, query, shown_line, urlencode,
+};
 use crate::wire::projects::{CommandPolicy, NewMember, NewProject, Project};
 use anyhow::Context;
 use clap::Subcommand;
@@ -30,6 +32,8 @@ pub(super) enum ProjectCommand {
     },
     /// List projects.
     List {
+        #[command(flatten)]
+        page: PageArgs,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -87,8 +91,8 @@ pub(super) async fn project(cmd: ProjectCommand) -> anyhow::Result<ExitCode> {
             let p = client.client()?.post("/api/v1/projects", &body).await?;
             (client, p)
         }
-        ProjectCommand::List { client } => {
-            print_list(&client, "/api/v1/projects", false, |p: &Project| {
+        ProjectCommand::List { page, client } => {
+            print_list(&client, "/api/v1/projects", &page, |p: &Project| {
                 println!("{:<24} {}", p.id, shown_line(&p.title))
             })
             .await?;

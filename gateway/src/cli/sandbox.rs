@@ -3,7 +3,8 @@
 use std::process::ExitCode;
 
 use super::shared::{
-    ById, ClientArgs, or_null, print_as, print_json, print_list, print_with, query, urlencode,
+    ById, ClientArgs, PageArgs, get_list, or_null, print_as, print_json, print_list, print_with,
+    query, urlencode,
 };
 use crate::wire::sandboxes::{
     AllowImage, Image, LogVisibility, NewSandbox, Run, Sandbox, StageRequest,
@@ -28,6 +29,8 @@ pub(super) enum ImageCommand {
     },
     /// List the allowed images.
     List {
+        #[command(flatten)]
+        page: PageArgs,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -63,10 +66,20 @@ pub(super) enum SandboxCommand {
         #[arg(long)]
         project: Option<String>,
         #[command(flatten)]
+        page: PageArgs,
+        #[command(flatten)]
         client: ClientArgs,
     },
-    /// Show a sandbox and its runs.
+    /// Show a sandbox and all its runs.
     Show(ById),
+    /// List a sandbox's runs, oldest first.
+    Runs {
+        id: String,
+        #[command(flatten)]
+        page: PageArgs,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Stage another approved ingress application.
     Stage {
         id: String,
@@ -102,14 +115,26 @@ pub(super) async fn image(cmd: ImageCommand) -> anyhow::Result<ExitCode> {
                 }
             });
         }
-        ImageCommand::List { client } => {
-            print_list(&client, "/api/v1/images", false, |i: &Image| {
+        ImageCommand::List { page, client } => {
+            print_list(&client, "/api/v1/images", &page, |i: &Image| {
                 println!("{:<32} {}  {} bytes", i.name, i.image_id, i.size)
             })
             .await?;
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A line about a run, after `lead`.
+fn print_run(r: &Run, lead: &str) {
+    println!(
+        "{lead}{}  {} {} exit {}  {}",
+        r.id,
+        r.state,
+        r.outcome.map(|o| o.as_str()).unwrap_or_default(),
+        or_null(&r.exit_code),
+        r.cmd.join(" ")
+    );
 }
 
 fn print_sandbox(client: &ClientArgs, sb: &Sandbox) {
@@ -157,12 +182,16 @@ pub(super) async fn sandbox(cmd: SandboxCommand) -> anyhow::Result<ExitCode> {
             let sb: Sandbox = client.client()?.post("/api/v1/sandboxes", &body).await?;
             print_sandbox(&client, &sb);
         }
-        SandboxCommand::List { project, client } => {
+        SandboxCommand::List {
+            project,
+            page,
+            client,
+        } => {
             let q = query([("project", project)]);
             print_list(
                 &client,
                 &format!("/api/v1/sandboxes{q}"),
-                false,
+                &page,
                 |sb: &Sandbox| {
                     println!(
                         "{:<18} {:<16} {:<24} {}",
@@ -177,22 +206,20 @@ pub(super) async fn sandbox(cmd: SandboxCommand) -> anyhow::Result<ExitCode> {
             let sb: Sandbox = c
                 .get(&format!("/api/v1/sandboxes/{}", urlencode(&id)))
                 .await?;
-            let runs: Vec<Run> = c
-                .get(&format!("/api/v1/sandboxes/{}/runs", urlencode(&id)))
-                .await?;
+            let runs: Vec<Run> = get_list(
+                &c,
+                &format!("/api/v1/sandboxes/{}/runs", urlencode(&id)),
+                true,
+            )
+            .await?;
             print_with(&client, &sb, "runs", Some(&runs), || {
                 print_sandbox(&client, &sb);
-                for r in &runs {
-                    println!(
-                        "  run {}  {} {} exit {}  {}",
-                        r.id,
-                        r.state,
-                        r.outcome.map(|o| o.as_str()).unwrap_or_default(),
-                        or_null(&r.exit_code),
-                        r.cmd.join(" ")
-                    );
-                }
+                runs.iter().for_each(|r| print_run(r, "  run "));
             })?;
+        }
+        SandboxCommand::Runs { id, page, client } => {
+            let path = format!("/api/v1/sandboxes/{}/runs", urlencode(&id));
+            print_list(&client, &path, &page, |r: &Run| print_run(r, "")).await?;
         }
         SandboxCommand::Stage {
             id,

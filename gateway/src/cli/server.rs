@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use super::shared::{ClientArgs, print_as, print_list, query};
+use super::shared::{ClientArgs, PageArgs, print_as, print_list, query};
 use crate::config::Settings;
 use crate::wire::system::{StoredEvent, WhoAmI};
 use clap::{Args, Subcommand};
@@ -59,10 +59,10 @@ pub(super) enum AuditCommand {
     List {
         #[arg(long)]
         after: Option<i64>,
-        #[arg(long, default_value_t = 100)]
-        limit: i64,
         #[arg(long)]
         subject: Option<String>,
+        #[command(flatten)]
+        page: PageArgs,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -191,19 +191,18 @@ pub(super) fn token_issue(
 
 pub(super) async fn audit_list(
     after: Option<i64>,
-    limit: i64,
     subject: Option<String>,
+    page: PageArgs,
     client: ClientArgs,
 ) -> anyhow::Result<ExitCode> {
     let q = query([
-        ("limit", Some(limit.to_string())),
         ("after", after.map(|a| a.to_string())),
         ("subject", subject),
     ]);
     print_list(
         &client,
         &format!("/api/v1/audit{q}"),
-        false,
+        &page,
         |e: &StoredEvent| {
             println!(
                 "{:>6}  {}  {:<14} {:<30} {}  {}",

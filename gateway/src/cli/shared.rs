@@ -87,26 +87,54 @@ pub(super) fn print_with<T: Serialize, P: Serialize>(
     Ok(())
 }
 
+/// The page of a list a command prints: its size, and whether to follow the list to its end.
+#[derive(Args, Clone, Default)]
+pub(super) struct PageArgs {
+    /// At most this many a page (default 100, at most 1000).
+    #[arg(long)]
+    pub(super) limit: Option<i64>,
+    /// Every page, following the list's cursors to its end, not only the first.
+    #[arg(long)]
+    pub(super) all: bool,
+}
+
 /// Gets a list and prints it: as JSON with `--json`, otherwise a line per item as `row` writes
-/// it. With `all`, follows the list's cursors to its end.
+/// it. Its first page, or with `--all` every page.
 pub(super) async fn print_list<T: Serialize + DeserializeOwned>(
     client: &ClientArgs,
     path: &str,
-    all: bool,
+    page: &PageArgs,
     row: impl Fn(&T),
 ) -> anyhow::Result<()> {
-    let c = client.client()?;
+    let path = match page.limit {
+        Some(l) => format!("{path}{}limit={l}", sep(path)),
+        None => path.to_owned(),
+    };
+    let items: Vec<T> = get_list(&client.client()?, &path, page.all).await?;
+    print_as(client, &items, |items| items.iter().for_each(row));
+    Ok(())
+}
+
+/// The items of a list: its first page, or with `all` every page, following its cursors.
+pub(super) async fn get_list<T: DeserializeOwned>(
+    c: &Client,
+    path: &str,
+    all: bool,
+) -> anyhow::Result<Vec<T>> {
     let (mut items, mut next): (Vec<T>, _) = c.get_page(path).await?;
     while let (true, Some(cursor)) = (all, next.take()) {
-        let sep = if path.contains('?') { '&' } else { '?' };
         let (more, after): (Vec<T>, _) = c
-            .get_page(&format!("{path}{sep}cursor={}", urlencode(&cursor)))
+            .get_page(&format!("{path}{}cursor={}", sep(path), urlencode(&cursor)))
             .await?;
         items.extend(more);
         next = after;
     }
-    print_as(client, &items, |items| items.iter().for_each(row));
-    Ok(())
+    Ok(items)
+}
+
+/// What joins one more parameter to `path`.
+fn sep(path: &str) -> char {
+    if path.contains('?') { '&' } else { '?' }
 }
 
 /// A query string of the parameters that have a value, percent-encoded: `?k=v&…`, or nothing

@@ -9,6 +9,7 @@ use policy::access::{Action, Resource, Standing};
 use policy::review::{CastVote, Choice, Event, Facts, Kind, Refusal, State};
 use serde_json::json;
 
+use super::page::{Page, PageAsk, Window};
 use super::{Allowed, Error, Narrow, Result, Seen, allow, check_text, narrow, see};
 use crate::audit::NewEvent;
 use crate::auth::Caller;
@@ -40,78 +41,39 @@ pub struct ListFilter {
     pub state: Option<State>,
     pub project: Option<String>,
     pub requester: Option<String>,
-    /// At most this many (default 100, at most 1000), newest first.
-    pub limit: Option<i64>,
-    /// Where the page starts: the cursor the page before ended with.
-    pub cursor: Option<String>,
-}
-
-/// A page of a list, and the cursor of the next one when there may be more.
-#[derive(Debug)]
-pub struct Page<T> {
-    pub items: Vec<T>,
-    pub next: Option<String>,
-}
-
-/// An opaque cursor: the position of the last item of a page in the list's order.
-pub(crate) fn cursor_of(at: &str, id: &str) -> String {
-    use base64::Engine as _;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{at}\n{id}"))
-}
-
-pub(crate) fn parse_cursor(c: &str) -> Result<(String, String)> {
-    use base64::Engine as _;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(c)
-        .ok()
-        .and_then(|b| String::from_utf8(b).ok())
-        .and_then(|s| {
-            let (at, id) = s.split_once('\n')?;
-            Some((at.to_owned(), id.to_owned()))
-        })
-        .ok_or_else(|| Error::invalid(ErrorCode::BadFilter, "not a cursor this list gave out"))
+    /// The page, newest first.
+    pub page: PageAsk,
 }
 
 /// Applications the caller may see, newest first: exactly those [`show`] opens for them.
-/// Two queries a page, whatever its size: the applications, then their votes.
+/// Two queries a page, whatever its size: the applications, then their votes (and, for a
+/// member, their projects first).
 pub async fn list(state: &AppState, caller: &Caller, f: ListFilter) -> Result<Page<Summary>> {
     allow(caller, Action::AppList, Standing::default())?;
-    let after = f.cursor.as_deref().map(parse_cursor).transpose()?;
+    let window = Window::of("applications", &f.page)?;
     let visible_to = match narrow(caller, Resource::Application) {
         Narrow::Everything => None,
         Narrow::MemberOf(sub) => Some(sub.to_owned()),
-        Narrow::Nothing => {
-            return Ok(Page {
-                items: Vec::new(),
-                next: None,
-            });
-        }
+        Narrow::Nothing => return Ok(Page::empty()),
     };
-    let limit = f.limit.unwrap_or(100).clamp(1, 1000);
     let filter = AppFilter {
         kind: f.kind,
         state: f.state,
         project: f.project,
         requester: f.requester,
         visible_to,
-        after,
-        limit,
+        after: window.after.clone(),
+        limit: window.fetch(),
     };
     let mut conn = state.db.pool().acquire().await?;
     let rows = store::applications(&mut conn, &filter).await?;
-    let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+    let page = window.page(rows, |r| (r.created_at.clone(), r.id.clone()));
+    let ids: Vec<&str> = page.items.iter().map(|r| r.id.as_str()).collect();
     let mut decisions = store::decisions_of(&mut conn, &ids).await?;
-    let next = (rows.len() as i64 == limit)
-        .then(|| rows.last().map(|r| cursor_of(&r.created_at, &r.id)))
-        .flatten();
-    let items = rows
-        .into_iter()
-        .map(|row| Summary {
-            decisions: decisions.remove(&row.id).unwrap_or_default(),
-            row,
-        })
-        .collect();
-    Ok(Page { items, next })
+    Ok(page.map(|row| Summary {
+        decisions: decisions.remove(&row.id).unwrap_or_default(),
+        row,
+    }))
 }
 
 /// A new application of a kind made through the generic route (listing, extension, access).

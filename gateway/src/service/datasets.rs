@@ -12,6 +12,7 @@ use policy::review::{Kind, State};
 use policy::roles::{Role, RoleSet};
 use serde_json::json;
 
+use super::page::{Page, PageAsk, Window};
 use super::{Error, Result, allow, see};
 use crate::audit::NewEvent;
 use crate::auth::Caller;
@@ -172,23 +173,26 @@ fn refused(e: dmp::DmpError) -> Error {
 }
 
 /// The datasets the caller may open, newest first: exactly those [`show`] opens for them.
-pub async fn list(
-    state: &AppState,
-    caller: &Caller,
-    limit: Option<i64>,
-) -> Result<Vec<DatasetRow>> {
+pub async fn list(state: &AppState, caller: &Caller, ask: &PageAsk) -> Result<Page<DatasetRow>> {
     allow(caller, Action::DatasetList, Standing::default())?;
+    let window = Window::of("datasets", ask)?;
     let institution = match scope(caller.roles, Resource::Dataset) {
         Scope::Every => None,
         Scope::OwnProjects => match &caller.institution {
             Some(i) => Some(i.as_str()),
-            None => return Ok(Vec::new()),
+            None => return Ok(Page::empty()),
         },
-        Scope::Nothing => return Ok(Vec::new()),
+        Scope::Nothing => return Ok(Page::empty()),
     };
     let mut conn = state.db.pool().acquire().await?;
-    let limit = limit.unwrap_or(100).clamp(1, 1000);
-    Ok(dstore::datasets(&mut conn, institution, limit).await?)
+    let rows = dstore::datasets(
+        &mut conn,
+        institution,
+        window.after.as_ref(),
+        window.fetch(),
+    )
+    .await?;
+    Ok(window.page(rows, |r| (r.created_at.clone(), r.id.clone())))
 }
 
 async fn seen(conn: &mut sqlx::AnyConnection, caller: &Caller, id: &str) -> Result<DatasetRow> {

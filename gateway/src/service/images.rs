@@ -4,6 +4,7 @@
 use policy::access::{Action, Standing};
 use serde_json::json;
 
+use super::page::{Page, PageAsk, Window};
 use super::{Error, Result, allow};
 use crate::audit::NewEvent;
 use crate::auth::Caller;
@@ -11,11 +12,13 @@ use crate::error::ErrorCode;
 use crate::state::AppState;
 use crate::store::sandboxes::{self as sstore, ImageRow};
 
-/// The allowed images.
-pub async fn list(state: &AppState, caller: &Caller) -> Result<Vec<ImageRow>> {
+/// The allowed images, in the order of their names; a page at a time.
+pub async fn list(state: &AppState, caller: &Caller, ask: &PageAsk) -> Result<Page<ImageRow>> {
     allow(caller, Action::ImageList, Standing::default())?;
+    let window = Window::<String>::of("images", ask)?;
     let mut conn = state.db.pool().acquire().await?;
-    Ok(sstore::images(&mut conn).await?)
+    let rows = sstore::images(&mut conn, window.after.as_ref(), window.fetch()).await?;
+    Ok(window.page(rows, |r| r.name.clone()))
 }
 
 /// The most names an image's command or interpreter list holds, and the longest name.

@@ -17,6 +17,7 @@ pub mod datasets;
 pub mod egress;
 pub mod images;
 pub mod ingress;
+pub mod page;
 pub mod projects;
 pub mod runs;
 pub mod sandboxes;

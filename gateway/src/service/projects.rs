@@ -6,6 +6,7 @@ use policy::ids::{ProjectId, Subject};
 use policy::roles::Role;
 use serde_json::json;
 
+use super::page::{Page, PageAsk, Window};
 use super::{Error, Narrow, Result, allow, narrow, see};
 use crate::audit::NewEvent;
 use crate::auth::Caller;
@@ -38,22 +39,25 @@ pub fn parse_member(subject: &str, role: &str) -> Result<(Subject, Role)> {
     Ok((subject, role))
 }
 
-/// Projects the caller may see: exactly those [`show`] opens for them.
-pub async fn list(state: &AppState, caller: &Caller) -> Result<Vec<Project>> {
+/// Projects the caller may see, in the order of their ids: exactly those [`show`] opens for
+/// them. Two queries a page, whatever its size: the projects, then their members.
+pub async fn list(state: &AppState, caller: &Caller, ask: &PageAsk) -> Result<Page<Project>> {
     allow(caller, Action::ProjectList, Standing::default())?;
+    let window = Window::<String>::of("projects", ask)?;
     let member = match narrow(caller, Resource::Project) {
         Narrow::Everything => None,
         Narrow::MemberOf(sub) => Some(sub),
-        Narrow::Nothing => return Ok(Vec::new()),
+        Narrow::Nothing => return Ok(Page::empty()),
     };
     let mut conn = state.db.pool().acquire().await?;
-    let rows = store::projects(&mut conn, member).await?;
-    let mut out = Vec::with_capacity(rows.len());
-    for row in rows {
-        let members = store::members(&mut conn, &row.id).await?;
-        out.push(Project { row, members });
-    }
-    Ok(out)
+    let rows = store::projects(&mut conn, member, window.after.as_ref(), window.fetch()).await?;
+    let page = window.page(rows, |r| r.id.clone());
+    let ids: Vec<&str> = page.items.iter().map(|r| r.id.as_str()).collect();
+    let mut members = store::members_of(&mut conn, &ids).await?;
+    Ok(page.map(|row| Project {
+        members: members.remove(&row.id).unwrap_or_default(),
+        row,
+    }))
 }
 
 /// A new project as asked for.

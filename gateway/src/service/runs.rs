@@ -8,6 +8,7 @@ use policy::commands::{CommandRefusal, ImageCommands, Program, Reviewed};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
+use super::page::{Page, PageAsk, Window};
 use super::{Error, Result, Seen, allow, see};
 use crate::audit::NewEvent;
 use crate::auth::Caller;
@@ -244,11 +245,18 @@ fn program_json(program: &Program) -> serde_json::Value {
     }
 }
 
-/// The runs of a sandbox the caller may see.
-pub async fn of_sandbox(state: &AppState, caller: &Caller, sandbox: &str) -> Result<Vec<RunRow>> {
+/// The runs of a sandbox the caller may see, oldest first; a page at a time.
+pub async fn of_sandbox(
+    state: &AppState,
+    caller: &Caller,
+    sandbox: &str,
+    ask: &PageAsk,
+) -> Result<Page<RunRow>> {
+    let window = Window::of("runs", ask)?;
     let mut conn = state.db.pool().acquire().await?;
     super::sandboxes::seen(&mut conn, caller, sandbox).await?;
-    Ok(sstore::runs_of(&mut conn, sandbox).await?)
+    let rows = sstore::runs_page(&mut conn, sandbox, window.after.as_ref(), window.fetch()).await?;
+    Ok(window.page(rows, |r| (r.created_at.clone(), r.id.clone())))
 }
 
 /// A run the caller may see (they may see its sandbox), with their standing in its project.

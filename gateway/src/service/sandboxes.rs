@@ -5,6 +5,7 @@ use policy::access::{Action, Resource, Standing};
 use policy::review::{Event, Kind, State};
 use serde_json::json;
 
+use super::page::{Page, PageAsk, Window};
 use super::{Allowed, Error, Narrow, Result, Seen, allow, narrow, see};
 use crate::audit::NewEvent;
 use crate::auth::Caller;
@@ -53,21 +54,40 @@ pub(crate) async fn seen(
     see(caller, Action::SandboxRead, standing, sb, "sandbox")
 }
 
-/// Sandboxes the caller may see, of one project or all: exactly those [`show`] opens.
-pub async fn list(state: &AppState, caller: &Caller, project: Option<&str>) -> Result<Vec<View>> {
+/// Sandboxes the caller may see, of one project or all, oldest first: exactly those [`show`]
+/// opens. Three queries a page, whatever its size: the sandboxes, what is staged in them and
+/// what is mounted (and, for a member, their projects first).
+pub async fn list(
+    state: &AppState,
+    caller: &Caller,
+    project: Option<&str>,
+    ask: &PageAsk,
+) -> Result<Page<View>> {
     allow(caller, Action::ImageList, Standing::default())?;
+    let window = Window::of("sandboxes", ask)?;
     let member = match narrow(caller, Resource::Sandbox) {
         Narrow::Everything => None,
         Narrow::MemberOf(sub) => Some(sub),
-        Narrow::Nothing => return Ok(Vec::new()),
+        Narrow::Nothing => return Ok(Page::empty()),
     };
     let mut conn = state.db.pool().acquire().await?;
-    let rows = sstore::sandboxes(&mut conn, project, member).await?;
-    let mut out = Vec::with_capacity(rows.len());
-    for r in rows {
-        out.push(view(&mut conn, r).await?);
-    }
-    Ok(out)
+    let rows = sstore::sandboxes(
+        &mut conn,
+        project,
+        member,
+        window.after.as_ref(),
+        window.fetch(),
+    )
+    .await?;
+    let page = window.page(rows, |r| (r.created_at.clone(), r.id.clone()));
+    let ids: Vec<&str> = page.items.iter().map(|r| r.id.as_str()).collect();
+    let mut staged = sstore::staged_of(&mut conn, &ids).await?;
+    let mut datasets = sstore::datasets_of(&mut conn, &ids).await?;
+    Ok(page.map(|row| View {
+        staged: staged.remove(&row.id).unwrap_or_default(),
+        datasets: datasets.remove(&row.id).unwrap_or_default(),
+        row,
+    }))
 }
 
 /// One sandbox.

@@ -2,6 +2,7 @@
 
 use policy::access::{Action, Standing};
 
+use super::page::{Page, PageAsk, Window};
 use super::{Result, allow};
 use crate::audit::StoredEvent;
 use crate::auth::Caller;
@@ -13,17 +14,20 @@ pub async fn metrics(state: &AppState, caller: &Caller) -> Result<String> {
     Ok(state.metrics.render())
 }
 
-/// Audit events after a sequence number, oldest first (at most 1000; default 100), of one
-/// subject or all; auditors and admins.
+/// Audit events in the order of the chain (at most 1000 a page; default 100), after a
+/// sequence number (`after`, or the cursor of the page before), of one subject or all;
+/// auditors and admins.
 pub async fn audit_events(
     state: &AppState,
     caller: &Caller,
     after: Option<i64>,
     subject: Option<&str>,
-    limit: Option<i64>,
-) -> Result<Vec<StoredEvent>> {
+    ask: &PageAsk,
+) -> Result<Page<StoredEvent>> {
     allow(caller, Action::AuditRead, Standing::default())?;
-    let limit = limit.unwrap_or(100).clamp(1, 1000);
+    let window = Window::<i64>::of("audit", ask)?;
+    let from = window.after.or(after).unwrap_or(0);
     let mut conn = state.db.pool().acquire().await?;
-    Ok(crate::audit::events(&mut conn, after.unwrap_or(0), subject, limit).await?)
+    let rows = crate::audit::events(&mut conn, from, subject, window.fetch()).await?;
+    Ok(window.page(rows, |e| e.seq))
 }

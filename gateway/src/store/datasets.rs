@@ -81,26 +81,18 @@ pub async fn dataset(
 pub async fn datasets(
     conn: &mut AnyConnection,
     institution: Option<&str>,
+    after: Option<&(String, String)>,
     limit: i64,
 ) -> Result<Vec<DatasetRow>, sqlx::Error> {
-    let limit = limit.clamp(1, 1000);
-    let rows = match institution {
-        Some(i) => {
-            sqlx::query(&format!(
-                "SELECT {COLUMNS} FROM datasets WHERE institution = $1 \
-                 ORDER BY created_at DESC, id DESC LIMIT {limit}"
-            ))
-            .bind(i)
-            .fetch_all(conn)
-            .await?
-        }
-        None => {
-            sqlx::query(&format!(
-                "SELECT {COLUMNS} FROM datasets ORDER BY created_at DESC, id DESC LIMIT {limit}"
-            ))
-            .fetch_all(conn)
-            .await?
-        }
-    };
-    rows.iter().map(dataset_from).collect()
+    // Off `datasets_by_created` or `datasets_by_institution` (migration 0011).
+    let mut q = super::list::ListSql::new(COLUMNS, "datasets", "1 = 1");
+    q.and_some("institution = ?", institution)
+        .after_created(after, super::list::Order::Newest);
+    q.fetch(
+        conn,
+        (&["created_at", "id"][..], super::list::Order::Newest),
+        limit,
+        dataset_from,
+    )
+    .await
 }

@@ -8,13 +8,18 @@
 pub mod datasets;
 pub mod egress;
 pub mod ingress;
+pub mod list;
 pub mod owners;
 pub mod sandboxes;
+
+use std::collections::HashMap;
 
 use policy::review::{Choice, Kind, State};
 use policy::roles::{Role, RoleSet};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
+
+use list::{ListSql, Order, of_each};
 
 #[derive(Clone, Debug)]
 pub struct ProjectRow {
@@ -26,6 +31,8 @@ pub struct ProjectRow {
     /// The command policy (`approved` or `any`).
     pub commands: String,
 }
+
+const PROJECT_COLUMNS: &str = "id, title, grant_number, created_at, created_by, commands";
 
 fn project_from(r: &AnyRow) -> Result<ProjectRow, sqlx::Error> {
     Ok(ProjectRow {
@@ -42,9 +49,9 @@ pub async fn project(
     conn: &mut AnyConnection,
     id: &str,
 ) -> Result<Option<ProjectRow>, sqlx::Error> {
-    sqlx::query(
-        "SELECT id, title, grant_number, created_at, created_by, commands FROM projects WHERE id = $1",
-    )
+    sqlx::query(&format!(
+        "SELECT {PROJECT_COLUMNS} FROM projects WHERE id = $1"
+    ))
     .bind(id)
     .fetch_optional(conn)
     .await?
@@ -53,28 +60,22 @@ pub async fn project(
     .transpose()
 }
 
-/// All projects, or only those `member` belongs to.
+/// Projects in the order of their ids, after `after`, at most `limit`; all, or only those
+/// `member` belongs to.
 pub async fn projects(
     conn: &mut AnyConnection,
     member: Option<&str>,
+    after: Option<&String>,
+    limit: i64,
 ) -> Result<Vec<ProjectRow>, sqlx::Error> {
-    let rows = match member {
-        None => {
-            sqlx::query("SELECT id, title, grant_number, created_at, created_by, commands FROM projects ORDER BY id")
-                .fetch_all(conn)
-                .await?
-        }
-        Some(sub) => {
-            sqlx::query(
-                "SELECT id, title, grant_number, created_at, created_by, commands FROM projects \
-                 WHERE id IN (SELECT project_id FROM project_members WHERE subject = $1) ORDER BY id",
-            )
-            .bind(sub)
-            .fetch_all(conn)
-            .await?
-        }
-    };
-    rows.iter().map(project_from).collect()
+    let mut q = ListSql::new(PROJECT_COLUMNS, "projects", "1 = 1");
+    q.and_some(
+        "id IN (SELECT project_id FROM project_members WHERE subject = ?)",
+        member,
+    )
+    .after_key("id", after, Order::Oldest);
+    q.fetch(conn, (&["id"], Order::Oldest), limit, project_from)
+        .await
 }
 
 pub async fn insert_project(conn: &mut AnyConnection, p: &ProjectRow) -> Result<bool, sqlx::Error> {
@@ -106,23 +107,28 @@ pub async fn members(
     conn: &mut AnyConnection,
     project: &str,
 ) -> Result<Vec<MemberRow>, sqlx::Error> {
-    let rows = sqlx::query(
-        "SELECT subject, role, added_at, added_by FROM project_members WHERE project_id = $1 ORDER BY subject, role",
-    )
-    .bind(project)
-    .fetch_all(conn)
-    .await?;
-    let mut out = Vec::with_capacity(rows.len());
-    for r in &rows {
+    Ok(members_of(conn, &[project])
+        .await?
+        .remove(project)
+        .unwrap_or_default())
+}
+
+/// The members of several projects in one query, by project.
+pub async fn members_of(
+    conn: &mut AnyConnection,
+    projects: &[&str],
+) -> Result<HashMap<String, Vec<MemberRow>>, sqlx::Error> {
+    let select = "SELECT project_id, subject, role, added_at, added_by FROM project_members";
+    of_each(conn, select, "project_id", projects, "subject, role", |r| {
         let role: String = r.try_get("role")?;
-        out.push(MemberRow {
+        Ok(MemberRow {
             subject: r.try_get("subject")?,
-            role: role.parse().map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+            role: role.parse().map_err(decode_err)?,
             added_at: r.try_get("added_at")?,
             added_by: r.try_get("added_by")?,
-        });
-    }
-    Ok(out)
+        })
+    })
+    .await
 }
 
 /// The roles `subject` holds in `project` (empty when not a member).
@@ -274,46 +280,23 @@ pub async fn applications(
     conn: &mut AnyConnection,
     f: &AppFilter,
 ) -> Result<Vec<AppRow>, sqlx::Error> {
-    let mut sql = format!("SELECT {APP_COLUMNS} FROM applications WHERE 1 = 1");
-    let mut binds: Vec<String> = Vec::new();
-    let mut push = |sql: &mut String, clause: &str, v: String| {
-        binds.push(v);
-        sql.push_str(&clause.replace("?", &format!("${}", binds.len())));
-    };
-    if let Some(k) = f.kind {
-        push(&mut sql, " AND kind = ?", k.as_str().to_owned());
+    let mut q = ListSql::new(APP_COLUMNS, "applications", "1 = 1");
+    q.and_some("kind = ?", f.kind.map(|k| k.as_str()))
+        .and_some("state = ?", f.state.map(|s| s.as_str()))
+        .and_some("project_id = ?", f.project.as_deref())
+        .and_some("requester = ?", f.requester.as_deref())
+        .after_created(f.after.as_ref(), Order::Newest);
+    // The order of the indexes of migration 0008: each filter reads its page off one; a
+    // member's, off their projects' (one page of each).
+    let order = (&["created_at", "id"][..], Order::Newest);
+    match &f.visible_to {
+        None => q.fetch(conn, order, f.limit, app_from).await,
+        Some(sub) => {
+            let projects = list::projects_of(conn, sub).await?;
+            q.fetch_each(conn, ("project_id", &projects), order, f.limit, app_from)
+                .await
+        }
     }
-    if let Some(s) = f.state {
-        push(&mut sql, " AND state = ?", s.as_str().to_owned());
-    }
-    if let Some(p) = &f.project {
-        push(&mut sql, " AND project_id = ?", p.clone());
-    }
-    if let Some(r) = &f.requester {
-        push(&mut sql, " AND requester = ?", r.clone());
-    }
-    if let Some(v) = &f.visible_to {
-        push(
-            &mut sql,
-            " AND project_id IN (SELECT project_id FROM project_members WHERE subject = ?)",
-            v.clone(),
-        );
-    }
-    if let Some((at, id)) = &f.after {
-        push(&mut sql, " AND (created_at < ?", at.clone());
-        push(&mut sql, " OR (created_at = ?", at.clone());
-        push(&mut sql, " AND id < ?))", id.clone());
-    }
-    // The order of the indexes of migration 0008: each filter reads its page off one.
-    sql.push_str(&format!(
-        " ORDER BY created_at DESC, id DESC LIMIT {}",
-        f.limit.clamp(1, 1000)
-    ));
-    let mut q = sqlx::query(&sql);
-    for b in &binds {
-        q = q.bind(b);
-    }
-    q.fetch_all(conn).await?.iter().map(app_from).collect()
 }
 
 /// The applications that belong to a dataset (listing, extension), oldest first.
@@ -417,27 +400,11 @@ fn decision_from(r: &AnyRow) -> Result<DecisionRow, sqlx::Error> {
 pub async fn decisions_of(
     conn: &mut AnyConnection,
     apps: &[&str],
-) -> Result<std::collections::HashMap<String, Vec<DecisionRow>>, sqlx::Error> {
-    let mut out: std::collections::HashMap<String, Vec<DecisionRow>> = Default::default();
-    if apps.is_empty() {
-        return Ok(out);
-    }
-    let marks: Vec<String> = (1..=apps.len()).map(|i| format!("${i}")).collect();
-    let sql = format!(
-        "SELECT application_id, round, reviewer, choice, comment, decided_at FROM decisions \
-         WHERE application_id IN ({}) ORDER BY application_id, round, decided_at, reviewer",
-        marks.join(", ")
-    );
-    let mut q = sqlx::query(&sql);
-    for a in apps {
-        q = q.bind(*a);
-    }
-    for r in q.fetch_all(conn).await? {
-        out.entry(r.try_get("application_id")?)
-            .or_default()
-            .push(decision_from(&r)?);
-    }
-    Ok(out)
+) -> Result<HashMap<String, Vec<DecisionRow>>, sqlx::Error> {
+    let select =
+        "SELECT application_id, round, reviewer, choice, comment, decided_at FROM decisions";
+    let order = "round, decided_at, reviewer";
+    of_each(conn, select, "application_id", apps, order, decision_from).await
 }
 
 pub async fn insert_decision(

@@ -1,7 +1,11 @@
 //! SQL for images, sandboxes, staged ingress and runs.
 
+use std::collections::HashMap;
+
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
+
+use super::list::{ListSql, Order, of_each};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ImageRow {
@@ -63,13 +67,16 @@ pub async fn upsert_image(conn: &mut AnyConnection, i: &ImageRow) -> Result<(), 
     Ok(())
 }
 
-pub async fn images(conn: &mut AnyConnection) -> Result<Vec<ImageRow>, sqlx::Error> {
-    sqlx::query(&format!("SELECT {IMAGE_COLUMNS} FROM images ORDER BY name"))
-        .fetch_all(conn)
-        .await?
-        .iter()
-        .map(image_from)
-        .collect()
+/// Images in the order of their names, after `after`, at most `limit`.
+pub async fn images(
+    conn: &mut AnyConnection,
+    after: Option<&String>,
+    limit: i64,
+) -> Result<Vec<ImageRow>, sqlx::Error> {
+    let mut q = ListSql::new(IMAGE_COLUMNS, "images", "1 = 1");
+    q.after_key("name", after, Order::Oldest);
+    q.fetch(conn, (&["name"], Order::Oldest), limit, image_from)
+        .await
 }
 
 pub async fn image(conn: &mut AnyConnection, name: &str) -> Result<Option<ImageRow>, sqlx::Error> {
@@ -150,31 +157,27 @@ pub async fn sandbox(
     .transpose()
 }
 
-/// Sandboxes not removed; of one project, or those of projects `member` belongs to, or all.
+/// Sandboxes not removed, oldest first, after `after` (`created_at`, `id`), at most `limit`;
+/// of one project, or those of projects `member` belongs to, or all.
 pub async fn sandboxes(
     conn: &mut AnyConnection,
     project: Option<&str>,
     member: Option<&str>,
+    after: Option<&(String, String)>,
+    limit: i64,
 ) -> Result<Vec<SandboxRow>, sqlx::Error> {
-    let mut sql = format!("SELECT {SANDBOX_COLUMNS} FROM sandboxes WHERE state <> 'removed'");
-    let mut binds = Vec::new();
-    if let Some(p) = project {
-        binds.push(p.to_owned());
-        sql.push_str(&format!(" AND project_id = ${}", binds.len()));
+    let mut q = ListSql::new(SANDBOX_COLUMNS, "sandboxes", "state <> 'removed'");
+    q.and_some("project_id = ?", project)
+        .after_created(after, Order::Oldest);
+    let order = (&["created_at", "id"][..], Order::Oldest);
+    match member {
+        None => q.fetch(conn, order, limit, sandbox_from).await,
+        Some(sub) => {
+            let projects = super::list::projects_of(conn, sub).await?;
+            q.fetch_each(conn, ("project_id", &projects), order, limit, sandbox_from)
+                .await
+        }
     }
-    if let Some(m) = member {
-        binds.push(m.to_owned());
-        sql.push_str(&format!(
-            " AND project_id IN (SELECT project_id FROM project_members WHERE subject = ${})",
-            binds.len()
-        ));
-    }
-    sql.push_str(" ORDER BY created_at, id");
-    let mut q = sqlx::query(&sql);
-    for b in &binds {
-        q = q.bind(b);
-    }
-    q.fetch_all(conn).await?.iter().map(sandbox_from).collect()
 }
 
 pub async fn all_sandbox_ids(
@@ -245,6 +248,34 @@ pub async fn staged(
             ))
         })
         .collect()
+}
+
+/// What is staged in several sandboxes, in one query, by sandbox: as [`staged`] reads it.
+pub async fn staged_of(
+    conn: &mut AnyConnection,
+    sandboxes: &[&str],
+) -> Result<HashMap<String, Vec<(String, String, String)>>, sqlx::Error> {
+    let select = "SELECT sandbox_id, application_id, staged_sha256, staged_at FROM sandbox_ingress";
+    of_each(conn, select, "sandbox_id", sandboxes, "staged_at", |r| {
+        Ok((
+            r.try_get("application_id")?,
+            r.try_get("staged_sha256")?,
+            r.try_get("staged_at")?,
+        ))
+    })
+    .await
+}
+
+/// The datasets mounted in several sandboxes, in one query, by sandbox: their ids.
+pub async fn datasets_of(
+    conn: &mut AnyConnection,
+    sandboxes: &[&str],
+) -> Result<HashMap<String, Vec<String>>, sqlx::Error> {
+    let select = "SELECT sandbox_id, dataset_id FROM sandbox_datasets";
+    of_each(conn, select, "sandbox_id", sandboxes, "dataset_id", |r| {
+        r.try_get("dataset_id")
+    })
+    .await
 }
 
 pub async fn insert_dataset(
@@ -353,6 +384,25 @@ pub async fn run(conn: &mut AnyConnection, id: &str) -> Result<Option<RunRow>, s
         .as_ref()
         .map(run_from)
         .transpose()
+}
+
+/// Runs of a sandbox, oldest first, after `after` (`created_at`, `id`), at most `limit`.
+pub async fn runs_page(
+    conn: &mut AnyConnection,
+    sandbox: &str,
+    after: Option<&(String, String)>,
+    limit: i64,
+) -> Result<Vec<RunRow>, sqlx::Error> {
+    let mut q = ListSql::new(RUN_COLUMNS, "runs", "1 = 1");
+    q.and("sandbox_id = ?", sandbox)
+        .after_created(after, Order::Oldest);
+    q.fetch(
+        conn,
+        (&["created_at", "id"], Order::Oldest),
+        limit,
+        run_from,
+    )
+    .await
 }
 
 pub async fn runs_of(conn: &mut AnyConnection, sandbox: &str) -> Result<Vec<RunRow>, sqlx::Error> {

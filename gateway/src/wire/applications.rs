@@ -148,11 +148,6 @@ pub struct ListQuery {
     pub state: Option<String>,
     pub project: Option<String>,
     pub requester: Option<String>,
-    /// At most this many (default 100; fewer than 1 counts as 1, more than 1000 as 1000), newest first.
-    pub limit: Option<i64>,
-    /// Where the page starts: the `x-next-cursor` of the page before.
-    #[param(max_length = 512, pattern = r"^[A-Za-z0-9_-]+$")]
-    pub cursor: Option<String>,
 }
 
 /// The kind is parsed by the handler, so an unknown one is answered `bad_kind`.

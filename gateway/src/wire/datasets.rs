@@ -91,10 +91,3 @@ pub struct DmpQuery {
     #[param(value_type = Option<DmpFormat>, inline)]
     pub format: Option<String>,
 }
-
-#[derive(Serialize, Deserialize, IntoParams, Default)]
-#[into_params(parameter_in = Query)]
-pub struct DatasetListQuery {
-    /// At most this many (default 100; fewer than 1 counts as 1, more than 1000 as 1000), newest first.
-    pub limit: Option<i64>,
-}

@@ -20,6 +20,19 @@ pub mod system;
 pub const NOT_BLANK: &str =
     r"[^\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]";
 
+/// The page of a list: its size and where it starts. Every list takes these, and answers with
+/// the cursor of its next page in the `x-next-cursor` header when there is one.
+#[derive(serde::Serialize, serde::Deserialize, utoipa::IntoParams, Default, Debug, Clone)]
+#[into_params(parameter_in = Query)]
+pub struct PageQuery {
+    /// At most this many (default 100; fewer than 1 counts as 1, more than 1000 as 1000).
+    pub limit: Option<i64>,
+    /// Where the page starts: the `x-next-cursor` of the page before. A cursor this list did
+    /// not give out is refused 400 `bad_filter`.
+    #[param(max_length = 512, pattern = r"^[A-Za-z0-9_-]+$")]
+    pub cursor: Option<String>,
+}
+
 /// A string that names no value of a wire enum.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown {what} `{value}`")]

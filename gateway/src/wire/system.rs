@@ -31,10 +31,8 @@ pub struct WhoAmI {
 #[derive(Serialize, Deserialize, IntoParams, Default)]
 #[into_params(parameter_in = Query)]
 pub struct AuditQuery {
-    /// Only events after this sequence number.
+    /// Only events after this sequence number (a page's cursor, when given, goes first).
     pub after: Option<i64>,
-    /// At most this many events (default 100; fewer than 1 counts as 1, more than 1000 as 1000).
-    pub limit: Option<i64>,
     /// Only events about this subject (an application or project id).
     pub subject: Option<String>,
 }

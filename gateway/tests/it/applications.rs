@@ -4,7 +4,7 @@
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::support::{TestApp, actions, assert_refused, each_engine, engines};
+use crate::support::{TestApp, actions, assert_refused, each_engine, engines, keys_of, walk_list};
 
 /// The ids of the objects in a list answered by the API.
 fn ids_in(list: &serde_json::Value) -> Vec<&str> {
@@ -418,39 +418,47 @@ async fn lists_page_by_cursor() {
         made.reverse();
         let rev = app.token("rev", "reviewer");
         for size in [1, 3, 7, 50] {
-            let mut seen: Vec<String> = Vec::new();
-            let mut cursor: Option<String> = None;
-            let mut pages = 0;
-            loop {
-                let mut url = format!("{}/api/v1/applications?limit={size}", app.url);
-                if let Some(c) = &cursor {
-                    url.push_str(&format!("&cursor={c}"));
-                }
-                let resp = app.http.get(url).bearer_auth(&rev).send().await.unwrap();
-                assert_eq!(resp.status(), StatusCode::OK);
-                cursor = resp
-                    .headers()
-                    .get("x-next-cursor")
-                    .map(|v| v.to_str().unwrap().to_owned());
-                let page: serde_json::Value = resp.json().await.unwrap();
-                for a in page.as_array().unwrap() {
-                    if a["id"] == made[4].as_str() {
-                        assert_eq!(a["approvals"], 1, "votes come with the page: {a}");
-                    }
-                }
-                seen.extend(ids_in(&page).into_iter().map(str::to_owned));
-                pages += 1;
-                if cursor.is_none() {
-                    break;
-                }
-                assert!(pages <= 8, "the cursor never ends");
-            }
-            assert_eq!(seen, made, "pages of {size}");
+            let (seen, pages) = walk_list(&app, "/api/v1/applications", &rev, size).await;
+            assert_eq!(keys_of(&seen, "id"), made, "pages of {size}");
+            assert_eq!(pages, made.len().div_ceil(size), "pages of {size}");
+            let voted = seen.iter().find(|a| a["id"] == made[4].as_str()).unwrap();
+            assert_eq!(voted["approvals"], 1, "votes come with the page: {voted}");
         }
         let (st, b) = app
             .get("/api/v1/applications?cursor=not-a-cursor", Some(&rev))
             .await;
         assert_refused(st, &b, StatusCode::BAD_REQUEST, "bad_filter");
+        app
+    })
+    .await;
+}
+
+/// A member's list holds the applications of their projects only, all of them, newest first
+/// across the projects, a page at a time.
+#[tokio::test]
+async fn a_members_list_pages_across_their_projects() {
+    each_engine(|app| async move {
+        app.project("p1", &[("ana", "analyst")]).await;
+        app.project("p2", &[("ana", "analyst")]).await;
+        app.project("p3", &[("bob", "analyst")]).await;
+        let mut mine = Vec::new();
+        for i in 0..9 {
+            match i % 3 {
+                0 => mine.push(app.application("access", "p1", "ana", "analyst").await),
+                1 => mine.push(app.application("access", "p2", "ana", "analyst").await),
+                _ => drop(app.application("access", "p3", "bob", "analyst").await),
+            }
+        }
+        mine.reverse();
+        let ana = app.token("ana", "analyst");
+        for size in [1, 2, 4, 100] {
+            let (seen, _) = walk_list(&app, "/api/v1/applications", &ana, size).await;
+            assert_eq!(keys_of(&seen, "id"), mine, "pages of {size}");
+        }
+        let path = "/api/v1/applications?project=p2";
+        let (seen, _) = walk_list(&app, path, &ana, 2).await;
+        let of_p2: Vec<String> = mine.iter().step_by(2).cloned().collect();
+        assert_eq!(keys_of(&seen, "id"), of_p2);
         app
     })
     .await;

@@ -23,6 +23,7 @@ mod egress_copy;
 mod ingress;
 mod jwt;
 mod limits;
+mod lists;
 mod owners;
 mod release_crash;
 mod replicas;

@@ -666,3 +666,50 @@ pub fn run_audit_verify(data_dir: &Path, database_url: Option<&str>) -> (i32, St
     );
     (code, stdout)
 }
+
+/// A list walked a page of `size` at a time, following its `x-next-cursor` as `token`: every
+/// item of every page, in order, and how many pages there were. Each page but the last is full
+/// and has a cursor; the last has none and is not empty (unless the list is).
+pub async fn walk_list(app: &TestApp, path: &str, token: &str, size: usize) -> (Vec<Value>, usize) {
+    let sep = if path.contains('?') { '&' } else { '?' };
+    let mut items = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let mut url = format!("{}{path}{sep}limit={size}", app.url);
+        if let Some(c) = &cursor {
+            url.push_str(&format!("&cursor={c}"));
+        }
+        let resp = app.http.get(url).bearer_auth(token).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "{path}");
+        cursor = resp
+            .headers()
+            .get("x-next-cursor")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let page: Vec<Value> = resp.json().await.unwrap();
+        pages += 1;
+        match &cursor {
+            Some(_) => assert_eq!(page.len(), size, "{path}: a page before the last is full"),
+            None => assert!(
+                !page.is_empty() || items.is_empty(),
+                "{path}: the last page is empty: the page before it should have had no cursor"
+            ),
+        }
+        items.extend(page);
+        if cursor.is_none() {
+            return (items, pages);
+        }
+        assert!(pages <= 10_000, "{path}: the cursor never ends");
+    }
+}
+
+/// The values of `key` of the items of a list, as strings.
+pub fn keys_of(items: &[Value], key: &str) -> Vec<String> {
+    items
+        .iter()
+        .map(|i| match &i[key] {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        })
+        .collect()
+}
