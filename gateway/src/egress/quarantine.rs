@@ -158,16 +158,17 @@ struct Current<I> {
 }
 
 /// A file written or being written, until the writer sends it back.
-struct Pending<I> {
+struct Pending<R> {
     path: String,
     size: u64,
-    inspector: I,
+    /// The inspector's report, made as the file ended (while the next is read).
+    report: R,
     written: oneshot::Receiver<FinishedBlob>,
 }
 
 /// The tar reader's sink: checks each entry, hands the data of accepted files to their
 /// inspector and (as ops) to the writer.
-struct Quarantine<'a, I, M> {
+struct Quarantine<'a, I: Inspect, M> {
     limits: &'a Limits,
     make: M,
     /// The chunk being fed, whose slices the data ops are.
@@ -176,7 +177,7 @@ struct Quarantine<'a, I, M> {
     /// The data in `ops`, in bytes.
     batched: usize,
     current: Option<Current<I>>,
-    pending: Vec<Pending<I>>,
+    pending: Vec<Pending<I::Report>>,
     refused: Vec<Refused>,
     seen: HashSet<String>,
     files: u64,
@@ -304,16 +305,17 @@ impl<I: Inspect, M: FnMut(&str) -> I> Sink for Quarantine<'_, I, M> {
     fn end_entry(&mut self) -> Result<(), TarError> {
         if let Some(c) = self.current.take() {
             let (tx, rx) = oneshot::channel();
-            self.ops.push(Op::End {
-                sha256: hex::encode(c.hasher.finalize()),
-                size: c.read,
-                reply: tx,
-            });
+            let sha256 = hex::encode(c.hasher.finalize());
             self.pending.push(Pending {
+                report: c.inspector.finish(c.size, &sha256),
                 path: c.path,
                 size: c.size,
-                inspector: c.inspector,
                 written: rx,
+            });
+            self.ops.push(Op::End {
+                sha256,
+                size: c.read,
+                reply: tx,
             });
         }
         Ok(())
@@ -533,7 +535,7 @@ pub async fn quarantine<I: Inspect>(
         };
         let sha256 = blob.sha256().to_owned();
         out.push(Quarantined {
-            report: p.inspector.finish(p.size, &sha256),
+            report: p.report,
             path: p.path,
             size: p.size,
             sha256,
