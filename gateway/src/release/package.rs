@@ -69,15 +69,18 @@ pub fn sha256sums(files: &[PackageFile]) -> String {
 /// accepts.
 const ZSTD_LEVEL: i32 = 3;
 
+/// Threads compressing pieces of tar at once.
+const COMPRESSORS: usize = 2;
+
 /// Builds a package into `out` in one streaming pass (blocking; async callers use
 /// `spawn_blocking`): a tar of the files under `files/` (sorted by name, each folder before
 /// what it holds), then `SHA256SUMS`, then `ro-crate-metadata.json` (`metadata`, pretty
 /// printed), compressed with zstd (frames of [`FRAME`] bytes of tar each) and encrypted with
 /// age to `recipient` (X25519 only).
 ///
-/// Four stages run at once (see [`super::stages`]), each on a thread: this one reads and
-/// hashes the sources and writes the tar; the next compresses it, a piece at a time; the
-/// next encrypts the frames; the last hashes and writes what comes out.
+/// Four stages run at once (see [`super::stages`]), on threads of their own: this one reads
+/// and hashes the sources and writes the tar; two compress it, a piece each in turn; one
+/// encrypts the frames and hashes what comes out; the last writes it.
 ///
 /// Every source is hashed again as it is read; one that no longer has its approved size and
 /// SHA-256 aborts the build with [`BuildError::Mismatch`] and `out` holds a broken package
@@ -99,29 +102,37 @@ pub fn build(
     sorted.sort_by(|a, b| a.name.cmp(&b.name));
     let dirs = check_layout(&sorted)?;
 
-    let mut counted = Counted {
-        inner: out,
-        hasher: Sha256::new(),
-        size: 0,
-    };
     let encryptor =
         age::Encryptor::with_recipients(std::iter::once(&recipient as &dyn age::Recipient))
             .map_err(|e| BuildError::BadRecipient(e.to_string()))?;
 
     std::thread::scope(|scope| {
-        let (tar_out, zstd_in) = stages::pipe();
-        let (zstd_out, age_in) = stages::pipe();
+        // Two compressors, the pieces of tar dealt to them in turn and their frames taken
+        // back in the same turn: the order holds, and both cores compress.
+        let (mut tar_out, mut age_in, mut compressing) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..COMPRESSORS {
+            let (to_zstd, zstd_in) = stages::pipe();
+            let (zstd_out, to_age) = stages::pipe();
+            compressing.push(scope.spawn(move || stages::compress(zstd_in, zstd_out, ZSTD_LEVEL)));
+            tar_out.push(to_zstd);
+            age_in.push(to_age);
+        }
         let (age_out, write_in) = stages::pipe();
-        let compressing = scope.spawn(move || stages::compress(zstd_in, zstd_out, ZSTD_LEVEL));
-        let sealing = scope.spawn(move || -> io::Result<()> {
-            let mut sealed = encryptor.wrap_output(Pieces::new(age_out, OUT_PIECE))?;
-            age_in.each(|frame| sealed.write_all(frame))?;
-            sealed.finish()?.close()
+        let sealing = scope.spawn(move || -> io::Result<(Sha256, u64)> {
+            let counted = Counted {
+                inner: Pieces::new(vec![age_out], OUT_PIECE),
+                hasher: Sha256::new(),
+                size: 0,
+            };
+            let mut sealed = encryptor.wrap_output(counted)?;
+            stages::each_in_turn(age_in, |frame| sealed.write_all(frame))?;
+            let counted = sealed.finish()?;
+            counted.inner.close()?;
+            Ok((counted.hasher, counted.size))
         });
-        let writing = scope.spawn(move || -> io::Result<Counted<_>> {
-            write_in.each(|piece| counted.write_all(piece))?;
-            counted.inner.flush()?;
-            Ok(counted)
+        let writing = scope.spawn(move || -> io::Result<()> {
+            stages::each_in_turn(vec![write_in], |piece| out.write_all(piece))?;
+            out.flush()
         });
         let written = write_tar(
             &sorted,
@@ -133,32 +144,34 @@ pub fn build(
         );
         // Each stage ends once the pipe into it is closed (written whole, or dropped by a
         // failure); a later stage's failure explains a broken pipe in an earlier one.
-        let compressed = joined(compressing, "compressing");
-        let sealed = joined(sealing, "encrypting");
-        let (counted, last) = match joined(writing, "writing") {
-            Ok(c) => (Some(c), None),
-            Err(e) => (None, Some(e)),
-        };
-        let broken = |e: &io::Error| e.kind() == io::ErrorKind::BrokenPipe;
-        let mut failed: Vec<io::Error> = [compressed.err(), sealed.err(), last]
+        let mut failed: Vec<io::Error> = compressing
             .into_iter()
-            .flatten()
+            .filter_map(|c| joined(c, "compressing").err())
             .collect();
+        let sealed = match joined(sealing, "encrypting") {
+            Ok(digest) => Some(digest),
+            Err(e) => {
+                failed.push(e);
+                None
+            }
+        };
+        failed.extend(joined(writing, "writing").err());
+        let broken = |e: &io::Error| e.kind() == io::ErrorKind::BrokenPipe;
         let cause = match failed.iter().position(|e| !broken(e)) {
             Some(i) => Some(failed.swap_remove(i)),
             None => failed.into_iter().next(),
         };
-        match (written, cause, counted) {
+        match (written, cause, sealed) {
             (Err(BuildError::Io(e)), cause, _) if broken(&e) => {
                 Err(BuildError::Io(cause.unwrap_or(e)))
             }
             (Err(e), _, _) => Err(e),
             (Ok(()), Some(e), _) => Err(BuildError::Io(e)),
-            (Ok(()), None, Some(counted)) => Ok(Built {
-                sha256: hex::encode(counted.hasher.finalize()),
-                size: counted.size,
+            (Ok(()), None, Some((hasher, size))) => Ok(Built {
+                sha256: hex::encode(hasher.finalize()),
+                size,
             }),
-            (Ok(()), None, None) => Err(io::Error::other("the writing thread failed").into()),
+            (Ok(()), None, None) => Err(io::Error::other("the encrypting thread failed").into()),
         }
     })
 }

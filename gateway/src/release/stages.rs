@@ -1,8 +1,9 @@
 //! The stages of a package's build, each on a thread of its own, joined by bounded pipes:
 //!
 //! ```text
-//! tar (reads and re-hashes the sources) ──pieces of tar──▶ zstd ──frames──▶ age
-//!     ──▶ hash, write
+//!                                          ┌─▶ zstd ─┐
+//! tar (reads and re-hashes the sources) ───┤  pieces  ├──frames──▶ age, hash ──▶ write
+//!                                          └─▶ zstd ─┘   (dealt and taken back in turn)
 //! ```
 //!
 //! The tar is cut into pieces of [`FRAME`] bytes, and each is compressed on its own into a
@@ -77,14 +78,26 @@ impl Pipe {
 
 impl Returns {
     /// Each buffer in turn, handed to `f` and then given back, until the pipe is closed.
-    pub(super) fn each(self, mut f: impl FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
-        for buf in self.rx {
-            f(&buf)?;
-            // The sender is gone once its stage is done: nothing to give back to.
-            let _ = self.back.send(buf);
-        }
-        Ok(())
+    pub(super) fn each(self, f: impl FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
+        each_in_turn(vec![self], f)
     }
+}
+
+/// The buffers of several pipes, one from each in turn (as [`Pieces`] deals them), handed to
+/// `f` and then given back, until the pipe whose turn it is is closed.
+pub(super) fn each_in_turn(
+    pipes: Vec<Returns>,
+    mut f: impl FnMut(&[u8]) -> io::Result<()>,
+) -> io::Result<()> {
+    for r in pipes.iter().cycle() {
+        let Ok(buf) = r.rx.recv() else {
+            return Ok(());
+        };
+        f(&buf)?;
+        // The sender is gone once its stage is done: nothing to give back to.
+        let _ = r.back.send(buf);
+    }
+    Ok(())
 }
 
 /// A stage's output, cut into pieces of a fixed size: the tar in pieces of [`FRAME`], the
@@ -92,7 +105,9 @@ impl Returns {
 /// ([`Pieces::read_from`]), so their bytes are copied once, from the page cache, and hashed
 /// where they are compressed from.
 pub(super) struct Pieces {
-    pipe: Pipe,
+    /// Dealt a piece each in turn (`turn` is next).
+    pipes: Vec<Pipe>,
+    turn: usize,
     /// Always `size` long; `filled` of it is the output.
     buf: Vec<u8>,
     filled: usize,
@@ -100,9 +115,10 @@ pub(super) struct Pieces {
 }
 
 impl Pieces {
-    pub(super) fn new(pipe: Pipe, size: usize) -> Self {
+    pub(super) fn new(pipes: Vec<Pipe>, size: usize) -> Self {
         Pieces {
-            pipe,
+            pipes,
+            turn: 0,
             buf: vec![0; size],
             filled: 0,
             size,
@@ -114,12 +130,14 @@ impl Pieces {
         if self.filled < self.size && !(last && self.filled > 0) {
             return Ok(());
         }
-        let mut next = self.pipe.spare(self.size);
+        let pipe = &self.pipes[self.turn];
+        self.turn = (self.turn + 1) % self.pipes.len();
+        let mut next = pipe.spare(self.size);
         next.resize(self.size, 0);
         let mut full = std::mem::replace(&mut self.buf, next);
         full.truncate(self.filled);
         self.filled = 0;
-        self.pipe.send(full)
+        pipe.send(full)
     }
 
     /// Reads up to `want` bytes of `source` into the tar, hashing them; answers how many it
@@ -151,7 +169,7 @@ impl Pieces {
     /// Sends what is left and closes the pipe.
     pub(super) fn close(mut self) -> io::Result<()> {
         self.ship(true)?;
-        self.pipe.tx = None;
+        self.pipes.clear();
         Ok(())
     }
 }
@@ -207,7 +225,7 @@ mod tests {
                     .unwrap();
                 (all, sizes)
             });
-            let mut pieces = Pieces::new(pipe, FRAME);
+            let mut pieces = Pieces::new(vec![pipe], FRAME);
             pieces.write_all(b"head").unwrap();
             let mut hasher = Sha256::new();
             let n = pieces
@@ -251,7 +269,7 @@ mod tests {
                     .unwrap();
                 frames
             });
-            let mut pieces = Pieces::new(pipe_in, FRAME);
+            let mut pieces = Pieces::new(vec![pipe_in], FRAME);
             pieces.write_all(&text).unwrap();
             pieces.close().unwrap();
             zstd.join().unwrap().unwrap();
@@ -274,12 +292,47 @@ mod tests {
         assert!(zstd::stream::decode_all(&joined[..]).unwrap() == text);
     }
 
+    /// Pieces dealt in turn to two compressors come back, taken in the same turn, in the
+    /// tar's order, whichever compressor is faster (an odd number of pieces, so that the
+    /// first pipe carries the last).
+    #[test]
+    fn pieces_dealt_in_turn_come_back_in_order() {
+        let tar: Vec<u8> = (0..5 * FRAME + 3).map(|i| (i / 4096) as u8).collect();
+        let got = std::thread::scope(|s| {
+            let (mut ins, mut outs, mut zstds) = (Vec::new(), Vec::new(), Vec::new());
+            for _ in 0..2 {
+                let (to_zstd, zstd_in) = pipe();
+                let (zstd_out, from_zstd) = pipe();
+                zstds.push(s.spawn(move || compress(zstd_in, zstd_out, 1)));
+                ins.push(to_zstd);
+                outs.push(from_zstd);
+            }
+            let sink = s.spawn(move || {
+                let mut joined = Vec::new();
+                each_in_turn(outs, |f| {
+                    joined.extend_from_slice(f);
+                    Ok(())
+                })
+                .unwrap();
+                joined
+            });
+            let mut pieces = Pieces::new(ins, FRAME);
+            pieces.write_all(&tar).unwrap();
+            pieces.close().unwrap();
+            for z in zstds {
+                z.join().unwrap().unwrap();
+            }
+            sink.join().unwrap()
+        });
+        assert!(zstd::stream::decode_all(&got[..]).unwrap() == tar);
+    }
+
     /// A stage that stops breaks the pipe of the one before it, which stops too.
     #[test]
     fn a_stopped_stage_breaks_the_pipe() {
         let (pipe, returns) = pipe();
         drop(returns);
-        let mut pieces = Pieces::new(pipe, FRAME);
+        let mut pieces = Pieces::new(vec![pipe], FRAME);
         let r = pieces.write_all(&vec![1u8; 3 * FRAME]);
         assert_eq!(r.unwrap_err().kind(), io::ErrorKind::BrokenPipe);
     }
