@@ -19,7 +19,7 @@
 //!
 //! - `package.rs`: [`build`], one streaming pass from the quarantined blobs to the age file,
 //!   every source re-hashed as it is read, in bounded memory.
-//! - `stages.rs`: the build's stages, each on a thread (tar, zstd a frame at a time, age).
+//! - `stages.rs`: the build's stages on threads (tar; zstd on two, a frame per piece; age; write).
 //! - `open.rs`: [`open`], the analyst's side: decrypt, decompress, unpack strictly, verify.
 //! - `keys.rs`: [`new_identity`], [`parse_recipient`] (X25519 `age1…` only).
 //! - `metadata.rs`: [`ro_crate`], the RO-Crate 1.1 metadata and its mapping.
