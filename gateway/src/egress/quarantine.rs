@@ -2,8 +2,8 @@
 //! the blob store in one pass over the backend's tar stream, with bounded memory.
 //!
 //! ```text
-//! stream ──▶ tar reader (policy) ──▶ names, types, limits ──▶ caller's Inspect per file
-//!                                          └──── data ──▶ writer thread: temp file, SHA-256
+//! stream ──▶ tar reader (policy) ──▶ names, types, limits ──▶ caller's Inspect, SHA-256
+//!                                          └──── data ──▶ writer thread: temp file
 //!                                                          ──▶ fsync threads ──▶ FinishedBlob
 //! ```
 //!
@@ -26,9 +26,12 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::blobs::{BlobStore, FinishedBlob};
 
-/// Chunks of the stream in flight to the writer thread (each with the ops it made): the memory
-/// bound of a quarantine, beside one chunk of the stream and the names of its entries.
-const QUEUE: usize = 8;
+/// Batches of ops in flight to the writer thread: the memory bound of a quarantine, beside the
+/// batch being made and the names of its entries.
+const QUEUE: usize = 4;
+/// The data a batch of ops carries before it is sent (the chunks of the engine's stream are
+/// smaller): one message, and one wakeup of the writer, per batch rather than per chunk.
+const BATCH: usize = 256 * 1024;
 /// Folders one quarantine takes (their names are kept, to find a name given twice).
 const MAX_FOLDERS: u64 = 100_000;
 /// Refusals reported at most: reading stops at the last, so that a stream of nothing but
@@ -136,8 +139,12 @@ enum Op {
     /// A new file begins.
     Start,
     Data(Bytes),
-    /// The file ends: fsync it and send it back.
-    End(oneshot::Sender<FinishedBlob>),
+    /// The file ends, with its SHA-256 (hex) and size: fsync it and send it back.
+    End {
+        sha256: String,
+        size: u64,
+        reply: oneshot::Sender<FinishedBlob>,
+    },
 }
 
 /// A file being read: its inspector, and how it comes back from the writer.
@@ -145,26 +152,32 @@ struct Current<I> {
     path: String,
     size: u64,
     inspector: I,
+    /// Of the data read so far (here, beside the checks: the writer thread only writes).
+    hasher: Sha256,
+    read: u64,
 }
 
 /// A file written or being written, until the writer sends it back.
-struct Pending<I> {
+struct Pending<R> {
     path: String,
     size: u64,
-    inspector: I,
+    /// The inspector's report, made as the file ended (while the next is read).
+    report: R,
     written: oneshot::Receiver<FinishedBlob>,
 }
 
 /// The tar reader's sink: checks each entry, hands the data of accepted files to their
 /// inspector and (as ops) to the writer.
-struct Quarantine<'a, I, M> {
+struct Quarantine<'a, I: Inspect, M> {
     limits: &'a Limits,
     make: M,
     /// The chunk being fed, whose slices the data ops are.
     chunk: Bytes,
     ops: Vec<Op>,
+    /// The data in `ops`, in bytes.
+    batched: usize,
     current: Option<Current<I>>,
-    pending: Vec<Pending<I>>,
+    pending: Vec<Pending<I::Report>>,
     refused: Vec<Refused>,
     seen: HashSet<String>,
     files: u64,
@@ -271,6 +284,8 @@ impl<I: Inspect, M: FnMut(&str) -> I> Sink for Quarantine<'_, I, M> {
                 inspector: (self.make)(&path),
                 path,
                 size: h.size,
+                hasher: Sha256::new(),
+                read: 0,
             });
         }
         Ok(())
@@ -279,7 +294,10 @@ impl<I: Inspect, M: FnMut(&str) -> I> Sink for Quarantine<'_, I, M> {
     fn data(&mut self, bytes: &[u8]) -> Result<(), TarError> {
         if let Some(c) = &mut self.current {
             c.inspector.update(bytes);
+            c.hasher.update(bytes);
+            c.read += bytes.len() as u64;
             self.ops.push(Op::Data(self.chunk.slice_ref(bytes)));
+            self.batched += bytes.len();
         }
         Ok(())
     }
@@ -287,12 +305,17 @@ impl<I: Inspect, M: FnMut(&str) -> I> Sink for Quarantine<'_, I, M> {
     fn end_entry(&mut self) -> Result<(), TarError> {
         if let Some(c) = self.current.take() {
             let (tx, rx) = oneshot::channel();
-            self.ops.push(Op::End(tx));
+            let sha256 = hex::encode(c.hasher.finalize());
             self.pending.push(Pending {
+                report: c.inspector.finish(c.size, &sha256),
                 path: c.path,
                 size: c.size,
-                inspector: c.inspector,
                 written: rx,
+            });
+            self.ops.push(Op::End {
+                sha256,
+                size: c.read,
+                reply: tx,
             });
         }
         Ok(())
@@ -358,13 +381,10 @@ fn write_each(
     synced: &std::sync::mpsc::SyncSender<Written>,
 ) -> anyhow::Result<()> {
     use anyhow::Context;
-    use std::io::Write;
-    let mut current: Option<(
-        FinishedBlob,
-        std::io::BufWriter<crate::blobs::Writeback>,
-        Sha256,
-        u64,
-    )> = None;
+    let mut current: Option<(FinishedBlob, crate::blobs::Writeback)> = None;
+    // The data of the current file not yet written: written at once (one `writev`) at the
+    // end of a batch or of the file, without a copy.
+    let mut data: Vec<Bytes> = Vec::new();
     while let Some(ops) = rx.blocking_recv() {
         for op in ops {
             match op {
@@ -372,28 +392,19 @@ fn write_each(
                     let (path, file) = blobs.temp_file()?;
                     // The guard first: an error below removes the file.
                     let blob = blobs.finished(path, String::new(), 0);
-                    current = Some((
-                        blob,
-                        std::io::BufWriter::with_capacity(
-                            256 * 1024,
-                            crate::blobs::Writeback::new(file),
-                        ),
-                        Sha256::new(),
-                        0,
-                    ));
+                    current = Some((blob, crate::blobs::Writeback::new(file)));
                 }
-                Op::Data(bytes) => {
-                    let (_, file, hasher, size) =
-                        current.as_mut().context("data outside a file")?;
-                    file.write_all(&bytes)?;
-                    hasher.update(&bytes);
-                    *size += bytes.len() as u64;
-                }
-                Op::End(reply) => {
-                    let (mut blob, file, hasher, size) =
-                        current.take().context("the end of no file")?;
-                    let file = file.into_inner().map_err(|e| e.into_error())?.file;
-                    blob.set_content(hex::encode(hasher.finalize()), size);
+                Op::Data(bytes) => data.push(bytes),
+                Op::End {
+                    sha256,
+                    size,
+                    reply,
+                } => {
+                    let (mut blob, mut file) = current.take().context("the end of no file")?;
+                    file.write_all_bytes(&data)?;
+                    data.clear();
+                    blob.set_content(sha256, size);
+                    let file = file.file;
                     if synced.send(Written { file, blob, reply }).is_err() {
                         // The fsync threads stopped: one failed, and says why.
                         return Ok(());
@@ -401,8 +412,25 @@ fn write_each(
                 }
             }
         }
+        if !data.is_empty() {
+            let (_, file) = current.as_mut().context("data outside a file")?;
+            file.write_all_bytes(&data)?;
+            data.clear();
+        }
     }
     Ok(())
+}
+
+/// Sends the batch of `ops` (if any) to the writer; false if the writer is gone (and `tx` with
+/// it).
+async fn send(tx: &mut Option<mpsc::Sender<Vec<Op>>>, ops: &mut Vec<Op>) -> bool {
+    let batch = std::mem::take(ops);
+    let Some(t) = tx else { return true };
+    if batch.is_empty() || t.send(batch).await.is_ok() {
+        return true;
+    }
+    *tx = None;
+    false
 }
 
 /// Takes the regular files of `stream` (a tar whose entries are named relative to
@@ -426,6 +454,7 @@ pub async fn quarantine<I: Inspect>(
         make,
         chunk: Bytes::new(),
         ops: Vec::new(),
+        batched: 0,
         current: None,
         pending: Vec::new(),
         refused: Vec::new(),
@@ -445,7 +474,6 @@ pub async fn quarantine<I: Inspect>(
             sink.chunk = chunk.clone();
             let fed = scanner.feed(&chunk, &mut sink);
             sink.chunk = Bytes::new();
-            let ops = std::mem::take(&mut sink.ops);
             if let Err(e) = fed {
                 sink.refused.push(Refused::Malformed(e.to_string()));
                 return Ok(());
@@ -458,21 +486,21 @@ pub async fn quarantine<I: Inspect>(
                 // Nothing more is written; what was is dropped.
                 tx = None;
                 sink.pending.clear();
+                sink.ops.clear();
                 continue;
             }
-            if let Some(t) = &tx
-                && !ops.is_empty()
-                && t.send(ops).await.is_err()
-            {
-                writer_gone = true;
-                tx = None;
-            }
-            if writer_gone {
-                return Ok(());
+            if sink.batched >= BATCH {
+                sink.batched = 0;
+                if !send(&mut tx, &mut sink.ops).await {
+                    writer_gone = true;
+                    return Ok(());
+                }
             }
         }
         if let Err(e) = scanner.finish() {
             sink.refused.push(Refused::Malformed(e.to_string()));
+        } else if sink.refused.is_empty() && !send(&mut tx, &mut sink.ops).await {
+            writer_gone = true;
         }
         Ok::<(), QuarantineError>(())
     };
@@ -507,7 +535,7 @@ pub async fn quarantine<I: Inspect>(
         };
         let sha256 = blob.sha256().to_owned();
         out.push(Quarantined {
-            report: p.inspector.finish(p.size, &sha256),
+            report: p.report,
             path: p.path,
             size: p.size,
             sha256,

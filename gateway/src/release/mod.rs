@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! age (X25519, to the analyst's recipient)
-//!  └─ zstd (one frame, with its checksum)
+//!  └─ zstd (one frame per MiB of tar, each with its checksum)
 //!      └─ tar (GNU headers; mtime = the release time, uid/gid 0, no user names,
 //!              0644 files, 0755 folders)
 //!          ├─ files/…                   the released files, sorted by name, each folder
@@ -19,6 +19,7 @@
 //!
 //! - `package.rs`: [`build`], one streaming pass from the quarantined blobs to the age file,
 //!   every source re-hashed as it is read, in bounded memory.
+//! - `stages.rs`: the build's stages on threads (tar; zstd on two, a frame per piece; age; write).
 //! - `open.rs`: [`open`], the analyst's side: decrypt, decompress, unpack strictly, verify.
 //! - `keys.rs`: [`new_identity`], [`parse_recipient`] (X25519 `age1…` only).
 //! - `metadata.rs`: [`ro_crate`], the RO-Crate 1.1 metadata and its mapping.
@@ -29,6 +30,7 @@ mod keys;
 mod metadata;
 mod open;
 mod package;
+mod stages;
 
 #[cfg(test)]
 mod tests;

@@ -1,11 +1,12 @@
 //! Building a package: tar → zstd → age in one streaming pass.
 
 use std::collections::{BTreeSet, HashSet};
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::path::PathBuf;
 
 use sha2::{Digest, Sha256};
 
+use super::stages::{self, FRAME, OUT_PIECE, Pieces};
 use super::{FILES_DIR, METADATA_NAME, SUMS_NAME, check_name, parse_recipient};
 
 /// One file to release: where it is in the package and where its bytes are.
@@ -64,31 +65,27 @@ pub fn sha256sums(files: &[PackageFile]) -> String {
     out
 }
 
-/// zstd level: fast, and a window (2 MiB) any decoder accepts.
+/// zstd level: fast, and a window (at most 1 MiB: one frame, see [`FRAME`]) any decoder
+/// accepts.
 const ZSTD_LEVEL: i32 = 3;
 
-/// How much of a source is read, hashed and handed to zstd at once.
-const READ_BUFFER: usize = 256 * 1024;
-
-/// The compressed stream goes to the encrypting thread in pieces of this size, at most
-/// [`PIPE_DEPTH`] of them waiting: what the output lags behind the input stays within a few
-/// hundred KiB of these.
-const PIPE_BUFFER: usize = 256 * 1024;
-const PIPE_DEPTH: usize = 4;
+/// Threads compressing pieces of tar at once.
+const COMPRESSORS: usize = 2;
 
 /// Builds a package into `out` in one streaming pass (blocking; async callers use
 /// `spawn_blocking`): a tar of the files under `files/` (sorted by name, each folder before
 /// what it holds), then `SHA256SUMS`, then `ro-crate-metadata.json` (`metadata`, pretty
-/// printed), compressed with zstd and encrypted with age to `recipient` (X25519 only).
+/// printed), compressed with zstd (frames of [`FRAME`] bytes of tar each) and encrypted with
+/// age to `recipient` (X25519 only).
 ///
-/// Two stages run at once, about equal in work: this thread reads and hashes the sources and
-/// writes the tar through zstd; a thread of its own encrypts the compressed stream, and hashes
-/// and writes what comes out.
+/// Four stages run at once (see [`super::stages`]), on threads of their own: this one reads
+/// and hashes the sources and writes the tar; two compress it, a piece each in turn; one
+/// encrypts the frames and hashes what comes out; the last writes it.
 ///
 /// Every source is hashed again as it is read; one that no longer has its approved size and
 /// SHA-256 aborts the build with [`BuildError::Mismatch`] and `out` holds a broken package
 /// that the caller discards. Memory stays bounded whatever the files' sizes (each stage holds
-/// buffers of its own). Headers are deterministic: `mtime` on every
+/// a few pieces). Headers are deterministic: `mtime` on every
 /// entry, uid and gid 0, no user or group names, mode 0644 for files and 0755 for folders.
 pub fn build(
     files: &[PackageFile],
@@ -105,66 +102,99 @@ pub fn build(
     sorted.sort_by(|a, b| a.name.cmp(&b.name));
     let dirs = check_layout(&sorted)?;
 
-    let counted = Counted {
-        inner: out,
-        hasher: Sha256::new(),
-        size: 0,
-    };
     let encryptor =
         age::Encryptor::with_recipients(std::iter::once(&recipient as &dyn age::Recipient))
             .map_err(|e| BuildError::BadRecipient(e.to_string()))?;
-    let sealed = encryptor.wrap_output(counted)?;
 
     std::thread::scope(|scope| {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(PIPE_DEPTH);
-        let (back, spare) = std::sync::mpsc::channel::<Vec<u8>>();
-        let sealing = scope.spawn(move || -> io::Result<Counted<_>> {
-            let mut sealed = sealed;
-            for buf in rx {
-                sealed.write_all(&buf)?;
-                // Given back to be filled again; the pipe is gone once the tar is written.
-                let _ = back.send(buf);
-            }
+        // Two compressors, the pieces of tar dealt to them in turn and their frames taken
+        // back in the same turn: the order holds, and both cores compress.
+        let (mut tar_out, mut age_in, mut compressing) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..COMPRESSORS {
+            let (to_zstd, zstd_in) = stages::pipe();
+            let (zstd_out, to_age) = stages::pipe();
+            compressing.push(scope.spawn(move || stages::compress(zstd_in, zstd_out, ZSTD_LEVEL)));
+            tar_out.push(to_zstd);
+            age_in.push(to_age);
+        }
+        let (age_out, write_in) = stages::pipe();
+        let sealing = scope.spawn(move || -> io::Result<(Sha256, u64)> {
+            let counted = Counted {
+                inner: Pieces::new(vec![age_out], OUT_PIECE),
+                hasher: Sha256::new(),
+                size: 0,
+            };
+            let mut sealed = encryptor.wrap_output(counted)?;
+            stages::each_in_turn(age_in, |frame| sealed.write_all(frame))?;
             let counted = sealed.finish()?;
-            Ok(counted)
+            counted.inner.close()?;
+            Ok((counted.hasher, counted.size))
         });
-        let pipe = Pipe {
-            tx: Some(tx),
-            spare,
-            buf: Vec::with_capacity(PIPE_BUFFER),
+        let writing = scope.spawn(move || -> io::Result<()> {
+            stages::each_in_turn(vec![write_in], |piece| out.write_all(piece))?;
+            out.flush()
+        });
+        let written = write_tar(
+            &sorted,
+            files,
+            metadata,
+            mtime,
+            dirs,
+            Pieces::new(tar_out, FRAME),
+        );
+        // Each stage ends once the pipe into it is closed (written whole, or dropped by a
+        // failure); a later stage's failure explains a broken pipe in an earlier one.
+        let mut failed: Vec<io::Error> = compressing
+            .into_iter()
+            .filter_map(|c| joined(c, "compressing").err())
+            .collect();
+        let sealed = match joined(sealing, "encrypting") {
+            Ok(digest) => Some(digest),
+            Err(e) => {
+                failed.push(e);
+                None
+            }
         };
-        let written = write_tar(&sorted, files, metadata, mtime, dirs, pipe);
-        // The sealing thread ends once the pipe is closed (written whole, or dropped by a
-        // failure): its failure explains a broken pipe here.
-        let sealed = sealing
-            .join()
-            .unwrap_or_else(|_| Err(io::Error::other("the encrypting thread panicked")));
-        written?;
-        let counted = sealed?;
-        counted.inner.flush()?;
-        Ok(Built {
-            sha256: hex::encode(counted.hasher.finalize()),
-            size: counted.size,
-        })
+        failed.extend(joined(writing, "writing").err());
+        let broken = |e: &io::Error| e.kind() == io::ErrorKind::BrokenPipe;
+        let cause = match failed.iter().position(|e| !broken(e)) {
+            Some(i) => Some(failed.swap_remove(i)),
+            None => failed.into_iter().next(),
+        };
+        match (written, cause, sealed) {
+            (Err(BuildError::Io(e)), cause, _) if broken(&e) => {
+                Err(BuildError::Io(cause.unwrap_or(e)))
+            }
+            (Err(e), _, _) => Err(e),
+            (Ok(()), Some(e), _) => Err(BuildError::Io(e)),
+            (Ok(()), None, Some((hasher, size))) => Ok(Built {
+                sha256: hex::encode(hasher.finalize()),
+                size,
+            }),
+            (Ok(()), None, None) => Err(io::Error::other("the encrypting thread failed").into()),
+        }
     })
 }
 
-/// The tar of the package, compressed, into `pipe` (closed at the end).
+/// What a stage's thread answered (a panic as an error).
+fn joined<T>(h: std::thread::ScopedJoinHandle<'_, io::Result<T>>, what: &str) -> io::Result<T> {
+    h.join()
+        .unwrap_or_else(|_| Err(io::Error::other(format!("the {what} thread panicked"))))
+}
+
+/// The tar of the package into `pieces` (closed at the end).
 fn write_tar(
     sorted: &[&PackageFile],
     files: &[PackageFile],
     metadata: &serde_json::Value,
     mtime: u64,
     dirs: usize,
-    pipe: Pipe,
+    pieces: Pieces,
 ) -> Result<(), BuildError> {
-    let mut zstd = zstd::stream::write::Encoder::new(pipe, ZSTD_LEVEL)?;
-    zstd.include_checksum(true)?;
-    let mut tar = tar::Builder::new(zstd);
+    let mut tar = tar::Builder::new(pieces);
 
     append_dir(&mut tar, &format!("{FILES_DIR}/"), mtime)?;
     let mut made: HashSet<&str> = HashSet::new();
-    let mut buffer = vec![0u8; READ_BUFFER];
     for f in sorted {
         // Each folder above the file, outermost first, once.
         for (i, _) in f.name.match_indices('/') {
@@ -173,7 +203,7 @@ fn write_tar(
                 append_dir(&mut tar, &format!("{FILES_DIR}/{dir}/"), mtime)?;
             }
         }
-        append_source(&mut tar, f, mtime, &mut buffer)?;
+        append_source(&mut tar, f, mtime)?;
     }
     debug_assert_eq!(made.len(), dirs);
     append_bytes(&mut tar, SUMS_NAME, sha256sums(files).as_bytes(), mtime)?;
@@ -181,59 +211,8 @@ fn write_tar(
     json.push(b'\n');
     append_bytes(&mut tar, METADATA_NAME, &json, mtime)?;
 
-    let zstd = tar.into_inner()?;
-    let mut pipe = zstd.finish()?;
-    pipe.close()?;
+    tar.into_inner()?.close()?;
     Ok(())
-}
-
-/// The writing end of the pipe to the encrypting thread: fills buffers of [`PIPE_BUFFER`]
-/// and sends them whole (reusing those that come back).
-struct Pipe {
-    tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
-    spare: std::sync::mpsc::Receiver<Vec<u8>>,
-    buf: Vec<u8>,
-}
-
-impl Pipe {
-    fn send(&mut self) -> io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        let mut next = self
-            .spare
-            .try_recv()
-            .unwrap_or_else(|_| Vec::with_capacity(PIPE_BUFFER));
-        next.clear();
-        let full = std::mem::replace(&mut self.buf, next);
-        let gone = || io::Error::new(io::ErrorKind::BrokenPipe, "the encrypting thread stopped");
-        self.tx
-            .as_ref()
-            .ok_or_else(gone)?
-            .send(full)
-            .map_err(|_| gone())
-    }
-
-    /// Sends what is left and closes the pipe.
-    fn close(&mut self) -> io::Result<()> {
-        self.send()?;
-        self.tx = None;
-        Ok(())
-    }
-}
-
-impl Write for Pipe {
-    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let n = data.len().min(PIPE_BUFFER - self.buf.len());
-        self.buf.extend_from_slice(&data[..n]);
-        if self.buf.len() == PIPE_BUFFER {
-            self.send()?;
-        }
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
 }
 
 /// Checks every name, and that no two files clash (the same name, or a file where another
@@ -285,14 +264,13 @@ fn append_bytes<W: Write>(
 }
 
 /// Streams one source into the tar, hashing what it reads; the source must hold exactly the
-/// approved bytes (a longer one is read to its end for the digest reported). The data goes
-/// into the tar a `buffer` at a time, past the tar crate's own small copies: its header
-/// first, then the data, then the padding to a whole block.
-fn append_source<W: Write>(
-    tar: &mut tar::Builder<W>,
+/// approved bytes (a longer one is read to its end for the digest reported). Its header goes
+/// through the tar crate; its data is read straight into the tar's pieces, then the padding
+/// to a whole block.
+fn append_source(
+    tar: &mut tar::Builder<Pieces>,
     f: &PackageFile,
     mtime: u64,
-    buffer: &mut [u8],
 ) -> Result<(), BuildError> {
     let mut file = std::fs::File::open(&f.source)?;
     let mut hasher = Sha256::new();
@@ -300,17 +278,7 @@ fn append_source<W: Write>(
     // A header (with a long name's entry before it where needed) and no data.
     tar.append_data(&mut h, format!("{FILES_DIR}/{}", f.name), io::empty())?;
     let out = tar.get_mut();
-    let mut read = 0u64;
-    while read < f.size {
-        let want = (f.size - read).min(buffer.len() as u64) as usize;
-        let n = file.read(&mut buffer[..want])?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buffer[..n]);
-        out.write_all(&buffer[..n])?;
-        read += n as u64;
-    }
+    let read = out.read_from(&mut file, f.size, &mut hasher)?;
     let short = read < f.size;
     if !short {
         let pad = (BLOCK - (f.size % BLOCK as u64) as usize) % BLOCK;
@@ -376,9 +344,9 @@ mod pipeline_tests {
             .flat_map(|i| format!("{i},{}\n", i % 97).into_bytes())
             .collect();
         let files = vec![
-            blob(tmp.path(), "a/noise.bin", &noise(3 * READ_BUFFER + 1234, 7)),
+            blob(tmp.path(), "a/noise.bin", &noise(3 * FRAME + 1234, 7)),
             blob(tmp.path(), "a/table.csv", &text),
-            blob(tmp.path(), "b/odd.bin", &noise(PIPE_BUFFER - 1, 9)),
+            blob(tmp.path(), "b/odd.bin", &noise(FRAME - 1, 9)),
             blob(tmp.path(), "b/one.txt", b"x"),
         ];
         let (identity, recipient) = key();
@@ -386,10 +354,7 @@ mod pipeline_tests {
         let built = build(&files, &metadata_for(&files), &recipient, 0, &mut out).unwrap();
         assert_eq!(built.size, out.len() as u64);
         assert_eq!(built.sha256, crate::sha256_hex(&out));
-        assert!(
-            out.len() > 2 * PIPE_BUFFER,
-            "the pipe carried several pieces"
-        );
+        assert!(out.len() > 2 * FRAME, "the pipes carried several pieces");
         let dest = tmp.path().join("opened");
         let opened = crate::release::open(&out[..], &identity, &dest).unwrap();
         assert_eq!(opened.files.len(), files.len());
@@ -402,10 +367,10 @@ mod pipeline_tests {
     #[test]
     fn a_change_past_the_first_buffer_is_caught() {
         let tmp = tempfile::tempdir().unwrap();
-        let bytes = noise(2 * READ_BUFFER + 10, 3);
+        let bytes = noise(2 * FRAME + 10, 3);
         let mut f = blob(tmp.path(), "big.bin", &bytes);
         let mut changed = bytes.clone();
-        changed[READ_BUFFER + 5] ^= 1;
+        changed[FRAME + 5] ^= 1;
         std::fs::write(&f.source, &changed).unwrap();
         let (_, recipient) = key();
         match build(&[f.clone()], &json_empty(), &recipient, 0, &mut Vec::new()) {
@@ -415,10 +380,32 @@ mod pipeline_tests {
             other => panic!("{other:?}"),
         }
         // Shorter than approved, too.
-        std::fs::write(&f.source, &bytes[..READ_BUFFER]).unwrap();
+        std::fs::write(&f.source, &bytes[..FRAME]).unwrap();
         f.name = "short.bin".into();
         let r = build(&[f], &json_empty(), &recipient, 0, &mut Vec::new());
         assert!(matches!(r, Err(BuildError::Mismatch { .. })), "{r:?}");
+    }
+
+    /// The last stage's failure (the disk) is what the build answers, not the broken pipes it
+    /// leaves behind in the stages before it.
+    #[test]
+    fn a_failing_output_is_the_error_reported() {
+        struct Full;
+        impl Write for Full {
+            fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+                Err(io::Error::other("the disk is full"))
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let files = vec![blob(tmp.path(), "big.bin", &noise(8 * FRAME, 5))];
+        let (_, recipient) = key();
+        match build(&files, &json_empty(), &recipient, 0, &mut Full) {
+            Err(BuildError::Io(e)) => assert_eq!(e.to_string(), "the disk is full"),
+            other => panic!("{other:?}"),
+        }
     }
 
     fn json_empty() -> serde_json::Value {

@@ -249,8 +249,8 @@ fn a_large_file_streams_through_in_bounded_memory() {
             let three_quarters = SIZE / 4 * 3;
             f.write_all(&data[..three_quarters]).unwrap();
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-            // Everything up to 4 MiB behind the input has been encrypted and written out.
-            let target = (three_quarters - (4 << 20)) as u64;
+            // Everything up to 2 MiB behind the input has been encrypted and written out.
+            let target = (three_quarters - (2 << 20)) as u64;
             let mut caught_up = false;
             while std::time::Instant::now() < deadline {
                 if written.load(Ordering::SeqCst) >= target {

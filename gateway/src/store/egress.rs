@@ -131,22 +131,25 @@ pub async fn rounds(conn: &mut AnyConnection, app: &str) -> Result<Vec<RoundRow>
 }
 
 pub async fn insert_files(conn: &mut AnyConnection, files: &[FileRow]) -> Result<(), sqlx::Error> {
-    for f in files {
-        sqlx::query(
-            "INSERT INTO egress_files (application_id, round, path, size, sha256, content_type, \
-             outcome, findings, exception) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(&f.application_id)
-        .bind(f.round)
-        .bind(&f.path)
-        .bind(f.size)
-        .bind(&f.sha256)
-        .bind(&f.content_type)
-        .bind(&f.outcome)
-        .bind(&f.findings)
-        .bind(&f.exception)
-        .execute(&mut *conn)
-        .await?;
+    for part in files.chunks(super::ROWS_AT_ONCE) {
+        let sql = format!(
+            "INSERT INTO egress_files ({FILE_COLUMNS}) VALUES {}",
+            super::values_list(part.len(), 9)
+        );
+        let mut q = sqlx::query(&sql);
+        for f in part {
+            q = q
+                .bind(&f.application_id)
+                .bind(f.round)
+                .bind(&f.path)
+                .bind(f.size)
+                .bind(&f.sha256)
+                .bind(&f.content_type)
+                .bind(&f.outcome)
+                .bind(&f.findings)
+                .bind(&f.exception);
+        }
+        q.execute(&mut *conn).await?;
     }
     Ok(())
 }

@@ -524,6 +524,49 @@ pub async fn record_blob(
     Ok(())
 }
 
+/// Rows one multi-row `INSERT` takes at most (far within both backends' limits on bound
+/// values).
+pub(crate) const ROWS_AT_ONCE: usize = 100;
+
+/// `($1, $2, …), (…)`: the `VALUES` of `rows` rows of `columns` each.
+pub(crate) fn values_list(rows: usize, columns: usize) -> String {
+    let mut sql = String::new();
+    for r in 0..rows {
+        sql.push_str(if r == 0 { "(" } else { ", (" });
+        for c in 0..columns {
+            if c > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('$');
+            sql.push_str(&(r * columns + c + 1).to_string());
+        }
+        sql.push(')');
+    }
+    sql
+}
+
+/// [`record_blob`] for many blobs at once, [`ROWS_AT_ONCE`] to a statement.
+pub async fn record_blobs(
+    conn: &mut AnyConnection,
+    blobs: &[(&str, u64)],
+) -> Result<(), sqlx::Error> {
+    let mut seen = std::collections::HashSet::new();
+    let unique: Vec<&(&str, u64)> = blobs.iter().filter(|(s, _)| seen.insert(*s)).collect();
+    let now = crate::time::now();
+    for part in unique.chunks(ROWS_AT_ONCE) {
+        let sql = format!(
+            "INSERT INTO blobs (sha256, size, created_at) VALUES {} ON CONFLICT (sha256) DO NOTHING",
+            values_list(part.len(), 3)
+        );
+        let mut q = sqlx::query(&sql);
+        for (sha256, size) in part {
+            q = q.bind(*sha256).bind(*size as i64).bind(now.clone());
+        }
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
 pub async fn blob_known(conn: &mut AnyConnection, sha256: &str) -> Result<bool, sqlx::Error> {
     Ok(sqlx::query("SELECT 1 AS one FROM blobs WHERE sha256 = $1")
         .bind(sha256)
@@ -613,4 +656,17 @@ pub async fn known_blobs(
     rows.iter()
         .map(|r| r.try_get::<String, _>("sha256"))
         .collect()
+}
+
+#[cfg(test)]
+mod values_tests {
+    /// The placeholders run on from row to row, as both backends number them.
+    #[test]
+    fn values_list_numbers_every_column_of_every_row() {
+        assert_eq!(super::values_list(1, 3), "($1, $2, $3)");
+        assert_eq!(super::values_list(2, 2), "($1, $2), ($3, $4)");
+        let many = super::values_list(super::ROWS_AT_ONCE, 9);
+        assert!(many.ends_with(&format!("${})", super::ROWS_AT_ONCE * 9)));
+        assert_eq!(many.matches('$').count(), super::ROWS_AT_ONCE * 9);
+    }
 }

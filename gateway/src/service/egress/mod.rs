@@ -222,8 +222,13 @@ async fn record_round(
         requested_at: now.to_owned(),
     };
     let mut files = Vec::with_capacity(checked.files.len());
+    let blobs: Vec<(&str, u64)> = checked
+        .files
+        .iter()
+        .map(|f| (f.sha256.as_str(), f.size))
+        .collect();
+    store::record_blobs(tx.conn(), &blobs).await?;
     for f in &checked.files {
-        store::record_blob(tx.conn(), &f.sha256, f.size).await?;
         files.push(FileRow {
             application_id: app.id.clone(),
             round,
