@@ -36,6 +36,8 @@ mod stages;
 mod tests;
 #[cfg(test)]
 mod tests_interop;
+#[cfg(test)]
+mod tests_open;
 
 pub use keys::{new_identity, parse_recipient};
 pub use metadata::{
