@@ -41,6 +41,7 @@ struct Objects {
     sandbox: String,
     run: String,
     application: String,
+    dataset: String,
 }
 
 /// The concrete requests for one GET operation of the document: its path with every parameter
@@ -56,6 +57,8 @@ fn requests_for(path: &str, op: &Value, o: &Objects) -> Vec<String> {
             &o.run
         } else if path.starts_with("/api/v1/applications/") {
             &o.application
+        } else if path.starts_with("/api/v1/datasets/") {
+            &o.dataset
         } else {
             panic!("{path}: which object is its {{id}}?")
         };
@@ -282,11 +285,16 @@ async fn boundary_on(engine: Engine) {
         );
     }
 
+    // A dataset, so its routes are read too (they hold nothing of the quarantine).
+    let steward = app.token_for("st1", "steward", Some(crate::datasets::INSTITUTION));
+    let dmp = crate::datasets::example_dmp(crate::datasets::INSTITUTION);
+    let (dataset, _) = crate::datasets::register(&app, &steward, &dmp).await;
     let o = Objects {
         project: "p1".into(),
         sandbox,
         run,
         application: application.clone(),
+        dataset,
     };
     // The sweep itself finds the marker where it is: a reviewer's sweep shows it in exactly
     // the three previews.
