@@ -166,7 +166,10 @@ pub struct NewApplication {
     #[serde(default)]
     #[schema(max_length = 65536)]
     pub description: String,
-    /// Kind-specific details (datasets, purpose, conditions…), a JSON object.
+    /// Kind-specific details, a JSON object. An access application's:
+    /// `{"datasets": [ID...], "purpose": TEXT, "until": "YYYY-MM-DD", "commercial": BOOL}`
+    /// (registered datasets; `until` and `commercial` optional), refused `bad_payload` or
+    /// `bad_dataset` (naming the unknown ones) otherwise.
     #[serde(default)]
     #[schema(value_type = Object)]
     pub payload: Option<serde_json::Value>,

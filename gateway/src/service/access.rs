@@ -1,0 +1,126 @@
+//! Access to datasets: what an access application asks for (its payload), the grants its
+//! approval records, and whether a project's access to a dataset is in force.
+//!
+//! An access application's payload names registered datasets:
+//! `{"datasets": [ID...], "purpose": TEXT, "until": "YYYY-MM-DD"?, "commercial": BOOL?}`.
+//! When the committee approves it, one grant per dataset is written in the same transaction
+//! (`access_grants`); a sandbox mounts a dataset only while its project holds a grant in force
+//! (not revoked, `until` not passed: the access ends at the end of that day, UTC).
+
+use policy::dmp::Date;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{Error, Result};
+use crate::audit::NewEvent;
+use crate::db::WriteTx;
+use crate::error::ErrorCode;
+use crate::store::access::{self as astore, GrantRow};
+use crate::store::{AppRow, datasets as dstore};
+
+/// What an access application asks for.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Terms {
+    pub datasets: Vec<String>,
+    pub purpose: String,
+    #[serde(default)]
+    pub until: Option<String>,
+    #[serde(default)]
+    pub commercial: bool,
+}
+
+fn bad(message: impl Into<String>) -> Error {
+    Error::invalid(ErrorCode::BadPayload, message)
+}
+
+/// The terms of an access application's payload, checked against the datasets on record.
+/// A payload that names no datasets at all (no `datasets` key) asks for nothing and grants
+/// nothing: `None`.
+pub(crate) async fn terms(
+    conn: &mut sqlx::AnyConnection,
+    payload: &serde_json::Value,
+    today: &Date,
+) -> Result<Option<Terms>> {
+    if payload.get("datasets").is_none() {
+        return Ok(None);
+    }
+    let t: Terms = serde_json::from_value(payload.clone()).map_err(|e| {
+        bad(format!(
+            "an access application's payload is {{\"datasets\": [ID...], \"purpose\": TEXT, \"until\": \"YYYY-MM-DD\", \"commercial\": true|false}}: {e}"
+        ))
+    })?;
+    if t.datasets.is_empty() || t.datasets.len() > 100 {
+        return Err(bad("an access application names 1 to 100 datasets"));
+    }
+    if t.purpose.trim().is_empty() || t.purpose.len() > 64 * 1024 {
+        return Err(bad("the purpose must not be blank; at most 64 KiB"));
+    }
+    if let Some(u) = &t.until {
+        let d = Date::parse(u)
+            .ok_or_else(|| bad(format!("`until` must be a date, YYYY-MM-DD, not `{u}`")))?;
+        if d < *today {
+            return Err(bad(format!("`until` ({u}) has passed")));
+        }
+    }
+    let mut unknown = Vec::new();
+    for d in &t.datasets {
+        if dstore::dataset(conn, d).await?.is_none() && !unknown.contains(d) {
+            unknown.push(d.clone());
+        }
+    }
+    if !unknown.is_empty() {
+        return Err(Error::invalid(
+            ErrorCode::BadDataset,
+            format!("no dataset {} is registered", unknown.join(", ")),
+        ));
+    }
+    Ok(Some(t))
+}
+
+/// Records the grants of an access application the committee has just approved, in the
+/// transaction that approves it, audited (`access.grant`).
+pub(crate) async fn granted(tx: &mut WriteTx, app: &AppRow, now: &str) -> Result<()> {
+    let payload: serde_json::Value = serde_json::from_str(&app.payload).unwrap_or_default();
+    if payload.get("datasets").is_none() {
+        return Ok(());
+    }
+    let t: Terms = serde_json::from_value(payload)
+        .map_err(|e| Error::internal(format!("an approved access payload: {e}")))?;
+    let project = app.project().to_owned();
+    let mut seen = Vec::new();
+    for d in &t.datasets {
+        if seen.contains(&d) {
+            continue;
+        }
+        seen.push(d);
+        let g = GrantRow {
+            application_id: app.id.clone(),
+            project_id: project.clone(),
+            dataset_id: d.clone(),
+            until: t.until.clone(),
+            commercial: t.commercial,
+            granted_at: now.to_owned(),
+            revoked_at: None,
+        };
+        astore::insert_grant(tx.conn(), &g).await?;
+    }
+    tx.audit(NewEvent {
+        actor: "gateway",
+        action: "access.grant",
+        subject: &app.id,
+        detail: json!({
+            "project": project,
+            "datasets": seen,
+            "until": t.until,
+            "commercial": t.commercial,
+        }),
+    })
+    .await?;
+    Ok(())
+}
+
+/// Today's date on the gateway's clock (UTC).
+pub(crate) fn today() -> Result<Date> {
+    policy::dmp::date_of(&crate::time::now()).ok_or_else(|| Error::internal("the clock's date"))
+}
