@@ -147,7 +147,7 @@ pub fn router(state: AppState) -> Router {
 /// (its name and its content, both) or without one (neither).
 /// The OpenAPI document as served: what `utoipa` derives, plus what its attributes cannot say
 /// (a oneOf of an attachment's two shapes, a command's first argument) and what this gateway's
-/// configuration fixes (its resource classes and datasets), so that a request the schema allows
+/// configuration fixes (its resource classes), so that a request the schema allows
 /// is one the gateway takes.
 fn document(
     doc: &utoipa::openapi::OpenApi,
@@ -176,12 +176,6 @@ fn document(
                 .chain([None])
                 .collect::<Vec<_>>()
         );
-        let datasets: Vec<&String> = sandbox.datasets.keys().collect();
-        if datasets.is_empty() {
-            p["datasets"]["maxItems"] = json!(0);
-        } else {
-            p["datasets"]["items"]["enum"] = json!(datasets);
-        }
     }
     if let Some(s) = v.pointer_mut("/components/schemas/NewAttachment") {
         let description = s.get("description").cloned().unwrap_or(Value::Null);

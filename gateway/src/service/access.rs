@@ -120,7 +120,98 @@ pub(crate) async fn granted(tx: &mut WriteTx, app: &AppRow, now: &str) -> Result
     Ok(())
 }
 
+/// How a project's access to a dataset stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Standing {
+    /// In force; until the end of this day (UTC), or without end.
+    InForce { until: Option<String> },
+    /// Granted once, but expired or revoked.
+    Ended,
+    /// Never granted.
+    None,
+}
+
+/// Whether `project` may use `dataset` on `today`: the longest grant in force wins.
+pub(crate) async fn standing(
+    conn: &mut sqlx::AnyConnection,
+    project: &str,
+    dataset: &str,
+    today: &Date,
+) -> Result<Standing> {
+    let grants = astore::grants(conn, project, dataset).await?;
+    if grants.is_empty() {
+        return Ok(Standing::None);
+    }
+    let mut best: Option<Option<String>> = None;
+    for g in grants.into_iter().filter(|g| g.revoked_at.is_none()) {
+        let in_force = g.until.as_deref().is_none_or(|u| u >= today.as_str());
+        if !in_force {
+            continue;
+        }
+        best = Some(match (best, g.until) {
+            (Some(None), _) | (_, None) => None,
+            (Some(Some(a)), Some(b)) => Some(a.max(b)),
+            (None, Some(b)) => Some(b),
+        });
+    }
+    Ok(match best {
+        Some(until) => Standing::InForce { until },
+        None => Standing::Ended,
+    })
+}
+
 /// Today's date on the gateway's clock (UTC).
 pub(crate) fn today() -> Result<Date> {
     policy::dmp::date_of(&crate::time::now()).ok_or_else(|| Error::internal("the clock's date"))
+}
+
+/// Why a project may not use a dataset now, as an error naming it: `no_access` when never
+/// granted, `access_expired` when granted once and expired or revoked.
+pub(crate) fn refusal(dataset: &str, standing: &Standing) -> Error {
+    match standing {
+        Standing::Ended => Error::Forbidden {
+            code: ErrorCode::AccessExpired,
+            message: format!(
+                "the project's access to dataset `{dataset}` has expired or was revoked"
+            ),
+        },
+        _ => Error::Forbidden {
+            code: ErrorCode::NoAccess,
+            message: format!("the project has no approved access to dataset `{dataset}`"),
+        },
+    }
+}
+
+/// The datasets a sandbox of `project` asks to mount, each registered and in force for it,
+/// with where its content lives: until content is uploaded to the STORE, the directory
+/// `[sandbox.datasets]` names by the dataset's id. Not registered: not found; not in force:
+/// [`refusal`]; no content on this gateway: `dataset_unavailable`.
+pub(crate) async fn mountable(
+    state: &crate::state::AppState,
+    conn: &mut sqlx::AnyConnection,
+    project: &str,
+    datasets: &[String],
+) -> Result<Vec<(String, String)>> {
+    let today = today()?;
+    let mut out: Vec<(String, String)> = Vec::new();
+    for d in datasets {
+        if out.iter().any(|(id, _)| id == d) {
+            continue;
+        }
+        if dstore::dataset(conn, d).await?.is_none() {
+            return Err(Error::NotFound("dataset"));
+        }
+        let s = standing(conn, project, d, &today).await?;
+        if !matches!(s, Standing::InForce { .. }) {
+            return Err(refusal(d, &s));
+        }
+        let path = state.sandboxes.settings().datasets.get(d).ok_or_else(|| {
+            Error::conflict(
+                ErrorCode::DatasetUnavailable,
+                format!("dataset `{d}` has no content on this gateway yet"),
+            )
+        })?;
+        out.push((d.clone(), path.display().to_string()));
+    }
+    Ok(out)
 }

@@ -6,7 +6,9 @@ use serde_json::{Value, json};
 use sqlx::Row;
 
 use crate::datasets::{INSTITUTION, example_dmp, register, vre};
-use crate::support::{TestApp, actions, assert_refused, each_engine};
+use crate::support::{
+    TEST_IMAGE, TestApp, actions, assert_refused, docker_available, each_engine, engines,
+};
 
 /// A registered dataset, by a steward of its institution; its id.
 pub async fn dataset(app: &TestApp) -> String {
@@ -35,6 +37,42 @@ pub async fn approve(app: &TestApp, id: &str) {
         }
     }
     panic!("{id} was never approved");
+}
+
+/// The project's access to `dataset`, granted and approved: the application's id.
+pub async fn grant(app: &TestApp, project: &str, dataset: &str, until: Option<&str>) -> String {
+    let mut payload = json!({"datasets": [dataset], "purpose": "a cohort study"});
+    if let Some(u) = until {
+        payload["until"] = json!(u);
+    }
+    let (st, a) = ask(app, project, payload).await;
+    assert_eq!(st, StatusCode::CREATED, "{a}");
+    let id = a["id"].as_str().unwrap().to_owned();
+    approve(app, &id).await;
+    id
+}
+
+/// A dataset on record with the id `id` (as one configured under `[sandbox.datasets]` by
+/// that id), written straight to the store: registration makes ids of its own.
+pub async fn record(app: &TestApp, id: &str) {
+    let now = gateway::time::now();
+    let row = gateway::store::datasets::DatasetRow {
+        id: id.to_owned(),
+        title: format!("Dataset {id}"),
+        institution: INSTITUTION.to_owned(),
+        category: "unrestricted_open_sharing".to_owned(),
+        restricted_until: None,
+        category_after: None,
+        dmp: example_dmp(INSTITUTION).to_string(),
+        state: "registered".to_owned(),
+        created_by: "hana".to_owned(),
+        created_at: now.clone(),
+        updated_at: now,
+    };
+    let mut conn = app.state.db.pool().acquire().await.unwrap();
+    gateway::store::datasets::insert(&mut conn, &row)
+        .await
+        .unwrap();
 }
 
 /// The grants recorded: (application, project, dataset, until, commercial).
@@ -167,4 +205,127 @@ async fn vre_access_request_prints_the_application() {
         app
     })
     .await;
+}
+
+/// Asks, as ana, for a sandbox of p1 mounting `datasets`; the status and body.
+async fn ask_sandbox(app: &TestApp, datasets: &[&str]) -> (StatusCode, Value) {
+    let ana = app.token("ana", "analyst");
+    app.post(
+        "/api/v1/sandboxes",
+        Some(&ana),
+        &json!({"project": "p1", "image": TEST_IMAGE, "datasets": datasets}),
+    )
+    .await
+}
+
+/// Ends every grant of `dataset`: its last day was long ago.
+async fn expire(app: &TestApp, dataset: &str) {
+    sqlx::query("UPDATE access_grants SET until_date = '2001-01-01' WHERE dataset_id = $1")
+        .bind(dataset)
+        .execute(app.state.db.pool())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_sandbox_mounts_a_dataset_only_with_access_in_force() {
+    // No container is made before the refusals: they run without an engine as well.
+    each_engine(|app| async move {
+        app.project("p1", &[("ana", "analyst")]).await;
+        app.project("p2", &[("ana", "analyst")]).await;
+        let op = app.token("op", "operator");
+        let (st, b) = app
+            .post("/api/v1/images", Some(&op), &json!({"name": TEST_IMAGE}))
+            .await;
+        assert_eq!(st, StatusCode::OK, "{b}");
+        let ds = dataset(&app).await;
+
+        // Not registered: not found. Registered, never granted: refused, audited.
+        let (st, b) = ask_sandbox(&app, &["ds-nope"]).await;
+        assert_refused(st, &b, StatusCode::NOT_FOUND, "not_found");
+        let (st, b) = ask_sandbox(&app, &[&ds]).await;
+        assert_refused(st, &b, StatusCode::FORBIDDEN, "no_access");
+        assert!(b["message"].as_str().unwrap().contains(&ds), "{b}");
+        assert_eq!(
+            actions(&app.audit_events("p1").await),
+            ["project.create", "sandbox.refused"]
+        );
+
+        // Another project's access, or an application not yet approved, grants p1 nothing.
+        grant(&app, "p2", &ds, None).await;
+        let (st, a) = ask(&app, "p1", json!({"datasets": [ds], "purpose": "study"})).await;
+        assert_eq!(st, StatusCode::CREATED, "{a}");
+        let (st, b) = ask_sandbox(&app, &[&ds]).await;
+        assert_refused(st, &b, StatusCode::FORBIDDEN, "no_access");
+
+        // Approved: in force, but this gateway holds no content for it.
+        approve(&app, a["id"].as_str().unwrap()).await;
+        let (st, b) = ask_sandbox(&app, &[&ds]).await;
+        assert_refused(st, &b, StatusCode::CONFLICT, "dataset_unavailable");
+
+        // Expired: refused as such.
+        expire(&app, &ds).await;
+        let (st, b) = ask_sandbox(&app, &[&ds]).await;
+        assert_refused(st, &b, StatusCode::FORBIDDEN, "access_expired");
+        app
+    })
+    .await;
+}
+
+/// A gateway on `engine` with the test image allowed, project p1 (analyst ana) and the
+/// dataset `cohort` on record, its directory configured (holding `cohort.csv`).
+async fn mounting_world(
+    engine: crate::support::Engine,
+) -> (TestApp, String, crate::support::TempDir) {
+    let (app, ana, data) = crate::sandbox::small_world_on(engine, |_| {}).await;
+    std::fs::write(data.path().join("cohort.csv"), "id,age\n1,40\n").unwrap();
+    record(&app, "cohort").await;
+    (app, ana, data)
+}
+
+/// Runs `cmd` in `sandbox` as `token`; the status and body of the answer.
+async fn ask_run(app: &TestApp, token: &str, sandbox: &str, cmd: &[&str]) -> (StatusCode, Value) {
+    app.post(
+        &format!("/api/v1/sandboxes/{sandbox}/runs"),
+        Some(token),
+        &json!({"cmd": cmd}),
+    )
+    .await
+}
+
+/// The output of a finished run.
+async fn logs_of(app: &TestApp, token: &str, run: &str) -> String {
+    let r = app
+        .http
+        .get(format!("{}/api/v1/runs/{run}/logs", app.url))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    r.text().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_approved_access_the_dataset_is_mounted() {
+    if !docker_available() {
+        return;
+    }
+    for engine in engines() {
+        let (app, ana, _data) = mounting_world(engine).await;
+        let (st, b) = ask_sandbox(&app, &["cohort"]).await;
+        assert_refused(st, &b, StatusCode::FORBIDDEN, "no_access");
+        grant(&app, "p1", "cohort", None).await;
+        let (st, sb) = ask_sandbox(&app, &["cohort"]).await;
+        assert_eq!(st, StatusCode::CREATED, "{sb}");
+        assert_eq!(sb["datasets"], json!(["cohort"]));
+        let sb = sb["id"].as_str().unwrap();
+        let (st, r) = ask_run(&app, &ana, sb, &["ls", "/vre/data/cohort"]).await;
+        assert_eq!(st, StatusCode::ACCEPTED, "{r}");
+        let id = r["id"].as_str().unwrap();
+        let r = app.run_reaching(&ana, id, "finished").await;
+        assert_eq!(r["exit_code"], 0, "{r}");
+        assert_eq!(logs_of(&app, &ana, id).await, "cohort.csv\n");
+        app.stop().await;
+    }
 }
