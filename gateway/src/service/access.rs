@@ -215,3 +215,59 @@ pub(crate) async fn mountable(
     }
     Ok(out)
 }
+
+/// Whether a run of a sandbox of `project` mounting `datasets` may start now: every one still
+/// in force for the project (`access_expired` otherwise). The seconds left until the first of
+/// them ends (none: no end), which a run's deadline may not pass.
+pub(crate) async fn runnable(
+    conn: &mut sqlx::AnyConnection,
+    project: &str,
+    datasets: &[String],
+) -> Result<Option<u64>> {
+    let now = time::OffsetDateTime::now_utc();
+    let today = today()?;
+    let mut left: Option<u64> = None;
+    for d in datasets {
+        let until = match standing(conn, project, d, &today).await? {
+            Standing::InForce { until } => until,
+            _ => return Err(refusal(d, &Standing::Ended)),
+        };
+        if let Some(u) = until {
+            let secs = seconds_until_end_of(&u, now)?;
+            left = Some(left.map_or(secs, |l| l.min(secs)));
+        }
+    }
+    Ok(left)
+}
+
+/// Seconds from `now` to the end of day `until` (`YYYY-MM-DD`, UTC); at least one.
+fn seconds_until_end_of(until: &str, now: time::OffsetDateTime) -> Result<u64> {
+    let format = time::macros::format_description!("[year]-[month]-[day]");
+    let day = time::Date::parse(until, &format)
+        .map_err(|e| Error::internal(format!("an access's last day `{until}`: {e}")))?;
+    let end = day
+        .next_day()
+        .unwrap_or(day)
+        .midnight()
+        .assume_offset(time::UtcOffset::UTC);
+    Ok(u64::try_from((end - now).whole_seconds())
+        .unwrap_or(0)
+        .max(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::seconds_until_end_of;
+    use time::macros::datetime;
+
+    #[test]
+    fn an_access_ends_at_the_end_of_its_last_day() {
+        let now = datetime!(2030-05-01 23:00 UTC);
+        assert_eq!(seconds_until_end_of("2030-05-01", now).unwrap(), 3600);
+        assert_eq!(
+            seconds_until_end_of("2030-05-02", now).unwrap(),
+            3600 + 86400
+        );
+        assert_eq!(seconds_until_end_of("2030-04-30", now).unwrap(), 1);
+    }
+}

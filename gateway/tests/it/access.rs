@@ -220,7 +220,13 @@ async fn ask_sandbox(app: &TestApp, datasets: &[&str]) -> (StatusCode, Value) {
 
 /// Ends every grant of `dataset`: its last day was long ago.
 async fn expire(app: &TestApp, dataset: &str) {
-    sqlx::query("UPDATE access_grants SET until_date = '2001-01-01' WHERE dataset_id = $1")
+    set_until(app, dataset, "2001-01-01").await;
+}
+
+/// Sets the last day of every grant of `dataset`, as if it had been granted so.
+async fn set_until(app: &TestApp, dataset: &str, until: &str) {
+    sqlx::query("UPDATE access_grants SET until_date = $1 WHERE dataset_id = $2")
+        .bind(until)
         .bind(dataset)
         .execute(app.state.db.pool())
         .await
@@ -277,7 +283,11 @@ async fn a_sandbox_mounts_a_dataset_only_with_access_in_force() {
 async fn mounting_world(
     engine: crate::support::Engine,
 ) -> (TestApp, String, crate::support::TempDir) {
-    let (app, ana, data) = crate::sandbox::small_world_on(engine, |_| {}).await;
+    // A class whose runs may take two days, longer than any access ending today.
+    let (app, ana, data) = crate::sandbox::small_world_on(engine, |s| {
+        s.sandbox.classes.get_mut("tiny").unwrap().max_run_secs = 172_800;
+    })
+    .await;
     std::fs::write(data.path().join("cohort.csv"), "id,age\n1,40\n").unwrap();
     record(&app, "cohort").await;
     (app, ana, data)
@@ -306,8 +316,10 @@ async fn logs_of(app: &TestApp, token: &str, run: &str) -> String {
     r.text().await.unwrap()
 }
 
+/// A sandbox mounts the dataset once its project's access is approved; every run re-checks
+/// the access, ends before it does and is refused once it has expired.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_approved_access_the_dataset_is_mounted() {
+async fn with_approved_access_the_dataset_is_mounted_until_it_ends() {
     if !docker_available() {
         return;
     }
@@ -326,6 +338,29 @@ async fn with_approved_access_the_dataset_is_mounted() {
         let r = app.run_reaching(&ana, id, "finished").await;
         assert_eq!(r["exit_code"], 0, "{r}");
         assert_eq!(logs_of(&app, &ana, id).await, "cohort.csv\n");
+        assert_eq!(r["timeout_secs"], 172_800, "no end: the class's longest");
+
+        // Access that ends today: the run's deadline is no later than the end of the day.
+        set_until(&app, "cohort", &gateway::time::now()[..10]).await;
+        let (st, r) = ask_run(&app, &ana, sb, &["true"]).await;
+        assert_eq!(st, StatusCode::ACCEPTED, "{r}");
+        let t = r["timeout_secs"].as_i64().unwrap();
+        assert!((1..=86_400).contains(&t), "{r}");
+        app.run_reaching(&ana, r["id"].as_str().unwrap(), "finished")
+            .await;
+
+        // Expired: every run is refused, audited.
+        set_until(&app, "cohort", "2001-01-01").await;
+        let (st, b) = ask_run(&app, &ana, sb, &["true"]).await;
+        assert_refused(st, &b, StatusCode::FORBIDDEN, "access_expired");
+        assert!(b["message"].as_str().unwrap().contains("cohort"), "{b}");
+        let events = app.audit_events(sb).await;
+        let last = events.last().unwrap();
+        assert_eq!(last["action"], "run.refused", "{events:?}");
+        assert!(
+            last["detail"].as_str().unwrap().contains("access"),
+            "{last}"
+        );
         app.stop().await;
     }
 }
