@@ -95,6 +95,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(applications::resubmit))
         .routes(routes!(applications::attach))
         .routes(routes!(applications::attachment_file))
+        .routes(routes!(applications::revoke_access))
         .routes(routes!(datasets::list, datasets::register))
         .routes(routes!(datasets::show))
         .routes(routes!(datasets::dmp))
@@ -456,6 +457,7 @@ fn actions_of(route: &str) -> Vec<Action> {
         "/api/v1/egress" => vec![Action::AppCreate(Kind::Egress)],
         "/api/v1/applications/{id}/egress" => vec![Action::AppResubmit(Kind::Egress)],
         "/api/v1/applications/{id}/release/revoke" => vec![Action::ReleaseRevoke],
+        "/api/v1/applications/{id}/access/revoke" => vec![Action::AccessRevoke],
         "/api/v1/keys/me" => vec![Action::KeyRegister],
         "/api/v1/datasets" => vec![Action::DatasetRegister],
         _ => Vec::new(),

@@ -1,12 +1,12 @@
-//! `vre access`: apply for a project's access to registered datasets.
+//! `vre access`: apply for a project's access to registered datasets; revoke one (admins).
 
 use std::process::ExitCode;
 
 use clap::{Subcommand, ValueEnum};
 use serde_json::json;
 
-use super::shared::{ClientArgs, print_json};
-use crate::wire::applications::{Application, NewApplication};
+use super::shared::{ClientArgs, Revoking, print_as, print_json};
+use crate::wire::applications::{AccessRevoked, Application, NewApplication};
 
 #[derive(Clone, Copy, ValueEnum)]
 pub(super) enum YesNo {
@@ -36,6 +36,9 @@ pub(super) enum AccessCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Revoke an approved access application (admins): the access ends at once and live runs
+    /// that mount its datasets are stopped.
+    Revoke(Revoking),
 }
 
 pub(super) async fn access(cmd: AccessCommand) -> anyhow::Result<ExitCode> {
@@ -69,6 +72,16 @@ pub(super) async fn access(cmd: AccessCommand) -> anyhow::Result<ExitCode> {
             } else {
                 println!("{}", a.id);
             }
+        }
+        AccessCommand::Revoke(r) => {
+            let client = r.client.clone();
+            let r: AccessRevoked = super::shared::revoke("access", r).await?;
+            print_as(&client, &r, |r| {
+                println!("revoked {}: {}", r.application, r.datasets.join(", "));
+                for run in &r.cancelled_runs {
+                    println!("  stopped run {run}");
+                }
+            });
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -255,6 +255,98 @@ fn seconds_until_end_of(until: &str, now: time::OffsetDateTime) -> Result<u64> {
         .max(1))
 }
 
+/// What a revocation ended.
+#[derive(Debug)]
+pub struct Revoked {
+    pub application: String,
+    /// The datasets whose grants it ended.
+    pub datasets: Vec<String>,
+    /// Live runs asked to stop: their sandbox mounts a dataset the project no longer has
+    /// access to.
+    pub cancelled_runs: Vec<String>,
+}
+
+/// Revokes an approved access application (admins): its grants end at once, audited
+/// (`access.revoke`), and every live run of the project whose sandbox mounts a dataset the
+/// project no longer has access to is asked to stop (`run.cancel`), in the same transaction.
+pub async fn revoke(
+    state: &crate::state::AppState,
+    caller: &crate::auth::Caller,
+    id: &str,
+    reason: &str,
+) -> Result<Revoked> {
+    super::check_text("the reason", reason, 16 * 1024, true)?;
+    let mut tx = state.db.begin_write().await?;
+    let app = super::applications::seen(tx.conn(), caller, id).await?;
+    super::allow(caller, policy::access::Action::AccessRevoke, app.standing)?;
+    let app = app.object;
+    if app.kind != policy::review::Kind::Access || app.state != policy::review::State::Approved {
+        return Err(Error::conflict(
+            ErrorCode::WrongState,
+            format!(
+                "only an approved access application is revoked; this is a {} application, {}",
+                app.kind, app.state
+            ),
+        ));
+    }
+    let now = crate::time::now();
+    let datasets = astore::revoke(tx.conn(), id, &now).await?;
+    if datasets.is_empty() {
+        return Err(Error::conflict(
+            ErrorCode::WrongState,
+            "the access is revoked already (or granted nothing)",
+        ));
+    }
+    let project = app.project().to_owned();
+    let today = today()?;
+    let mut cancelled = Vec::new();
+    for d in &datasets {
+        if matches!(
+            standing(tx.conn(), &project, d, &today).await?,
+            Standing::InForce { .. }
+        ) {
+            continue; // Another approved access still covers it.
+        }
+        for run in crate::store::sandboxes::live_runs_mounting(tx.conn(), &project, d).await? {
+            if cancelled.contains(&run) {
+                continue;
+            }
+            if crate::store::sandboxes::request_cancel(tx.conn(), &run, caller.sub.as_str()).await?
+            {
+                tx.audit(NewEvent {
+                    actor: caller.sub.as_str(),
+                    action: "run.cancel",
+                    subject: &run,
+                    detail: json!({"project": project, "reason": "access revoked", "application": id}),
+                })
+                .await?;
+                cancelled.push(run);
+            }
+        }
+    }
+    tx.audit(NewEvent {
+        actor: caller.sub.as_str(),
+        action: "access.revoke",
+        subject: id,
+        detail: json!({
+            "project": project,
+            "datasets": datasets,
+            "reason": reason,
+            "cancelled_runs": cancelled,
+        }),
+    })
+    .await?;
+    state.commit(tx).await?;
+    for run in &cancelled {
+        state.sandboxes.wake_to_cancel(run);
+    }
+    Ok(Revoked {
+        application: id.to_owned(),
+        datasets,
+        cancelled_runs: cancelled,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::seconds_until_end_of;

@@ -65,3 +65,29 @@ pub async fn grants(
     .map(grant_from)
     .collect()
 }
+
+/// Revokes, at `now`, an application's grants not yet revoked; the datasets they were for.
+pub async fn revoke(
+    conn: &mut AnyConnection,
+    application: &str,
+    now: &str,
+) -> Result<Vec<String>, sqlx::Error> {
+    let datasets: Vec<String> = sqlx::query(
+        "SELECT dataset_id FROM access_grants \
+         WHERE application_id = $1 AND revoked_at IS NULL ORDER BY dataset_id",
+    )
+    .bind(application)
+    .fetch_all(&mut *conn)
+    .await?
+    .iter()
+    .map(|r| r.try_get("dataset_id"))
+    .collect::<Result<_, _>>()?;
+    sqlx::query(
+        "UPDATE access_grants SET revoked_at = $1 WHERE application_id = $2 AND revoked_at IS NULL",
+    )
+    .bind(now)
+    .bind(application)
+    .execute(conn)
+    .await?;
+    Ok(datasets)
+}

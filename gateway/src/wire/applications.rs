@@ -227,3 +227,14 @@ pub struct NewAttachment {
     #[schema(format = Byte)]
     pub file_base64: Option<String>,
 }
+
+/// What revoking an access application ended.
+#[derive(Serialize, Deserialize, ToSchema, Debug)]
+pub struct AccessRevoked {
+    pub application: String,
+    /// The datasets whose access ended.
+    pub datasets: Vec<String>,
+    /// Live runs asked to stop: their sandbox mounts a dataset the project no longer has
+    /// access to.
+    pub cancelled_runs: Vec<String>,
+}

@@ -364,3 +364,56 @@ async fn with_approved_access_the_dataset_is_mounted_until_it_ends() {
         app.stop().await;
     }
 }
+
+/// An admin's revocation ends the access at once: the live run that mounts the dataset is
+/// stopped, and no run starts after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_an_access_stops_live_runs_and_every_run_after() {
+    if !docker_available() {
+        return;
+    }
+    for engine in engines() {
+        let (app, ana, _data) = mounting_world(engine).await;
+        let access = grant(&app, "p1", "cohort", None).await;
+        let (st, sb) = ask_sandbox(&app, &["cohort"]).await;
+        assert_eq!(st, StatusCode::CREATED, "{sb}");
+        let sb = sb["id"].as_str().unwrap();
+        let (st, r) = ask_run(&app, &ana, sb, &["sleep", "60"]).await;
+        assert_eq!(st, StatusCode::ACCEPTED, "{r}");
+        let run = r["id"].as_str().unwrap();
+        app.run_reaching(&ana, run, "running").await;
+
+        let path = format!("/api/v1/applications/{access}/access/revoke");
+        let body = json!({"reason": "consent withdrawn"});
+        let (st, b) = app
+            .post(&path, Some(&app.token("op", "operator")), &body)
+            .await;
+        assert_refused(st, &b, StatusCode::FORBIDDEN, "forbidden");
+        // Through `vre access revoke`.
+        let admin = app.token("root", "admin");
+        let args = [
+            "access",
+            "revoke",
+            &access,
+            "--reason",
+            "consent withdrawn",
+            "--json",
+        ];
+        let (ok, out, err) = vre(&app, &admin, &args).await;
+        assert!(ok, "{err}");
+        let b: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(b["datasets"], json!(["cohort"]));
+        assert_eq!(b["cancelled_runs"], json!([run]));
+        let r = app.run_reaching(&ana, run, "finished").await;
+        assert_eq!(r["cancelled_by"], "root", "{r}");
+        assert!(actions(&app.audit_events(&access).await).contains(&"access.revoke"));
+
+        let (st, b) = app.post(&path, Some(&admin), &body).await;
+        assert_refused(st, &b, StatusCode::CONFLICT, "wrong_state");
+        let (st, b) = ask_run(&app, &ana, sb, &["true"]).await;
+        assert_refused(st, &b, StatusCode::FORBIDDEN, "access_expired");
+        let (st, b) = ask_sandbox(&app, &["cohort"]).await;
+        assert_refused(st, &b, StatusCode::FORBIDDEN, "access_expired");
+        app.stop().await;
+    }
+}
