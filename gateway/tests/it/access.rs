@@ -417,3 +417,42 @@ async fn revoking_an_access_stops_live_runs_and_every_run_after() {
         app.stop().await;
     }
 }
+
+/// A run that waited in the queue while its access ended is stopped as soon as it starts: its
+/// deadline never passes the access's end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_run_whose_access_ends_meanwhile_is_stopped_at_its_start() {
+    if !docker_available() {
+        return;
+    }
+    let engine = engines()[0];
+    let (app, ana, _data) = crate::sandbox::small_world_on(engine, |s| {
+        s.sandbox.max_concurrent_runs_per_project = 1;
+    })
+    .await;
+    record(&app, "cohort").await;
+    grant(&app, "p1", "cohort", None).await;
+    let (st, sb) = ask_sandbox(&app, &["cohort"]).await;
+    assert_eq!(st, StatusCode::CREATED, "{sb}");
+    let sb = sb["id"].as_str().unwrap();
+    let (st, first) = ask_run(&app, &ana, sb, &["sleep", "60"]).await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{first}");
+    let first = first["id"].as_str().unwrap();
+    app.run_reaching(&ana, first, "running").await;
+    let (st, second) = ask_run(&app, &ana, sb, &["sleep", "30"]).await;
+    assert_eq!(st, StatusCode::ACCEPTED, "{second}");
+    let second = second["id"].as_str().unwrap();
+
+    expire(&app, "cohort").await;
+    let (st, b) = app
+        .post(
+            &format!("/api/v1/runs/{first}/cancel"),
+            Some(&ana),
+            &json!({}),
+        )
+        .await;
+    assert!(st.is_success(), "{b}");
+    let r = app.run_reaching(&ana, second, "finished").await;
+    assert_eq!(r["outcome"], "timed_out", "{r}");
+    app.stop().await;
+}
