@@ -76,12 +76,15 @@ pub enum Action {
     DatasetList,
     /// Read a dataset's record and its DMP.
     DatasetRead,
+    /// Revoke an approved access to datasets: it ends at once, and live runs that mount them
+    /// are stopped. Admins.
+    AccessRevoke,
 }
 
 impl Action {
     /// Every action, each kind of application spelled out: the role tables (here and in the
     /// gateway's authorization test) walk this list, so none can be missed.
-    pub const ALL: [Action; 43] = [
+    pub const ALL: [Action; 44] = [
         Action::ProjectCreate,
         Action::ProjectManageMembers,
         Action::ProjectList,
@@ -125,6 +128,7 @@ impl Action {
         Action::DatasetRegister,
         Action::DatasetList,
         Action::DatasetRead,
+        Action::AccessRevoke,
     ];
 
     /// A number per variant, kind aside. The match has no wildcard, so a new action cannot
@@ -163,10 +167,11 @@ impl Action {
             Action::DatasetRegister => 28,
             Action::DatasetList => 29,
             Action::DatasetRead => 30,
+            Action::AccessRevoke => 31,
         }
     }
     #[cfg(test)]
-    const VARIANTS: usize = 31;
+    const VARIANTS: usize = 32;
 }
 
 /// The caller's standing towards the object of an action.
@@ -406,6 +411,7 @@ pub fn authorize(roles: RoleSet, action: Action, standing: Standing) -> Access {
             _ => Access::Allow,
         },
         Action::DatasetRead => visible(roles, Resource::Dataset, standing),
+        Action::AccessRevoke => any_of(roles, &[Admin]),
     }
 }
 
@@ -549,6 +555,11 @@ mod tests {
             ("admin", Action::DatasetRead, NONE, true),
             ("analyst", Action::DatasetRead, member, false),
             ("operator", Action::DatasetRead, NONE, false),
+            ("admin", Action::AccessRevoke, NONE, true),
+            ("operator", Action::AccessRevoke, NONE, false),
+            ("reviewer", Action::AccessRevoke, NONE, false),
+            ("steward", Action::AccessRevoke, steward, false),
+            ("analyst", Action::AccessRevoke, requester, false),
             ("steward", Action::DatasetList, NONE, true),
             ("analyst", Action::DatasetList, member, false),
             ("operator", Action::DatasetList, NONE, false),

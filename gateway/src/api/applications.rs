@@ -312,3 +312,22 @@ pub(crate) fn file_stream(
         }
     })
 }
+
+/// Revokes an approved access application: its access ends at once and live runs that mount
+/// its datasets are stopped. Admins.
+#[utoipa::path(post, path = "/api/v1/applications/{id}/access/revoke", operation_id = "revoke_access", tag = "applications", security(("bearer" = [])),
+    params(("id" = String, Path)), request_body = crate::wire::egress::Revocation,
+    responses((status = 200, body = crate::wire::applications::AccessRevoked), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody)))]
+pub async fn revoke_access(
+    cx: Cx,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<crate::wire::egress::Revocation>,
+) -> ApiResult<ApiJson<crate::wire::applications::AccessRevoked>> {
+    let r = crate::service::access::revoke(&cx.state, &cx.caller, &id, &body.reason).await?;
+    Ok(ApiJson(crate::wire::applications::AccessRevoked {
+        application: r.application,
+        datasets: r.datasets,
+        cancelled_runs: r.cancelled_runs,
+    }))
+}

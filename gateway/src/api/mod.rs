@@ -95,6 +95,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(applications::resubmit))
         .routes(routes!(applications::attach))
         .routes(routes!(applications::attachment_file))
+        .routes(routes!(applications::revoke_access))
         .routes(routes!(datasets::list, datasets::register))
         .routes(routes!(datasets::show))
         .routes(routes!(datasets::dmp))
@@ -147,7 +148,7 @@ pub fn router(state: AppState) -> Router {
 /// (its name and its content, both) or without one (neither).
 /// The OpenAPI document as served: what `utoipa` derives, plus what its attributes cannot say
 /// (a oneOf of an attachment's two shapes, a command's first argument) and what this gateway's
-/// configuration fixes (its resource classes and datasets), so that a request the schema allows
+/// configuration fixes (its resource classes), so that a request the schema allows
 /// is one the gateway takes.
 fn document(
     doc: &utoipa::openapi::OpenApi,
@@ -176,12 +177,6 @@ fn document(
                 .chain([None])
                 .collect::<Vec<_>>()
         );
-        let datasets: Vec<&String> = sandbox.datasets.keys().collect();
-        if datasets.is_empty() {
-            p["datasets"]["maxItems"] = json!(0);
-        } else {
-            p["datasets"]["items"]["enum"] = json!(datasets);
-        }
     }
     if let Some(s) = v.pointer_mut("/components/schemas/NewAttachment") {
         let description = s.get("description").cloned().unwrap_or(Value::Null);
@@ -462,6 +457,7 @@ fn actions_of(route: &str) -> Vec<Action> {
         "/api/v1/egress" => vec![Action::AppCreate(Kind::Egress)],
         "/api/v1/applications/{id}/egress" => vec![Action::AppResubmit(Kind::Egress)],
         "/api/v1/applications/{id}/release/revoke" => vec![Action::ReleaseRevoke],
+        "/api/v1/applications/{id}/access/revoke" => vec![Action::AccessRevoke],
         "/api/v1/keys/me" => vec![Action::KeyRegister],
         "/api/v1/datasets" => vec![Action::DatasetRegister],
         _ => Vec::new(),

@@ -11,7 +11,7 @@ use clap::Subcommand;
 use super::shared::{ById, ClientArgs, print_as, print_json, query, shown, shown_line, urlencode};
 use crate::wire::egress::{
     CheckOutcome, EgressDetail, EgressFile, EgressReceipt, EgressResubmission, Key, KeyRegistered,
-    NewEgress, Preview, Release, Revocation,
+    NewEgress, Preview, Release,
 };
 
 #[derive(Subcommand)]
@@ -92,13 +92,7 @@ pub(super) enum ReleaseCommand {
         client: ClientArgs,
     },
     /// Revoke a release (operators): it can no longer be downloaded.
-    Revoke {
-        id: String,
-        #[arg(long)]
-        reason: String,
-        #[command(flatten)]
-        client: ClientArgs,
-    },
+    Revoke(super::shared::Revoking),
     /// Show a release's state.
     Show(ById),
 }
@@ -552,14 +546,9 @@ pub(super) async fn release(cmd: ReleaseCommand) -> anyhow::Result<ExitCode> {
                 );
             }
         }
-        ReleaseCommand::Revoke { id, reason, client } => {
-            let r: Release = client
-                .client()?
-                .post(
-                    &format!("/api/v1/applications/{}/release/revoke", urlencode(&id)),
-                    &Revocation { reason },
-                )
-                .await?;
+        ReleaseCommand::Revoke(r) => {
+            let client = r.client.clone();
+            let r: Release = super::shared::revoke("release", r).await?;
             print_as(&client, &r, print_release);
         }
         ReleaseCommand::Show(ById { id, client }) => {

@@ -1,6 +1,7 @@
 //! The command line: `vre server`, offline tools (`token issue`, `audit verify`) and the client
 //! commands that talk to a running gateway, one module per command group.
 
+mod access;
 mod app;
 mod dataset;
 mod egress;
@@ -16,6 +17,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use access::AccessCommand;
 use app::AppCommand;
 use dataset::DatasetCommand;
 use egress::{EgressCommand, KeysCommand, ReleaseCommand};
@@ -49,6 +51,9 @@ enum Command {
     /// Applications to the committee.
     #[command(subcommand)]
     App(AppCommand),
+    /// Access to datasets: apply for a project's.
+    #[command(subcommand)]
+    Access(AccessCommand),
     /// Datasets with their DMPs: register (and apply to list), list, show, export the DMP.
     #[command(subcommand)]
     Dataset(DatasetCommand),
@@ -194,6 +199,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }) => ingress::ingress_submit(project, path, name, description, client).await,
         Command::App(a) => app::app(a).await,
         Command::Dataset(d) => dataset::dataset(d).await,
+        Command::Access(a) => access::access(a).await,
         Command::Egress(e) => egress::egress(e).await,
         Command::Keys(k) => egress::keys(k).await,
         Command::Release(r) => egress::release(r).await,

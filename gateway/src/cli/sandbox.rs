@@ -51,7 +51,8 @@ pub(super) enum SandboxCommand {
         /// An approved ingress application to stage (repeatable).
         #[arg(long = "ingress")]
         ingress: Vec<String>,
-        /// A dataset to mount read-only (repeatable).
+        /// A registered dataset to mount read-only, by id; needs the project's approved access
+        /// in force (repeatable).
         #[arg(long = "dataset")]
         datasets: Vec<String>,
         /// `visible` (runs' output shown to the project's analysts) or `hidden` (only its size

@@ -56,6 +56,16 @@ pub(super) struct ById {
     pub(super) client: ClientArgs,
 }
 
+/// What a revocation names: the application, by its id, why, and how to reach the gateway.
+#[derive(Args)]
+pub(super) struct Revoking {
+    pub(super) id: String,
+    #[arg(long)]
+    pub(super) reason: String,
+    #[command(flatten)]
+    pub(super) client: ClientArgs,
+}
+
 /// Prints an answer: as JSON with `--json`, otherwise as `human` writes it for people.
 pub(super) fn print_as<T: Serialize>(client: &ClientArgs, v: &T, human: impl FnOnce(&T)) {
     if client.json {
@@ -251,4 +261,12 @@ mod shown_tests {
         assert_eq!(shown_line("ok\nround 2 approve"), "ok\\nround 2 approve");
         assert_eq!(shown("日本語のテキスト"), "日本語のテキスト");
     }
+}
+
+/// Posts a revocation with `reason` to `/api/v1/applications/{id}/{what}/revoke` (`release`,
+/// `access`); the answer.
+pub(super) async fn revoke<T: DeserializeOwned>(what: &str, r: Revoking) -> anyhow::Result<T> {
+    let path = format!("/api/v1/applications/{}/{what}/revoke", urlencode(&r.id));
+    let body = crate::wire::egress::Revocation { reason: r.reason };
+    r.client.client()?.post(&path, &body).await
 }

@@ -49,7 +49,9 @@ pub struct SandboxSettings {
     /// The class sandboxes get when none is named.
     pub default_class: String,
     pub classes: std::collections::BTreeMap<String, ResourceClass>,
-    /// Datasets that can be mounted (read-only), by id: their directory on the engine's host.
+    /// Where registered datasets' content lives until it is uploaded to the STORE: the
+    /// directory on the engine's host, keyed by the dataset's id (`ds-…`). A sandbox mounts one
+    /// (read-only) only when its project holds an approved access in force to that dataset.
     pub datasets: std::collections::BTreeMap<String, PathBuf>,
 }
 

@@ -467,6 +467,20 @@ async fn supervise_inner(
         })
         .unwrap_or(Duration::ZERO);
     let remaining = total.saturating_sub(elapsed);
+    // The deadline never passes the end of an access to what the sandbox mounts, however long
+    // the run waited to start: one whose access ended meanwhile is stopped at once.
+    let mounted: Vec<String> = spec.datasets.iter().map(|d| d.id.clone()).collect();
+    let access_left = if mounted.is_empty() {
+        Ok(None)
+    } else {
+        let mut conn = state.db.pool().acquire().await?;
+        crate::service::access::runnable(&mut conn, &run.project_id, &mounted).await
+    };
+    let remaining = match access_left {
+        Ok(Some(left)) => remaining.min(Duration::from_secs(left)),
+        Ok(None) => remaining,
+        Err(_) => Duration::ZERO,
+    };
 
     let mut quotas = [
         VolumeQuota::new(Volume::Output, spec.resources.output_quota_bytes),

@@ -113,6 +113,10 @@ pub async fn create(state: &AppState, caller: &Caller, new: NewApplication) -> R
             ),
         ));
     }
+    if new.kind == Kind::Access {
+        // The datasets it names must be on record.
+        super::access::terms(tx.conn(), &payload, &super::access::today()?).await?;
+    }
     let now = crate::time::now();
     let row = AppRow {
         id: store::new_id("app"),
@@ -381,6 +385,13 @@ async fn apply_event(
         && transition.from != State::Approved;
     if release {
         super::egress::approved(&mut tx, &updated, &now).await?;
+    }
+    // An approved access and its grants are recorded together.
+    if updated.kind == Kind::Access
+        && transition.to == State::Approved
+        && transition.from != State::Approved
+    {
+        super::access::granted(&mut tx, &updated, &now).await?;
     }
     state.commit(tx).await?;
     if release {

@@ -12,6 +12,7 @@
 //! made only by [`see`] and [`allow`]; the steps that write on a caller's behalf and are shared
 //! between services take one, so they cannot be reached on an unchecked path.
 
+pub mod access;
 pub mod applications;
 pub mod datasets;
 pub mod egress;

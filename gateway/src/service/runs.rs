@@ -78,7 +78,7 @@ pub async fn create(
                 sb.resource_class
             ))
         })?;
-    let timeout = new.timeout_secs.unwrap_or(class.max_run_secs);
+    let mut timeout = new.timeout_secs.unwrap_or(class.max_run_secs);
     if timeout == 0 || timeout > class.max_run_secs {
         return Err(Error::invalid(
             ErrorCode::BadTimeout,
@@ -88,6 +88,21 @@ pub async fn create(
             ),
         ));
     }
+    // Every run re-checks the access to what the sandbox mounts, and ends before it does.
+    let mounted: Vec<String> = {
+        let mut conn = state.db.pool().acquire().await?;
+        let mounted = sstore::datasets(&mut conn, &sb.id).await?;
+        let mounted: Vec<String> = mounted.into_iter().map(|(d, _)| d).collect();
+        match super::access::runnable(&mut conn, &sb.project_id, &mounted).await {
+            Ok(Some(left)) => timeout = timeout.min(left),
+            Ok(None) => {}
+            Err(e) => {
+                drop(conn);
+                return Err(access_refused(state, caller, &sb.id, &new.cmd, e).await);
+            }
+        }
+        mounted
+    };
     let program = match command_allowed(state, &sb, &new.cmd).await? {
         Ok(program) => program,
         Err(refusal) => return Err(refused(state, caller, &sb.id, &new.cmd, refusal).await),
@@ -146,6 +161,7 @@ pub async fn create(
             "timeout_secs": timeout,
             "image_id": sb.image_id,
             "program": program_json(&program),
+            "datasets": mounted,
         }),
     })
     .await?;
@@ -187,14 +203,45 @@ async fn command_allowed(
     Ok(policy::commands::check(policy, cmd, &image, &staged))
 }
 
-/// A refused command: audited (`run.refused`, in a write transaction of its own, as nothing
-/// else is written), answered 403 `command_refused` with the rule it broke.
+/// A refused command: audited (`run.refused`), answered 403 `command_refused` with the rule
+/// it broke.
 async fn refused(
     state: &AppState,
     caller: &Caller,
     sandbox: &str,
     cmd: &[String],
     refusal: CommandRefusal,
+) -> Error {
+    let error = Error::Forbidden {
+        code: ErrorCode::CommandRefused,
+        message: format!("{}: {}", refusal.rule, refusal.message),
+    };
+    let rule = refusal.rule.as_str();
+    audit_refusal(state, caller, sandbox, cmd, (rule, &refusal.message), error).await
+}
+
+/// A run refused because an access to a dataset its sandbox mounts has ended: audited
+/// (`run.refused`, rule `access`), answered as `refusal` says (403 `access_expired`).
+async fn access_refused(
+    state: &AppState,
+    caller: &Caller,
+    sandbox: &str,
+    cmd: &[String],
+    refusal: Error,
+) -> Error {
+    let reason = refusal.to_string();
+    audit_refusal(state, caller, sandbox, cmd, ("access", &reason), refusal).await
+}
+
+/// Audits a refused run (`run.refused`, in a write transaction of its own, as nothing else is
+/// written) with the rule and the reason; the error to answer with, or the audit's own failure.
+async fn audit_refusal(
+    state: &AppState,
+    caller: &Caller,
+    sandbox: &str,
+    cmd: &[String],
+    (rule, reason): (&str, &str),
+    error: Error,
 ) -> Error {
     let audited = async {
         let mut tx = state.db.begin_write().await?;
@@ -205,20 +252,17 @@ async fn refused(
             detail: json!({
                 "sandbox": sandbox,
                 "cmd": cmd,
-                "rule": refusal.rule.as_str(),
-                "reason": refusal.message,
+                "rule": rule,
+                "reason": reason,
             }),
         })
         .await?;
         state.commit(tx).await?;
         Ok::<(), Error>(())
     };
-    if let Err(e) = audited.await {
-        return e;
-    }
-    Error::Forbidden {
-        code: ErrorCode::CommandRefused,
-        message: format!("{}: {}", refusal.rule, refusal.message),
+    match audited.await {
+        Ok(()) => error,
+        Err(e) => e,
     }
 }
 

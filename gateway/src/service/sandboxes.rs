@@ -139,17 +139,27 @@ pub async fn create(state: &AppState, caller: &Caller, new: NewSandbox) -> Resul
             format!("no resource class `{class}`"),
         ));
     }
-    // Datasets come from the configuration until the catalog owns them.
-    let mut datasets = Vec::new();
-    for d in &new.datasets {
-        let path = state.sandboxes.settings().datasets.get(d).ok_or_else(|| {
-            Error::invalid(
-                ErrorCode::BadDataset,
-                format!("no dataset `{d}` is configured"),
-            )
-        })?;
-        datasets.push((d.clone(), path.display().to_string()));
-    }
+    // Every dataset is registered and in force for the project; refusals are audited.
+    let datasets = {
+        let mut conn = state.db.pool().acquire().await?;
+        super::access::mountable(state, &mut conn, &new.project, &new.datasets).await
+    };
+    let datasets = match datasets {
+        Ok(d) => d,
+        Err(e @ Error::Forbidden { .. }) => {
+            let mut tx = state.db.begin_write().await?;
+            tx.audit(NewEvent {
+                actor: caller.sub.as_str(),
+                action: "sandbox.refused",
+                subject: &new.project,
+                detail: json!({"datasets": new.datasets, "reason": e.to_string()}),
+            })
+            .await?;
+            state.commit(tx).await?;
+            return Err(e);
+        }
+        Err(e) => return Err(e),
+    };
     let image = {
         let mut conn = state.db.pool().acquire().await?;
         sstore::image(&mut conn, &new.image).await?.ok_or_else(|| {

@@ -5,6 +5,7 @@
 //! Functions take a connection so the same query serves a plain read and a write transaction.
 //! Rows come back as plain structs; turning them into wire types is the API's business.
 
+pub mod access;
 pub mod datasets;
 pub mod egress;
 pub mod ingress;

@@ -534,3 +534,22 @@ pub async fn mark_finished(
     .await?;
     Ok(done.rows_affected() == 1)
 }
+
+/// The runs of `project` not finished whose sandbox mounts `dataset`.
+pub async fn live_runs_mounting(
+    conn: &mut AnyConnection,
+    project: &str,
+    dataset: &str,
+) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query(
+        "SELECT r.id FROM runs r JOIN sandbox_datasets d ON d.sandbox_id = r.sandbox_id \
+         WHERE r.project_id = $1 AND d.dataset_id = $2 AND r.state <> 'finished' ORDER BY r.id",
+    )
+    .bind(project)
+    .bind(dataset)
+    .fetch_all(conn)
+    .await?
+    .iter()
+    .map(|r| r.try_get("id"))
+    .collect()
+}

@@ -166,7 +166,10 @@ pub struct NewApplication {
     #[serde(default)]
     #[schema(max_length = 65536)]
     pub description: String,
-    /// Kind-specific details (datasets, purpose, conditions…), a JSON object.
+    /// Kind-specific details, a JSON object. An access application's:
+    /// `{"datasets": [ID...], "purpose": TEXT, "until": "YYYY-MM-DD", "commercial": BOOL}`
+    /// (registered datasets; `until` and `commercial` optional), refused `bad_payload` or
+    /// `bad_dataset` (naming the unknown ones) otherwise.
     #[serde(default)]
     #[schema(value_type = Object)]
     pub payload: Option<serde_json::Value>,
@@ -223,4 +226,15 @@ pub struct NewAttachment {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(format = Byte)]
     pub file_base64: Option<String>,
+}
+
+/// What revoking an access application ended.
+#[derive(Serialize, Deserialize, ToSchema, Debug)]
+pub struct AccessRevoked {
+    pub application: String,
+    /// The datasets whose access ended.
+    pub datasets: Vec<String>,
+    /// Live runs asked to stop: their sandbox mounts a dataset the project no longer has
+    /// access to.
+    pub cancelled_runs: Vec<String>,
 }

@@ -242,7 +242,7 @@ pub struct ImageMeta {
     pub detail: String,
 }
 
-/// An operator's reason for revoking a release.
+/// Why a release or an access is revoked.
 #[derive(Serialize, Deserialize, ToSchema, Debug, Clone)]
 #[serde(deny_unknown_fields)]
 pub struct Revocation {

@@ -31,6 +31,12 @@ wire_enum! {
         BadImage = "bad_image",
         BadClass = "bad_class",
         BadDataset = "bad_dataset",
+        /// The project has no approved access to a dataset it asked to mount.
+        NoAccess = "no_access",
+        /// The project's access to a dataset has expired or was revoked.
+        AccessExpired = "access_expired",
+        /// A dataset has no content on this gateway yet (`[sandbox.datasets]`).
+        DatasetUnavailable = "dataset_unavailable",
         /// A DMP that breaks its rules: the message names every bad field.
         BadDmp = "bad_dmp",
         BadCommand = "bad_command",

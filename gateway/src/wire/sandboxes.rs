@@ -123,7 +123,9 @@ pub struct NewSandbox {
     /// Approved ingress applications of the project to stage.
     #[serde(default)]
     pub ingress: Vec<String>,
-    /// Datasets to mount read-only.
+    /// Registered datasets to mount read-only, by id: each needs the project's approved access,
+    /// in force (403 `no_access` or `access_expired` otherwise; 404 for one not registered;
+    /// 409 `dataset_unavailable` for one whose content this gateway does not hold).
     #[serde(default)]
     pub datasets: Vec<String>,
     /// Whether runs' output is shown to the project's analysts (default: the configured one).

@@ -366,6 +366,7 @@ fn table() -> Vec<Row> {
         row(Get,    "/api/v1/applications/{id}/egress/preview",                Egress,           none,               Writes, [401, 404, 404, 200, 404, 403, 403, 403,   403, 403, 403,   404]),
         row(Get,    "/api/v1/applications/{id}/release",                       Released,         none,               Writes, [401, 404, 404, 403, 404, 403, 403, 403,   200, 403, 403,   404]),
         row(Post,   "/api/v1/applications/{id}/release/revoke",                Released,         revocation,         Writes, [401, 403, 403, 403, 200, 403, 403, 200,   403, 403, 403,   403]),
+        row(Post,   "/api/v1/applications/{id}/access/revoke",                 Submitted,        revocation,         Writes, [401, 403, 403, 403, 403, 403, 403, 409,   403, 403, 403,   403]),
         // Datasets: the steward member is the dataset's institution's, the lone steward another's.
         row(Get,    "/api/v1/datasets",                                        Nothing,          none,               Reads,  [401, 403, 403, 200, 403, 200, 200, 200,   403, 403, 200,   403]),
         row(Post,   "/api/v1/datasets",                                        Nothing,          new_dataset,        Writes, [401, 403, 403, 403, 403, 403, 403, 403,   403, 403, 201,   403]),

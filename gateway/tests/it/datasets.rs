@@ -335,7 +335,7 @@ async fn who_registers_and_who_reads() {
 
 /// Runs `vre ARGS` with `token` against `app` on a blocking thread; its exit status and
 /// standard output.
-async fn vre(app: &TestApp, token: &str, args: &[&str]) -> (bool, String, String) {
+pub async fn vre(app: &TestApp, token: &str, args: &[&str]) -> (bool, String, String) {
     let mut c = vre_command();
     c.args(args)
         .env("VRE_URL", &app.url)

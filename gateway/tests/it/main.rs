@@ -10,6 +10,7 @@
 mod engine_objects;
 mod support;
 
+mod access;
 mod applications;
 mod audit_tamper;
 mod authz;

@@ -91,6 +91,10 @@ async fn world_with(tweak: impl FnOnce(&mut gateway::config::Settings)) -> World
     std::fs::write(data.path().join("cohort.csv"), "id,age\n1,40\n").unwrap();
     let submount = Submount::new(data.path().join("nested"));
     let ingress = approved_upload(&app, &ana, b"#!/bin/sh\necho from the archive\n").await;
+    // The dataset on record as `cohort` (its directory configured under that id), p1's access
+    // to it approved.
+    crate::access::record(&app, "cohort").await;
+    crate::access::grant(&app, "p1", "cohort", None).await;
     let (st, sb) = app
         .post(
             "/api/v1/sandboxes",
