@@ -6,7 +6,7 @@ use axum::extract::Path;
 use axum::http::StatusCode;
 
 use super::{ApiJson, ApiQuery, Cx, Paged};
-use crate::error::{ApiError, ApiResult, ErrorBody, ErrorCode};
+use crate::error::{ApiResult, ErrorBody};
 use crate::service::runs as svc;
 use crate::store::sandboxes::RunRow;
 use crate::wire::PageQuery;
@@ -77,12 +77,6 @@ pub async fn show_run(
     ApiQuery(q): ApiQuery<RunQuery>,
 ) -> ApiResult<ApiJson<Run>> {
     let wait = std::time::Duration::from_secs(q.wait.unwrap_or(0));
-    if wait > svc::MAX_WAIT {
-        return Err(ApiError::bad_request(
-            ErrorCode::BadFilter,
-            format!("`wait` is at most {} seconds", svc::MAX_WAIT.as_secs()),
-        ));
-    }
     Ok(ApiJson(run_dto(
         svc::show(&cx.state, &cx.caller, &id, wait).await?,
     )))

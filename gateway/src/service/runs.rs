@@ -314,11 +314,16 @@ async fn seen(state: &AppState, caller: &Caller, id: &str) -> Result<Seen<RunRow
     see(caller, Action::SandboxRead, standing, run, "run")
 }
 
-/// One run; with a `wait`, as soon as its end is recorded or the wait (at most [`MAX_WAIT`])
-/// is over.
+/// One run; with a `wait`, as soon as its end is recorded or the wait (at most [`MAX_WAIT`]; a
+/// longer one is refused `bad_filter`) is over.
 pub async fn show(state: &AppState, caller: &Caller, id: &str, wait: Duration) -> Result<RunRow> {
+    if wait > MAX_WAIT {
+        return Err(Error::invalid(
+            ErrorCode::BadFilter,
+            format!("`wait` is at most {} seconds", MAX_WAIT.as_secs()),
+        ));
+    }
     let run = seen(state, caller, id).await?.object;
-    let wait = wait.min(MAX_WAIT);
     if wait.is_zero() || run.state == "finished" {
         return Ok(run);
     }
