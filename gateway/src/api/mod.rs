@@ -144,12 +144,11 @@ pub fn router(state: AppState) -> Router {
     .with_state(state)
 }
 
-/// The OpenAPI document as served, with what utoipa cannot say: an attachment comes with a file
-/// (its name and its content, both) or without one (neither).
 /// The OpenAPI document as served: what `utoipa` derives, plus what its attributes cannot say
-/// (a oneOf of an attachment's two shapes, a command's first argument) and what this gateway's
-/// configuration fixes (its resource classes), so that a request the schema allows
-/// is one the gateway takes.
+/// (an attachment comes with a file, its name and content both, or without one; a command's
+/// first argument is not empty; "not blank" in every regex dialect) and what this gateway's
+/// configuration fixes (its resource classes, the longest run they allow), so that a request
+/// the schema allows is one the gateway takes.
 fn document(
     doc: &utoipa::openapi::OpenApi,
     sandbox: &crate::config::sandbox::SandboxSettings,
