@@ -17,6 +17,7 @@
 //! `restage` re-emits an approved archive for a sandbox, and `read` takes one file out of a
 //! stored archive for reviewers. This module runs an upload through the first two.
 
+pub mod content;
 pub mod read;
 pub mod restage;
 pub mod store;
@@ -110,21 +111,16 @@ where
 
     let mut uploaded: u64 = 0;
     let mut scan_tx = Some(scan_tx);
-    let mut interrupted = None;
-    let mut too_large = None;
-    while let Some(chunk) = body.next().await {
-        let chunk = match chunk {
-            Ok(c) => c,
+    let mut cut = None;
+    loop {
+        let chunk = match next_chunk(&mut body, &mut uploaded, &limits).await {
+            Ok(Some(c)) => c,
+            Ok(None) => break,
             Err(e) => {
-                interrupted = Some(e.to_string());
+                cut = Some(e);
                 break;
             }
         };
-        uploaded += chunk.len() as u64;
-        if uploaded > limits.max_upload_bytes {
-            too_large = limits.check_upload_size(uploaded).err();
-            break;
-        }
         if let Some(tx) = &scan_tx {
             if tx.send(chunk.clone()).await.is_err() {
                 // The scan stopped on a broken rule: stop storing, drain the rest.
@@ -146,11 +142,8 @@ where
     let stored = store
         .await
         .map_err(|e| anyhow::anyhow!("the store worker failed: {e}"))?;
-    if let Some(v) = too_large {
-        return Err(IngestError::Refused(v));
-    }
-    if let Some(why) = interrupted {
-        return Err(IngestError::Interrupted(why));
+    if let Some(e) = cut {
+        return Err(e);
     }
     let scanned = scanned.map_err(IngestError::Refused)?;
     let (sha256, size) = stored?;
@@ -165,4 +158,27 @@ where
         entries: scanned.entries,
         checks: scanned.checks,
     })
+}
+
+/// The next chunk of an upload's body, counted into `uploaded`; `None` at its end. A body that
+/// fails is `Interrupted`, one past the upload limit `Refused`.
+pub(crate) async fn next_chunk<S, E>(
+    body: &mut S,
+    uploaded: &mut u64,
+    limits: &Limits,
+) -> Result<Option<Bytes>, IngestError>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+{
+    let chunk = match body.next().await {
+        None => return Ok(None),
+        Some(Ok(c)) => c,
+        Some(Err(e)) => return Err(IngestError::Interrupted(e.to_string())),
+    };
+    *uploaded += chunk.len() as u64;
+    limits
+        .check_upload_size(*uploaded)
+        .map_err(IngestError::Refused)?;
+    Ok(Some(chunk))
 }
