@@ -66,6 +66,13 @@ impl Application {
                 "removed unfinished uploads left by an earlier run"
             );
         }
+        let swept = crate::service::dataset_upload::sweep_tmp(&settings, &instance)?;
+        if swept > 0 {
+            tracing::info!(
+                folders = swept,
+                "removed unfinished dataset uploads left by an earlier run"
+            );
+        }
         let db = Db::open(&settings.database_url(), settings.database_max_connections).await?;
         // Before anything is appended to the checkpoint log, or a new line would be glued to it.
         audit::repair_checkpoint_log(&db, &settings.checkpoint_dir()).await?;

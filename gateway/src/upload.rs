@@ -1,6 +1,7 @@
-//! The client side of ingress: a directory packed on the fly as tar.zst (deterministic headers,
-//! streaming, never whole in memory), or an archive file streamed as it is; with a progress bar
-//! on a terminal and a SHA-256 of what was sent, compared with the gateway's.
+//! The client side of an archive's upload (ingress, a dataset's content): a directory packed on
+//! the fly as tar.zst (deterministic headers, streaming, never whole in memory), or an archive
+//! file streamed as it is; with a progress bar on a terminal and a SHA-256 of what was sent,
+//! compared with the gateway's.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -225,4 +226,34 @@ pub fn instrument(
         chunk
     });
     (stream, hasher, bar)
+}
+
+/// Uploads `path` (see [`prepare`]) to `route` with a progress bar when `show_progress`; the
+/// gateway's answer, once `sha256_of` it (the SHA-256 the gateway recorded) is what was sent.
+pub async fn send<T: serde::de::DeserializeOwned>(
+    client: &crate::client::Client,
+    route: &str,
+    path: &Path,
+    show_progress: bool,
+    sha256_of: impl FnOnce(&T) -> &str,
+) -> anyhow::Result<T> {
+    let upload = prepare(path)?;
+    let content_type = if upload.packed {
+        "application/zstd"
+    } else {
+        "application/x-tar"
+    };
+    let (stream, hasher, bar) = instrument(upload, show_progress);
+    let result: anyhow::Result<T> = client
+        .post_stream(route, reqwest::Body::wrap_stream(stream), content_type)
+        .await;
+    bar.finish_and_clear();
+    let answer = result?;
+    let sent = hex::encode(crate::lock(&hasher).clone().finalize());
+    let got = sha256_of(&answer);
+    anyhow::ensure!(
+        sent == got,
+        "the gateway recorded SHA-256 {got} but this client sent {sent}"
+    );
+    Ok(answer)
 }

@@ -69,8 +69,8 @@ pub enum Action {
     ReleaseDownload,
     /// Revoke a release (it can no longer be downloaded).
     ReleaseRevoke,
-    /// Register a dataset with its DMP (and apply to list it): a steward of the DMP's
-    /// data-providing institution.
+    /// Register a dataset with its DMP (and apply to list it), and upload its content once
+    /// the listing is approved: a steward of the DMP's data-providing institution.
     DatasetRegister,
     /// List datasets (narrowed as for single reads).
     DatasetList,

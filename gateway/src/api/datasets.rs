@@ -1,17 +1,20 @@
 //! Datasets: registering one with its DMP (which opens its listing application), the list,
-//! one dataset, its DMP.
+//! one dataset, its DMP, and uploading its content once its listing is approved.
 
+use axum::body::Body;
 use axum::extract::Path;
 use axum::http::StatusCode;
 
 use super::{ApiJson, ApiQuery, Cx, Paged};
 use crate::error::{ApiError, ApiResult, ErrorBody, ErrorCode};
 use crate::service::datasets as svc;
-use crate::store::datasets::DatasetRow;
+use crate::store::datasets::{ContentRow, DatasetRow};
 use crate::wire::PageQuery;
 use crate::wire::datasets::{
-    Dataset, DatasetDetail, DatasetState, DmpFormat, DmpQuery, NewDataset, Registered,
+    Content, Dataset, DatasetDetail, DatasetState, DmpFormat, DmpQuery, NewDataset, Registered,
+    Uploaded,
 };
+use crate::wire::ingress::ArchiveUpload;
 
 fn dataset_dto(d: DatasetRow) -> ApiResult<Dataset> {
     let bad = |what: &str, v: &str| {
@@ -38,6 +41,20 @@ fn dataset_dto(d: DatasetRow) -> ApiResult<Dataset> {
         created_at: d.created_at,
         updated_at: d.updated_at,
     })
+}
+
+fn content_dto(c: ContentRow) -> Content {
+    Content {
+        files: c.files as u64,
+        bytes: c.bytes as u64,
+        manifest_sha256: c.manifest_sha256,
+        upload_sha256: c.upload_sha256,
+        upload_bytes: c.upload_bytes as u64,
+        format: c.format,
+        tar_sha256: c.tar_sha256,
+        uploaded_by: c.uploaded_by,
+        uploaded_at: c.uploaded_at,
+    }
 }
 
 /// Registers a dataset with its DMP and opens its listing application; a steward of the DMP's
@@ -86,7 +103,36 @@ pub async fn show(cx: Cx, Path(id): Path<String>) -> ApiResult<ApiJson<DatasetDe
     Ok(ApiJson(DatasetDetail {
         dataset: dataset_dto(d.dataset)?,
         applications: d.applications.into_iter().map(|a| a.id).collect(),
+        content: d.content.map(content_dto),
     }))
+}
+
+/// Uploads a dataset's content (a tar, or a tar compressed with zstd, as the raw request body)
+/// into the STORE and lists it: a steward of its institution, once its listing is approved,
+/// once (409 `not_approved` before, `dataset_listed` after). Read with the ingress rules and
+/// the `[datasets]` limits; refusals name the entry and the rule, and nothing of a refused
+/// upload is kept.
+#[utoipa::path(post, path = "/api/v1/datasets/{id}/content", operation_id = "upload_dataset", tag = "datasets", security(("bearer" = [])),
+    params(("id" = String, Path)),
+    request_body(content = ArchiveUpload, content_type = "application/octet-stream", description = "a tar or tar.zst archive"),
+    responses((status = 201, body = Uploaded), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "the listing is not approved, or the dataset is listed already"),
+        (status = 413, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody, description = "too many uploads at once (busy)")))]
+pub async fn upload(
+    cx: Cx,
+    Path(id): Path<String>,
+    body: Body,
+) -> ApiResult<(StatusCode, ApiJson<Uploaded>)> {
+    let l =
+        crate::service::dataset_upload::upload(&cx.state, &cx.caller, &id, body.into_data_stream())
+            .await?;
+    Ok((
+        StatusCode::CREATED,
+        ApiJson(Uploaded {
+            dataset: dataset_dto(l.dataset)?,
+            content: content_dto(l.content),
+        }),
+    ))
 }
 
 /// A dataset's DMP: our own JSON (`format=json`, what `POST /api/v1/datasets` takes) or the

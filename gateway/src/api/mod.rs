@@ -99,6 +99,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(datasets::list, datasets::register))
         .routes(routes!(datasets::show))
         .routes(routes!(datasets::dmp))
+        .routes(routes!(datasets::upload))
         .routes(routes!(ingress::submit))
         .routes(routes!(ingress::manifest))
         .routes(routes!(ingress::file))
@@ -255,6 +256,7 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
 /// The routes that take more than a JSON body: they stream an archive or carry a file.
 const INGRESS_ROUTE: &str = "/api/v1/ingress";
 const ATTACHMENT_ROUTE: &str = "/api/v1/applications/{id}/attachments";
+const DATASET_CONTENT_ROUTE: &str = "/api/v1/datasets/{id}/content";
 
 /// How much of a refused body is read and thrown away, in the background, after the refusal
 /// is sent. A client that sends its whole body before it reads the answer (most do) would
@@ -293,6 +295,7 @@ async fn limit_bodies(State(limits): State<Limits>, mut req: Request, next: Next
     let writes = req.method() == Method::POST || req.method() == Method::PUT;
     let (max, upload) = match route {
         Some(INGRESS_ROUTE) if writes => (None, true),
+        Some(DATASET_CONTENT_ROUTE) if writes => (None, true),
         Some(ATTACHMENT_ROUTE) if writes => {
             (Some(settings.limits.attachment_body_max_bytes()), true)
         }
@@ -459,6 +462,7 @@ fn actions_of(route: &str) -> Vec<Action> {
         "/api/v1/applications/{id}/access/revoke" => vec![Action::AccessRevoke],
         "/api/v1/keys/me" => vec![Action::KeyRegister],
         "/api/v1/datasets" => vec![Action::DatasetRegister],
+        DATASET_CONTENT_ROUTE => vec![Action::DatasetRegister],
         _ => Vec::new(),
     }
 }

@@ -1,6 +1,7 @@
 //! `vre dataset`: register a dataset with its DMP (which opens its listing application), list,
-//! show, and export its DMP.
+//! show, export its DMP, and upload its content once the listing is approved.
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -10,7 +11,9 @@ use clap::Subcommand;
 use super::shared::{
     ById, ClientArgs, PageArgs, or_null, print_as, print_json, print_list, shown_line, urlencode,
 };
-use crate::wire::datasets::{Dataset, DatasetDetail, DmpFormat, NewDataset, Registered};
+use crate::wire::datasets::{
+    Content, Dataset, DatasetDetail, DmpFormat, NewDataset, Registered, Uploaded,
+};
 
 #[derive(Subcommand)]
 pub(super) enum DatasetCommand {
@@ -37,6 +40,14 @@ pub(super) enum DatasetCommand {
         id: String,
         #[arg(long, default_value = "json")]
         format: DmpFormat,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Upload a dataset's content into the STORE, once its listing is approved: a directory
+    /// (packed as tar.zst on the fly), a .tar or a .tar.zst. A steward of its institution.
+    Upload {
+        dataset: String,
+        path: PathBuf,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -82,6 +93,17 @@ fn print_dataset(d: &Dataset) {
     println!("  registered by {} at {}", d.created_by, d.created_at);
 }
 
+fn print_content(c: &Content) {
+    println!(
+        "  content: {} files, {} bytes; manifest sha256 {}",
+        c.files, c.bytes, c.manifest_sha256
+    );
+    println!(
+        "  uploaded by {} at {} ({}, {} bytes, sha256 {})",
+        c.uploaded_by, c.uploaded_at, c.format, c.upload_bytes, c.upload_sha256
+    );
+}
+
 pub(super) async fn dataset(cmd: DatasetCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         DatasetCommand::Register { dmp, client } => {
@@ -116,9 +138,29 @@ pub(super) async fn dataset(cmd: DatasetCommand) -> anyhow::Result<ExitCode> {
                 .await?;
             print_as(&client, &d, |d| {
                 print_dataset(&d.dataset);
+                if let Some(c) = &d.content {
+                    print_content(c);
+                }
                 for a in &d.applications {
                     println!("  application: {a}");
                 }
+            });
+        }
+        DatasetCommand::Upload {
+            dataset,
+            path,
+            client,
+        } => {
+            let show = !client.json && std::io::stderr().is_terminal();
+            let route = format!("/api/v1/datasets/{}/content", urlencode(&dataset));
+            let u: Uploaded =
+                crate::upload::send(&client.client()?, &route, &path, show, |u: &Uploaded| {
+                    &u.content.upload_sha256
+                })
+                .await?;
+            print_as(&client, &u, |u| {
+                print_dataset(&u.dataset);
+                print_content(&u.content);
             });
         }
         DatasetCommand::Dmp { id, format, client } => {

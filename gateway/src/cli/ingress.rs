@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Subcommand;
-use sha2::Digest;
 
 use super::shared::{ClientArgs, print_as, query};
 use crate::wire::ingress::{CheckOutcome, IngressReceipt};
@@ -44,10 +43,7 @@ pub(super) async fn ingress_submit(
             .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
             .unwrap_or_else(|| "archive".into()),
     };
-    let upload = crate::upload::prepare(&path)?;
-    let packed = upload.packed;
     let show = !client.json && std::io::stderr().is_terminal();
-    let (stream, hasher, bar) = crate::upload::instrument(upload, show);
     let q = format!(
         "/api/v1/ingress{}",
         query([
@@ -56,22 +52,9 @@ pub(super) async fn ingress_submit(
             ("description", description),
         ])
     );
-    let content_type = if packed {
-        "application/zstd"
-    } else {
-        "application/x-tar"
-    };
-    let result: anyhow::Result<IngressReceipt> = c
-        .post_stream(&q, reqwest::Body::wrap_stream(stream), content_type)
-        .await;
-    bar.finish_and_clear();
-    let receipt = result?;
-    let sent = hex::encode(crate::lock(&hasher).clone().finalize());
+    let receipt: IngressReceipt =
+        crate::upload::send(&c, &q, &path, show, |r: &IngressReceipt| &r.archive.sha256).await?;
     let got = &receipt.archive.sha256;
-    anyhow::ensure!(
-        &sent == got,
-        "the gateway recorded SHA-256 {got} but this client sent {sent}"
-    );
     print_as(&client, &receipt, |receipt| {
         let a = &receipt.archive;
         println!("{}", receipt.application.id);

@@ -13,9 +13,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
+use self::datasets::{DatasetSettings, StoreSettings};
 use self::egress::EgressSettings;
 use self::sandbox::SandboxSettings;
 
+pub mod datasets;
 pub mod egress;
 pub mod sandbox;
 
@@ -45,6 +47,8 @@ pub struct Settings {
     pub ingress: IngressSettings,
     pub egress: EgressSettings,
     pub sandbox: SandboxSettings,
+    pub datasets: DatasetSettings,
+    pub store: StoreSettings,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -237,6 +241,8 @@ impl Default for Settings {
             ingress: IngressSettings::default(),
             egress: EgressSettings::default(),
             sandbox: SandboxSettings::default(),
+            datasets: DatasetSettings::default(),
+            store: StoreSettings::default(),
         }
     }
 }
@@ -405,6 +411,7 @@ impl Settings {
             bail!("database_max_connections must be at least 1");
         }
         self.sandbox.check_engine()?;
+        self.datasets.check()?;
         Ok(())
     }
 
@@ -425,6 +432,14 @@ impl Settings {
             .checkpoint_dir
             .clone()
             .unwrap_or_else(|| self.data_dir.join("audit"))
+    }
+
+    /// The STORE's folder: `[store] dir`, or `store/` in the data dir.
+    pub fn store_dir(&self) -> PathBuf {
+        self.store
+            .dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("store"))
     }
 }
 
@@ -478,6 +493,7 @@ const OPTIONAL_KEYS: &[&str] = &[
     "runtime",
     "logs_dir",
     "blobs_dir",
+    "dir",
 ];
 
 fn parse_env_value(raw: &str) -> toml::Value {

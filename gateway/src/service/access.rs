@@ -183,9 +183,10 @@ pub(crate) fn refusal(dataset: &str, standing: &Standing) -> Error {
 }
 
 /// The datasets a sandbox of `project` asks to mount, each registered and in force for it,
-/// with where its content lives: until content is uploaded to the STORE, the directory
-/// `[sandbox.datasets]` names by the dataset's id. Not registered: not found; not in force:
-/// [`refusal`]; no content on this gateway: `dataset_unavailable`.
+/// with where its content lives: a listed dataset's folder in the STORE, or for one whose
+/// listing is approved the directory `[sandbox.datasets]` names by its id. Not registered: not
+/// found; not in force: [`refusal`]; not listed (nor declared once approved):
+/// `dataset_unavailable`, saying why.
 pub(crate) async fn mountable(
     state: &crate::state::AppState,
     conn: &mut sqlx::AnyConnection,
@@ -198,19 +199,41 @@ pub(crate) async fn mountable(
         if out.iter().any(|(id, _)| id == d) {
             continue;
         }
-        if dstore::dataset(conn, d).await?.is_none() {
+        let Some(row) = dstore::dataset(conn, d).await? else {
             return Err(Error::NotFound("dataset"));
-        }
+        };
         let s = standing(conn, project, d, &today).await?;
         if !matches!(s, Standing::InForce { .. }) {
             return Err(refusal(d, &s));
         }
-        let path = state.sandboxes.settings().datasets.get(d).ok_or_else(|| {
+        let unavailable = |why: &str| {
             Error::conflict(
                 ErrorCode::DatasetUnavailable,
-                format!("dataset `{d}` has no content on this gateway yet"),
+                format!("dataset `{d}` cannot be mounted: {why}"),
             )
-        })?;
+        };
+        use super::datasets::{APPROVED, LISTED, REGISTERED};
+        let path = match row.state.as_str() {
+            LISTED => super::dataset_upload::content_dir(state, d),
+            APPROVED => match state.sandboxes.settings().datasets.get(d) {
+                Some(declared) => declared.clone(),
+                None => {
+                    return Err(unavailable(
+                        "it is not listed yet (its content is not uploaded)",
+                    ));
+                }
+            },
+            REGISTERED => {
+                return Err(unavailable(
+                    "it is not listed yet (its listing is not approved)",
+                ));
+            }
+            _ => {
+                return Err(unavailable(
+                    "it is not listed (its listing was rejected or withdrawn)",
+                ));
+            }
+        };
         out.push((d.clone(), path.display().to_string()));
     }
     Ok(out)

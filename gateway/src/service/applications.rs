@@ -393,6 +393,10 @@ async fn apply_event(
     {
         super::access::granted(&mut tx, &updated, &now).await?;
     }
+    // A decided listing moves its dataset in the same transaction.
+    if updated.kind == Kind::Listing && transition.to != transition.from {
+        super::dataset_upload::listing_decided(&mut tx, &updated, &now).await?;
+    }
     state.commit(tx).await?;
     if release {
         state.releases.wake();

@@ -1,5 +1,6 @@
 //! Datasets: registering one with its DMP, which opens its listing application in the same
-//! transaction, and reading them and their DMPs.
+//! transaction, and reading them and their DMPs. Its listing's decision and its content's
+//! upload are `dataset_upload`'s.
 //!
 //! A dataset belongs to its data-providing institution as an application belongs to its
 //! project: a steward whose token names that institution (`Caller::institution`) stands
@@ -24,6 +25,12 @@ use crate::wire::errors::FieldProblem;
 
 /// A dataset's state: its listing applied for.
 pub const REGISTERED: &str = "registered";
+/// A dataset's state: its listing approved, its content awaited (`vre dataset upload`).
+pub const APPROVED: &str = "approved";
+/// A dataset's state: its content in the STORE, mountable under an access in force.
+pub const LISTED: &str = "listed";
+/// A dataset's state: its listing was rejected or withdrawn; it is never listed.
+pub const UNLISTED: &str = "unlisted";
 
 /// A registered dataset and its listing application.
 #[derive(Debug)]
@@ -32,11 +39,12 @@ pub struct Registration {
     pub application: AppRow,
 }
 
-/// A dataset with its applications, oldest first.
+/// A dataset with its applications, oldest first, and once listed what its content is.
 #[derive(Debug)]
 pub struct Detail {
     pub dataset: DatasetRow,
     pub applications: Vec<AppRow>,
+    pub content: Option<dstore::ContentRow>,
 }
 
 /// The caller's standing towards what belongs to `institution`: a steward member when their
@@ -195,7 +203,11 @@ pub async fn list(state: &AppState, caller: &Caller, ask: &PageAsk) -> Result<Pa
     Ok(window.page(rows, |r| (r.created_at.clone(), r.id.clone())))
 }
 
-async fn seen(conn: &mut sqlx::AnyConnection, caller: &Caller, id: &str) -> Result<DatasetRow> {
+pub(crate) async fn seen(
+    conn: &mut sqlx::AnyConnection,
+    caller: &Caller,
+    id: &str,
+) -> Result<DatasetRow> {
     let row = dstore::dataset(conn, id).await?;
     let standing = row
         .as_ref()
@@ -209,9 +221,11 @@ pub async fn show(state: &AppState, caller: &Caller, id: &str) -> Result<Detail>
     let mut conn = state.db.pool().acquire().await?;
     let dataset = seen(&mut conn, caller, id).await?;
     let applications = store::applications_of_dataset(&mut conn, id).await?;
+    let content = dstore::content(&mut conn, id).await?;
     Ok(Detail {
         dataset,
         applications,
+        content,
     })
 }
 

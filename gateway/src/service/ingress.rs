@@ -77,26 +77,7 @@ where
         Ok(i) => i,
         Err(IngestError::Internal(e)) => return Err(Error::Internal(e)),
         Err(refusal) => {
-            let (error, code, entry) = match refusal {
-                IngestError::Refused(v) => (
-                    Error::Archive {
-                        code: v.rule.into(),
-                        message: v.to_string(),
-                        size_limit: v.rule.is_size_limit(),
-                    },
-                    v.rule.code(),
-                    v.entry.clone(),
-                ),
-                IngestError::Interrupted(why) => {
-                    let rule = policy::archive::rules::Rule::Truncated;
-                    (
-                        Error::invalid(rule.into(), format!("the upload was interrupted: {why}")),
-                        rule.code(),
-                        None,
-                    )
-                }
-                IngestError::Internal(_) => unreachable!("handled above"),
-            };
+            let (error, code, entry) = refusal_of(refusal);
             let mut tx = state.db.begin_write().await?;
             tx.audit(NewEvent {
                 actor: caller.sub.as_str(),
@@ -178,6 +159,31 @@ where
         checks: ingested.checks,
         outcome,
     })
+}
+
+/// An upload's refusal (not an internal failure): the error answered, the rule's code and the
+/// entry it names, for the audit event.
+pub(crate) fn refusal_of(refusal: IngestError) -> (Error, &'static str, Option<String>) {
+    match refusal {
+        IngestError::Refused(v) => (
+            Error::Archive {
+                code: v.rule.into(),
+                message: v.to_string(),
+                size_limit: v.rule.is_size_limit(),
+            },
+            v.rule.code(),
+            v.entry.clone(),
+        ),
+        IngestError::Interrupted(why) => {
+            let rule = policy::archive::rules::Rule::Truncated;
+            (
+                Error::invalid(rule.into(), format!("the upload was interrupted: {why}")),
+                rule.code(),
+                None,
+            )
+        }
+        IngestError::Internal(e) => (Error::Internal(e), "internal", None),
+    }
 }
 
 /// An ingress application's archive, every entry and the automatic checks.

@@ -96,3 +96,152 @@ pub async fn datasets(
     )
     .await
 }
+
+/// Moves a dataset from state `from` to `to`; false when it was not in `from` (another
+/// transaction moved it first).
+pub async fn set_state(
+    conn: &mut AnyConnection,
+    id: &str,
+    from: &str,
+    to: &str,
+    at: &str,
+) -> Result<bool, sqlx::Error> {
+    let done =
+        sqlx::query("UPDATE datasets SET state = $1, updated_at = $2 WHERE id = $3 AND state = $4")
+            .bind(to)
+            .bind(at)
+            .bind(id)
+            .bind(from)
+            .execute(conn)
+            .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// A listed dataset's content: what was uploaded, and the summary of its manifest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContentRow {
+    pub dataset_id: String,
+    pub files: i64,
+    /// The files' bytes, summed.
+    pub bytes: i64,
+    /// SHA-256 of the manifest as `sha256sum` prints it, sorted by path.
+    pub manifest_sha256: String,
+    pub upload_sha256: String,
+    pub upload_bytes: i64,
+    pub tar_sha256: String,
+    /// `tar` or `tar.zst`.
+    pub format: String,
+    pub uploaded_by: String,
+    pub uploaded_at: String,
+}
+
+const CONTENT_COLUMNS: &str = "dataset_id, files, bytes, manifest_sha256, upload_sha256, \
+                               upload_bytes, tar_sha256, format, uploaded_by, uploaded_at";
+
+pub async fn insert_content(conn: &mut AnyConnection, c: &ContentRow) -> Result<(), sqlx::Error> {
+    sqlx::query(&format!(
+        "INSERT INTO dataset_contents ({CONTENT_COLUMNS}) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+    ))
+    .bind(&c.dataset_id)
+    .bind(c.files)
+    .bind(c.bytes)
+    .bind(&c.manifest_sha256)
+    .bind(&c.upload_sha256)
+    .bind(c.upload_bytes)
+    .bind(&c.tar_sha256)
+    .bind(&c.format)
+    .bind(&c.uploaded_by)
+    .bind(&c.uploaded_at)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn content(
+    conn: &mut AnyConnection,
+    dataset: &str,
+) -> Result<Option<ContentRow>, sqlx::Error> {
+    let row = sqlx::query(&format!(
+        "SELECT {CONTENT_COLUMNS} FROM dataset_contents WHERE dataset_id = $1"
+    ))
+    .bind(dataset)
+    .fetch_optional(conn)
+    .await?;
+    row.map(|r| {
+        Ok(ContentRow {
+            dataset_id: r.try_get("dataset_id")?,
+            files: r.try_get("files")?,
+            bytes: r.try_get("bytes")?,
+            manifest_sha256: r.try_get("manifest_sha256")?,
+            upload_sha256: r.try_get("upload_sha256")?,
+            upload_bytes: r.try_get("upload_bytes")?,
+            tar_sha256: r.try_get("tar_sha256")?,
+            format: r.try_get("format")?,
+            uploaded_by: r.try_get("uploaded_by")?,
+            uploaded_at: r.try_get("uploaded_at")?,
+        })
+    })
+    .transpose()
+}
+
+/// Records a dataset's manifest in batches (both engines bound the parameters per statement).
+pub async fn insert_files(
+    conn: &mut AnyConnection,
+    dataset: &str,
+    entries: &[super::ingress::ManifestEntry],
+) -> Result<(), sqlx::Error> {
+    for batch in entries.chunks(500) {
+        let mut sql = String::from(
+            "INSERT INTO dataset_files (dataset_id, path, kind, size, sha256) VALUES ",
+        );
+        for i in 0..batch.len() {
+            let b = i * 5;
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!(
+                "(${}, ${}, ${}, ${}, ${})",
+                b + 1,
+                b + 2,
+                b + 3,
+                b + 4,
+                b + 5
+            ));
+        }
+        let mut q = sqlx::query(&sql);
+        for e in batch {
+            q = q
+                .bind(dataset)
+                .bind(&e.path)
+                .bind(&e.kind)
+                .bind(e.size as i64)
+                .bind(&e.sha256);
+        }
+        q.execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// A dataset's manifest, by path: (path, kind, size, SHA-256).
+pub async fn files(
+    conn: &mut AnyConnection,
+    dataset: &str,
+) -> Result<Vec<(String, String, i64, Option<String>)>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT path, kind, size, sha256 FROM dataset_files WHERE dataset_id = $1 ORDER BY path",
+    )
+    .bind(dataset)
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok((
+                r.try_get("path")?,
+                r.try_get("kind")?,
+                r.try_get("size")?,
+                r.try_get("sha256")?,
+            ))
+        })
+        .collect()
+}

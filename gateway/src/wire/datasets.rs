@@ -20,11 +20,14 @@ same_values!(Category <=> policy::dmp::Category {
 });
 
 wire_enum! {
-    /// Where a dataset stands: registered (its listing applied for), listed (its content in
-    /// the STORE).
+    /// Where a dataset stands: registered (its listing applied for), approved (its listing
+    /// approved, its content awaited), listed (its content in the STORE), unlisted (its
+    /// listing rejected or withdrawn).
     DatasetState: "dataset state" {
         Registered = "registered",
+        Approved = "approved",
         Listed = "listed",
+        Unlisted = "unlisted",
     }
 }
 
@@ -72,6 +75,34 @@ pub struct DatasetDetail {
     pub dataset: Dataset,
     /// Its applications (listing, extension), oldest first.
     pub applications: Vec<String>,
+    /// Once listed: what its content in the STORE is.
+    pub content: Option<Content>,
+}
+
+/// A listed dataset's content: its manifest's summary and the upload it came from.
+#[derive(Serialize, Deserialize, ToSchema, Debug, Clone)]
+pub struct Content {
+    pub files: u64,
+    /// The files' bytes, summed.
+    pub bytes: u64,
+    /// The SHA-256 of the manifest as `sha256sum` prints it: one `<sha256>  <path>` line per
+    /// file, sorted by path.
+    pub manifest_sha256: String,
+    /// The upload as sent: its SHA-256, size and format (`tar` or `tar.zst`).
+    pub upload_sha256: String,
+    pub upload_bytes: u64,
+    pub format: String,
+    /// The tar's SHA-256 (inside a tar.zst).
+    pub tar_sha256: String,
+    pub uploaded_by: String,
+    pub uploaded_at: String,
+}
+
+/// A dataset listed by its upload.
+#[derive(Serialize, Deserialize, ToSchema, Debug)]
+pub struct Uploaded {
+    pub dataset: Dataset,
+    pub content: Content,
 }
 
 /// A registered dataset and the listing application opened for it.

@@ -83,6 +83,8 @@ wire_enum! {
         ReleaseRefused = "release_refused",
         QueueFull = "queue_full",
         LogsHidden = "logs_hidden",
+        /// A dataset's content is in the STORE already; it is uploaded once.
+        DatasetListed = "dataset_listed",
         // Archives refused by `policy::archive::rules`.
         ArchivePathAbsolute = "archive_path_absolute",
         ArchivePathTraversal = "archive_path_traversal",

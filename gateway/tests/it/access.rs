@@ -52,8 +52,9 @@ pub async fn grant(app: &TestApp, project: &str, dataset: &str, until: Option<&s
     id
 }
 
-/// A dataset on record with the id `id` (as one configured under `[sandbox.datasets]` by
-/// that id), written straight to the store: registration makes ids of its own.
+/// A dataset on record with the id `id`, its listing approved (as one configured under
+/// `[sandbox.datasets]` by that id, which is then its content), written straight to the store:
+/// registration makes ids of its own.
 pub async fn record(app: &TestApp, id: &str) {
     let now = gateway::time::now();
     let row = gateway::store::datasets::DatasetRow {
@@ -64,7 +65,7 @@ pub async fn record(app: &TestApp, id: &str) {
         restricted_until: None,
         category_after: None,
         dmp: example_dmp(INSTITUTION).to_string(),
-        state: "registered".to_owned(),
+        state: "approved".to_owned(),
         created_by: "hana".to_owned(),
         created_at: now.clone(),
         updated_at: now,
@@ -294,7 +295,12 @@ async fn mounting_world(
 }
 
 /// Runs `cmd` in `sandbox` as `token`; the status and body of the answer.
-async fn ask_run(app: &TestApp, token: &str, sandbox: &str, cmd: &[&str]) -> (StatusCode, Value) {
+pub(crate) async fn ask_run(
+    app: &TestApp,
+    token: &str,
+    sandbox: &str,
+    cmd: &[&str],
+) -> (StatusCode, Value) {
     app.post(
         &format!("/api/v1/sandboxes/{sandbox}/runs"),
         Some(token),
@@ -304,7 +310,7 @@ async fn ask_run(app: &TestApp, token: &str, sandbox: &str, cmd: &[&str]) -> (St
 }
 
 /// The output of a finished run.
-async fn logs_of(app: &TestApp, token: &str, run: &str) -> String {
+pub(crate) async fn logs_of(app: &TestApp, token: &str, run: &str) -> String {
     let r = app
         .http
         .get(format!("{}/api/v1/runs/{run}/logs", app.url))

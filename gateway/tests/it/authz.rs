@@ -148,6 +148,8 @@ enum Prep {
     /// A dataset of the steward member's institution, registered by them, and its listing
     /// application (`submitted`).
     Dataset,
+    /// The same, its listing approved by the committee: the dataset awaits its content.
+    ListingApproved,
 }
 
 impl Prep {
@@ -376,6 +378,8 @@ fn table() -> Vec<Row> {
         row(Get,    "/api/v1/applications/{id}",                               Dataset,          none,               Reads,  [401, 404, 404, 200, 404, 200, 200, 200,   404, 404, 200,   404]),
         row(Post,   "/api/v1/applications/{id}/decisions",                     Dataset,          approve,            Writes, [401, 403, 403, 200, 403, 403, 403, 403,   403, 403, 403,   403]),
         row(Post,   "/api/v1/applications/{id}/withdraw",                      Dataset,          withdrawal,         Writes, [401, 403, 404, 403, 403, 403, 403, 403,   404, 404, 200,   404]),
+        // Its content, once the listing is approved: that institution's stewards only.
+        row(Post,   "/api/v1/datasets/{id}/content",                           ListingApproved,  none,               Writes, [401, 403, 403, 403, 403, 404, 403, 403,   403, 403, 201,   403]),
     ]
 }
 
@@ -421,7 +425,8 @@ async fn run_matrix(app: &TestApp, engine: bool) -> Vec<String> {
                 Method::Delete => reqwest::Method::DELETE,
             };
             let before = audit_seq(app).await;
-            let (status, body) = if row.path == "/api/v1/ingress" {
+            let raw = ["/api/v1/ingress", "/api/v1/datasets/{id}/content"];
+            let (status, body) = if raw.contains(&row.path) {
                 app.request_raw(method.clone(), &path, tokens[col].as_deref(), small_tar())
                     .await
             } else {

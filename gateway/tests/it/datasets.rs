@@ -173,12 +173,21 @@ async fn the_listing_application_goes_through_the_committee() {
             state = b["state"].clone();
         }
         assert_eq!(state, "approved");
+        // The approval moved the dataset in the same transaction, audited; it awaits its
+        // content.
         let (_, d) = app
             .get(&format!("/api/v1/datasets/{id}"), Some(&steward))
             .await;
         assert_eq!(
-            d["state"], "registered",
-            "listed once its content is in (part 2)"
+            (&d["state"], &d["content"]),
+            (&json!("approved"), &Value::Null)
+        );
+        let events = app.audit_events(&id).await;
+        assert_eq!(actions(&events), ["dataset.register", "dataset.state"]);
+        let detail: Value = serde_json::from_str(events[1]["detail"].as_str().unwrap()).unwrap();
+        assert_eq!(
+            detail,
+            json!({"from": "registered", "to": "approved", "application": listing})
         );
         app
     })

@@ -16,6 +16,7 @@ mod audit_tamper;
 mod authz;
 mod commands;
 mod concurrency;
+mod dataset_upload;
 mod datasets;
 mod egress;
 mod egress_boundary;

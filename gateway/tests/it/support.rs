@@ -71,7 +71,10 @@ impl TempDir {
 
 impl Drop for TempDir {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        if std::fs::remove_dir_all(&self.0).is_err() {
+            // Read-only folders inside (a dataset's content in the STORE).
+            let _ = gateway::ingress::content::remove_tree(&self.0);
+        }
     }
 }
 

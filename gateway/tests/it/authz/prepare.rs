@@ -130,10 +130,13 @@ pub(super) async fn prepare(app: &TestApp, n: usize, prep: Prep) -> World {
     if prep == Prep::Nothing {
         return w;
     }
-    if prep == Prep::Dataset {
+    if prep == Prep::Dataset || prep == Prep::ListingApproved {
         let sue = app.token_for("sue", "steward", Some(INSTITUTION));
         (w.dataset, w.app) =
             crate::datasets::register(app, &sue, &crate::datasets::example_dmp(INSTITUTION)).await;
+        if prep == Prep::ListingApproved {
+            crate::access::approve(app, &w.app).await;
+        }
         return w;
     }
     if prep == Prep::Keys {
