@@ -341,3 +341,48 @@ fn unpack_worker(
         bytes: sink.bytes,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(path: &str, sha256: Option<&str>) -> ManifestEntry {
+        ManifestEntry {
+            path: path.into(),
+            kind: if sha256.is_some() {
+                "file"
+            } else {
+                "directory"
+            }
+            .into(),
+            size: 0,
+            mode: 0,
+            sha256: sha256.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn the_manifest_is_sha256sum_lines_of_the_files_sorted_by_path() {
+        let entries = [
+            entry("b/x.csv", Some("22")),
+            entry("b", None),
+            entry("a.csv", Some("11")),
+            entry("B.csv", Some("33")),
+        ];
+        assert_eq!(manifest_of(&entries), "33  B.csv\n11  a.csv\n22  b/x.csv\n");
+        assert_eq!(manifest_of(&[]), "");
+    }
+
+    #[test]
+    fn remove_tree_removes_read_only_folders_and_nothing_is_fine() {
+        let root = std::env::temp_dir().join(format!("vre-remove-tree-{}", std::process::id()));
+        std::fs::create_dir_all(root.join("a/b")).unwrap();
+        std::fs::write(root.join("a/b/f"), "x").unwrap();
+        for d in ["a/b", "a", ""] {
+            std::fs::set_permissions(root.join(d), Permissions::from_mode(DIR_MODE)).unwrap();
+        }
+        remove_tree(&root).unwrap();
+        assert!(!root.exists());
+        remove_tree(&root).unwrap();
+    }
+}

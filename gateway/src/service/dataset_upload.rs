@@ -137,12 +137,23 @@ impl Unfinished {
 
 impl Drop for Unfinished {
     fn drop(&mut self) {
-        if let Some(p) = self.0.take() {
-            if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                rt.spawn_blocking(move || content::remove_tree(&p));
-            } else {
-                let _ = content::remove_tree(&p);
+        let Some(p) = self.0.take() else {
+            return;
+        };
+        // The request was dropped halfway: its unpack worker sees the body end and stops
+        // shortly; until then it may still be writing the folder.
+        let remove = move || {
+            for _ in 0..50 {
+                if content::remove_tree(&p).is_ok() {
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
             }
+            tracing::warn!(path = %p.display(), "a dropped dataset upload's folder is left to the next start");
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => drop(rt.spawn_blocking(remove)),
+            Err(_) => remove(),
         }
     }
 }

@@ -486,3 +486,30 @@ async fn an_interrupted_upload_leaves_no_folder_and_the_dataset_unlisted() {
     })
     .await;
 }
+
+/// At start a gateway removes the temporary folders its own earlier run left in the STORE (an
+/// upload a crash cut short), not another gateway's, nor the datasets' folders.
+#[tokio::test]
+async fn a_start_sweeps_its_own_unfinished_uploads() {
+    let dir = TempDir::new("store-sweep");
+    let settings = gateway::config::Settings {
+        data_dir: dir.path().to_path_buf(),
+        ..Default::default()
+    };
+    let store = settings.store_dir();
+    for p in [".tmp/mine/ds-1-up-1/sub", ".tmp/theirs/ds-2-up-2", "ds-3"] {
+        std::fs::create_dir_all(store.join(p)).unwrap();
+    }
+    std::fs::write(store.join(".tmp/mine/ds-1-up-1/sub/a.csv"), "x").unwrap();
+    let sealed = std::fs::Permissions::from_mode(0o555);
+    std::fs::set_permissions(store.join(".tmp/mine/ds-1-up-1/sub"), sealed).unwrap();
+    let swept = gateway::service::dataset_upload::sweep_tmp(&settings, "mine").unwrap();
+    assert_eq!(swept, 1);
+    assert!(!store.join(".tmp/mine/ds-1-up-1").exists());
+    assert!(store.join(".tmp/theirs/ds-2-up-2").exists());
+    assert!(store.join("ds-3").exists());
+    assert_eq!(
+        gateway::service::dataset_upload::sweep_tmp(&settings, "mine").unwrap(),
+        0
+    );
+}
