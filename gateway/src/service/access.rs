@@ -206,34 +206,7 @@ pub(crate) async fn mountable(
         if !matches!(s, Standing::InForce { .. }) {
             return Err(refusal(d, &s));
         }
-        let unavailable = |why: &str| {
-            Error::conflict(
-                ErrorCode::DatasetUnavailable,
-                format!("dataset `{d}` cannot be mounted: {why}"),
-            )
-        };
-        use super::datasets::{APPROVED, LISTED, REGISTERED};
-        let path = match row.state.as_str() {
-            LISTED => super::dataset_upload::content_dir(state, d),
-            APPROVED => match state.sandboxes.settings().datasets.get(d) {
-                Some(declared) => declared.clone(),
-                None => {
-                    return Err(unavailable(
-                        "it is not listed yet (its content is not uploaded)",
-                    ));
-                }
-            },
-            REGISTERED => {
-                return Err(unavailable(
-                    "it is not listed yet (its listing is not approved)",
-                ));
-            }
-            _ => {
-                return Err(unavailable(
-                    "it is not listed (its listing was rejected or withdrawn)",
-                ));
-            }
-        };
+        let path = super::dataset_upload::content_of(state, &row)?;
         out.push((d.clone(), path.display().to_string()));
     }
     Ok(out)

@@ -63,6 +63,25 @@ pub fn content_dir(state: &AppState, dataset: &str) -> PathBuf {
     state.settings.store_dir().join(dataset)
 }
 
+/// Where a dataset's content is to be mounted from: a listed dataset's folder in the STORE, or
+/// for one whose listing is approved the directory `[sandbox.datasets]` names by its id; any
+/// other is `dataset_unavailable`, saying why.
+pub(crate) fn content_of(state: &AppState, d: &DatasetRow) -> Result<PathBuf> {
+    let why = match d.state.as_str() {
+        LISTED => return Ok(content_dir(state, &d.id)),
+        APPROVED => match state.sandboxes.settings().datasets.get(&d.id) {
+            Some(declared) => return Ok(declared.clone()),
+            None => "it is not listed yet (its content is not uploaded)",
+        },
+        REGISTERED => "it is not listed yet (its listing is not approved)",
+        _ => "it is not listed (its listing was rejected or withdrawn)",
+    };
+    Err(Error::conflict(
+        ErrorCode::DatasetUnavailable,
+        format!("dataset `{}` cannot be mounted: {why}", d.id),
+    ))
+}
+
 /// Where this gateway unpacks uploads before they are listed.
 fn tmp_dir(store: &Path, instance: &str) -> PathBuf {
     store.join(".tmp").join(instance)

@@ -18,7 +18,8 @@ pub struct DatasetRow {
     pub category_after: Option<String>,
     /// The checked DMP, as our own JSON.
     pub dmp: String,
-    /// `registered` (listing applied for), `listed` next.
+    /// `registered` (listing applied for), `approved` (listing approved, content awaited),
+    /// `listed` (content in the STORE) or `unlisted` (listing rejected or withdrawn).
     pub state: String,
     pub created_by: String,
     pub created_at: String,

@@ -35,7 +35,7 @@ wire_enum! {
         NoAccess = "no_access",
         /// The project's access to a dataset has expired or was revoked.
         AccessExpired = "access_expired",
-        /// A dataset has no content on this gateway yet (`[sandbox.datasets]`).
+        /// A dataset cannot be mounted: it is not listed (its content is not in the STORE).
         DatasetUnavailable = "dataset_unavailable",
         /// A DMP that breaks its rules: the message names every bad field.
         BadDmp = "bad_dmp",

@@ -125,7 +125,7 @@ pub struct NewSandbox {
     pub ingress: Vec<String>,
     /// Registered datasets to mount read-only, by id: each needs the project's approved access,
     /// in force (403 `no_access` or `access_expired` otherwise; 404 for one not registered;
-    /// 409 `dataset_unavailable` for one whose content this gateway does not hold).
+    /// 409 `dataset_unavailable` for one that is not listed, saying why).
     #[serde(default)]
     pub datasets: Vec<String>,
     /// Whether runs' output is shown to the project's analysts (default: the configured one).
