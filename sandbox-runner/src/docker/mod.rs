@@ -297,7 +297,10 @@ impl SandboxBackend for DockerBackend {
             {
                 Ok(()) => self.hand_over(r, run).await,
                 Err(e) => {
-                    let _ = self.remove_container(&r.id).await;
+                    if self.remove_container(&r.id).await.is_err() {
+                        // Still under its name from ahead: shutting down removes it.
+                        crate::lock(&self.standbys).unclaimed.insert(r.id.clone());
+                    }
                     Err(e)
                 }
             };

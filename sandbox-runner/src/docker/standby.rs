@@ -41,6 +41,11 @@ pub(super) struct Standbys {
     slots: HashMap<String, Slot>,
     /// Sandboxes being removed: nothing more is started for them.
     retired: HashSet<String>,
+    /// The names of the containers started ahead that no run has claimed and that are not
+    /// known to be removed. A start the engine carried out but whose answer was lost (the
+    /// engine restarting, a call timing out) leaves a container that no slot holds; shutting
+    /// down removes these by name, so none is left behind.
+    pub(super) unclaimed: HashSet<String>,
     closed: bool,
     /// The removals `discard` started: shutting down waits for them, so a container evicted
     /// just before is gone when the backend says it is done.
@@ -220,15 +225,19 @@ impl DockerBackend {
             }
             let slot = s.slots.remove(&sb.id)?;
             slot.hurry.notify_one();
-            slot.cell
+            (slot.name, slot.cell)
         };
+        let (name, cell) = cell;
         let ready = match tokio::time::timeout(self.call_timeout, cell.clone().lock_owned()).await {
+            // A start that failed keeps its name among the unclaimed: the engine may have made
+            // the container all the same.
             Ok(mut g) => g.take()?,
             Err(_) => {
-                self.discard(cell);
+                self.discard(name, cell);
                 return None;
             }
         };
+        self.standbys().unclaimed.remove(&name);
         if self.exits.watch(&ready.id).borrow().is_some() {
             // It ended while waiting (its engine restarted, or someone removed it).
             let _ = self.remove_container(&ready.id).await;
@@ -262,6 +271,7 @@ impl DockerBackend {
             s.tick += 1;
             let tick = s.tick;
             let name = hardening::standby_name(&sb.id, s.nonce, tick);
+            s.unclaimed.insert(name.clone());
             let slot = Slot {
                 key,
                 name: name.clone(),
@@ -269,12 +279,7 @@ impl DockerBackend {
                 hurry: hurry.clone(),
                 used: tick,
             };
-            let mut evicted: Vec<_> = s
-                .slots
-                .insert(sb.id.clone(), slot)
-                .map(|o| o.cell)
-                .into_iter()
-                .collect();
+            let mut evicted: Vec<_> = s.slots.insert(sb.id.clone(), slot).into_iter().collect();
             while s.slots.len() > self.conn.standby {
                 let lru = s
                     .slots
@@ -282,12 +287,12 @@ impl DockerBackend {
                     .min_by_key(|(_, v)| v.used)
                     .map(|(k, _)| k.clone())
                     .expect("more slots than allowed, so not empty");
-                evicted.extend(s.slots.remove(&lru).map(|o| o.cell));
+                evicted.extend(s.slots.remove(&lru));
             }
             (name, evicted)
         };
-        for cell in evicted {
-            self.discard(cell);
+        for slot in evicted {
+            self.discard(slot.name, slot.cell);
         }
         let backend = self.sibling();
         let sb = sb.clone();
@@ -303,14 +308,18 @@ impl DockerBackend {
             match backend.launch_container(&sb, &name, None).await {
                 Ok(ready) => *guard = Some(ready),
                 Err(e) => {
-                    tracing::debug!(sandbox = %sb.id, error = %e, "starting a container ahead failed; the next run starts its own")
+                    tracing::debug!(sandbox = %sb.id, error = %e, "starting a container ahead failed; the next run starts its own");
+                    // The engine may have made it and lost the answer (it restarted, say).
+                    if backend.remove_container(&name).await.is_ok() {
+                        backend.standbys().unclaimed.remove(&name);
+                    }
                 }
             }
         });
     }
 
     /// Removes what a slot taken out of the map holds, once its task is done.
-    fn discard(&self, cell: Arc<tokio::sync::Mutex<Option<Ready>>>) {
+    fn discard(&self, name: String, cell: Arc<tokio::sync::Mutex<Option<Ready>>>) {
         let backend = self.sibling();
         let mut s = self.standbys();
         // Finished removals are let go of here, so the set holds only those under way.
@@ -318,7 +327,9 @@ impl DockerBackend {
         s.discards.spawn(async move {
             let ready = cell.lock().await.take();
             if let Some(r) = ready {
-                let _ = backend.remove_container(&r.id).await;
+                if backend.remove_container(&r.id).await.is_ok() {
+                    backend.standbys().unclaimed.remove(&name);
+                }
             }
         });
     }
@@ -336,6 +347,7 @@ impl DockerBackend {
             if let Some(r) = ready {
                 self.remove_container(&r.id).await?;
             }
+            self.standbys().unclaimed.remove(&slot.name);
         }
         Ok(())
     }
@@ -361,6 +373,14 @@ impl DockerBackend {
             let ready = slot.cell.lock().await.take();
             if let Some(r) = ready {
                 let _ = self.remove_container(&r.id).await;
+            }
+        }
+        // Whatever was started ahead and never claimed, whether or not a slot still knew it
+        // (removing one already gone is not an error).
+        let unclaimed = std::mem::take(&mut self.standbys().unclaimed);
+        for name in unclaimed {
+            if let Err(e) = self.remove_container(&name).await {
+                tracing::warn!(container = %name, error = %e, "a container started ahead could not be removed at shutdown");
             }
         }
     }
