@@ -99,6 +99,8 @@ impl Who {
 /// The institution of the datasets the table's rows act on, and another.
 const INSTITUTION: &str = "matrix-u";
 const OTHER_INSTITUTION: &str = "other-u";
+/// The dataset access applications name (`TestApp::support_dataset`).
+const SUPPORT_DATASET: &str = "ds-support";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Method {
@@ -252,7 +254,12 @@ fn new_member(_: &World) -> Option<Value> {
     Some(json!({"subject": "newcomer", "role": "analyst"}))
 }
 fn access_app(w: &World) -> Option<Value> {
-    Some(json!({"kind": "access", "project": w.project, "title": "Access, please"}))
+    Some(json!({
+        "kind": "access",
+        "project": w.project,
+        "title": "Access, please",
+        "payload": {"datasets": [SUPPORT_DATASET], "purpose": "a cohort study"},
+    }))
 }
 fn listing_app(w: &World) -> Option<Value> {
     Some(json!({"kind": "listing", "project": w.project, "title": "List our dataset"}))
@@ -393,6 +400,7 @@ fn code_of(status: u16) -> Option<&'static str> {
 /// rows that need a container engine run only when `engine` is set.
 async fn run_matrix(app: &TestApp, engine: bool) -> Vec<String> {
     app.project("elsewhere", &[("bob", "analyst")]).await;
+    assert_eq!(app.support_dataset().await, SUPPORT_DATASET);
     let tokens: Vec<Option<String>> = WHO
         .iter()
         .map(|w| {

@@ -207,7 +207,7 @@ async fn concurrent_writes_of_every_kind_share_one_chain() {
             requests.push((
                 "/api/v1/applications".to_owned(),
                 ana.clone(),
-                json!({"kind": "access", "project": "p1", "title": format!("more {i}")}),
+                json!({"kind": "access", "project": "p1", "title": format!("more {i}"), "payload": app.access_payload().await}),
             ));
             requests.push((
                 "/api/v1/projects".to_owned(),

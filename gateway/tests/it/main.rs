@@ -11,6 +11,7 @@ mod engine_objects;
 mod support;
 
 mod access;
+mod access_terms;
 mod applications;
 mod audit_tamper;
 mod authz;
