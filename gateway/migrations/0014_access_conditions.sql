@@ -20,3 +20,5 @@ CREATE TABLE access_conditions (
 -- 1 when runs of sandboxes mounting the dataset hide their output from the analysts.
 ALTER TABLE access_grants ADD COLUMN logs_hidden BIGINT NOT NULL DEFAULT 0;
 CREATE INDEX access_grants_of_dataset ON access_grants (dataset_id, granted_at);
+-- The category job's look for datasets whose restricted sharing ended.
+CREATE INDEX datasets_by_restricted_until ON datasets (restricted_until, id);

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use self::egress::EgressSettings;
 use self::sandbox::SandboxSettings;
 
+pub mod categories;
 pub mod egress;
 pub mod sandbox;
 
@@ -45,6 +46,7 @@ pub struct Settings {
     pub ingress: IngressSettings,
     pub egress: EgressSettings,
     pub sandbox: SandboxSettings,
+    pub dataset_categories: categories::DatasetCategorySettings,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -237,6 +239,7 @@ impl Default for Settings {
             ingress: IngressSettings::default(),
             egress: EgressSettings::default(),
             sandbox: SandboxSettings::default(),
+            dataset_categories: Default::default(),
         }
     }
 }

@@ -422,7 +422,7 @@ async fn apply_event(
         })
         .await?;
     }
-    let updated = store::application(tx.conn(), id)
+    let mut updated = store::application(tx.conn(), id)
         .await?
         .ok_or(Error::NotFound("application"))?;
     // The quorum and the release it calls for are recorded together: no release without one.
@@ -438,6 +438,17 @@ async fn apply_event(
         && transition.from != State::Approved
     {
         super::access::granted(&mut tx, &updated, &now).await?;
+    }
+    // An approved extension moves the dataset's end in the transaction that approves it.
+    if updated.kind == Kind::Extension
+        && transition.to == State::Approved
+        && transition.from != State::Approved
+        && updated.dataset_id.is_some()
+    {
+        super::extension::approved(state, &mut tx, &updated, &now).await?;
+        updated = store::application(tx.conn(), id)
+            .await?
+            .ok_or(Error::NotFound("application"))?;
     }
     state.commit(tx).await?;
     if release {

@@ -16,6 +16,7 @@ pub mod access;
 pub mod applications;
 pub mod datasets;
 pub mod egress;
+pub mod extension;
 pub mod images;
 pub mod ingress;
 pub mod page;

@@ -307,6 +307,9 @@ fn revocation(_: &World) -> Option<Value> {
 fn new_dataset(_: &World) -> Option<Value> {
     Some(json!({"dmp": crate::datasets::example_dmp(INSTITUTION)}))
 }
+fn new_extension(_: &World) -> Option<Value> {
+    Some(json!({"until": "2036-03-31", "justification": "the follow-up study"}))
+}
 fn recipient(_: &World) -> Option<Value> {
     Some(json!({"recipient": gateway::release::new_identity().1}))
 }
@@ -379,6 +382,8 @@ fn table() -> Vec<Row> {
         row(Post,   "/api/v1/datasets",                                        Nothing,          new_dataset,        Writes, [401, 403, 403, 403, 403, 403, 403, 403,   403, 403, 201,   403]),
         row(Get,    "/api/v1/datasets/{id}",                                   Dataset,          none,               Reads,  [401, 404, 404, 200, 404, 404, 200, 200,   404, 404, 200,   404]),
         row(Get,    "/api/v1/datasets/{id}/dmp",                               Dataset,          none,               Reads,  [401, 404, 404, 200, 404, 404, 200, 200,   404, 404, 200,   404]),
+        row(Get,    "/api/v1/datasets/{id}/history",                           Dataset,          none,               Reads,  [401, 404, 404, 200, 404, 404, 200, 200,   404, 404, 200,   404]),
+        row(Post,   "/api/v1/datasets/{id}/extension",                         Dataset,          new_extension,      Writes, [401, 403, 403, 403, 403, 404, 403, 403,   403, 403, 201,   403]),
         // A dataset's listing application: its institution's steward applied (the requester).
         row(Get,    "/api/v1/applications/{id}",                               Dataset,          none,               Reads,  [401, 404, 404, 200, 404, 200, 200, 200,   404, 404, 200,   404]),
         row(Post,   "/api/v1/applications/{id}/decisions",                     Dataset,          approve,            Writes, [401, 403, 403, 200, 403, 403, 403, 403,   403, 403, 403,   403]),

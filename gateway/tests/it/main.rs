@@ -22,6 +22,7 @@ mod egress;
 mod egress_boundary;
 mod egress_cli;
 mod egress_copy;
+mod extension;
 mod ingress;
 mod jwt;
 mod limits;
