@@ -116,6 +116,12 @@ pub async fn create(state: &AppState, caller: &Caller, new: NewApplication) -> R
             ),
         ));
     }
+    if new.kind == Kind::Extension {
+        return Err(Error::invalid(
+            ErrorCode::WrongRoute,
+            "an extension belongs to its dataset: POST /api/v1/datasets/{id}/extension (`vre dataset extend`)",
+        ));
+    }
     if new.kind == Kind::Access {
         // It names its datasets, and they must be on record.
         super::access::terms(tx.conn(), &payload, &super::access::today()?).await?;

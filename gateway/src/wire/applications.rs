@@ -199,7 +199,8 @@ pub struct ListQuery {
 #[serde(deny_unknown_fields)]
 pub struct NewApplication {
     /// listing, extension or access. Ingress and egress applications are made by uploading
-    /// their content to their own routes.
+    /// their content to their own routes, and an extension through its dataset's
+    /// (`POST /api/v1/datasets/{id}/extension`): refused `wrong_route` here.
     #[schema(value_type = NewApplicationKind)]
     pub kind: String,
     pub project: String,

@@ -61,6 +61,16 @@ async fn an_approved_extension_moves_the_end_of_restricted_sharing() {
             let (st, b) = extend(&app, &app.token(sub, role), &ds, "2036-03-31").await;
             assert_refused(st, &b, StatusCode::FORBIDDEN, "forbidden");
         }
+        // Not through the route of a project's applications.
+        app.project("p2", &[("sue", "steward")]).await;
+        let (st, b) = app
+            .post(
+                "/api/v1/applications",
+                Some(&app.token("sue", "steward")),
+                &json!({"kind": "extension", "project": "p2", "title": "Longer"}),
+            )
+            .await;
+        assert_refused(st, &b, StatusCode::BAD_REQUEST, "wrong_route");
         // A dataset not in restricted sharing has nothing to extend.
         app.record_dataset("ds-open", INSTITUTION).await;
         let (st, b) = extend(&app, &hana, "ds-open", "2036-03-31").await;
