@@ -483,8 +483,55 @@ pub async fn revoke(
 
 #[cfg(test)]
 mod tests {
-    use super::seconds_until_end_of;
+    use super::{ConditionRow, Terms, seconds_until_end_of, strictest};
     use time::macros::datetime;
+
+    fn vote(round: i64, until: Option<&str>, no_commercial: bool, hidden: bool) -> ConditionRow {
+        ConditionRow {
+            application_id: "app-1".into(),
+            round,
+            reviewer: format!("rev-{round}-{until:?}-{no_commercial}-{hidden}"),
+            until: until.map(str::to_owned),
+            no_commercial,
+            logs_hidden: hidden,
+        }
+    }
+
+    #[test]
+    fn the_strictest_of_a_rounds_conditions_applies() {
+        let asked = Terms {
+            datasets: vec!["ds-1".into()],
+            purpose: "study".into(),
+            until: Some("2099-12-31".into()),
+            commercial: true,
+        };
+        let as_asked = (Some("2099-12-31".to_owned()), true, false);
+        assert_eq!(strictest(&asked, &[], 1), as_asked);
+        let votes = [
+            vote(1, Some("2099-06-30"), false, true),
+            vote(2, Some("2099-03-31"), false, false),
+            vote(2, Some("2099-09-30"), true, false),
+            vote(2, None, false, false),
+        ];
+        // Round 1's conditions do not carry into round 2.
+        assert_eq!(
+            strictest(&asked, &votes, 2),
+            (Some("2099-03-31".to_owned()), false, false)
+        );
+        assert_eq!(
+            strictest(&asked, &votes, 1),
+            (Some("2099-06-30".to_owned()), true, true)
+        );
+        let open = Terms {
+            until: None,
+            ..asked
+        };
+        assert_eq!(
+            strictest(&open, &votes[3..], 2),
+            (None, true, false),
+            "no last day asked, none set"
+        );
+    }
 
     #[test]
     fn an_access_ends_at_the_end_of_its_last_day() {

@@ -165,6 +165,13 @@ async fn the_strictest_of_the_approving_votes_applies_to_the_grants() {
             out.contains("conditions: until 2099-06-30, run output hidden"),
             "{out}"
         );
+        // And under the dataset, for its institution's steward.
+        let hana = app.token_for("hana", "steward", Some(crate::datasets::INSTITUTION));
+        let (ok, out, err) = vre(&app, &hana, &["dataset", "show", &ds]).await;
+        assert!(ok, "{err}");
+        let line =
+            format!("access: {ds} to p1: until 2099-03-31, no commercial use, run output hidden");
+        assert!(out.contains(&line), "{line} not in:\n{out}");
         assert!(app.verify_audit().await.problem.is_none());
         app.stop().await;
     }
