@@ -210,6 +210,13 @@ impl Application {
                 crate::egress::builder::run(state, stop)
             });
         }
+        {
+            let state = self.state.clone();
+            let every = state.settings.dataset_categories.interval();
+            workers.spawn("dataset-categories", move |stop| {
+                crate::service::extension::run(state, every, stop)
+            });
+        }
         let handle: Handle<SocketAddr> = Handle::new();
         let app = crate::api::router(self.state.clone());
         let limits = &self.state.settings.server;

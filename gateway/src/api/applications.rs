@@ -12,12 +12,14 @@ use super::{ApiJson, ApiQuery, Cx, Paged};
 use crate::error::{ApiError, ApiResult, ErrorBody, ErrorCode};
 use crate::service::applications::{self as svc, AttachmentKind, Summary};
 use crate::state::AppState;
+use crate::store::access::{ConditionRow, GrantRow};
 use crate::store::{AttachmentRow, DecisionRow};
 use crate::wire::PageQuery;
 use crate::wire::applications::{
-    Application, ApplicationDetail, Attachment, Decision, ListQuery, NewApplication, NewAttachment,
-    NewDecision, Resubmission, Withdrawal,
+    Application, ApplicationDetail, Attachment, Conditions, Decision, Grant, ListQuery,
+    NewApplication, NewAttachment, NewDecision, Resubmission, Withdrawal,
 };
+use crate::wire::sandboxes::LogVisibility;
 
 pub(crate) fn app_summary(state: &AppState, s: Summary) -> Application {
     let approvals = svc::approvals(&s);
@@ -51,14 +53,49 @@ pub(crate) fn new_app_summary(state: &AppState, row: crate::store::AppRow) -> Ap
     )
 }
 
-fn decision_dto(d: DecisionRow) -> Decision {
+fn decision_dto(d: DecisionRow, conditions: &[ConditionRow]) -> Decision {
+    let conditions = conditions
+        .iter()
+        .find(|c| c.round == d.round && c.reviewer == d.reviewer)
+        .map(|c| Conditions {
+            until: c.until.clone(),
+            commercial: c.no_commercial.then_some(false),
+            logs: c.logs_hidden.then_some(LogVisibility::Hidden),
+        });
     Decision {
         round: d.round,
         reviewer: d.reviewer,
         decision: d.choice.into(),
         comment: d.comment,
         decided_at: d.decided_at,
+        conditions,
     }
+}
+
+pub(crate) fn grant_dto(g: GrantRow) -> Grant {
+    Grant {
+        application: g.application_id,
+        project: g.project_id,
+        dataset: g.dataset_id,
+        until: g.until,
+        commercial: g.commercial,
+        logs: if g.logs_hidden {
+            LogVisibility::Hidden
+        } else {
+            LogVisibility::Visible
+        },
+        granted_at: g.granted_at,
+        revoked_at: g.revoked_at,
+    }
+}
+
+/// The conditions of a decision body, as the service takes them.
+fn conditions_of(c: Option<Conditions>) -> Option<crate::service::access::Conditions> {
+    c.map(|c| crate::service::access::Conditions {
+        until: c.until,
+        commercial: c.commercial,
+        logs_hidden: c.logs.map(|l| l == LogVisibility::Hidden),
+    })
 }
 
 fn attachment_dto(a: AttachmentRow) -> Attachment {
@@ -150,7 +187,7 @@ pub async fn show(cx: Cx, Path(id): Path<String>) -> ApiResult<ApiJson<Applicati
             .decisions
             .iter()
             .cloned()
-            .map(decision_dto)
+            .map(|x| decision_dto(x, &d.conditions))
             .collect(),
         application: app_summary(&cx.state, summary),
         attachments: d.attachments.into_iter().map(attachment_dto).collect(),
@@ -159,11 +196,13 @@ pub async fn show(cx: Cx, Path(id): Path<String>) -> ApiResult<ApiJson<Applicati
             .into_iter()
             .map(super::ingress::check_dto)
             .collect(),
+        grants: d.grants.into_iter().map(grant_dto).collect(),
     }))
 }
 
 /// Votes on an application: approve, reject or request changes; reviewers, never on their own
-/// project's applications, once per round.
+/// project's applications, once per round. An approval of an access application may carry
+/// conditions that tighten what it asks (400 `bad_conditions` otherwise).
 #[utoipa::path(post, path = "/api/v1/applications/{id}/decisions", operation_id = "decide_application", tag = "applications", security(("bearer" = [])),
     params(("id" = String, Path)), request_body = NewDecision,
     responses((status = 200, body = Application), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 413, body = ErrorBody),
@@ -179,7 +218,16 @@ pub async fn decide(
         .map_err(|e: policy::review::UnknownChoice| {
             ApiError::bad_request(ErrorCode::BadDecision, e.to_string())
         })?;
-    let s = svc::decide(&cx.state, &cx.caller, &id, choice, &body.comment).await?;
+    let conditions = conditions_of(body.conditions);
+    let s = svc::decide(
+        &cx.state,
+        &cx.caller,
+        &id,
+        choice,
+        &body.comment,
+        conditions,
+    )
+    .await?;
     Ok(ApiJson(app_summary(&cx.state, s)))
 }
 

@@ -9,6 +9,7 @@ pub mod applications;
 pub mod datasets;
 pub mod drain;
 pub mod egress;
+pub mod extension;
 pub mod images;
 pub mod ingress;
 pub mod projects;
@@ -117,6 +118,8 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(egress::download))
         .routes(routes!(egress::revoke))
         .routes(routes!(egress::register_key, egress::my_key))
+        .routes(routes!(extension::extend))
+        .routes(routes!(extension::history))
         .split_for_parts();
     let doc_json = document(&doc, &state.settings.sandbox);
     let limits = Limits {
@@ -463,6 +466,7 @@ fn actions_of(route: &str) -> Vec<Action> {
         "/api/v1/keys/me" => vec![Action::KeyRegister],
         "/api/v1/datasets" => vec![Action::DatasetRegister],
         DATASET_CONTENT_ROUTE => vec![Action::DatasetRegister],
+        "/api/v1/datasets/{id}/extension" => vec![Action::AppCreate(Kind::Extension)],
         _ => Vec::new(),
     }
 }

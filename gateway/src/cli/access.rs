@@ -9,7 +9,7 @@ use super::shared::{ClientArgs, Revoking, print_as, print_json};
 use crate::wire::applications::{AccessRevoked, Application, NewApplication};
 
 #[derive(Clone, Copy, ValueEnum)]
-pub(super) enum YesNo {
+pub(crate) enum YesNo {
     Yes,
     No,
 }

@@ -15,10 +15,11 @@ use super::shared::{
     urlencode,
 };
 use crate::wire::applications::{
-    self as wire, Application, ApplicationDetail, ApplicationKind, Attachment, DecisionChoice,
-    NewApplication, NewAttachment, NewDecision, Resubmission, Withdrawal,
+    self as wire, Application, ApplicationDetail, ApplicationKind, Attachment, Conditions,
+    DecisionChoice, Grant, NewApplication, NewAttachment, NewDecision, Resubmission, Withdrawal,
 };
 use crate::wire::ingress::Manifest;
+use crate::wire::sandboxes::LogVisibility;
 
 #[derive(Clone, Copy, ValueEnum)]
 pub(super) enum AttachmentKind {
@@ -59,8 +60,8 @@ pub(super) enum AppCommand {
     },
     /// Show an application, its votes and attachments.
     Show(ById),
-    /// Vote to approve.
-    Approve(DecisionArgs),
+    /// Vote to approve; on an access application, with conditions that tighten what it asks.
+    Approve(ApproveArgs),
     /// Vote to reject.
     Reject(DecisionArgs),
     /// Send it back for changes.
@@ -111,6 +112,24 @@ pub(super) enum AppCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
+}
+
+/// An approval, with the conditions it sets on an access application: the strictest of the
+/// approving votes applies.
+#[derive(Args)]
+pub(super) struct ApproveArgs {
+    #[command(flatten)]
+    pub(super) decision: DecisionArgs,
+    /// An earlier last day of access, YYYY-MM-DD (UTC).
+    #[arg(long)]
+    pub(super) until: Option<String>,
+    /// `no`: no commercial use.
+    #[arg(long)]
+    pub(super) commercial: Option<super::access::YesNo>,
+    /// `hidden`: runs mounting the datasets show the analysts only their output's size and
+    /// digest.
+    #[arg(long)]
+    pub(super) logs: Option<LogVisibility>,
 }
 
 #[derive(Args)]
@@ -216,9 +235,17 @@ pub(super) async fn app(cmd: AppCommand) -> anyhow::Result<ExitCode> {
             // visible, so the file cannot hide a line of itself from its reviewer.
             print!("{}", shown(&text));
         }
-        AppCommand::Approve(d) => decide(d, DecisionChoice::Approve).await?,
-        AppCommand::Reject(d) => decide(d, DecisionChoice::Reject).await?,
-        AppCommand::RequestChanges(d) => decide(d, DecisionChoice::RequestChanges).await?,
+        AppCommand::Approve(a) => {
+            let conditions = Conditions {
+                until: a.until,
+                commercial: a.commercial.map(|c| matches!(c, super::access::YesNo::Yes)),
+                logs: a.logs,
+            };
+            let conditions = (conditions != Conditions::default()).then_some(conditions);
+            decide(a.decision, DecisionChoice::Approve, conditions).await?
+        }
+        AppCommand::Reject(d) => decide(d, DecisionChoice::Reject, None).await?,
+        AppCommand::RequestChanges(d) => decide(d, DecisionChoice::RequestChanges, None).await?,
         AppCommand::Withdraw {
             id,
             comment,
@@ -317,6 +344,12 @@ fn print_detail(client: &ClientArgs, detail: &ApplicationDetail, manifest: Optio
             d.reviewer,
             shown_line(&d.comment)
         );
+        if let Some(c) = &d.conditions {
+            println!("          conditions: {}", conditions_line(c));
+        }
+    }
+    for g in &detail.grants {
+        println!("  grant {}", grant_line(g));
     }
     for c in &detail.checks {
         println!(
@@ -371,10 +404,15 @@ fn print_detail(client: &ClientArgs, detail: &ApplicationDetail, manifest: Optio
     }
 }
 
-async fn decide(d: DecisionArgs, decision: DecisionChoice) -> anyhow::Result<()> {
+async fn decide(
+    d: DecisionArgs,
+    decision: DecisionChoice,
+    conditions: Option<Conditions>,
+) -> anyhow::Result<()> {
     let body = NewDecision {
         decision: decision.as_str().to_owned(),
         comment: d.comment,
+        conditions,
     };
     act(&d.client, &d.id, "decisions", &body).await
 }
@@ -396,6 +434,45 @@ async fn act(
         .await?;
     print_app(client, &a);
     Ok(())
+}
+
+/// A reviewer's conditions, in words.
+fn conditions_line(c: &Conditions) -> String {
+    let mut parts = Vec::new();
+    if let Some(u) = &c.until {
+        parts.push(format!("until {u}"));
+    }
+    match c.commercial {
+        Some(false) => parts.push("no commercial use".to_owned()),
+        Some(true) => parts.push("commercial use".to_owned()),
+        None => {}
+    }
+    if let Some(l) = c.logs {
+        parts.push(format!("run output {l}"));
+    }
+    parts.join(", ")
+}
+
+/// What a grant gives, in words: its dataset, project, last day, commercial use and output.
+pub(super) fn grant_line(g: &Grant) -> String {
+    format!(
+        "{} to {}: {}, {}, run output {}{}",
+        g.dataset,
+        g.project,
+        g.until
+            .as_deref()
+            .map_or("no last day".to_owned(), |u| format!("until {u}")),
+        if g.commercial {
+            "commercial use allowed"
+        } else {
+            "no commercial use"
+        },
+        g.logs,
+        g.revoked_at
+            .as_deref()
+            .map(|r| format!(" (revoked {r})"))
+            .unwrap_or_default()
+    )
 }
 
 fn print_app(client: &ClientArgs, a: &Application) {

@@ -51,6 +51,22 @@ pub(super) enum DatasetCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Apply to extend a dataset's restricted sharing (a steward of its institution); prints
+    /// the extension application's id. Approved, it moves the end of restricted sharing.
+    Extend {
+        id: String,
+        /// The new end of restricted sharing, YYYY-MM-DD: after the current one.
+        #[arg(long)]
+        until: String,
+        /// Why the restriction should last longer.
+        #[arg(long)]
+        justification: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// A dataset's history: every application and decision with who made it, extensions and
+    /// category moves, and the access granted to it.
+    History(ById),
 }
 
 impl clap::ValueEnum for DmpFormat {
@@ -145,6 +161,9 @@ pub(super) async fn dataset(cmd: DatasetCommand) -> anyhow::Result<ExitCode> {
                     println!("  application: {a}");
                 }
             });
+            if !client.json {
+                super::extension::history(&client, &id).await?;
+            }
         }
         DatasetCommand::Upload {
             dataset,
@@ -173,6 +192,15 @@ pub(super) async fn dataset(cmd: DatasetCommand) -> anyhow::Result<ExitCode> {
                 .await?;
             // A DMP is a document: printed whole, as JSON, either way.
             print_json(&v);
+        }
+        DatasetCommand::Extend {
+            id,
+            until,
+            justification,
+            client,
+        } => super::extension::extend(&client, &id, until, justification).await?,
+        DatasetCommand::History(ById { id, client }) => {
+            super::extension::history(&client, &id).await?
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -5,6 +5,7 @@ mod access;
 mod app;
 mod dataset;
 mod egress;
+mod extension;
 mod ingress;
 mod project;
 mod runs;

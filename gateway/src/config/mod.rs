@@ -17,6 +17,7 @@ use self::datasets::{DatasetSettings, StoreSettings};
 use self::egress::EgressSettings;
 use self::sandbox::SandboxSettings;
 
+pub mod categories;
 pub mod datasets;
 pub mod egress;
 pub mod sandbox;
@@ -49,6 +50,7 @@ pub struct Settings {
     pub sandbox: SandboxSettings,
     pub datasets: DatasetSettings,
     pub store: StoreSettings,
+    pub dataset_categories: categories::DatasetCategorySettings,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -243,6 +245,7 @@ impl Default for Settings {
             sandbox: SandboxSettings::default(),
             datasets: DatasetSettings::default(),
             store: StoreSettings::default(),
+            dataset_categories: Default::default(),
         }
     }
 }

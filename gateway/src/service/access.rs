@@ -6,6 +6,10 @@
 //! When the committee approves it, one grant per dataset is written in the same transaction
 //! (`access_grants`); a sandbox mounts a dataset only while its project holds a grant in force
 //! (not revoked, `until` not passed: the access ends at the end of that day, UTC).
+//!
+//! An approving reviewer may tighten what is asked ([`Conditions`]: an earlier last day, no
+//! commercial use, run output hidden from the analysts); the strictest of the approving votes
+//! of the round that approves it is what the grants record.
 
 use policy::dmp::Date;
 use serde::Deserialize;
@@ -15,7 +19,7 @@ use super::{Error, Result};
 use crate::audit::NewEvent;
 use crate::db::WriteTx;
 use crate::error::ErrorCode;
-use crate::store::access::{self as astore, GrantRow};
+use crate::store::access::{self as astore, ConditionRow, GrantRow};
 use crate::store::{AppRow, datasets as dstore};
 
 /// What an access application asks for.
@@ -35,16 +39,12 @@ fn bad(message: impl Into<String>) -> Error {
 }
 
 /// The terms of an access application's payload, checked against the datasets on record.
-/// A payload that names no datasets at all (no `datasets` key) asks for nothing and grants
-/// nothing: `None`.
+/// Every access application names its datasets: a payload without them is refused.
 pub(crate) async fn terms(
     conn: &mut sqlx::AnyConnection,
     payload: &serde_json::Value,
     today: &Date,
-) -> Result<Option<Terms>> {
-    if payload.get("datasets").is_none() {
-        return Ok(None);
-    }
+) -> Result<Terms> {
     let t: Terms = serde_json::from_value(payload.clone()).map_err(|e| {
         bad(format!(
             "an access application's payload is {{\"datasets\": [ID...], \"purpose\": TEXT, \"until\": \"YYYY-MM-DD\", \"commercial\": true|false}}: {e}"
@@ -75,18 +75,122 @@ pub(crate) async fn terms(
             format!("no dataset {} is registered", unknown.join(", ")),
         ));
     }
-    Ok(Some(t))
+    Ok(t)
+}
+
+/// Conditions an approving reviewer sets on an access application: each may only tighten
+/// what it asks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Conditions {
+    /// An earlier last day of access (`YYYY-MM-DD`, UTC).
+    pub until: Option<String>,
+    /// `Some(false)`: no commercial use. `Some(true)` only where the application asks for it.
+    pub commercial: Option<bool>,
+    /// `Some(true)`: runs of sandboxes mounting the datasets hide their output from the
+    /// analysts.
+    pub logs_hidden: Option<bool>,
+}
+
+impl Conditions {
+    pub fn is_empty(&self) -> bool {
+        *self == Conditions::default()
+    }
+}
+
+fn bad_conditions(message: impl Into<String>) -> Error {
+    Error::invalid(ErrorCode::BadConditions, message)
+}
+
+/// Checks and records the conditions `reviewer` sets with their approving vote on `app`, in
+/// the transaction that records the vote: only on access applications, only with an approval,
+/// and only tightening what is asked (a last day not past, and not after the one asked for;
+/// commercial use only where it is asked for).
+pub(crate) async fn condition(
+    tx: &mut WriteTx,
+    app: &AppRow,
+    reviewer: &str,
+    choice: policy::review::Choice,
+    c: &Conditions,
+) -> Result<()> {
+    if app.kind != policy::review::Kind::Access {
+        return Err(bad_conditions(format!(
+            "conditions are set on access applications only; this is a {} application",
+            app.kind
+        )));
+    }
+    if choice != policy::review::Choice::Approve {
+        return Err(bad_conditions("conditions come with an approval only"));
+    }
+    let asked: Terms = serde_json::from_str(&app.payload)
+        .map_err(|_| bad_conditions("the application names no datasets: nothing to condition"))?;
+    if let Some(u) = &c.until {
+        let d = Date::parse(u).ok_or_else(|| {
+            bad_conditions(format!("`until` must be a date, YYYY-MM-DD, not `{u}`"))
+        })?;
+        if d < today()? {
+            return Err(bad_conditions(format!("`until` ({u}) has passed")));
+        }
+        if let Some(a) = &asked.until
+            && u.as_str() > a.as_str()
+        {
+            return Err(bad_conditions(format!(
+                "`until` ({u}) is after the last day asked for ({a}): conditions only tighten"
+            )));
+        }
+    }
+    if c.commercial == Some(true) && !asked.commercial {
+        return Err(bad_conditions(
+            "the application asks for no commercial use: conditions only tighten",
+        ));
+    }
+    let row = ConditionRow {
+        application_id: app.id.clone(),
+        round: app.round,
+        reviewer: reviewer.to_owned(),
+        until: c.until.clone(),
+        no_commercial: c.commercial == Some(false),
+        logs_hidden: c.logs_hidden == Some(true),
+    };
+    astore::insert_conditions(tx.conn(), &row).await?;
+    Ok(())
+}
+
+/// What an approval grants: the terms asked for, tightened by the strictest of the conditions
+/// of `round` (the earliest last day, no commercial use if any says so, output hidden if any
+/// says so).
+fn strictest(
+    asked: &Terms,
+    conditions: &[ConditionRow],
+    round: i64,
+) -> (Option<String>, bool, bool) {
+    let mut until = asked.until.clone();
+    let mut commercial = asked.commercial;
+    let mut hidden = false;
+    for c in conditions.iter().filter(|c| c.round == round) {
+        if let Some(u) = &c.until {
+            until = Some(match until {
+                Some(a) if a.as_str() <= u.as_str() => a,
+                _ => u.clone(),
+            });
+        }
+        commercial &= !c.no_commercial;
+        hidden |= c.logs_hidden;
+    }
+    (until, commercial, hidden)
 }
 
 /// Records the grants of an access application the committee has just approved, in the
-/// transaction that approves it, audited (`access.grant`).
+/// transaction that approves it, audited (`access.grant`): what was asked, tightened by the
+/// strictest conditions of the approving votes.
 pub(crate) async fn granted(tx: &mut WriteTx, app: &AppRow, now: &str) -> Result<()> {
     let payload: serde_json::Value = serde_json::from_str(&app.payload).unwrap_or_default();
     if payload.get("datasets").is_none() {
-        return Ok(());
+        return Ok(()); // Made before every access application named its datasets.
     }
     let t: Terms = serde_json::from_value(payload)
         .map_err(|e| Error::internal(format!("an approved access payload: {e}")))?;
+    let conditions = astore::conditions(tx.conn(), &app.id).await?;
+    let (until, commercial, logs_hidden) = strictest(&t, &conditions, app.round);
     let project = app.project().to_owned();
     let mut seen = Vec::new();
     for d in &t.datasets {
@@ -98,13 +202,19 @@ pub(crate) async fn granted(tx: &mut WriteTx, app: &AppRow, now: &str) -> Result
             application_id: app.id.clone(),
             project_id: project.clone(),
             dataset_id: d.clone(),
-            until: t.until.clone(),
-            commercial: t.commercial,
+            until: until.clone(),
+            commercial,
+            logs_hidden,
             granted_at: now.to_owned(),
             revoked_at: None,
         };
         astore::insert_grant(tx.conn(), &g).await?;
     }
+    let by: Vec<&str> = conditions
+        .iter()
+        .filter(|c| c.round == app.round)
+        .map(|c| c.reviewer.as_str())
+        .collect();
     tx.audit(NewEvent {
         actor: "gateway",
         action: "access.grant",
@@ -112,12 +222,36 @@ pub(crate) async fn granted(tx: &mut WriteTx, app: &AppRow, now: &str) -> Result
         detail: json!({
             "project": project,
             "datasets": seen,
-            "until": t.until,
-            "commercial": t.commercial,
+            "until": until,
+            "commercial": commercial,
+            "logs": if logs_hidden { "hidden" } else { "visible" },
+            "asked": {"until": t.until, "commercial": t.commercial},
+            "conditions_by": by,
         }),
     })
     .await?;
     Ok(())
+}
+
+/// The first of `datasets` whose access in force for `project` hides run output from the
+/// analysts, if any: a sandbox mounting it shows its runs' size and digest only.
+pub(crate) async fn output_hidden_by(
+    conn: &mut sqlx::AnyConnection,
+    project: &str,
+    datasets: &[String],
+) -> Result<Option<String>> {
+    let today = today()?;
+    for d in datasets {
+        let hidden = astore::grants(conn, project, d).await?.iter().any(|g| {
+            g.logs_hidden
+                && g.revoked_at.is_none()
+                && g.until.as_deref().is_none_or(|u| u >= today.as_str())
+        });
+        if hidden {
+            return Ok(Some(d.clone()));
+        }
+    }
+    Ok(None)
 }
 
 /// How a project's access to a dataset stands.
@@ -345,8 +479,55 @@ pub async fn revoke(
 
 #[cfg(test)]
 mod tests {
-    use super::seconds_until_end_of;
+    use super::{ConditionRow, Terms, seconds_until_end_of, strictest};
     use time::macros::datetime;
+
+    fn vote(round: i64, until: Option<&str>, no_commercial: bool, hidden: bool) -> ConditionRow {
+        ConditionRow {
+            application_id: "app-1".into(),
+            round,
+            reviewer: format!("rev-{round}-{until:?}-{no_commercial}-{hidden}"),
+            until: until.map(str::to_owned),
+            no_commercial,
+            logs_hidden: hidden,
+        }
+    }
+
+    #[test]
+    fn the_strictest_of_a_rounds_conditions_applies() {
+        let asked = Terms {
+            datasets: vec!["ds-1".into()],
+            purpose: "study".into(),
+            until: Some("2099-12-31".into()),
+            commercial: true,
+        };
+        let as_asked = (Some("2099-12-31".to_owned()), true, false);
+        assert_eq!(strictest(&asked, &[], 1), as_asked);
+        let votes = [
+            vote(1, Some("2099-06-30"), false, true),
+            vote(2, Some("2099-03-31"), false, false),
+            vote(2, Some("2099-09-30"), true, false),
+            vote(2, None, false, false),
+        ];
+        // Round 1's conditions do not carry into round 2.
+        assert_eq!(
+            strictest(&asked, &votes, 2),
+            (Some("2099-03-31".to_owned()), false, false)
+        );
+        assert_eq!(
+            strictest(&asked, &votes, 1),
+            (Some("2099-06-30".to_owned()), true, true)
+        );
+        let open = Terms {
+            until: None,
+            ..asked
+        };
+        assert_eq!(
+            strictest(&open, &votes[3..], 2),
+            (None, true, false),
+            "no last day asked, none set"
+        );
+    }
 
     #[test]
     fn an_access_ends_at_the_end_of_its_last_day() {

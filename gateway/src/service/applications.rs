@@ -32,6 +32,9 @@ pub struct Detail {
     pub decisions: Vec<DecisionRow>,
     pub attachments: Vec<AttachmentRow>,
     pub checks: Vec<CheckRow>,
+    /// An access application's grants (once approved) and its reviewers' conditions.
+    pub grants: Vec<crate::store::access::GrantRow>,
+    pub conditions: Vec<crate::store::access::ConditionRow>,
 }
 
 /// What a list asks for.
@@ -113,8 +116,14 @@ pub async fn create(state: &AppState, caller: &Caller, new: NewApplication) -> R
             ),
         ));
     }
+    if new.kind == Kind::Extension {
+        return Err(Error::invalid(
+            ErrorCode::WrongRoute,
+            "an extension belongs to its dataset: POST /api/v1/datasets/{id}/extension (`vre dataset extend`)",
+        ));
+    }
     if new.kind == Kind::Access {
-        // The datasets it names must be on record.
+        // It names its datasets, and they must be on record.
         super::access::terms(tx.conn(), &payload, &super::access::today()?).await?;
     }
     let now = crate::time::now();
@@ -192,22 +201,34 @@ pub(crate) async fn seen(
 pub async fn show(state: &AppState, caller: &Caller, id: &str) -> Result<Detail> {
     let mut conn = state.db.pool().acquire().await?;
     let app = seen(&mut conn, caller, id).await?.object;
+    let (grants, conditions) = if app.kind == Kind::Access {
+        (
+            crate::store::access::grants_of(&mut conn, id).await?,
+            crate::store::access::conditions(&mut conn, id).await?,
+        )
+    } else {
+        Default::default()
+    };
     Ok(Detail {
         decisions: store::decisions(&mut conn, id).await?,
         attachments: store::attachments(&mut conn, id).await?,
         checks: store::checks(&mut conn, id).await?,
         row: app,
+        grants,
+        conditions,
     })
 }
 
 /// Votes on an application: approve, reject or request changes; reviewers, never on their own
-/// project's applications, once per round.
+/// project's applications, once per round. An approval of an access application may set
+/// conditions that tighten what it asks (`access::condition`).
 pub async fn decide(
     state: &AppState,
     caller: &Caller,
     id: &str,
     choice: Choice,
     comment: &str,
+    conditions: Option<super::access::Conditions>,
 ) -> Result<Summary> {
     check_text("the comment", comment, 64 * 1024, true)?;
     apply_event(
@@ -216,8 +237,11 @@ pub async fn decide(
         id,
         |_| Action::AppDecide,
         move |voter| Event::Vote { voter, choice },
-        comment,
-        None,
+        Said {
+            comment,
+            description: None,
+            conditions: conditions.filter(|c| !c.is_empty()).as_ref(),
+        },
     )
     .await
 }
@@ -236,8 +260,11 @@ pub async fn withdraw(
         id,
         Action::AppWithdraw,
         |by| Event::Withdraw { by },
-        comment,
-        None,
+        Said {
+            comment,
+            description: None,
+            conditions: None,
+        },
     )
     .await
 }
@@ -260,10 +287,21 @@ pub async fn resubmit(
         id,
         Action::AppResubmit,
         |by| Event::Resubmit { by },
-        comment,
-        description,
+        Said {
+            comment,
+            description,
+            conditions: None,
+        },
     )
     .await
+}
+
+/// What comes with an event: the comment, a new description (a resubmission), the conditions
+/// of an approval.
+struct Said<'a> {
+    comment: &'a str,
+    description: Option<&'a str>,
+    conditions: Option<&'a super::access::Conditions>,
 }
 
 /// Applies one event to an application in a write transaction: the policy decides, the store
@@ -274,9 +312,13 @@ async fn apply_event(
     id: &str,
     action: impl FnOnce(Kind) -> Action,
     make_event: impl for<'a> Fn(&'a str) -> Event<'a>,
-    comment: &str,
-    new_description: Option<&str>,
+    said: Said<'_>,
 ) -> Result<Summary> {
+    let Said {
+        comment,
+        description: new_description,
+        conditions,
+    } = said;
     let mut tx = state.db.begin_write().await?;
     let Seen {
         object: app,
@@ -332,11 +374,21 @@ async fn apply_event(
             decided_at: now.clone(),
         };
         store::insert_decision(tx.conn(), id, &d).await?;
+        let mut detail =
+            json!({"decision": choice.as_str(), "round": app.round, "comment": comment});
+        if let Some(c) = conditions {
+            super::access::condition(&mut tx, &app, caller.sub.as_str(), choice, c).await?;
+            detail["conditions"] = json!({
+                "until": c.until,
+                "commercial": c.commercial,
+                "logs": c.logs_hidden.map(|h| if h { "hidden" } else { "visible" }),
+            });
+        }
         tx.audit(NewEvent {
             actor: caller.sub.as_str(),
             action: "application.decision",
             subject: id,
-            detail: json!({"decision": choice.as_str(), "round": app.round, "comment": comment}),
+            detail,
         })
         .await?;
         all_decisions.push(d);
@@ -376,7 +428,7 @@ async fn apply_event(
         })
         .await?;
     }
-    let updated = store::application(tx.conn(), id)
+    let mut updated = store::application(tx.conn(), id)
         .await?
         .ok_or(Error::NotFound("application"))?;
     // The quorum and the release it calls for are recorded together: no release without one.
@@ -396,6 +448,17 @@ async fn apply_event(
     // A decided listing moves its dataset in the same transaction.
     if updated.kind == Kind::Listing && transition.to != transition.from {
         super::dataset_upload::listing_decided(&mut tx, &updated, &now).await?;
+    }
+    // An approved extension moves the dataset's end in the transaction that approves it.
+    if updated.kind == Kind::Extension
+        && transition.to == State::Approved
+        && transition.from != State::Approved
+        && updated.dataset_id.is_some()
+    {
+        super::extension::approved(state, &mut tx, &updated, &now).await?;
+        updated = store::application(tx.conn(), id)
+            .await?
+            .ok_or(Error::NotFound("application"))?;
     }
     state.commit(tx).await?;
     if release {

@@ -17,6 +17,7 @@ pub mod applications;
 pub mod dataset_upload;
 pub mod datasets;
 pub mod egress;
+pub mod extension;
 pub mod images;
 pub mod ingress;
 pub mod page;

@@ -406,9 +406,21 @@ pub async fn logs(
     let run = run.object;
     let hidden = {
         let mut conn = state.db.pool().acquire().await?;
-        sstore::sandbox(&mut conn, &run.sandbox_id)
-            .await?
-            .is_none_or(|s| s.logs != LogVisibility::Visible.as_str())
+        let sb = sstore::sandbox(&mut conn, &run.sandbox_id).await?;
+        match sb {
+            Some(sb) if sb.logs == LogVisibility::Visible.as_str() => {
+                // An access granted since, whose conditions hide output, hides it too.
+                let mounted: Vec<String> = sstore::datasets(&mut conn, &sb.id)
+                    .await?
+                    .into_iter()
+                    .map(|(d, _)| d)
+                    .collect();
+                super::access::output_hidden_by(&mut conn, &sb.project_id, &mounted)
+                    .await?
+                    .is_some()
+            }
+            _ => true,
+        }
     };
     if hidden {
         return Err(Error::Forbidden {

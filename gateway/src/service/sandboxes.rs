@@ -160,6 +160,22 @@ pub async fn create(state: &AppState, caller: &Caller, new: NewSandbox) -> Resul
         }
         Err(e) => return Err(e),
     };
+    // An access whose conditions hide run output hides this sandbox's.
+    let hidden_by = {
+        let mut conn = state.db.pool().acquire().await?;
+        let ids: Vec<String> = datasets.iter().map(|(id, _)| id.clone()).collect();
+        super::access::output_hidden_by(&mut conn, &new.project, &ids).await?
+    };
+    if let Some(d) = &hidden_by
+        && new.logs == Some(LogVisibility::Visible)
+    {
+        return Err(Error::Forbidden {
+            code: ErrorCode::LogsHidden,
+            message: format!(
+                "the project's access to dataset `{d}` hides run output: a sandbox mounting it has hidden logs"
+            ),
+        });
+    }
     let image = {
         let mut conn = state.db.pool().acquire().await?;
         sstore::image(&mut conn, &new.image).await?.ok_or_else(|| {
@@ -179,11 +195,12 @@ pub async fn create(state: &AppState, caller: &Caller, new: NewSandbox) -> Resul
         created_by: caller.sub.to_string(),
         created_at: crate::time::now(),
         removed_at: None,
-        logs: new
-            .logs
-            .unwrap_or(state.sandboxes.settings().logs)
-            .as_str()
-            .to_owned(),
+        logs: match hidden_by {
+            Some(_) => LogVisibility::Hidden,
+            None => new.logs.unwrap_or(state.sandboxes.settings().logs),
+        }
+        .as_str()
+        .to_owned(),
     };
     for app in &new.ingress {
         stageable(state, &row, app).await?;

@@ -246,3 +246,71 @@ pub async fn files(
         })
         .collect()
 }
+
+/// Datasets whose restricted sharing ended before `today` (`YYYY-MM-DD`): their end day has
+/// passed. At most `limit`, earliest end first.
+pub async fn restriction_passed(
+    conn: &mut AnyConnection,
+    today: &str,
+    limit: i64,
+) -> Result<Vec<DatasetRow>, sqlx::Error> {
+    // Off `datasets_by_restricted_until` (migration 0014).
+    sqlx::query(&format!(
+        "SELECT {COLUMNS} FROM datasets WHERE restricted_until IS NOT NULL \
+         AND restricted_until < $1 ORDER BY restricted_until, id LIMIT $2"
+    ))
+    .bind(today)
+    .bind(limit)
+    .fetch_all(conn)
+    .await?
+    .iter()
+    .map(dataset_from)
+    .collect()
+}
+
+/// Moves a dataset whose restricted sharing ended to the category after it, if it still is in
+/// category `from` with the end `until` (a compare-and-set: of two gateways, one moves it).
+/// Whether this call moved it.
+pub async fn move_category(
+    conn: &mut AnyConnection,
+    id: &str,
+    from: &str,
+    until: &str,
+    to: &str,
+    now: &str,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE datasets SET category = $1, restricted_until = NULL, category_after = NULL, \
+         updated_at = $2 WHERE id = $3 AND category = $4 AND restricted_until = $5",
+    )
+    .bind(to)
+    .bind(now)
+    .bind(id)
+    .bind(from)
+    .bind(until)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Moves a dataset's end of restricted sharing from `from` to `to`, if it still is `from` (a
+/// compare-and-set). Whether this call moved it.
+pub async fn extend_restriction(
+    conn: &mut AnyConnection,
+    id: &str,
+    from: &str,
+    to: &str,
+    now: &str,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE datasets SET restricted_until = $1, updated_at = $2 \
+         WHERE id = $3 AND restricted_until = $4",
+    )
+    .bind(to)
+    .bind(now)
+    .bind(id)
+    .bind(from)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::ingress::Check;
+use super::sandboxes::LogVisibility;
 use super::{same_values, wire_enum};
 
 wire_enum! {
@@ -113,6 +114,46 @@ pub struct Decision {
     pub decision: DecisionChoice,
     pub comment: String,
     pub decided_at: String,
+    /// The conditions set with an approval of an access application, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conditions: Option<Conditions>,
+}
+
+/// Conditions an approving reviewer sets on an access application; each may only tighten what
+/// it asks, and the strictest of the approving votes applies to its grants. Refused 400
+/// `bad_conditions` on other kinds of application, with other decisions, or where they would
+/// loosen what is asked.
+#[derive(Serialize, Deserialize, ToSchema, Debug, Clone, Default, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Conditions {
+    /// An earlier last day of access (`YYYY-MM-DD`, UTC): not past, not after the one asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(format = Date)]
+    pub until: Option<String>,
+    /// `false`: no commercial use. `true` only where the application asks for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commercial: Option<bool>,
+    /// `hidden`: runs of sandboxes mounting the datasets show the analysts only their
+    /// output's size and digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logs: Option<LogVisibility>,
+}
+
+/// What an approved access application grants its project on one dataset, with the
+/// conditions that apply.
+#[derive(Serialize, Deserialize, ToSchema, Debug, Clone)]
+pub struct Grant {
+    pub application: String,
+    pub project: String,
+    pub dataset: String,
+    /// The last day in force (`YYYY-MM-DD`, UTC); none: until revoked.
+    pub until: Option<String>,
+    /// Whether commercial use is allowed.
+    pub commercial: bool,
+    /// Whether runs mounting the dataset show their output to the analysts.
+    pub logs: LogVisibility,
+    pub granted_at: String,
+    pub revoked_at: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, ToSchema, Debug, Clone)]
@@ -135,6 +176,9 @@ pub struct ApplicationDetail {
     pub attachments: Vec<Attachment>,
     /// Automatic checks attached to the application (ingress archives, egress files).
     pub checks: Vec<Check>,
+    /// What an approved access application grants, one per dataset; empty for other kinds.
+    #[serde(default)]
+    pub grants: Vec<Grant>,
 }
 
 /// Filters of the list of applications. Kinds and states are parsed by the handler, so an
@@ -155,7 +199,8 @@ pub struct ListQuery {
 #[serde(deny_unknown_fields)]
 pub struct NewApplication {
     /// listing, extension or access. Ingress and egress applications are made by uploading
-    /// their content to their own routes.
+    /// their content to their own routes, and an extension through its dataset's
+    /// (`POST /api/v1/datasets/{id}/extension`): refused `wrong_route` here.
     #[schema(value_type = NewApplicationKind)]
     pub kind: String,
     pub project: String,
@@ -166,7 +211,7 @@ pub struct NewApplication {
     #[serde(default)]
     #[schema(max_length = 65536)]
     pub description: String,
-    /// Kind-specific details, a JSON object. An access application's:
+    /// Kind-specific details, a JSON object. An access application's (required):
     /// `{"datasets": [ID...], "purpose": TEXT, "until": "YYYY-MM-DD", "commercial": BOOL}`
     /// (registered datasets; `until` and `commercial` optional), refused `bad_payload` or
     /// `bad_dataset` (naming the unknown ones) otherwise.
@@ -184,6 +229,9 @@ pub struct NewDecision {
     /// Why; kept with the decision and in the audit log. Not blank; at most 64 KiB.
     #[schema(min_length = 1, max_length = 65536, pattern = r"\S")]
     pub comment: String,
+    /// Conditions set with an approval of an access application.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conditions: Option<Conditions>,
 }
 
 #[derive(Serialize, Deserialize, ToSchema, Default)]

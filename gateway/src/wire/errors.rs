@@ -85,6 +85,12 @@ wire_enum! {
         LogsHidden = "logs_hidden",
         /// A dataset's content is in the STORE already; it is uploaded once.
         DatasetListed = "dataset_listed",
+        /// Conditions on an approval that do not tighten what an access application asks (or
+        /// on another kind of application, or on another decision).
+        BadConditions = "bad_conditions",
+        /// An extension's new end of restricted sharing that is not a date after the current
+        /// one, or a dataset that is not in restricted sharing.
+        BadExtension = "bad_extension",
         // Archives refused by `policy::archive::rules`.
         ArchivePathAbsolute = "archive_path_absolute",
         ArchivePathTraversal = "archive_path_traversal",

@@ -8,6 +8,7 @@ pub mod applications;
 pub mod datasets;
 pub mod egress;
 pub mod errors;
+pub mod extension;
 pub mod ingress;
 pub mod projects;
 pub mod sandboxes;

@@ -56,24 +56,7 @@ pub async fn grant(app: &TestApp, project: &str, dataset: &str, until: Option<&s
 /// `[sandbox.datasets]` by that id, which is then its content), written straight to the store:
 /// registration makes ids of its own.
 pub async fn record(app: &TestApp, id: &str) {
-    let now = gateway::time::now();
-    let row = gateway::store::datasets::DatasetRow {
-        id: id.to_owned(),
-        title: format!("Dataset {id}"),
-        institution: INSTITUTION.to_owned(),
-        category: "unrestricted_open_sharing".to_owned(),
-        restricted_until: None,
-        category_after: None,
-        dmp: example_dmp(INSTITUTION).to_string(),
-        state: "approved".to_owned(),
-        created_by: "hana".to_owned(),
-        created_at: now.clone(),
-        updated_at: now,
-    };
-    let mut conn = app.state.db.pool().acquire().await.unwrap();
-    gateway::store::datasets::insert(&mut conn, &row)
-        .await
-        .unwrap();
+    app.record_dataset(id, INSTITUTION).await;
 }
 
 /// The grants recorded: (application, project, dataset, until, commercial).
@@ -209,7 +192,7 @@ async fn vre_access_request_prints_the_application() {
 }
 
 /// Asks, as ana, for a sandbox of p1 mounting `datasets`; the status and body.
-async fn ask_sandbox(app: &TestApp, datasets: &[&str]) -> (StatusCode, Value) {
+pub(crate) async fn ask_sandbox(app: &TestApp, datasets: &[&str]) -> (StatusCode, Value) {
     let ana = app.token("ana", "analyst");
     app.post(
         "/api/v1/sandboxes",
@@ -281,7 +264,7 @@ async fn a_sandbox_mounts_a_dataset_only_with_access_in_force() {
 
 /// A gateway on `engine` with the test image allowed, project p1 (analyst ana) and the
 /// dataset `cohort` on record, its directory configured (holding `cohort.csv`).
-async fn mounting_world(
+pub(crate) async fn mounting_world(
     engine: crate::support::Engine,
 ) -> (TestApp, String, crate::support::TempDir) {
     // A class whose runs may take two days, longer than any access ending today.
@@ -309,8 +292,8 @@ pub(crate) async fn ask_run(
     .await
 }
 
-/// The output of a finished run.
-pub(crate) async fn logs_of(app: &TestApp, token: &str, run: &str) -> String {
+/// Reads a run's output as `token`: the status and the body.
+pub(crate) async fn read_logs(app: &TestApp, token: &str, run: &str) -> (StatusCode, String) {
     let r = app
         .http
         .get(format!("{}/api/v1/runs/{run}/logs", app.url))
@@ -318,8 +301,14 @@ pub(crate) async fn logs_of(app: &TestApp, token: &str, run: &str) -> String {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-    r.text().await.unwrap()
+    (r.status(), r.text().await.unwrap())
+}
+
+/// The output of a finished run.
+pub(crate) async fn logs_of(app: &TestApp, token: &str, run: &str) -> String {
+    let (st, body) = read_logs(app, token, run).await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    body
 }
 
 /// A sandbox mounts the dataset once its project's access is approved; every run re-checks

@@ -83,7 +83,8 @@ async fn access_application_lifecycle() {
                 "application.state",
                 "application.resubmit",
                 "application.decision",
-                "application.state"
+                "application.state",
+                "access.grant"
             ]
         );
         assert!(app.verify_audit().await.problem.is_none());

@@ -8,9 +8,9 @@
 //! ```text
 //!  1 project.create          signed
 //!  2..5 application.submit   signed (one commit each)
-//!  6 decision,  7 state      approve: one commit, 7 signed
+//!  6 decision,  7 state      reject: one commit, 7 signed
 //!  8 decision,  9 state      request_changes: one commit, 9 signed
-//! 10 decision, 11 state      approve: one commit, 11 signed (the head)
+//! 10 decision, 11 state      reject: one commit, 11 signed (the head)
 //! ```
 
 use gateway::audit::{Report, event_hash, read_checkpoints};
@@ -34,9 +34,9 @@ async fn logged(engine: Engine) -> TestApp {
         app.settle_checkpoints().await;
     }
     for (id, reviewer, decision) in [
-        (&ids[0], "rev1", "approve"),
+        (&ids[0], "rev1", "reject"),
         (&ids[1], "rev1", "request_changes"),
-        (&ids[2], "rev2", "approve"),
+        (&ids[2], "rev2", "reject"),
     ] {
         let (st, body) = app.vote(id, reviewer, decision).await;
         assert_eq!(st, StatusCode::OK, "{body}");

@@ -99,6 +99,8 @@ impl Who {
 /// The institution of the datasets the table's rows act on, and another.
 const INSTITUTION: &str = "matrix-u";
 const OTHER_INSTITUTION: &str = "other-u";
+/// The dataset access applications name (`TestApp::support_dataset`).
+const SUPPORT_DATASET: &str = "ds-support";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Method {
@@ -254,7 +256,12 @@ fn new_member(_: &World) -> Option<Value> {
     Some(json!({"subject": "newcomer", "role": "analyst"}))
 }
 fn access_app(w: &World) -> Option<Value> {
-    Some(json!({"kind": "access", "project": w.project, "title": "Access, please"}))
+    Some(json!({
+        "kind": "access",
+        "project": w.project,
+        "title": "Access, please",
+        "payload": {"datasets": [SUPPORT_DATASET], "purpose": "a cohort study"},
+    }))
 }
 fn listing_app(w: &World) -> Option<Value> {
     Some(json!({"kind": "listing", "project": w.project, "title": "List our dataset"}))
@@ -301,6 +308,9 @@ fn revocation(_: &World) -> Option<Value> {
 }
 fn new_dataset(_: &World) -> Option<Value> {
     Some(json!({"dmp": crate::datasets::example_dmp(INSTITUTION)}))
+}
+fn new_extension(_: &World) -> Option<Value> {
+    Some(json!({"until": "2036-03-31", "justification": "the follow-up study"}))
 }
 fn recipient(_: &World) -> Option<Value> {
     Some(json!({"recipient": gateway::release::new_identity().1}))
@@ -374,6 +384,8 @@ fn table() -> Vec<Row> {
         row(Post,   "/api/v1/datasets",                                        Nothing,          new_dataset,        Writes, [401, 403, 403, 403, 403, 403, 403, 403,   403, 403, 201,   403]),
         row(Get,    "/api/v1/datasets/{id}",                                   Dataset,          none,               Reads,  [401, 404, 404, 200, 404, 404, 200, 200,   404, 404, 200,   404]),
         row(Get,    "/api/v1/datasets/{id}/dmp",                               Dataset,          none,               Reads,  [401, 404, 404, 200, 404, 404, 200, 200,   404, 404, 200,   404]),
+        row(Get,    "/api/v1/datasets/{id}/history",                           Dataset,          none,               Reads,  [401, 404, 404, 200, 404, 404, 200, 200,   404, 404, 200,   404]),
+        row(Post,   "/api/v1/datasets/{id}/extension",                         Dataset,          new_extension,      Writes, [401, 403, 403, 403, 403, 404, 403, 403,   403, 403, 201,   403]),
         // A dataset's listing application: its institution's steward applied (the requester).
         row(Get,    "/api/v1/applications/{id}",                               Dataset,          none,               Reads,  [401, 404, 404, 200, 404, 200, 200, 200,   404, 404, 200,   404]),
         row(Post,   "/api/v1/applications/{id}/decisions",                     Dataset,          approve,            Writes, [401, 403, 403, 200, 403, 403, 403, 403,   403, 403, 403,   403]),
@@ -397,6 +409,7 @@ fn code_of(status: u16) -> Option<&'static str> {
 /// rows that need a container engine run only when `engine` is set.
 async fn run_matrix(app: &TestApp, engine: bool) -> Vec<String> {
     app.project("elsewhere", &[("bob", "analyst")]).await;
+    assert_eq!(app.support_dataset().await, SUPPORT_DATASET);
     let tokens: Vec<Option<String>> = WHO
         .iter()
         .map(|w| {

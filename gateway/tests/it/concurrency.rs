@@ -131,8 +131,8 @@ async fn a_quorum_is_reached_exactly_once_under_concurrent_votes() {
         assert_eq!(to, ["in_review", "approved"], "{engine:?}: state changes");
         let report = app.verify_audit().await;
         assert_eq!(report.problem, None);
-        // project, submission, five votes, two state changes
-        assert_eq!(report.events, 9);
+        // project, submission, five votes, two state changes, the grant
+        assert_eq!(report.events, 10);
         app.stop().await;
     }
 }
@@ -197,7 +197,7 @@ async fn concurrent_writes_of_every_kind_share_one_chain() {
         let steward = app.token("sue", "steward");
         let mut requests = Vec::new();
         for (i, id) in open.iter().enumerate() {
-            // With a quorum of one: a vote and a state change, in one commit.
+            // With a quorum of one: a vote, a state change and the grant, in one commit.
             requests.push(approve(&app, id, &format!("rev{i}")));
             requests.push((
                 format!("/api/v1/applications/{id}/attachments"),
@@ -207,7 +207,7 @@ async fn concurrent_writes_of_every_kind_share_one_chain() {
             requests.push((
                 "/api/v1/applications".to_owned(),
                 ana.clone(),
-                json!({"kind": "access", "project": "p1", "title": format!("more {i}")}),
+                json!({"kind": "access", "project": "p1", "title": format!("more {i}"), "payload": app.access_payload().await}),
             ));
             requests.push((
                 "/api/v1/projects".to_owned(),
@@ -220,10 +220,10 @@ async fn concurrent_writes_of_every_kind_share_one_chain() {
             assert!(st.is_success(), "{engine:?}: {st} {body}");
         }
 
-        // 8 × (decision + state + attachment + submission + project) after the first 9.
+        // 8 × (decision + state + grant + attachment + submission + project) after the first 9.
         let report = app.verify_audit().await;
         assert_eq!(report.problem, None, "{engine:?}");
-        assert_eq!(report.events, 9 + 8 * 5, "{engine:?}");
+        assert_eq!(report.events, 9 + 8 * 6, "{engine:?}");
         let (count,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM audit_events")
             .fetch_one(app.state.db.pool())
             .await

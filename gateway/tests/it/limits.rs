@@ -144,7 +144,7 @@ async fn json_bodies_are_small_and_refused_before_they_are_read() {
             .post(
                 "/api/v1/applications",
                 Some(&ana),
-                &json!({"kind": "access", "project": "p1", "title": "Small", "description": "why"}),
+                &json!({"kind": "access", "project": "p1", "title": "Small", "description": "why", "payload": app.access_payload().await}),
             )
             .await;
         assert_eq!(st, StatusCode::CREATED, "{b}");

@@ -11,6 +11,7 @@ mod engine_objects;
 mod support;
 
 mod access;
+mod access_terms;
 mod applications;
 mod audit_tamper;
 mod authz;
@@ -22,6 +23,7 @@ mod egress;
 mod egress_boundary;
 mod egress_cli;
 mod egress_copy;
+mod extension;
 mod ingress;
 mod jwt;
 mod limits;

@@ -157,11 +157,12 @@ async fn two_gateways_on_one_database_own_each_run_once_and_serve_any_run() {
     let mut runs = Vec::new();
 
     // A file one gateway received is served by the other, from the blob store they share.
+    let dataset = crate::restart::registered_dataset(a, &a_dir).await;
     let (st, app) = post(
         a,
         "/api/v1/applications",
         &ana,
-        &json!({"kind": "access", "project": "p1", "title": "Please", "description": "why"}),
+        &crate::restart::access_application(&dataset, "Please"),
     )
     .await
     .unwrap();

@@ -203,10 +203,35 @@ enum Ack {
 /// Tokens and the applications that reviewers vote on.
 struct Scene {
     ana: String,
+    /// A registered dataset that access applications name.
+    dataset: String,
     reviewers: Vec<(String, String)>,
     reader: String,
     auditor: String,
     open: Vec<String>,
+}
+
+/// A dataset registered by a steward of its institution, through `s`; its id.
+pub(crate) async fn registered_dataset(s: &Server, data_dir: &Path) -> String {
+    let institution = crate::datasets::INSTITUTION;
+    let steward = crate::support::issued_token_for(data_dir, "hana", "steward", Some(institution));
+    let dmp = crate::datasets::example_dmp(institution);
+    let (st, b) = post(s, "/api/v1/datasets", &steward, &json!({ "dmp": dmp }))
+        .await
+        .unwrap();
+    assert_eq!(st, StatusCode::CREATED, "{b}");
+    b["id"].as_str().unwrap().to_owned()
+}
+
+/// The body of an access application of project p1 to `dataset`.
+pub(crate) fn access_application(dataset: &str, title: &str) -> Value {
+    json!({
+        "kind": "access",
+        "project": "p1",
+        "title": title,
+        "description": "why",
+        "payload": {"datasets": [dataset], "purpose": "a cohort study"},
+    })
 }
 
 async fn prepare(s: &Server, data_dir: &Path, open: usize) -> Scene {
@@ -221,13 +246,14 @@ async fn prepare(s: &Server, data_dir: &Path, open: usize) -> Scene {
     .unwrap();
     assert_eq!(st, StatusCode::CREATED, "{b}");
     let ana = issued_token(data_dir, "ana", "analyst");
+    let dataset = registered_dataset(s, data_dir).await;
     let mut ids = Vec::new();
     for i in 0..open {
         let (st, b) = post(
             s,
             "/api/v1/applications",
             &ana,
-            &json!({"kind": "access", "project": "p1", "title": format!("open {i}")}),
+            &access_application(&dataset, &format!("open {i}")),
         )
         .await
         .unwrap();
@@ -236,6 +262,7 @@ async fn prepare(s: &Server, data_dir: &Path, open: usize) -> Scene {
     }
     Scene {
         ana,
+        dataset,
         reviewers: (1..=4)
             .map(|i| {
                 let r = format!("rev{i}");
@@ -262,10 +289,10 @@ fn writers(
     let mut tasks = Vec::new();
     for w in 0..4 {
         let (http, url, token, tx) = (s.http.clone(), s.url.clone(), scene.ana.clone(), tx.clone());
+        let dataset = scene.dataset.clone();
         tasks.push(tokio::spawn(async move {
             for i in 0.. {
-                let body =
-                    json!({"kind": "access", "project": "p1", "title": format!("burst {w}.{i}")});
+                let body = access_application(&dataset, &format!("burst {w}.{i}"));
                 let req = http
                     .post(format!("{url}/api/v1/applications"))
                     .bearer_auth(&token)
@@ -485,7 +512,7 @@ async fn sigkill_mid_burst_loses_no_acknowledged_write() {
             &server,
             "/api/v1/applications",
             &scene.ana,
-            &json!({"kind": "access", "project": "p1", "title": "after the crash"}),
+            &access_application(&scene.dataset, "after the crash"),
         )
         .await
         .unwrap();

@@ -316,17 +316,61 @@ impl TestApp {
     }
 
     /// Submits an application of `kind` as `sub` (an analyst or steward member); returns its id.
+    /// An access application names [`TestApp::support_dataset`].
     pub async fn application(&self, kind: &str, project: &str, sub: &str, role: &str) -> String {
         let t = self.token(sub, role);
-        let (st, body) = self
-            .post(
-                "/api/v1/applications",
-                Some(&t),
-                &serde_json::json!({"kind": kind, "project": project, "title": "Please", "description": "why"}),
-            )
-            .await;
+        let mut body = serde_json::json!({"kind": kind, "project": project, "title": "Please", "description": "why"});
+        if kind == "access" {
+            body["payload"] = self.access_payload().await;
+        }
+        let (st, body) = self.post("/api/v1/applications", Some(&t), &body).await;
         assert_eq!(st, StatusCode::CREATED, "{body}");
         body["id"].as_str().unwrap().to_owned()
+    }
+
+    /// The payload of an access application to [`TestApp::support_dataset`].
+    pub async fn access_payload(&self) -> Value {
+        let d = self.support_dataset().await;
+        serde_json::json!({"datasets": [d], "purpose": "why"})
+    }
+
+    /// A dataset on record for access applications that need one to name (`ds-support`, of
+    /// institution `support-u`), written to the store once: registering it through the API
+    /// would open a listing application and audit it, which tests of other things count.
+    pub async fn support_dataset(&self) -> String {
+        const ID: &str = "ds-support";
+        let mut conn = self.state.db.pool().acquire().await.unwrap();
+        let known = gateway::store::datasets::dataset(&mut conn, ID)
+            .await
+            .unwrap();
+        if known.is_none() {
+            self.record_dataset(ID, "support-u").await;
+        }
+        ID.to_owned()
+    }
+
+    /// A dataset on record with the id `id` of `institution`, unrestricted, its listing
+    /// approved (so content declared for it in `[sandbox.datasets]` may be mounted), written
+    /// straight to the store (registration makes ids of its own).
+    pub async fn record_dataset(&self, id: &str, institution: &str) {
+        let now = gateway::time::now();
+        let row = gateway::store::datasets::DatasetRow {
+            id: id.to_owned(),
+            title: format!("Dataset {id}"),
+            institution: institution.to_owned(),
+            category: "unrestricted_open_sharing".to_owned(),
+            restricted_until: None,
+            category_after: None,
+            dmp: crate::datasets::example_dmp(institution).to_string(),
+            state: "approved".to_owned(),
+            created_by: "hana".to_owned(),
+            created_at: now.clone(),
+            updated_at: now,
+        };
+        let mut conn = self.state.db.pool().acquire().await.unwrap();
+        gateway::store::datasets::insert(&mut conn, &row)
+            .await
+            .unwrap();
     }
 
     /// Asks, as `token`, for a sandbox of `project` on the test image; returns the status and
@@ -410,11 +454,23 @@ pub fn assert_success(out: &std::process::Output) {
 
 /// A token from `vre token issue` for the gateway whose data dir is `data_dir`.
 pub fn issued_token(data_dir: &Path, sub: &str, role: &str) -> String {
-    let out = vre_command()
-        .args(["token", "issue", "--sub", sub, "--role", role, "--data-dir"])
-        .arg(data_dir)
-        .output()
-        .unwrap();
+    issued_token_for(data_dir, sub, role, None)
+}
+
+/// A token from `vre token issue` that also names the institution its holder speaks for.
+pub fn issued_token_for(
+    data_dir: &Path,
+    sub: &str,
+    role: &str,
+    institution: Option<&str>,
+) -> String {
+    let mut c = vre_command();
+    c.args(["token", "issue", "--sub", sub, "--role", role, "--data-dir"])
+        .arg(data_dir);
+    if let Some(i) = institution {
+        c.args(["--institution", i]);
+    }
+    let out = c.output().unwrap();
     assert_success(&out);
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
