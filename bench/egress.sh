@@ -18,7 +18,11 @@
 #                         pass the checks (a group, a year, a mean, a count >= 10): these do
 #                         exercise the table checks, and the per-file costs (a temporary blob
 #                         and its fsync, a row, a tar header each).
-#   Then, REPS times (default 3), both ways of getting the same folder out:
+#   Each repetition has outputs of its own: before it, a run (not timed) removes the last
+#   repetition's and writes new ones (other random bytes, other tables), so no repetition asks
+#   the gateway for content it already holds (a duplicate is dropped and its copy unlinked, which
+#   is a cost of its own: SAME_OUTPUTS=1 keeps the first run's outputs for every repetition, to
+#   measure that case). Then, REPS times (default 3), both ways of getting the same folder out:
 #     gateway   request  POST /api/v1/egress {sandbox, paths: [big, small], exceptions} until
 #                        its 201: the engine's archive API through a helper container, the
 #                        checks and the quarantine (every file hashed and fsynced);
@@ -43,9 +47,10 @@
 #   TMPDIR=/dev/shm bench/egress.sh             # gateway data dir and baseline on tmpfs
 #
 #   Environment: OUTPUT_MIB, BIG_FILES, SMALL_FILES, REPS, PROFILE (release|debug),
-#   ZSTD_BASELINE (the baseline's zstd flags, default "-3 -T0").
+#   ZSTD_BASELINE (the baseline's zstd flags, default "-3 -T0"), SAME_OUTPUTS (1: one run's
+#   outputs for every repetition).
 #   Disk: the output volume (OUTPUT_MIB), the gateway's quarantine and releases (about
-#   (REPS + 1) x OUTPUT_MIB), the baseline's copy and package (2 x OUTPUT_MIB): ~6 GiB with
+#   2 x REPS x OUTPUT_MIB), the baseline's copy and package (2 x OUTPUT_MIB): ~6 GiB with
 #   the defaults. Everything is removed on exit: the data dir, the sandbox's volumes and
 #   containers (the gateway removes the sandbox), the baseline's files.
 #   Needs: cargo, curl, jq, docker (the engine and the test image vre-test/busybox:latest),
@@ -61,6 +66,7 @@ SMALL_FILES=${SMALL_FILES:-2000}
 REPS=${REPS:-3}
 PROFILE=${PROFILE:-release}
 ZSTD_BASELINE=${ZSTD_BASELINE:-"-3 -T0"}
+SAME_OUTPUTS=${SAME_OUTPUTS:-0}
 IMAGE=vre-test/busybox:latest
 
 # shellcheck source=bench/lib.sh
@@ -126,16 +132,19 @@ SANDBOX=$(api POST /api/v1/sandboxes "$ANA_TOKEN" "{\"project\":\"bench\",\"imag
 [[ -n "$SANDBOX" && "$SANDBOX" != null ]] || die "cannot make the sandbox"
 INSTANCE=$(docker volume inspect -f '{{index .Labels "vre.instance"}}' "vre-$SANDBOX-output")
 
-# The outputs, written by a run. The tables: per file one header and rows of a region, a year,
-# a sex, a mean and a count of 10 to 999 (aggregates that pass), ~SMALL_BYTES each.
+# The outputs, written by a run (repetition SEED's own: other random bytes, other tables). The
+# tables: per file one header and rows of a region, a year, a sex, a mean and a count of 10 to
+# 999 (aggregates that pass), ~SMALL_BYTES each.
 total=$(( OUTPUT_MIB * 1048576 ))
 big_bytes=$(( total * 9 / 10 / BIG_FILES ))
 small_bytes=$(( total / 10 / SMALL_FILES ))
-script="set -e; cd /vre/output; mkdir big small
+write_outputs() {
+    local seed=$1 script body run r
+    script="set -e; cd /vre/output; rm -rf big small; mkdir big small
 i=1; while [ \$i -le $BIG_FILES ]; do
     dd if=/dev/urandom of=big/part-\$i.bin bs=65536 count=$(( big_bytes / 65536 )) 2>/dev/null; i=\$((i + 1)); done
 awk -v files=$SMALL_FILES -v n=$small_bytes 'BEGIN {
-    srand(7)
+    srand($seed)
     for (f = 1; f <= files; f++) {
         out = sprintf(\"small/t-%04d.csv\", f); b = 0
         print \"region,year,sex,mean_value,count\" > out
@@ -146,14 +155,16 @@ awk -v files=$SMALL_FILES -v n=$small_bytes 'BEGIN {
         close(out)
     }
 }'"
-log "sandbox $SANDBOX: a run writes $OUTPUT_MIB MiB of outputs ($BIG_FILES x $(mib "$big_bytes") MiB random, $SMALL_FILES x $(( small_bytes / 1024 )) KiB CSV)"
-body=$(jq -cn --arg s "$script" '{cmd: ["sh", "-c", $s], timeout_secs: 3000}')
-run=$(api POST "/api/v1/sandboxes/$SANDBOX/runs" "$ANA_TOKEN" "$body" | jq -r .id)
-while :; do
-    r=$(api GET "/api/v1/runs/$run?wait=30" "$ANA_TOKEN")
-    [[ $(jq -r .state <<<"$r") == finished ]] && break
-done
-[[ $(jq -r .exit_code <<<"$r") == 0 ]] || die "the run that writes the outputs failed: $r"
+    body=$(jq -cn --arg s "$script" '{cmd: ["sh", "-c", $s], timeout_secs: 3000}')
+    run=$(api POST "/api/v1/sandboxes/$SANDBOX/runs" "$ANA_TOKEN" "$body" | jq -r .id)
+    while :; do
+        r=$(api GET "/api/v1/runs/$run?wait=30" "$ANA_TOKEN")
+        [[ $(jq -r .state <<<"$r") == finished ]] && break
+    done
+    [[ $(jq -r .exit_code <<<"$r") == 0 ]] || die "the run that writes the outputs failed: $r"
+}
+log "sandbox $SANDBOX: a run per repetition writes $OUTPUT_MIB MiB of outputs ($BIG_FILES x $(mib "$big_bytes") MiB random, $SMALL_FILES x $(( small_bytes / 1024 )) KiB CSV)$([[ $SAME_OUTPUTS == 1 ]] && echo ', the same for every repetition')"
+write_outputs 1
 
 # The baseline's container: never started, the output volume mounted read-only.
 BASE_CTR=$(docker create --network none -v "vre-$SANDBOX-output:/vre/output:ro" "$IMAGE" true)
@@ -226,9 +237,14 @@ gateway_once() {
 
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 RESULTS="$WORK/results.tsv"
-printf 'rep\tg_req\tg_votes\tg_build\tg_total\tg_dl\tg_cpu_req\tg_cpu_build\tg_size\tb_cp\tb_pack\tb_total\tb_size\n' > "$RESULTS"
+printf 'rep\tload1\tg_req\tg_votes\tg_build\tg_total\tg_dl\tg_cpu_req\tg_cpu_build\tg_size\tb_cp\tb_pack\tb_total\tb_size\n' > "$RESULTS"
 sync; sleep 2
 for rep in $(seq 1 "$REPS"); do
+    if [[ $rep -gt 1 && $SAME_OUTPUTS != 1 ]]; then
+        write_outputs "$rep"
+        sync; sleep 2
+    fi
+    load1=$(cut -d' ' -f1 /proc/loadavg)
     b_cp=$(time_cmd base_cp)
     b_pack=$(time_cmd base_pack)
     b_size=$(file_bytes "$WORK/base.age")
@@ -237,7 +253,7 @@ for rep in $(seq 1 "$REPS"); do
     settle
     b_total=$(awk -v a="$b_cp" -v b="$b_pack" 'BEGIN { printf "%.3f", a + b }')
     log "run $rep: gateway request ${G_REQ}s (cpu $G_CPU_REQ%), votes ${G_VOTES}s, build ${G_BUILD}s (cpu $G_CPU_BUILD%), total ${G_TOTAL}s, download ${G_DL}s; baseline cp ${b_cp}s, pack ${b_pack}s, total ${b_total}s"
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$rep" "$G_REQ" "$G_VOTES" "$G_BUILD" "$G_TOTAL" "$G_DL" \
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$rep" "$load1" "$G_REQ" "$G_VOTES" "$G_BUILD" "$G_TOTAL" "$G_DL" \
         "$G_CPU_REQ" "$G_CPU_BUILD" "$G_SIZE" "$b_cp" "$b_pack" "$b_total" "$b_size" >> "$RESULTS"
 done
 peak_rss=$(peak_rss_kib "$GW_PID")
@@ -256,6 +272,7 @@ echo
 echo "VRE Gateway egress benchmark: $(nproc) cores, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo);" \
      "median of $REPS runs; $PROFILE build"
 echo "load average (1, 5, 15 min) $LOAD_BEFORE before the runs, $(cut -d' ' -f1-3 /proc/loadavg) after"
+echo "outputs: $([[ $SAME_OUTPUTS == 1 ]] && echo "one run's for every repetition (later ones are duplicates)" || echo "each repetition its own")"
 echo "outputs: $files files, $(mib "$bytes") MiB ($BIG_FILES random with exceptions, $SMALL_FILES CSV);" \
      "data dir on $(df -PT "$WORK" | awk 'NR == 2 { print $2 " (" $7 ")" }')"
 echo

@@ -6,9 +6,16 @@
 //! Identical content is stored once. At start, whatever is in `tmp/` was never committed and is
 //! swept, and so is any blob the database does not know (a crash between the rename and the
 //! commit).
+//!
+//! A temporary file that is not kept (a duplicate of a blob already stored, a refused upload)
+//! goes to the [`Reaper`]: one background task that removes such files in turn, a large one cut
+//! short a step at a time before it is unlinked, so that the discards its blocks cost on a file
+//! system mounted with `discard` do not stall the writes of the requests and builds beside it.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use sha2::{Digest, Sha256};
@@ -19,13 +26,17 @@ use crate::workers::Workers;
 pub struct BlobStore {
     root: PathBuf,
     tmp: PathBuf,
-    /// Where temporary files that are not kept are unlinked, in the background.
-    workers: Workers,
+    /// Where temporary files that are not kept are removed, in the background.
+    reaper: Reaper,
 }
 
 impl BlobStore {
     pub fn new(root: PathBuf, tmp: PathBuf, workers: Workers) -> Self {
-        BlobStore { root, tmp, workers }
+        BlobStore {
+            root,
+            tmp,
+            reaper: Reaper::new(workers, REMOVE_STEP),
+        }
     }
 
     /// Removes the leftovers of writes that never committed; returns how many.
@@ -119,7 +130,7 @@ impl BlobStore {
             sha256,
             size,
             root: self.root.clone(),
-            workers: self.workers.clone(),
+            reaper: self.reaper.clone(),
             committed: false,
         }
     }
@@ -154,7 +165,7 @@ pub struct FinishedBlob {
     sha256: String,
     size: u64,
     root: PathBuf,
-    workers: Workers,
+    reaper: Reaper,
     committed: bool,
 }
 
@@ -178,7 +189,7 @@ impl FinishedBlob {
         let sha = self.sha256.clone();
         let dest = self.root.join("sha256").join(&sha[..2]).join(&sha[2..]);
         if tokio::fs::try_exists(&dest).await.unwrap_or(false) {
-            remove_soon(&self.workers, std::mem::take(&mut self.tmp));
+            self.reaper.remove_soon(std::mem::take(&mut self.tmp));
         } else {
             let parent = dest.parent().context("a blob path has a parent")?;
             let base = self.root.join("sha256");
@@ -261,30 +272,119 @@ async fn sync_dir(dir: &Path) {
 impl Drop for FinishedBlob {
     fn drop(&mut self) {
         if !self.committed {
-            remove_soon(&self.workers, std::mem::take(&mut self.tmp));
+            self.reaper.remove_soon(std::mem::take(&mut self.tmp));
         }
     }
 }
 
-/// Removes a temporary file without making the caller wait for it. Unlinking a large file
-/// frees all its blocks there and then (about 160 ms per GiB on an ext4 volume with online
-/// discard), which must hold neither the write transaction a duplicate upload commits in nor a
-/// thread of the async runtime, as a refused upload's guard would. A file a crash leaves before
-/// it goes is swept at the next start; so is one a stop does not wait for.
-fn remove_soon(workers: &Workers, path: PathBuf) {
-    if path.as_os_str().is_empty() {
-        return;
+/// How much of a large file [`remove_gently`] frees at a time.
+const REMOVE_STEP: u64 = 64 << 20;
+
+/// The share of the disk's time a removal may take: after each step it waits this many times
+/// as long as the step took.
+const REMOVE_PAUSE_FACTOR: u32 = 3;
+
+/// At least this long between two steps of a removal.
+const REMOVE_PAUSE_MIN: Duration = Duration::from_millis(10);
+
+/// Removes the temporary files that are not kept, without making the caller wait, one at a
+/// time on one background task (started when the first file comes, through [`Workers`]).
+/// Unlinking a large file frees all its blocks there and then: on ext4 with online discard that
+/// is a synchronous discard of every block (about 250 ms per GiB on a virtio disk), which must
+/// hold neither the write transaction a duplicate commits in, nor a thread of the async
+/// runtime, nor the disk under a build beside it. So a file is removed by [`remove_gently`]:
+/// cut short from its end a step at a time, with a pause after each step, then unlinked. When
+/// the gateway stops, what is left in the queue is unlinked at once. A file a crash leaves
+/// before it goes is swept at the next start; so is one a stop does not wait for.
+#[derive(Clone)]
+struct Reaper {
+    workers: Workers,
+    step: u64,
+    /// The queue of the task that removes, while it runs.
+    queue: Arc<Mutex<Option<tokio::sync::mpsc::UnboundedSender<PathBuf>>>>,
+}
+
+impl Reaper {
+    fn new(workers: Workers, step: u64) -> Reaper {
+        Reaper {
+            workers,
+            step,
+            queue: Arc::default(),
+        }
     }
-    match tokio::runtime::Handle::try_current() {
-        Ok(_) => {
-            // Not cut short by a stop: it is one system call, over soon.
-            workers.spawn("temp-file-unlink", |_stop| async move {
-                let _ = tokio::task::spawn_blocking(move || std::fs::remove_file(&path)).await;
-            });
+
+    fn remove_soon(&self, path: PathBuf) {
+        if path.as_os_str().is_empty() {
+            return;
         }
-        Err(_) => {
+        if tokio::runtime::Handle::try_current().is_err() {
+            // No runtime to hand it to (a guard dropped on a plain thread).
             let _ = std::fs::remove_file(&path);
+            return;
         }
+        let mut queue = crate::lock(&self.queue);
+        let path = match queue.as_ref() {
+            Some(tx) => match tx.send(path) {
+                Ok(()) => return,
+                Err(back) => back.0,
+            },
+            None => path,
+        };
+        // The first file, or the task has ended (a stop): a new task takes the queue.
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let _ = tx.send(path);
+        *queue = Some(tx);
+        let step = self.step;
+        self.workers
+            .spawn("temp-file-unlink", move |stop| reap(rx, stop, step));
+    }
+}
+
+/// The reaper's task: removes what comes, in turn, until the gateway stops (then what is
+/// queued is unlinked without pauses) or the store is gone.
+async fn reap(
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<PathBuf>,
+    stop: crate::workers::Stop,
+    step: u64,
+) {
+    loop {
+        let path = tokio::select! {
+            biased;
+            path = rx.recv() => path,
+            () = stop.requested() => None,
+        };
+        let Some(path) = path else { break };
+        let step = if stop.is_requested() { u64::MAX } else { step };
+        let _ = tokio::task::spawn_blocking(move || remove_gently(&path, step)).await;
+    }
+    rx.close();
+    while let Ok(path) = rx.try_recv() {
+        let _ = tokio::task::spawn_blocking(move || std::fs::remove_file(&path)).await;
+    }
+}
+
+/// Removes a file that nothing else links to, `step` bytes of it at a time from its end (a
+/// pause after each, [`REMOVE_PAUSE_FACTOR`] times as long as the step took), then unlinks
+/// it; returns how many times it was cut short. A file already gone is no error.
+fn remove_gently(path: &Path, step: u64) -> std::io::Result<u32> {
+    let file = match std::fs::OpenOptions::new().write(true).open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let mut len = file.metadata()?.len();
+    let mut cuts = 0;
+    while len > step {
+        len -= step;
+        let t = Instant::now();
+        file.set_len(len)?;
+        cuts += 1;
+        std::thread::sleep((t.elapsed() * REMOVE_PAUSE_FACTOR).max(REMOVE_PAUSE_MIN));
+    }
+    drop(file);
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(cuts),
     }
 }
 
@@ -419,6 +519,63 @@ mod tests {
         assert_eq!(store.list().unwrap().len(), 3);
         workers.stop(std::time::Duration::from_secs(5)).await;
         assert_eq!(std::fs::read_dir(dir.join("tmp")).unwrap().count(), 0);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// A large file is cut short from its end in steps, then unlinked; one already gone is no
+    /// error.
+    #[test]
+    fn a_large_file_is_removed_a_step_at_a_time() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("f");
+        std::fs::write(&path, vec![7u8; (1 << 20) + 1]).unwrap();
+        assert_eq!(remove_gently(&path, 256 << 10).unwrap(), 4);
+        assert!(!path.exists());
+        assert_eq!(remove_gently(&path, 256 << 10).unwrap(), 0);
+        std::fs::write(&path, b"small").unwrap();
+        assert_eq!(remove_gently(&path, 256 << 10).unwrap(), 0);
+        assert!(!path.exists());
+    }
+
+    /// The copy of content already stored is dropped and removed in the background, in steps
+    /// (the store's step made small here), and the blob that is kept stays whole.
+    #[tokio::test]
+    async fn a_dropped_duplicate_goes_and_the_kept_blob_is_intact() {
+        let dir = std::env::temp_dir().join(format!("vre-blobs-{}", crate::store::new_id("t")));
+        let workers = Workers::default();
+        let store = BlobStore {
+            root: dir.join("blobs"),
+            tmp: dir.join("tmp"),
+            reaper: Reaper::new(workers.clone(), 64 << 10),
+        };
+        let content: Vec<u8> = (0..(1u32 << 20) + 12345)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        let kept = store.put(content.clone()).await.unwrap();
+        let sha = kept.sha256().to_owned();
+        commit_all(vec![kept]).await.unwrap();
+        let copy = store.put(content.clone()).await.unwrap();
+        let copy_path = copy.tmp.clone();
+        assert!(copy_path.exists());
+        commit_all(vec![copy]).await.unwrap();
+        // Gone without a stop: removed by the reaper's steps (16 of 64 KiB, each followed by
+        // a pause), not at once by a stop.
+        let started = std::time::Instant::now();
+        while copy_path.exists() {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(20),
+                "the dropped copy is still there"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(started.elapsed() >= REMOVE_PAUSE_MIN * 16);
+        let on_disk = std::fs::read(store.path_of(&sha).unwrap()).unwrap();
+        assert!(on_disk == content, "the kept blob changed");
+        assert_eq!(hex::encode(Sha256::digest(&on_disk)), sha);
+        assert_eq!(store.list().unwrap(), vec![sha]);
+        assert_eq!(workers.running().get("temp-file-unlink"), Some(&1));
+        workers.stop(std::time::Duration::from_secs(5)).await;
+        assert!(workers.running().is_empty());
         let _ = std::fs::remove_dir_all(dir);
     }
 }

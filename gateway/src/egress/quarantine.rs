@@ -323,9 +323,11 @@ impl<I: Inspect, M: FnMut(&str) -> I> Sink for Quarantine<'_, I, M> {
 }
 
 /// Files being fsynced at once, each on a thread of its own: the writer goes on with the next
-/// file meanwhile, and the file system commits concurrent fsyncs together (one journal commit
-/// for many small files instead of one each).
-const FSYNCS: usize = 8;
+/// file meanwhile, and concurrent fsyncs share their work (one journal commit, or on ext4
+/// without a journal one cache flush of the device, for many small files instead of one each).
+/// 2,000 files of 52 KiB written and fsynced on a virtio disk: 2.3 s with 8, 1.5 s with 32
+/// (medians of four tries each, interleaved, on a busy machine).
+const FSYNCS: usize = 32;
 
 /// A file written whole, to be fsynced before it is sent back.
 struct Written {
