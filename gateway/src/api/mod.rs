@@ -6,6 +6,7 @@
 //! annotations by `utoipa`, so it cannot drift from the routes.
 
 pub mod applications;
+pub mod catalog;
 pub mod datasets;
 pub mod drain;
 pub mod egress;
@@ -99,6 +100,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(datasets::list, datasets::register))
         .routes(routes!(datasets::show))
         .routes(routes!(datasets::dmp))
+        .routes(routes!(catalog::search))
         .routes(routes!(ingress::submit))
         .routes(routes!(ingress::manifest))
         .routes(routes!(ingress::file))

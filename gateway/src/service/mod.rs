@@ -14,6 +14,7 @@
 
 pub mod access;
 pub mod applications;
+pub mod catalog;
 pub mod datasets;
 pub mod egress;
 pub mod images;

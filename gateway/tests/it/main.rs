@@ -14,6 +14,7 @@ mod access;
 mod applications;
 mod audit_tamper;
 mod authz;
+mod catalog;
 mod commands;
 mod concurrency;
 mod datasets;
