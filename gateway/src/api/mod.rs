@@ -135,6 +135,7 @@ pub fn router(state: AppState) -> Router {
         ),
     )
     .route("/.well-known/jwks.json", axum::routing::get(system::jwks))
+    .merge(crate::web::routes())
     .fallback(|| async { ApiError::NotFound("route") })
     // A refused request's body is read (within bounds), so the client gets to read the answer.
     .layer(axum::middleware::from_fn(drain::drain_refused))

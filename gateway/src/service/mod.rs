@@ -23,6 +23,7 @@ pub mod page;
 pub mod projects;
 pub mod runs;
 pub mod sandboxes;
+pub mod sessions;
 pub mod system;
 
 use policy::access::{Access, Action, Denial, Resource, Scope, Standing, authorize, scope};

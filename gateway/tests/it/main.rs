@@ -32,3 +32,4 @@ mod replicas;
 mod restart;
 mod run_output;
 mod sandbox;
+mod web;
