@@ -6,7 +6,7 @@ use reqwest::StatusCode;
 use serde_json::json;
 
 use super::Browser;
-use crate::support::{Engine, actions, docker_available, each_engine};
+use crate::support::{Engine, TestApp, actions, docker_available, each_engine};
 
 #[tokio::test]
 async fn reviewers_vote_on_the_page_once_and_never_on_their_own_application() {
@@ -155,44 +155,7 @@ async fn an_egress_file_s_preview_marks_the_flagged_cell_and_is_an_audited_read(
         return;
     }
     let (app, ana, _data) = crate::sandbox::small_world_on(Engine::Sqlite, |_| {}).await;
-    let (_, recipient) = gateway::release::new_identity();
-    let (st, body) = app
-        .request(
-            reqwest::Method::PUT,
-            "/api/v1/keys/me",
-            Some(&ana),
-            Some(&json!({"recipient": recipient})),
-        )
-        .await;
-    assert_eq!(st, StatusCode::OK, "{body}");
-    let sandbox = app.new_sandbox(&ana, "p1").await;
-    let run = crate::sandbox::start_run(
-        &app,
-        &ana,
-        &sandbox,
-        &[
-            "sh",
-            "-c",
-            "printf 'group,count\\nA,25\\nB,0\\n' > /vre/output/counts.csv",
-        ],
-        Some(30),
-    )
-    .await;
-    let done = app.run_reaching(&ana, &run, "finished").await;
-    assert_eq!(done["exit_code"], 0, "{done}");
-    let (st, req) = app
-        .post(
-            "/api/v1/egress",
-            Some(&ana),
-            &json!({"sandbox": sandbox, "paths": ["counts.csv"], "justification": "aggregates"}),
-        )
-        .await;
-    assert_eq!(st, StatusCode::CREATED, "{req}");
-    let id = req["application"]
-        .as_str()
-        .or(req["id"].as_str())
-        .unwrap()
-        .to_owned();
+    let id = flagged_egress(&app, &ana).await;
 
     let mut b = Browser::new(&app);
     b.accept_language = Some("en");
@@ -247,4 +210,47 @@ async fn an_egress_file_s_preview_marks_the_flagged_cell_and_is_an_audited_read(
     assert_eq!(a.status, StatusCode::FORBIDDEN);
     assert!(a.body.contains("reviewer"), "{}", a.body);
     app.stop().await;
+}
+
+/// An egress application of ana's (in `small_world_on`'s project p1) for one table whose count
+/// of zero the checks flag for review; its id.
+pub async fn flagged_egress(app: &TestApp, ana: &str) -> String {
+    let (_, recipient) = gateway::release::new_identity();
+    let (st, body) = app
+        .request(
+            reqwest::Method::PUT,
+            "/api/v1/keys/me",
+            Some(ana),
+            Some(&json!({"recipient": recipient})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    let sandbox = app.new_sandbox(ana, "p1").await;
+    let run = crate::sandbox::start_run(
+        app,
+        ana,
+        &sandbox,
+        &[
+            "sh",
+            "-c",
+            "printf 'group,count\\nA,25\\nB,0\\n' > /vre/output/counts.csv",
+        ],
+        Some(30),
+    )
+    .await;
+    let done = app.run_reaching(ana, &run, "finished").await;
+    assert_eq!(done["exit_code"], 0, "{done}");
+    let (st, req) = app
+        .post(
+            "/api/v1/egress",
+            Some(ana),
+            &json!({"sandbox": sandbox, "paths": ["counts.csv"], "justification": "aggregates"}),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{req}");
+    req["application"]
+        .as_str()
+        .or(req["id"].as_str())
+        .unwrap()
+        .to_owned()
 }
