@@ -107,6 +107,39 @@ async fn css_text(c: &Client, css: &str) -> String {
         .unwrap()
 }
 
+/// Signs in through the sign-in page's form, pasting `token`; lands on the queue.
+async fn sign_in(c: &Client, base: &str, token: &str) {
+    c.goto(&format!("{base}/ui/sign-in")).await.unwrap();
+    c.find(Locator::Css("textarea#token"))
+        .await
+        .unwrap()
+        .send_keys(token)
+        .await
+        .unwrap();
+    c.find(Locator::Css("main button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait().for_element(Locator::Css("h1")).await.unwrap();
+    assert_eq!(c.current_url().await.unwrap().path(), "/ui/queue");
+}
+
+/// Signs out with the button every page has.
+async fn sign_out(c: &Client) {
+    c.find(Locator::Css("form[action='/ui/sign-out'] button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait()
+        .for_element(Locator::Css("textarea#token"))
+        .await
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reviewer_signs_in_sees_the_flagged_cell_and_approves_in_a_browser() {
     let Some(d) = driver() else { return };
@@ -117,6 +150,13 @@ async fn a_reviewer_signs_in_sees_the_flagged_cell_and_approves_in_a_browser() {
     let id = super::review::flagged_egress(&app, &ana).await;
     let steward = app.token_for("hana", "steward", Some(INSTITUTION));
     let (dataset, _) = register(&app, &steward, &example_dmp(INSTITUTION)).await;
+    let mut unshared = example_dmp(INSTITUTION);
+    unshared["title"] = json!("Unshared Cohort U");
+    unshared["management_category"] = json!("unshared");
+    let o = unshared.as_object_mut().unwrap();
+    o.remove("restricted_sharing_ends");
+    o.remove("category_after");
+    let (hidden, _) = register(&app, &steward, &unshared).await;
 
     let c = browser(&d, "en").await;
     let ok = async {
@@ -125,7 +165,12 @@ async fn a_reviewer_signs_in_sees_the_flagged_cell_and_approves_in_a_browser() {
             .await
             .unwrap();
         assert_eq!(css_text(&c, "h1").await, "Dataset catalog");
-        assert!(c.source().await.unwrap().contains(&dataset));
+        let page = c.source().await.unwrap();
+        assert!(page.contains(&dataset), "{page}");
+        assert!(
+            !page.contains(&hidden) && !page.contains("Unshared Cohort U"),
+            "{page}"
+        );
         shoot(&c, "catalog-en").await;
         c.goto(&format!("{}/ui/catalog?lang=ja", app.url))
             .await
@@ -207,6 +252,38 @@ async fn a_reviewer_signs_in_sees_the_flagged_cell_and_approves_in_a_browser() {
         let notice = css_text(&c, "p.ok").await;
         assert_eq!(notice, "Your vote was counted: Approve");
         shoot(&c, "voted-en").await;
+        sign_out(&c).await;
+
+        // The requester, a reviewer too, may not vote on her own application: the service's
+        // refusal, on the page.
+        sign_in(&c, &app.url, &app.token("ana", "analyst,reviewer")).await;
+        c.goto(&format!("{}/ui/applications/{id}?lang=en", app.url))
+            .await
+            .unwrap();
+        c.find(Locator::Css("#choice-approve"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        c.find(Locator::Css("#comment"))
+            .await
+            .unwrap()
+            .send_keys("Looks fine to me.")
+            .await
+            .unwrap();
+        c.find(Locator::Css("form[action$='/decide'] button[type=submit]"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        let refusal = css_text(&c, "p.problem").await;
+        assert!(
+            refusal.starts_with("The vote was refused") && refusal.contains("separation_of_duties"),
+            "{refusal}"
+        );
+        shoot(&c, "own-vote-refused-en").await;
     };
     let outcome = futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(ok)).await;
     let _ = c.close().await;
