@@ -161,6 +161,17 @@ impl Browser {
     }
 }
 
+/// The example DMP as an unshared dataset's, titled `title`.
+pub fn unshared_dmp(title: &str) -> serde_json::Value {
+    let mut v = example_dmp(INSTITUTION);
+    v["title"] = json!(title);
+    v["management_category"] = json!("unshared");
+    let o = v.as_object_mut().unwrap();
+    o.remove("restricted_sharing_ends");
+    o.remove("category_after");
+    v
+}
+
 const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self' data:; \
                    form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
@@ -319,12 +330,7 @@ async fn the_language_follows_the_browser_and_the_switch_on_every_page() {
 async fn the_catalog_page_shows_shared_datasets_to_anyone_and_hides_unshared_ones() {
     each_engine(|app| async move {
         let steward = app.token_for("hana", "steward", Some(INSTITUTION));
-        let mut hidden = example_dmp(INSTITUTION);
-        hidden["title"] = json!("Hidden Cohort Q 非公開コホート");
-        hidden["management_category"] = json!("unshared");
-        let o = hidden.as_object_mut().unwrap();
-        o.remove("restricted_sharing_ends");
-        o.remove("category_after");
+        let hidden = unshared_dmp("Hidden Cohort Q 非公開コホート");
         let (secret, _) = register(&app, &steward, &hidden).await;
         let (shown, _) = register(&app, &steward, &example_dmp(INSTITUTION)).await;
 

@@ -126,6 +126,24 @@ async fn sign_in(c: &Client, base: &str, token: &str) {
     assert_eq!(c.current_url().await.unwrap().path(), "/ui/queue");
 }
 
+/// Opens the application page at `url` and sends the vote form: approve, with `comment`.
+async fn approve(c: &Client, url: &str, comment: &str) {
+    c.goto(url).await.unwrap();
+    for (css, keys) in [("#choice-approve", None), ("#comment", Some(comment))] {
+        let e = c.find(Locator::Css(css)).await.unwrap();
+        match keys {
+            Some(k) => e.send_keys(k).await.unwrap(),
+            None => e.click().await.unwrap(),
+        }
+    }
+    c.find(Locator::Css("form[action$='/decide'] button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
 /// Signs out with the button every page has.
 async fn sign_out(c: &Client) {
     c.find(Locator::Css("form[action='/ui/sign-out'] button"))
@@ -150,13 +168,7 @@ async fn a_reviewer_signs_in_sees_the_flagged_cell_and_approves_in_a_browser() {
     let id = super::review::flagged_egress(&app, &ana).await;
     let steward = app.token_for("hana", "steward", Some(INSTITUTION));
     let (dataset, _) = register(&app, &steward, &example_dmp(INSTITUTION)).await;
-    let mut unshared = example_dmp(INSTITUTION);
-    unshared["title"] = json!("Unshared Cohort U");
-    unshared["management_category"] = json!("unshared");
-    let o = unshared.as_object_mut().unwrap();
-    o.remove("restricted_sharing_ends");
-    o.remove("category_after");
-    let (hidden, _) = register(&app, &steward, &unshared).await;
+    let (hidden, _) = register(&app, &steward, &super::unshared_dmp("Unshared Cohort U")).await;
 
     let c = browser(&d, "en").await;
     let ok = async {
@@ -228,27 +240,12 @@ async fn a_reviewer_signs_in_sees_the_flagged_cell_and_approves_in_a_browser() {
         shoot(&c, "preview-ja").await;
 
         // Approve, with a comment.
-        c.goto(&format!("{}/ui/applications/{id}?lang=en", app.url))
-            .await
-            .unwrap();
-        c.find(Locator::Css("#choice-approve"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
-        c.find(Locator::Css("#comment"))
-            .await
-            .unwrap()
-            .send_keys("The zero count is a structural zero.")
-            .await
-            .unwrap();
-        c.find(Locator::Css("form[action$='/decide'] button[type=submit]"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        approve(
+            &c,
+            &format!("{}/ui/applications/{id}?lang=en", app.url),
+            "The zero count is a structural zero.",
+        )
+        .await;
         let notice = css_text(&c, "p.ok").await;
         assert_eq!(notice, "Your vote was counted: Approve");
         shoot(&c, "voted-en").await;
@@ -257,27 +254,12 @@ async fn a_reviewer_signs_in_sees_the_flagged_cell_and_approves_in_a_browser() {
         // The requester, a reviewer too, may not vote on her own application: the service's
         // refusal, on the page.
         sign_in(&c, &app.url, &app.token("ana", "analyst,reviewer")).await;
-        c.goto(&format!("{}/ui/applications/{id}?lang=en", app.url))
-            .await
-            .unwrap();
-        c.find(Locator::Css("#choice-approve"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
-        c.find(Locator::Css("#comment"))
-            .await
-            .unwrap()
-            .send_keys("Looks fine to me.")
-            .await
-            .unwrap();
-        c.find(Locator::Css("form[action$='/decide'] button[type=submit]"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        approve(
+            &c,
+            &format!("{}/ui/applications/{id}?lang=en", app.url),
+            "Looks fine to me.",
+        )
+        .await;
         let refusal = css_text(&c, "p.problem").await;
         assert!(
             refusal.starts_with("The vote was refused") && refusal.contains("separation_of_duties"),
