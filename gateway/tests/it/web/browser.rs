@@ -249,6 +249,34 @@ async fn a_reviewer_signs_in_sees_the_flagged_cell_and_approves_in_a_browser() {
         let notice = css_text(&c, "p.ok").await;
         assert_eq!(notice, "Your vote was counted: Approve");
         shoot(&c, "voted-en").await;
+
+        // At 200 % zoom (half the width in CSS pixels) nothing needs scrolling sideways but
+        // a wide table, which scrolls in its own region.
+        c.set_window_size(640, 1000).await.unwrap();
+        for (page, name) in [
+            (format!("/ui/queue?lang=en"), "queue-zoom-en"),
+            (
+                format!("/ui/applications/{id}?lang=ja"),
+                "application-zoom-ja",
+            ),
+            (
+                format!("/ui/applications/{id}/preview?path=counts.csv&lang=en"),
+                "preview-zoom-en",
+            ),
+            ("/ui/catalog?lang=ja".to_owned(), "catalog-zoom-ja"),
+        ] {
+            c.goto(&format!("{}{page}", app.url)).await.unwrap();
+            let fits = c
+                .execute(
+                    "return document.documentElement.scrollWidth <= document.documentElement.clientWidth;",
+                    vec![],
+                )
+                .await
+                .unwrap();
+            shoot(&c, name).await;
+            assert_eq!(fits, json!(true), "{page} scrolls sideways at 640 px");
+        }
+        c.set_window_size(1280, 1000).await.unwrap();
         sign_out(&c).await;
 
         // The requester, a reviewer too, may not vote on her own application: the service's

@@ -94,6 +94,7 @@ async fn reviewers_vote_on_the_page_once_and_never_on_their_own_application() {
         assert_eq!(d["decisions"][0]["comment"], "fine by me");
         let shown = b.get(&format!("{path}?voted=approve")).await;
         assert!(shown.body.contains("Your vote was counted"));
+        assert!(shown.body.contains(">Round 1</h2>"), "{}", shown.body);
         assert!(
             shown.body.contains("fine by me") && shown.body.contains("rev ("),
             "{}",
