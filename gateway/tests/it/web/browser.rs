@@ -254,7 +254,7 @@ async fn a_reviewer_signs_in_sees_the_flagged_cell_and_approves_in_a_browser() {
         // a wide table, which scrolls in its own region.
         c.set_window_size(640, 1000).await.unwrap();
         for (page, name) in [
-            (format!("/ui/queue?lang=en"), "queue-zoom-en"),
+            ("/ui/queue?lang=en".to_owned(), "queue-zoom-en"),
             (
                 format!("/ui/applications/{id}?lang=ja"),
                 "application-zoom-ja",
