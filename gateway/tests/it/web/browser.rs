@@ -122,8 +122,18 @@ async fn sign_in(c: &Client, base: &str, token: &str) {
         .click()
         .await
         .unwrap();
-    c.wait().for_element(Locator::Css("h1")).await.unwrap();
-    assert_eq!(c.current_url().await.unwrap().path(), "/ui/queue");
+    // The sign-in page has a heading too: wait for the queue's address, not for an element.
+    for _ in 0..200 {
+        if c.current_url().await.unwrap().path() == "/ui/queue" {
+            c.wait().for_element(Locator::Css("h1")).await.unwrap();
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "signing in did not reach the queue: {}",
+        c.current_url().await.unwrap()
+    );
 }
 
 /// Opens the application page at `url` and sends the vote form: approve, with `comment`.
