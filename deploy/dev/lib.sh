@@ -69,3 +69,9 @@ _setup_release_tools() {
     fi
     "$venv/bin/pip" install --quiet --disable-pip-version-check "rocrate==$ROCRATE_VERSION"
 }
+
+# The browser the web pages are tested in: Debian's headless Chromium and its WebDriver, with a
+# Japanese font for the Japanese pages' screenshots.
+setup_browser() {
+    need_packages chromium chromium-driver fonts-ipafont-gothic >&2
+}

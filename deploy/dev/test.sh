@@ -43,4 +43,8 @@ fi
 setup_release_tools
 export VRE_TEST_REQUIRE_TOOLS=1
 
+# The web pages are tested in a real browser (headless Chromium); a missing one fails.
+setup_browser
+export VRE_TEST_REQUIRE_BROWSER=1
+
 cargo test --workspace --locked "$@"

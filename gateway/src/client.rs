@@ -77,6 +77,11 @@ impl Client {
         })
     }
 
+    /// A client that sends no token, for what the gateway serves to anyone (the catalog).
+    pub fn anonymous(url: &str, ca: Option<&Path>) -> anyhow::Result<Client> {
+        Client::new(url, None, ca)
+    }
+
     fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         let mut r = self.http.request(method, format!("{}{}", self.base, path));
         if let Some(t) = &self.token {

@@ -45,6 +45,7 @@ pub mod state;
 pub mod store;
 pub mod time;
 pub mod upload;
+pub mod web;
 pub mod wire;
 pub mod workers;
 

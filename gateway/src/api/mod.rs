@@ -6,6 +6,7 @@
 //! annotations by `utoipa`, so it cannot drift from the routes.
 
 pub mod applications;
+pub mod catalog;
 pub mod datasets;
 pub mod drain;
 pub mod egress;
@@ -101,6 +102,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(datasets::show))
         .routes(routes!(datasets::dmp))
         .routes(routes!(datasets::upload))
+        .routes(routes!(catalog::search))
         .routes(routes!(ingress::submit))
         .routes(routes!(ingress::manifest))
         .routes(routes!(ingress::file))
@@ -137,6 +139,7 @@ pub fn router(state: AppState) -> Router {
         ),
     )
     .route("/.well-known/jwks.json", axum::routing::get(system::jwks))
+    .merge(crate::web::routes())
     .fallback(|| async { ApiError::NotFound("route") })
     // A refused request's body is read (within bounds), so the client gets to read the answer.
     .layer(axum::middleware::from_fn(drain::drain_refused))

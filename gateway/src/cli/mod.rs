@@ -3,6 +3,7 @@
 
 mod access;
 mod app;
+mod catalog;
 mod dataset;
 mod egress;
 mod extension;
@@ -20,6 +21,7 @@ use clap::{Parser, Subcommand};
 
 use access::AccessCommand;
 use app::AppCommand;
+use catalog::CatalogCommand;
 use dataset::DatasetCommand;
 use egress::{EgressCommand, KeysCommand, ReleaseCommand};
 use ingress::IngressCommand;
@@ -114,6 +116,9 @@ enum Command {
     },
     /// Show who the token says you are.
     Whoami(ClientArgs),
+    /// The public catalog of datasets open to secondary use (no token needed).
+    #[command(subcommand)]
+    Catalog(CatalogCommand),
 }
 
 pub fn main() -> ExitCode {
@@ -204,5 +209,6 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Egress(e) => egress::egress(e).await,
         Command::Keys(k) => egress::keys(k).await,
         Command::Release(r) => egress::release(r).await,
+        Command::Catalog(c) => catalog::catalog(c).await,
     }
 }

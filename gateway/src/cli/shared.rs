@@ -33,18 +33,26 @@ pub(super) struct ClientArgs {
 
 impl ClientArgs {
     pub(super) fn client(&self) -> anyhow::Result<Client> {
-        let default_ca = PathBuf::from("vre-data/tls/ca.pem");
-        let ca = self
-            .ca
-            .clone()
-            .or_else(|| default_ca.exists().then_some(default_ca));
         let token = self.token.clone();
         if token.is_none() {
             anyhow::bail!(
                 "no token: pass --token or set VRE_TOKEN (an admin can mint one with `vre token issue`)"
             );
         }
-        Client::new(&self.url, token, ca.as_deref())
+        Client::new(&self.url, token, self.ca().as_deref())
+    }
+
+    /// The CA to trust: the one given, or ./vre-data/tls/ca.pem when present.
+    fn ca(&self) -> Option<PathBuf> {
+        let default_ca = PathBuf::from("vre-data/tls/ca.pem");
+        self.ca
+            .clone()
+            .or_else(|| default_ca.exists().then_some(default_ca))
+    }
+
+    /// A client that sends no token, even when one is given: for the public catalog.
+    pub(super) fn public_client(&self) -> anyhow::Result<Client> {
+        Client::anonymous(&self.url, self.ca().as_deref())
     }
 }
 

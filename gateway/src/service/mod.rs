@@ -14,6 +14,7 @@
 
 pub mod access;
 pub mod applications;
+pub mod catalog;
 pub mod dataset_upload;
 pub mod datasets;
 pub mod egress;
@@ -24,6 +25,7 @@ pub mod page;
 pub mod projects;
 pub mod runs;
 pub mod sandboxes;
+pub mod sessions;
 pub mod system;
 
 use policy::access::{Access, Action, Denial, Resource, Scope, Standing, authorize, scope};

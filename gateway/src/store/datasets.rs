@@ -314,3 +314,103 @@ pub async fn extend_restriction(
     .await?;
     Ok(done.rows_affected() == 1)
 }
+
+// The public catalog: the search text of each dataset (`catalog_search`, migration 0015), and
+// the search itself.
+
+/// Datasets of `categories` whose search text is not written yet, with their DMPs; at most
+/// `limit`.
+pub async fn catalog_unindexed(
+    conn: &mut AnyConnection,
+    categories: &[&str],
+    limit: i64,
+) -> Result<Vec<(String, String)>, sqlx::Error> {
+    let marks: Vec<String> = (1..=categories.len()).map(|i| format!("${i}")).collect();
+    let sql = format!(
+        "SELECT d.id, d.dmp FROM datasets d LEFT JOIN catalog_search c ON c.dataset_id = d.id \
+         WHERE c.dataset_id IS NULL AND d.category IN ({}) ORDER BY d.created_at, d.id LIMIT {}",
+        marks.join(", "),
+        limit.max(1)
+    );
+    let mut q = sqlx::query(&sql);
+    for c in categories {
+        q = q.bind(*c);
+    }
+    q.fetch_all(conn)
+        .await?
+        .iter()
+        .map(|r| Ok((r.try_get("id")?, r.try_get("dmp")?)))
+        .collect()
+}
+
+/// Writes a dataset's search text, unless it is written already.
+pub async fn catalog_index(
+    conn: &mut AnyConnection,
+    dataset: &str,
+    search: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO catalog_search (dataset_id, search) VALUES ($1, $2) \
+         ON CONFLICT (dataset_id) DO NOTHING",
+    )
+    .bind(dataset)
+    .bind(search)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The datasets of `categories` whose listing the committee approved (`approved` or `listed`:
+/// never one registered and waiting, nor one whose listing was refused) and whose search text
+/// holds `needle` (folded as the text is; every one when `None`), newest first, after
+/// `after`; at most `limit`.
+pub async fn catalog_search(
+    conn: &mut AnyConnection,
+    categories: &[&str],
+    needle: Option<&str>,
+    after: Option<&(String, String)>,
+    limit: i64,
+) -> Result<Vec<DatasetRow>, sqlx::Error> {
+    if categories.is_empty() {
+        return Ok(Vec::new());
+    }
+    // The categories are `policy`'s own spellings (snake_case), written into the query as
+    // literals: nothing a caller sends.
+    let listed: Vec<String> = categories
+        .iter()
+        .filter(|c| c.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
+        .map(|c| format!("'{c}'"))
+        .collect();
+    let from = format!(
+        "(SELECT d.*, c.search FROM datasets d JOIN catalog_search c ON c.dataset_id = d.id \
+         WHERE d.category IN ({}) AND d.state IN ('approved', 'listed')) AS catalog",
+        listed.join(", ")
+    );
+    let mut q = super::list::ListSql::new(COLUMNS, &from, "1 = 1");
+    if let Some(n) = needle {
+        q.and(
+            r"search LIKE ? ESCAPE '\'",
+            format!("%{}%", like_escaped(n)),
+        );
+    }
+    q.after_created(after, super::list::Order::Newest);
+    q.fetch(
+        conn,
+        (&["created_at", "id"][..], super::list::Order::Newest),
+        limit,
+        dataset_from,
+    )
+    .await
+}
+
+/// `s` with LIKE's wildcards and its escape character taken literally.
+fn like_escaped(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}

@@ -12,6 +12,7 @@ pub mod ingress;
 pub mod list;
 pub mod owners;
 pub mod sandboxes;
+pub mod web;
 
 use std::collections::HashMap;
 

@@ -5,6 +5,7 @@
 //! `policy` crate and the database use.
 
 pub mod applications;
+pub mod catalog;
 pub mod datasets;
 pub mod egress;
 pub mod errors;

@@ -337,6 +337,7 @@ fn table() -> Vec<Row> {
         row(Get,    "/healthz",                                                Nothing,          none,               Reads,  [200, 200, 200, 200, 200, 200, 200, 200,   200, 200, 200,   200]),
         row(Get,    "/openapi.json",                                           Nothing,          none,               Reads,  [200, 200, 200, 200, 200, 200, 200, 200,   200, 200, 200,   200]),
         row(Get,    "/.well-known/jwks.json",                                  Nothing,          none,               Reads,  [200, 200, 200, 200, 200, 200, 200, 200,   200, 200, 200,   200]),
+        row(Get,    "/api/v1/catalog",                                         Nothing,          none,               Reads,  [200, 200, 200, 200, 200, 200, 200, 200,   200, 200, 200,   200]),
         row(Get,    "/metrics",                                                Nothing,          none,               Reads,  [401, 403, 403, 403, 200, 403, 200, 200,   403, 403, 403,   403]),
         row(Get,    "/api/v1/whoami",                                          Nothing,          none,               Reads,  [401, 200, 200, 200, 200, 200, 200, 200,   200, 200, 200,   200]),
         row(Get,    "/api/v1/audit",                                           Nothing,          none,               Reads,  [401, 403, 403, 403, 403, 403, 200, 200,   403, 403, 403,   403]),

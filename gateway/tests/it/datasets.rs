@@ -38,6 +38,14 @@ pub async fn register(app: &TestApp, token: &str, dmp: &Value) -> (String, Strin
     )
 }
 
+/// Registers `dmp` with `token` and has the committee approve its listing; the dataset's and
+/// its listing application's ids.
+pub async fn register_approved(app: &TestApp, token: &str, dmp: &Value) -> (String, String) {
+    let (ds, listing) = register(app, token, dmp).await;
+    crate::access::approve(app, &listing).await;
+    (ds, listing)
+}
+
 #[tokio::test]
 async fn the_example_dmp_registers_a_dataset_and_opens_its_listing() {
     each_engine(|app| async move {

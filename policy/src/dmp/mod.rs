@@ -7,6 +7,7 @@
 //! and the data-providing institution. [`parse`] reads the whole document and returns *every*
 //! bad field, each naming its key, rather than the first: a steward fixes a DMP in one pass.
 
+pub mod catalog;
 pub mod fields;
 mod gakunin;
 mod read;

@@ -1,0 +1,103 @@
+//! The public catalog: the datasets whose DMP allows secondary use and whose listing the
+//! committee approved, what their DMPs say in public, searched by anyone, signed in or not.
+//!
+//! Which datasets it shows is `policy`'s rule (`dmp::catalog::in_catalog`, on the dataset's
+//! category now, so an extension that opens a dataset up brings it in), and so is what it
+//! shows of each (`dmp::catalog::entry`). A search matches the public items only: the text it
+//! runs over (`catalog_search`) is written from the entry, by the catalog itself, the first time
+//! a search meets a dataset of a shown category.
+
+use policy::dmp::catalog::{self, Entry};
+use policy::dmp::{Category, Dmp};
+
+use super::page::{Page, PageAsk, Window};
+use super::{Error, Result};
+use crate::error::ErrorCode;
+use crate::state::AppState;
+use crate::store::datasets::{self as dstore, DatasetRow};
+
+/// One dataset as the catalog shows it.
+#[derive(Debug, Clone)]
+pub struct Item {
+    pub id: String,
+    pub category: Category,
+    pub restricted_until: Option<String>,
+    pub category_after: Option<Category>,
+    pub registered_at: String,
+    pub entry: Entry,
+}
+
+/// How many datasets one pass of [`index_new`] writes the search text of.
+const INDEX_BATCH: i64 = 200;
+
+/// The datasets shown in the catalog whose public items hold `q` (any case, either language;
+/// every one when `q` is blank), newest first. No caller: the catalog is public.
+pub async fn search(state: &AppState, q: &str, ask: &PageAsk) -> Result<Page<Item>> {
+    let needle =
+        catalog::query(q).map_err(|e| Error::invalid(ErrorCode::TooLong, e.to_string()))?;
+    let window = Window::of("catalog", ask)?;
+    let categories: Vec<&str> = catalog::catalog_categories()
+        .into_iter()
+        .map(Category::as_str)
+        .collect();
+    index_new(state, &categories).await?;
+    let mut conn = state.db.pool().acquire().await?;
+    let rows = dstore::catalog_search(
+        &mut conn,
+        &categories,
+        needle.as_deref(),
+        window.after.as_ref(),
+        window.fetch(),
+    )
+    .await?;
+    let page = window.page(rows, |r| (r.created_at.clone(), r.id.clone()));
+    let items = page.items.into_iter().map(item).collect::<Result<_>>()?;
+    Ok(Page {
+        items,
+        next: page.next,
+    })
+}
+
+/// Writes the search text of the shown datasets that have none yet (datasets registered, or
+/// brought into a shown category, since the last search). A search that finds none writes
+/// nothing.
+async fn index_new(state: &AppState, categories: &[&str]) -> Result<()> {
+    loop {
+        let new = {
+            let mut conn = state.db.pool().acquire().await?;
+            dstore::catalog_unindexed(&mut conn, categories, INDEX_BATCH).await?
+        };
+        if new.is_empty() {
+            return Ok(());
+        }
+        let mut tx = state.db.begin_write().await?;
+        for (id, dmp) in &new {
+            let text = catalog::search_text(&catalog::entry(&dmp_of(id, dmp)?));
+            dstore::catalog_index(tx.conn(), id, &text).await?;
+        }
+        state.commit(tx).await?;
+        if (new.len() as i64) < INDEX_BATCH {
+            return Ok(());
+        }
+    }
+}
+
+fn dmp_of(id: &str, dmp: &str) -> Result<Dmp> {
+    serde_json::from_str(dmp)
+        .map_err(|e| Error::internal(format!("dataset {id}'s stored DMP: {e}")))
+}
+
+fn item(d: DatasetRow) -> Result<Item> {
+    let category = |c: &str| {
+        c.parse::<Category>()
+            .map_err(|e| Error::internal(format!("dataset {}: {e}", d.id)))
+    };
+    Ok(Item {
+        category: category(&d.category)?,
+        category_after: d.category_after.as_deref().map(category).transpose()?,
+        entry: catalog::entry(&dmp_of(&d.id, &d.dmp)?),
+        id: d.id,
+        restricted_until: d.restricted_until,
+        registered_at: d.created_at,
+    })
+}
