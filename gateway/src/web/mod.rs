@@ -54,7 +54,13 @@ pub fn routes() -> Router<AppState> {
         .route("/ui/applications/{id}/decide", post(pages::decide))
         .route("/ui/applications/{id}/preview", get(pages::preview))
         .route("/ui/catalog", get(catalog::catalog))
+        .route("/ui/{*rest}", axum::routing::any(no_such_page))
         .layer(axum::middleware::map_response(secure))
+}
+
+/// Any other address under `/ui/`: a page saying so, with the pages' headers.
+async fn no_such_page(page: Page) -> Response {
+    page.error(ApiError::NotFound("page"))
 }
 
 /// The headers every page and file under `/ui/` carries.

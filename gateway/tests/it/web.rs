@@ -195,6 +195,12 @@ async fn a_token_signs_in_to_a_strict_session_that_forms_must_prove_and_sign_out
             a.status
         );
 
+        // An address under /ui/ that is no page: a page saying so, as strict as the others.
+        let missing = b.get("/ui/no/such/page").await;
+        assert_eq!(missing.status, StatusCode::NOT_FOUND);
+        assert!(missing.body.contains("not_found"), "{}", missing.body);
+        assert_secure_page(&missing);
+
         let form = b.get("/ui/sign-in").await;
         assert_secure_page(&form);
         let pre = form.set_cookie("vre_sign_in").unwrap();
