@@ -300,6 +300,26 @@ pub(super) struct Vote {
     choice: String,
     #[serde(default)]
     comment: String,
+    /// Conditions an approval of an access application may tighten: an earlier last day,
+    /// no commercial use, output hidden from the analysts (empty or absent: as asked).
+    #[serde(default)]
+    until: String,
+    #[serde(default)]
+    no_commercial: Option<String>,
+    #[serde(default)]
+    hide_logs: Option<String>,
+}
+
+impl Vote {
+    /// The conditions the form sets, none when it sets none.
+    fn conditions(&self) -> Option<crate::service::access::Conditions> {
+        let c = crate::service::access::Conditions {
+            until: Some(self.until.trim().to_owned()).filter(|u| !u.is_empty()),
+            commercial: self.no_commercial.as_ref().map(|_| false),
+            logs_hidden: self.hide_logs.as_ref().map(|_| true),
+        };
+        (!c.is_empty()).then_some(c)
+    }
 }
 
 /// Votes as the signed-in reviewer: approve, reject or request changes, with a comment. A
@@ -343,7 +363,16 @@ pub(super) async fn decide(page: Page, Path(id): Path<String>, Form(v): Form<Vot
         );
         return application_page(&page, &id, StatusCode::CONFLICT, n).await;
     }
-    match apps::decide(&page.state, &caller, &id, choice, v.comment.trim(), None).await {
+    match apps::decide(
+        &page.state,
+        &caller,
+        &id,
+        choice,
+        v.comment.trim(),
+        v.conditions(),
+    )
+    .await
+    {
         Ok(_) => {
             let mut r = Redirect::to(&format!(
                 "/ui/applications/{}?voted={}",

@@ -255,3 +255,71 @@ pub async fn flagged_egress(app: &TestApp, ana: &str) -> String {
         .unwrap()
         .to_owned()
 }
+
+/// A reviewer approving an access application on its page may tighten its conditions (an
+/// earlier last day, no commercial use), as through the API; what would loosen them is the
+/// service's refusal, shown on the page.
+#[tokio::test]
+async fn an_approval_on_the_page_tightens_an_access_s_conditions() {
+    for engine in crate::support::engines() {
+        let app = TestApp::spawn_with(engine, |s| s.review.quorum.access = 1).await;
+        app.project("p1", &[("ana", "analyst")]).await;
+        let ds = app.support_dataset().await;
+        let (st, a) = crate::access::ask(
+            &app,
+            "p1",
+            json!({"datasets": [ds], "purpose": "study", "until": "2099-12-31", "commercial": true}),
+        )
+        .await;
+        assert_eq!(st, StatusCode::CREATED, "{a}");
+        let id = a["id"].as_str().unwrap().to_owned();
+
+        let mut b = Browser::new(&app);
+        b.accept_language = Some("en");
+        assert_eq!(
+            b.sign_in(&app.token("rev", "reviewer")).await.status,
+            StatusCode::SEE_OTHER
+        );
+        let path = format!("/ui/applications/{id}");
+        let page = b.get(&path).await;
+        for label in [
+            "for=\"until\"",
+            "for=\"no_commercial\"",
+            "for=\"hide_logs\"",
+        ] {
+            assert!(page.body.contains(label), "{label}: {}", page.body);
+        }
+        let send = |page: &super::Answer, until: &str| {
+            vec![
+                ("csrf", page.field("csrf")),
+                ("nonce", page.field("nonce")),
+                ("choice", "approve".to_owned()),
+                ("comment", "for the study only".to_owned()),
+                ("until", until.to_owned()),
+                ("no_commercial", "yes".to_owned()),
+            ]
+        };
+        // A later day than asked loosens the access: refused, nothing counted.
+        let f = send(&page, "2199-01-01");
+        let refs: Vec<(&str, &str)> = f.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let a = b.post(&format!("{path}/decide"), &refs).await;
+        assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", a.body);
+        assert!(a.body.contains("bad_conditions"), "{}", a.body);
+        assert!(crate::access::grants(&app).await.is_empty());
+
+        let page = b.get(&path).await;
+        let f = send(&page, "2030-06-30");
+        let refs: Vec<(&str, &str)> = f.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let a = b.post(&format!("{path}/decide"), &refs).await;
+        assert_eq!(a.status, StatusCode::SEE_OTHER, "{}", a.body);
+        let grants = crate::access::grants(&app).await;
+        assert_eq!(grants.len(), 1, "{grants:?}");
+        let (_, _, dataset, until, commercial) = &grants[0];
+        assert_eq!(
+            (dataset.as_str(), until.as_deref(), *commercial),
+            (ds.as_str(), Some("2030-06-30"), 0),
+            "{grants:?}"
+        );
+        app.stop().await;
+    }
+}
