@@ -18,7 +18,7 @@ async fn two_approvals(engine: crate::support::Engine) -> TestApp {
 }
 
 /// An access application of p1 to `ds`, asking until 2099-12-31 for commercial use; its id.
-async fn asking(app: &TestApp, ds: &str) -> String {
+pub(crate) async fn asking(app: &TestApp, ds: &str) -> String {
     let (st, a) = ask(
         app,
         "p1",

@@ -265,14 +265,7 @@ async fn an_approval_on_the_page_tightens_an_access_s_conditions() {
         let app = TestApp::spawn_with(engine, |s| s.review.quorum.access = 1).await;
         app.project("p1", &[("ana", "analyst")]).await;
         let ds = app.support_dataset().await;
-        let (st, a) = crate::access::ask(
-            &app,
-            "p1",
-            json!({"datasets": [ds], "purpose": "study", "until": "2099-12-31", "commercial": true}),
-        )
-        .await;
-        assert_eq!(st, StatusCode::CREATED, "{a}");
-        let id = a["id"].as_str().unwrap().to_owned();
+        let id = crate::access_terms::asking(&app, &ds).await;
 
         let mut b = Browser::new(&app);
         b.accept_language = Some("en");
