@@ -83,6 +83,12 @@ impl Application {
                 "removed blobs that no committed record refers to"
             );
         }
+        let indexed = crate::service::catalog::index_missing(&db)
+            .await
+            .map_err(|e| anyhow::anyhow!("indexing the catalog: {e:?}"))?;
+        if indexed > 0 {
+            tracing::info!(datasets = indexed, "wrote the catalog's search text");
+        }
         let verifier = Verifier::new(&settings.auth, Some(&token_key))?;
         if let Some(url) = settings.auth.jwks_url.clone() {
             spawn_jwks_refresh(

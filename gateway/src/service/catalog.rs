@@ -4,14 +4,15 @@
 //! Which datasets it shows is `policy`'s rule (`dmp::catalog::in_catalog`, on the dataset's
 //! category now, so an extension that opens a dataset up brings it in), and so is what it
 //! shows of each (`dmp::catalog::entry`). A search matches the public items only: the text it
-//! runs over (`catalog_search`) is written from the entry, by the catalog itself, the first time
-//! a search meets a dataset of a shown category.
+//! runs over (`catalog_search`) is written from the entry when the dataset is registered (and
+//! at start for any without one), so a search, public as it is, only reads.
 
 use policy::dmp::catalog::{self, Entry};
 use policy::dmp::{Category, Dmp};
 
 use super::page::{Page, PageAsk, Window};
 use super::{Error, Result};
+use crate::db::WriteTx;
 use crate::error::ErrorCode;
 use crate::state::AppState;
 use crate::store::datasets::{self as dstore, DatasetRow};
@@ -27,7 +28,7 @@ pub struct Item {
     pub entry: Entry,
 }
 
-/// How many datasets one pass of [`index_new`] writes the search text of.
+/// How many datasets one pass of [`index_missing`] writes the search text of.
 const INDEX_BATCH: i64 = 200;
 
 /// The datasets shown in the catalog whose public items hold `q` (any case, either language;
@@ -40,7 +41,6 @@ pub async fn search(state: &AppState, q: &str, ask: &PageAsk) -> Result<Page<Ite
         .into_iter()
         .map(Category::as_str)
         .collect();
-    index_new(state, &categories).await?;
     let mut conn = state.db.pool().acquire().await?;
     let rows = dstore::catalog_search(
         &mut conn,
@@ -58,26 +58,31 @@ pub async fn search(state: &AppState, q: &str, ask: &PageAsk) -> Result<Page<Ite
     })
 }
 
-/// Writes the search text of the shown datasets that have none yet (datasets registered, or
-/// brought into a shown category, since the last search). A search that finds none writes
-/// nothing.
-async fn index_new(state: &AppState, categories: &[&str]) -> Result<()> {
+/// Writes a dataset's search text, in the transaction that registers it: searches only read.
+pub(crate) async fn index(tx: &mut WriteTx, id: &str, dmp: &Dmp) -> Result<()> {
+    let text = catalog::search_text(&catalog::entry(dmp));
+    dstore::catalog_index(tx.conn(), id, &text).await?;
+    Ok(())
+}
+
+/// Writes the search text of the datasets that have none (registered before the catalog
+/// existed), at start; how many.
+pub async fn index_missing(db: &crate::db::Db) -> Result<usize> {
+    let every: Vec<&str> = Category::ALL.iter().map(|c| c.as_str()).collect();
+    let mut done = 0;
     loop {
         let new = {
-            let mut conn = state.db.pool().acquire().await?;
-            dstore::catalog_unindexed(&mut conn, categories, INDEX_BATCH).await?
+            let mut conn = db.pool().acquire().await?;
+            dstore::catalog_unindexed(&mut conn, &every, INDEX_BATCH).await?
         };
-        if new.is_empty() {
-            return Ok(());
-        }
-        let mut tx = state.db.begin_write().await?;
+        let mut tx = db.begin_write().await?;
         for (id, dmp) in &new {
-            let text = catalog::search_text(&catalog::entry(&dmp_of(id, dmp)?));
-            dstore::catalog_index(tx.conn(), id, &text).await?;
+            index(&mut tx, id, &dmp_of(id, dmp)?).await?;
         }
-        state.commit(tx).await?;
+        tx.commit().await?;
+        done += new.len();
         if (new.len() as i64) < INDEX_BATCH {
-            return Ok(());
+            return Ok(done);
         }
     }
 }

@@ -151,6 +151,7 @@ pub async fn register(
         }),
     })
     .await?;
+    super::catalog::index(&mut tx, &dataset.id, &dmp).await?;
     super::applications::submit(&mut tx, &listing, &application).await?;
     state.commit(tx).await?;
     Ok(Registration {

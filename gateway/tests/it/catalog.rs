@@ -7,7 +7,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::datasets::{INSTITUTION, example_dmp, register, register_approved};
-use crate::support::{TestApp, assert_refused, each_engine, keys_of, vre_command};
+use crate::support::{TestApp, assert_refused, each_engine, keys_of};
 
 /// The example DMP with its own title and description, in `category`.
 fn dmp(title: &str, description: &str, category: &str) -> Value {
@@ -40,18 +40,7 @@ async fn found(app: &TestApp, query: &str) -> Vec<String> {
 
 /// Runs `vre` against the app without a token; success, stdout, stderr.
 async fn vre_anonymous(app: &TestApp, args: &[&str]) -> (bool, String, String) {
-    let mut c = vre_command();
-    c.args(args)
-        .env("VRE_URL", &app.url)
-        .env("VRE_CA", app.dir.path().join("tls/ca.pem"));
-    let out = tokio::task::spawn_blocking(move || c.output().expect("running vre"))
-        .await
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    crate::datasets::vre_as(app, None, args).await
 }
 
 #[tokio::test]
@@ -226,6 +215,27 @@ async fn only_a_dataset_whose_listing_was_approved_is_in_the_catalog() {
             !all.to_string().contains(&refused),
             "a rejected listing is in the catalog: {all}"
         );
+        app
+    })
+    .await;
+}
+
+/// A dataset on record without its search text (registered before the catalog existed) is
+/// indexed at start, which is what a search then finds; a search itself writes nothing.
+#[tokio::test]
+async fn datasets_recorded_before_the_catalog_are_indexed_at_start() {
+    each_engine(|app| async move {
+        app.record_dataset("ds-older", INSTITUTION).await;
+        assert_eq!(found(&app, "").await, Vec::<String>::new());
+        let indexed = gateway::service::catalog::index_missing(&app.state.db)
+            .await
+            .unwrap();
+        assert_eq!(indexed, 1);
+        assert_eq!(found(&app, "").await, vec!["ds-older".to_owned()]);
+        let again = gateway::service::catalog::index_missing(&app.state.db)
+            .await
+            .unwrap();
+        assert_eq!(again, 0);
         app
     })
     .await;

@@ -353,11 +353,18 @@ async fn who_registers_and_who_reads() {
 /// Runs `vre ARGS` with `token` against `app` on a blocking thread; its exit status and
 /// standard output.
 pub async fn vre(app: &TestApp, token: &str, args: &[&str]) -> (bool, String, String) {
+    vre_as(app, Some(token), args).await
+}
+
+/// Runs `vre ARGS` against `app` with `token`, or with none at all; as [`vre`].
+pub async fn vre_as(app: &TestApp, token: Option<&str>, args: &[&str]) -> (bool, String, String) {
     let mut c = vre_command();
     c.args(args)
         .env("VRE_URL", &app.url)
-        .env("VRE_TOKEN", token)
         .env("VRE_CA", app.dir.path().join("tls/ca.pem"));
+    if let Some(t) = token {
+        c.env("VRE_TOKEN", t);
+    }
     let out = tokio::task::spawn_blocking(move || c.output().expect("running vre"))
         .await
         .unwrap();

@@ -109,7 +109,16 @@ async fn css_text(c: &Client, css: &str) -> String {
 
 /// Signs in through the sign-in page's form, pasting `token`; lands on the queue.
 async fn sign_in(c: &Client, base: &str, token: &str) {
-    c.goto(&format!("{base}/ui/sign-in")).await.unwrap();
+    sign_in_at(c, &format!("{base}/ui/sign-in"), token, None).await;
+}
+
+/// Signs in through the sign-in page at `url` (a screenshot `shot` of it taken first, when
+/// named), pasting `token`; lands on the queue.
+async fn sign_in_at(c: &Client, url: &str, token: &str, shot: Option<&str>) {
+    c.goto(url).await.unwrap();
+    if let Some(name) = shot {
+        shoot(c, name).await;
+    }
     c.find(Locator::Css("textarea#token"))
         .await
         .unwrap()
@@ -202,23 +211,14 @@ async fn a_reviewer_signs_in_sees_the_flagged_cell_and_approves_in_a_browser() {
         shoot(&c, "catalog-ja").await;
 
         // Sign in by pasting a token, with the keyboard's Enter-free path: the button.
-        c.goto(&format!("{}/ui/sign-in?lang=en", app.url))
-            .await
-            .unwrap();
-        shoot(&c, "sign-in-en").await;
         let token = app.token("rev", "reviewer");
-        c.find(Locator::Css("textarea#token"))
-            .await
-            .unwrap()
-            .send_keys(&token)
-            .await
-            .unwrap();
-        c.find(Locator::Css("main button[type=submit]"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
+        sign_in_at(
+            &c,
+            &format!("{}/ui/sign-in?lang=en", app.url),
+            &token,
+            Some("sign-in-en"),
+        )
+        .await;
         c.wait().for_element(Locator::Css("table")).await.unwrap();
         assert_eq!(c.current_url().await.unwrap().path(), "/ui/queue");
         shoot(&c, "queue-en").await;
