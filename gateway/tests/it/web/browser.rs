@@ -18,7 +18,7 @@ use crate::datasets::{INSTITUTION, example_dmp, register_approved};
 use crate::support::{Engine, docker_available, required};
 
 /// A chromedriver of the test's own on a free loopback port, stopped when dropped.
-struct Driver {
+pub(crate) struct Driver {
     child: Child,
     port: u16,
 }
@@ -30,7 +30,7 @@ impl Drop for Driver {
     }
 }
 
-fn driver() -> Option<Driver> {
+pub(crate) fn driver() -> Option<Driver> {
     let found = Command::new("chromedriver")
         .arg("--version")
         .output()
@@ -58,7 +58,7 @@ fn driver() -> Option<Driver> {
 }
 
 /// A headless Chromium session, in `lang`, that trusts the test gateway's certificate.
-async fn browser(d: &Driver, lang: &str) -> Client {
+pub(crate) async fn browser(d: &Driver, lang: &str) -> Client {
     let mut caps = serde_json::Map::new();
     caps.insert("acceptInsecureCerts".into(), json!(true));
     caps.insert(
@@ -85,19 +85,19 @@ async fn browser(d: &Driver, lang: &str) -> Client {
     panic!("chromedriver never answered at {url}");
 }
 
-fn screenshots() -> PathBuf {
+pub(crate) fn screenshots() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/web-screenshots");
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
 
-async fn shoot(c: &Client, name: &str) {
+pub(crate) async fn shoot(c: &Client, name: &str) {
     let png = c.screenshot().await.unwrap();
     assert!(png.starts_with(b"\x89PNG"), "a PNG");
     std::fs::write(screenshots().join(format!("{name}.png")), png).unwrap();
 }
 
-async fn css_text(c: &Client, css: &str) -> String {
+pub(crate) async fn css_text(c: &Client, css: &str) -> String {
     c.wait()
         .for_element(Locator::Css(css))
         .await
@@ -108,13 +108,13 @@ async fn css_text(c: &Client, css: &str) -> String {
 }
 
 /// Signs in through the sign-in page's form, pasting `token`; lands on the queue.
-async fn sign_in(c: &Client, base: &str, token: &str) {
+pub(crate) async fn sign_in(c: &Client, base: &str, token: &str) {
     sign_in_at(c, &format!("{base}/ui/sign-in"), token, None).await;
 }
 
 /// Signs in through the sign-in page at `url` (a screenshot `shot` of it taken first, when
 /// named), pasting `token`; lands on the queue.
-async fn sign_in_at(c: &Client, url: &str, token: &str, shot: Option<&str>) {
+pub(crate) async fn sign_in_at(c: &Client, url: &str, token: &str, shot: Option<&str>) {
     c.goto(url).await.unwrap();
     if let Some(name) = shot {
         shoot(c, name).await;
@@ -146,7 +146,7 @@ async fn sign_in_at(c: &Client, url: &str, token: &str, shot: Option<&str>) {
 }
 
 /// Opens the application page at `url` and sends the vote form: approve, with `comment`.
-async fn approve(c: &Client, url: &str, comment: &str) {
+pub(crate) async fn approve(c: &Client, url: &str, comment: &str) {
     c.goto(url).await.unwrap();
     for (css, keys) in [("#choice-approve", None), ("#comment", Some(comment))] {
         let e = c.find(Locator::Css(css)).await.unwrap();
@@ -164,7 +164,7 @@ async fn approve(c: &Client, url: &str, comment: &str) {
 }
 
 /// Signs out with the button every page has.
-async fn sign_out(c: &Client) {
+pub(crate) async fn sign_out(c: &Client) {
     c.find(Locator::Css("form[action='/ui/sign-out'] button"))
         .await
         .unwrap()
