@@ -21,6 +21,7 @@ pub mod egress;
 pub mod extension;
 pub mod images;
 pub mod ingress;
+pub mod mine;
 pub mod page;
 pub mod projects;
 pub mod runs;

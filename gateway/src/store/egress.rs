@@ -555,3 +555,70 @@ pub async fn revoke(
     .await?;
     Ok(done.rows_affected() == 1)
 }
+
+/// A release with the title and project of its application.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProjectReleaseRow {
+    pub release: ReleaseRow,
+    pub title: String,
+    pub project_id: String,
+}
+
+/// The releases of the applications of `projects`, newest approval first, after `after` (the
+/// `(approved_at, application_id)` of the last one of the page before); at most `limit`.
+pub async fn releases_of_projects(
+    conn: &mut AnyConnection,
+    projects: &[String],
+    after: Option<&(String, String)>,
+    limit: i64,
+) -> Result<Vec<ProjectReleaseRow>, sqlx::Error> {
+    if projects.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut n = 0;
+    let mut next = || {
+        n += 1;
+        format!("${n}")
+    };
+    let listed: Vec<String> = projects.iter().map(|_| next()).collect();
+    // The release's columns named by its table: the application has a round and a state too.
+    let columns: Vec<String> = RELEASE_COLUMNS
+        .split(',')
+        .map(|c| format!("r.{}", c.trim()))
+        .collect();
+    let mut sql = format!(
+        "SELECT {}, a.title AS app_title, a.project_id AS app_project \
+         FROM releases r JOIN applications a ON a.id = r.application_id \
+         WHERE a.project_id IN ({})",
+        columns.join(", "),
+        listed.join(", ")
+    );
+    if after.is_some() {
+        let (a, b, c) = (next(), next(), next());
+        sql.push_str(&format!(
+            " AND r.approved_at <= {a} AND (r.approved_at < {b} OR r.application_id < {c})"
+        ));
+    }
+    sql.push_str(&format!(
+        " ORDER BY r.approved_at DESC, r.application_id DESC LIMIT {}",
+        limit.max(1)
+    ));
+    let mut q = sqlx::query(&sql);
+    for p in projects {
+        q = q.bind(p);
+    }
+    if let Some((at, id)) = after {
+        q = q.bind(at).bind(at).bind(id);
+    }
+    q.fetch_all(conn)
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(ProjectReleaseRow {
+                release: release_from(r)?,
+                title: r.try_get("app_title")?,
+                project_id: r.try_get("app_project")?,
+            })
+        })
+        .collect()
+}
