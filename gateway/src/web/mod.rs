@@ -11,6 +11,7 @@
 
 mod catalog;
 mod lang;
+mod mine;
 mod pages;
 mod session;
 mod templates;
@@ -54,6 +55,12 @@ pub fn routes() -> Router<AppState> {
         .route("/ui/applications/{id}/decide", post(pages::decide))
         .route("/ui/applications/{id}/preview", get(pages::preview))
         .route("/ui/catalog", get(catalog::catalog))
+        .route("/ui/mine", get(mine::mine))
+        .route("/ui/applications/{id}/release", get(mine::release))
+        .route(
+            "/ui/applications/{id}/attachments/{attachment}/file",
+            get(mine::attachment_file),
+        )
         .route("/ui/{*rest}", axum::routing::any(no_such_page))
         .layer(axum::middleware::map_response(secure))
 }

@@ -20,6 +20,11 @@ const TEMPLATES: &[(&str, &str)] = &[
     ),
     ("preview.html", include_str!("templates/preview.html")),
     ("catalog.html", include_str!("templates/catalog.html")),
+    ("mine.html", include_str!("templates/mine.html")),
+    (
+        "application_downloads.html",
+        include_str!("templates/application_downloads.html"),
+    ),
 ];
 
 const JA: &str = include_str!("messages/ja.txt");
