@@ -59,6 +59,12 @@ pub(crate) fn driver() -> Option<Driver> {
 
 /// A headless Chromium session, in `lang`, that trusts the test gateway's certificate.
 pub(crate) async fn browser(d: &Driver, lang: &str) -> Client {
+    connect(d, capabilities(lang)).await
+}
+
+/// The capabilities of a headless Chromium in `lang` that trusts the test gateway's
+/// certificate.
+pub(crate) fn capabilities(lang: &str) -> serde_json::Map<String, serde_json::Value> {
     let mut caps = serde_json::Map::new();
     caps.insert("acceptInsecureCerts".into(), json!(true));
     caps.insert(
@@ -70,6 +76,14 @@ pub(crate) async fn browser(d: &Driver, lang: &str) -> Client {
             "prefs": { "intl.accept_languages": lang },
         }),
     );
+    caps
+}
+
+/// A browser session with the capabilities `caps`, once the driver answers.
+pub(crate) async fn connect(
+    d: &Driver,
+    caps: serde_json::Map<String, serde_json::Value>,
+) -> Client {
     let url = format!("http://127.0.0.1:{}", d.port);
     for _ in 0..100 {
         let connector = hyper_util::client::legacy::connect::HttpConnector::new();
@@ -177,6 +191,27 @@ pub(crate) async fn sign_out(c: &Client) {
         .unwrap();
 }
 
+/// Whether the page fits the window's width: nothing scrolls sideways but regions of its own.
+pub(crate) async fn fits_width(c: &Client) -> bool {
+    c.execute(
+        "return document.documentElement.scrollWidth <= document.documentElement.clientWidth;",
+        vec![],
+    )
+    .await
+    .unwrap()
+        == json!(true)
+}
+
+/// Runs `steps` in the browser `c`, then closes it whatever happened (a failed step's panic
+/// goes on once the browser is closed).
+pub(crate) async fn closing(c: Client, steps: impl std::future::Future<Output = ()>) {
+    let outcome = futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(steps)).await;
+    let _ = c.close().await;
+    if let Err(p) = outcome {
+        std::panic::resume_unwind(p);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reviewer_signs_in_sees_the_flagged_cell_and_approves_in_a_browser() {
     let Some(d) = driver() else { return };
@@ -277,15 +312,9 @@ async fn a_reviewer_signs_in_sees_the_flagged_cell_and_approves_in_a_browser() {
             ("/ui/catalog?lang=ja".to_owned(), "catalog-zoom-ja"),
         ] {
             c.goto(&format!("{}{page}", app.url)).await.unwrap();
-            let fits = c
-                .execute(
-                    "return document.documentElement.scrollWidth <= document.documentElement.clientWidth;",
-                    vec![],
-                )
-                .await
-                .unwrap();
+            let fits = fits_width(&c).await;
             shoot(&c, name).await;
-            assert_eq!(fits, json!(true), "{page} scrolls sideways at 640 px");
+            assert!(fits, "{page} scrolls sideways at 640 px");
         }
         c.set_window_size(1280, 1000).await.unwrap();
         sign_out(&c).await;
@@ -306,11 +335,7 @@ async fn a_reviewer_signs_in_sees_the_flagged_cell_and_approves_in_a_browser() {
         );
         shoot(&c, "own-vote-refused-en").await;
     };
-    let outcome = futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(ok)).await;
-    let _ = c.close().await;
-    if let Err(p) = outcome {
-        std::panic::resume_unwind(p);
-    }
+    closing(c.clone(), ok).await;
     let (st, a) = app
         .get(
             &format!("/api/v1/applications/{id}"),

@@ -216,16 +216,7 @@ async fn an_egress_file_s_preview_marks_the_flagged_cell_and_is_an_audited_read(
 /// An egress application of ana's (in `small_world_on`'s project p1) for one table whose count
 /// of zero the checks flag for review; its id.
 pub async fn flagged_egress(app: &TestApp, ana: &str) -> String {
-    let (_, recipient) = gateway::release::new_identity();
-    let (st, body) = app
-        .request(
-            reqwest::Method::PUT,
-            "/api/v1/keys/me",
-            Some(ana),
-            Some(&json!({"recipient": recipient})),
-        )
-        .await;
-    assert_eq!(st, StatusCode::OK, "{body}");
+    register_key(app, ana).await;
     let sandbox = app.new_sandbox(ana, "p1").await;
     let run = crate::sandbox::start_run(
         app,
@@ -254,6 +245,21 @@ pub async fn flagged_egress(app: &TestApp, ana: &str) -> String {
         .or(req["id"].as_str())
         .unwrap()
         .to_owned()
+}
+
+/// Registers a new age recipient for the holder of `token`; the identity's text.
+pub async fn register_key(app: &TestApp, token: &str) -> String {
+    let (identity, recipient) = gateway::release::new_identity();
+    let (st, body) = app
+        .request(
+            reqwest::Method::PUT,
+            "/api/v1/keys/me",
+            Some(token),
+            Some(&json!({"recipient": recipient})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK, "{body}");
+    identity
 }
 
 /// A reviewer approving an access application on its page may tighten its conditions (an
