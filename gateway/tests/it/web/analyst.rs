@@ -147,6 +147,103 @@ async fn the_analyst_s_page_lists_their_own_applications_of_every_kind_and_nobod
     .await;
 }
 
+/// The ids of `ids` on `html`.
+fn shown<'a>(html: &str, ids: &'a [String]) -> Vec<&'a str> {
+    ids.iter()
+        .filter(|id| html.contains(id.as_str()))
+        .map(String::as_str)
+        .collect()
+}
+
+/// The addresses of the page's "next page" links: the applications', the releases'.
+fn next_links(html: &str) -> (Option<String>, Option<String>) {
+    let (apps, releases) = html.split_once("id=\"my-releases\"").unwrap();
+    let next = |part: &str| {
+        let end = part.find("\" rel=\"next\"")?;
+        let start = part[..end].rfind("href=\"")? + "href=\"".len();
+        Some(part[start..end].replace("&amp;", "&"))
+    };
+    (next(apps), next(releases))
+}
+
+#[tokio::test]
+async fn my_page_pages_through_my_applications_and_my_projects_releases() {
+    each_engine(|app| async move {
+        app.project("p1", &[("ana", "analyst")]).await;
+        app.project("p2", &[("carl", "analyst")]).await;
+        let mut mine = Vec::new();
+        for _ in 0..53 {
+            mine.push(app.application("access", "p1", "ana", "analyst").await);
+        }
+        let elsewhere = app.application("access", "p2", "carl", "analyst").await;
+        // Releases written straight to the store (revoked in the transaction that writes them,
+        // so no builder takes them up): two approval times, many sharing one, for the pages'
+        // order to be decided by the application's id too.
+        let mut released = mine[..52].to_vec();
+        released.push(elsewhere.clone());
+        {
+            let mut tx = app.state.db.pool().begin().await.unwrap();
+            for (i, id) in released.iter().enumerate() {
+                let at = if i % 2 == 0 {
+                    "2030-01-01T00:00:00.000Z"
+                } else {
+                    "2030-01-02T00:00:00.000Z"
+                };
+                let requester = if *id == elsewhere { "carl" } else { "ana" };
+                gateway::store::egress::insert_release(&mut tx, id, 1, requester, "age1test", at)
+                    .await
+                    .unwrap();
+                gateway::store::egress::revoke(&mut tx, id, "op", at, "a test's")
+                    .await
+                    .unwrap();
+            }
+            tx.commit().await.unwrap();
+        }
+        released.pop();
+
+        let mut b = signed_in(&app, &app.token("ana", "analyst")).await;
+        // The lists of a page: its applications and its releases, and their next pages.
+        let mut read = async |path: &str| {
+            let page = b.get(path).await;
+            assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+            assert!(!page.body.contains(&elsewhere), "{}", page.body);
+            let (apps, releases) = page.body.split_once("id=\"my-releases\"").unwrap();
+            assert!(releases.contains("Revoked"));
+            let (next_apps, next_releases) = next_links(&page.body);
+            (
+                shown(apps, &mine),
+                shown(releases, &released),
+                next_apps,
+                next_releases,
+            )
+        };
+        let (first_apps, first_releases, next_apps, next_releases) = read("/ui/mine").await;
+        assert_eq!((first_apps.len(), first_releases.len()), (50, 50));
+        // The applications' next page keeps the releases where they were, and back.
+        let (more_apps, same_releases, none, releases_after) = read(&next_apps.unwrap()).await;
+        assert_eq!(more_apps.len(), 3);
+        assert_eq!(same_releases, first_releases);
+        assert!(none.is_none());
+        assert!(releases_after.unwrap().contains("cursor="));
+        let (same_apps, more_releases, apps_after, none) = read(&next_releases.unwrap()).await;
+        assert_eq!(more_releases.len(), 2);
+        assert_eq!(same_apps, first_apps);
+        assert!(none.is_none());
+        assert!(apps_after.unwrap().contains("releases="));
+        let mut apps_seen = [first_apps, more_apps].concat();
+        let mut releases_seen = [first_releases, more_releases].concat();
+        apps_seen.sort_unstable();
+        releases_seen.sort_unstable();
+        let (mut all_apps, mut all_releases) = (mine.clone(), released.clone());
+        all_apps.sort_unstable();
+        all_releases.sort_unstable();
+        assert_eq!(apps_seen, all_apps, "every application once");
+        assert_eq!(releases_seen, all_releases, "every release once");
+        app
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn an_attached_file_downloads_from_the_application_page_as_an_audited_read() {
     each_engine(|app| async move {
