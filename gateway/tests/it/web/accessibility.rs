@@ -282,8 +282,8 @@ async fn zoom_200(c: &Client) {
 
 /// Nothing on the page scrolls sideways or is cut off: the page is no wider than the viewport,
 /// no element but those inside a region that scrolls by itself (a wide table's, reachable by
-/// keyboard) reaches past its edges, and no element that hides its overflow has more text
-/// than it shows.
+/// keyboard) reaches past its edges or lets its text run out of its box, and no element that
+/// hides its overflow has more text than it shows.
 async fn assert_fits(c: &Client, page: &str) {
     let found = c
         .execute(
@@ -299,6 +299,11 @@ async fn assert_fits(c: &Client, page: &str) {
                const r = e.getBoundingClientRect();
                if (!inWide && r.width > 0 && (r.right > vw + 1 || r.left < -1)) {
                  bad.push(name(e) + ' reaches past the viewport (' + r.left + '..' + r.right + ')');
+               }
+               const scrolls = v => v === 'auto' || v === 'scroll';
+               if (!inWide && !scrolls(s.overflowX) && e.scrollWidth > e.clientWidth + 1
+                   && e.clientWidth > 0) {
+                 bad.push(name(e) + ' overflows its box (' + e.scrollWidth + ' > ' + e.clientWidth + ')');
                }
                const hides = v => v === 'hidden' || v === 'clip';
                if ((hides(s.overflowX) && e.scrollWidth > e.clientWidth + 1)
@@ -474,6 +479,15 @@ async fn a_reviewer_votes_by_keyboard_alone_and_the_pages_reflow_at_200_percent_
         return;
     };
     let comment = "Checked by keyboard: the zero is structural.";
+    // A name longer than the zoomed page is wide, without a space to break it at.
+    let long_name = "results_of_the_second_analysis_by_region_age_group_and_sex_in_one_table.csv";
+    let long = super::review::egress_of(
+        &app,
+        &app.token("ana", "analyst"),
+        &format!("printf 'region,count\\nKanto,40\\n' > /vre/output/{long_name}"),
+        &[long_name],
+    )
+    .await;
 
     let c = browser(&d, "en").await;
     with_browser(&c, async {
@@ -499,6 +513,11 @@ async fn a_reviewer_votes_by_keyboard_alone_and_the_pages_reflow_at_200_percent_
                 (
                     format!("/ui/applications/{id}/preview?path=plot.png"),
                     "preview-image",
+                ),
+                (format!("/ui/applications/{long}"), "application-long-name"),
+                (
+                    format!("/ui/applications/{long}/preview?path={long_name}"),
+                    "preview-long-name",
                 ),
             ] {
                 visit(&c, base, &path, lang).await;
