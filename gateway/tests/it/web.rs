@@ -3,7 +3,7 @@
 //! the language chosen by the browser or the switch, and the public catalog page; the review
 //! pages are in `web/review.rs`. On every engine where storage is involved.
 
-mod accessibility;
+pub(crate) mod accessibility;
 mod browser;
 mod images;
 mod review;
