@@ -265,3 +265,17 @@ fn stored_findings(text: &str) -> Vec<Finding> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::image_media_type;
+
+    #[test]
+    fn only_pngs_and_jpegs_are_images_a_page_shows() {
+        assert_eq!(image_media_type("png"), Some("image/png"));
+        assert_eq!(image_media_type("jpeg"), Some("image/jpeg"));
+        for other in ["pdf", "csv", "text", "binary", "zip", "", "image/png"] {
+            assert_eq!(image_media_type(other), None, "{other}");
+        }
+    }
+}
