@@ -75,3 +75,22 @@ _setup_release_tools() {
 setup_browser() {
     need_packages chromium chromium-driver fonts-ipafont-gothic >&2
 }
+
+# axe-core, the accessibility engine the browser tests inject into the pages, from the npm
+# registry at the version `deploy/dev/axe/package-lock.json` pins (with its checksum), into
+# `deploy/dev/axe/node_modules`. Does nothing when that version is there already.
+setup_axe() {
+    _setup_axe >&2
+}
+
+_setup_axe() {
+    local dir=deploy/dev/axe
+    local want
+    command -v npm >/dev/null || need_packages nodejs npm
+    want=$(node -p "require('./$dir/package-lock.json').packages['node_modules/axe-core'].version")
+    if [ -f "$dir/node_modules/axe-core/axe.min.js" ] &&
+        [ "$(node -p "require('./$dir/node_modules/axe-core/package.json').version")" = "$want" ]; then
+        return 0
+    fi
+    (cd "$dir" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
+}

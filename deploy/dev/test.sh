@@ -46,5 +46,7 @@ export VRE_TEST_REQUIRE_TOOLS=1
 # The web pages are tested in a real browser (headless Chromium); a missing one fails.
 setup_browser
 export VRE_TEST_REQUIRE_BROWSER=1
+# axe-core, run in those pages; with the browser required, a missing one fails too.
+setup_axe
 
 cargo test --workspace --locked "$@"

@@ -10,6 +10,7 @@
 //! the session's CSRF token, checked on every POST.
 
 mod catalog;
+mod images;
 mod lang;
 mod mine;
 mod pages;
@@ -61,6 +62,7 @@ pub fn routes() -> Router<AppState> {
             "/ui/applications/{id}/attachments/{attachment}/file",
             get(mine::attachment_file),
         )
+        .route("/ui/applications/{id}/image", get(images::image))
         .route("/ui/{*rest}", axum::routing::any(no_such_page))
         .layer(axum::middleware::map_response(secure))
 }
@@ -70,13 +72,16 @@ async fn no_such_page(page: Page) -> Response {
     page.error(ApiError::NotFound("page"))
 }
 
-/// The headers every page and file under `/ui/` carries.
+/// The headers every page and file under `/ui/` carries (a file with a policy of its own,
+/// such as an image's, keeps it).
 async fn secure(mut resp: Response) -> Response {
     let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CSP),
-    );
+    if !h.contains_key(header::CONTENT_SECURITY_POLICY) {
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CSP),
+        );
+    }
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(
         header::X_CONTENT_TYPE_OPTIONS,

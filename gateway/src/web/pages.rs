@@ -401,8 +401,8 @@ pub(super) fn path_segment(s: &str) -> String {
 
 #[derive(Deserialize)]
 pub(super) struct PreviewQuery {
-    path: String,
-    round: Option<i64>,
+    pub(super) path: String,
+    pub(super) round: Option<i64>,
 }
 
 /// A preview of one file of an egress application, flagged cells marked: an audited read,
@@ -430,6 +430,8 @@ pub(super) async fn preview(
         review::PreviewBody::Text(s) => json!({ "text": s }),
         review::PreviewBody::Image(i) => json!({ "image": {
             "width": i.width, "height": i.height, "detail": i.detail,
+            "src": review::image_media_type(&p.file.content_type)
+                .map(|_| super::images::url(&id, &p.file.path, p.file.round)),
         }}),
         review::PreviewBody::None(why) => json!({ "none": why }),
     };

@@ -51,6 +51,7 @@ wire_enum! {
         /// A run's command broke the project's command policy (the message names the rule).
         CommandRefused = "command_refused",
         NotText = "not_text",
+        NotImage = "not_image",
         /// A path of an egress request is not one under the output folder.
         BadPath = "bad_path",
         /// An exception names no file of the request, or is empty.

@@ -3,8 +3,10 @@
 //! the language chosen by the browser or the switch, and the public catalog page; the review
 //! pages are in `web/review.rs`. On every engine where storage is involved.
 
+pub(crate) mod accessibility;
 mod analyst;
 mod browser;
+mod images;
 mod review;
 
 use reqwest::StatusCode;

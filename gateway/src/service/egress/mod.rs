@@ -18,6 +18,7 @@ pub(crate) use copy::holds_on;
 pub(crate) use release::approved;
 pub use release::{Download, download, my_key, register_key, revoke};
 pub use review::{Detail, Earlier, Preview, PreviewBody, detail, preview};
+pub use review::{Image, image, image_media_type};
 
 use std::time::Duration;
 

@@ -96,37 +96,7 @@ pub async fn preview(
     path: &str,
     round: Option<i64>,
 ) -> Result<Preview> {
-    // Checked and read on a connection of the pool, as ingress reads are: only the audit event
-    // takes the write lock every writer waits for, not a refused caller nor the file's read.
-    let (round, file) = {
-        let mut conn = state.db.pool().acquire().await?;
-        let app = crate::service::applications::seen(&mut conn, caller, id).await?;
-        allow(caller, Action::QuarantineRead, app.standing)?;
-        let members = store::members(&mut conn, app.object.project()).await?;
-        let conflicted: Vec<&str> = members.iter().map(|m| m.subject.as_str()).collect();
-        if let Err(refusal) = policy::review::may_give_opinion(
-            &app.object.requester,
-            &conflicted,
-            caller.sub.as_str(),
-        ) {
-            return Err(Error::Forbidden {
-                code: ErrorCode::SeparationOfDuties,
-                message: match refusal {
-                    policy::review::Refusal::OwnOpinion => {
-                        "quarantined files are read by reviewers, never by their requester".into()
-                    }
-                    _ => "quarantined files are read by reviewers from outside the project".into(),
-                },
-            });
-        }
-        let round = round.unwrap_or(app.object.round);
-        let file = estore::files(&mut conn, id, Some(round))
-            .await?
-            .into_iter()
-            .find(|f| f.path == path)
-            .ok_or(Error::NotFound("file"))?;
-        (round, file)
-    };
+    let (round, file) = quarantined(state, caller, id, path, round).await?;
     let blob = state.blobs.path_of(&file.sha256)?;
     let prefix = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
         use std::io::Read;
@@ -154,16 +124,125 @@ pub async fn preview(
         },
         _ => PreviewBody::None(format!("no preview of {} content", file.content_type)),
     };
+    audit_read(
+        state,
+        caller,
+        id,
+        json!({"egress_file": file.path, "round": round, "sha256": file.sha256}),
+    )
+    .await?;
+    Ok(Preview { file, body })
+}
+
+/// The quarantined file `path` of round `round` (the current one when none) of egress
+/// application `id`, for a caller who may read quarantined files: a reviewer from outside the
+/// project. Checked on a connection of the pool, as ingress reads are: only the audit event
+/// takes the write lock every writer waits for, not a refused caller nor the file's read.
+async fn quarantined(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    path: &str,
+    round: Option<i64>,
+) -> Result<(i64, FileRow)> {
+    let mut conn = state.db.pool().acquire().await?;
+    let app = crate::service::applications::seen(&mut conn, caller, id).await?;
+    allow(caller, Action::QuarantineRead, app.standing)?;
+    let members = store::members(&mut conn, app.object.project()).await?;
+    let conflicted: Vec<&str> = members.iter().map(|m| m.subject.as_str()).collect();
+    if let Err(refusal) =
+        policy::review::may_give_opinion(&app.object.requester, &conflicted, caller.sub.as_str())
+    {
+        return Err(Error::Forbidden {
+            code: ErrorCode::SeparationOfDuties,
+            message: match refusal {
+                policy::review::Refusal::OwnOpinion => {
+                    "quarantined files are read by reviewers, never by their requester".into()
+                }
+                _ => "quarantined files are read by reviewers from outside the project".into(),
+            },
+        });
+    }
+    let round = round.unwrap_or(app.object.round);
+    let file = estore::files(&mut conn, id, Some(round))
+        .await?
+        .into_iter()
+        .find(|f| f.path == path)
+        .ok_or(Error::NotFound("file"))?;
+    Ok((round, file))
+}
+
+/// Records that `caller` read quarantined content of application `id`.
+async fn audit_read(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    detail: serde_json::Value,
+) -> Result<()> {
     let mut tx = state.db.begin_write().await?;
     tx.audit(NewEvent {
         actor: caller.sub.as_str(),
         action: "content.read",
         subject: id,
-        detail: json!({"egress_file": file.path, "round": round, "sha256": file.sha256}),
+        detail,
     })
     .await?;
     state.commit(tx).await?;
-    Ok(Preview { file, body })
+    Ok(())
+}
+
+/// The media type of a file the egress checks typed (by its content) as `content_type`,
+/// when that is an image a browser may show: PNG or JPEG, nothing else.
+pub fn image_media_type(content_type: &str) -> Option<&'static str> {
+    use policy::egress::ContentType as C;
+    match content_type.parse::<C>().ok()? {
+        C::Png => Some("image/png"),
+        C::Jpeg => Some("image/jpeg"),
+        _ => None,
+    }
+}
+
+/// A quarantined image opened whole for a reviewer to see.
+#[derive(Debug)]
+pub struct Image {
+    pub file: FileRow,
+    /// `image/png` or `image/jpeg`, as the egress checks typed the file by its content.
+    pub media_type: &'static str,
+    pub content: tokio::fs::File,
+}
+
+/// One quarantined file whole, for the reviewers who may preview it, as an audited read;
+/// only a file the egress checks typed as PNG or JPEG, any other refused (`not_image`).
+pub async fn image(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    path: &str,
+    round: Option<i64>,
+) -> Result<Image> {
+    let (round, file) = quarantined(state, caller, id, path, round).await?;
+    let Some(media_type) = image_media_type(&file.content_type) else {
+        return Err(Error::Unsupported {
+            code: ErrorCode::NotImage,
+            message: format!(
+                "{} is {} content, not an image (PNG or JPEG)",
+                file.path, file.content_type
+            ),
+        });
+    };
+    let content = tokio::fs::File::open(state.blobs.path_of(&file.sha256)?).await?;
+    audit_read(
+        state,
+        caller,
+        id,
+        json!({"egress_file": file.path, "round": round, "sha256": file.sha256, "whole": true}),
+    )
+    .await?;
+    Ok(Image {
+        file,
+        media_type,
+        content,
+    })
 }
 
 /// The findings of a stored file, back as `policy` values (for marking cells).
@@ -185,4 +264,18 @@ fn stored_findings(text: &str) -> Vec<Finding> {
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::image_media_type;
+
+    #[test]
+    fn only_pngs_and_jpegs_are_images_a_page_shows() {
+        assert_eq!(image_media_type("png"), Some("image/png"));
+        assert_eq!(image_media_type("jpeg"), Some("image/jpeg"));
+        for other in ["pdf", "csv", "text", "binary", "zip", "", "image/png"] {
+            assert_eq!(image_media_type(other), None, "{other}");
+        }
+    }
 }

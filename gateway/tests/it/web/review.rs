@@ -216,27 +216,28 @@ async fn an_egress_file_s_preview_marks_the_flagged_cell_and_is_an_audited_read(
 /// An egress application of ana's (in `small_world_on`'s project p1) for one table whose count
 /// of zero the checks flag for review; its id.
 pub async fn flagged_egress(app: &TestApp, ana: &str) -> String {
-    register_key(app, ana).await;
-    let sandbox = app.new_sandbox(ana, "p1").await;
-    let run = crate::sandbox::start_run(
+    egress_of(
         app,
         ana,
-        &sandbox,
-        &[
-            "sh",
-            "-c",
-            "printf 'group,count\\nA,25\\nB,0\\n' > /vre/output/counts.csv",
-        ],
-        Some(30),
+        "printf 'group,count\\nA,25\\nB,0\\n' > /vre/output/counts.csv",
+        &["counts.csv"],
     )
-    .await;
+    .await
+}
+
+/// An egress application of ana's (in `small_world_on`'s project p1) for the files `paths` of
+/// the output folder that the shell command `script` writes; its id.
+pub async fn egress_of(app: &TestApp, ana: &str, script: &str, paths: &[&str]) -> String {
+    register_key(app, ana).await;
+    let sandbox = app.new_sandbox(ana, "p1").await;
+    let run = crate::sandbox::start_run(app, ana, &sandbox, &["sh", "-c", script], Some(30)).await;
     let done = app.run_reaching(ana, &run, "finished").await;
     assert_eq!(done["exit_code"], 0, "{done}");
     let (st, req) = app
         .post(
             "/api/v1/egress",
             Some(ana),
-            &json!({"sandbox": sandbox, "paths": ["counts.csv"], "justification": "aggregates"}),
+            &json!({"sandbox": sandbox, "paths": paths, "justification": "aggregates"}),
         )
         .await;
     assert_eq!(st, StatusCode::CREATED, "{req}");
