@@ -69,7 +69,13 @@ pub async fn audit_events(
         &cx.state,
         &cx.caller,
         q.after,
-        q.subject.as_deref(),
+        &crate::audit::EventFilter {
+            subject: q.subject,
+            actor: q.actor,
+            action: q.action,
+            since: q.since,
+            until: q.until,
+        },
         &super::page_ask(p),
     )
     .await?;

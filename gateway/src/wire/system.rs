@@ -35,4 +35,12 @@ pub struct AuditQuery {
     pub after: Option<i64>,
     /// Only events about this subject (an application or project id).
     pub subject: Option<String>,
+    /// Only events of this actor.
+    pub actor: Option<String>,
+    /// Only events of this action (`application.decision`).
+    pub action: Option<String>,
+    /// Only events on or after this day (`YYYY-MM-DD`, UTC).
+    pub since: Option<String>,
+    /// Only events on or before this day (`YYYY-MM-DD`, UTC).
+    pub until: Option<String>,
 }
