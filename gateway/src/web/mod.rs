@@ -9,7 +9,10 @@
 //! session id in an HttpOnly, Secure, SameSite=Strict cookie ([`session`]); every form carries
 //! the session's CSRF token, checked on every POST.
 
+mod audit;
 mod catalog;
+mod dataset_apps;
+mod datasets;
 mod lang;
 mod pages;
 mod session;
@@ -54,6 +57,9 @@ pub fn routes() -> Router<AppState> {
         .route("/ui/applications/{id}/decide", post(pages::decide))
         .route("/ui/applications/{id}/preview", get(pages::preview))
         .route("/ui/catalog", get(catalog::catalog))
+        .route("/ui/datasets", get(datasets::datasets))
+        .route("/ui/datasets/{id}", get(datasets::dataset))
+        .route("/ui/audit", get(audit::audit))
         .route("/ui/{*rest}", axum::routing::any(no_such_page))
         .layer(axum::middleware::map_response(secure))
 }

@@ -268,6 +268,7 @@ async fn application_page(
     let mut data = application_data(&d, egress.as_ref(), &vote_nonce(&csrf, &d));
     data["notice"] = notice.unwrap_or(Value::Null);
     data["can_vote"] = json!(caller.roles.contains(policy::roles::Role::Reviewer));
+    data["dataset_app"] = super::dataset_apps::data(page, &caller, &d).await;
     page.render(status, "application.html", data)
 }
 

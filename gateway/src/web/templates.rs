@@ -20,6 +20,18 @@ const TEMPLATES: &[(&str, &str)] = &[
     ),
     ("preview.html", include_str!("templates/preview.html")),
     ("catalog.html", include_str!("templates/catalog.html")),
+    ("datasets.html", include_str!("templates/datasets.html")),
+    ("dataset.html", include_str!("templates/dataset.html")),
+    ("dmp.html", include_str!("templates/dmp.html")),
+    (
+        "dataset_app.html",
+        include_str!("templates/dataset_app.html"),
+    ),
+    ("audit.html", include_str!("templates/audit.html")),
+    (
+        "dataset_link.html",
+        include_str!("templates/dataset_link.html"),
+    ),
 ];
 
 const JA: &str = include_str!("messages/ja.txt");

@@ -3,7 +3,9 @@
 //! the language chosen by the browser or the switch, and the public catalog page; the review
 //! pages are in `web/review.rs`. On every engine where storage is involved.
 
+mod audit;
 mod browser;
+mod datasets;
 mod review;
 
 use reqwest::StatusCode;

@@ -1,0 +1,168 @@
+//! The audit log's page over HTTP: auditors filter it (by action, actor, subject and days, as
+//! the API filters it) and see whether the chain verifies, and where it breaks once a row is
+//! edited behind the gateway's back; anyone else gets the service's refusal. On every engine.
+
+use reqwest::StatusCode;
+use sqlx::{AnyConnection, Connection};
+
+use super::{Answer, Browser};
+use crate::support::{TestApp, each_engine};
+
+/// The actions of the events the page lists, in order.
+fn listed_actions(a: &Answer) -> Vec<String> {
+    a.body
+        .split("<td class=\"code action\">")
+        .skip(1)
+        .map(|s| s[..s.find('<').unwrap()].to_owned())
+        .collect()
+}
+
+/// A log with projects, applications and votes in it, an auditor signed in.
+async fn audited(app: &TestApp) -> Browser {
+    app.project("p1", &[("ana", "analyst")]).await;
+    let id = app.application("access", "p1", "ana", "analyst").await;
+    let (st, b) = app.vote(&id, "rev1", "request_changes").await;
+    assert_eq!(st, StatusCode::OK, "{b}");
+    let mut b = Browser::new(app);
+    b.accept_language = Some("en");
+    assert_eq!(
+        b.sign_in(&app.token("aud", "auditor")).await.status,
+        StatusCode::SEE_OTHER
+    );
+    b
+}
+
+#[tokio::test]
+async fn auditors_filter_the_log_and_see_it_verified() {
+    each_engine(|app| async move {
+        let mut b = audited(&app).await;
+        let all = b.get("/ui/audit").await;
+        assert_eq!(all.status, StatusCode::OK, "{}", all.body);
+        assert!(
+            all.body
+                .contains("<p role=\"status\" class=\"ok\" id=\"verify\">Verified:"),
+            "{}",
+            all.body
+        );
+        let actions = listed_actions(&all);
+        for a in [
+            "project.create",
+            "application.submit",
+            "application.decision",
+            "web.sign_in",
+        ] {
+            assert!(actions.iter().any(|x| x == a), "{a} not in {actions:?}");
+        }
+
+        // A filter that matches one action shows only it, as the API does.
+        let one = b.get("/ui/audit?action=application.decision").await;
+        assert_eq!(
+            listed_actions(&one),
+            ["application.decision"],
+            "{}",
+            one.body
+        );
+        assert!(one.body.contains("value=\"application.decision\""));
+        let auditor = app.token("aud", "auditor");
+        let (st, api) = app
+            .get("/api/v1/audit?action=application.decision", Some(&auditor))
+            .await;
+        assert_eq!(st, StatusCode::OK, "{api}");
+        let api_actions: Vec<&str> = api
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["action"].as_str().unwrap())
+            .collect();
+        assert_eq!(api_actions, ["application.decision"]);
+
+        // By actor, by subject, by days, after an event.
+        let mine = b.get("/ui/audit?actor=aud").await;
+        assert_eq!(listed_actions(&mine), ["web.sign_in"], "{}", mine.body);
+        let p1 = b.get("/ui/audit?subject=p1").await;
+        assert!(
+            listed_actions(&p1)
+                .iter()
+                .all(|a| a.starts_with("project.")),
+            "{}",
+            p1.body
+        );
+        assert!(!listed_actions(&p1).is_empty());
+        let today = &gateway::time::now()[..10];
+        let days = b
+            .get(&format!("/ui/audit?since={today}&until={today}"))
+            .await;
+        assert_eq!(listed_actions(&days), actions);
+        let old = b.get("/ui/audit?until=2000-01-01").await;
+        assert!(listed_actions(&old).is_empty() && old.body.contains("No events match."));
+        let later = b.get("/ui/audit?after=1").await;
+        assert_eq!(listed_actions(&later), actions[1..]);
+        for bad in [
+            "since=yesterday",
+            "since=2030-01-02&until=2030-01-01",
+            "after=x",
+        ] {
+            let a = b.get(&format!("/ui/audit?{bad}")).await;
+            assert_eq!(a.status, StatusCode::BAD_REQUEST, "{bad}: {}", a.body);
+            assert!(a.body.contains("bad_filter"), "{}", a.body);
+        }
+
+        // In Japanese.
+        let ja = b.get("/ui/audit?lang=ja").await;
+        assert!(ja.body.contains("監査ログ") && ja.body.contains("検証済み"));
+
+        // Anyone but auditors and admins: the service's refusal.
+        for (sub, role) in [("rev", "reviewer"), ("ana", "analyst")] {
+            let mut other = Browser::new(&app);
+            other.sign_in(&app.token(sub, role)).await;
+            let a = other.get("/ui/audit").await;
+            assert_eq!(a.status, StatusCode::FORBIDDEN, "{role}: {}", a.body);
+            assert!(!a.body.contains("project.create"), "{}", a.body);
+        }
+        let a = Browser::new(&app).get("/ui/audit").await;
+        assert_eq!(a.location(), "/ui/sign-in");
+        app
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_page_shows_where_an_edited_row_breaks_the_chain() {
+    each_engine(|app| async move {
+        let mut b = audited(&app).await;
+        assert!(b.get("/ui/audit").await.body.contains(">Verified:"));
+
+        // Someone with the database's password edits event 2.
+        sqlx::any::install_default_drivers();
+        let mut c = AnyConnection::connect(&app.settings.database_url())
+            .await
+            .unwrap();
+        sqlx::query("UPDATE audit_events SET detail = $1 WHERE seq = 2")
+            .bind(r#"{"note":"nothing to see"}"#)
+            .execute(&mut c)
+            .await
+            .unwrap();
+        c.close().await.unwrap();
+
+        let a = b.get("/ui/audit").await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+        assert!(
+            a.body
+                .contains("<p role=\"alert\" class=\"problem\" id=\"verify\">BROKEN at event 2:"),
+            "{}",
+            a.body
+        );
+        assert!(a.body.contains("the row was edited"), "{}", a.body);
+        // The row is marked where it is listed.
+        let row = a.body.split("<tr class=\"broken\">").nth(1).unwrap();
+        assert!(row.contains("</strong> 2</td>"), "{row}");
+        assert_eq!(a.body.matches("<tr class=\"broken\">").count(), 1);
+        // As `verify` itself finds it.
+        let report = app.verify_audit().await;
+        assert_eq!(report.problem.map(|p| p.seq), Some(2));
+        let ja = b.get("/ui/audit?lang=ja").await;
+        assert!(ja.body.contains("イベント 2 で改ざんを検出"), "{}", ja.body);
+        app
+    })
+    .await;
+}
