@@ -271,3 +271,151 @@ async fn access_and_extension_applications_show_what_reviewers_decide_on() {
     })
     .await;
 }
+
+/// Whether the page fits the window's width (wide tables scroll in their own region).
+async fn fits(c: &fantoccini::Client) -> bool {
+    c.execute(
+        "return document.documentElement.scrollWidth <= document.documentElement.clientWidth;",
+        vec![],
+    )
+    .await
+    .unwrap()
+        == json!(true)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reviewer_follows_a_listing_to_its_dmp_and_approves_and_an_auditor_filters_in_a_browser()
+{
+    use fantoccini::Locator;
+
+    use super::browser::{
+        approve as approve_on_page, browser, css_text, driver, shoot, sign_in, sign_out,
+    };
+
+    let Some(d) = driver() else { return };
+    let app = crate::support::TestApp::spawn(crate::support::Engine::Sqlite).await;
+    let hana = app.token_for("hana", "steward", Some(INSTITUTION));
+    let (ds, listing) = register(&app, &hana, &example_dmp(INSTITUTION)).await;
+    let c = browser(&d, "en").await;
+    let ok = async {
+        // The reviewer opens the listing from the queue and follows it to the DMP.
+        sign_in(&c, &app.url, &app.token("rev", "reviewer")).await;
+        c.goto(&format!("{}/ui/queue?lang=en", app.url))
+            .await
+            .unwrap();
+        c.find(Locator::Css(&format!(
+            "a[href='/ui/applications/{listing}']"
+        )))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+        assert_eq!(css_text(&c, "#listing-title").await, "The dataset to list");
+        c.find(Locator::Css(&format!("a[href='/ui/datasets/{ds}#dmp']")))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        assert_eq!(css_text(&c, "h2#dmp").await, "Data management plan");
+        let dmp = css_text(&c, "table.dmp").await;
+        assert!(
+            dmp.contains("Title of data") && dmp.contains("Restricted closed sharing"),
+            "{dmp}"
+        );
+        assert_eq!(
+            c.current_url().await.unwrap().path(),
+            format!("/ui/datasets/{ds}")
+        );
+        shoot(&c, "dataset-en").await;
+        c.goto(&format!("{}/ui/datasets/{ds}?lang=ja", app.url))
+            .await
+            .unwrap();
+        assert_eq!(css_text(&c, "h2#dmp").await, "データマネジメントプラン");
+        assert!(css_text(&c, "table.dmp").await.contains("データの名称"));
+        shoot(&c, "dataset-ja").await;
+        c.goto(&format!("{}/ui/datasets?lang=en", app.url))
+            .await
+            .unwrap();
+        shoot(&c, "datasets-en").await;
+
+        // Back to the application: approved from its page.
+        approve_on_page(
+            &c,
+            &format!("{}/ui/applications/{listing}?lang=en", app.url),
+            "The DMP is complete.",
+        )
+        .await;
+        assert_eq!(css_text(&c, "p.ok").await, "Your vote was counted: Approve");
+        shoot(&c, "listing-voted-en").await;
+        sign_out(&c).await;
+
+        // An auditor filters the log by one action, through the form.
+        sign_in(&c, &app.url, &app.token("aud", "auditor")).await;
+        c.goto(&format!("{}/ui/audit?lang=en", app.url))
+            .await
+            .unwrap();
+        assert!(css_text(&c, "#verify").await.starts_with("Verified:"));
+        c.find(Locator::Css("input#action"))
+            .await
+            .unwrap()
+            .send_keys("application.decision")
+            .await
+            .unwrap();
+        c.find(Locator::Css("form.filters button[type=submit]"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        c.wait()
+            .for_url(&{
+                let mut u = c.current_url().await.unwrap();
+                u.set_query(Some(
+                    "lang=en&actor=&action=application.decision&subject=&since=&until=&after=",
+                ));
+                u
+            })
+            .await
+            .unwrap();
+        let mut actions = Vec::new();
+        for e in c.find_all(Locator::Css("td.action")).await.unwrap() {
+            actions.push(e.text().await.unwrap());
+        }
+        assert_eq!(actions, ["application.decision"]);
+        shoot(&c, "audit-en").await;
+        c.goto(&format!("{}/ui/audit?lang=ja", app.url))
+            .await
+            .unwrap();
+        assert!(css_text(&c, "#verify").await.starts_with("検証済み"));
+        shoot(&c, "audit-ja").await;
+
+        // At 200 % zoom the pages fit the width.
+        c.set_window_size(640, 1000).await.unwrap();
+        for (page, name) in [
+            (format!("/ui/datasets/{ds}?lang=ja"), "dataset-zoom-ja"),
+            ("/ui/audit?lang=en".to_owned(), "audit-zoom-en"),
+        ] {
+            c.goto(&format!("{}{page}", app.url)).await.unwrap();
+            shoot(&c, name).await;
+            assert!(fits(&c).await, "{page} scrolls sideways at 640 px");
+        }
+    };
+    let outcome = futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(ok)).await;
+    let _ = c.close().await;
+    if let Err(p) = outcome {
+        std::panic::resume_unwind(p);
+    }
+    let (st, a) = app
+        .get(
+            &format!("/api/v1/applications/{listing}"),
+            Some(&app.token("rev", "reviewer")),
+        )
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(a["state"], "approved", "{a}");
+    assert_eq!(a["decisions"][0]["comment"], "The DMP is complete.");
+    drop(d);
+    app.stop().await;
+}
