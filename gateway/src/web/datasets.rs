@@ -272,3 +272,58 @@ pub(super) async fn dataset(page: Page, Path(id): Path<String>) -> Response {
         }),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn example() -> Dmp {
+        let v: Value =
+            serde_json::from_str(include_str!("../../../deploy/examples/dmp.json")).unwrap();
+        dmp::from_value(&v, &dmp::Date::parse("2026-01-01").unwrap()).unwrap()
+    }
+
+    fn row<'a>(items: &'a [Value], key: &str) -> &'a Value {
+        items.iter().find(|i| i["key"] == key).unwrap()
+    }
+
+    #[test]
+    fn every_item_of_the_dmp_is_a_row_labelled_in_the_page_s_language() {
+        let d = example();
+        let ja = dmp_items(&d, Lang::Ja);
+        let en = dmp_items(&d, Lang::En);
+        assert_eq!(ja.len(), dmp::FIELDS.len());
+        assert_eq!(row(&ja, "title")["label"], "データの名称");
+        assert_eq!(row(&en, "title")["label"], "Title of data");
+        assert_eq!(row(&en, "title")["item"], 7);
+        assert_eq!(row(&en, "title")["values"], json!([d.title]));
+        // Choices by their labels, research fields with their names.
+        assert_eq!(
+            row(&ja, "management_category")["values"],
+            json!(["制限共有"])
+        );
+        assert_eq!(
+            row(&en, "category_after")["values"],
+            json!(["Restricted open sharing"])
+        );
+        assert_eq!(row(&en, "access_rights")["values"], json!(["Restricted"]));
+        assert_eq!(row(&ja, "consent.obtained")["values"], json!(["取得済み"]));
+        assert_eq!(row(&en, "consent.form")["values"], json!(["AMED's form"]));
+        assert_eq!(
+            row(&en, "research_field")["values"],
+            json!(["189 Life science"])
+        );
+        // Groups head their items; lists give one value per entry; absent items none.
+        assert_eq!(row(&en, "consent")["group"], true);
+        assert_eq!(row(&en, "consent.scope")["nested"], true);
+        assert_eq!(
+            row(&en, "creators[].name")["values"],
+            json!(["山田 花子 / Hanako Yamada"])
+        );
+        assert_eq!(
+            row(&en, "data_manager_contact.email")["values"],
+            json!(["dmp@example.ac.jp"])
+        );
+        assert_eq!(row(&en, "publication_date")["values"], json!([]));
+    }
+}
