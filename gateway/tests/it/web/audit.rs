@@ -88,9 +88,13 @@ async fn auditors_filter_the_log_and_see_it_verified() {
             p1.body
         );
         assert!(!listed_actions(&p1).is_empty());
-        let today = &gateway::time::now()[..10];
+        // The days of the first and the last event (the same day, unless midnight passed).
+        let (_, every) = app.get("/api/v1/audit?limit=1000", Some(&auditor)).await;
+        let every = every.as_array().unwrap();
+        let first = &every[0]["at"].as_str().unwrap()[..10];
+        let last = &every[every.len() - 1]["at"].as_str().unwrap()[..10];
         let days = b
-            .get(&format!("/ui/audit?since={today}&until={today}"))
+            .get(&format!("/ui/audit?since={first}&until={last}"))
             .await;
         assert_eq!(listed_actions(&days), actions);
         let old = b.get("/ui/audit?until=2000-01-01").await;
@@ -218,4 +222,41 @@ async fn the_page_s_check_stops_at_the_head_it_read_so_later_writes_are_no_break
         app
     })
     .await;
+}
+
+/// `vre audit list` takes the page's filters too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vre_audit_list_filters_as_the_page_does() {
+    let app = TestApp::spawn(crate::support::Engine::Sqlite).await;
+    let _b = audited(&app).await;
+    let ca = app.dir.path().join("tls/ca.pem");
+    let list = |extra: &[&str]| {
+        let out = crate::support::vre_command()
+            .args(["audit", "list", "--json", "--all"])
+            .args(extra)
+            .env("VRE_URL", &app.url)
+            .env("VRE_CA", &ca)
+            .env("VRE_TOKEN", app.token("aud", "auditor"))
+            .output()
+            .unwrap();
+        crate::support::assert_success(&out);
+        let items: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+        items
+            .iter()
+            .map(|e| e["action"].as_str().unwrap().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        list(&["--action", "application.decision"]),
+        ["application.decision"]
+    );
+    assert_eq!(list(&["--actor", "aud"]), ["web.sign_in"]);
+    assert!(list(&["--until", "2000-01-01"]).is_empty());
+    let every = list(&[]);
+    let (_, first) = app
+        .get("/api/v1/audit?limit=1", Some(&app.token("aud", "auditor")))
+        .await;
+    let first = &first[0]["at"].as_str().unwrap()[..10];
+    assert_eq!(list(&["--since", first]), every);
+    app.stop().await;
 }
