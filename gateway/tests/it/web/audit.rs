@@ -3,6 +3,7 @@
 //! edited behind the gateway's back; anyone else gets the service's refusal. On every engine.
 
 use reqwest::StatusCode;
+use serde_json::{Value, json};
 use sqlx::{AnyConnection, Connection};
 
 use super::{Answer, Browser};
@@ -135,6 +136,15 @@ async fn the_page_shows_where_an_edited_row_breaks_the_chain() {
     each_engine(|app| async move {
         let mut b = audited(&app).await;
         assert!(b.get("/ui/audit").await.body.contains(">Verified:"));
+        let (st, v) = app
+            .get("/api/v1/audit/verify", Some(&app.token("aud", "auditor")))
+            .await;
+        assert_eq!(st, StatusCode::OK, "{v}");
+        assert_eq!(
+            (&v["intact"], &v["problem"]),
+            (&json!(true), &Value::Null),
+            "{v}"
+        );
 
         // Someone with the database's password edits event 2.
         sqlx::any::install_default_drivers();
@@ -161,9 +171,18 @@ async fn the_page_shows_where_an_edited_row_breaks_the_chain() {
         let row = a.body.split("<tr class=\"broken\">").nth(1).unwrap();
         assert!(row.contains("</strong> 2</td>"), "{row}");
         assert_eq!(a.body.matches("<tr class=\"broken\">").count(), 1);
-        // As `verify` itself finds it.
+        // As `verify` itself finds it, and the API.
         let report = app.verify_audit().await;
         assert_eq!(report.problem.map(|p| p.seq), Some(2));
+        let (st, v) = app
+            .get("/api/v1/audit/verify", Some(&app.token("aud", "auditor")))
+            .await;
+        assert_eq!(st, StatusCode::OK, "{v}");
+        assert_eq!(
+            (&v["intact"], &v["problem"]["seq"]),
+            (&json!(false), &json!(2)),
+            "{v}"
+        );
         let ja = b.get("/ui/audit?lang=ja").await;
         assert!(ja.body.contains("イベント 2 で改ざんを検出"), "{}", ja.body);
         app
