@@ -536,6 +536,19 @@ pub async fn verify(
     checkpoint_dir: &Path,
     public: &PublicKey,
 ) -> anyhow::Result<Report> {
+    verify_through(db, checkpoint_dir, public, None).await
+}
+
+/// [`verify`] of the chain up to `head` (the head as read before, by a gateway that goes on
+/// writing while it checks): events and checkpoints after it are not looked at, and the chain
+/// must end at `head` itself. `None`: the whole log, against the head row.
+pub async fn verify_through(
+    db: &crate::db::Db,
+    checkpoint_dir: &Path,
+    public: &PublicKey,
+    head: Option<&ChainHead>,
+) -> anyhow::Result<Report> {
+    let through = head.map_or(i64::MAX, |h| h.seq);
     // First every line and every signature: a log that does not parse or verify is reported
     // before anything is compared with it.
     let kid = public.kid();
@@ -577,8 +590,10 @@ pub async fn verify(
     };
     checkpoints.advance()?;
     let mut rows = sqlx::query(
-        "SELECT seq, at, actor, action, subject, detail, prev_hash, hash FROM audit_events ORDER BY seq",
+        "SELECT seq, at, actor, action, subject, detail, prev_hash, hash FROM audit_events \
+         WHERE seq <= $1 ORDER BY seq",
     )
+    .bind(through)
     .fetch(db.pool());
     let mut prev = GENESIS.to_owned();
     let mut last = 0i64;
@@ -617,7 +632,9 @@ pub async fn verify(
         // Whatever checkpoint is left covers an event the database does not have.
         let mut beyond = None;
         while let Some(cp) = checkpoints.next.take() {
-            if cp.seq > last {
+            if cp.seq > through {
+                // Signed after the head this check started from.
+            } else if cp.seq > last {
                 beyond = Some(beyond.map_or(cp.seq, |b: i64| b.min(cp.seq)));
             } else if hash_at(db, cp.seq).await?.as_deref() != Some(cp.hash.as_str()) {
                 problem = Some(Problem {
@@ -639,7 +656,10 @@ pub async fn verify(
         }
     }
     if problem.is_none() {
-        problem = head_problem(db, last, &prev).await?;
+        problem = match head {
+            None => head_problem(db, last, &prev).await?,
+            Some(h) => head_problem_of(Some((h.seq, h.hash.clone())), last, &prev),
+        };
     }
     if problem.is_none() {
         problem = torn_tail.as_ref().map(|t| Problem {
@@ -729,7 +749,12 @@ async fn head_problem(
         Some(r) => Some((r.try_get::<i64, _>("seq")?, r.try_get::<String, _>("hash")?)),
         None => None,
     };
-    Ok(match head {
+    Ok(head_problem_of(head, last, prev))
+}
+
+/// The recorded head `head` against the last event read (`last`, hashed `prev`).
+fn head_problem_of(head: Option<(i64, String)>, last: i64, prev: &str) -> Option<Problem> {
+    match head {
         Some((seq, hash)) if seq == last && hash == prev => None,
         // Events past the head were added outside the gateway: the first of them is bad.
         Some((seq, _)) if (0..last).contains(&seq) => Some(Problem {
@@ -750,8 +775,11 @@ async fn head_problem(
                     .unwrap_or_else(|| "absent".into())
             ),
         }),
-    })
+    }
 }
 
+mod search;
 #[cfg(test)]
 mod tests;
+
+pub use search::{EventFilter, search};

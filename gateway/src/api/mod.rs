@@ -86,6 +86,7 @@ pub fn router(state: AppState) -> Router {
         .routes(routes!(system::metrics))
         .routes(routes!(system::whoami))
         .routes(routes!(system::audit_events))
+        .routes(routes!(system::audit_verify))
         .routes(routes!(projects::list, projects::create))
         .routes(routes!(projects::show))
         .routes(routes!(projects::add_member))

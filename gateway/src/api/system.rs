@@ -11,7 +11,9 @@ use crate::error::{ApiResult, ErrorBody};
 use crate::service::system as svc;
 use crate::state::AppState;
 use crate::wire::PageQuery;
-use crate::wire::system::{AuditQuery, Health, HealthStatus, WhoAmI};
+use crate::wire::system::{
+    AuditProblem, AuditQuery, AuditVerification, Health, HealthStatus, WhoAmI,
+};
 
 /// Liveness and readiness; public, for load balancers.
 #[utoipa::path(get, path = "/healthz", operation_id = "health", tag = "system",
@@ -69,9 +71,33 @@ pub async fn audit_events(
         &cx.state,
         &cx.caller,
         q.after,
-        q.subject.as_deref(),
+        &crate::audit::EventFilter {
+            subject: q.subject,
+            actor: q.actor,
+            action: q.action,
+            since: q.since,
+            until: q.until,
+        },
         &super::page_ask(p),
     )
     .await?;
     Ok(super::paged(page, |e| e))
+}
+
+/// Checks the audit log as `vre audit verify` does (the chain, its head, the signed
+/// checkpoints), up to the head as it stands when asked; auditors and admins.
+#[utoipa::path(get, path = "/api/v1/audit/verify", operation_id = "verify_audit", tag = "system", security(("bearer" = [])),
+    responses((status = 200, body = AuditVerification), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+pub async fn audit_verify(cx: Cx) -> ApiResult<ApiJson<AuditVerification>> {
+    let r = svc::audit_verify(&cx.state, &cx.caller).await?;
+    Ok(ApiJson(AuditVerification {
+        intact: r.problem.is_none(),
+        events: r.events,
+        checkpoints: r.checkpoints as u64,
+        problem: r.problem.map(|p| AuditProblem {
+            seq: p.seq,
+            what: p.what,
+        }),
+        torn_tail: r.torn_tail.is_some(),
+    }))
 }

@@ -176,9 +176,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Audit(AuditCommand::List {
             after,
             subject,
+            filter,
             page,
             client,
-        }) => server::audit_list(after, subject, page, client).await,
+        }) => server::audit_list(after, subject, filter, page, client).await,
         Command::Whoami(client) => server::whoami(client).await,
         Command::Project(p) => project::project(p).await,
         Command::Image(i) => sandbox::image(i).await,

@@ -62,10 +62,29 @@ pub(super) enum AuditCommand {
         #[arg(long)]
         subject: Option<String>,
         #[command(flatten)]
+        filter: AuditFilterArgs,
+        #[command(flatten)]
         page: PageArgs,
         #[command(flatten)]
         client: ClientArgs,
     },
+}
+
+/// What `vre audit list` narrows the log to, beside its subject.
+#[derive(clap::Args, Debug, Default)]
+pub(super) struct AuditFilterArgs {
+    /// Only events of this actor.
+    #[arg(long)]
+    actor: Option<String>,
+    /// Only events of this action (`application.decision`).
+    #[arg(long)]
+    action: Option<String>,
+    /// Only events on or after this day (YYYY-MM-DD, UTC).
+    #[arg(long)]
+    since: Option<String>,
+    /// Only events on or before this day (YYYY-MM-DD, UTC).
+    #[arg(long)]
+    until: Option<String>,
 }
 
 pub(super) fn load_settings(
@@ -192,12 +211,17 @@ pub(super) fn token_issue(
 pub(super) async fn audit_list(
     after: Option<i64>,
     subject: Option<String>,
+    filter: AuditFilterArgs,
     page: PageArgs,
     client: ClientArgs,
 ) -> anyhow::Result<ExitCode> {
     let q = query([
         ("after", after.map(|a| a.to_string())),
         ("subject", subject),
+        ("actor", filter.actor),
+        ("action", filter.action),
+        ("since", filter.since),
+        ("until", filter.until),
     ]);
     print_list(
         &client,

@@ -2,10 +2,13 @@
 
 use policy::access::{Action, Standing};
 
+use policy::dmp::Date;
+
 use super::page::{Page, PageAsk, Window};
-use super::{Result, allow};
-use crate::audit::StoredEvent;
+use super::{Error, Result, allow};
+use crate::audit::{EventFilter, Report, StoredEvent};
 use crate::auth::Caller;
+use crate::error::ErrorCode;
 use crate::state::AppState;
 
 /// The metrics in Prometheus' text format; operators, admins and auditors.
@@ -15,19 +18,70 @@ pub async fn metrics(state: &AppState, caller: &Caller) -> Result<String> {
 }
 
 /// Audit events in the order of the chain (at most 1000 a page; default 100), after a
-/// sequence number (`after`, or the cursor of the page before), of one subject or all;
-/// auditors and admins.
+/// sequence number (`after`, or the cursor of the page before), narrowed by `filter` (a
+/// subject, an actor, an action, a range of days); auditors and admins.
 pub async fn audit_events(
     state: &AppState,
     caller: &Caller,
     after: Option<i64>,
-    subject: Option<&str>,
+    filter: &EventFilter,
     ask: &PageAsk,
 ) -> Result<Page<StoredEvent>> {
     allow(caller, Action::AuditRead, Standing::default())?;
     let window = Window::<i64>::of("audit", ask)?;
+    check_filter(filter)?;
     let from = window.after.or(after).unwrap_or(0);
     let mut conn = state.db.pool().acquire().await?;
-    let rows = crate::audit::events(&mut conn, from, subject, window.fetch()).await?;
+    let rows = crate::audit::search(&mut conn, from, filter, window.fetch()).await?;
     Ok(window.page(rows, |e| e.seq))
+}
+
+/// A filter's days are dates, the first not after the last; its texts are short.
+fn check_filter(f: &EventFilter) -> Result<()> {
+    let bad = |m: String| Error::invalid(ErrorCode::BadFilter, m);
+    for (name, day) in [("since", &f.since), ("until", &f.until)] {
+        if let Some(d) = day
+            && Date::parse(d).is_none()
+        {
+            return Err(bad(format!(
+                "`{name}` must be a date, YYYY-MM-DD, not `{d}`"
+            )));
+        }
+    }
+    if let (Some(a), Some(b)) = (&f.since, &f.until)
+        && a > b
+    {
+        return Err(bad(format!("`since` ({a}) is after `until` ({b})")));
+    }
+    for (name, v) in [
+        ("subject", &f.subject),
+        ("actor", &f.actor),
+        ("action", &f.action),
+    ] {
+        if v.as_ref().is_some_and(|v| v.chars().count() > 200) {
+            return Err(bad(format!("`{name}` is longer than 200 characters")));
+        }
+    }
+    Ok(())
+}
+
+/// The audit log checked as `vre audit verify` checks it (the chain, its head and the signed
+/// checkpoints), up to the head as it stands when asked, while the gateway goes on writing;
+/// auditors and admins.
+pub async fn audit_verify(state: &AppState, caller: &Caller) -> Result<Report> {
+    allow(caller, Action::AuditRead, Standing::default())?;
+    let head = {
+        let mut conn = state.db.pool().acquire().await?;
+        crate::audit::head(&mut conn).await?
+    };
+    let public = crate::keys::PublicKey::load(&state.data.audit_public_key())
+        .map_err(|e| Error::internal(format!("the audit key: {e:#}")))?;
+    crate::audit::verify_through(
+        &state.db,
+        &state.settings.checkpoint_dir(),
+        &public,
+        Some(&head),
+    )
+    .await
+    .map_err(|e| Error::internal(format!("verifying the audit log: {e:#}")))
 }

@@ -9,7 +9,10 @@
 //! session id in an HttpOnly, Secure, SameSite=Strict cookie ([`session`]); every form carries
 //! the session's CSRF token, checked on every POST.
 
+mod audit;
 mod catalog;
+mod dataset_apps;
+mod datasets;
 mod images;
 mod lang;
 mod mine;
@@ -63,6 +66,9 @@ pub fn routes() -> Router<AppState> {
             get(mine::attachment_file),
         )
         .route("/ui/applications/{id}/image", get(images::image))
+        .route("/ui/datasets", get(datasets::datasets))
+        .route("/ui/datasets/{id}", get(datasets::dataset))
+        .route("/ui/audit", get(audit::audit))
         .route("/ui/{*rest}", axum::routing::any(no_such_page))
         .layer(axum::middleware::map_response(secure))
 }

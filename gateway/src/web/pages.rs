@@ -269,6 +269,7 @@ async fn application_page(
     data["notice"] = notice.unwrap_or(Value::Null);
     data["can_vote"] = json!(caller.roles.contains(policy::roles::Role::Reviewer));
     data["downloads"] = super::mine::downloads(&d, egress.as_ref(), &caller);
+    data["dataset_app"] = super::dataset_apps::data(page, &caller, &d).await;
     page.render(status, "application.html", data)
 }
 

@@ -25,6 +25,18 @@ const TEMPLATES: &[(&str, &str)] = &[
         "application_downloads.html",
         include_str!("templates/application_downloads.html"),
     ),
+    ("datasets.html", include_str!("templates/datasets.html")),
+    ("dataset.html", include_str!("templates/dataset.html")),
+    ("dmp.html", include_str!("templates/dmp.html")),
+    (
+        "dataset_app.html",
+        include_str!("templates/dataset_app.html"),
+    ),
+    ("audit.html", include_str!("templates/audit.html")),
+    (
+        "dataset_link.html",
+        include_str!("templates/dataset_link.html"),
+    ),
 ];
 
 const JA: &str = include_str!("messages/ja.txt");
@@ -78,6 +90,19 @@ mod tests {
         let en: Vec<_> = messages(Lang::En).keys().collect();
         assert_eq!(ja, en);
         assert!(ja.len() > 20);
+        // A key written twice would silently take its last text.
+        for text in [JA, EN] {
+            let mut seen = std::collections::BTreeSet::new();
+            for line in text.lines().filter(|l| !l.starts_with('#')) {
+                if let Some((k, _)) = line.split_once(" = ") {
+                    assert!(
+                        seen.insert(k.trim()),
+                        "the message `{}` is written twice",
+                        k.trim()
+                    );
+                }
+            }
+        }
         // Every key a template names is in the catalogs.
         for (name, source) in TEMPLATES {
             for part in source.split("t.").skip(1) {

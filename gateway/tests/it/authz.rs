@@ -341,6 +341,7 @@ fn table() -> Vec<Row> {
         row(Get,    "/metrics",                                                Nothing,          none,               Reads,  [401, 403, 403, 403, 200, 403, 200, 200,   403, 403, 403,   403]),
         row(Get,    "/api/v1/whoami",                                          Nothing,          none,               Reads,  [401, 200, 200, 200, 200, 200, 200, 200,   200, 200, 200,   200]),
         row(Get,    "/api/v1/audit",                                           Nothing,          none,               Reads,  [401, 403, 403, 403, 403, 403, 200, 200,   403, 403, 403,   403]),
+        row(Get,    "/api/v1/audit/verify",                                    Nothing,          none,               Reads,  [401, 403, 403, 403, 403, 403, 200, 200,   403, 403, 403,   403]),
         row(Get,    "/api/v1/projects",                                        Nothing,          none,               Reads,  [401, 403, 200, 200, 200, 200, 200, 200,   200, 200, 200,   200]),
         row(Post,   "/api/v1/projects",                                        Nothing,          new_project,        Writes, [401, 403, 403, 403, 403, 403, 403, 201,   403, 403, 403,   403]),
         row(Get,    "/api/v1/projects/{id}",                                   Project,          none,               Reads,  [401, 404, 404, 200, 200, 404, 200, 200,   200, 200, 200,   404]),

@@ -5,7 +5,9 @@
 
 pub(crate) mod accessibility;
 mod analyst;
+mod audit;
 mod browser;
+mod datasets;
 mod images;
 mod review;
 
