@@ -585,6 +585,7 @@ async fn two_reviewers_approve_in_a_browser_and_the_analyst_downloads_the_releas
         let listed = css_text(&c, "#my-releases + p + div td.hash").await;
         assert_eq!(listed, sha);
         shoot(&c, "mine-en").await;
+        super::accessibility::axe_check(&c, "mine-en").await;
         c.find(Locator::Css(&format!(
             "a[href='/ui/applications/{id}/release']"
         )))
@@ -602,11 +603,13 @@ async fn two_reviewers_approve_in_a_browser_and_the_analyst_downloads_the_releas
             .unwrap();
         assert_eq!(css_text(&c, "#release-sha256").await, sha);
         shoot(&c, "application-release-en").await;
+        super::accessibility::axe_check(&c, "application-release-en").await;
         c.goto(&format!("{}/ui/mine?lang=ja", app.url))
             .await
             .unwrap();
         assert_eq!(css_text(&c, "h1").await, "自分の申請");
         shoot(&c, "mine-ja").await;
+        super::accessibility::axe_check(&c, "mine-ja").await;
         // At 200 % zoom only the wide tables scroll sideways, each in its own region.
         c.set_window_size(640, 1000).await.unwrap();
         c.refresh().await.unwrap();

@@ -329,16 +329,19 @@ async fn a_reviewer_follows_a_listing_to_its_dmp_and_approves_and_an_auditor_fil
             format!("/ui/datasets/{ds}")
         );
         shoot(&c, "dataset-en").await;
+        super::accessibility::axe_check(&c, "dataset-en").await;
         c.goto(&format!("{}/ui/datasets/{ds}?lang=ja", app.url))
             .await
             .unwrap();
         assert_eq!(css_text(&c, "h2#dmp").await, "データマネジメントプラン");
         assert!(css_text(&c, "table.dmp").await.contains("データの名称"));
         shoot(&c, "dataset-ja").await;
+        super::accessibility::axe_check(&c, "dataset-ja").await;
         c.goto(&format!("{}/ui/datasets?lang=en", app.url))
             .await
             .unwrap();
         shoot(&c, "datasets-en").await;
+        super::accessibility::axe_check(&c, "datasets-en").await;
 
         // Back to the application: approved from its page.
         approve_on_page(
@@ -349,6 +352,7 @@ async fn a_reviewer_follows_a_listing_to_its_dmp_and_approves_and_an_auditor_fil
         .await;
         assert_eq!(css_text(&c, "p.ok").await, "Your vote was counted: Approve");
         shoot(&c, "listing-voted-en").await;
+        super::accessibility::axe_check(&c, "listing-voted-en").await;
         sign_out(&c).await;
 
         // An auditor filters the log by one action, through the form.
@@ -385,11 +389,13 @@ async fn a_reviewer_follows_a_listing_to_its_dmp_and_approves_and_an_auditor_fil
         }
         assert_eq!(actions, ["application.decision"]);
         shoot(&c, "audit-en").await;
+        super::accessibility::axe_check(&c, "audit-en").await;
         c.goto(&format!("{}/ui/audit?lang=ja", app.url))
             .await
             .unwrap();
         assert!(css_text(&c, "#verify").await.starts_with("検証済み"));
         shoot(&c, "audit-ja").await;
+        super::accessibility::axe_check(&c, "audit-ja").await;
 
         // At 200 % zoom the pages fit the width.
         c.set_window_size(640, 1000).await.unwrap();
