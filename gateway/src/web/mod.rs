@@ -11,6 +11,7 @@
 
 mod catalog;
 mod lang;
+mod oidc;
 mod pages;
 mod session;
 mod templates;
@@ -27,6 +28,7 @@ use crate::error::ApiError;
 use crate::state::AppState;
 
 pub use lang::Lang;
+pub(crate) use session::same_secret;
 
 /// Where the pages live.
 pub const PREFIX: &str = "/ui";
@@ -54,6 +56,8 @@ pub fn routes() -> Router<AppState> {
         .route("/ui/applications/{id}/decide", post(pages::decide))
         .route("/ui/applications/{id}/preview", get(pages::preview))
         .route("/ui/catalog", get(catalog::catalog))
+        .route("/ui/sign-in/provider", get(oidc::start))
+        .route("/ui/sign-in/callback", get(oidc::callback))
         .route("/ui/{*rest}", axum::routing::any(no_such_page))
         .layer(axum::middleware::map_response(secure))
 }

@@ -20,6 +20,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ),
     ("preview.html", include_str!("templates/preview.html")),
     ("catalog.html", include_str!("templates/catalog.html")),
+    ("signed_in.html", include_str!("templates/signed_in.html")),
 ];
 
 const JA: &str = include_str!("messages/ja.txt");
