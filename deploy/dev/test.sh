@@ -47,4 +47,9 @@ export VRE_TEST_REQUIRE_TOOLS=1
 setup_browser
 export VRE_TEST_REQUIRE_BROWSER=1
 
+# The sign-in through an identity provider is tested against a real OpenID provider
+# (oidc-provider on Node.js); a missing one fails.
+setup_oidc_provider
+export VRE_TEST_REQUIRE_OIDC=1
+
 cargo test --workspace --locked "$@"
