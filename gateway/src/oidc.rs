@@ -138,6 +138,11 @@ impl Provider {
         })))
     }
 
+    /// The configured issuer.
+    pub fn issuer(&self) -> &str {
+        &self.settings.issuer
+    }
+
     /// The name the sign-in page shows.
     pub fn name(&self) -> String {
         self.settings.name()

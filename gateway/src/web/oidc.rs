@@ -13,9 +13,9 @@
 //! comes back on the provider's top-level redirect. The sign-in its state names is taken once
 //! (deleted in the same step), and must be this browser's and not expired: a forged state, a
 //! return replayed, or one without the cookie is refused (400 `bad_sign_in`). A provider's
-//! `error=`, a code the token endpoint refuses, or an ID token that does not verify (its key,
-//! issuer, audience, nonce, expiry) is refused too (401 `sign_in_refused`). Nothing is opened
-//! then. Otherwise a session opens as with a token ([`sessions::open`], audited
+//! `error=`, a return naming another issuer (`iss`, RFC 9207), a code the token endpoint
+//! refuses, or an ID token that does not verify (its key, issuer, audience, nonce, expiry) is
+//! refused too (401 `sign_in_refused`). Nothing is opened then. Otherwise a session opens as with a token ([`sessions::open`], audited
 //! `web.sign_in`), ending no later than the ID token.
 //!
 //! The session cookie is `SameSite=Strict`, and a browser does not send such cookies along a
@@ -94,6 +94,8 @@ pub(super) struct Return {
     state: Option<String>,
     error: Option<String>,
     error_description: Option<String>,
+    /// The provider's name for itself (RFC 9207), when it sends it.
+    iss: Option<String>,
 }
 
 /// The provider's return: finishes the sign-in, or refuses it.
@@ -129,6 +131,12 @@ async fn finish(page: &Page, binding: Option<String>, back: Return) -> Result<Re
         return Err(bad("the identity provider's return carries no state"));
     };
     let pending = sessions::take_sign_in(&page.state, &state, &binding).await?;
+    let provider = page.state.oidc.clone().ok_or(ApiError::NotFound("page"))?;
+    if back.iss.as_ref().is_some_and(|i| *i != provider.issuer()) {
+        return Err(refused(
+            "the return names another identity provider than this sign-in's".into(),
+        ));
+    }
     if let Some(error) = back.error {
         let detail = back
             .error_description
@@ -141,7 +149,6 @@ async fn finish(page: &Page, binding: Option<String>, back: Return) -> Result<Re
     let Some(code) = back.code.filter(|c| !c.is_empty()) else {
         return Err(bad("the identity provider's return carries no code"));
     };
-    let provider = page.state.oidc.clone().ok_or(ApiError::NotFound("page"))?;
     let signed = provider
         .exchange(&code, &pending.verifier, &pending.nonce)
         .await

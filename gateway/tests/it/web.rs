@@ -4,6 +4,7 @@
 //! pages are in `web/review.rs`. On every engine where storage is involved.
 
 mod browser;
+mod oidc;
 mod review;
 
 use reqwest::StatusCode;
