@@ -216,4 +216,27 @@ mod tests {
         let e = Settings::load(None, env(&[("VRE_AUTH__OIDC__CLIENT_ID", "x")])).unwrap_err();
         assert!(format!("{e:#}").contains("auth.oidc.issuer must be set"));
     }
+
+    #[test]
+    fn the_secret_may_come_from_a_file() {
+        let dir = std::env::temp_dir().join(format!("vre-oidc-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("secret");
+        let mut vars = env(GOOD);
+        vars.retain(|(k, _)| k != "VRE_AUTH__OIDC__CLIENT_SECRET");
+        vars.push((
+            "VRE_AUTH__OIDC__CLIENT_SECRET_FILE".into(),
+            file.display().to_string(),
+        ));
+        let (s, _) = Settings::load(None, vars).unwrap();
+        std::fs::write(&file, "from-the-file\n").unwrap();
+        assert_eq!(s.auth.oidc.secret().unwrap().expose(), "from-the-file");
+        std::fs::write(&file, "\n").unwrap();
+        let e = s.auth.oidc.secret().unwrap_err();
+        assert!(format!("{e:#}").contains("holds no secret"), "{e:#}");
+        std::fs::remove_file(&file).unwrap();
+        let e = s.auth.oidc.secret().unwrap_err();
+        assert!(format!("{e:#}").contains("client_secret_file"), "{e:#}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 }

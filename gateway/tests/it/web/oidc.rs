@@ -534,7 +534,31 @@ async fn the_code_flow_signs_in_with_the_providers_roles_and_refuses_forged_and_
         assert_refused(&h, StatusCode::UNAUTHORIZED, "sign_in_refused", "nonce");
         assert_eq!(actions(&app.audit_events("rev").await), ["web.sign_in"]);
 
-        // Every sign-in started was used up or is the one still pending (none here).
+        // A sign-in that expired before the provider sent the browser back.
+        let (state, binding) = ("an-expired-state", "an-expired-binding");
+        {
+            let mut conn = app.state.db.pool().acquire().await.unwrap();
+            let row = gateway::store::web::SignInRow {
+                state_sha256: gateway::sha256_hex(state.as_bytes()),
+                binding_sha256: gateway::sha256_hex(binding.as_bytes()),
+                verifier: "v".repeat(43),
+                nonce: "n".into(),
+                created_at: gateway::time::now(),
+                expires_at: 1,
+            };
+            gateway::store::web::insert_sign_in(&mut conn, &row)
+                .await
+                .unwrap();
+        }
+        c.set(&gw, "vre_oidc", Some(binding));
+        let h = c
+            .get(&format!(
+                "{gw}/ui/sign-in/callback?code=whatever&state={state}"
+            ))
+            .await;
+        assert_refused(&h, StatusCode::BAD_REQUEST, "bad_sign_in", "took too long");
+
+        // Every sign-in started was used up (none pending).
         let pending = {
             let mut conn = app.state.db.pool().acquire().await.unwrap();
             gateway::store::web::count_sign_ins(&mut conn)
@@ -595,6 +619,17 @@ async fn a_reviewer_signs_in_through_the_provider_in_a_browser() {
             "Sign in with Test IdP"
         );
         shoot(&c, "sign-in-provider-en").await;
+        c.goto(&format!("{}/ui/sign-in?lang=ja", app.url))
+            .await
+            .unwrap();
+        assert_eq!(
+            css_text(&c, "#provider-sign-in").await,
+            "Test IdP でログイン"
+        );
+        shoot(&c, "sign-in-provider-ja").await;
+        c.goto(&format!("{}/ui/sign-in?lang=en", app.url))
+            .await
+            .unwrap();
         click(&c, "#provider-sign-in").await;
         // The provider's own login page, on its own site.
         c.wait()
