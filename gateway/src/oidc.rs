@@ -279,8 +279,10 @@ impl Provider {
             form.push(("client_id", id));
             form.push(("client_secret", self.secret.expose()));
         } else {
+            // Each part form-encoded first (RFC 6749, 2.3.1).
             let enc = |s: &str| {
-                serde_urlencoded::to_string([("", s)]).unwrap_or_default()[1..].to_owned()
+                let pair = serde_urlencoded::to_string([("", s)]).unwrap_or_default();
+                pair.get(1..).unwrap_or("").to_owned()
             };
             req = req.basic_auth(enc(id), Some(enc(self.secret.expose())));
         }

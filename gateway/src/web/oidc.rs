@@ -110,7 +110,10 @@ pub(super) async fn callback(
     let binding = cookie(&headers, BINDING_COOKIE);
     let mut resp = match finish(&page, binding, back).await {
         Ok(r) => r,
-        Err(e) => page.error(e),
+        Err(e) => {
+            tracing::info!(code = e.code().as_str(), reason = %e, "a sign-in through the identity provider was refused");
+            page.error(e)
+        }
     };
     // Used or refused, the binding is done with.
     set_cookie(
@@ -138,9 +141,12 @@ async fn finish(page: &Page, binding: Option<String>, back: Return) -> Result<Re
         ));
     }
     if let Some(error) = back.error {
+        // The provider's words, shortened: they come through the browser, from anyone.
+        let short = |s: String| s.chars().take(200).collect::<String>();
+        let error = short(error);
         let detail = back
             .error_description
-            .map(|d| format!(" ({d})"))
+            .map(|d| format!(" ({})", short(d)))
             .unwrap_or_default();
         return Err(refused(format!(
             "the identity provider did not sign you in: {error}{detail}"

@@ -175,16 +175,32 @@ impl Idp {
 /// A gateway configured for a provider started after it (its client's redirect URI names the
 /// gateway's port).
 async fn gateway_and_provider(engine: Engine, other_keys: bool) -> (TestApp, Idp) {
+    gateway_and_provider_with(engine, other_keys, |_| {}).await
+}
+
+/// [`gateway_and_provider`], the gateway's provider settings changed by `tweak`.
+async fn gateway_and_provider_with(
+    engine: Engine,
+    other_keys: bool,
+    tweak: impl FnOnce(&mut OidcSettings),
+) -> (TestApp, Idp) {
     let mut idp = Idp::prepare();
+    let app = gateway_for(engine, &idp, tweak).await;
+    idp.start(&app.url, other_keys);
+    (app, idp)
+}
+
+/// A gateway whose provider is `idp` (started or not), on a port chosen ahead for its
+/// redirect URI.
+async fn gateway_for(engine: Engine, idp: &Idp, tweak: impl FnOnce(&mut OidcSettings)) -> TestApp {
     let port = free_port();
-    let oidc = idp.settings(port);
-    let app = TestApp::spawn_with(engine, |s| {
+    let mut oidc = idp.settings(port);
+    tweak(&mut oidc);
+    TestApp::spawn_with(engine, |s| {
         s.listen = format!("127.0.0.1:{port}").parse().unwrap();
         s.auth.oidc = oidc;
     })
-    .await;
-    idp.start(&app.url, other_keys);
-    (app, idp)
+    .await
 }
 
 /// One answer.
@@ -569,6 +585,47 @@ async fn the_code_flow_signs_in_with_the_providers_roles_and_refuses_forged_and_
         drop(idp);
         app.stop().await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_down_or_not_trusted_starts_no_sign_in() {
+    if !provider_available() {
+        return;
+    }
+    // Its certificate comes from a CA the gateway was not told about.
+    let (app, idp) = gateway_and_provider_with(Engine::Sqlite, false, |o| o.ca_file = None).await;
+    let mut a = Agent::new(&app, &idp);
+    let h = a.get(&format!("{}/ui/sign-in/provider", app.url)).await;
+    assert_eq!(h.status, StatusCode::SERVICE_UNAVAILABLE, "{}", h.body);
+    assert!(h.body.contains("unavailable"), "{}", h.body);
+    assert!(h.body.contains("certificate"), "{}", h.body);
+    assert!(h.sets_cookie("vre_oidc").is_none());
+    // Stopped: the gateway still serves, and says the provider is not there.
+    drop(idp);
+    app.stop().await;
+    let mut idp = Idp::prepare();
+    let app = gateway_for(Engine::Sqlite, &idp, |_| {}).await;
+    let mut a = Agent::new(&app, &idp);
+    let h = a.get(&format!("{}/ui/sign-in/provider", app.url)).await;
+    assert_eq!(h.status, StatusCode::SERVICE_UNAVAILABLE, "{}", h.body);
+    assert!(h.sets_cookie("vre_oidc").is_none());
+    let pending = {
+        let mut conn = app.state.db.pool().acquire().await.unwrap();
+        gateway::store::web::count_sign_ins(&mut conn)
+            .await
+            .unwrap()
+    };
+    assert_eq!(
+        pending, 0,
+        "nothing is kept for a sign-in that could not start"
+    );
+    // Once it is up, the same gateway signs in through it.
+    idp.start(&app.url, false);
+    let auth = start(&mut a, &app.url).await;
+    let back = at_provider(&mut a, &auth, Some(("rev", "rev-password"))).await;
+    assert_eq!(a.get(&back).await.status, StatusCode::OK);
+    drop(idp);
+    app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
