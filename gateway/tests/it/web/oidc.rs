@@ -7,7 +7,8 @@
 //! Over HTTP, as a browser sends its requests: the whole code flow with PKCE, roles mapped from
 //! the ID token's claims; a forged state, a return without the binding cookie, a replayed
 //! return, the provider's refusal, a changed nonce and an ID token signed with a key the
-//! provider does not publish, each refused with nothing opened. In headless Chromium: the
+//! provider does not publish, each refused with nothing opened; a provider down, or with a
+//! certificate the gateway was not told to trust, starts nothing. In headless Chromium: the
 //! sign-in page's provider link, the provider's login form, back on the queue signed in.
 //!
 //! Skipped where Node.js or the provider's npm install is missing, unless
