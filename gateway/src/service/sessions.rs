@@ -4,7 +4,9 @@
 //! A browser holds only a random id (in an HttpOnly cookie); the database holds its SHA-256, the
 //! caller the token stood for (subject, roles, institution), and the session's CSRF secret.
 //! A session ends at [`MAX_AGE`] or when its token would have expired, whichever comes first.
-//! Signing in and out are audited (`web.sign_in`, `web.sign_out`).
+//! Signing in and out are audited (`web.sign_in`, `web.sign_out`). A sign-in through the
+//! identity provider is kept here while under way ([`start_sign_in`], [`take_sign_in`]): its
+//! state, nonce and PKCE verifier, bound to the browser that started it, used once.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -213,7 +215,8 @@ pub async fn take_sign_in(state: &AppState, sign_in: &str, binding: &str) -> Res
             "this return from the identity provider belongs to no sign-in under way: it was used already, or never started here; sign in again",
         ));
     };
-    if !crate::web::same_secret(&row.binding_sha256, &crate::sha256_hex(binding.as_bytes())) {
+    // Hashes compared: their equality in time tells nothing of the binding.
+    if row.binding_sha256 != crate::sha256_hex(binding.as_bytes()) {
         return Err(bad_sign_in(
             "this sign-in was started in another browser: sign in again from this one",
         ));

@@ -28,7 +28,6 @@ use crate::error::ApiError;
 use crate::state::AppState;
 
 pub use lang::Lang;
-pub(crate) use session::same_secret;
 
 /// Where the pages live.
 pub const PREFIX: &str = "/ui";

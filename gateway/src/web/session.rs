@@ -39,7 +39,7 @@ pub(super) fn set_cookie(resp: &mut Response, value: &str) {
 }
 
 /// Whether two secrets are equal, in a time that does not depend on where they differ.
-pub(crate) fn same_secret(a: &str, b: &str) -> bool {
+pub(super) fn same_secret(a: &str, b: &str) -> bool {
     a.len() == b.len()
         && a.bytes()
             .zip(b.bytes())
