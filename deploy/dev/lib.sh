@@ -77,8 +77,9 @@ setup_browser() {
 }
 
 # The OpenID provider the pages' sign-in is tested against: oidc-provider from npm (the
-# version pinned in deploy/dev/oidc-provider/package-lock.json) on Debian's Node.js. Installs
-# once; later calls only compare the lock file with the one installed.
+# version pinned in deploy/dev/oidc-provider/package-lock.json; its 8.x runs on Debian 12's
+# Node.js 18 as on later ones) on Debian's Node.js. Installs once; later calls only compare
+# the lock file with the one installed.
 setup_oidc_provider() {
     if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
         need_packages nodejs npm >&2
