@@ -24,7 +24,7 @@
 //! small page of its own that sets the cookie and moves on to the queue (a `Refresh` header,
 //! and a link): that navigation starts on the gateway's page, same-site, and carries it.
 
-use axum::extract::Query;
+use axum::extract::RawQuery;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
@@ -102,13 +102,20 @@ pub(super) struct Return {
 pub(super) async fn callback(
     page: Page,
     headers: HeaderMap,
-    Query(back): Query<Return>,
+    RawQuery(query): RawQuery,
 ) -> Response {
     if page.state.oidc.is_none() {
         return page.error(ApiError::NotFound("page"));
     }
     let binding = cookie(&headers, BINDING_COOKIE);
-    let mut resp = match finish(&page, binding, back).await {
+    let answer = match serde_urlencoded::from_str::<Return>(query.as_deref().unwrap_or("")) {
+        Ok(back) => finish(&page, binding, back).await,
+        Err(e) => Err(ApiError::bad_request(
+            ErrorCode::BadSignIn,
+            format!("the identity provider's return does not parse: {e}"),
+        )),
+    };
+    let mut resp = match answer {
         Ok(r) => r,
         Err(e) => {
             tracing::info!(code = e.code().as_str(), reason = %e, "a sign-in through the identity provider was refused");

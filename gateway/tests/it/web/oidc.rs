@@ -442,6 +442,10 @@ async fn the_code_flow_signs_in_with_the_providers_roles_and_refuses_forged_and_
             "the binding is cleared"
         );
 
+        // A return that does not parse (a parameter twice): a page saying so.
+        let h = a.get(&format!("{back}&state=again")).await;
+        assert_refused(&h, StatusCode::BAD_REQUEST, "bad_sign_in", "does not parse");
+
         // Without the binding cookie (another browser): refused before anything is used.
         let h = a.get(&back).await;
         assert_refused(
