@@ -52,6 +52,17 @@ fn random_hex() -> Result<String> {
 
 /// Opens a session for `caller`, whose token (verified) expires at `token_exp` (Unix seconds).
 pub async fn open(state: &AppState, caller: &Caller, token_exp: u64) -> Result<Opened> {
+    open_via(state, caller, token_exp, None).await
+}
+
+/// [`open`], for a sign-in through the identity provider `provider` (its issuer) when named:
+/// the audit event says so.
+pub async fn open_via(
+    state: &AppState,
+    caller: &Caller,
+    token_exp: u64,
+    provider: Option<&str>,
+) -> Result<Opened> {
     let now = unix_now();
     let expires = token_exp.min(now + MAX_AGE);
     if expires <= now {
@@ -82,7 +93,10 @@ pub async fn open(state: &AppState, caller: &Caller, token_exp: u64) -> Result<O
         actor: caller.sub.as_str(),
         action: "web.sign_in",
         subject: caller.sub.as_str(),
-        detail: json!({ "roles": row.roles, "expires_at": row.expires_at }),
+        detail: match provider {
+            None => json!({ "roles": row.roles, "expires_at": row.expires_at }),
+            Some(p) => json!({ "roles": row.roles, "expires_at": row.expires_at, "provider": p }),
+        },
     })
     .await?;
     state.commit(tx).await?;

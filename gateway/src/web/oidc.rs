@@ -15,8 +15,9 @@
 //! return replayed, or one without the cookie is refused (400 `bad_sign_in`). A provider's
 //! `error=`, a return naming another issuer (`iss`, RFC 9207), a code the token endpoint
 //! refuses, or an ID token that does not verify (its key, issuer, audience, nonce, expiry) is
-//! refused too (401 `sign_in_refused`). Nothing is opened then. Otherwise a session opens as with a token ([`sessions::open`], audited
-//! `web.sign_in`), ending no later than the ID token.
+//! refused too (401 `sign_in_refused`). Nothing is opened then. Otherwise a session opens as
+//! with a token ([`sessions::open_via`], audited `web.sign_in` naming the provider), ending no
+//! later than the ID token.
 //!
 //! The session cookie is `SameSite=Strict`, and a browser does not send such cookies along a
 //! chain of navigations that began on another site (the provider's redirect back): a redirect
@@ -166,7 +167,13 @@ async fn finish(page: &Page, binding: Option<String>, back: Return) -> Result<Re
         .exchange(&code, &pending.verifier, &pending.nonce)
         .await
         .map_err(provider_error)?;
-    let opened = sessions::open(&page.state, &signed.caller, signed.exp).await?;
+    let opened = sessions::open_via(
+        &page.state,
+        &signed.caller,
+        signed.exp,
+        Some(provider.issuer()),
+    )
+    .await?;
     let mut resp = page.render(
         StatusCode::OK,
         "signed_in.html",

@@ -496,7 +496,12 @@ async fn the_code_flow_signs_in_with_the_providers_roles_and_refuses_forged_and_
             queue.body.contains(&id),
             "the reviewer sees the application"
         );
-        assert_eq!(actions(&app.audit_events("rev").await), ["web.sign_in"]);
+        let events = app.audit_events("rev").await;
+        assert_eq!(actions(&events), ["web.sign_in"]);
+        let detail: serde_json::Value =
+            serde_json::from_str(events[0]["detail"].as_str().unwrap()).unwrap();
+        assert_eq!(detail["provider"], idp.issuer.as_str());
+        assert_eq!(detail["roles"], "reviewer");
 
         // The same return again, from the same browser with its binding: used already.
         a.set(&gw, "vre_oidc", Some(&binding));
