@@ -380,3 +380,133 @@ impl Provider {
 fn causes(e: reqwest::Error) -> String {
     format!("{:#}", anyhow::Error::new(e))
 }
+
+#[cfg(test)]
+mod tests {
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::keys::Ed25519Key;
+
+    const ISSUER: &str = "https://idp.example";
+
+    fn provider() -> Provider {
+        let auth = AuthSettings {
+            roles_claim: "realm_access.roles".into(),
+            oidc: OidcSettings {
+                issuer: ISSUER.into(),
+                client_id: "vre".into(),
+                client_secret: Secret::new("s"),
+                public_url: "https://vre.example".into(),
+                ..OidcSettings::default()
+            },
+            ..AuthSettings::default()
+        };
+        Arc::into_inner(Provider::new(&auth).unwrap().unwrap()).unwrap()
+    }
+
+    fn discovered(key: &Ed25519Key) -> Discovered {
+        let jwks = crate::auth::local_jwks(key).to_string();
+        Discovered {
+            authorization_endpoint: format!("{ISSUER}/auth"),
+            token_endpoint: format!("{ISSUER}/token"),
+            jwks_uri: format!("{ISSUER}/jwks"),
+            secret_in_form: false,
+            keys: crate::auth::parse_jwks(&jwks).unwrap(),
+            at: Instant::now(),
+        }
+    }
+
+    fn claims() -> Value {
+        let now = jsonwebtoken::get_current_timestamp();
+        json!({
+            "iss": ISSUER, "aud": "vre", "sub": "rev", "iat": now, "exp": now + 300,
+            "nonce": "n-1", "realm_access": { "roles": ["reviewer", "other"] },
+        })
+    }
+
+    fn signed(key: &Ed25519Key, claims: &Value) -> String {
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(key.kid().to_owned());
+        let der = key.pkcs8_der().unwrap();
+        jsonwebtoken::encode(&header, claims, &EncodingKey::from_ed_der(&der)).unwrap()
+    }
+
+    async fn refusal(p: &Provider, d: &Discovered, token: &str) -> String {
+        match p.verify(d, token, "n-1").await {
+            Err(Error::Refused(m)) => m,
+            other => panic!("not refused: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_id_token_verifies_only_from_its_key_issuer_client_and_sign_in() {
+        let p = provider();
+        let key = Ed25519Key::generate().unwrap();
+        let d = discovered(&key);
+        let ok = p.verify(&d, &signed(&key, &claims()), "n-1").await.unwrap();
+        assert_eq!(ok.caller.sub.as_str(), "rev");
+        assert_eq!(
+            ok.caller.roles,
+            policy::roles::RoleSet::EMPTY.with(policy::roles::Role::Reviewer)
+        );
+        let change = |k: &str, v: Value| {
+            let mut c = claims();
+            c[k] = v;
+            c
+        };
+        let now = jsonwebtoken::get_current_timestamp();
+        for (c, why) in [
+            (
+                change("iss", json!("https://other.example")),
+                "another issuer",
+            ),
+            (change("aud", json!("someone-else")), "another client"),
+            (change("exp", json!(now - 3600)), "expired"),
+            (change("nonce", json!("n-2")), "nonce"),
+            (change("aud", json!(["vre", "other"])), "several audiences"),
+        ] {
+            let m = refusal(&p, &d, &signed(&key, &c)).await;
+            assert!(m.contains(why), "{why}: {m}");
+        }
+        // Several audiences, this client the authorized party: accepted.
+        let mut c = change("aud", json!(["vre", "other"]));
+        c["azp"] = json!("vre");
+        assert!(p.verify(&d, &signed(&key, &c), "n-1").await.is_ok());
+        let mut c = claims();
+        c.as_object_mut().unwrap().remove("nonce");
+        assert!(refusal(&p, &d, &signed(&key, &c)).await.contains("nonce"));
+        // Another key under the same kid: the signature does not verify.
+        let other = Ed25519Key::generate().unwrap();
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(key.kid().to_owned());
+        let der = other.pkcs8_der().unwrap();
+        let forged =
+            jsonwebtoken::encode(&header, &claims(), &EncodingKey::from_ed_der(&der)).unwrap();
+        assert!(refusal(&p, &d, &forged).await.contains("does not verify"));
+        // Its key's algorithm, and no other: an HMAC "signed" with the public key is refused.
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some(key.kid().to_owned());
+        let hs = jsonwebtoken::encode(
+            &header,
+            &claims(),
+            &EncodingKey::from_secret(&key.public_bytes()),
+        )
+        .unwrap();
+        assert!(refusal(&p, &d, &hs).await.contains("algorithm"));
+        assert!(refusal(&p, &d, "not.a.token").await.contains("malformed"));
+    }
+
+    #[test]
+    fn the_pkce_challenge_is_s256_of_the_verifier() {
+        // RFC 7636, appendix B.
+        assert_eq!(
+            challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+        );
+        let v = random_token();
+        assert_eq!(v.len(), 43);
+        assert_ne!(v, random_token());
+    }
+}
