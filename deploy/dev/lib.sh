@@ -94,3 +94,18 @@ _setup_axe() {
     fi
     (cd "$dir" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
 }
+
+# The OpenID provider the pages' sign-in is tested against: oidc-provider from npm (the
+# version pinned in deploy/dev/oidc-provider/package-lock.json) on the machine's Node.js.
+# Installs once; later calls only compare the lock file with the one installed.
+setup_oidc_provider() {
+    if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+        need_packages nodejs npm >&2
+    fi
+    local dir=deploy/dev/oidc-provider
+    if cmp -s "$dir/package-lock.json" "$dir/node_modules/.installed-lock.json"; then
+        return 0
+    fi
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error) >&2
+    cp "$dir/package-lock.json" "$dir/node_modules/.installed-lock.json"
+}

@@ -49,4 +49,9 @@ export VRE_TEST_REQUIRE_BROWSER=1
 # axe-core, run in those pages; with the browser required, a missing one fails too.
 setup_axe
 
+# The sign-in through an identity provider is tested against a real OpenID provider
+# (oidc-provider on Node.js); a missing one fails.
+setup_oidc_provider
+export VRE_TEST_REQUIRE_OIDC=1
+
 cargo test --workspace --locked "$@"

@@ -117,6 +117,13 @@ pub struct VerifyingKey {
     alg: Algorithm,
 }
 
+impl VerifyingKey {
+    /// The key and the one algorithm it verifies.
+    pub(crate) fn parts(&self) -> (&DecodingKey, Algorithm) {
+        (&self.key, self.alg)
+    }
+}
+
 /// Verifies tokens. Shared by every request; the JWKS from a URL is swapped in place on refresh.
 pub struct Verifier {
     /// Keys by `kid`. Behind a lock because the JWKS refresher replaces the provider's keys
@@ -230,7 +237,7 @@ impl Verifier {
 
 /// Roles from the configured claim: an array of names or one string of names separated by
 /// spaces or commas. Names that are not our roles are ignored (providers carry many).
-fn roles_from(claims: &serde_json::Value, path: &[String]) -> RoleSet {
+pub(crate) fn roles_from(claims: &serde_json::Value, path: &[String]) -> RoleSet {
     let mut v = claims;
     for p in path {
         match v.get(p) {
@@ -251,7 +258,7 @@ fn roles_from(claims: &serde_json::Value, path: &[String]) -> RoleSet {
 
 /// The institution from the configured claim: a string that is a valid identifier (what a
 /// DMP's `providing_institution.id` holds); anything else counts as none.
-fn institution_from(claims: &serde_json::Value, path: &[String]) -> Option<String> {
+pub(crate) fn institution_from(claims: &serde_json::Value, path: &[String]) -> Option<String> {
     let mut v = claims;
     for p in path {
         v = v.get(p)?;

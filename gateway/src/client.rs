@@ -11,6 +11,14 @@ use crate::error::ErrorBody;
 
 /// A rustls client trusting the public web roots plus, when given, the gateway's own CA.
 pub fn http_client(ca: Option<&Path>) -> anyhow::Result<reqwest::Client> {
+    http_client_with(ca, reqwest::redirect::Policy::default())
+}
+
+/// [`http_client`], following redirects as `redirects` says.
+pub fn http_client_with(
+    ca: Option<&Path>,
+    redirects: reqwest::redirect::Policy,
+) -> anyhow::Result<reqwest::Client> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(ca) = ca {
@@ -32,6 +40,7 @@ pub fn http_client(ca: Option<&Path>) -> anyhow::Result<reqwest::Client> {
         .with_no_client_auth();
     reqwest::Client::builder()
         .use_preconfigured_tls(tls)
+        .redirect(redirects)
         .user_agent(concat!("vre/", env!("CARGO_PKG_VERSION")))
         .build()
         .context("building the HTTP client")

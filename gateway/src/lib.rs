@@ -37,6 +37,7 @@ pub mod error;
 pub mod ingress;
 pub mod keys;
 pub mod metrics;
+pub mod oidc;
 pub mod release;
 pub mod sandboxes;
 pub mod service;

@@ -33,6 +33,8 @@ pub struct Inner {
     pub workers: Workers,
     /// The public JWKS of the token key, served at `/.well-known/jwks.json`.
     pub jwks: serde_json::Value,
+    /// The identity provider the pages sign in through (`auth.oidc`), when one is configured.
+    pub oidc: Option<Arc<crate::oidc::Provider>>,
 }
 
 impl std::ops::Deref for AppState {

@@ -20,6 +20,7 @@ use self::sandbox::SandboxSettings;
 pub mod categories;
 pub mod datasets;
 pub mod egress;
+pub mod oidc;
 pub mod sandbox;
 
 /// Every setting of the gateway.
@@ -86,6 +87,8 @@ pub struct AuthSettings {
     pub jwks_refresh_secs: u64,
     /// Clock skew tolerated on `exp` and `nbf`, in seconds.
     pub leeway_secs: u64,
+    /// Signing in to the web pages through an OpenID Connect provider.
+    pub oidc: oidc::OidcSettings,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -272,6 +275,7 @@ impl Default for AuthSettings {
             jwks_url: None,
             jwks_refresh_secs: 600,
             leeway_secs: 30,
+            oidc: oidc::OidcSettings::default(),
         }
     }
 }
@@ -377,6 +381,7 @@ impl Settings {
         if let Some(url) = &self.auth.jwks_url {
             check_jwks_url(url)?;
         }
+        self.auth.oidc.check()?;
         if !self
             .sandbox
             .classes
@@ -497,6 +502,8 @@ const OPTIONAL_KEYS: &[&str] = &[
     "logs_dir",
     "blobs_dir",
     "dir",
+    "client_secret_file",
+    "ca_file",
 ];
 
 fn parse_env_value(raw: &str) -> toml::Value {
@@ -537,11 +544,7 @@ impl fmt::Debug for Secret {
 /// way could hand the gateway keys of their own. Only `https://` is fetched (a `jwks_file` is
 /// the way to give keys without a fetch).
 fn check_jwks_url(url: &str) -> anyhow::Result<()> {
-    let https = url
-        .get(..8)
-        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://"));
-    let host = url.get(8..).unwrap_or("");
-    if !https || host.is_empty() || host.starts_with('/') {
+    if !oidc::is_https(url) {
         let scheme = url.split_once("://").map_or("no scheme", |(s, _)| s);
         bail!(
             "auth.jwks_url must be an https:// URL with a host (this one has {scheme}): keys fetched otherwise could be swapped on the way; use https, or give the provider's keys in auth.jwks_file"

@@ -16,6 +16,7 @@ mod datasets;
 mod images;
 mod lang;
 mod mine;
+mod oidc;
 mod pages;
 mod session;
 mod templates;
@@ -69,6 +70,8 @@ pub fn routes() -> Router<AppState> {
         .route("/ui/datasets", get(datasets::datasets))
         .route("/ui/datasets/{id}", get(datasets::dataset))
         .route("/ui/audit", get(audit::audit))
+        .route("/ui/sign-in/provider", get(oidc::start))
+        .route("/ui/sign-in/callback", get(oidc::callback))
         .route("/ui/{*rest}", axum::routing::any(no_such_page))
         .layer(axum::middleware::map_response(secure))
 }

@@ -1,5 +1,5 @@
 //! Signing in with a token, signing out, the session and language cookies, and the CSRF
-//! checks of forms.
+//! checks of forms. Signing in through the identity provider is [`super::oidc`].
 //!
 //! The sign-in form has no session yet: its CSRF token is a random value set at once as an
 //! HttpOnly, SameSite=Strict cookie and in the form (another site can neither read the cookie
@@ -32,7 +32,7 @@ pub(super) fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(|(_, v)| v.to_owned())
 }
 
-fn set_cookie(resp: &mut Response, value: &str) {
+pub(super) fn set_cookie(resp: &mut Response, value: &str) {
     if let Ok(v) = HeaderValue::from_str(value) {
         resp.headers_mut().append(header::SET_COOKIE, v);
     }
@@ -78,7 +78,11 @@ fn sign_in_form(page: &Page, status: StatusCode, problem: Option<String>) -> Res
     let mut resp = page.render(
         status,
         "sign_in.html",
-        json!({ "sign_in_csrf": token, "problem": problem }),
+        json!({
+            "sign_in_csrf": token,
+            "problem": problem,
+            "provider": page.state.oidc.as_ref().map(|p| p.name()),
+        }),
     );
     set_cookie(
         &mut resp,
@@ -122,18 +126,23 @@ pub(super) async fn sign_in(page: Page, headers: HeaderMap, Form(form): Form<Sig
     };
     let mut resp = Redirect::to("/ui/queue").into_response();
     *resp.status_mut() = StatusCode::SEE_OTHER;
-    set_cookie(
-        &mut resp,
-        &format!(
-            "{COOKIE}={}; Path=/ui; Max-Age={}; HttpOnly; Secure; SameSite=Strict",
-            opened.id, opened.max_age
-        ),
-    );
+    set_session_cookie(&mut resp, &opened);
     set_cookie(
         &mut resp,
         &format!("{SIGN_IN_COOKIE}=; Path=/ui; Max-Age=0; HttpOnly; Secure; SameSite=Strict"),
     );
     resp
+}
+
+/// Gives the browser the session just opened.
+pub(super) fn set_session_cookie(resp: &mut Response, opened: &sessions::Opened) {
+    set_cookie(
+        resp,
+        &format!(
+            "{COOKIE}={}; Path=/ui; Max-Age={}; HttpOnly; Secure; SameSite=Strict",
+            opened.id, opened.max_age
+        ),
+    );
 }
 
 /// The `exp` claim of a token already verified.

@@ -37,6 +37,7 @@ const TEMPLATES: &[(&str, &str)] = &[
         "dataset_link.html",
         include_str!("templates/dataset_link.html"),
     ),
+    ("signed_in.html", include_str!("templates/signed_in.html")),
 ];
 
 const JA: &str = include_str!("messages/ja.txt");

@@ -122,6 +122,11 @@ wire_enum! {
         Unavailable = "unavailable",
         Busy = "busy",
         Internal = "internal",
+        /// A return from the identity provider that belongs to no sign-in this browser started
+        /// (a forged or unknown state, one already used or expired, no binding cookie).
+        BadSignIn = "bad_sign_in",
+        /// The identity provider refused the sign-in, or its answer did not verify.
+        SignInRefused = "sign_in_refused",
     }
 }
 

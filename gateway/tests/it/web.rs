@@ -9,6 +9,7 @@ mod audit;
 mod browser;
 mod datasets;
 mod images;
+mod oidc;
 mod review;
 
 use reqwest::StatusCode;

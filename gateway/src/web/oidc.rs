@@ -1,0 +1,186 @@
+//! Signing in through the identity provider (`[auth.oidc]`): the authorization code flow with
+//! PKCE, the gateway as a confidential client ([`crate::oidc`]).
+//!
+//! **Start** (`GET /ui/sign-in/provider`, the sign-in page's link): fresh `state`, `nonce` and
+//! PKCE verifier are kept server-side (`web_sign_ins`, by the state's hash) and the browser is
+//! bound to them by a random value in the `vre_oidc` cookie, then sent to the provider. It is
+//! a link and not a form: a form posting to the gateway would be redirected to the provider's
+//! origin, which the pages' `form-action 'self'` refuses; and another site that makes a
+//! browser follow the link can at most sign that browser in as its own provider account
+//! (the binding keeps anyone else's return out), which is what the provider asks it about.
+//!
+//! **Return** (`GET /ui/sign-in/callback`): the `vre_oidc` cookie is `SameSite=Lax`, so it
+//! comes back on the provider's top-level redirect. The sign-in its state names is taken once
+//! (deleted in the same step), and must be this browser's and not expired: a forged state, a
+//! return replayed, or one without the cookie is refused (400 `bad_sign_in`). A provider's
+//! `error=`, a return naming another issuer (`iss`, RFC 9207), a code the token endpoint
+//! refuses, or an ID token that does not verify (its key, issuer, audience, nonce, expiry) is
+//! refused too (401 `sign_in_refused`). Nothing is opened then. Otherwise a session opens as
+//! with a token ([`sessions::open_via`], audited `web.sign_in` naming the provider), ending no
+//! later than the ID token.
+//!
+//! The session cookie is `SameSite=Strict`, and a browser does not send such cookies along a
+//! chain of navigations that began on another site (the provider's redirect back): a redirect
+//! from the return to the queue would arrive without the session. So the return answers a
+//! small page of its own that sets the cookie and moves on to the queue (a `Refresh` header,
+//! and a link): that navigation starts on the gateway's page, same-site, and carries it.
+
+use axum::extract::RawQuery;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::Page;
+use super::session::{cookie, set_cookie, set_session_cookie};
+use crate::error::{ApiError, ErrorCode};
+use crate::service::sessions::{self, SIGN_IN_WITHIN};
+
+/// The cookie binding a sign-in under way to the browser that started it.
+const BINDING_COOKIE: &str = "vre_oidc";
+/// Where the provider sends browsers back, and the binding cookie's path.
+const CALLBACK: &str = "/ui/sign-in/callback";
+
+fn refused(message: String) -> ApiError {
+    ApiError::Refused {
+        status: StatusCode::UNAUTHORIZED,
+        code: ErrorCode::SignInRefused,
+        message,
+    }
+}
+
+fn provider_error(e: crate::oidc::Error) -> ApiError {
+    match e {
+        crate::oidc::Error::Unavailable(m) => {
+            tracing::warn!(error = %m, "the identity provider is not available");
+            ApiError::Unavailable(format!("the identity provider is not available: {m}"))
+        }
+        crate::oidc::Error::Refused(m) => refused(m),
+    }
+}
+
+/// Starts a sign-in through the identity provider: sends the browser there.
+pub(super) async fn start(page: Page) -> Response {
+    let Some(provider) = page.state.oidc.clone() else {
+        return page.error(ApiError::NotFound("page"));
+    };
+    let started = sessions::Started::fresh();
+    let url = match provider
+        .authorization_url(&started.state, &started.nonce, &started.verifier)
+        .await
+    {
+        Ok(u) => u,
+        Err(e) => return page.error(provider_error(e)),
+    };
+    if let Err(e) = sessions::start_sign_in(&page.state, &started).await {
+        return page.error(e.into());
+    }
+    let mut resp = Redirect::to(&url).into_response();
+    *resp.status_mut() = StatusCode::SEE_OTHER;
+    set_cookie(
+        &mut resp,
+        &format!(
+            "{BINDING_COOKIE}={}; Path={CALLBACK}; Max-Age={SIGN_IN_WITHIN}; HttpOnly; Secure; \
+             SameSite=Lax",
+            started.binding
+        ),
+    );
+    resp
+}
+
+/// What the provider sends back.
+#[derive(Deserialize, Default)]
+pub(super) struct Return {
+    code: Option<String>,
+    state: Option<String>,
+    error: Option<String>,
+    error_description: Option<String>,
+    /// The provider's name for itself (RFC 9207), when it sends it.
+    iss: Option<String>,
+}
+
+/// The provider's return: finishes the sign-in, or refuses it.
+pub(super) async fn callback(
+    page: Page,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Response {
+    if page.state.oidc.is_none() {
+        return page.error(ApiError::NotFound("page"));
+    }
+    let binding = cookie(&headers, BINDING_COOKIE);
+    let answer = match serde_urlencoded::from_str::<Return>(query.as_deref().unwrap_or("")) {
+        Ok(back) => finish(&page, binding, back).await,
+        Err(e) => Err(ApiError::bad_request(
+            ErrorCode::BadSignIn,
+            format!("the identity provider's return does not parse: {e}"),
+        )),
+    };
+    let mut resp = match answer {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::info!(code = e.code().as_str(), reason = %e, "a sign-in through the identity provider was refused");
+            page.error(e)
+        }
+    };
+    // Used or refused, the binding is done with.
+    set_cookie(
+        &mut resp,
+        &format!("{BINDING_COOKIE}=; Path={CALLBACK}; Max-Age=0; HttpOnly; Secure; SameSite=Lax"),
+    );
+    resp
+}
+
+async fn finish(page: &Page, binding: Option<String>, back: Return) -> Result<Response, ApiError> {
+    let bad = |m: &str| ApiError::bad_request(ErrorCode::BadSignIn, m);
+    let Some(binding) = binding.filter(|b| !b.is_empty()) else {
+        return Err(bad(
+            "no sign-in through the identity provider was started in this browser (its cookie is missing): sign in again",
+        ));
+    };
+    let Some(state) = back.state.filter(|s| !s.is_empty()) else {
+        return Err(bad("the identity provider's return carries no state"));
+    };
+    let pending = sessions::take_sign_in(&page.state, &state, &binding).await?;
+    let provider = page.state.oidc.clone().ok_or(ApiError::NotFound("page"))?;
+    if back.iss.as_ref().is_some_and(|i| *i != provider.issuer()) {
+        return Err(refused(
+            "the return names another identity provider than this sign-in's".into(),
+        ));
+    }
+    if let Some(error) = back.error {
+        // The provider's words, shortened: they come through the browser, from anyone.
+        let short = |s: String| s.chars().take(200).collect::<String>();
+        let error = short(error);
+        let detail = back
+            .error_description
+            .map(|d| format!(" ({})", short(d)))
+            .unwrap_or_default();
+        return Err(refused(format!(
+            "the identity provider did not sign you in: {error}{detail}"
+        )));
+    }
+    let Some(code) = back.code.filter(|c| !c.is_empty()) else {
+        return Err(bad("the identity provider's return carries no code"));
+    };
+    let signed = provider
+        .exchange(&code, &pending.verifier, &pending.nonce)
+        .await
+        .map_err(provider_error)?;
+    let opened = sessions::open_via(
+        &page.state,
+        &signed.caller,
+        signed.exp,
+        Some(provider.issuer()),
+    )
+    .await?;
+    let mut resp = page.render(
+        StatusCode::OK,
+        "signed_in.html",
+        json!({ "who": signed.caller.sub.as_str(), "next": "/ui/queue" }),
+    );
+    resp.headers_mut()
+        .insert("refresh", HeaderValue::from_static("0; url=/ui/queue"));
+    set_session_cookie(&mut resp, &opened);
+    Ok(resp)
+}
