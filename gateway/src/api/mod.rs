@@ -148,8 +148,28 @@ pub fn router(state: AppState) -> Router {
     .layer(DefaultBodyLimit::max(
         usize::try_from(backstop).unwrap_or(usize::MAX),
     ))
+    .layer(axum::middleware::from_fn(no_head))
     .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
     .with_state(state)
+}
+
+/// Refuses `HEAD` (405 `method_not_allowed`) everywhere but the health check. A `HEAD` runs
+/// its `GET`'s handler, and many `GET`s are audited reads (a file, a preview, a release,
+/// which also counts its downloads): a link checker or a proxy asking only for the headers
+/// would be recorded as having read what it never received.
+async fn no_head(req: Request, next: Next) -> Response {
+    if req.method() == Method::HEAD && req.uri().path() != "/healthz" {
+        let mut resp = ApiError::Refused {
+            status: StatusCode::METHOD_NOT_ALLOWED,
+            code: ErrorCode::MethodNotAllowed,
+            message: "HEAD is not served: ask with GET".into(),
+        }
+        .into_response();
+        resp.headers_mut()
+            .insert(header::ALLOW, axum::http::HeaderValue::from_static("GET"));
+        return resp;
+    }
+    next.run(req).await
 }
 
 /// The OpenAPI document as served: what `utoipa` derives, plus what its attributes cannot say

@@ -44,6 +44,9 @@ wire_enum! {
         MissingText = "missing_text",
         TooLong = "too_long",
         WrongRoute = "wrong_route",
+        /// A `HEAD`: reads are `GET`s only, so that an audited read is always one that sent
+        /// its bytes.
+        MethodNotAllowed = "method_not_allowed",
         NotIngress = "not_ingress",
         NotApproved = "not_approved",
         ArchiveTampered = "archive_tampered",

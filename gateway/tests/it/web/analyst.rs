@@ -485,6 +485,33 @@ async fn the_requester_downloads_the_approved_release_from_the_pages_and_nobody_
         };
         assert_eq!(downloads(&app.audit_events(&id).await), ["ana"]);
 
+        // Only the headers, asked with HEAD of the page's link or of the API: refused, so no
+        // download is recorded that sent nothing. The health check still answers HEAD.
+        let cookies: Vec<String> = b.cookies.iter().map(|(n, v)| format!("{n}={v}")).collect();
+        for (url, auth) in [
+            (format!("{}{href}", app.url), None),
+            (
+                format!("{}/api/v1/applications/{id}/release", app.url),
+                Some(&ana),
+            ),
+        ] {
+            let mut req = b.http.head(&url).header("cookie", cookies.join("; "));
+            if let Some(t) = auth {
+                req = req.bearer_auth(t);
+            }
+            let resp = req.send().await.unwrap();
+            assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED, "{url}");
+            assert_eq!(resp.headers()["allow"], "GET");
+        }
+        let health = b
+            .http
+            .head(format!("{}/healthz", app.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(health.status(), StatusCode::OK);
+        assert_eq!(downloads(&app.audit_events(&id).await), ["ana"]);
+
         // A colleague in the project sees the release, not the link; asked anyway, refused.
         let mut bea = signed_in(&app, &app.token("bea", "analyst")).await;
         let page = bea.get("/ui/mine").await;
