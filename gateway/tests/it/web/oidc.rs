@@ -686,6 +686,7 @@ async fn a_reviewer_signs_in_through_the_provider_in_a_browser() {
             "Sign in with Test IdP"
         );
         shoot(&c, "sign-in-provider-en").await;
+        super::accessibility::axe_check(&c, "sign-in-provider-en").await;
         c.goto(&format!("{}/ui/sign-in?lang=ja", app.url))
             .await
             .unwrap();
@@ -694,6 +695,7 @@ async fn a_reviewer_signs_in_through_the_provider_in_a_browser() {
             "Test IdP でログイン"
         );
         shoot(&c, "sign-in-provider-ja").await;
+        super::accessibility::axe_check(&c, "sign-in-provider-ja").await;
         c.goto(&format!("{}/ui/sign-in?lang=en", app.url))
             .await
             .unwrap();
