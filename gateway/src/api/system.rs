@@ -89,14 +89,15 @@ pub async fn audit_events(
 #[utoipa::path(get, path = "/api/v1/audit/verify", operation_id = "verify_audit", tag = "system", security(("bearer" = [])),
     responses((status = 200, body = AuditVerification), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn audit_verify(cx: Cx) -> ApiResult<ApiJson<AuditVerification>> {
-    let r = svc::audit_verify(&cx.state, &cx.caller).await?;
+    let checked = svc::audit_verify(&cx.state, &cx.caller).await?;
+    let r = &checked.report;
     Ok(ApiJson(AuditVerification {
         intact: r.problem.is_none(),
         events: r.events,
         checkpoints: r.checkpoints as u64,
-        problem: r.problem.map(|p| AuditProblem {
+        problem: r.problem.as_ref().map(|p| AuditProblem {
             seq: p.seq,
-            what: p.what,
+            what: p.what.clone(),
         }),
         torn_tail: r.torn_tail.is_some(),
     }))

@@ -1,5 +1,8 @@
 //! The gateway's own records: its metrics and the audit log, for those who watch over it.
 
+use std::sync::Arc;
+use std::time::Instant;
+
 use policy::access::{Action, Standing};
 
 use policy::dmp::Date;
@@ -65,23 +68,65 @@ fn check_filter(f: &EventFilter) -> Result<()> {
     Ok(())
 }
 
-/// The audit log checked as `vre audit verify` checks it (the chain, its head and the signed
-/// checkpoints), up to the head as it stands when asked, while the gateway goes on writing;
-/// auditors and admins.
-pub async fn audit_verify(state: &AppState, caller: &Caller) -> Result<Report> {
+/// The audit log's checks, shared by everyone who asks: the last one's result, and one check
+/// running at a time however many ask at once. A check reads the whole chain (seconds at a
+/// million events), so a page that shows the status does not run one at every visit.
+#[derive(Default)]
+pub struct AuditChecks {
+    last: tokio::sync::Mutex<Option<Arc<AuditCheck>>>,
+}
+
+/// One check of the audit log and when it ran.
+#[derive(Debug)]
+pub struct AuditCheck {
+    pub report: Report,
+    /// When it began (RFC 3339, UTC).
+    pub checked_at: String,
+    began: Instant,
+}
+
+/// The audit log checked now as `vre audit verify` checks it (the chain, its head and the
+/// signed checkpoints), up to the head as it stands when asked, while the gateway goes on
+/// writing; auditors and admins. Callers that ask while a check runs wait for it to end, then
+/// share the next one: a check that began after they asked.
+pub async fn audit_verify(state: &AppState, caller: &Caller) -> Result<Arc<AuditCheck>> {
     allow(caller, Action::AuditRead, Standing::default())?;
+    let asked = Instant::now();
+    let mut last = state.audit_checks.last.lock().await;
+    if let Some(done) = last.as_ref().filter(|c| c.began >= asked) {
+        return Ok(done.clone());
+    }
+    let began = Instant::now();
+    let checked_at = crate::time::now();
     let head = {
         let mut conn = state.db.pool().acquire().await?;
         crate::audit::head(&mut conn).await?
     };
     let public = crate::keys::PublicKey::load(&state.data.audit_public_key())
         .map_err(|e| Error::internal(format!("the audit key: {e:#}")))?;
-    crate::audit::verify_through(
+    let report = crate::audit::verify_through(
         &state.db,
         &state.settings.checkpoint_dir(),
         &public,
         Some(&head),
     )
     .await
-    .map_err(|e| Error::internal(format!("verifying the audit log: {e:#}")))
+    .map_err(|e| Error::internal(format!("verifying the audit log: {e:#}")))?;
+    let done = Arc::new(AuditCheck {
+        report,
+        checked_at,
+        began,
+    });
+    *last = Some(done.clone());
+    Ok(done)
+}
+
+/// The last check of the audit log, whoever asked for it; the first is run when none has
+/// been. Auditors and admins.
+pub async fn audit_last_check(state: &AppState, caller: &Caller) -> Result<Arc<AuditCheck>> {
+    allow(caller, Action::AuditRead, Standing::default())?;
+    if let Some(done) = state.audit_checks.last.lock().await.clone() {
+        return Ok(done);
+    }
+    audit_verify(state, caller).await
 }

@@ -158,7 +158,30 @@ async fn the_page_shows_where_an_edited_row_breaks_the_chain() {
             .unwrap();
         c.close().await.unwrap();
 
-        let a = b.get("/ui/audit").await;
+        // The page shows the last check, and when it ran, until someone checks again.
+        let shown = b.get("/ui/audit?action=application.decision").await;
+        assert!(shown.body.contains(">Verified:"), "{}", shown.body);
+        assert!(
+            shown.body.contains("id=\"checked\">Checked at 20"),
+            "{}",
+            shown.body
+        );
+        let again = shown
+            .body
+            .split("id=\"check-now\"")
+            .next()
+            .and_then(|s| s.rsplit("href=\"").next())
+            .unwrap()
+            .trim_end_matches("\" ")
+            .replace("&amp;", "&");
+        assert!(
+            again.starts_with("/ui/audit?") && again.contains("action=application.decision"),
+            "{again}"
+        );
+        assert!(again.contains("check=now"), "{again}");
+        let a = b
+            .get(&again.replace("action=application.decision", "action="))
+            .await;
         assert_eq!(a.status, StatusCode::OK, "{}", a.body);
         assert!(
             a.body
@@ -278,4 +301,46 @@ async fn vre_audit_list_filters_as_the_page_does() {
     let first = &first[0]["at"].as_str().unwrap()[..10];
     assert_eq!(list(&["--since", first]), every);
     app.stop().await;
+}
+
+/// Many asking at once share checks: one runs at a time, and whoever asked before a check
+/// began takes its result instead of starting another. Eight at once make at most two.
+#[tokio::test]
+async fn checks_asked_at_once_are_shared() {
+    each_engine(|app| async move {
+        let _b = audited(&app).await;
+        let caller = gateway::auth::Caller {
+            sub: policy::ids::Subject::parse("aud").unwrap(),
+            roles: policy::roles::RoleSet::EMPTY.with(policy::roles::Role::Auditor),
+            institution: None,
+        };
+        let asks = (0..8).map(|_| {
+            let (state, caller) = (app.state.clone(), caller.clone());
+            tokio::spawn(async move {
+                gateway::service::system::audit_verify(&state, &caller)
+                    .await
+                    .unwrap()
+            })
+        });
+        let checks: Vec<_> = futures_util::future::join_all(asks)
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        let mut distinct: Vec<&std::sync::Arc<_>> = Vec::new();
+        for c in &checks {
+            assert!(c.report.problem.is_none(), "{:?}", c.report);
+            if !distinct.iter().any(|d| std::sync::Arc::ptr_eq(d, c)) {
+                distinct.push(c);
+            }
+        }
+        assert!(distinct.len() <= 2, "{} checks for 8 asks", distinct.len());
+        // Asked after they all ended: a check of its own.
+        let later = gateway::service::system::audit_verify(&app.state, &caller)
+            .await
+            .unwrap();
+        assert!(!distinct.iter().any(|d| std::sync::Arc::ptr_eq(d, &later)));
+        app
+    })
+    .await;
 }
