@@ -46,15 +46,9 @@ use crate::oidc::{Pending, SIGN_IN_WITHIN, Unsealed};
 use crate::service::sessions;
 
 /// The cookie keeping a sign-in under way in the browser that started it.
-const BINDING_COOKIE: &str = "vre_oidc";
-/// Where the provider sends browsers back, and the binding cookie's path.
+const SIGN_IN_COOKIE: &str = "vre_oidc";
+/// Where the provider sends browsers back, and the sign-in cookie's path.
 const CALLBACK: &str = "/ui/sign-in/callback";
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
 
 fn refused(message: String) -> ApiError {
     ApiError::Refused {
@@ -79,7 +73,7 @@ pub(super) async fn start(page: Page) -> Response {
     let Some(provider) = page.state.oidc.clone() else {
         return page.error(ApiError::NotFound("page"));
     };
-    let pending = Pending::fresh(unix_now());
+    let pending = Pending::fresh(jsonwebtoken::get_current_timestamp());
     let url = match provider
         .authorization_url(&pending.state, &pending.nonce, &pending.verifier)
         .await
@@ -92,7 +86,7 @@ pub(super) async fn start(page: Page) -> Response {
     set_cookie(
         &mut resp,
         &format!(
-            "{BINDING_COOKIE}={}; Path={CALLBACK}; Max-Age={SIGN_IN_WITHIN}; HttpOnly; Secure; \
+            "{SIGN_IN_COOKIE}={}; Path={CALLBACK}; Max-Age={SIGN_IN_WITHIN}; HttpOnly; Secure; \
              SameSite=Lax",
             provider.seal(&pending)
         ),
@@ -120,9 +114,9 @@ pub(super) async fn callback(
     if page.state.oidc.is_none() {
         return page.error(ApiError::NotFound("page"));
     }
-    let binding = cookie(&headers, BINDING_COOKIE);
+    let kept = cookie(&headers, SIGN_IN_COOKIE);
     let answer = match serde_urlencoded::from_str::<Return>(query.as_deref().unwrap_or("")) {
-        Ok(back) => finish(&page, binding, back).await,
+        Ok(back) => finish(&page, kept, back).await,
         Err(e) => Err(ApiError::bad_request(
             ErrorCode::BadSignIn,
             format!("the identity provider's return does not parse: {e}"),
@@ -135,17 +129,17 @@ pub(super) async fn callback(
             page.error(e)
         }
     };
-    // Used or refused, the binding is done with.
+    // Used or refused, the sign-in is done with.
     set_cookie(
         &mut resp,
-        &format!("{BINDING_COOKIE}=; Path={CALLBACK}; Max-Age=0; HttpOnly; Secure; SameSite=Lax"),
+        &format!("{SIGN_IN_COOKIE}=; Path={CALLBACK}; Max-Age=0; HttpOnly; Secure; SameSite=Lax"),
     );
     resp
 }
 
-async fn finish(page: &Page, binding: Option<String>, back: Return) -> Result<Response, ApiError> {
+async fn finish(page: &Page, kept: Option<String>, back: Return) -> Result<Response, ApiError> {
     let bad = |m: &str| ApiError::bad_request(ErrorCode::BadSignIn, m);
-    let Some(kept) = binding.filter(|b| !b.is_empty()) else {
+    let Some(kept) = kept.filter(|k| !k.is_empty()) else {
         return Err(bad(
             "no sign-in through the identity provider was started in this browser (its cookie is missing): sign in again",
         ));
@@ -154,7 +148,7 @@ async fn finish(page: &Page, binding: Option<String>, back: Return) -> Result<Re
         return Err(bad("the identity provider's return carries no state"));
     };
     let provider = page.state.oidc.clone().ok_or(ApiError::NotFound("page"))?;
-    let pending = match provider.unseal(&kept, unix_now()) {
+    let pending = match provider.unseal(&kept, jsonwebtoken::get_current_timestamp()) {
         Ok(p) => p,
         Err(Unsealed::Forged) => {
             return Err(bad(

@@ -5,11 +5,14 @@
 //! sites, as a browser sees them.
 //!
 //! Over HTTP, as a browser sends its requests: the whole code flow with PKCE, roles mapped from
-//! the ID token's claims; a forged state, a return without the binding cookie, a replayed
-//! return, the provider's refusal, a changed nonce and an ID token signed with a key the
-//! provider does not publish, each refused with nothing opened; a provider down, or with a
-//! certificate the gateway was not told to trust, starts nothing. In headless Chromium: the
-//! sign-in page's provider link, the provider's login form, back on the queue signed in.
+//! the ID token's claims; a forged state, a return without the sign-in cookie, a replayed
+//! return, the provider's refusal, a changed nonce, an expired sign-in, a cookie changed by one
+//! byte or another sign-in's, and an ID token signed with a key the provider does not publish,
+//! each refused with nothing opened; a provider down, or with a certificate the gateway was not
+//! told to trust, starts nothing. Starts write nothing: 20,000 anonymous ones leave no row and
+//! a real sign-in goes through after them; only sign-ins the provider accepted are recorded.
+//! A sign-in started before a restart of the gateway finishes after it. In headless Chromium:
+//! the sign-in page's provider link, the provider's login form, back on the queue signed in.
 //!
 //! Skipped where Node.js or the provider's npm install is missing, unless
 //! `VRE_TEST_REQUIRE_OIDC=1` (`deploy/dev/test.sh` sets it, after `setup_oidc_provider`).
