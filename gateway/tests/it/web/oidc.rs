@@ -716,6 +716,80 @@ async fn anonymous_starts_write_nothing_and_keep_no_one_from_signing_in() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_used_sign_ins_record_is_the_final_word_and_is_removed_after_its_expiry() {
+    use gateway::error::ErrorCode;
+    use gateway::service::{Error, sessions};
+    for engine in engines() {
+        let app = TestApp::spawn(engine).await;
+        let caller = gateway::auth::Caller {
+            sub: policy::ids::Subject::parse("rev").unwrap(),
+            roles: policy::roles::RoleSet::EMPTY,
+            institution: None,
+        };
+        let now = jsonwebtoken::get_current_timestamp();
+        let used = sessions::Used {
+            provider: "https://idp.example",
+            state: "a-state",
+            expires_at: now + 600,
+        };
+        // Two returns of one sign-in at once, both past the read: one session opens.
+        let (x, y) = tokio::join!(
+            sessions::open_signed_in(&app.state, &caller, now + 3600, &used),
+            sessions::open_signed_in(&app.state, &caller, now + 3600, &used),
+        );
+        let refused: Vec<Error> = [x, y].into_iter().filter_map(Result::err).collect();
+        assert_eq!(refused.len(), 1, "{refused:?}");
+        assert!(
+            matches!(&refused[0], Error::Invalid { code: ErrorCode::BadSignIn, message } if message.contains("used already")),
+            "{refused:?}"
+        );
+        assert_eq!(actions(&app.audit_events("rev").await), ["web.sign_in"]);
+        let e = sessions::check_unused(&app.state, "a-state")
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::Invalid {
+                    code: ErrorCode::BadSignIn,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        sessions::check_unused(&app.state, "another-state")
+            .await
+            .unwrap();
+
+        // A record past its expiry goes when the next is written.
+        {
+            let mut conn = app.state.db.pool().acquire().await.unwrap();
+            let old = gateway::sha256_hex(b"an-old-state");
+            let now = gateway::time::now();
+            assert!(
+                gateway::store::web::insert_used_sign_in(&mut conn, &old, &now, 1)
+                    .await
+                    .unwrap()
+            );
+        }
+        assert_eq!(used_sign_ins(&app).await, 2);
+        let next = sessions::Used {
+            state: "the-next-state",
+            ..used
+        };
+        sessions::open_signed_in(&app.state, &caller, now + 3600, &next)
+            .await
+            .unwrap();
+        assert_eq!(
+            used_sign_ins(&app).await,
+            2,
+            "the old one removed, the next one kept"
+        );
+        app.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_provider_down_or_not_trusted_starts_no_sign_in() {
     if !provider_available() {
         return;
