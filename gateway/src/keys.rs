@@ -86,6 +86,18 @@ impl Ed25519Key {
     pub fn verifier(&self) -> PublicKey {
         PublicKey(self.signing.verifying_key())
     }
+
+    /// A 32-byte secret for `purpose`, derived from this key's own (HMAC-SHA256 keyed with it,
+    /// over the purpose's name): as lasting as the key, the same in every gateway sharing its
+    /// data dir's keys, and another for every purpose. Nothing derived reveals the key.
+    pub fn derive(&self, purpose: &str) -> [u8; 32] {
+        use hmac::{Hmac, Mac};
+        let mut mac = Hmac::<Sha256>::new_from_slice(self.signing.as_bytes())
+            .expect("HMAC takes a key of any length");
+        mac.update(b"vre-gateway derived key\n");
+        mac.update(purpose.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
 }
 
 /// The public half of an [`Ed25519Key`], for offline verification.
@@ -300,6 +312,10 @@ mod tests {
         assert!(public.verify(b"hello", &sig));
         assert!(!public.verify(b"hellO", &sig));
         assert_eq!(public.kid(), a.kid());
+        // Derived secrets: the same from the key read again, another per purpose and per key.
+        assert_eq!(a.derive("x"), b.derive("x"));
+        assert_ne!(a.derive("x"), a.derive("y"));
+        assert_ne!(a.derive("x"), Ed25519Key::generate().unwrap().derive("x"));
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(
             std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,

@@ -12,6 +12,9 @@
 //! key, come from the issuer, be for the client id (and, naming several audiences, be
 //! authorized for it), carry the sign-in's nonce, and be within its `exp`. Roles and
 //! institution come from its claims through `auth.roles_claim` and `auth.institution_claim`.
+//! A sign-in under way is kept by the browser, sealed by the gateway ([`pending`]).
+
+pub mod pending;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -26,6 +29,8 @@ use sha2::Digest;
 
 use crate::auth::{Caller, VerifyingKey};
 use crate::config::{AuthSettings, Secret, oidc::OidcSettings};
+use crate::keys::Ed25519Key;
+pub use pending::{Pending, SIGN_IN_WITHIN, Unsealed};
 
 /// How long the provider's configuration and keys are kept before they are read again.
 pub const DISCOVERY_TTL: Duration = Duration::from_secs(600);
@@ -82,6 +87,7 @@ pub struct Provider {
     institution_claim: Vec<String>,
     leeway: u64,
     discovered: tokio::sync::Mutex<Option<Arc<Discovered>>>,
+    sign_ins: pending::SealKey,
 }
 
 /// A random value of 32 bytes, base64url: a PKCE verifier, a state, a nonce.
@@ -111,8 +117,12 @@ fn https(what: &str, url: &str) -> Result<(), Error> {
 }
 
 impl Provider {
-    /// The provider of `auth.oidc`, or `None` when none is configured.
-    pub fn new(auth: &AuthSettings) -> anyhow::Result<Option<Arc<Provider>>> {
+    /// The provider of `auth.oidc`, or `None` when none is configured. Its sign-ins under way
+    /// are sealed with a secret derived from `token_key` (the data dir's, lasting and shared).
+    pub fn new(
+        auth: &AuthSettings,
+        token_key: &Ed25519Key,
+    ) -> anyhow::Result<Option<Arc<Provider>>> {
         let settings = &auth.oidc;
         if !settings.enabled() {
             return Ok(None);
@@ -135,7 +145,22 @@ impl Provider {
                 .collect(),
             leeway: auth.leeway_secs,
             discovered: tokio::sync::Mutex::new(None),
+            sign_ins: pending::SealKey::new(
+                token_key.derive("oidc sign-in cookie"),
+                &settings.issuer,
+            ),
         })))
+    }
+
+    /// The cookie value that keeps the sign-in `p` in the browser.
+    pub fn seal(&self, p: &Pending) -> String {
+        self.sign_ins.seal(p)
+    }
+
+    /// The sign-in a cookie value keeps, if this gateway made it for this provider and it has
+    /// not expired by `now` (Unix seconds).
+    pub fn unseal(&self, value: &str, now: u64) -> Result<Pending, Unsealed> {
+        self.sign_ins.open(value, now)
     }
 
     /// The configured issuer.
@@ -387,7 +412,6 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
-    use crate::keys::Ed25519Key;
 
     const ISSUER: &str = "https://idp.example";
 
@@ -403,7 +427,8 @@ mod tests {
             },
             ..AuthSettings::default()
         };
-        Arc::into_inner(Provider::new(&auth).unwrap().unwrap()).unwrap()
+        let key = Ed25519Key::generate().unwrap();
+        Arc::into_inner(Provider::new(&auth, &key).unwrap().unwrap()).unwrap()
     }
 
     fn discovered(key: &Ed25519Key) -> Discovered {

@@ -138,7 +138,7 @@ impl Application {
         ));
         let state = AppState::new(Inner {
             jwks: crate::auth::local_jwks(&token_key),
-            oidc: crate::oidc::Provider::new(&settings.auth)?,
+            oidc: crate::oidc::Provider::new(&settings.auth, &token_key)?,
             audit_checks: Default::default(),
             releases: crate::egress::builder::Releases::new(instance.clone()),
             sandboxes,

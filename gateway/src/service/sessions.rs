@@ -5,8 +5,9 @@
 //! caller the token stood for (subject, roles, institution), and the session's CSRF secret.
 //! A session ends at [`MAX_AGE`] or when its token would have expired, whichever comes first.
 //! Signing in and out are audited (`web.sign_in`, `web.sign_out`). A sign-in through the
-//! identity provider is kept here while under way ([`start_sign_in`], [`take_sign_in`]): its
-//! state, nonce and PKCE verifier, bound to the browser that started it, used once.
+//! identity provider is kept by the browser while under way ([`crate::oidc::pending`]); once the
+//! provider has accepted it, it is recorded as used with the session it opens
+//! ([`open_signed_in`]), and is refused after ([`check_unused`]).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -55,13 +56,52 @@ pub async fn open(state: &AppState, caller: &Caller, token_exp: u64) -> Result<O
     open_via(state, caller, token_exp, None).await
 }
 
-/// [`open`], for a sign-in through the identity provider `provider` (its issuer) when named:
-/// the audit event says so.
-pub async fn open_via(
+/// A sign-in through the identity provider, to record as used with the session it opens.
+#[derive(Debug)]
+pub struct Used<'a> {
+    /// The provider's issuer.
+    pub provider: &'a str,
+    /// The sign-in's `state`.
+    pub state: &'a str,
+    /// Unix seconds: when the sign-in would have expired.
+    pub expires_at: u64,
+}
+
+/// Opens a session for `caller` signed in through the identity provider (`used`, recorded as
+/// used in the same transaction: a sign-in recorded already opens nothing, 400
+/// `bad_sign_in`). The audit event names the provider.
+pub async fn open_signed_in(
     state: &AppState,
     caller: &Caller,
     token_exp: u64,
-    provider: Option<&str>,
+    used: &Used<'_>,
+) -> Result<Opened> {
+    open_via(state, caller, token_exp, Some(used)).await
+}
+
+/// Refuses (400 `bad_sign_in`) the sign-in through the identity provider of this `state` when
+/// it was used already: a read, before the provider is asked.
+pub async fn check_unused(state: &AppState, sign_in: &str) -> Result<()> {
+    let mut conn = state.db.pool().acquire().await?;
+    if wstore::sign_in_used(&mut conn, &crate::sha256_hex(sign_in.as_bytes())).await? {
+        return Err(used_already());
+    }
+    Ok(())
+}
+
+fn used_already() -> Error {
+    Error::invalid(
+        crate::error::ErrorCode::BadSignIn,
+        "this return from the identity provider was used already: sign in again",
+    )
+}
+
+/// [`open`], or [`open_signed_in`] when `used` names a sign-in through the provider.
+async fn open_via(
+    state: &AppState,
+    caller: &Caller,
+    token_exp: u64,
+    used: Option<&Used<'_>>,
 ) -> Result<Opened> {
     let now = unix_now();
     let expires = token_exp.min(now + MAX_AGE);
@@ -87,15 +127,26 @@ pub async fn open_via(
         expires_at: i64::try_from(expires).unwrap_or(i64::MAX),
     };
     let mut tx = state.db.begin_write().await?;
+    if let Some(u) = used {
+        wstore::delete_expired_sign_ins(tx.conn(), now as i64).await?;
+        let hash = crate::sha256_hex(u.state.as_bytes());
+        let until = i64::try_from(u.expires_at).unwrap_or(i64::MAX);
+        // The key's uniqueness decides between two returns of one sign-in at once.
+        if !wstore::insert_used_sign_in(tx.conn(), &hash, &crate::time::now(), until).await? {
+            return Err(used_already());
+        }
+    }
     wstore::delete_expired(tx.conn(), row.expires_at.min(now as i64)).await?;
     wstore::insert_session(tx.conn(), &row).await?;
     tx.audit(NewEvent {
         actor: caller.sub.as_str(),
         action: "web.sign_in",
         subject: caller.sub.as_str(),
-        detail: match provider {
+        detail: match used {
             None => json!({ "roles": row.roles, "expires_at": row.expires_at }),
-            Some(p) => json!({ "roles": row.roles, "expires_at": row.expires_at, "provider": p }),
+            Some(u) => {
+                json!({ "roles": row.roles, "expires_at": row.expires_at, "provider": u.provider })
+            }
         },
     })
     .await?;
@@ -147,99 +198,4 @@ pub async fn close(state: &AppState, session: &Session) -> Result<()> {
     }
     state.commit(tx).await?;
     Ok(())
-}
-
-/// How long a sign-in through the identity provider may take, from its start to the
-/// provider's return.
-pub const SIGN_IN_WITHIN: u64 = 600;
-/// Sign-ins under way at most; more are refused until some end or expire.
-const MAX_PENDING_SIGN_INS: i64 = 10_000;
-
-/// A sign-in through the identity provider just started: the values the provider is sent
-/// (`state`, `nonce`, the PKCE `verifier`'s challenge) and the `binding` the browser keeps in a
-/// cookie.
-#[derive(Debug)]
-pub struct Started {
-    pub state: String,
-    pub nonce: String,
-    pub verifier: String,
-    pub binding: String,
-}
-
-impl Started {
-    /// Fresh random values for a sign-in.
-    pub fn fresh() -> Started {
-        Started {
-            state: crate::oidc::random_token(),
-            nonce: crate::oidc::random_token(),
-            verifier: crate::oidc::random_token(),
-            binding: crate::oidc::random_token(),
-        }
-    }
-}
-
-/// Records a sign-in through the identity provider under way, before the browser is sent
-/// there.
-pub async fn start_sign_in(state: &AppState, s: &Started) -> Result<()> {
-    let now = unix_now();
-    let mut tx = state.db.begin_write().await?;
-    wstore::delete_expired_sign_ins(tx.conn(), now as i64).await?;
-    if wstore::count_sign_ins(tx.conn()).await? >= MAX_PENDING_SIGN_INS {
-        return Err(Error::TooMany {
-            code: crate::error::ErrorCode::Busy,
-            message: "too many sign-ins are under way: try again in a few minutes".into(),
-        });
-    }
-    wstore::insert_sign_in(
-        tx.conn(),
-        &wstore::SignInRow {
-            state_sha256: crate::sha256_hex(s.state.as_bytes()),
-            binding_sha256: crate::sha256_hex(s.binding.as_bytes()),
-            verifier: s.verifier.clone(),
-            nonce: s.nonce.clone(),
-            created_at: crate::time::now(),
-            expires_at: (now + SIGN_IN_WITHIN) as i64,
-        },
-    )
-    .await?;
-    state.commit(tx).await?;
-    Ok(())
-}
-
-/// What a sign-in under way needs to finish: the PKCE verifier and the nonce.
-#[derive(Debug)]
-pub struct Pending {
-    pub verifier: String,
-    pub nonce: String,
-}
-
-fn bad_sign_in(message: &str) -> Error {
-    Error::invalid(crate::error::ErrorCode::BadSignIn, message)
-}
-
-/// Takes the sign-in `state` names, once: the provider's return must come to the browser that
-/// started it (`binding`, its cookie) before the sign-in expires. Whatever the answer, the
-/// sign-in is used up.
-pub async fn take_sign_in(state: &AppState, sign_in: &str, binding: &str) -> Result<Pending> {
-    let mut tx = state.db.begin_write().await?;
-    let row = wstore::take_sign_in(tx.conn(), &crate::sha256_hex(sign_in.as_bytes())).await?;
-    state.commit(tx).await?;
-    let Some(row) = row else {
-        return Err(bad_sign_in(
-            "this return from the identity provider belongs to no sign-in under way: it was used already, or never started here; sign in again",
-        ));
-    };
-    // Hashes compared: their equality in time tells nothing of the binding.
-    if row.binding_sha256 != crate::sha256_hex(binding.as_bytes()) {
-        return Err(bad_sign_in(
-            "this sign-in was started in another browser: sign in again from this one",
-        ));
-    }
-    if row.expires_at <= unix_now() as i64 {
-        return Err(bad_sign_in("this sign-in took too long: sign in again"));
-    }
-    Ok(Pending {
-        verifier: row.verifier,
-        nonce: row.nonce,
-    })
 }

@@ -1,5 +1,5 @@
 //! SQL for the web pages' sessions (`web_sessions`, migration 0015) and the sign-ins through the
-//! identity provider under way (`web_sign_ins`, migration 0016).
+//! identity provider that were used (`web_sign_ins`, migration 0016).
 
 use sqlx::{AnyConnection, Row};
 
@@ -85,67 +85,40 @@ pub async fn delete_expired(conn: &mut AnyConnection, now: i64) -> Result<u64, s
     Ok(done.rows_affected())
 }
 
-/// A sign-in through the identity provider under way (`web_sign_ins`, migration 0016).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SignInRow {
-    /// SHA-256 (hex) of the `state` sent to the provider.
-    pub state_sha256: String,
-    /// SHA-256 (hex) of the binding cookie's value.
-    pub binding_sha256: String,
-    /// The PKCE code verifier.
-    pub verifier: String,
-    pub nonce: String,
-    pub created_at: String,
-    /// Unix seconds.
-    pub expires_at: i64,
-}
-
-pub async fn insert_sign_in(conn: &mut AnyConnection, s: &SignInRow) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "INSERT INTO web_sign_ins (state_sha256, binding_sha256, verifier, nonce, created_at, \
-         expires_at) VALUES ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(&s.state_sha256)
-    .bind(&s.binding_sha256)
-    .bind(&s.verifier)
-    .bind(&s.nonce)
-    .bind(&s.created_at)
-    .bind(s.expires_at)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-/// Takes the sign-in of this state's hash: reads and deletes it, in the caller's write
-/// transaction. `None` when there is none, or when another request deleted it first.
-pub async fn take_sign_in(
+/// Whether the sign-in of this state's hash was used already (`web_sign_ins`, migration 0016).
+pub async fn sign_in_used(
     conn: &mut AnyConnection,
     state_sha256: &str,
-) -> Result<Option<SignInRow>, sqlx::Error> {
-    let row = sqlx::query(
-        "SELECT state_sha256, binding_sha256, verifier, nonce, created_at, expires_at \
-         FROM web_sign_ins WHERE state_sha256 = $1",
-    )
-    .bind(state_sha256)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let Some(r) = row else { return Ok(None) };
-    let found = SignInRow {
-        state_sha256: r.try_get("state_sha256")?,
-        binding_sha256: r.try_get("binding_sha256")?,
-        verifier: r.try_get("verifier")?,
-        nonce: r.try_get("nonce")?,
-        created_at: r.try_get("created_at")?,
-        expires_at: r.try_get("expires_at")?,
-    };
-    let done = sqlx::query("DELETE FROM web_sign_ins WHERE state_sha256 = $1")
-        .bind(state_sha256)
-        .execute(conn)
-        .await?;
-    Ok((done.rows_affected() == 1).then_some(found))
+) -> Result<bool, sqlx::Error> {
+    let found: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM web_sign_ins WHERE state_sha256 = $1")
+            .bind(state_sha256)
+            .fetch_one(conn)
+            .await?;
+    Ok(found > 0)
 }
 
-/// Removes the sign-ins that expired by `now`; how many.
+/// Records the sign-in of this state's hash as used, until `expires_at` (Unix seconds);
+/// `false` when it was recorded already (by another request, perhaps at the same moment).
+pub async fn insert_used_sign_in(
+    conn: &mut AnyConnection,
+    state_sha256: &str,
+    used_at: &str,
+    expires_at: i64,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "INSERT INTO web_sign_ins (state_sha256, used_at, expires_at) VALUES ($1, $2, $3) \
+         ON CONFLICT (state_sha256) DO NOTHING",
+    )
+    .bind(state_sha256)
+    .bind(used_at)
+    .bind(expires_at)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Removes the used sign-ins that expired by `now`; how many.
 pub async fn delete_expired_sign_ins(
     conn: &mut AnyConnection,
     now: i64,
@@ -157,7 +130,7 @@ pub async fn delete_expired_sign_ins(
     Ok(done.rows_affected())
 }
 
-/// How many sign-ins are under way (tests, and a bound on them).
+/// How many used sign-ins are recorded (tests).
 pub async fn count_sign_ins(conn: &mut AnyConnection) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar("SELECT COUNT(*) FROM web_sign_ins")
         .fetch_one(conn)

@@ -2,22 +2,30 @@
 //! PKCE, the gateway as a confidential client ([`crate::oidc`]).
 //!
 //! **Start** (`GET /ui/sign-in/provider`, the sign-in page's link): fresh `state`, `nonce` and
-//! PKCE verifier are kept server-side (`web_sign_ins`, by the state's hash) and the browser is
-//! bound to them by a random value in the `vre_oidc` cookie, then sent to the provider. It is
-//! a link and not a form: a form posting to the gateway would be redirected to the provider's
-//! origin, which the pages' `form-action 'self'` refuses; and another site that makes a
-//! browser follow the link can at most sign that browser in as its own provider account
-//! (the binding keeps anyone else's return out), which is what the provider asks it about.
+//! PKCE verifier, with an expiry [`SIGN_IN_WITHIN`] ahead, go to the browser in the `vre_oidc`
+//! cookie, authenticated by the gateway (HMAC-SHA256 under a secret derived from its token
+//! key, [`crate::oidc::pending`]), and the browser is sent to the provider. Nothing is written
+//! anywhere: an anonymous caller, however many times it starts, costs the gateway a random
+//! value and a MAC and takes nothing from anyone else's sign-in. Since the key is the data
+//! dir's, a sign-in started before a restart, or at another gateway sharing the keys, finishes
+//! here. It is a link and not a form: a form posting to the gateway would be redirected to the
+//! provider's origin, which the pages' `form-action 'self'` refuses; and another site that
+//! makes a browser follow the link can at most sign that browser in as its own provider
+//! account (the cookie keeps anyone else's return out), which is what the provider asks it
+//! about.
 //!
 //! **Return** (`GET /ui/sign-in/callback`): the `vre_oidc` cookie is `SameSite=Lax`, so it
-//! comes back on the provider's top-level redirect. The sign-in its state names is taken once
-//! (deleted in the same step), and must be this browser's and not expired: a forged state, a
-//! return replayed, or one without the cookie is refused (400 `bad_sign_in`). A provider's
-//! `error=`, a return naming another issuer (`iss`, RFC 9207), a code the token endpoint
-//! refuses, or an ID token that does not verify (its key, issuer, audience, nonce, expiry) is
-//! refused too (401 `sign_in_refused`). Nothing is opened then. Otherwise a session opens as
-//! with a token ([`sessions::open_via`], audited `web.sign_in` naming the provider), ending no
-//! later than the ID token.
+//! comes back on the provider's top-level redirect. It must be there, be the gateway's own and
+//! unchanged (its MAC, checked in constant time), not be expired, and carry the state the
+//! return carries; a sign-in recorded as used is refused (a read, before the provider is
+//! asked): all else is 400 `bad_sign_in`. A provider's `error=`, a return naming another issuer
+//! (`iss`, RFC 9207), a code the token endpoint refuses, or an ID token that does not verify
+//! (its key, issuer, audience, nonce, expiry) is refused too (401 `sign_in_refused`). Nothing is
+//! opened then, and nothing is written. Otherwise the state's hash is recorded as used
+//! (`web_sign_ins`, kept until the cookie would have expired; its uniqueness is the final word
+//! between two returns at once) and a session opens as with a token, in the same transaction
+//! ([`sessions::open_signed_in`], audited `web.sign_in` naming the provider), ending no later
+//! than the ID token.
 //!
 //! The session cookie is `SameSite=Strict`, and a browser does not send such cookies along a
 //! chain of navigations that began on another site (the provider's redirect back): a redirect
@@ -34,11 +42,12 @@ use serde_json::json;
 use super::Page;
 use super::session::{cookie, set_cookie, set_session_cookie};
 use crate::error::{ApiError, ErrorCode};
-use crate::service::sessions::{self, SIGN_IN_WITHIN};
+use crate::oidc::{Pending, SIGN_IN_WITHIN, Unsealed};
+use crate::service::sessions;
 
-/// The cookie binding a sign-in under way to the browser that started it.
-const BINDING_COOKIE: &str = "vre_oidc";
-/// Where the provider sends browsers back, and the binding cookie's path.
+/// The cookie keeping a sign-in under way in the browser that started it.
+const SIGN_IN_COOKIE: &str = "vre_oidc";
+/// Where the provider sends browsers back, and the sign-in cookie's path.
 const CALLBACK: &str = "/ui/sign-in/callback";
 
 fn refused(message: String) -> ApiError {
@@ -64,25 +73,22 @@ pub(super) async fn start(page: Page) -> Response {
     let Some(provider) = page.state.oidc.clone() else {
         return page.error(ApiError::NotFound("page"));
     };
-    let started = sessions::Started::fresh();
+    let pending = Pending::fresh(jsonwebtoken::get_current_timestamp());
     let url = match provider
-        .authorization_url(&started.state, &started.nonce, &started.verifier)
+        .authorization_url(&pending.state, &pending.nonce, &pending.verifier)
         .await
     {
         Ok(u) => u,
         Err(e) => return page.error(provider_error(e)),
     };
-    if let Err(e) = sessions::start_sign_in(&page.state, &started).await {
-        return page.error(e.into());
-    }
     let mut resp = Redirect::to(&url).into_response();
     *resp.status_mut() = StatusCode::SEE_OTHER;
     set_cookie(
         &mut resp,
         &format!(
-            "{BINDING_COOKIE}={}; Path={CALLBACK}; Max-Age={SIGN_IN_WITHIN}; HttpOnly; Secure; \
+            "{SIGN_IN_COOKIE}={}; Path={CALLBACK}; Max-Age={SIGN_IN_WITHIN}; HttpOnly; Secure; \
              SameSite=Lax",
-            started.binding
+            provider.seal(&pending)
         ),
     );
     resp
@@ -108,9 +114,9 @@ pub(super) async fn callback(
     if page.state.oidc.is_none() {
         return page.error(ApiError::NotFound("page"));
     }
-    let binding = cookie(&headers, BINDING_COOKIE);
+    let kept = cookie(&headers, SIGN_IN_COOKIE);
     let answer = match serde_urlencoded::from_str::<Return>(query.as_deref().unwrap_or("")) {
-        Ok(back) => finish(&page, binding, back).await,
+        Ok(back) => finish(&page, kept, back).await,
         Err(e) => Err(ApiError::bad_request(
             ErrorCode::BadSignIn,
             format!("the identity provider's return does not parse: {e}"),
@@ -123,17 +129,17 @@ pub(super) async fn callback(
             page.error(e)
         }
     };
-    // Used or refused, the binding is done with.
+    // Used or refused, the sign-in is done with.
     set_cookie(
         &mut resp,
-        &format!("{BINDING_COOKIE}=; Path={CALLBACK}; Max-Age=0; HttpOnly; Secure; SameSite=Lax"),
+        &format!("{SIGN_IN_COOKIE}=; Path={CALLBACK}; Max-Age=0; HttpOnly; Secure; SameSite=Lax"),
     );
     resp
 }
 
-async fn finish(page: &Page, binding: Option<String>, back: Return) -> Result<Response, ApiError> {
+async fn finish(page: &Page, kept: Option<String>, back: Return) -> Result<Response, ApiError> {
     let bad = |m: &str| ApiError::bad_request(ErrorCode::BadSignIn, m);
-    let Some(binding) = binding.filter(|b| !b.is_empty()) else {
+    let Some(kept) = kept.filter(|k| !k.is_empty()) else {
         return Err(bad(
             "no sign-in through the identity provider was started in this browser (its cookie is missing): sign in again",
         ));
@@ -141,8 +147,25 @@ async fn finish(page: &Page, binding: Option<String>, back: Return) -> Result<Re
     let Some(state) = back.state.filter(|s| !s.is_empty()) else {
         return Err(bad("the identity provider's return carries no state"));
     };
-    let pending = sessions::take_sign_in(&page.state, &state, &binding).await?;
     let provider = page.state.oidc.clone().ok_or(ApiError::NotFound("page"))?;
+    let pending = match provider.unseal(&kept, jsonwebtoken::get_current_timestamp()) {
+        Ok(p) => p,
+        Err(Unsealed::Forged) => {
+            return Err(bad(
+                "this browser's sign-in cookie was not made by this gateway, or was changed: sign in again",
+            ));
+        }
+        Err(Unsealed::Expired) => {
+            return Err(bad("this sign-in took too long: sign in again"));
+        }
+    };
+    // Public values both (the state went through the browser's address bar).
+    if pending.state != state {
+        return Err(bad(
+            "this return from the identity provider belongs to no sign-in started in this browser: sign in again",
+        ));
+    }
+    sessions::check_unused(&page.state, &state).await?;
     if back.iss.as_ref().is_some_and(|i| *i != provider.issuer()) {
         return Err(refused(
             "the return names another identity provider than this sign-in's".into(),
@@ -167,11 +190,15 @@ async fn finish(page: &Page, binding: Option<String>, back: Return) -> Result<Re
         .exchange(&code, &pending.verifier, &pending.nonce)
         .await
         .map_err(provider_error)?;
-    let opened = sessions::open_via(
+    let opened = sessions::open_signed_in(
         &page.state,
         &signed.caller,
         signed.exp,
-        Some(provider.issuer()),
+        &sessions::Used {
+            provider: provider.issuer(),
+            state: &pending.state,
+            expires_at: pending.expires_at,
+        },
     )
     .await?;
     let mut resp = page.render(

@@ -149,6 +149,30 @@ pub async fn test_settings(engine: Engine, dir: &Path) -> (Settings, Option<PgDa
     (s, pg)
 }
 
+type Launched = (
+    SocketAddr,
+    AppState,
+    reqwest::Client,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+);
+
+/// Builds a gateway of `settings` and serves it until told to stop.
+async fn launch(settings: &Settings) -> Launched {
+    let app = gateway::startup::Application::build(settings.clone())
+        .await
+        .expect("the gateway starts");
+    let addr = app.addr();
+    let state = app.state().clone();
+    let ca = app.ca_file().expect("a generated CA").to_path_buf();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let join = tokio::spawn(app.run_until_stopped(async move {
+        let _ = rx.await;
+    }));
+    let http = gateway::client::http_client(Some(&ca)).unwrap();
+    (addr, state, http, tx, join)
+}
+
 pub struct TestApp {
     pub engine: Engine,
     pub addr: SocketAddr,
@@ -172,17 +196,7 @@ impl TestApp {
         let dir = TempDir::new("app");
         let (mut settings, pg) = test_settings(engine, dir.path()).await;
         tweak(&mut settings);
-        let app = gateway::startup::Application::build(settings.clone())
-            .await
-            .expect("the gateway starts");
-        let addr = app.addr();
-        let state = app.state().clone();
-        let ca = app.ca_file().expect("a generated CA").to_path_buf();
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let join = tokio::spawn(app.run_until_stopped(async move {
-            let _ = rx.await;
-        }));
-        let http = gateway::client::http_client(Some(&ca)).unwrap();
+        let (addr, state, http, tx, join) = launch(&settings).await;
         TestApp {
             engine,
             addr,
@@ -195,6 +209,19 @@ impl TestApp {
             pg,
             dir,
         }
+    }
+
+    /// Stops the gateway gracefully and starts it again on the same settings: data dir,
+    /// database, and address when the settings name a port.
+    pub async fn restart(&mut self) {
+        self.halt().await;
+        let (addr, state, http, tx, join) = launch(&self.settings).await;
+        self.addr = addr;
+        self.url = format!("https://127.0.0.1:{}", addr.port());
+        self.http = http;
+        self.state = state;
+        self.stop = Some(tx);
+        self.join = Some(join);
     }
 
     /// Stops the gateway gracefully and drops its database. A graceful stop leaves no

@@ -5,11 +5,14 @@
 //! sites, as a browser sees them.
 //!
 //! Over HTTP, as a browser sends its requests: the whole code flow with PKCE, roles mapped from
-//! the ID token's claims; a forged state, a return without the binding cookie, a replayed
-//! return, the provider's refusal, a changed nonce and an ID token signed with a key the
-//! provider does not publish, each refused with nothing opened; a provider down, or with a
-//! certificate the gateway was not told to trust, starts nothing. In headless Chromium: the
-//! sign-in page's provider link, the provider's login form, back on the queue signed in.
+//! the ID token's claims; a forged state, a return without the sign-in cookie, a replayed
+//! return, the provider's refusal, a changed nonce, an expired sign-in, a cookie changed by one
+//! byte or another sign-in's, and an ID token signed with a key the provider does not publish,
+//! each refused with nothing opened; a provider down, or with a certificate the gateway was not
+//! told to trust, starts nothing. Starts write nothing: 20,000 anonymous ones leave no row and
+//! a real sign-in goes through after them; only sign-ins the provider accepted are recorded.
+//! A sign-in started before a restart of the gateway finishes after it. In headless Chromium:
+//! the sign-in page's provider link, the provider's login form, back on the queue signed in.
 //!
 //! Skipped where Node.js or the provider's npm install is missing, unless
 //! `VRE_TEST_REQUIRE_OIDC=1` (`deploy/dev/test.sh` sets it, after `setup_oidc_provider`).
@@ -22,6 +25,7 @@ use std::time::Duration;
 use fantoccini::Locator;
 use gateway::config::Secret;
 use gateway::config::oidc::OidcSettings;
+use gateway::oidc::Pending;
 use reqwest::header::{HeaderMap, LOCATION, SET_COOKIE};
 use reqwest::{StatusCode, Url};
 use serde_json::json;
@@ -379,6 +383,14 @@ fn with_param(url: &str, name: &str, value: &str) -> String {
     u.to_string()
 }
 
+/// The sign-ins recorded as used, read from the gateway's database.
+async fn used_sign_ins(app: &TestApp) -> i64 {
+    let mut conn = app.state.db.pool().acquire().await.unwrap();
+    gateway::store::web::count_sign_ins(&mut conn)
+        .await
+        .unwrap()
+}
+
 fn assert_refused(h: &Hop, status: StatusCode, code: &str, words: &str) {
     assert_eq!(h.status, status, "{}", h.body);
     assert!(h.body.contains(code), "{}", h.body);
@@ -522,7 +534,8 @@ async fn the_code_flow_signs_in_with_the_providers_roles_and_refuses_forged_and_
         let page = b.get(&format!("{gw}/ui/applications/{id}")).await;
         assert!(!page.status.is_success(), "{}", page.body);
 
-        // The provider's refusal (the user cancels): refused, and the sign-in is used up.
+        // The provider's refusal (the user cancels): refused, each time it comes back, and
+        // nothing is recorded for it.
         let mut c = Agent::new(&app, &idp);
         let auth = start(&mut c, &gw).await;
         let binding = c.cookie(&gw, "vre_oidc").unwrap();
@@ -537,7 +550,12 @@ async fn the_code_flow_signs_in_with_the_providers_roles_and_refuses_forged_and_
         );
         c.set(&gw, "vre_oidc", Some(&binding));
         let h = c.get(&back).await;
-        assert_refused(&h, StatusCode::BAD_REQUEST, "bad_sign_in", "used already");
+        assert_refused(
+            &h,
+            StatusCode::UNAUTHORIZED,
+            "sign_in_refused",
+            "access_denied",
+        );
 
         // A return that names another issuer (a mix-up of providers).
         let auth = start(&mut c, &gw).await;
@@ -560,39 +578,213 @@ async fn the_code_flow_signs_in_with_the_providers_roles_and_refuses_forged_and_
         assert_refused(&h, StatusCode::UNAUTHORIZED, "sign_in_refused", "nonce");
         assert_eq!(actions(&app.audit_events("rev").await), ["web.sign_in"]);
 
-        // A sign-in that expired before the provider sent the browser back.
-        let (state, binding) = ("an-expired-state", "an-expired-binding");
-        {
-            let mut conn = app.state.db.pool().acquire().await.unwrap();
-            let row = gateway::store::web::SignInRow {
-                state_sha256: gateway::sha256_hex(state.as_bytes()),
-                binding_sha256: gateway::sha256_hex(binding.as_bytes()),
-                verifier: "v".repeat(43),
-                nonce: "n".into(),
-                created_at: gateway::time::now(),
-                expires_at: 1,
-            };
-            gateway::store::web::insert_sign_in(&mut conn, &row)
-                .await
-                .unwrap();
-        }
-        c.set(&gw, "vre_oidc", Some(binding));
+        // A sign-in that expired before the provider sent the browser back: a cookie the
+        // gateway made, its time up.
+        let expired = Pending {
+            expires_at: 1,
+            ..Pending::fresh(0)
+        };
+        let sealed = app.state.oidc.as_ref().unwrap().seal(&expired);
+        c.set(&gw, "vre_oidc", Some(&sealed));
         let h = c
             .get(&format!(
-                "{gw}/ui/sign-in/callback?code=whatever&state={state}"
+                "{gw}/ui/sign-in/callback?code=whatever&state={}",
+                expired.state
             ))
             .await;
         assert_refused(&h, StatusCode::BAD_REQUEST, "bad_sign_in", "took too long");
 
-        // Every sign-in started was used up (none pending).
-        let pending = {
-            let mut conn = app.state.db.pool().acquire().await.unwrap();
-            gateway::store::web::count_sign_ins(&mut conn)
-                .await
-                .unwrap()
-        };
-        assert_eq!(pending, 0);
+        // Only the sign-ins the provider accepted are recorded: rev's and nobody's.
+        assert_eq!(used_sign_ins(&app).await, 2);
         drop(idp);
+        app.stop().await;
+    }
+}
+
+/// `value` with its byte at `i` replaced by another base64url character.
+fn one_byte_changed(value: &str, i: usize) -> String {
+    let mut b = value.as_bytes().to_vec();
+    b[i] = if b[i] == b'A' { b'B' } else { b'A' };
+    String::from_utf8(b).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_or_another_sign_ins_cookie_is_refused_and_a_sign_in_outlives_a_restart() {
+    if !provider_available() {
+        return;
+    }
+    for engine in engines() {
+        let (mut app, idp) = gateway_and_provider(engine, false).await;
+        let gw = app.url.clone();
+        let mut a = Agent::new(&app, &idp);
+        let mut b = Agent::new(&app, &idp);
+        let auth = start(&mut a, &gw).await;
+        let kept = a.cookie(&gw, "vre_oidc").unwrap();
+        start(&mut b, &gw).await;
+        let other = b.cookie(&gw, "vre_oidc").unwrap();
+        assert_ne!(kept, other);
+        let back = at_provider(&mut a, &auth, Some(("rev", "rev-password"))).await;
+
+        // One byte changed: in the state, in the expiry's place, in the MAC.
+        for i in [5, kept.len() - 50, kept.len() - 1] {
+            a.set(&gw, "vre_oidc", Some(&one_byte_changed(&kept, i)));
+            let h = a.get(&back).await;
+            assert_refused(&h, StatusCode::BAD_REQUEST, "bad_sign_in", "was changed");
+        }
+        // Another sign-in's cookie, good in itself, with this return.
+        a.set(&gw, "vre_oidc", Some(&other));
+        let h = a.get(&back).await;
+        assert_refused(
+            &h,
+            StatusCode::BAD_REQUEST,
+            "bad_sign_in",
+            "belongs to no sign-in",
+        );
+        assert!(actions(&app.audit_events("rev").await).is_empty());
+        assert_eq!(used_sign_ins(&app).await, 0);
+
+        // The gateway restarts (same data dir, database and address) while the browser is at
+        // the provider: the sign-in it started before finishes after.
+        app.restart().await;
+        assert_eq!(app.url, gw);
+        a.set(&gw, "vre_oidc", Some(&kept));
+        let h = a.get(&back).await;
+        assert_eq!(h.status, StatusCode::OK, "{}", h.body);
+        assert!(h.sets_cookie("vre_session").is_some());
+        assert_eq!(actions(&app.audit_events("rev").await), ["web.sign_in"]);
+        assert_eq!(used_sign_ins(&app).await, 1);
+        drop(idp);
+        app.stop().await;
+    }
+}
+
+/// How many anonymous starts the test below makes.
+const ANONYMOUS_STARTS: usize = 20_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anonymous_starts_write_nothing_and_keep_no_one_from_signing_in() {
+    use futures_util::StreamExt;
+    if !provider_available() {
+        return;
+    }
+    for engine in engines() {
+        let (app, idp) = gateway_and_provider(engine, false).await;
+        let gw = app.url.clone();
+        let ca = app.dir.path().join("tls/ca.pem");
+        let http = gateway::client::http_client_with(Some(&ca), reqwest::redirect::Policy::none())
+            .unwrap();
+        let url = format!("{gw}/ui/sign-in/provider");
+        let began = std::time::Instant::now();
+        let answers: Vec<(StatusCode, bool)> = futures_util::stream::iter(0..ANONYMOUS_STARTS)
+            .map(|_| {
+                let (http, url) = (http.clone(), url.clone());
+                async move {
+                    let r = http.get(&url).send().await.unwrap();
+                    let cookie = r
+                        .headers()
+                        .get_all(SET_COOKIE)
+                        .iter()
+                        .any(|c| c.to_str().unwrap().starts_with("vre_oidc="));
+                    (r.status(), cookie)
+                }
+            })
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        let took = began.elapsed();
+        eprintln!("{engine:?}: {ANONYMOUS_STARTS} anonymous starts in {took:?}");
+        assert!(
+            answers
+                .iter()
+                .all(|(st, cookie)| *st == StatusCode::SEE_OTHER && *cookie),
+            "every start is sent to the provider with its cookie"
+        );
+        assert_eq!(used_sign_ins(&app).await, 0, "a start writes no row");
+        assert!(actions(&app.audit_events("rev").await).is_empty());
+
+        // A real user, after them all.
+        let mut a = Agent::new(&app, &idp);
+        let auth = start(&mut a, &gw).await;
+        let back = at_provider(&mut a, &auth, Some(("rev", "rev-password"))).await;
+        let h = a.get(&back).await;
+        assert_eq!(h.status, StatusCode::OK, "{}", h.body);
+        assert!(h.sets_cookie("vre_session").is_some());
+        assert_eq!(used_sign_ins(&app).await, 1);
+        drop(idp);
+        app.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_used_sign_ins_record_is_the_final_word_and_is_removed_after_its_expiry() {
+    use gateway::error::ErrorCode;
+    use gateway::service::{Error, sessions};
+    for engine in engines() {
+        let app = TestApp::spawn(engine).await;
+        let caller = gateway::auth::Caller {
+            sub: policy::ids::Subject::parse("rev").unwrap(),
+            roles: policy::roles::RoleSet::EMPTY,
+            institution: None,
+        };
+        let now = jsonwebtoken::get_current_timestamp();
+        let used = sessions::Used {
+            provider: "https://idp.example",
+            state: "a-state",
+            expires_at: now + 600,
+        };
+        // Two returns of one sign-in at once, both past the read: one session opens.
+        let (x, y) = tokio::join!(
+            sessions::open_signed_in(&app.state, &caller, now + 3600, &used),
+            sessions::open_signed_in(&app.state, &caller, now + 3600, &used),
+        );
+        let refused: Vec<Error> = [x, y].into_iter().filter_map(Result::err).collect();
+        assert_eq!(refused.len(), 1, "{refused:?}");
+        assert!(
+            matches!(&refused[0], Error::Invalid { code: ErrorCode::BadSignIn, message } if message.contains("used already")),
+            "{refused:?}"
+        );
+        assert_eq!(actions(&app.audit_events("rev").await), ["web.sign_in"]);
+        let e = sessions::check_unused(&app.state, "a-state")
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::Invalid {
+                    code: ErrorCode::BadSignIn,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        sessions::check_unused(&app.state, "another-state")
+            .await
+            .unwrap();
+
+        // A record past its expiry goes when the next is written.
+        {
+            let mut conn = app.state.db.pool().acquire().await.unwrap();
+            let old = gateway::sha256_hex(b"an-old-state");
+            let now = gateway::time::now();
+            assert!(
+                gateway::store::web::insert_used_sign_in(&mut conn, &old, &now, 1)
+                    .await
+                    .unwrap()
+            );
+        }
+        assert_eq!(used_sign_ins(&app).await, 2);
+        let next = sessions::Used {
+            state: "the-next-state",
+            ..used
+        };
+        sessions::open_signed_in(&app.state, &caller, now + 3600, &next)
+            .await
+            .unwrap();
+        assert_eq!(
+            used_sign_ins(&app).await,
+            2,
+            "the old one removed, the next one kept"
+        );
         app.stop().await;
     }
 }
@@ -619,14 +811,9 @@ async fn a_provider_down_or_not_trusted_starts_no_sign_in() {
     let h = a.get(&format!("{}/ui/sign-in/provider", app.url)).await;
     assert_eq!(h.status, StatusCode::SERVICE_UNAVAILABLE, "{}", h.body);
     assert!(h.sets_cookie("vre_oidc").is_none());
-    let pending = {
-        let mut conn = app.state.db.pool().acquire().await.unwrap();
-        gateway::store::web::count_sign_ins(&mut conn)
-            .await
-            .unwrap()
-    };
     assert_eq!(
-        pending, 0,
+        used_sign_ins(&app).await,
+        0,
         "nothing is kept for a sign-in that could not start"
     );
     // Once it is up, the same gateway signs in through it.
