@@ -145,13 +145,7 @@ impl OidcSettings {
 #[cfg(test)]
 mod tests {
     use super::super::Settings;
-
-    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use super::super::tests::env;
 
     const GOOD: &[(&str, &str)] = &[
         ("VRE_AUTH__OIDC__ISSUER", "https://idp.example/realms/vre"),

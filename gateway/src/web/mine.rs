@@ -73,19 +73,7 @@ pub(super) async fn mine(page: Page, Query(q): Query<MineQuery>) -> Response {
         .applications
         .items
         .iter()
-        .map(|s| {
-            json!({
-                "id": s.row.id,
-                "href": format!("/ui/applications/{}", path_segment(&s.row.id)),
-                "kind": s.row.kind.as_str(),
-                "title": s.row.title,
-                "owner": s.row.project_id.as_deref().or(s.row.dataset_id.as_deref()),
-                "state": s.row.state.as_str(),
-                "round": s.row.round,
-                "approvals": apps::approvals(s),
-                "created_at": s.row.created_at,
-            })
-        })
+        .map(super::pages::application_row)
         .collect();
     let now = crate::time::now();
     let releases: Vec<Value> = found

@@ -91,23 +91,7 @@ pub(super) async fn queue(page: Page, Query(q): Query<QueueQuery>) -> Response {
             serde_urlencoded::to_string(params).unwrap_or_default()
         )
     });
-    let items: Vec<Value> = found
-        .items
-        .iter()
-        .map(|s| {
-            json!({
-                "id": s.row.id,
-                "kind": s.row.kind.as_str(),
-                "title": s.row.title,
-                "owner": s.row.project_id.as_deref().or(s.row.dataset_id.as_deref()),
-                "requester": s.row.requester,
-                "state": s.row.state.as_str(),
-                "round": s.row.round,
-                "approvals": apps::approvals(s),
-                "created_at": s.row.created_at,
-            })
-        })
-        .collect();
+    let items: Vec<Value> = found.items.iter().map(application_row).collect();
     page.render(
         StatusCode::OK,
         "queue.html",
@@ -119,6 +103,22 @@ pub(super) async fn queue(page: Page, Query(q): Query<QueueQuery>) -> Response {
             "filter": { "kind": q.kind, "state": q.state, "project": q.project },
         }),
     )
+}
+
+/// One application as a row of `applications_table.html` (the queue, My applications).
+pub(super) fn application_row(s: &apps::Summary) -> Value {
+    json!({
+        "id": s.row.id,
+        "href": format!("/ui/applications/{}", path_segment(&s.row.id)),
+        "kind": s.row.kind.as_str(),
+        "title": s.row.title,
+        "owner": s.row.project_id.as_deref().or(s.row.dataset_id.as_deref()),
+        "requester": s.row.requester,
+        "state": s.row.state.as_str(),
+        "round": s.row.round,
+        "approvals": apps::approvals(s),
+        "created_at": s.row.created_at,
+    })
 }
 
 /// The one-time nonce of a vote form on `app` as it stands.

@@ -22,6 +22,10 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("catalog.html", include_str!("templates/catalog.html")),
     ("mine.html", include_str!("templates/mine.html")),
     (
+        "applications_table.html",
+        include_str!("templates/applications_table.html"),
+    ),
+    (
         "application_downloads.html",
         include_str!("templates/application_downloads.html"),
     ),

@@ -20,7 +20,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use super::browser::{
-    Driver, approve, browser, css_text, driver, screenshots, shoot, sign_in, sign_out,
+    Driver, approve, browser, closing, css_text, driver, screenshots, shoot, sign_in, sign_out,
 };
 use super::images::egress_with_image;
 use crate::datasets::{INSTITUTION, example_dmp, register_approved};
@@ -323,15 +323,6 @@ async fn assert_fits(c: &Client, page: &str) {
     assert_eq!(found["bad"], json!([]), "{page}: {found}");
 }
 
-/// Runs `body` with a browser, closing it whatever happens.
-async fn with_browser<F: std::future::Future<Output = ()>>(c: &Client, body: F) {
-    let outcome = futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(body)).await;
-    let _ = c.clone().close().await;
-    if let Err(p) = outcome {
-        std::panic::resume_unwind(p);
-    }
-}
-
 /// A browser's driver and a gateway whose catalog lists a dataset, with ana's egress
 /// application of a flagged table and an image (its id); `None` where there is no browser or
 /// engine to test with.
@@ -355,7 +346,7 @@ async fn axe_finds_no_serious_violation_on_any_page_in_either_language() {
     let access = app.application("access", "p1", "ana", "analyst").await;
 
     let c = browser(&d, "en").await;
-    with_browser(&c, async {
+    closing(c.clone(), async {
         let base = app.url.as_str();
         visit(&c, base, "/ui/sign-in", "en").await;
         csp_refuses_inline_script_but_not_webdriver(&c).await;
@@ -490,7 +481,7 @@ async fn a_reviewer_votes_by_keyboard_alone_and_the_pages_reflow_at_200_percent_
     .await;
 
     let c = browser(&d, "en").await;
-    with_browser(&c, async {
+    closing(c.clone(), async {
         let base = app.url.as_str();
         // Zoomed first, signed out: the sign-in page and the catalog.
         zoom_200(&c).await;

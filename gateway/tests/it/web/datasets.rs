@@ -272,24 +272,14 @@ async fn access_and_extension_applications_show_what_reviewers_decide_on() {
     .await;
 }
 
-/// Whether the page fits the window's width (wide tables scroll in their own region).
-async fn fits(c: &fantoccini::Client) -> bool {
-    c.execute(
-        "return document.documentElement.scrollWidth <= document.documentElement.clientWidth;",
-        vec![],
-    )
-    .await
-    .unwrap()
-        == json!(true)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reviewer_follows_a_listing_to_its_dmp_and_approves_and_an_auditor_filters_in_a_browser()
 {
     use fantoccini::Locator;
 
     use super::browser::{
-        approve as approve_on_page, browser, css_text, driver, shoot, sign_in, sign_out,
+        approve as approve_on_page, browser, closing, css_text, driver, fits_width, shoot, sign_in,
+        sign_out,
     };
 
     let Some(d) = driver() else { return };
@@ -297,7 +287,7 @@ async fn a_reviewer_follows_a_listing_to_its_dmp_and_approves_and_an_auditor_fil
     let hana = app.token_for("hana", "steward", Some(INSTITUTION));
     let (ds, listing) = register(&app, &hana, &example_dmp(INSTITUTION)).await;
     let c = browser(&d, "en").await;
-    let ok = async {
+    closing(c.clone(), async {
         // The reviewer opens the listing from the queue and follows it to the DMP.
         sign_in(&c, &app.url, &app.token("rev", "reviewer")).await;
         c.goto(&format!("{}/ui/queue?lang=en", app.url))
@@ -405,14 +395,10 @@ async fn a_reviewer_follows_a_listing_to_its_dmp_and_approves_and_an_auditor_fil
         ] {
             c.goto(&format!("{}{page}", app.url)).await.unwrap();
             shoot(&c, name).await;
-            assert!(fits(&c).await, "{page} scrolls sideways at 640 px");
+            assert!(fits_width(&c).await, "{page} scrolls sideways at 640 px");
         }
-    };
-    let outcome = futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(ok)).await;
-    let _ = c.close().await;
-    if let Err(p) = outcome {
-        std::panic::resume_unwind(p);
-    }
+    })
+    .await;
     let (st, a) = app
         .get(
             &format!("/api/v1/applications/{listing}"),

@@ -865,24 +865,18 @@ async fn a_reviewer_signs_in_through_the_provider_in_a_browser() {
     let (app, idp) = gateway_and_provider(Engine::Sqlite, false).await;
     let c = browser(&d, "en").await;
     let ok = async {
-        c.goto(&format!("{}/ui/sign-in?lang=en", app.url))
-            .await
-            .unwrap();
-        assert_eq!(
-            css_text(&c, "#provider-sign-in").await,
-            "Sign in with Test IdP"
-        );
-        shoot(&c, "sign-in-provider-en").await;
-        super::accessibility::axe_check(&c, "sign-in-provider-en").await;
-        c.goto(&format!("{}/ui/sign-in?lang=ja", app.url))
-            .await
-            .unwrap();
-        assert_eq!(
-            css_text(&c, "#provider-sign-in").await,
-            "Test IdP でログイン"
-        );
-        shoot(&c, "sign-in-provider-ja").await;
-        super::accessibility::axe_check(&c, "sign-in-provider-ja").await;
+        for (lang, label) in [
+            ("en", "Sign in with Test IdP"),
+            ("ja", "Test IdP でログイン"),
+        ] {
+            c.goto(&format!("{}/ui/sign-in?lang={lang}", app.url))
+                .await
+                .unwrap();
+            assert_eq!(css_text(&c, "#provider-sign-in").await, label);
+            let name = format!("sign-in-provider-{lang}");
+            shoot(&c, &name).await;
+            super::accessibility::axe_check(&c, &name).await;
+        }
         c.goto(&format!("{}/ui/sign-in?lang=en", app.url))
             .await
             .unwrap();
