@@ -76,6 +76,15 @@ pub struct AuditChecks {
     last: tokio::sync::Mutex<Option<Arc<AuditCheck>>>,
 }
 
+impl AuditChecks {
+    /// Holds every check back until the guard is dropped: whoever asks meanwhile waits, then
+    /// shares one check begun after they asked. Lines callers up in tests of the sharing.
+    #[doc(hidden)]
+    pub async fn hold(&self) -> impl Drop + '_ {
+        self.last.lock().await
+    }
+}
+
 /// One check of the audit log and when it ran.
 #[derive(Debug)]
 pub struct AuditCheck {

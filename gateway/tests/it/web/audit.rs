@@ -314,19 +314,15 @@ async fn checks_asked_at_once_are_shared() {
             roles: policy::roles::RoleSet::EMPTY.with(policy::roles::Role::Auditor),
             institution: None,
         };
-        let asks = (0..8).map(|_| {
-            let (state, caller) = (app.state.clone(), caller.clone());
-            tokio::spawn(async move {
-                gateway::service::system::audit_verify(&state, &caller)
-                    .await
-                    .unwrap()
-            })
-        });
-        let checks: Vec<_> = futures_util::future::join_all(asks)
-            .await
-            .into_iter()
-            .map(Result::unwrap)
-            .collect();
+        // Eight asks lined up while checks are held back: each has asked once polled, so the
+        // count does not depend on how fast a check ends or when a task is scheduled.
+        let held = app.state.audit_checks.hold().await;
+        let mut asks = futures_util::future::join_all(
+            (0..8).map(|_| gateway::service::system::audit_verify(&app.state, &caller)),
+        );
+        assert!(futures_util::poll!(&mut asks).is_pending());
+        drop(held);
+        let checks: Vec<_> = asks.await.into_iter().map(Result::unwrap).collect();
         let mut distinct: Vec<&std::sync::Arc<_>> = Vec::new();
         for c in &checks {
             assert!(c.report.problem.is_none(), "{:?}", c.report);
