@@ -22,6 +22,9 @@ use sha2::{Digest, Sha256};
 
 use crate::workers::Workers;
 
+mod payloads;
+pub use payloads::NewPayload;
+
 #[derive(Clone)]
 pub struct BlobStore {
     root: PathBuf,
@@ -214,55 +217,6 @@ impl FinishedBlob {
     }
 }
 
-/// Moves many blobs into the store at once, as [`FinishedBlob::commit`] does one: every rename
-/// first, then each folder they landed in fsynced once (and a folder made here, in its
-/// parent), all on one blocking thread. A request of thousands of small files costs a few
-/// hundred folder fsyncs, not one per file.
-pub async fn commit_all(blobs: Vec<FinishedBlob>) -> anyhow::Result<()> {
-    if blobs.is_empty() {
-        return Ok(());
-    }
-    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-        let mut blobs = blobs;
-        let mut synced: std::collections::BTreeSet<PathBuf> = Default::default();
-        let mut made: std::collections::BTreeSet<PathBuf> = Default::default();
-        for b in &mut blobs {
-            let dest = b
-                .root
-                .join("sha256")
-                .join(&b.sha256[..2])
-                .join(&b.sha256[2..]);
-            if dest.exists() {
-                // Identical content is there: this copy goes (the guard removes it).
-                continue;
-            }
-            let parent = dest
-                .parent()
-                .context("a blob path has a parent")?
-                .to_owned();
-            if !parent.exists() {
-                let base = b.root.join("sha256");
-                if !base.exists() {
-                    made.insert(b.root.clone());
-                }
-                made.insert(base);
-                std::fs::create_dir_all(&parent)?;
-            }
-            std::fs::rename(&b.tmp, &dest)?;
-            b.committed = true;
-            synced.insert(parent);
-        }
-        for dir in synced.iter().chain(made.iter()) {
-            if let Ok(d) = std::fs::File::open(dir) {
-                let _ = d.sync_all();
-            }
-        }
-        Ok(())
-    })
-    .await
-    .context("committing blobs panicked")?
-}
-
 async fn sync_dir(dir: &Path) {
     if let Ok(d) = tokio::fs::File::open(dir).await {
         let _ = d.sync_all().await;
@@ -420,30 +374,6 @@ impl Writeback {
             self.kicked = self.written;
         }
     }
-
-    /// Writes all of `bufs`, in order, with as few `writev`s as it takes (no copy).
-    pub(crate) fn write_all_bytes(&mut self, bufs: &[impl AsRef<[u8]>]) -> std::io::Result<()> {
-        // The kernel takes at most IOV_MAX (1024) slices at once.
-        const AT_ONCE: usize = 512;
-        let mut slices: Vec<std::io::IoSlice<'_>> = bufs
-            .iter()
-            .map(|b| std::io::IoSlice::new(b.as_ref()))
-            .collect();
-        let mut left = &mut slices[..];
-        std::io::IoSlice::advance_slices(&mut left, 0);
-        while !left.is_empty() {
-            let at_once = left.len().min(AT_ONCE);
-            let n = match self.file.write_vectored(&left[..at_once]) {
-                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            };
-            self.wrote(n);
-            std::io::IoSlice::advance_slices(&mut left, n);
-        }
-        Ok(())
-    }
 }
 
 impl std::io::Write for Writeback {
@@ -482,46 +412,6 @@ fn start_writeback(file: &std::fs::File, start: u64, len: u64) {
 mod tests {
     use super::*;
 
-    /// Slices written at once, more of them than one `writev` takes, empty ones among them,
-    /// land whole and in order.
-    #[test]
-    fn writev_writes_every_slice_in_order() {
-        let tmp = tempfile::tempdir().unwrap();
-        let path = tmp.path().join("f");
-        let mut w = Writeback::new(std::fs::File::create(&path).unwrap());
-        let slices: Vec<Vec<u8>> = (0..1500u32)
-            .map(|i| vec![(i % 251) as u8; (i % 7) as usize * 3])
-            .collect();
-        w.write_all_bytes(&slices).unwrap();
-        w.write_all_bytes(&[b"end".to_vec()]).unwrap();
-        let mut want = slices.concat();
-        want.extend_from_slice(b"end");
-        assert!(std::fs::read(&path).unwrap() == want);
-        assert_eq!(w.written, want.len() as u64);
-    }
-
-    /// Many blobs land in the store at once, identical content once, and no temporary file
-    /// is left behind.
-    #[tokio::test]
-    async fn many_blobs_are_committed_at_once() {
-        let dir = std::env::temp_dir().join(format!("vre-blobs-{}", crate::store::new_id("t")));
-        let workers = Workers::default();
-        let store = BlobStore::new(dir.join("blobs"), dir.join("tmp"), workers.clone());
-        let mut blobs = Vec::new();
-        for content in [&b"one"[..], b"two", b"one", b""] {
-            blobs.push(store.put(content.to_vec()).await.unwrap());
-        }
-        let shas: Vec<String> = blobs.iter().map(|b| b.sha256().to_owned()).collect();
-        commit_all(blobs).await.unwrap();
-        for (sha, content) in shas.iter().zip([&b"one"[..], b"two", b"one", b""]) {
-            assert_eq!(std::fs::read(store.path_of(sha).unwrap()).unwrap(), content);
-        }
-        assert_eq!(store.list().unwrap().len(), 3);
-        workers.stop(std::time::Duration::from_secs(5)).await;
-        assert_eq!(std::fs::read_dir(dir.join("tmp")).unwrap().count(), 0);
-        let _ = std::fs::remove_dir_all(dir);
-    }
-
     /// A large file is cut short from its end in steps, then unlinked; one already gone is no
     /// error.
     #[test]
@@ -553,11 +443,11 @@ mod tests {
             .collect();
         let kept = store.put(content.clone()).await.unwrap();
         let sha = kept.sha256().to_owned();
-        commit_all(vec![kept]).await.unwrap();
+        kept.commit().await.unwrap();
         let copy = store.put(content.clone()).await.unwrap();
         let copy_path = copy.tmp.clone();
         assert!(copy_path.exists());
-        commit_all(vec![copy]).await.unwrap();
+        copy.commit().await.unwrap();
         // Gone without a stop: removed by the reaper's steps (16 of 64 KiB, each followed by
         // a pause), not at once by a stop.
         let started = std::time::Instant::now();

@@ -18,8 +18,13 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// Migrations SQLite runs in words of its own (`migrations/sqlite/`), by version: where
 /// PostgreSQL alters a table in place and SQLite must rebuild it.
-const SQLITE_FORMS: &[(i64, &str)] =
-    &[(11, include_str!("../migrations/sqlite/0011_datasets.sql"))];
+const SQLITE_FORMS: &[(i64, &str)] = &[
+    (11, include_str!("../migrations/sqlite/0011_datasets.sql")),
+    (
+        17,
+        include_str!("../migrations/sqlite/0017_quarantine_payloads.sql"),
+    ),
+];
 
 /// The migrations for one engine: [`MIGRATOR`]'s, with SQLite's own forms in their place.
 fn migrator(engine: Engine) -> sqlx::migrate::Migrator {

@@ -161,6 +161,10 @@ impl DataDir {
     pub fn audit_public_key(&self) -> PathBuf {
         public_path(&self.audit_key())
     }
+    /// The key egress payloads' own keys are sealed under in the database.
+    pub fn quarantine_key(&self) -> PathBuf {
+        self.root.join("keys").join("quarantine.key")
+    }
     pub fn tls_dir(&self) -> PathBuf {
         self.root.join("tls")
     }
@@ -257,6 +261,25 @@ pub fn tls_material(
         key_pem: server_key.serialize_pem().into_bytes(),
         ca_file: Some(data.ca_cert()),
     })
+}
+
+/// Loads the 32-byte secret key at `path` (raw bytes, owner-only), creating it when absent.
+pub fn load_or_create_secret(path: &Path) -> anyhow::Result<[u8; 32]> {
+    if path.exists() {
+        let bytes =
+            std::fs::read(path).with_context(|| format!("reading the key {}", path.display()))?;
+        return <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| {
+            anyhow::anyhow!(
+                "the key {} holds {} bytes, not the 32 of a key",
+                path.display(),
+                bytes.len()
+            )
+        });
+    }
+    let mut key = [0u8; 32];
+    getrandom::fill(&mut key).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    write_private(path, &key)?;
+    Ok(key)
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {

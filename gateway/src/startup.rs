@@ -44,6 +44,7 @@ impl Application {
         data.create()?;
         let token_key = Ed25519Key::load_or_create(&data.token_key())?;
         let audit_key = Ed25519Key::load_or_create(&data.audit_key())?;
+        let quarantine_key = crate::keys::load_or_create_secret(&data.quarantine_key())?;
         let tls = crate::keys::tls_material(
             &data,
             settings.tls.cert_file.as_deref(),
@@ -140,6 +141,7 @@ impl Application {
             jwks: crate::auth::local_jwks(&token_key),
             oidc: crate::oidc::Provider::new(&settings.auth, &token_key)?,
             audit_checks: Default::default(),
+            quarantine_key,
             releases: crate::egress::builder::Releases::new(instance.clone()),
             sandboxes,
             db,
@@ -344,13 +346,28 @@ fn instance_id(data: &DataDir) -> anyhow::Result<String> {
 }
 
 /// Removes blobs the database does not know: written by a process that died between renaming
-/// them into the store and committing their record.
+/// them into the store and committing their record; and payloads no round names.
 async fn remove_orphan_blobs(db: &Db, blobs: &BlobStore, shared: bool) -> anyhow::Result<usize> {
     let known = {
         let mut conn = db.pool().acquire().await?;
         crate::store::known_blobs(&mut conn).await?
     };
     let mut removed = 0;
+    // A payload no round names was being written by a process that died before its round was
+    // recorded (or its request was refused): it goes the same way.
+    let named: std::collections::HashSet<String> = {
+        let mut conn = db.pool().acquire().await?;
+        crate::store::egress::payload_names(&mut conn)
+            .await?
+            .into_iter()
+            .collect()
+    };
+    for (name, age) in blobs.list_payloads()? {
+        if !named.contains(&name) && (!shared || age > SHARED_ORPHAN_AGE) {
+            blobs.remove_payload(&name)?;
+            removed += 1;
+        }
+    }
     for sha in blobs.list()? {
         // In a store shared with other gateways, a blob renamed in just now may be one whose
         // record another gateway is about to commit: only those renamed long ago go.

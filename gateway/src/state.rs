@@ -35,6 +35,8 @@ pub struct Inner {
     pub jwks: serde_json::Value,
     /// The identity provider the pages sign in through (`auth.oidc`), when one is configured.
     pub oidc: Option<Arc<crate::oidc::Provider>>,
+    /// The key the egress payloads' own keys are sealed under (`keys/quarantine.key`).
+    pub quarantine_key: [u8; 32],
     /// The audit log's last check, shared by the audit page and the API.
     pub audit_checks: crate::service::system::AuditChecks,
 }

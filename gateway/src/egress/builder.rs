@@ -169,10 +169,118 @@ impl Drop for AbortOnDrop {
 }
 
 async fn build_claimed(state: &AppState, id: &str, me: &str) -> anyhow::Result<()> {
-    let (input, files, release) = {
+    let (input, files, release, payload) = {
         let mut conn = state.db.pool().acquire().await?;
-        gather(&mut conn, id).await?
+        let (input, files, release) = gather(&mut conn, id).await?;
+        let payload = estore::payload(&mut conn, id, release.round).await?;
+        (input, files, release, payload)
     };
+    let metadata = release::ro_crate(&input);
+    let mtime = time::OffsetDateTime::now_utc().unix_timestamp().max(0) as u64;
+    // A blocking task is not cancelled with the future that waits for it, and the runtime
+    // waits for it at exit: a stop would wait for the whole package. So this function's end,
+    // however it comes, tells the build to stop.
+    let cancel = Arc::new(AtomicBool::new(false));
+    let _cut_short = SetOnDrop(cancel.clone());
+    let built = match payload {
+        Some(p) => {
+            finish_payload(state, id, &p, &files, metadata, &release.recipient, mtime, cancel)
+                .await?
+        }
+        None => build_from_blobs(state, id, &files, metadata, &release.recipient, mtime, cancel)
+            .await?,
+    };
+    record(state, id, me, &files, &release, built).await
+}
+
+/// Makes the release of a round quarantined as a payload: the payload checked through, then
+/// finished in place for the recipient and linked into the store as the package.
+#[allow(clippy::too_many_arguments)]
+async fn finish_payload(
+    state: &AppState,
+    id: &str,
+    payload: &estore::Payload,
+    files: &[estore::FileRow],
+    metadata: serde_json::Value,
+    recipient: &str,
+    mtime: u64,
+    cancel: Arc<AtomicBool>,
+) -> anyhow::Result<Result<FinishedBlob, BuildError>> {
+    let u = crate::egress::payload::unseal(&state.blobs, &state.quarantine_key, payload)?;
+    let approved: Vec<release::Approved> = files
+        .iter()
+        .map(|f| release::Approved {
+            name: f.path.clone(),
+            sha256: f.sha256.clone(),
+            size: f.size as u64,
+        })
+        .collect();
+    let (blobs, recipient, building) = (state.blobs.clone(), recipient.to_owned(), id.to_owned());
+    tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        let at = release::PayloadAt {
+            path: &u.path,
+            keys: &u.keys,
+            full_chunks: u.full_chunks,
+            seed: &u.seed,
+        };
+        match release::finish(&at, &approved, &metadata, &recipient, mtime, &cancel) {
+            Ok(b) => {
+                blobs.link_in(&u.path, &b.sha256)?;
+                Ok(Ok(FinishedBlob::Linked {
+                    sha256: b.sha256,
+                    size: b.size,
+                }))
+            }
+            Err(e) => {
+                if cancel.load(Ordering::Relaxed) {
+                    tracing::info!(application = %building, "a release build was cut short; it is built again from the start");
+                }
+                Ok(Err(e))
+            }
+        }
+    })
+    .await
+    .context("the release build panicked")?
+}
+
+/// A package made: linked into the store already (from a payload), or a temporary blob.
+enum FinishedBlob {
+    Linked { sha256: String, size: u64 },
+    Temporary(crate::blobs::FinishedBlob),
+}
+
+impl FinishedBlob {
+    fn sha256(&self) -> &str {
+        match self {
+            FinishedBlob::Linked { sha256, .. } => sha256,
+            FinishedBlob::Temporary(b) => b.sha256(),
+        }
+    }
+    fn size(&self) -> u64 {
+        match self {
+            FinishedBlob::Linked { size, .. } => *size,
+            FinishedBlob::Temporary(b) => b.size(),
+        }
+    }
+    async fn commit(self) -> anyhow::Result<()> {
+        if let FinishedBlob::Temporary(b) = self {
+            b.commit().await?;
+        }
+        Ok(())
+    }
+}
+
+/// Builds the package of a round quarantined as blobs (before payloads), in one pass from the
+/// blobs into a temporary blob.
+async fn build_from_blobs(
+    state: &AppState,
+    id: &str,
+    files: &[estore::FileRow],
+    metadata: serde_json::Value,
+    recipient: &str,
+    mtime: u64,
+    cancel: Arc<AtomicBool>,
+) -> anyhow::Result<Result<FinishedBlob, BuildError>> {
     let package_files: Vec<PackageFile> = files
         .iter()
         .map(|f| {
@@ -184,17 +292,10 @@ async fn build_claimed(state: &AppState, id: &str, me: &str) -> anyhow::Result<(
             })
         })
         .collect::<anyhow::Result<_>>()?;
-    let metadata = release::ro_crate(&input);
-    let recipient = release.recipient.clone();
-    let mtime = time::OffsetDateTime::now_utc().unix_timestamp().max(0) as u64;
+    let recipient = recipient.to_owned();
     let blobs = state.blobs.clone();
-    // A blocking task is not cancelled with the future that waits for it, and the runtime
-    // waits for it at exit: a stop would wait for the whole package. So this function's end,
-    // however it comes, tells the build to stop writing.
-    let cancel = Arc::new(AtomicBool::new(false));
-    let _cut_short = SetOnDrop(cancel.clone());
     let building = id.to_owned();
-    let built = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+    tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
         let (path, file) = blobs.temp_file()?;
         let file = Cancellable {
             inner: crate::blobs::Writeback::new(file),
@@ -206,7 +307,9 @@ async fn build_claimed(state: &AppState, id: &str, me: &str) -> anyhow::Result<(
             Ok(b) => {
                 let file = out.into_inner().map_err(|e| e.into_error())?.inner.file;
                 file.sync_all()?;
-                Ok(Ok(blobs.finished(path, b.sha256, b.size)))
+                Ok(Ok(FinishedBlob::Temporary(blobs.finished(
+                    path, b.sha256, b.size,
+                ))))
             }
             Err(e) => {
                 drop(out);
@@ -219,7 +322,19 @@ async fn build_claimed(state: &AppState, id: &str, me: &str) -> anyhow::Result<(
         }
     })
     .await
-    .context("the release build panicked")??;
+    .context("the release build panicked")?
+}
+
+/// Records what a build came to: the release built (and its package's blob), or refused when
+/// its files are not what was approved.
+async fn record(
+    state: &AppState,
+    id: &str,
+    me: &str,
+    files: &[estore::FileRow],
+    release: &estore::ReleaseRow,
+    built: Result<FinishedBlob, BuildError>,
+) -> anyhow::Result<()> {
     let now = crate::time::now();
     let mut tx = state.db.begin_write().await?;
     match built {
@@ -284,6 +399,20 @@ async fn build_claimed(state: &AppState, id: &str, me: &str) -> anyhow::Result<(
                     action: "release.refused",
                     subject: id,
                     detail: json!({"file": name, "expected_sha256": expected, "found_sha256": found}),
+                })
+                .await?;
+                state.commit(tx).await?;
+            }
+            tracing::error!(application = %id, %detail, "a release was refused");
+        }
+        Err(BuildError::Altered(why)) => {
+            let detail = format!("the quarantined files were altered: {why}");
+            if estore::mark_refused(tx.conn(), id, me, &detail).await? {
+                tx.audit(NewEvent {
+                    actor: "gateway",
+                    action: "release.refused",
+                    subject: id,
+                    detail: json!({"altered": why}),
                 })
                 .await?;
                 state.commit(tx).await?;

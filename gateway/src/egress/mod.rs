@@ -7,4 +7,5 @@
 //! (request, review, download) are in `service::egress`.
 
 pub mod builder;
+pub mod payload;
 pub mod quarantine;

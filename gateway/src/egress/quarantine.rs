@@ -1,19 +1,20 @@
 //! Quarantine: the files an egress request names, taken out of a sandbox's output folder into
-//! the blob store in one pass over the backend's tar stream, with bounded memory.
+//! the round's payload (`egress::payload`) in one pass over the backend's tar stream, with
+//! bounded memory.
 //!
 //! ```text
 //! stream ──▶ tar reader (policy) ──▶ names, types, limits ──▶ caller's Inspect, SHA-256
-//!                                          └──── data ──▶ writer thread: temp file
-//!                                                          ──▶ fsync threads ──▶ FinishedBlob
+//!                                          └──── data ──▶ payload writer: tar ──▶ zstd ×2
+//!                                                          ──▶ seal, write ──▶ one fsync
 //! ```
 //!
 //! Entries are named relative to `/vre/output`. Folders are passed over; every other entry that
 //! is not a regular file (a symbolic or hard link, a device, a fifo) is refused by name, as is a
 //! name that is not a path of the folder, a file past the limits, and a stream that is not a
 //! whole tar archive. After the first refusal nothing more is written, but the stream is read
-//! to its end so that every refusal is reported at once (up to [`MAX_REFUSALS`]). The temporary files of a refused or
-//! failed quarantine are removed ([`FinishedBlob`] drops them); those of an accepted one are the
-//! caller's to commit.
+//! to its end so that every refusal is reported at once (up to [`MAX_REFUSALS`]). The payload
+//! of a refused or failed quarantine is removed ([`NewPayload`] drops it); that of an accepted
+//! one is the caller's to keep once its round is recorded.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -22,9 +23,12 @@ use axum::body::Bytes;
 use futures_util::StreamExt;
 use policy::archive::tar::{EntryKind, Header, Sink, TarError, TarScanner};
 use sha2::{Digest, Sha256};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
-use crate::blobs::{BlobStore, FinishedBlob};
+use crate::blobs::{BlobStore, NewPayload};
+use crate::egress::payload::{PayloadWriter, Written};
+use crate::release::sealed::PayloadKeys;
+use crate::store::egress::Location;
 
 /// Batches of ops in flight to the writer thread: the memory bound of a quarantine, beside the
 /// batch being made and the names of its entries.
@@ -46,15 +50,22 @@ pub trait Inspect: Send {
     fn finish(self, size: u64, sha256: &str) -> Self::Report;
 }
 
-/// A file of the output folder, in a temporary blob.
+/// A file of the output folder, in the payload.
 pub struct Quarantined<R> {
     /// Relative to `/vre/output`.
     pub path: String,
     pub size: u64,
     pub sha256: String,
-    /// Written and fsynced; removed unless committed.
-    pub blob: FinishedBlob,
+    /// Where it is in the payload.
+    pub location: Location,
     pub report: R,
+}
+
+/// The payload of a quarantine: written and fsynced, removed unless kept.
+pub struct Payload {
+    pub file: NewPayload,
+    pub keys: PayloadKeys,
+    pub written: Written,
 }
 
 /// How much one quarantine may take.
@@ -137,14 +148,10 @@ pub enum QuarantineError {
 /// What the writer thread is told.
 enum Op {
     /// A new file begins.
-    Start,
+    Start { path: String, size: u64 },
     Data(Bytes),
-    /// The file ends, with its SHA-256 (hex) and size: fsync it and send it back.
-    End {
-        sha256: String,
-        size: u64,
-        reply: oneshot::Sender<FinishedBlob>,
-    },
+    /// The file ends.
+    End,
 }
 
 /// A file being read: its inspector, and how it comes back from the writer.
@@ -157,13 +164,13 @@ struct Current<I> {
     read: u64,
 }
 
-/// A file written or being written, until the writer sends it back.
+/// A file read whole, its place in the payload known once the payload is written.
 struct Pending<R> {
     path: String,
     size: u64,
+    sha256: String,
     /// The inspector's report, made as the file ended (while the next is read).
     report: R,
-    written: oneshot::Receiver<FinishedBlob>,
 }
 
 /// The tar reader's sink: checks each entry, hands the data of accepted files to their
@@ -207,7 +214,12 @@ impl<I: Inspect, M: FnMut(&str) -> I> Sink for Quarantine<'_, I, M> {
                 });
                 return Ok(());
             }
-            Ok(p) => match sandbox_runner::output_path(p) {
+            Ok(p) => match sandbox_runner::output_path(p).and_then(|p| {
+                // A name a release cannot hold is refused now, not when it is approved.
+                crate::release::check_name(&format!("{}/{p}", crate::release::FILES_DIR))
+                    .map_err(sandbox_runner::Error::InvalidPath)?;
+                Ok(p)
+            }) {
                 Ok(p) => p,
                 Err(e) => {
                     self.refuse(Refused::BadPath {
@@ -279,7 +291,10 @@ impl<I: Inspect, M: FnMut(&str) -> I> Sink for Quarantine<'_, I, M> {
             });
         }
         if self.refused.is_empty() {
-            self.ops.push(Op::Start);
+            self.ops.push(Op::Start {
+                path: path.clone(),
+                size: h.size,
+            });
             self.current = Some(Current {
                 inspector: (self.make)(&path),
                 path,
@@ -304,123 +319,41 @@ impl<I: Inspect, M: FnMut(&str) -> I> Sink for Quarantine<'_, I, M> {
 
     fn end_entry(&mut self) -> Result<(), TarError> {
         if let Some(c) = self.current.take() {
-            let (tx, rx) = oneshot::channel();
             let sha256 = hex::encode(c.hasher.finalize());
+            debug_assert_eq!(c.read, c.size);
             self.pending.push(Pending {
                 report: c.inspector.finish(c.size, &sha256),
                 path: c.path,
                 size: c.size,
-                written: rx,
-            });
-            self.ops.push(Op::End {
                 sha256,
-                size: c.read,
-                reply: tx,
             });
+            self.ops.push(Op::End);
         }
         Ok(())
     }
 }
 
-/// Files being fsynced at once, each on a thread of its own: the writer goes on with the next
-/// file meanwhile, and concurrent fsyncs share their work (one journal commit, or on ext4
-/// without a journal one cache flush of the device, for many small files instead of one each).
-/// 2,000 files of 52 KiB written and fsynced on a virtio disk: 2.3 s with 8, 1.5 s with 32
-/// (medians of four tries each, interleaved, on a busy machine).
-const FSYNCS: usize = 32;
-
-/// A file written whole, to be fsynced before it is sent back.
-struct Written {
-    file: std::fs::File,
-    blob: FinishedBlob,
-    reply: oneshot::Sender<FinishedBlob>,
-}
-
-/// Writes the files it is sent, each into a temporary file of the blob store, hashed; hands
-/// each written file to the fsync threads ([`FSYNCS`]), which send it back once it is durable.
-/// A file it is not asked to finish, or whose fsync failed, is removed; the first failure is
-/// the answer.
-fn write_files(rx: mpsc::Receiver<Vec<Op>>, blobs: BlobStore) -> anyhow::Result<()> {
-    let (tx, queue) = std::sync::mpsc::sync_channel::<Written>(FSYNCS);
-    let queue = std::sync::Mutex::new(queue);
-    std::thread::scope(|scope| {
-        let syncers: Vec<_> = (0..FSYNCS)
-            .map(|_| {
-                scope.spawn(|| -> anyhow::Result<()> {
-                    loop {
-                        let next = queue
-                            .lock()
-                            .map_err(|_| anyhow::anyhow!("poisoned"))?
-                            .recv();
-                        let Ok(w) = next else { return Ok(()) };
-                        w.file.sync_all()?;
-                        drop(w.file);
-                        // Nobody waits for it any more (the quarantine failed): dropped, it is
-                        // removed.
-                        let _ = w.reply.send(w.blob);
-                    }
-                })
-            })
-            .collect();
-        let written = write_each(rx, &blobs, &tx);
-        drop(tx);
-        let mut result = written;
-        for s in syncers {
-            let synced = s
-                .join()
-                .unwrap_or_else(|_| Err(anyhow::anyhow!("an fsync thread panicked")));
-            if result.is_ok() {
-                result = synced;
-            }
-        }
-        result
-    })
-}
-
-fn write_each(
+/// Writes the files it is sent into the payload, in order, and finishes it (fsynced).
+fn write_payload(
     mut rx: mpsc::Receiver<Vec<Op>>,
-    blobs: &BlobStore,
-    synced: &std::sync::mpsc::SyncSender<Written>,
-) -> anyhow::Result<()> {
-    use anyhow::Context;
-    let mut current: Option<(FinishedBlob, crate::blobs::Writeback)> = None;
-    // The data of the current file not yet written: written at once (one `writev`) at the
-    // end of a batch or of the file, without a copy.
-    let mut data: Vec<Bytes> = Vec::new();
+    mut writer: PayloadWriter,
+    abandoned: &std::sync::atomic::AtomicBool,
+) -> anyhow::Result<Written> {
     while let Some(ops) = rx.blocking_recv() {
         for op in ops {
             match op {
-                Op::Start => {
-                    let (path, file) = blobs.temp_file()?;
-                    // The guard first: an error below removes the file.
-                    let blob = blobs.finished(path, String::new(), 0);
-                    current = Some((blob, crate::blobs::Writeback::new(file)));
-                }
-                Op::Data(bytes) => data.push(bytes),
-                Op::End {
-                    sha256,
-                    size,
-                    reply,
-                } => {
-                    let (mut blob, mut file) = current.take().context("the end of no file")?;
-                    file.write_all_bytes(&data)?;
-                    data.clear();
-                    blob.set_content(sha256, size);
-                    let file = file.file;
-                    if synced.send(Written { file, blob, reply }).is_err() {
-                        // The fsync threads stopped: one failed, and says why.
-                        return Ok(());
-                    }
-                }
+                Op::Start { path, size } => writer.begin(&path, size)?,
+                Op::Data(bytes) => writer.data(&bytes)?,
+                Op::End => writer.end()?,
             }
         }
-        if !data.is_empty() {
-            let (_, file) = current.as_mut().context("data outside a file")?;
-            file.write_all_bytes(&data)?;
-            data.clear();
-        }
     }
-    Ok(())
+    // A refused quarantine's payload is removed, not made durable first.
+    anyhow::ensure!(
+        !abandoned.load(std::sync::atomic::Ordering::Relaxed),
+        "the quarantine was refused"
+    );
+    Ok(writer.finish()?)
 }
 
 /// Sends the batch of `ops` (if any) to the writer; false if the writer is gone (and `tx` with
@@ -436,19 +369,36 @@ async fn send(tx: &mut Option<mpsc::Sender<Vec<Op>>>, ops: &mut Vec<Op>) -> bool
 }
 
 /// Takes the regular files of `stream` (a tar whose entries are named relative to
-/// `/vre/output`, as [`sandbox_runner::SandboxBackend::download_output`] makes it) into
-/// temporary blobs, each hashed and fed to the inspector `make` gives for its path, in one
-/// pass and with bounded memory; the files in the stream's order.
+/// `/vre/output`, as [`sandbox_runner::SandboxBackend::download_output`] makes it) into a new
+/// payload under fresh keys, each hashed and fed to the inspector `make` gives for its path,
+/// in one pass and with bounded memory; the files in the stream's order. `mtime` goes on
+/// every tar entry.
 pub async fn quarantine<I: Inspect>(
     mut stream: sandbox_runner::ByteStream,
     blobs: &BlobStore,
     limits: &Limits,
+    mtime: u64,
     make: impl FnMut(&str) -> I + Send,
-) -> Result<Vec<Quarantined<I::Report>>, QuarantineError> {
+) -> Result<(Vec<Quarantined<I::Report>>, Payload), QuarantineError> {
     let (tx, rx) = mpsc::channel::<Vec<Op>>(QUEUE);
-    let store = blobs.clone();
+    let keys = PayloadKeys::generate();
+    let (file, out) = {
+        let blobs = blobs.clone();
+        tokio::task::spawn_blocking(move || blobs.new_payload())
+            .await
+            .map_err(|e| anyhow::anyhow!("creating a payload: {e}"))??
+    };
+    let writer_keys = keys.clone();
+    let abandoned = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let abandon = abandoned.clone();
     // Belongs to this request and is awaited before it answers: not among the `Workers`.
-    let writer = tokio::task::spawn_blocking(move || write_files(rx, store));
+    let writer = tokio::task::spawn_blocking(move || {
+        write_payload(
+            rx,
+            PayloadWriter::start(out, writer_keys, mtime)?,
+            &abandon,
+        )
+    });
     let mut tx = Some(tx);
     let mut scanner = TarScanner::default();
     let mut sink = Quarantine {
@@ -486,6 +436,7 @@ pub async fn quarantine<I: Inspect>(
             }
             if !sink.refused.is_empty() {
                 // Nothing more is written; what was is dropped.
+                abandoned.store(true, std::sync::atomic::Ordering::Relaxed);
                 tx = None;
                 sink.pending.clear();
                 sink.ops.clear();
@@ -507,7 +458,6 @@ pub async fn quarantine<I: Inspect>(
         Ok::<(), QuarantineError>(())
     };
     let read = read.await;
-    drop(tx);
     let failed = read.err().or_else(|| {
         if sink.refused.is_empty() && sink.files == 0 {
             sink.refused.push(Refused::Empty);
@@ -515,6 +465,10 @@ pub async fn quarantine<I: Inspect>(
         (!sink.refused.is_empty())
             .then(|| QuarantineError::Refused(std::mem::take(&mut sink.refused)))
     });
+    if failed.is_some() {
+        abandoned.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+    drop(tx);
     if let Some(e) = failed {
         // What was written is dropped, and so removed; the writer is done before the answer.
         sink.pending.clear();
@@ -524,36 +478,53 @@ pub async fn quarantine<I: Inspect>(
     if writer_gone {
         let why = match writer.await {
             Ok(Err(e)) => e,
-            Ok(Ok(())) => anyhow::anyhow!("the quarantine's writer stopped early"),
+            Ok(Ok(_)) => anyhow::anyhow!("the quarantine's writer stopped early"),
             Err(e) => anyhow::anyhow!("the quarantine's writer failed: {e}"),
         };
         return Err(QuarantineError::Internal(why));
     }
-    let mut out = Vec::with_capacity(sink.pending.len());
-    for p in sink.pending {
-        let Ok(blob) = p.written.await else {
-            // The writer dropped it: it failed, and says why below.
-            break;
-        };
-        let sha256 = blob.sha256().to_owned();
-        out.push(Quarantined {
-            report: p.report,
-            path: p.path,
-            size: p.size,
-            sha256,
-            blob,
-        });
-    }
-    match writer.await {
-        Ok(Ok(())) => {}
+    let written = match writer.await {
+        Ok(Ok(w)) => w,
         Ok(Err(e)) => return Err(QuarantineError::Internal(e)),
         Err(e) => {
             return Err(QuarantineError::Internal(anyhow::anyhow!(
                 "the quarantine's writer failed: {e}"
             )));
         }
+    };
+    if written.locations.len() != sink.pending.len() {
+        return Err(QuarantineError::Internal(anyhow::anyhow!(
+            "the payload holds {} files, {} were read",
+            written.locations.len(),
+            sink.pending.len()
+        )));
     }
-    Ok(out)
+    {
+        let blobs = blobs.clone();
+        tokio::task::spawn_blocking(move || blobs.sync_quarantine())
+            .await
+            .map_err(|e| anyhow::anyhow!("syncing the quarantine folder: {e}"))?;
+    }
+    let out = sink
+        .pending
+        .into_iter()
+        .zip(&written.locations)
+        .map(|(p, &location)| Quarantined {
+            report: p.report,
+            path: p.path,
+            size: p.size,
+            sha256: p.sha256,
+            location,
+        })
+        .collect();
+    Ok((
+        out,
+        Payload {
+            file,
+            keys,
+            written,
+        },
+    ))
 }
 
 #[cfg(test)]

@@ -19,6 +19,8 @@
 //!
 //! - `package.rs`: [`build`], one streaming pass from the quarantined blobs to the age file,
 //!   every source re-hashed as it is read, in bounded memory.
+//! - `finish.rs`: [`finish`], a release made from its round's payload (`egress::payload`):
+//!   the payload checked through, then the header and the metadata written around it.
 //! - `stages.rs`: the build's stages on threads (tar; zstd on two, a frame per piece; age; write).
 //! - `open.rs`: [`open`], the analyst's side: decrypt, decompress, unpack strictly, verify.
 //! - `keys.rs`: [`new_identity`], [`parse_recipient`] (X25519 `age1…` only).
@@ -29,8 +31,9 @@
 mod keys;
 mod metadata;
 mod open;
-mod package;
-mod stages;
+mod finish;
+pub(crate) mod package;
+pub(crate) mod stages;
 
 #[cfg(test)]
 mod tests;
@@ -39,6 +42,7 @@ mod tests_interop;
 #[cfg(test)]
 mod tests_open;
 
+pub use finish::{Approved, PayloadAt, finish};
 pub use keys::{new_identity, parse_recipient};
 pub use metadata::{
     AppInfo, CONTEXT, CrateDecision, CrateFile, CrateInput, CrateRun, file_id, ro_crate,

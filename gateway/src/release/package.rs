@@ -44,6 +44,10 @@ pub enum BuildError {
     /// A file's name cannot be in a package (see [`check_name`]), or two files clash.
     #[error("a file cannot be packaged: {0}")]
     BadName(String),
+    /// The payload a release is finished from is not what the gateway wrote: a chunk fails
+    /// authentication, it is shorter, or its tar is not the files recorded.
+    #[error("the quarantined payload was altered: {0}")]
+    Altered(String),
     #[error("writing the package failed: {0}")]
     Io(#[from] io::Error),
 }
@@ -51,15 +55,20 @@ pub enum BuildError {
 /// `SHA256SUMS` as `sha256sum -c` reads it: `<hex>  files/<name>\n` per file, sorted by name
 /// (bytewise). The names are those [`check_name`] accepts, so none needs escaping.
 pub fn sha256sums(files: &[PackageFile]) -> String {
-    let mut sorted: Vec<&PackageFile> = files.iter().collect();
-    sorted.sort_by(|a, b| a.name.cmp(&b.name));
+    sums(files.iter().map(|f| (f.name.as_str(), f.sha256.as_str())))
+}
+
+/// [`sha256sums`] of `(name, SHA-256)` pairs.
+pub(crate) fn sums<'a>(files: impl Iterator<Item = (&'a str, &'a str)>) -> String {
+    let mut sorted: Vec<(&str, &str)> = files.collect();
+    sorted.sort_by(|a, b| a.0.cmp(b.0));
     let mut out = String::new();
-    for f in sorted {
-        out.push_str(&f.sha256.to_ascii_lowercase());
+    for (name, sha256) in sorted {
+        out.push_str(&sha256.to_ascii_lowercase());
         out.push_str("  ");
         out.push_str(FILES_DIR);
         out.push('/');
-        out.push_str(&f.name);
+        out.push_str(name);
         out.push('\n');
     }
     out
@@ -237,7 +246,7 @@ fn check_layout(sorted: &[&PackageFile]) -> Result<usize, BuildError> {
     Ok(dirs.len())
 }
 
-fn header(kind: tar::EntryType, size: u64, mode: u32, mtime: u64) -> tar::Header {
+pub(crate) fn header(kind: tar::EntryType, size: u64, mode: u32, mtime: u64) -> tar::Header {
     let mut h = tar::Header::new_gnu();
     h.set_entry_type(kind);
     h.set_size(size);
@@ -248,12 +257,12 @@ fn header(kind: tar::EntryType, size: u64, mode: u32, mtime: u64) -> tar::Header
     h
 }
 
-fn append_dir<W: Write>(tar: &mut tar::Builder<W>, path: &str, mtime: u64) -> io::Result<()> {
+pub(crate) fn append_dir<W: Write>(tar: &mut tar::Builder<W>, path: &str, mtime: u64) -> io::Result<()> {
     let mut h = header(tar::EntryType::Directory, 0, 0o755, mtime);
     tar.append_data(&mut h, path, io::empty())
 }
 
-fn append_bytes<W: Write>(
+pub(crate) fn append_bytes<W: Write>(
     tar: &mut tar::Builder<W>,
     path: &str,
     bytes: &[u8],
@@ -297,7 +306,7 @@ fn append_source(
 }
 
 /// A tar block.
-const BLOCK: usize = 512;
+pub(crate) const BLOCK: usize = 512;
 
 struct HashSink<'a>(&'a mut Sha256);
 

@@ -21,26 +21,26 @@ use std::sync::mpsc::{Receiver, SyncSender, channel, sync_channel};
 use sha2::{Digest, Sha256};
 
 /// The tar bytes compressed at once, into one zstd frame.
-pub(super) const FRAME: usize = 1 << 20;
+pub(crate) const FRAME: usize = 1 << 20;
 /// The encrypted package goes to the last stage (hash, write) in pieces of this size.
-pub(super) const OUT_PIECE: usize = 256 * 1024;
+pub(crate) const OUT_PIECE: usize = 256 * 1024;
 /// Pieces waiting between two stages.
 const DEPTH: usize = 2;
 
 /// The sending end of a pipe between two stages: buffers go one way full and come back empty
 /// to be filled again (so a stage allocates at most a few).
-pub(super) struct Pipe {
+pub(crate) struct Pipe {
     tx: Option<SyncSender<Vec<u8>>>,
     spare: Receiver<Vec<u8>>,
 }
 
 /// The receiving end: [`Returns`] sends each buffer back once it is used.
-pub(super) struct Returns {
+pub(crate) struct Returns {
     rx: Receiver<Vec<u8>>,
     back: std::sync::mpsc::Sender<Vec<u8>>,
 }
 
-pub(super) fn pipe() -> (Pipe, Returns) {
+pub(crate) fn pipe() -> (Pipe, Returns) {
     let (tx, rx) = sync_channel(DEPTH);
     let (back, spare) = channel();
     (
@@ -78,14 +78,14 @@ impl Pipe {
 
 impl Returns {
     /// Each buffer in turn, handed to `f` and then given back, until the pipe is closed.
-    pub(super) fn each(self, f: impl FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
+    pub(crate) fn each(self, f: impl FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> {
         each_in_turn(vec![self], f)
     }
 }
 
 /// The buffers of several pipes, one from each in turn (as [`Pieces`] deals them), handed to
 /// `f` and then given back, until the pipe whose turn it is is closed.
-pub(super) fn each_in_turn(
+pub(crate) fn each_in_turn(
     pipes: Vec<Returns>,
     mut f: impl FnMut(&[u8]) -> io::Result<()>,
 ) -> io::Result<()> {
@@ -104,7 +104,7 @@ pub(super) fn each_in_turn(
 /// package in pieces of [`OUT_PIECE`]. Sources are read straight into the piece being filled
 /// ([`Pieces::read_from`]), so their bytes are copied once, from the page cache, and hashed
 /// where they are compressed from.
-pub(super) struct Pieces {
+pub(crate) struct Pieces {
     /// Dealt a piece each in turn (`turn` is next).
     pipes: Vec<Pipe>,
     turn: usize,
@@ -112,16 +112,19 @@ pub(super) struct Pieces {
     buf: Vec<u8>,
     filled: usize,
     size: usize,
+    /// Pieces sent so far.
+    shipped: u64,
 }
 
 impl Pieces {
-    pub(super) fn new(pipes: Vec<Pipe>, size: usize) -> Self {
+    pub(crate) fn new(pipes: Vec<Pipe>, size: usize) -> Self {
         Pieces {
             pipes,
             turn: 0,
             buf: vec![0; size],
             filled: 0,
             size,
+            shipped: 0,
         }
     }
 
@@ -137,12 +140,22 @@ impl Pieces {
         let mut full = std::mem::replace(&mut self.buf, next);
         full.truncate(self.filled);
         self.filled = 0;
+        self.shipped += 1;
         pipe.send(full)
+    }
+
+    /// Ends the piece being filled here (if it holds anything), so that what comes next
+    /// begins a piece, and so a frame, of its own; answers that piece's number (from 0).
+    pub(crate) fn cut(&mut self) -> io::Result<u64> {
+        if self.filled > 0 {
+            self.ship(true)?;
+        }
+        Ok(self.shipped)
     }
 
     /// Reads up to `want` bytes of `source` into the tar, hashing them; answers how many it
     /// read (fewer only at the source's end).
-    pub(super) fn read_from(
+    pub(crate) fn read_from(
         &mut self,
         source: &mut impl Read,
         want: u64,
@@ -167,7 +180,7 @@ impl Pieces {
     }
 
     /// Sends what is left and closes the pipe.
-    pub(super) fn close(mut self) -> io::Result<()> {
+    pub(crate) fn close(mut self) -> io::Result<()> {
         self.ship(true)?;
         self.pipes.clear();
         Ok(())
@@ -189,7 +202,7 @@ impl Write for Pieces {
 
 /// The second stage: each piece of tar from `input`, compressed at `level` into a frame of
 /// its own (with its checksum), into `output`.
-pub(super) fn compress(input: Returns, output: Pipe, level: i32) -> io::Result<()> {
+pub(crate) fn compress(input: Returns, output: Pipe, level: i32) -> io::Result<()> {
     let mut zstd = zstd::bulk::Compressor::new(level)?;
     zstd.include_checksum(true)?;
     let bound = zstd::zstd_safe::compress_bound(FRAME);

@@ -17,6 +17,32 @@ pub struct FileRow {
     /// JSON array of findings.
     pub findings: String,
     pub exception: Option<String>,
+    /// Where its bytes are in its round's payload ([`Payload`]); None for a file quarantined
+    /// as a blob of its own (before payloads).
+    pub location: Option<Location>,
+}
+
+/// Where a file is in its round's payload: the offset (in the payload's plaintext, the zstd
+/// stream) of the frame its tar entry begins in, and the bytes of tar before its data from
+/// there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Location {
+    pub frame_offset: i64,
+    pub data_skip: i64,
+}
+
+/// A round's payload: the file its files were quarantined into, already the body of its
+/// release (see `egress::payload`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Payload {
+    /// Its name in the quarantine folder.
+    pub name: String,
+    /// Its keys, sealed under the gateway's quarantine key.
+    pub sealed_keys: String,
+    /// The whole chunks the file holds.
+    pub full_chunks: i64,
+    /// The chunk after them, sealed and not final (base64).
+    pub seed: String,
 }
 
 /// One round of an egress application: what was asked for and the request-wide checks.
@@ -99,6 +125,60 @@ pub async fn insert_round(conn: &mut AnyConnection, r: &RoundRow) -> Result<(), 
     Ok(())
 }
 
+/// Records the payload of a round just inserted.
+pub async fn set_payload(
+    conn: &mut AnyConnection,
+    app: &str,
+    round: i64,
+    p: &Payload,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE egress_rounds SET payload = $1, sealed_keys = $2, full_chunks = $3, seed = $4 \
+         WHERE application_id = $5 AND round = $6",
+    )
+    .bind(&p.name)
+    .bind(&p.sealed_keys)
+    .bind(p.full_chunks)
+    .bind(&p.seed)
+    .bind(app)
+    .bind(round)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The payload of a round; None for a round quarantined as blobs, or no such round.
+pub async fn payload(
+    conn: &mut AnyConnection,
+    app: &str,
+    round: i64,
+) -> Result<Option<Payload>, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT payload, sealed_keys, full_chunks, seed FROM egress_rounds \
+         WHERE application_id = $1 AND round = $2 AND payload IS NOT NULL",
+    )
+    .bind(app)
+    .bind(round)
+    .fetch_optional(conn)
+    .await?;
+    row.map(|r| {
+        Ok(Payload {
+            name: r.try_get("payload")?,
+            sealed_keys: r.try_get("sealed_keys")?,
+            full_chunks: r.try_get("full_chunks")?,
+            seed: r.try_get("seed")?,
+        })
+    })
+    .transpose()
+}
+
+/// The names of every round's payload, to tell the quarantine folder's leftovers.
+pub async fn payload_names(conn: &mut AnyConnection) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT payload FROM egress_rounds WHERE payload IS NOT NULL")
+        .fetch_all(conn)
+        .await
+}
+
 fn round_from(r: &AnyRow) -> Result<RoundRow, sqlx::Error> {
     let paths: String = r.try_get("paths")?;
     Ok(RoundRow {
@@ -134,7 +214,7 @@ pub async fn insert_files(conn: &mut AnyConnection, files: &[FileRow]) -> Result
     for part in files.chunks(super::ROWS_AT_ONCE) {
         let sql = format!(
             "INSERT INTO egress_files ({FILE_COLUMNS}) VALUES {}",
-            super::values_list(part.len(), 9)
+            super::values_list(part.len(), 11)
         );
         let mut q = sqlx::query(&sql);
         for f in part {
@@ -147,15 +227,17 @@ pub async fn insert_files(conn: &mut AnyConnection, files: &[FileRow]) -> Result
                 .bind(&f.content_type)
                 .bind(&f.outcome)
                 .bind(&f.findings)
-                .bind(&f.exception);
+                .bind(&f.exception)
+                .bind(f.location.map(|l| l.frame_offset))
+                .bind(f.location.map(|l| l.data_skip));
         }
         q.execute(&mut *conn).await?;
     }
     Ok(())
 }
 
-const FILE_COLUMNS: &str =
-    "application_id, round, path, size, sha256, content_type, outcome, findings, exception";
+const FILE_COLUMNS: &str = "application_id, round, path, size, sha256, content_type, outcome, \
+     findings, exception, frame_offset, data_skip";
 
 fn file_from(r: &AnyRow) -> Result<FileRow, sqlx::Error> {
     Ok(FileRow {
@@ -168,6 +250,16 @@ fn file_from(r: &AnyRow) -> Result<FileRow, sqlx::Error> {
         outcome: r.try_get("outcome")?,
         findings: r.try_get("findings")?,
         exception: r.try_get("exception")?,
+        location: match (
+            r.try_get::<Option<i64>, _>("frame_offset")?,
+            r.try_get::<Option<i64>, _>("data_skip")?,
+        ) {
+            (Some(frame_offset), Some(data_skip)) => Some(Location {
+                frame_offset,
+                data_skip,
+            }),
+            _ => None,
+        },
     })
 }
 

@@ -547,28 +547,6 @@ pub(crate) fn values_list(rows: usize, columns: usize) -> String {
     sql
 }
 
-/// [`record_blob`] for many blobs at once, [`ROWS_AT_ONCE`] to a statement.
-pub async fn record_blobs(
-    conn: &mut AnyConnection,
-    blobs: &[(&str, u64)],
-) -> Result<(), sqlx::Error> {
-    let mut seen = std::collections::HashSet::new();
-    let unique: Vec<&(&str, u64)> = blobs.iter().filter(|(s, _)| seen.insert(*s)).collect();
-    let now = crate::time::now();
-    for part in unique.chunks(ROWS_AT_ONCE) {
-        let sql = format!(
-            "INSERT INTO blobs (sha256, size, created_at) VALUES {} ON CONFLICT (sha256) DO NOTHING",
-            values_list(part.len(), 3)
-        );
-        let mut q = sqlx::query(&sql);
-        for (sha256, size) in part {
-            q = q.bind(*sha256).bind(*size as i64).bind(now.clone());
-        }
-        q.execute(&mut *conn).await?;
-    }
-    Ok(())
-}
-
 pub async fn blob_known(conn: &mut AnyConnection, sha256: &str) -> Result<bool, sqlx::Error> {
     Ok(sqlx::query("SELECT 1 AS one FROM blobs WHERE sha256 = $1")
         .bind(sha256)

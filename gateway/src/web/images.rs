@@ -33,7 +33,7 @@ pub(super) async fn image(
                 (header::CONTENT_SECURITY_POLICY, IMAGE_CSP.to_owned()),
                 (header::CONTENT_DISPOSITION, "inline".to_owned()),
             ],
-            Body::from_stream(crate::api::applications::file_stream(i.content)),
+            Body::from_stream(i.content),
         )
             .into_response(),
         Err(e) => page.error(e.into()),

@@ -489,17 +489,39 @@ async fn a_quarantined_file_altered_on_disk_refuses_the_release() {
     if !has_docker() {
         return;
     }
-    let s = scene(CLEAN).await;
+    // Text of ~400 KB: its payload holds whole chunks on disk, not only the seed.
+    let s = scene(
+        "cd /vre/output && head -c 300000 /dev/urandom | base64 > notes.txt",
+    )
+    .await;
     let (st, r) = request(&s, &["notes.txt"], json!({})).await;
     assert_eq!(st, StatusCode::CREATED, "{r}");
     let id = r["id"].as_str().unwrap().to_owned();
-    let sha = r["files"][0]["sha256"].as_str().unwrap();
-    let blob = s.app.state.blobs.path_of(sha).unwrap();
-    let mut perms = std::fs::metadata(&blob).unwrap().permissions();
-    #[allow(clippy::permissions_set_readonly_false)]
-    perms.set_readonly(false);
-    std::fs::set_permissions(&blob, perms).unwrap();
-    std::fs::write(&blob, b"method notes, and a secret\n").unwrap();
+    let payload = {
+        let mut conn = s.app.state.db.pool().acquire().await.unwrap();
+        gateway::store::egress::payload(&mut conn, &id, 1)
+            .await
+            .unwrap()
+            .expect("the round has a payload")
+    };
+    assert!(payload.full_chunks >= 3, "{payload:?}");
+    let path = s.app.state.blobs.payload_path(&payload.name).unwrap();
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = gateway::release::sealed::PREFIX_LEN as usize
+        + gateway::release::sealed::SEALED_CHUNK
+        + 1000;
+    bytes[at] ^= 1;
+    std::fs::write(&path, &bytes).unwrap();
+    // A preview of it is refused rather than shown from altered bytes.
+    let rev = s.app.token("rev1", "reviewer");
+    let (st, _) = s
+        .app
+        .get(
+            &format!("/api/v1/applications/{id}/egress/preview?path=notes.txt"),
+            Some(&rev),
+        )
+        .await;
+    assert_eq!(st, StatusCode::INTERNAL_SERVER_ERROR);
     s.app.vote(&id, "rev1", "approve").await;
     s.app.vote(&id, "rev2", "approve").await;
     let d = app_reaching(&s.app, &id, "refused").await;
@@ -511,7 +533,14 @@ async fn a_quarantined_file_altered_on_disk_refuses_the_release() {
         .find(|e| e["action"] == "release.refused")
         .unwrap_or_else(|| panic!("{events:?}"));
     let detail: Value = serde_json::from_str(refused["detail"].as_str().unwrap()).unwrap();
-    assert_eq!(detail["expected_sha256"], sha);
+    assert!(
+        detail["altered"].as_str().unwrap().contains("chunk 1"),
+        "{detail}"
+    );
+    assert!(
+        std::fs::read(&path).unwrap() == bytes,
+        "the refused payload is left as it was found"
+    );
     let (st, b) = s
         .app
         .get(&format!("/api/v1/applications/{id}/release"), Some(&s.ana))

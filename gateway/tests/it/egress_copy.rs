@@ -244,6 +244,7 @@ async fn chosen_files_leave_the_output_folder_named_and_whole() {
         download("r3", &["tables", "top.txt"]),
         &app.state.blobs,
         &LIMITS,
+        0,
         hashed,
     )
     .await;
@@ -275,10 +276,11 @@ async fn chosen_files_leave_the_output_folder_named_and_whole() {
     );
 
     // Regular files alone go into quarantine, hashed on the way.
-    let files = quarantine(
+    let (files, _payload) = quarantine(
         download("r5", &["tables/nested", "top.txt", "tables/counts.csv"]),
         &app.state.blobs,
         &LIMITS,
+        0,
         hashed,
     )
     .await

@@ -1,8 +1,8 @@
 //! The real `vre server`, killed with SIGKILL (or stopped with SIGTERM) while its release
-//! builder writes a package of a few hundred MiB: nothing is recorded built and no package
-//! reaches the blob store (a stop cuts the build short and exits at once); the next start on
-//! the same data dir takes its own claim back, builds the release once, whole, and the audit
-//! log verifies.
+//! builder reads through a payload of a few hundred MiB to finish it: nothing is recorded
+//! built and no package reaches the blob store (a stop cuts the build short and exits at
+//! once); the next start on the same data dir takes its own claim back, builds the release
+//! once, whole, and the audit log verifies.
 
 use std::collections::BTreeSet;
 use std::io::Read;
@@ -17,8 +17,9 @@ use crate::support::{
     InstanceObjects, TEST_IMAGE, TempDir, docker_available, engines, issued_token, run_audit_verify,
 };
 
-/// The size of the file released: large enough that building its package (re-hashing it,
-/// zstd, age, fsync) takes a while, random so that zstd cannot shrink it.
+/// The size of the file released: large enough that finishing its release (every chunk of
+/// the payload authenticated, the file re-hashed) takes a while, random so that zstd cannot
+/// shrink it.
 const BIG_MIB: u64 = 300;
 
 /// What the first server left of a scene: tokens and ids.
@@ -156,37 +157,42 @@ fn blobs_on_disk(data: &Path) -> BTreeSet<String> {
     out
 }
 
-/// Waits (at most `within`) until the release builder's temporary file holds something; its
-/// path and size then. Fails at once when a package reached the blob store first (the build
-/// was too quick to catch: `BIG_MIB` must grow).
-async fn package_being_written(
-    data: &Path,
-    quarantined: &BTreeSet<String>,
-    within: Duration,
-    s: &Server,
-) -> (PathBuf, u64) {
+/// The payloads in the quarantine folder.
+fn payloads(data: &Path) -> Vec<PathBuf> {
+    match std::fs::read_dir(data.join("blobs/quarantine")) {
+        Ok(dir) => dir.filter_map(Result::ok).map(|e| e.path()).collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Waits (at most `within`) until the server has `payload` open: the release builder reading
+/// it through (nothing else opens it once the request is recorded). Fails at once when a
+/// package reached the blob store first (the build was too quick to catch: `BIG_MIB` must
+/// grow).
+async fn payload_being_read(data: &Path, payload: &Path, within: Duration, s: &Server) {
     let deadline = Instant::now() + within;
+    let fds = PathBuf::from(format!("/proc/{}/fd", s.pid()));
     loop {
         assert_eq!(
-            &blobs_on_disk(data),
-            quarantined,
-            "the package was built before the test saw it being written: make BIG_MIB bigger"
+            blobs_on_disk(data),
+            BTreeSet::new(),
+            "the release was built before the test saw it being read: make BIG_MIB bigger"
         );
-        if let Some(found) = temp_files(data).into_iter().find(|(p, len)| {
-            *len > 0
-                && p.file_name()
-                    .unwrap()
-                    .to_string_lossy()
-                    .starts_with("blob-")
-        }) {
-            return found;
+        let open = std::fs::read_dir(&fds)
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|t| t == payload))
+            })
+            .unwrap_or(false);
+        if open {
+            return;
         }
         assert!(
             Instant::now() < deadline,
-            "no package was being written within {within:?}: {}",
+            "the payload was not read within {within:?}: {}",
             s.log_text()
         );
-        tokio::time::sleep(Duration::from_millis(2)).await;
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
 
@@ -252,9 +258,9 @@ fn sha256_of(path: &Path) -> String {
 /// How the gateway is stopped while it builds.
 #[derive(Clone, Copy, Debug)]
 enum Interrupt {
-    /// SIGKILL: the half-written package stays in `tmp/` until the next start sweeps it.
+    /// SIGKILL: the payload is left as the build found it, or half finished.
     Kill,
-    /// SIGTERM: the build is cut short, its file removed, and the gateway exits 0 at once.
+    /// SIGTERM: the build is cut short and the gateway exits 0 at once.
     Term,
 }
 
@@ -287,8 +293,12 @@ async fn interrupted_build(how: Interrupt) {
         let (identity, recipient) = gateway::release::new_identity();
         let scene = prepare(&server, &data, &recipient).await;
         let id = scene.app.clone();
-        let quarantined: BTreeSet<String> = scene.files.iter().map(|f| f.1.clone()).collect();
-        assert_eq!(blobs_on_disk(&data), quarantined);
+        // The files are in one payload, not in blobs of their own.
+        assert_eq!(blobs_on_disk(&data), BTreeSet::new());
+        let [payload] = &payloads(&data)[..] else {
+            panic!("not one payload: {:?}", payloads(&data));
+        };
+        let payload = payload.clone();
         assert_eq!(
             temp_files(&data),
             [],
@@ -308,22 +318,12 @@ async fn interrupted_build(how: Interrupt) {
             assert_eq!(st, StatusCode::OK, "{b}");
         }
         // The quorum queued the release; the builder starts on it at once.
-        let (temp, size) =
-            package_being_written(&data, &quarantined, Duration::from_secs(60), &server).await;
+        payload_being_read(&data, &payload, Duration::from_secs(60), &server).await;
         match how {
             Interrupt::Kill => {
                 server.kill();
-                let built_so_far = std::fs::metadata(&temp)
-                    .unwrap_or_else(|e| {
-                        panic!(
-                            "the package was finished before the kill ({e}): make it bigger: {}",
-                            server.log_text()
-                        )
-                    })
-                    .len();
                 eprintln!(
-                    "{engine:?}: killed with {size}..{built_so_far} bytes of the package \
-                     written, {:?} in",
+                    "{engine:?}: killed while the payload was read, {:?} in",
                     started.elapsed()
                 );
             }
@@ -332,8 +332,7 @@ async fn interrupted_build(how: Interrupt) {
                 // Exits 0 within the bound, the runtime waiting for no blocking build.
                 server.stop().await;
                 eprintln!(
-                    "{engine:?}: stopped {:?} after SIGTERM with {size} bytes of the package \
-                     written, {:?} in",
+                    "{engine:?}: stopped {:?} after SIGTERM while the payload was read, {:?} in",
                     asked.elapsed(),
                     started.elapsed()
                 );
@@ -342,7 +341,6 @@ async fn interrupted_build(how: Interrupt) {
                     log.contains("a release build was cut short"),
                     "the build was not cut short: {log}"
                 );
-                assert!(!temp.exists(), "the cut-short build left its file");
             }
         }
 
@@ -357,16 +355,18 @@ async fn interrupted_build(how: Interrupt) {
         );
         assert_eq!(app_state, "approved");
         let lapses = release.claimed_until.clone().unwrap();
-        assert_eq!(
-            blobs_on_disk(&data),
-            quarantined,
-            "a package reached the blob store"
+        // A package linked into the store by a build killed before it was recorded would be
+        // removed at the next start; none is recorded.
+        assert!(
+            blobs_on_disk(&data).len() <= 1,
+            "packages reached the blob store: {:?}",
+            blobs_on_disk(&data)
         );
 
         // The next start sweeps what is left and builds the release again, whole.
         let restarted = Instant::now();
         let mut server = Server::start_with(&data, url, root.path().join("second.log"), &settings);
-        assert!(!temp.exists(), "the half-written package was not swept");
+        assert_eq!(payloads(&data), [payload.clone()], "the payload is kept");
         // The same instance takes its own claim back at once, without waiting for it to lapse.
         loop {
             let (r, _) = release_row(&data, url, &id).await;
@@ -406,9 +406,20 @@ async fn interrupted_build(how: Interrupt) {
         let release = &detail["release"];
         assert_eq!(release["state"], "built", "{detail}");
         let package_sha = release["package_sha256"].as_str().unwrap().to_owned();
-        let mut expected = quarantined.clone();
-        expected.insert(package_sha.clone());
-        assert_eq!(blobs_on_disk(&data), expected);
+        assert_eq!(blobs_on_disk(&data), BTreeSet::from([package_sha.clone()]));
+        // The package is the payload, finished: one file under two names, not a copy.
+        {
+            use std::os::unix::fs::MetadataExt;
+            let linked = data
+                .join("blobs/sha256")
+                .join(&package_sha[..2])
+                .join(&package_sha[2..]);
+            let (a, b) = (
+                std::fs::metadata(&linked).unwrap(),
+                std::fs::metadata(&payload).unwrap(),
+            );
+            assert_eq!((a.dev(), a.ino()), (b.dev(), b.ino()));
+        }
         let acts = audit_actions(&server, &scene.auditor, &id).await;
         assert_eq!(
             acts.iter().filter(|a| *a == "release.built").count(),

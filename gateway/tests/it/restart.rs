@@ -104,6 +104,11 @@ impl Server {
         }
     }
 
+    /// The process id of the server.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.0.id()
+    }
+
     pub(crate) fn log_text(&self) -> String {
         read_log(&self.log)
     }

@@ -33,7 +33,7 @@ fn seen(path: &str) -> Seen {
     }
 }
 
-type Outcome = Result<Vec<Quarantined<<Seen as Inspect>::Report>>, QuarantineError>;
+type Outcome = Result<(Vec<Quarantined<<Seen as Inspect>::Report>>, Payload), QuarantineError>;
 
 const LIMITS: Limits = Limits {
     max_files: 100,
@@ -101,11 +101,11 @@ fn store() -> Store {
 }
 
 impl Store {
-    /// The temporary files once their removal in the background ran (at most 5 s).
+    /// The payload files left once their removal in the background ran (at most 5 s).
     async fn temp_files(&self) -> Vec<std::path::PathBuf> {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         loop {
-            let left: Vec<_> = std::fs::read_dir(self.dir.path().join("tmp"))
+            let left: Vec<_> = std::fs::read_dir(self.dir.path().join("blobs").join("quarantine"))
                 .map(|d| d.map(|e| e.unwrap().path()).collect())
                 .unwrap_or_default();
             if left.is_empty() || std::time::Instant::now() > deadline {
@@ -116,15 +116,28 @@ impl Store {
     }
 }
 
+/// A file read back out of its payload, as a preview reads it.
+fn read_back(p: &Payload, at: Location, size: u64) -> Vec<u8> {
+    use std::io::Read;
+    let seed = p.keys.seal_chunk(p.written.full_chunks, false, &p.written.held);
+    let file = std::fs::File::open(&p.file.path).unwrap();
+    let mut out = Vec::new();
+    crate::egress::payload::file_reader(file, p.keys.clone(), p.written.full_chunks, seed, at, size)
+        .unwrap()
+        .read_to_end(&mut out)
+        .unwrap();
+    out
+}
+
 async fn run(s: &Store, tar: Vec<u8>, chunk: usize, limits: &Limits) -> Outcome {
-    quarantine(stream_of(tar, chunk), &s.blobs, limits, seen).await
+    quarantine(stream_of(tar, chunk), &s.blobs, limits, 0, seen).await
 }
 
 fn refusals(r: Outcome) -> Vec<Refused> {
     match r {
         Err(QuarantineError::Refused(v)) => v,
         Err(e) => panic!("not a refusal: {e}"),
-        Ok(q) => panic!("accepted {} files", q.len()),
+        Ok(q) => panic!("accepted {} files", q.0.len()),
     }
 }
 
@@ -141,7 +154,7 @@ async fn files_are_stored_byte_exact_with_their_sha256_in_every_chunking() {
     let tar = b.into_inner().unwrap();
     for chunk in [1, 511, 512, 4096, 1 << 20] {
         let s = store();
-        let got = run(&s, tar.clone(), chunk, &LIMITS).await.unwrap();
+        let (got, payload) = run(&s, tar.clone(), chunk, &LIMITS).await.unwrap();
         let want: [(&str, &[u8]); 4] = [
             ("tables/counts.csv", b"id,n\n1,2\n"),
             (&long, b"long\n"),
@@ -153,16 +166,16 @@ async fn files_are_stored_byte_exact_with_their_sha256_in_every_chunking() {
             let sha = crate::sha256_hex(content);
             assert_eq!((q.path.as_str(), q.size), (path, content.len() as u64));
             assert_eq!(q.sha256, sha, "{path}");
-            assert_eq!(q.blob.sha256(), sha);
             assert_eq!(
                 q.report,
                 (path.to_owned(), q.size, sha.clone(), sha.clone())
             );
-            q.blob.commit().await.unwrap();
-            let stored = std::fs::read(s.blobs.path_of(&sha).unwrap()).unwrap();
+            let stored = read_back(&payload, q.location, q.size);
             assert!(stored == content, "{path}: byte-exact");
         }
-        assert!(s.temp_files().await.is_empty());
+        assert_eq!(s.temp_files().await.len(), 1, "the payload, until dropped");
+        drop(payload);
+        assert!(s.temp_files().await.is_empty(), "a payload not kept goes");
     }
 }
 
@@ -178,6 +191,8 @@ async fn links_devices_fifos_and_bad_names_are_all_refused_together() {
     raw(&mut b, b"../escape.csv", tar::EntryType::Regular, b"x");
     raw(&mut b, b"/etc/shadow", tar::EntryType::Regular, b"x");
     raw(&mut b, b"a\\b", tar::EntryType::Regular, b"x");
+    // A name a release cannot hold: `SHA256SUMS` would break on it.
+    raw(&mut b, b"new\nline.csv", tar::EntryType::Regular, b"x");
     file(&mut b, "again.csv", b"2\n");
     raw(&mut b, b"./again.csv", tar::EntryType::Regular, b"x");
     let s = store();
@@ -201,6 +216,7 @@ async fn links_devices_fifos_and_bad_names_are_all_refused_together() {
             ("../escape.csv", "bad path"),
             ("/etc/shadow", "bad path"),
             ("a\\\\b", "bad path"),
+            ("new\\nline.csv", "bad path"),
             ("again.csv", "bad path"),
         ]
     );
@@ -283,7 +299,7 @@ async fn limits_are_refused_with_what_passed_them() {
         max_file_bytes: 2000,
         max_total_bytes: 3510,
     };
-    assert_eq!(run(&s, tar, 512, &exact).await.unwrap().len(), 4);
+    assert_eq!(run(&s, tar, 512, &exact).await.unwrap().0.len(), 4);
     assert!(s.temp_files().await.is_empty());
 }
 
@@ -325,6 +341,7 @@ async fn folders_alone_a_broken_archive_and_a_failed_stream_are_refused() {
         futures_util::stream::iter(chunks).boxed(),
         &s.blobs,
         &LIMITS,
+        0,
         seen,
     )
     .await;

@@ -6,8 +6,7 @@ use serde_json::json;
 use super::super::{Error, Result};
 use crate::audit::NewEvent;
 use crate::auth::Caller;
-use crate::blobs::FinishedBlob;
-use crate::egress::quarantine::{self, Inspect, QuarantineError, Refused};
+use crate::egress::quarantine::{self, Inspect, Payload, QuarantineError, Refused};
 use crate::error::ErrorCode;
 use crate::state::AppState;
 use crate::store;
@@ -21,7 +20,7 @@ pub(super) struct Held {
     pub(super) path: String,
     pub(super) size: u64,
     pub(super) sha256: String,
-    pub(super) blob: FinishedBlob,
+    pub(super) location: store::egress::Location,
     pub(super) report: FileReport,
     pub(super) exception: Option<String>,
 }
@@ -30,6 +29,8 @@ pub(super) struct Held {
 pub(super) struct Checked {
     pub(super) sandbox: String,
     pub(super) files: Vec<Held>,
+    /// The payload they are in: removed unless kept once the round is recorded.
+    pub(super) payload: Payload,
     pub(super) request_findings: Vec<Finding>,
     pub(super) outcome: Outcome,
 }
@@ -90,12 +91,13 @@ pub(super) async fn copy_out(
         .sandboxes
         .backend
         .download_output(&spec, &hold.id, paths);
-    let copied = quarantine::quarantine(stream, &state.blobs, &limits, |path| {
+    let mtime = time::OffsetDateTime::now_utc().unix_timestamp().max(0) as u64;
+    let copied = quarantine::quarantine(stream, &state.blobs, &limits, mtime, |path| {
         Checker(policy::egress::FileChecker::new(path, &thresholds))
     })
     .await;
     hold.release(state).await;
-    let copied = match copied {
+    let (copied, payload) = match copied {
         Ok(c) => c,
         Err(QuarantineError::Internal(e)) => return Err(Error::Internal(e)),
         Err(QuarantineError::Source { kind, message }) => {
@@ -132,7 +134,7 @@ pub(super) async fn copy_out(
             path: q.path,
             size: q.size,
             sha256: q.sha256,
-            blob: q.blob,
+            location: q.location,
             report: q.report,
         })
         .collect();
@@ -179,8 +181,8 @@ pub(super) async fn copy_out(
             "the disclosure checks failed (add an exception to a file with --exception PATH=REASON to send it to the reviewers anyway): {}",
             blocking.join(" | ")
         );
-        // Nothing is kept: the temporary blobs go with `files`.
-        drop(files);
+        // Nothing is kept: the payload goes.
+        drop(payload);
         return Err(refuse(
             state,
             caller,
@@ -195,6 +197,7 @@ pub(super) async fn copy_out(
     Ok(Checked {
         sandbox: sb.id.clone(),
         files: std::mem::take(&mut files),
+        payload,
         request_findings,
         outcome,
     })

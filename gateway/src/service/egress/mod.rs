@@ -1,6 +1,7 @@
 //! Egress: the one way out. An analyst names files under a sandbox's `/vre/output`; the gateway
 //! holds the sandbox (no run writes the folder, nobody removes it), copies the files into
-//! quarantine in the blob store, hashing and checking each in one pass (`policy::egress`), and
+//! quarantine (the round's payload, `egress::payload`), hashing and checking each in one pass
+//! (`policy::egress`), and
 //! queues an application of kind `egress`. Reviewers outside the project read previews (each
 //! read audited); a quorum approves; the release builder (`egress::builder`) packages the files
 //! for the recipient the requester registered. Nothing here hands quarantined bytes back to the
@@ -199,8 +200,8 @@ pub async fn resubmit(
     record_round(state, tx, caller, row, round, &paths, checked, &now).await
 }
 
-/// Records a round's files and checks with their audit event, renames the blobs into the
-/// store and commits.
+/// Records a round's files, checks and payload with their audit event and commits; the
+/// payload is kept from then on.
 #[allow(clippy::too_many_arguments)]
 async fn record_round(
     state: &AppState,
@@ -223,12 +224,6 @@ async fn record_round(
         requested_at: now.to_owned(),
     };
     let mut files = Vec::with_capacity(checked.files.len());
-    let blobs: Vec<(&str, u64)> = checked
-        .files
-        .iter()
-        .map(|f| (f.sha256.as_str(), f.size))
-        .collect();
-    store::record_blobs(tx.conn(), &blobs).await?;
     for f in &checked.files {
         files.push(FileRow {
             application_id: app.id.clone(),
@@ -240,9 +235,30 @@ async fn record_round(
             outcome: f.report.outcome.as_str().into(),
             findings: findings_json(&f.report.findings).to_string(),
             exception: f.exception.clone(),
+            location: Some(f.location),
         });
     }
+    let payload = &checked.payload;
+    let stored = estore::Payload {
+        name: payload.file.name.clone(),
+        sealed_keys: crate::release::sealed::seal_keys(
+            &state.quarantine_key,
+            &payload.file.name,
+            &payload.keys,
+        ),
+        full_chunks: payload.written.full_chunks as i64,
+        seed: {
+            use base64::Engine;
+            let seed = payload.keys.seal_chunk(
+                payload.written.full_chunks,
+                false,
+                &payload.written.held,
+            );
+            base64::engine::general_purpose::STANDARD.encode(seed)
+        },
+    };
     estore::insert_round(tx.conn(), &round_row).await?;
+    estore::set_payload(tx.conn(), &app.id, round, &stored).await?;
     estore::insert_files(tx.conn(), &files).await?;
     tx.audit(NewEvent {
         actor: caller.sub.as_str(),
@@ -261,10 +277,10 @@ async fn record_round(
         }),
     })
     .await?;
-    // The blobs become visible only with their records; a crash in between leaves files the
-    // next start removes.
-    crate::blobs::commit_all(checked.files.into_iter().map(|f| f.blob).collect()).await?;
+    // The payload is kept once its round is recorded; a crash before leaves a file the next
+    // start removes.
     state.commit(tx).await?;
+    checked.payload.file.keep();
     Ok(Receipt {
         application: app,
         round: round_row,

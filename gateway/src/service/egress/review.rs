@@ -9,6 +9,7 @@ use super::super::{Error, Result, allow};
 use crate::audit::NewEvent;
 use crate::auth::Caller;
 use crate::error::ErrorCode;
+use crate::egress::payload::open_file;
 use crate::state::AppState;
 use crate::store;
 use crate::store::egress::{self as estore, FileRow, ReleaseRow, RoundRow};
@@ -96,18 +97,21 @@ pub async fn preview(
     path: &str,
     round: Option<i64>,
 ) -> Result<Preview> {
-    let (round, file) = quarantined(state, caller, id, path, round).await?;
-    let blob = state.blobs.path_of(&file.sha256)?;
-    let prefix = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
-        use std::io::Read;
-        let mut buf = Vec::with_capacity(PREVIEW_BYTES);
-        std::fs::File::open(blob)?
-            .take(PREVIEW_BYTES as u64)
-            .read_to_end(&mut buf)?;
-        Ok(buf)
-    })
-    .await
-    .map_err(|e| Error::internal(format!("reading a quarantined file: {e}")))??;
+    let (round, file, payload) = quarantined(state, caller, id, path, round).await?;
+    let prefix = {
+        let (state, file) = (state.clone(), file.clone());
+        tokio::task::spawn_blocking(move || -> anyhow::Result<Vec<u8>> {
+            use std::io::Read;
+            let mut buf = Vec::with_capacity(PREVIEW_BYTES);
+            open_file(&state.blobs, &state.quarantine_key, payload.as_ref(), &file)?
+                .take(PREVIEW_BYTES as u64)
+                .read_to_end(&mut buf)?;
+            Ok(buf)
+        })
+        .await
+        .map_err(|e| Error::internal(format!("reading a quarantined file: {e}")))?
+        .map_err(|e| Error::internal(format!("reading a quarantined file: {e:#}")))?
+    };
     let findings = stored_findings(&file.findings);
     use policy::egress::ContentType as C;
     use policy::egress::preview as p;
@@ -144,7 +148,7 @@ async fn quarantined(
     id: &str,
     path: &str,
     round: Option<i64>,
-) -> Result<(i64, FileRow)> {
+) -> Result<(i64, FileRow, Option<estore::Payload>)> {
     let mut conn = state.db.pool().acquire().await?;
     let app = crate::service::applications::seen(&mut conn, caller, id).await?;
     allow(caller, Action::QuarantineRead, app.standing)?;
@@ -169,7 +173,8 @@ async fn quarantined(
         .into_iter()
         .find(|f| f.path == path)
         .ok_or(Error::NotFound("file"))?;
-    Ok((round, file))
+    let payload = estore::payload(&mut conn, id, round).await?;
+    Ok((round, file, payload))
 }
 
 /// Records that `caller` read quarantined content of application `id`.
@@ -203,12 +208,54 @@ pub fn image_media_type(content_type: &str) -> Option<&'static str> {
 }
 
 /// A quarantined image opened whole for a reviewer to see.
-#[derive(Debug)]
 pub struct Image {
     pub file: FileRow,
     /// `image/png` or `image/jpeg`, as the egress checks typed the file by its content.
     pub media_type: &'static str,
-    pub content: tokio::fs::File,
+    /// Its bytes, read (and decrypted) on a blocking thread as they are sent.
+    pub content: ByteStream,
+}
+
+/// Bytes read on a blocking thread, a piece at a time, as a stream.
+pub(crate) type ByteStream = std::pin::Pin<
+    Box<dyn futures_util::Stream<Item = std::io::Result<axum::body::Bytes>> + Send>,
+>;
+
+/// Streams what `open` gives, read on a blocking thread, in pieces of 64 KiB (a few ahead).
+fn stream_blocking(
+    open: impl FnOnce() -> anyhow::Result<Box<dyn std::io::Read + Send>> + Send + 'static,
+) -> ByteStream {
+    use std::io::Read;
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<axum::body::Bytes>>(4);
+    tokio::task::spawn_blocking(move || {
+        let mut reader = match open() {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = tx.blocking_send(Err(std::io::Error::other(format!("{e:#}"))));
+                return;
+            }
+        };
+        loop {
+            let mut buf = vec![0u8; 64 * 1024];
+            match reader.read(&mut buf) {
+                Ok(0) => return,
+                Ok(n) => {
+                    buf.truncate(n);
+                    if tx.blocking_send(Ok(buf.into())).is_err() {
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    return;
+                }
+            }
+        }
+    });
+    Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }))
 }
 
 /// One quarantined file whole, for the reviewers who may preview it, as an audited read;
@@ -220,7 +267,7 @@ pub async fn image(
     path: &str,
     round: Option<i64>,
 ) -> Result<Image> {
-    let (round, file) = quarantined(state, caller, id, path, round).await?;
+    let (round, file, payload) = quarantined(state, caller, id, path, round).await?;
     let Some(media_type) = image_media_type(&file.content_type) else {
         return Err(Error::Unsupported {
             code: ErrorCode::NotImage,
@@ -230,7 +277,12 @@ pub async fn image(
             ),
         });
     };
-    let content = tokio::fs::File::open(state.blobs.path_of(&file.sha256)?).await?;
+    let content = {
+        let (state, file) = (state.clone(), file.clone());
+        stream_blocking(move || {
+            open_file(&state.blobs, &state.quarantine_key, payload.as_ref(), &file)
+        })
+    };
     audit_read(
         state,
         caller,
