@@ -23,6 +23,7 @@
 //! - `open.rs`: [`open`], the analyst's side: decrypt, decompress, unpack strictly, verify.
 //! - `keys.rs`: [`new_identity`], [`parse_recipient`] (X25519 `age1…` only).
 //! - `metadata.rs`: [`ro_crate`], the RO-Crate 1.1 metadata and its mapping.
+//! - `sealed.rs`: an age payload written in pieces before its recipient is known, read at random.
 //!
 //! Everything here is blocking; async callers use `spawn_blocking`.
 
@@ -30,6 +31,7 @@ mod keys;
 mod metadata;
 mod open;
 mod package;
+pub mod sealed;
 mod stages;
 
 #[cfg(test)]
