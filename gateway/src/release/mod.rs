@@ -25,6 +25,7 @@
 //! - `open.rs`: [`open`], the analyst's side: decrypt, decompress, unpack strictly, verify.
 //! - `keys.rs`: [`new_identity`], [`parse_recipient`] (X25519 `age1…` only).
 //! - `metadata.rs`: [`ro_crate`], the RO-Crate 1.1 metadata and its mapping.
+//! - `sealed.rs`: an age payload written in pieces before its recipient is known, read at random.
 //!
 //! Everything here is blocking; async callers use `spawn_blocking`.
 
@@ -33,6 +34,7 @@ mod metadata;
 mod open;
 mod finish;
 pub(crate) mod package;
+pub mod sealed;
 pub(crate) mod stages;
 
 #[cfg(test)]
