@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The architecture's invariants, checked mechanically (see ARCHITECTURE.md):
-# - `policy` does no IO: it depends on no async runtime, database, HTTP or Docker crate.
+# - `policy` does no IO: it depends on no async runtime, database, HTTP or Docker crate; nor
+#   does `payload-seal` (the quarantine's format: it reads and writes what it is handed).
 # - only `sandbox-runner` (when present) depends on bollard.
 # - the gateway's storage (`gateway/src/store/`) depends on no workflow module: not on the
 #   services, ingress, sandboxes, the HTTP API or the background workers, which build on it.
@@ -33,12 +34,18 @@ tree() {
 }
 
 fail=0
-policy_deps=$(tree policy)
-for forbidden in tokio sqlx axum hyper reqwest bollard; do
-    if grep -q "^$forbidden v" <<<"$policy_deps"; then
-        echo "invariant broken: policy depends on $forbidden" >&2
-        fail=1
-    fi
+for pure in policy payload-seal; do
+    case " $pkgs " in
+    *" $pure "*) ;;
+    *) continue ;;
+    esac
+    pure_deps=$(tree "$pure")
+    for forbidden in tokio sqlx axum hyper reqwest bollard; do
+        if grep -q "^$forbidden v" <<<"$pure_deps"; then
+            echo "invariant broken: $pure depends on $forbidden" >&2
+            fail=1
+        fi
+    done
 done
 for pkg in $pkgs; do
     [ "$pkg" = sandbox-runner ] && continue

@@ -184,11 +184,30 @@ async fn build_claimed(state: &AppState, id: &str, me: &str) -> anyhow::Result<(
     let _cut_short = SetOnDrop(cancel.clone());
     let built = match payload {
         Some(p) => {
-            finish_payload(state, id, &p, &files, metadata, &release.recipient, mtime, cancel)
-                .await?
+            finish_payload(
+                state,
+                id,
+                &p,
+                &files,
+                metadata,
+                &release.recipient,
+                mtime,
+                cancel,
+            )
+            .await?
         }
-        None => build_from_blobs(state, id, &files, metadata, &release.recipient, mtime, cancel)
-            .await?,
+        None => {
+            build_from_blobs(
+                state,
+                id,
+                &files,
+                metadata,
+                &release.recipient,
+                mtime,
+                cancel,
+            )
+            .await?
+        }
     };
     record(state, id, me, &files, &release, built).await
 }

@@ -148,7 +148,10 @@ pub enum QuarantineError {
 /// What the writer thread is told.
 enum Op {
     /// A new file begins.
-    Start { path: String, size: u64 },
+    Start {
+        path: String,
+        size: u64,
+    },
     Data(Bytes),
     /// The file ends.
     End,
@@ -393,11 +396,7 @@ pub async fn quarantine<I: Inspect>(
     let abandon = abandoned.clone();
     // Belongs to this request and is awaited before it answers: not among the `Workers`.
     let writer = tokio::task::spawn_blocking(move || {
-        write_payload(
-            rx,
-            PayloadWriter::start(out, writer_keys, mtime)?,
-            &abandon,
-        )
+        write_payload(rx, PayloadWriter::start(out, writer_keys, mtime)?, &abandon)
     });
     let mut tx = Some(tx);
     let mut scanner = TarScanner::default();

@@ -181,8 +181,10 @@ fn read_chunks(
 /// SHA-256, under `files/` (with the folders above them), and nothing else.
 fn check_tar(plain: ChannelReader, files: &[Approved]) -> Result<(), BuildError> {
     let altered = |why: String| BuildError::Altered(why);
-    let mut want: HashMap<&str, (&Approved, bool)> =
-        files.iter().map(|f| (f.name.as_str(), (f, false))).collect();
+    let mut want: HashMap<&str, (&Approved, bool)> = files
+        .iter()
+        .map(|f| (f.name.as_str(), (f, false)))
+        .collect();
     let decoder = zstd::stream::read::Decoder::new(plain)?;
     let mut tar = tar::Archive::new(decoder);
     let prefix = format!("{FILES_DIR}/");
@@ -200,7 +202,9 @@ fn check_tar(plain: ChannelReader, files: &[Approved]) -> Result<(), BuildError>
             return Err(altered(format!("its tar holds {path:?}, not approved")));
         };
         if !kind.is_file() || *seen {
-            return Err(altered(format!("its tar holds {path:?} twice or not as a file")));
+            return Err(altered(format!(
+                "its tar holds {path:?} twice or not as a file"
+            )));
         }
         *seen = true;
         let mut hasher = Sha256::new();

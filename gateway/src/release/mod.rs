@@ -25,16 +25,16 @@
 //! - `open.rs`: [`open`], the analyst's side: decrypt, decompress, unpack strictly, verify.
 //! - `keys.rs`: [`new_identity`], [`parse_recipient`] (X25519 `age1…` only).
 //! - `metadata.rs`: [`ro_crate`], the RO-Crate 1.1 metadata and its mapping.
-//! - `sealed.rs`: an age payload written in pieces before its recipient is known, read at random.
+//! - [`sealed`] (the `payload-seal` crate): an age payload written in pieces before its
+//!   recipient is known, read at random.
 //!
 //! Everything here is blocking; async callers use `spawn_blocking`.
 
+mod finish;
 mod keys;
 mod metadata;
 mod open;
-mod finish;
 pub(crate) mod package;
-pub mod sealed;
 pub(crate) mod stages;
 
 #[cfg(test)]
@@ -51,6 +51,8 @@ pub use metadata::{
 };
 pub use open::{MAX_ENTRIES, OpenError, Opened, open};
 pub use package::{BuildError, Built, PackageFile, build, sha256sums};
+/// The payload format of the quarantine (its own crate, `payload-seal`).
+pub use payload_seal as sealed;
 
 /// The folder of the released files inside a package.
 pub const FILES_DIR: &str = "files";

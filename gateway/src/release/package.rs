@@ -257,7 +257,11 @@ pub(crate) fn header(kind: tar::EntryType, size: u64, mode: u32, mtime: u64) -> 
     h
 }
 
-pub(crate) fn append_dir<W: Write>(tar: &mut tar::Builder<W>, path: &str, mtime: u64) -> io::Result<()> {
+pub(crate) fn append_dir<W: Write>(
+    tar: &mut tar::Builder<W>,
+    path: &str,
+    mtime: u64,
+) -> io::Result<()> {
     let mut h = header(tar::EntryType::Directory, 0, 0o755, mtime);
     tar.append_data(&mut h, path, io::empty())
 }

@@ -490,10 +490,7 @@ async fn a_quarantined_file_altered_on_disk_refuses_the_release() {
         return;
     }
     // Text of ~400 KB: its payload holds whole chunks on disk, not only the seed.
-    let s = scene(
-        "cd /vre/output && head -c 300000 /dev/urandom | base64 > notes.txt",
-    )
-    .await;
+    let s = scene("cd /vre/output && head -c 300000 /dev/urandom | base64 > notes.txt").await;
     let (st, r) = request(&s, &["notes.txt"], json!({})).await;
     assert_eq!(st, StatusCode::CREATED, "{r}");
     let id = r["id"].as_str().unwrap().to_owned();

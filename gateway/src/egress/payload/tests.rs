@@ -100,8 +100,14 @@ pub(crate) fn sample() -> Vec<(String, Vec<u8>)> {
         ("big.bin".into(), noise(3 * FRAME + 12_345, 7)),
         ("tables/by age/counts.csv".into(), table),
         ("tables/empty.txt".into(), Vec::new()),
-        (format!("deep/{}/x.txt", "long-name".repeat(20)), b"x\n".to_vec()),
-        ("r\u{e9}sum\u{e9}.txt".into(), "données\n".as_bytes().to_vec()),
+        (
+            format!("deep/{}/x.txt", "long-name".repeat(20)),
+            b"x\n".to_vec(),
+        ),
+        (
+            "r\u{e9}sum\u{e9}.txt".into(),
+            "données\n".as_bytes().to_vec(),
+        ),
     ]
 }
 
@@ -127,7 +133,10 @@ fn files_read_back_from_their_place_and_the_finished_payload_is_their_release() 
     let files = sample();
     let made = write(tmp.path(), &files, 1_764_777_600);
     assert_eq!(made.written.locations.len(), files.len());
-    assert!(made.written.full_chunks > 40, "the payload spans many chunks");
+    assert!(
+        made.written.full_chunks > 40,
+        "the payload spans many chunks"
+    );
     // The header's space is kept, zero, until the release is made.
     let before = std::fs::read(&made.path).unwrap();
     assert!(before[..sealed::HEADER_LEN].iter().all(|&b| b == 0));
@@ -144,8 +153,8 @@ fn files_read_back_from_their_place_and_the_finished_payload_is_their_release() 
     assert_eq!(built.size, package.len() as u64);
     assert_eq!(built.sha256, crate::sha256_hex(&package));
     // The whole chunks were not written again: only the header before them and the tail.
-    let body = sealed::PREFIX_LEN as usize
-        + made.written.full_chunks as usize * sealed::SEALED_CHUNK;
+    let body =
+        sealed::PREFIX_LEN as usize + made.written.full_chunks as usize * sealed::SEALED_CHUNK;
     assert!(package[sealed::HEADER_LEN..body] == before[sealed::HEADER_LEN..body]);
 
     let dest = tmp.path().join("opened");
@@ -178,7 +187,10 @@ fn an_altered_payload_is_refused_and_left_as_it_was() {
         Err(BuildError::Altered(why)) => assert!(why.contains("chunk 1"), "{why}"),
         other => panic!("{other:?}"),
     }
-    assert!(std::fs::read(&made.path).unwrap() == bytes, "nothing written");
+    assert!(
+        std::fs::read(&made.path).unwrap() == bytes,
+        "nothing written"
+    );
     // A preview of the file in that chunk fails too, rather than show other bytes.
     let mut out = Vec::new();
     let read = file_reader(

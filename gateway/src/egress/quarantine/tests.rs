@@ -119,13 +119,22 @@ impl Store {
 /// A file read back out of its payload, as a preview reads it.
 fn read_back(p: &Payload, at: Location, size: u64) -> Vec<u8> {
     use std::io::Read;
-    let seed = p.keys.seal_chunk(p.written.full_chunks, false, &p.written.held);
+    let seed = p
+        .keys
+        .seal_chunk(p.written.full_chunks, false, &p.written.held);
     let file = std::fs::File::open(&p.file.path).unwrap();
     let mut out = Vec::new();
-    crate::egress::payload::file_reader(file, p.keys.clone(), p.written.full_chunks, seed, at, size)
-        .unwrap()
-        .read_to_end(&mut out)
-        .unwrap();
+    crate::egress::payload::file_reader(
+        file,
+        p.keys.clone(),
+        p.written.full_chunks,
+        seed,
+        at,
+        size,
+    )
+    .unwrap()
+    .read_to_end(&mut out)
+    .unwrap();
     out
 }
 

@@ -249,11 +249,10 @@ async fn record_round(
         full_chunks: payload.written.full_chunks as i64,
         seed: {
             use base64::Engine;
-            let seed = payload.keys.seal_chunk(
-                payload.written.full_chunks,
-                false,
-                &payload.written.held,
-            );
+            let seed =
+                payload
+                    .keys
+                    .seal_chunk(payload.written.full_chunks, false, &payload.written.held);
             base64::engine::general_purpose::STANDARD.encode(seed)
         },
     };

@@ -8,8 +8,8 @@ use serde_json::json;
 use super::super::{Error, Result, allow};
 use crate::audit::NewEvent;
 use crate::auth::Caller;
-use crate::error::ErrorCode;
 use crate::egress::payload::open_file;
+use crate::error::ErrorCode;
 use crate::state::AppState;
 use crate::store;
 use crate::store::egress::{self as estore, FileRow, ReleaseRow, RoundRow};
@@ -217,9 +217,8 @@ pub struct Image {
 }
 
 /// Bytes read on a blocking thread, a piece at a time, as a stream.
-pub(crate) type ByteStream = std::pin::Pin<
-    Box<dyn futures_util::Stream<Item = std::io::Result<axum::body::Bytes>> + Send>,
->;
+pub(crate) type ByteStream =
+    std::pin::Pin<Box<dyn futures_util::Stream<Item = std::io::Result<axum::body::Bytes>> + Send>>;
 
 /// Streams what `open` gives, read on a blocking thread, in pieces of 64 KiB (a few ahead).
 fn stream_blocking(

@@ -117,9 +117,10 @@ impl PayloadKeys {
     /// reason), exactly [`HEADER_LEN`] bytes:
     /// `age-encryption.org/v1\n-> X25519 <share>\n<wrapped key>\n--- <mac>\n`.
     pub fn header(&self, recipient: &str) -> Result<Vec<u8>, String> {
-        let recipient: age::x25519::Recipient = super::parse_recipient(recipient)?
+        let recipient: age::x25519::Recipient = recipient
+            .trim()
             .parse()
-            .map_err(|e| format!("not a valid age X25519 recipient ({e})"))?;
+            .map_err(|e| format!("not an age X25519 recipient (age1…): {e}"))?;
         let file_key = FileKey::new(Box::new(self.file_key));
         let (stanzas, _) = age::Recipient::wrap_file_key(&recipient, &file_key)
             .map_err(|e| format!("the file key could not be wrapped: {e}"))?;
