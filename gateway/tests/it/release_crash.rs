@@ -366,7 +366,11 @@ async fn interrupted_build(how: Interrupt) {
         // The next start sweeps what is left and builds the release again, whole.
         let restarted = Instant::now();
         let mut server = Server::start_with(&data, url, root.path().join("second.log"), &settings);
-        assert_eq!(payloads(&data), [payload.clone()], "the payload is kept");
+        assert_eq!(
+            payloads(&data),
+            std::slice::from_ref(&payload),
+            "the payload is kept"
+        );
         // The same instance takes its own claim back at once, without waiting for it to lapse.
         loop {
             let (r, _) = release_row(&data, url, &id).await;
