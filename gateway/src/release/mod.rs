@@ -4,11 +4,13 @@
 //!
 //! ```text
 //! age (X25519, to the analyst's recipient)
-//!  └─ zstd (one frame per MiB of tar, each with its checksum)
-//!      └─ tar (GNU headers; mtime = the release time, uid/gid 0, no user names,
-//!              0644 files, 0755 folders)
-//!          ├─ files/…                   the released files, sorted by name, each folder
-//!          │                            before what it holds
+//!  └─ zstd (frames of at most a MiB of tar, each with its checksum; from a payload, a
+//!      │     frame also begins at each file)
+//!      └─ tar (GNU headers; uid/gid 0, no user names, 0644 files, 0755 folders; mtime the
+//!              request's time for the files of a payload, else the release time)
+//!          ├─ files/…                   the released files, each folder before what it
+//!          │                            holds (in the order they were copied out of the
+//!          │                            sandbox; sorted by name when built from blobs)
 //!          ├─ SHA256SUMS                "<hex>  files/<name>" per file (`sha256sum -c`)
 //!          └─ ro-crate-metadata.json    RO-Crate 1.1: files, runs, checks, decisions
 //! ```
