@@ -10,6 +10,12 @@ ALTER TABLE egress_rounds ADD COLUMN payload TEXT;
 ALTER TABLE egress_rounds ADD COLUMN sealed_keys TEXT;
 ALTER TABLE egress_rounds ADD COLUMN full_chunks BIGINT;
 ALTER TABLE egress_rounds ADD COLUMN seed TEXT;
+-- The age header for the recipient the requester had registered at the request (sealed), and
+-- the package's SHA-256 begun over it, the nonce and the whole chunks: a release approved for
+-- that recipient ends the digest with its tail instead of hashing the chunks again.
+ALTER TABLE egress_rounds ADD COLUMN header_recipient TEXT;
+ALTER TABLE egress_rounds ADD COLUMN sealed_header TEXT;
+ALTER TABLE egress_rounds ADD COLUMN package_hash TEXT;
 
 -- Where a file is in its round's payload: the offset of the zstd frame its tar entry begins
 -- in, and how many bytes of tar come before its data from there. A file in a payload is not a

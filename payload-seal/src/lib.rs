@@ -27,10 +27,9 @@ use std::io::{self, Read, Seek, SeekFrom};
 use age_core::format::{FileKey, Stanza};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
-use chacha20poly1305::aead::{AeadInPlace, KeyInit};
-use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce, Tag};
 use hkdf::Hkdf;
 use hmac::{Hmac, Mac};
+use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, Tag, UnboundKey};
 use sha2::Sha256;
 
 /// Plaintext per chunk.
@@ -60,7 +59,7 @@ const SEALED_KEYS_LEN: usize = 12 + 32 + TAG_LEN;
 pub struct PayloadKeys {
     file_key: [u8; FILE_KEY_LEN],
     nonce: [u8; NONCE_LEN],
-    payload: ChaCha20Poly1305,
+    payload: LessSafeKey,
 }
 
 impl std::fmt::Debug for PayloadKeys {
@@ -104,7 +103,7 @@ impl PayloadKeys {
         Self {
             file_key,
             nonce,
-            payload: ChaCha20Poly1305::new(&Key::from(key)),
+            payload: aead_key(&key),
         }
     }
 
@@ -182,13 +181,50 @@ impl PayloadKeys {
         out.extend_from_slice(plain);
         let tag = self
             .payload
-            .encrypt_in_place_detached(&stream_nonce(counter, last), b"", &mut out[start..])
+            .seal_in_place_separate_tag(
+                stream_nonce(counter, last),
+                Aad::empty(),
+                &mut out[start..],
+            )
             .expect("a chunk is far below ChaCha20-Poly1305's limit");
-        out.extend_from_slice(&tag);
+        out.extend_from_slice(tag.as_ref());
+    }
+
+    /// Opens chunk `counter` (`sealed`: ciphertext and tag) onto the end of `out`: its
+    /// plaintext is appended once it authenticates (one copy, decrypted where it lands), and
+    /// `out` is left as it was otherwise.
+    pub fn open_chunk_onto(
+        &self,
+        counter: u64,
+        last: bool,
+        sealed: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), ChunkError> {
+        let Some(at) = sealed.len().checked_sub(TAG_LEN) else {
+            return Err(ChunkError::TooShort {
+                counter,
+                len: sealed.len(),
+            });
+        };
+        let tag = tag_of(&sealed[at..]);
+        let start = out.len();
+        out.extend_from_slice(&sealed[..at]);
+        let opened = self.payload.open_in_place_separate_tag(
+            stream_nonce(counter, last),
+            Aad::empty(),
+            tag,
+            &mut out[start..],
+            0..,
+        );
+        if opened.is_err() {
+            out.truncate(start);
+            return Err(ChunkError::Forged { counter });
+        }
+        Ok(())
     }
 
     /// Opens chunk `counter` in place: `buf` (ciphertext and tag) becomes its plaintext once
-    /// it authenticates, and is left as it was otherwise.
+    /// it authenticates, and is emptied otherwise (nothing unauthenticated is left in it).
     pub fn open_chunk_in_place(
         &self,
         counter: u64,
@@ -201,12 +237,18 @@ impl PayloadKeys {
                 len: buf.len(),
             });
         };
-        let mut tag = [0u8; TAG_LEN];
-        tag.copy_from_slice(&buf[at..]);
-        let tag = Tag::from(tag);
-        self.payload
-            .decrypt_in_place_detached(&stream_nonce(counter, last), b"", &mut buf[..at], &tag)
-            .map_err(|_| ChunkError::Forged { counter })?;
+        let tag = tag_of(&buf[at..]);
+        let opened = self.payload.open_in_place_separate_tag(
+            stream_nonce(counter, last),
+            Aad::empty(),
+            tag,
+            &mut buf[..at],
+            0..,
+        );
+        if opened.is_err() {
+            buf.clear();
+            return Err(ChunkError::Forged { counter });
+        }
         buf.truncate(at);
         Ok(())
     }
@@ -226,7 +268,19 @@ fn stream_nonce(counter: u64, last: bool) -> Nonce {
     let mut n = [0u8; 12];
     n[3..11].copy_from_slice(&counter.to_be_bytes());
     n[11] = u8::from(last);
-    Nonce::from(n)
+    Nonce::assume_unique_for_key(n)
+}
+
+/// A ChaCha20-Poly1305 key (ring's: about twice as fast here as a portable one).
+fn aead_key(key: &[u8; 32]) -> LessSafeKey {
+    LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, key).expect("a 32-byte key"))
+}
+
+/// A tag of [`TAG_LEN`] bytes (`b` is one).
+fn tag_of(b: &[u8]) -> Tag {
+    let mut tag = [0u8; TAG_LEN];
+    tag.copy_from_slice(b);
+    Tag::from(tag)
 }
 
 /// A header stanza: `-> tag args…`, then the body in base64 lines of 64 characters, the
@@ -491,25 +545,60 @@ impl<R: Read + Seek> Read for PayloadReader<R> {
     }
 }
 
-/// Seals the 32 bytes of `keys` for the database under the gateway's quarantine key
-/// (ChaCha20-Poly1305, a random nonce, `context` as associated data, so that a sealed key
-/// moved elsewhere does not open), as standard base64.
-pub fn seal_keys(master: &[u8; 32], context: &str, keys: &PayloadKeys) -> String {
+/// Seals `plain` for the database under the gateway's quarantine key (ChaCha20-Poly1305, a
+/// random nonce, `context` as associated data, so that what is sealed for one payload does not
+/// open for another), as standard base64: nonce, ciphertext, tag.
+pub fn seal_bytes(master: &[u8; 32], context: &str, plain: &[u8]) -> String {
     let mut nonce = [0u8; 12];
     getrandom::fill(&mut nonce).expect("the OS has randomness");
-    let mut sealed = Vec::with_capacity(SEALED_KEYS_LEN);
+    let mut sealed = Vec::with_capacity(12 + plain.len() + TAG_LEN);
     sealed.extend_from_slice(&nonce);
-    sealed.extend_from_slice(&keys.to_bytes());
-    let tag = ChaCha20Poly1305::new(&Key::from(*master))
-        .encrypt_in_place_detached(&Nonce::from(nonce), context.as_bytes(), &mut sealed[12..])
-        .expect("32 bytes are far below ChaCha20-Poly1305's limit");
-    sealed.extend_from_slice(&tag);
+    sealed.extend_from_slice(plain);
+    let tag = aead_key(master)
+        .seal_in_place_separate_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(context.as_bytes()),
+            &mut sealed[12..],
+        )
+        .expect("a few bytes are far below ChaCha20-Poly1305's limit");
+    sealed.extend_from_slice(tag.as_ref());
     STANDARD.encode(sealed)
+}
+
+/// What [`seal_bytes`] sealed under `master` for `context`.
+pub fn open_bytes(master: &[u8; 32], context: &str, sealed: &str) -> Result<Vec<u8>, String> {
+    let mut raw = STANDARD
+        .decode(sealed)
+        .map_err(|e| format!("sealed bytes are not base64 ({e})"))?;
+    if raw.len() < 12 + TAG_LEN {
+        return Err(format!("sealed bytes are too short ({} bytes)", raw.len()));
+    }
+    let tag = tag_of(&raw[raw.len() - TAG_LEN..]);
+    raw.truncate(raw.len() - TAG_LEN);
+    let (nonce, body) = raw.split_at_mut(12);
+    let nonce: [u8; 12] = (&*nonce).try_into().expect("12 bytes");
+    aead_key(master)
+        .open_in_place_separate_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(context.as_bytes()),
+            tag,
+            body,
+            0..,
+        )
+        .map_err(|_| {
+            "sealed bytes do not open: another quarantine key or context, or altered".to_string()
+        })?;
+    Ok(body.to_vec())
+}
+
+/// Seals the 32 bytes of `keys` for the database ([`seal_bytes`]).
+pub fn seal_keys(master: &[u8; 32], context: &str, keys: &PayloadKeys) -> String {
+    seal_bytes(master, context, &keys.to_bytes())
 }
 
 /// The keys [`seal_keys`] sealed under `master` for `context`.
 pub fn open_keys(master: &[u8; 32], context: &str, sealed: &str) -> Result<PayloadKeys, String> {
-    let mut raw = STANDARD
+    let raw = STANDARD
         .decode(sealed)
         .map_err(|e| format!("sealed payload keys are not base64 ({e})"))?;
     if raw.len() != SEALED_KEYS_LEN {
@@ -518,24 +607,128 @@ pub fn open_keys(master: &[u8; 32], context: &str, sealed: &str) -> Result<Paylo
             raw.len()
         ));
     }
-    let (nonce, rest) = raw.split_at_mut(12);
-    let (body, tag) = rest.split_at_mut(32);
-    let nonce: [u8; 12] = (&*nonce).try_into().expect("12 bytes");
-    let tag: [u8; TAG_LEN] = (&*tag).try_into().expect("16 bytes");
-    ChaCha20Poly1305::new(&Key::from(*master))
-        .decrypt_in_place_detached(
-            &Nonce::from(nonce),
-            context.as_bytes(),
-            body,
-            &Tag::from(tag),
-        )
-        .map_err(|_| {
-            "sealed payload keys do not open: another quarantine key or context, or altered"
-                .to_string()
-        })?;
-    let mut b = [0u8; 32];
-    b.copy_from_slice(body);
+    let body = open_bytes(master, context, sealed).map_err(|_| {
+        "sealed payload keys do not open: another quarantine key or context, or altered".to_string()
+    })?;
+    let b: [u8; 32] = body.as_slice().try_into().expect("32 bytes");
     Ok(PayloadKeys::from_bytes(&b))
+}
+
+/// SHA-256 that can be stopped, kept and resumed: a package's digest is begun as its payload
+/// is written (the header for the recipient of the time, the nonce, the whole chunks) and
+/// ended at approval with the tail, so that the build does not hash the chunks again.
+#[derive(Clone)]
+pub struct ResumableSha256 {
+    state: [u32; 8],
+    /// Bytes hashed so far.
+    len: u64,
+    /// Less than a block, waiting for the rest of it.
+    buf: Vec<u8>,
+}
+
+/// A block of 64 bytes (`b` is one).
+fn block(b: &[u8]) -> [u8; 64] {
+    b.try_into().expect("a block is 64 bytes")
+}
+
+/// SHA-256's initial state.
+const SHA256_IV: [u32; 8] = [
+    0x6a09_e667,
+    0xbb67_ae85,
+    0x3c6e_f372,
+    0xa54f_f53a,
+    0x510e_527f,
+    0x9b05_688c,
+    0x1f83_d9ab,
+    0x5be0_cd19,
+];
+
+/// Blocks handed to the compression function at once.
+const SHA_BATCH: usize = 1024;
+
+impl Default for ResumableSha256 {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ResumableSha256 {
+    pub fn new() -> Self {
+        ResumableSha256 {
+            state: SHA256_IV,
+            len: 0,
+            buf: Vec::with_capacity(64),
+        }
+    }
+
+    pub fn update(&mut self, mut data: &[u8]) {
+        self.len += data.len() as u64;
+        if !self.buf.is_empty() {
+            let take = (64 - self.buf.len()).min(data.len());
+            self.buf.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.buf.len() < 64 {
+                return;
+            }
+            sha2::compress256(&mut self.state, &[block(&self.buf).into()]);
+            self.buf.clear();
+        }
+        let whole = data.len() / 64 * 64;
+        let mut blocks = Vec::with_capacity(SHA_BATCH.min(whole / 64));
+        for batch in data[..whole].chunks(SHA_BATCH * 64) {
+            blocks.clear();
+            for b in batch.chunks_exact(64) {
+                blocks.push(block(b).into());
+            }
+            sha2::compress256(&mut self.state, &blocks);
+        }
+        self.buf.extend_from_slice(&data[whole..]);
+    }
+
+    pub fn finalize(mut self) -> [u8; 32] {
+        let bits = self.len.wrapping_mul(8);
+        let mut tail = std::mem::take(&mut self.buf);
+        tail.push(0x80);
+        while tail.len() % 64 != 56 {
+            tail.push(0);
+        }
+        tail.extend_from_slice(&bits.to_be_bytes());
+        let blocks: Vec<_> = tail.chunks_exact(64).map(|b| block(b).into()).collect();
+        sha2::compress256(&mut self.state, &blocks);
+        let mut out = [0u8; 32];
+        for (o, w) in out.chunks_exact_mut(4).zip(self.state) {
+            o.copy_from_slice(&w.to_be_bytes());
+        }
+        out
+    }
+
+    /// The state, to keep: 32 bytes of state, 8 of length, then what waits for a block.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(40 + self.buf.len());
+        for w in self.state {
+            out.extend_from_slice(&w.to_be_bytes());
+        }
+        out.extend_from_slice(&self.len.to_be_bytes());
+        out.extend_from_slice(&self.buf);
+        out
+    }
+
+    /// A state [`ResumableSha256::to_bytes`] kept; None for anything else.
+    pub fn from_bytes(b: &[u8]) -> Option<Self> {
+        if b.len() < 40 || b.len() >= 40 + 64 {
+            return None;
+        }
+        let mut state = [0u32; 8];
+        for (w, c) in state.iter_mut().zip(b[..32].chunks_exact(4)) {
+            *w = u32::from_be_bytes(c.try_into().ok()?);
+        }
+        let len = u64::from_be_bytes(b[32..40].try_into().ok()?);
+        let buf = b[40..].to_vec();
+        if len % 64 != buf.len() as u64 {
+            return None;
+        }
+        Some(ResumableSha256 { state, len, buf })
+    }
 }
 
 #[cfg(test)]

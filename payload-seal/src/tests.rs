@@ -412,16 +412,26 @@ fn single_chunks_open_only_as_sealed() {
     );
     let again = PayloadKeys::from_bytes(&keys.to_bytes());
     assert_eq!(again.open_chunk(5, false, &sealed).unwrap(), b"held back");
-    // A failed open leaves the buffer as it was.
+    // A failed open leaves nothing in the buffer.
     let mut buf = sealed.clone();
     buf[3] ^= 4;
-    let before = buf.clone();
+    let altered = buf.clone();
     assert!(keys.open_chunk_in_place(5, false, &mut buf).is_err());
-    assert_eq!(buf, before);
+    assert!(buf.is_empty());
+    let buf = altered;
     assert_eq!(
         keys.open_chunk(0, false, &[1, 2, 3]),
         Err(ChunkError::TooShort { counter: 0, len: 3 })
     );
+    // Opened onto a buffer: appended once it authenticates, nothing added otherwise.
+    let mut out = b"before:".to_vec();
+    keys.open_chunk_onto(5, false, &sealed, &mut out).unwrap();
+    assert_eq!(out, b"before:held back");
+    assert_eq!(
+        keys.open_chunk_onto(5, false, &buf, &mut out),
+        Err(ChunkError::Forged { counter: 5 })
+    );
+    assert_eq!(out, b"before:held back");
 }
 
 #[test]
@@ -480,4 +490,48 @@ fn sealing_reuses_one_buffer_for_its_output() {
     );
     assert_eq!(sealer.counter(), 8 * 16 - 1);
     assert_eq!(sealer.held().len(), CHUNK);
+}
+
+#[test]
+fn a_resumable_sha256_is_sha256_however_it_is_cut_and_kept() {
+    use sha2::Digest;
+    let data: Vec<u8> = (0..300_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
+        .collect();
+    for len in [0, 1, 55, 56, 63, 64, 65, 119, 128, 4096, 65_537, 300_000] {
+        let whole = &data[..len];
+        let want: [u8; 32] = sha2::Sha256::digest(whole).into();
+        for cut in [0, 1, 63, 64, 100, len / 2, len] {
+            let cut = cut.min(len);
+            let mut h = ResumableSha256::new();
+            h.update(&whole[..cut]);
+            let kept = h.to_bytes();
+            let mut h = ResumableSha256::from_bytes(&kept).expect("a kept state");
+            for piece in whole[cut..].chunks(777) {
+                h.update(piece);
+            }
+            assert_eq!(h.finalize(), want, "len {len}, cut {cut}");
+        }
+    }
+    // What is not a kept state is refused.
+    assert!(ResumableSha256::from_bytes(&[0u8; 39]).is_none());
+    let mut kept = ResumableSha256::new();
+    kept.update(b"abc");
+    let mut bytes = kept.to_bytes();
+    bytes.push(1);
+    assert!(ResumableSha256::from_bytes(&bytes).is_none());
+}
+
+#[test]
+fn sealed_bytes_open_only_as_sealed() {
+    let master = [7u8; 32];
+    let sealed = seal_bytes(&master, "p-1/header", b"a header");
+    assert_eq!(
+        open_bytes(&master, "p-1/header", &sealed).unwrap(),
+        b"a header"
+    );
+    assert!(open_bytes(&master, "p-2/header", &sealed).is_err());
+    assert!(open_bytes(&[8u8; 32], "p-1/header", &sealed).is_err());
+    assert!(open_bytes(&master, "p-1/header", "not base64!").is_err());
+    assert!(open_bytes(&master, "p-1/header", "AAAA").is_err());
 }

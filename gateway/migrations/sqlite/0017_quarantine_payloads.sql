@@ -6,6 +6,9 @@ ALTER TABLE egress_rounds ADD COLUMN payload TEXT;
 ALTER TABLE egress_rounds ADD COLUMN sealed_keys TEXT;
 ALTER TABLE egress_rounds ADD COLUMN full_chunks BIGINT;
 ALTER TABLE egress_rounds ADD COLUMN seed TEXT;
+ALTER TABLE egress_rounds ADD COLUMN header_recipient TEXT;
+ALTER TABLE egress_rounds ADD COLUMN sealed_header TEXT;
+ALTER TABLE egress_rounds ADD COLUMN package_hash TEXT;
 
 CREATE TABLE egress_files_new (
     application_id TEXT NOT NULL REFERENCES applications (id),

@@ -241,6 +241,14 @@ async fn finish_payload(
             keys: &u.keys,
             full_chunks: u.full_chunks,
             seed: &u.seed,
+            prepared: u
+                .prepared
+                .as_ref()
+                .map(|(recipient, header, hash)| release::Prepared {
+                    recipient,
+                    header,
+                    hash,
+                }),
         };
         match release::finish(&at, &approved, &metadata, &recipient, mtime, &cancel) {
             Ok(b) => {

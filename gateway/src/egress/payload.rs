@@ -39,11 +39,14 @@ const COMPRESSORS: usize = 2;
 const WRITE_AT_ONCE: usize = 16;
 
 /// What a finished payload is: where each file is (in the order written), the whole chunks in
-/// the file and the plaintext after them.
+/// the file and the plaintext after them; with a header given at the start, the state of the
+/// package's SHA-256 over that header, the nonce and the whole chunks
+/// ([`sealed::ResumableSha256::to_bytes`]).
 pub struct Written {
     pub locations: Vec<Location>,
     pub full_chunks: u64,
     pub held: Vec<u8>,
+    pub package_hash: Option<Vec<u8>>,
 }
 
 /// Writes a payload in four stages, each on a thread of its own: the caller's thread makes the
@@ -64,14 +67,23 @@ pub struct PayloadWriter {
 
 impl PayloadWriter {
     /// Starts writing into `file` (empty): the space for the header, the nonce, then the
-    /// chunks as they come. `mtime` goes on every entry.
+    /// chunks as they come. `mtime` goes on every entry. With `header` (the age header for the
+    /// recipient the release will likely have), the package's digest is begun as if that
+    /// header were in place; the file keeps zeros there until the release is made.
     pub fn start(
         mut file: std::fs::File,
         keys: PayloadKeys,
         mtime: u64,
+        header: Option<&[u8]>,
     ) -> io::Result<PayloadWriter> {
         file.write_all(&[0u8; sealed::HEADER_LEN])?;
         file.write_all(keys.nonce())?;
+        let hash = header.map(|h| {
+            let mut hash = sealed::ResumableSha256::new();
+            hash.update(h);
+            hash.update(keys.nonce());
+            hash
+        });
         let (mut tar_out, mut frames) = (Vec::new(), Vec::new());
         let mut compressing = Vec::new();
         for _ in 0..COMPRESSORS {
@@ -83,7 +95,7 @@ impl PayloadWriter {
             tar_out.push(to_zstd);
             frames.push(from_zstd);
         }
-        let sealing = std::thread::spawn(move || seal(frames, keys, file));
+        let sealing = std::thread::spawn(move || seal(frames, keys, file, hash));
         Ok(PayloadWriter {
             tar: Pieces::new(tar_out, FRAME),
             mtime,
@@ -179,6 +191,7 @@ impl PayloadWriter {
             frames,
             full_chunks,
             held,
+            package_hash,
         } = match sealed {
             Ok(s) => s,
             Err(e) => {
@@ -208,6 +221,7 @@ impl PayloadWriter {
             locations,
             full_chunks,
             held,
+            package_hash,
         })
     }
 }
@@ -235,6 +249,7 @@ struct Sealed {
     frames: Vec<u64>,
     full_chunks: u64,
     held: Vec<u8>,
+    package_hash: Option<Vec<u8>>,
 }
 
 /// The last stage: the frames in order, sealed into chunks and written (each frame's offset
@@ -243,6 +258,7 @@ fn seal(
     frames: Vec<stages::Returns>,
     keys: PayloadKeys,
     file: std::fs::File,
+    mut hash: Option<sealed::ResumableSha256>,
 ) -> io::Result<Sealed> {
     let mut out = crate::blobs::Writeback::new(file);
     let mut sealer = ChunkSealer::new(keys, 0, Vec::new());
@@ -255,12 +271,18 @@ fn seal(
         sealer.write(frame, &mut |chunk| {
             batch.extend_from_slice(chunk);
             if batch.len() >= WRITE_AT_ONCE * sealed::SEALED_CHUNK {
+                if let Some(h) = &mut hash {
+                    h.update(&batch);
+                }
                 out.write_all(&batch)?;
                 batch.clear();
             }
             Ok(())
         })
     })?;
+    if let Some(h) = &mut hash {
+        h.update(&batch);
+    }
     out.write_all(&batch)?;
     out.flush()?;
     out.file.sync_all()?;
@@ -269,6 +291,7 @@ fn seal(
         frames: offsets,
         full_chunks,
         held,
+        package_hash: hash.map(|h| h.to_bytes()),
     })
 }
 
@@ -302,12 +325,19 @@ pub fn file_reader(
     Ok(tar.take(size))
 }
 
-/// A round's payload as stored, opened: its file, keys, whole chunks and seed.
+/// A round's payload as stored, opened: its file, keys, whole chunks and seed, and the
+/// release prepared at the request (recipient, header, the package's digest begun).
 pub struct Unsealed {
     pub path: std::path::PathBuf,
     pub keys: PayloadKeys,
     pub full_chunks: u64,
     pub seed: Vec<u8>,
+    pub prepared: Option<(String, Vec<u8>, sealed::ResumableSha256)>,
+}
+
+/// What a payload's prepared header is sealed for.
+pub fn header_context(name: &str) -> String {
+    format!("{name}/header")
 }
 
 /// Opens what the database holds of a payload with the gateway's quarantine key.
@@ -322,11 +352,25 @@ pub fn unseal(
     let seed = base64::engine::general_purpose::STANDARD
         .decode(&p.seed)
         .map_err(|e| anyhow::anyhow!("the seed of payload {}: {e}", p.name))?;
+    let prepared = match &p.prepared {
+        None => None,
+        Some(x) => {
+            let header = sealed::open_bytes(master, &header_context(&p.name), &x.sealed_header)
+                .map_err(|e| anyhow::anyhow!("the header of payload {}: {e}", p.name))?;
+            let state = base64::engine::general_purpose::STANDARD
+                .decode(&x.package_hash)
+                .ok()
+                .and_then(|b| sealed::ResumableSha256::from_bytes(&b))
+                .ok_or_else(|| anyhow::anyhow!("the digest state of payload {}", p.name))?;
+            Some((x.recipient.clone(), header, state))
+        }
+    };
     Ok(Unsealed {
         path: blobs.payload_path(&p.name)?,
         keys,
         full_chunks: u64::try_from(p.full_chunks)?,
         seed,
+        prepared,
     })
 }
 

@@ -3,8 +3,8 @@
 //! bounded memory.
 //!
 //! ```text
-//! stream ──▶ tar reader (policy) ──▶ names, types, limits ──▶ caller's Inspect, SHA-256
-//!                                          └──── data ──▶ payload writer: tar ──▶ zstd ×2
+//! stream ──▶ tar reader (policy) ──▶ names, types, limits ──▶ caller's Inspect
+//!                                          └──── data ──▶ writer: SHA-256, tar ──▶ zstd ×2
 //!                                                          ──▶ seal, write ──▶ one fsync
 //! ```
 //!
@@ -32,7 +32,7 @@ use crate::store::egress::Location;
 
 /// Batches of ops in flight to the writer thread: the memory bound of a quarantine, beside the
 /// batch being made and the names of its entries.
-const QUEUE: usize = 4;
+const QUEUE: usize = 32;
 /// The data a batch of ops carries before it is sent (the chunks of the engine's stream are
 /// smaller): one message, and one wakeup of the writer, per batch rather than per chunk.
 const BATCH: usize = 256 * 1024;
@@ -42,12 +42,12 @@ const MAX_FOLDERS: u64 = 100_000;
 /// links holds no more than these in memory.
 pub const MAX_REFUSALS: usize = 1000;
 
-/// A check of one file's content, fed chunk by chunk as it streams into the blob store.
+/// A check of one file's content, fed chunk by chunk as it streams into the payload.
 pub trait Inspect: Send {
     type Report: Send;
     fn update(&mut self, chunk: &[u8]);
-    /// The file's end: its size and SHA-256 (lowercase hex).
-    fn finish(self, size: u64, sha256: &str) -> Self::Report;
+    /// The file's end: its size.
+    fn finish(self, size: u64) -> Self::Report;
 }
 
 /// A file of the output folder, in the payload.
@@ -66,6 +66,9 @@ pub struct Payload {
     pub file: NewPayload,
     pub keys: PayloadKeys,
     pub written: Written,
+    /// The recipient its release was prepared for, and that release's age header (the
+    /// package's digest over it is begun in `written`).
+    pub prepared: Option<(String, Vec<u8>)>,
 }
 
 /// How much one quarantine may take.
@@ -157,21 +160,18 @@ enum Op {
     End,
 }
 
-/// A file being read: its inspector, and how it comes back from the writer.
+/// A file being read: its inspector.
 struct Current<I> {
     path: String,
     size: u64,
     inspector: I,
-    /// Of the data read so far (here, beside the checks: the writer thread only writes).
-    hasher: Sha256,
     read: u64,
 }
 
-/// A file read whole, its place in the payload known once the payload is written.
+/// A file read whole, its SHA-256 and place in the payload known once the payload is written.
 struct Pending<R> {
     path: String,
     size: u64,
-    sha256: String,
     /// The inspector's report, made as the file ended (while the next is read).
     report: R,
 }
@@ -302,7 +302,6 @@ impl<I: Inspect, M: FnMut(&str) -> I> Sink for Quarantine<'_, I, M> {
                 inspector: (self.make)(&path),
                 path,
                 size: h.size,
-                hasher: Sha256::new(),
                 read: 0,
             });
         }
@@ -312,7 +311,6 @@ impl<I: Inspect, M: FnMut(&str) -> I> Sink for Quarantine<'_, I, M> {
     fn data(&mut self, bytes: &[u8]) -> Result<(), TarError> {
         if let Some(c) = &mut self.current {
             c.inspector.update(bytes);
-            c.hasher.update(bytes);
             c.read += bytes.len() as u64;
             self.ops.push(Op::Data(self.chunk.slice_ref(bytes)));
             self.batched += bytes.len();
@@ -322,13 +320,11 @@ impl<I: Inspect, M: FnMut(&str) -> I> Sink for Quarantine<'_, I, M> {
 
     fn end_entry(&mut self) -> Result<(), TarError> {
         if let Some(c) = self.current.take() {
-            let sha256 = hex::encode(c.hasher.finalize());
             debug_assert_eq!(c.read, c.size);
             self.pending.push(Pending {
-                report: c.inspector.finish(c.size, &sha256),
+                report: c.inspector.finish(c.size),
                 path: c.path,
                 size: c.size,
-                sha256,
             });
             self.ops.push(Op::End);
         }
@@ -336,18 +332,28 @@ impl<I: Inspect, M: FnMut(&str) -> I> Sink for Quarantine<'_, I, M> {
     }
 }
 
-/// Writes the files it is sent into the payload, in order, and finishes it (fsynced).
+/// Writes the files it is sent into the payload, in order, hashing each (here, off the
+/// reader's thread, which parses the stream and runs the checks), and finishes the payload
+/// (fsynced). Answers it with the files' SHA-256 (hex), in order.
 fn write_payload(
     mut rx: mpsc::Receiver<Vec<Op>>,
     mut writer: PayloadWriter,
     abandoned: &std::sync::atomic::AtomicBool,
-) -> anyhow::Result<Written> {
+) -> anyhow::Result<(Written, Vec<String>)> {
+    let mut hashes = Vec::new();
+    let mut hasher = Sha256::new();
     while let Some(ops) = rx.blocking_recv() {
         for op in ops {
             match op {
                 Op::Start { path, size } => writer.begin(&path, size)?,
-                Op::Data(bytes) => writer.data(&bytes)?,
-                Op::End => writer.end()?,
+                Op::Data(bytes) => {
+                    hasher.update(&bytes);
+                    writer.data(&bytes)?;
+                }
+                Op::End => {
+                    writer.end()?;
+                    hashes.push(hex::encode(hasher.finalize_reset()));
+                }
             }
         }
     }
@@ -356,7 +362,7 @@ fn write_payload(
         !abandoned.load(std::sync::atomic::Ordering::Relaxed),
         "the quarantine was refused"
     );
-    Ok(writer.finish()?)
+    Ok((writer.finish()?, hashes))
 }
 
 /// Sends the batch of `ops` (if any) to the writer; false if the writer is gone (and `tx` with
@@ -375,16 +381,20 @@ async fn send(tx: &mut Option<mpsc::Sender<Vec<Op>>>, ops: &mut Vec<Op>) -> bool
 /// `/vre/output`, as [`sandbox_runner::SandboxBackend::download_output`] makes it) into a new
 /// payload under fresh keys, each hashed and fed to the inspector `make` gives for its path,
 /// in one pass and with bounded memory; the files in the stream's order. `mtime` goes on
-/// every tar entry.
+/// every tar entry. With `recipient` (the requester's), the release is prepared for it: its
+/// header made now and the package's digest begun as the payload is written.
 pub async fn quarantine<I: Inspect>(
     mut stream: sandbox_runner::ByteStream,
     blobs: &BlobStore,
     limits: &Limits,
     mtime: u64,
+    recipient: Option<&str>,
     make: impl FnMut(&str) -> I + Send,
 ) -> Result<(Vec<Quarantined<I::Report>>, Payload), QuarantineError> {
     let (tx, rx) = mpsc::channel::<Vec<Op>>(QUEUE);
     let keys = PayloadKeys::generate();
+    let prepared = recipient.and_then(|r| Some((r.to_owned(), keys.header(r).ok()?)));
+    let header = prepared.as_ref().map(|(_, h)| h.clone());
     let (file, out) = {
         let blobs = blobs.clone();
         tokio::task::spawn_blocking(move || blobs.new_payload())
@@ -396,7 +406,11 @@ pub async fn quarantine<I: Inspect>(
     let abandon = abandoned.clone();
     // Belongs to this request and is awaited before it answers: not among the `Workers`.
     let writer = tokio::task::spawn_blocking(move || {
-        write_payload(rx, PayloadWriter::start(out, writer_keys, mtime)?, &abandon)
+        write_payload(
+            rx,
+            PayloadWriter::start(out, writer_keys, mtime, header.as_deref())?,
+            &abandon,
+        )
     });
     let mut tx = Some(tx);
     let mut scanner = TarScanner::default();
@@ -482,7 +496,7 @@ pub async fn quarantine<I: Inspect>(
         };
         return Err(QuarantineError::Internal(why));
     }
-    let written = match writer.await {
+    let (written, hashes) = match writer.await {
         Ok(Ok(w)) => w,
         Ok(Err(e)) => return Err(QuarantineError::Internal(e)),
         Err(e) => {
@@ -491,10 +505,11 @@ pub async fn quarantine<I: Inspect>(
             )));
         }
     };
-    if written.locations.len() != sink.pending.len() {
+    if written.locations.len() != sink.pending.len() || hashes.len() != sink.pending.len() {
         return Err(QuarantineError::Internal(anyhow::anyhow!(
-            "the payload holds {} files, {} were read",
+            "the payload holds {} files ({} hashed), {} were read",
             written.locations.len(),
+            hashes.len(),
             sink.pending.len()
         )));
     }
@@ -507,12 +522,12 @@ pub async fn quarantine<I: Inspect>(
     let out = sink
         .pending
         .into_iter()
-        .zip(&written.locations)
-        .map(|(p, &location)| Quarantined {
+        .zip(written.locations.iter().zip(hashes))
+        .map(|(p, (&location, sha256))| Quarantined {
             report: p.report,
             path: p.path,
             size: p.size,
-            sha256: p.sha256,
+            sha256,
             location,
         })
         .collect();
@@ -522,6 +537,7 @@ pub async fn quarantine<I: Inspect>(
             file,
             keys,
             written,
+            prepared,
         },
     ))
 }

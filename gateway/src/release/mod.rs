@@ -46,7 +46,7 @@ mod tests_interop;
 #[cfg(test)]
 mod tests_open;
 
-pub use finish::{Approved, PayloadAt, finish};
+pub use finish::{Approved, PayloadAt, Prepared, finish};
 pub use keys::{new_identity, parse_recipient};
 pub use metadata::{
     AppInfo, CONTEXT, CrateDecision, CrateFile, CrateInput, CrateRun, file_id, ro_crate,

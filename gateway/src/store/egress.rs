@@ -43,6 +43,18 @@ pub struct Payload {
     pub full_chunks: i64,
     /// The chunk after them, sealed and not final (base64).
     pub seed: String,
+    /// The release's header and digest prepared at the request, if any.
+    pub prepared: Option<Prepared>,
+}
+
+/// A payload's release prepared for the recipient the requester had at the request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Prepared {
+    pub recipient: String,
+    /// The age header for it, sealed under the quarantine key.
+    pub sealed_header: String,
+    /// The package's SHA-256 begun over the header, nonce and whole chunks (base64 state).
+    pub package_hash: String,
 }
 
 /// One round of an egress application: what was asked for and the request-wide checks.
@@ -133,13 +145,17 @@ pub async fn set_payload(
     p: &Payload,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "UPDATE egress_rounds SET payload = $1, sealed_keys = $2, full_chunks = $3, seed = $4 \
-         WHERE application_id = $5 AND round = $6",
+        "UPDATE egress_rounds SET payload = $1, sealed_keys = $2, full_chunks = $3, seed = $4, \
+         header_recipient = $5, sealed_header = $6, package_hash = $7 \
+         WHERE application_id = $8 AND round = $9",
     )
     .bind(&p.name)
     .bind(&p.sealed_keys)
     .bind(p.full_chunks)
     .bind(&p.seed)
+    .bind(p.prepared.as_ref().map(|x| x.recipient.clone()))
+    .bind(p.prepared.as_ref().map(|x| x.sealed_header.clone()))
+    .bind(p.prepared.as_ref().map(|x| x.package_hash.clone()))
     .bind(app)
     .bind(round)
     .execute(conn)
@@ -154,7 +170,8 @@ pub async fn payload(
     round: i64,
 ) -> Result<Option<Payload>, sqlx::Error> {
     let row = sqlx::query(
-        "SELECT payload, sealed_keys, full_chunks, seed FROM egress_rounds \
+        "SELECT payload, sealed_keys, full_chunks, seed, header_recipient, sealed_header, \
+         package_hash FROM egress_rounds \
          WHERE application_id = $1 AND round = $2 AND payload IS NOT NULL",
     )
     .bind(app)
@@ -167,6 +184,18 @@ pub async fn payload(
             sealed_keys: r.try_get("sealed_keys")?,
             full_chunks: r.try_get("full_chunks")?,
             seed: r.try_get("seed")?,
+            prepared: match (
+                r.try_get::<Option<String>, _>("header_recipient")?,
+                r.try_get::<Option<String>, _>("sealed_header")?,
+                r.try_get::<Option<String>, _>("package_hash")?,
+            ) {
+                (Some(recipient), Some(sealed_header), Some(package_hash)) => Some(Prepared {
+                    recipient,
+                    sealed_header,
+                    package_hash,
+                }),
+                _ => None,
+            },
         })
     })
     .transpose()

@@ -149,7 +149,7 @@ impl Inspect for Hashed {
     fn update(&mut self, chunk: &[u8]) {
         sha2::Digest::update(&mut self.0, chunk);
     }
-    fn finish(self, _size: u64, _sha256: &str) -> String {
+    fn finish(self, _size: u64) -> String {
         hex::encode(sha2::Digest::finalize(self.0))
     }
 }
@@ -245,6 +245,7 @@ async fn chosen_files_leave_the_output_folder_named_and_whole() {
         &app.state.blobs,
         &LIMITS,
         0,
+        None,
         hashed,
     )
     .await;
@@ -281,6 +282,7 @@ async fn chosen_files_leave_the_output_folder_named_and_whole() {
         &app.state.blobs,
         &LIMITS,
         0,
+        None,
         hashed,
     )
     .await

@@ -11,6 +11,8 @@ pub(crate) struct Made {
     pub written: Written,
     /// Chunk `full_chunks`, sealed.
     pub seed: Vec<u8>,
+    /// The recipient the release was prepared for at the request, its header and the digest.
+    pub prepared: Option<(String, Vec<u8>, sealed::ResumableSha256)>,
 }
 
 impl Made {
@@ -20,16 +22,35 @@ impl Made {
             keys: &self.keys,
             full_chunks: self.written.full_chunks,
             seed: &self.seed,
+            prepared: self
+                .prepared
+                .as_ref()
+                .map(|(recipient, header, hash)| release::Prepared {
+                    recipient,
+                    header,
+                    hash,
+                }),
         }
     }
 }
 
 /// Writes `files` (name, bytes) into a new payload `dir/p.age`, each in several writes.
 pub(crate) fn write(dir: &Path, files: &[(String, Vec<u8>)], mtime: u64) -> Made {
+    write_for(dir, files, mtime, None)
+}
+
+/// [`write`], its release prepared for `recipient` when given.
+pub(crate) fn write_for(
+    dir: &Path,
+    files: &[(String, Vec<u8>)],
+    mtime: u64,
+    recipient: Option<&str>,
+) -> Made {
     let path = dir.join("p.age");
     let file = std::fs::File::create_new(&path).unwrap();
     let keys = PayloadKeys::generate();
-    let mut w = PayloadWriter::start(file, keys.clone(), mtime).unwrap();
+    let header = recipient.map(|r| keys.header(r).unwrap());
+    let mut w = PayloadWriter::start(file, keys.clone(), mtime, header.as_deref()).unwrap();
     for (name, bytes) in files {
         w.begin(name, bytes.len() as u64).unwrap();
         for piece in bytes.chunks(100_003) {
@@ -39,11 +60,21 @@ pub(crate) fn write(dir: &Path, files: &[(String, Vec<u8>)], mtime: u64) -> Made
     }
     let written = w.finish().unwrap();
     let seed = keys.seal_chunk(written.full_chunks, false, &written.held);
+    let prepared = match (recipient, header, &written.package_hash) {
+        (Some(r), Some(h), Some(state)) => Some((
+            r.to_owned(),
+            h,
+            sealed::ResumableSha256::from_bytes(state).unwrap(),
+        )),
+        (None, None, None) => None,
+        other => panic!("prepared for {:?} but not whole", other.0),
+    };
     Made {
         path,
         keys,
         written,
         seed,
+        prepared,
     }
 }
 
@@ -274,12 +305,61 @@ fn a_finish_cut_short_is_done_again_for_the_recipient_of_the_time() {
     assert!(release::open(&package[..], &first_identity, &tmp.path().join("no")).is_err());
 }
 
+/// A release prepared at the request for the recipient it is approved for ends the digest
+/// begun then (the chunks are not hashed again) and comes to the file's SHA-256; one approved
+/// for another recipient (registered since) gets a header of its own and is hashed whole.
+#[test]
+fn a_release_prepared_at_the_request_is_the_same_release() {
+    let tmp = tempfile::tempdir().unwrap();
+    let files = sample();
+    let (identity, recipient) = new_identity();
+    let made = write_for(tmp.path(), &files, 0, Some(&recipient));
+    let before = std::fs::read(&made.path).unwrap();
+    assert!(
+        before[..sealed::HEADER_LEN].iter().all(|&b| b == 0),
+        "the header waits for the approval: the file holds none before"
+    );
+    let built = finish(&made, &files, &recipient).unwrap();
+    let package = std::fs::read(&made.path).unwrap();
+    assert_eq!(built.sha256, crate::sha256_hex(&package));
+    assert_eq!(
+        &package[..sealed::HEADER_LEN],
+        &made.prepared.as_ref().unwrap().1[..]
+    );
+    let opened = release::open(&package[..], &identity, &tmp.path().join("a")).unwrap();
+    assert_eq!(opened.files.len(), files.len());
+
+    std::fs::remove_file(&made.path).unwrap();
+    let made = write_for(tmp.path(), &files, 0, Some(&recipient));
+    let (other_identity, other) = new_identity();
+    let built = finish(&made, &files, &other).unwrap();
+    let package = std::fs::read(&made.path).unwrap();
+    assert_eq!(built.sha256, crate::sha256_hex(&package));
+    assert_ne!(
+        &package[..sealed::HEADER_LEN],
+        &made.prepared.as_ref().unwrap().1[..]
+    );
+    release::open(&package[..], &other_identity, &tmp.path().join("b")).unwrap();
+    assert!(release::open(&package[..], &identity, &tmp.path().join("c")).is_err());
+
+    // Prepared or not, every chunk is authenticated: an altered one refuses the release.
+    std::fs::remove_file(&made.path).unwrap();
+    let made = write_for(tmp.path(), &files, 0, Some(&recipient));
+    let mut bytes = std::fs::read(&made.path).unwrap();
+    bytes[sealed::PREFIX_LEN as usize + 10] ^= 1;
+    std::fs::write(&made.path, &bytes).unwrap();
+    assert!(matches!(
+        finish(&made, &files, &recipient),
+        Err(BuildError::Altered(_))
+    ));
+}
+
 #[test]
 fn a_writer_refuses_what_a_tar_could_not_say() {
     let tmp = tempfile::tempdir().unwrap();
     let keys = PayloadKeys::generate();
     let file = std::fs::File::create_new(tmp.path().join("p.age")).unwrap();
-    let mut w = PayloadWriter::start(file, keys, 0).unwrap();
+    let mut w = PayloadWriter::start(file, keys, 0, None).unwrap();
     assert!(w.data(b"x").is_err(), "data outside a file");
     w.begin("a.txt", 3).unwrap();
     assert!(w.begin("b.txt", 1).is_err(), "a file inside a file");
@@ -288,6 +368,7 @@ fn a_writer_refuses_what_a_tar_could_not_say() {
         std::fs::File::create_new(tmp.path().join("q.age")).unwrap(),
         PayloadKeys::generate(),
         0,
+        None,
     )
     .unwrap();
     w.begin("a.txt", 3).unwrap();
@@ -297,6 +378,7 @@ fn a_writer_refuses_what_a_tar_could_not_say() {
         std::fs::File::create_new(tmp.path().join("r.age")).unwrap(),
         PayloadKeys::generate(),
         0,
+        None,
     )
     .unwrap();
     assert!(w.begin("bad\nname", 0).is_err());

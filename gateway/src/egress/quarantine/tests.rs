@@ -9,19 +9,14 @@ struct Seen {
 }
 
 impl Inspect for Seen {
-    type Report = (String, u64, String, String);
+    type Report = (String, u64, String);
     fn update(&mut self, chunk: &[u8]) {
         self.hasher.update(chunk);
         self.bytes += chunk.len() as u64;
     }
-    fn finish(self, size: u64, sha256: &str) -> Self::Report {
+    fn finish(self, size: u64) -> Self::Report {
         assert_eq!(size, self.bytes, "{}: every byte is inspected", self.path);
-        (
-            self.path,
-            size,
-            sha256.to_owned(),
-            hex::encode(self.hasher.finalize()),
-        )
+        (self.path, size, hex::encode(self.hasher.finalize()))
     }
 }
 
@@ -139,7 +134,7 @@ fn read_back(p: &Payload, at: Location, size: u64) -> Vec<u8> {
 }
 
 async fn run(s: &Store, tar: Vec<u8>, chunk: usize, limits: &Limits) -> Outcome {
-    quarantine(stream_of(tar, chunk), &s.blobs, limits, 0, seen).await
+    quarantine(stream_of(tar, chunk), &s.blobs, limits, 0, None, seen).await
 }
 
 fn refusals(r: Outcome) -> Vec<Refused> {
@@ -175,10 +170,7 @@ async fn files_are_stored_byte_exact_with_their_sha256_in_every_chunking() {
             let sha = crate::sha256_hex(content);
             assert_eq!((q.path.as_str(), q.size), (path, content.len() as u64));
             assert_eq!(q.sha256, sha, "{path}");
-            assert_eq!(
-                q.report,
-                (path.to_owned(), q.size, sha.clone(), sha.clone())
-            );
+            assert_eq!(q.report, (path.to_owned(), q.size, sha.clone()));
             let stored = read_back(&payload, q.location, q.size);
             assert!(stored == content, "{path}: byte-exact");
         }
@@ -351,6 +343,7 @@ async fn folders_alone_a_broken_archive_and_a_failed_stream_are_refused() {
         &s.blobs,
         &LIMITS,
         0,
+        None,
         seen,
     )
     .await;

@@ -58,7 +58,7 @@ impl Inspect for Checker {
     fn update(&mut self, chunk: &[u8]) {
         self.0.update(chunk);
     }
-    fn finish(self, _size: u64, _sha256: &str) -> FileReport {
+    fn finish(self, _size: u64) -> FileReport {
         self.0.finish()
     }
 }
@@ -92,9 +92,19 @@ pub(super) async fn copy_out(
         .backend
         .download_output(&spec, &hold.id, paths);
     let mtime = time::OffsetDateTime::now_utc().unix_timestamp().max(0) as u64;
-    let copied = quarantine::quarantine(stream, &state.blobs, &limits, mtime, |path| {
-        Checker(policy::egress::FileChecker::new(path, &thresholds))
-    })
+    // The release is likely to be for the recipient registered now: it is prepared for it.
+    let recipient = {
+        let mut conn = state.db.pool().acquire().await?;
+        estore::recipient(&mut conn, caller.sub.as_str()).await?
+    };
+    let copied = quarantine::quarantine(
+        stream,
+        &state.blobs,
+        &limits,
+        mtime,
+        recipient.as_deref(),
+        |path| Checker(policy::egress::FileChecker::new(path, &thresholds)),
+    )
     .await;
     hold.release(state).await;
     let (copied, payload) = match copied {

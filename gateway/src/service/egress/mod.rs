@@ -255,6 +255,21 @@ async fn record_round(
                     .seal_chunk(payload.written.full_chunks, false, &payload.written.held);
             base64::engine::general_purpose::STANDARD.encode(seed)
         },
+        prepared: match (&payload.prepared, &payload.written.package_hash) {
+            (Some((recipient, header)), Some(hash)) => {
+                use base64::Engine;
+                Some(estore::Prepared {
+                    recipient: recipient.clone(),
+                    sealed_header: crate::release::sealed::seal_bytes(
+                        &state.quarantine_key,
+                        &crate::egress::payload::header_context(&payload.file.name),
+                        header,
+                    ),
+                    package_hash: base64::engine::general_purpose::STANDARD.encode(hash),
+                })
+            }
+            _ => None,
+        },
     };
     estore::insert_round(tx.conn(), &round_row).await?;
     estore::set_payload(tx.conn(), &app.id, round, &stored).await?;
