@@ -16,8 +16,8 @@
 #                         decide binary on the first 64 KiB and read nothing more of it.
 #     small/t-NNNN.csv    SMALL_FILES (2000) aggregate tables of ~50 KiB, the other 10%, that
 #                         pass the checks (a group, a year, a mean, a count >= 10): these do
-#                         exercise the table checks, and the per-file costs (a temporary blob
-#                         and its fsync, a row, a tar header each).
+#                         exercise the table checks, and the per-file costs (a tar header and
+#                         a zstd frame in the payload, a row each).
 #   Each repetition has outputs of its own: before it, a run (not timed) removes the last
 #   repetition's and writes new ones (other random bytes, other tables), so no repetition asks
 #   the gateway for content it already holds (a duplicate is dropped and its copy unlinked, which
@@ -25,10 +25,12 @@
 #   measure that case). Then, REPS times (default 3), both ways of getting the same folder out:
 #     gateway   request  POST /api/v1/egress {sandbox, paths: [big, small], exceptions} until
 #                        its 201: the engine's archive API through a helper container, the
-#                        checks and the quarantine (every file hashed and fsynced);
+#                        checks and the quarantine (every file hashed, written as the tar,
+#                        zstd and age payload of its release, one fsync);
 #               votes    the two reviewers' approvals (two POSTs; the second queues the build);
 #               build    from the second approval until the application is `released` (polled
-#                        every 0.1 s): every file re-hashed, tar, zstd, age, fsync, committed;
+#                        every 0.1 s): every chunk of the payload authenticated and every file
+#                        re-hashed, the header and metadata written around it, fsync, committed;
 #               total    from the request until `released`: request + votes + build;
 #               download GET /api/v1/applications/{id}/release into a file (not in the total).
 #     baseline  cp       `docker cp` of /vre/output out of a container (never started) that

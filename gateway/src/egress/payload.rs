@@ -35,8 +35,6 @@ use crate::store::egress::Location;
 const ZSTD_LEVEL: i32 = 3;
 /// Threads compressing pieces of tar at once.
 const COMPRESSORS: usize = 2;
-/// Sealed chunks written to the file at once.
-const WRITE_AT_ONCE: usize = 16;
 
 /// What a finished payload is: where each file is (in the order written), the whole chunks in
 /// the file and the plaintext after them; with a header given at the start, the state of the
@@ -264,26 +262,17 @@ fn seal(
     let mut sealer = ChunkSealer::new(keys, 0, Vec::new());
     let mut offsets = Vec::new();
     let mut offset = 0u64;
-    let mut batch: Vec<u8> = Vec::with_capacity(WRITE_AT_ONCE * sealed::SEALED_CHUNK);
     stages::each_in_turn(frames, |frame| {
         offsets.push(offset);
         offset += frame.len() as u64;
-        sealer.write(frame, &mut |chunk| {
-            batch.extend_from_slice(chunk);
-            if batch.len() >= WRITE_AT_ONCE * sealed::SEALED_CHUNK {
-                if let Some(h) = &mut hash {
-                    h.update(&batch);
-                }
-                out.write_all(&batch)?;
-                batch.clear();
+        // The sealer hands out its chunks several at a time, from a buffer of its own.
+        sealer.write(frame, &mut |chunks| {
+            if let Some(h) = &mut hash {
+                h.update(chunks);
             }
-            Ok(())
+            out.write_all(chunks)
         })
     })?;
-    if let Some(h) = &mut hash {
-        h.update(&batch);
-    }
-    out.write_all(&batch)?;
     out.flush()?;
     out.file.sync_all()?;
     let (full_chunks, held) = sealer.into_parts();
