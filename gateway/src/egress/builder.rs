@@ -1,13 +1,19 @@
 //! The release builder: a background worker that turns each approved egress application into
-//! its package (`release::build`: files, `SHA256SUMS`, RO-Crate metadata; tar, zstd, age) in one
-//! streaming pass, re-hashing every quarantined file on the way.
+//! its package. A round quarantined as a payload (`egress::payload`) is finished in place
+//! (`release::finish`: every chunk authenticated and every file re-hashed, then the header for
+//! the recipient and the tail with `SHA256SUMS` and the RO-Crate metadata) and linked into the
+//! store as the package; a round quarantined as blobs (before payloads) is built from them in
+//! one streaming pass (`release::build`: tar, zstd, age, every file re-hashed).
 //!
 //! A release row is made, pending, in the transaction that records the quorum
 //! (`service::egress::approved`), so no release exists without one. A builder claims a pending
 //! release for a lease it renews while it works; a gateway that dies mid-build lets the lease
 //! lapse (or takes its own claim back at its next start, the instance being the same) and the
-//! build is done again from the start: its temporary file was never renamed into the store. A
-//! quarantined file whose bytes no longer match their hash refuses the release, audited.
+//! build is done again from the start: a payload's whole chunks are never rewritten, its
+//! header and tail are; a package is recorded only with the commit that marks the release
+//! built (a link or temporary file left before it is removed at the next start). A quarantined
+//! file whose bytes no longer match their hash, or a payload chunk that fails authentication,
+//! refuses the release, audited.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
