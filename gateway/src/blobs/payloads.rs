@@ -78,7 +78,9 @@ impl BlobStore {
         let ok = name.len() == 30
             && name.starts_with("p-")
             && name.ends_with(".age")
-            && name[2..26].bytes().all(|b| b.is_ascii_hexdigit());
+            && name[2..26]
+                .bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
         anyhow::ensure!(ok, "{name:?} is not the name of a payload");
         Ok(self.quarantine_dir().join(name))
     }
@@ -141,5 +143,58 @@ impl BlobStore {
 fn sync_dir_blocking(dir: &Path) {
     if let Ok(d) = std::fs::File::open(dir) {
         let _ = d.sync_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A new payload has a name of its own that `payload_path` takes back, and nothing else
+    /// is a payload's name; linked in, it is one file under two names, and linking again
+    /// changes nothing.
+    #[tokio::test]
+    async fn payloads_are_named_kept_and_linked_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::new(
+            dir.path().join("blobs"),
+            dir.path().join("tmp"),
+            crate::workers::Workers::default(),
+        );
+        let (p, mut file) = store.new_payload().unwrap();
+        std::io::Write::write_all(&mut file, b"sealed bytes").unwrap();
+        assert_eq!(store.payload_path(&p.name).unwrap(), p.path);
+        for bad in [
+            "../p-0123456789abcdef01234567.age",
+            "p-0123456789ABCDEF01234567.age",
+            "p-0123456789abcdef0123456.age",
+            "p-0123456789abcdef012345678.age",
+            "x-0123456789abcdef01234567.age",
+            "p-0123456789abcdef0123456/.age",
+        ] {
+            assert!(store.payload_path(bad).is_err(), "{bad}");
+        }
+        let sha = crate::sha256_hex(b"sealed bytes");
+        store.link_in(&p.path, &sha).unwrap();
+        store.link_in(&p.path, &sha).unwrap();
+        {
+            use std::os::unix::fs::MetadataExt;
+            let (a, b) = (
+                std::fs::metadata(&p.path).unwrap(),
+                std::fs::metadata(store.path_of(&sha).unwrap()).unwrap(),
+            );
+            assert_eq!((a.dev(), a.ino()), (b.dev(), b.ino()));
+        }
+        assert_eq!(store.list().unwrap(), vec![sha]);
+        let names: Vec<String> = store
+            .list_payloads()
+            .unwrap()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        assert_eq!(names, vec![p.name.clone()]);
+        let path = p.path.clone();
+        p.keep();
+        assert!(path.exists(), "a kept payload stays");
     }
 }

@@ -363,13 +363,18 @@ async fn interrupted_build(how: Interrupt) {
             blobs_on_disk(&data)
         );
 
+        // A payload no round names (a request a crash cut short before its record): the
+        // next start removes it, and keeps the round's.
+        let orphan = data.join("blobs/quarantine/p-0123456789abcdef01234567.age");
+        std::fs::write(&orphan, b"a request that never committed").unwrap();
+
         // The next start sweeps what is left and builds the release again, whole.
         let restarted = Instant::now();
         let mut server = Server::start_with(&data, url, root.path().join("second.log"), &settings);
         assert_eq!(
             payloads(&data),
             std::slice::from_ref(&payload),
-            "the payload is kept"
+            "the payload is kept, the orphan removed"
         );
         // The same instance takes its own claim back at once, without waiting for it to lapse.
         loop {
