@@ -25,9 +25,9 @@ use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
-use gateway::egress::payload::PayloadWriter;
+use gateway::egress::payload::{PayloadWriter, Unsealed};
 use gateway::release::sealed::{PayloadKeys, ResumableSha256};
-use gateway::release::{Approved, PayloadAt, Prepared, finish, new_identity};
+use gateway::release::{Approved, finish, new_identity};
 
 const REPS: usize = 3;
 
@@ -86,19 +86,22 @@ fn main() -> anyhow::Result<()> {
             let seed = keys.seal_chunk(written.full_chunks, false, &written.held);
             let hash = ResumableSha256::from_bytes(written.package_hash.as_deref().unwrap())
                 .expect("a digest state");
-            let at = PayloadAt {
-                path: &path,
-                keys: &keys,
+            let payload = Unsealed {
+                path: path.clone(),
+                keys,
                 full_chunks: written.full_chunks,
-                seed: &seed,
-                prepared: Some(Prepared {
-                    recipient: &recipient,
-                    header: &header,
-                    hash: &hash,
-                }),
+                seed,
+                prepared: Some((recipient.clone(), header, hash)),
             };
             let t = Instant::now();
-            finish(&at, &approved, &metadata, to, 0, &AtomicBool::new(false))?;
+            finish(
+                &payload.at(),
+                &approved,
+                &metadata,
+                to,
+                0,
+                &AtomicBool::new(false),
+            )?;
             times.push(t.elapsed());
             check_size(&path, written.full_chunks)?;
         }

@@ -242,21 +242,7 @@ async fn finish_payload(
         .collect();
     let (blobs, recipient, building) = (state.blobs.clone(), recipient.to_owned(), id.to_owned());
     tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-        let at = release::PayloadAt {
-            path: &u.path,
-            keys: &u.keys,
-            full_chunks: u.full_chunks,
-            seed: &u.seed,
-            prepared: u
-                .prepared
-                .as_ref()
-                .map(|(recipient, header, hash)| release::Prepared {
-                    recipient,
-                    header,
-                    hash,
-                }),
-        };
-        match release::finish(&at, &approved, &metadata, &recipient, mtime, &cancel) {
+        match release::finish(&u.at(), &approved, &metadata, &recipient, mtime, &cancel) {
             Ok(b) => {
                 blobs.link_in(&u.path, &b.sha256)?;
                 Ok(Ok(FinishedBlob::Linked {

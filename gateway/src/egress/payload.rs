@@ -324,6 +324,25 @@ pub struct Unsealed {
     pub prepared: Option<(String, Vec<u8>, sealed::ResumableSha256)>,
 }
 
+impl Unsealed {
+    /// The payload as `release::finish` takes it.
+    pub fn at(&self) -> crate::release::PayloadAt<'_> {
+        crate::release::PayloadAt {
+            path: &self.path,
+            keys: &self.keys,
+            full_chunks: self.full_chunks,
+            seed: &self.seed,
+            prepared: self.prepared.as_ref().map(|(recipient, header, hash)| {
+                crate::release::Prepared {
+                    recipient,
+                    header,
+                    hash,
+                }
+            }),
+        }
+    }
+}
+
 /// What a payload's prepared header is sealed for.
 pub fn header_context(name: &str) -> String {
     format!("{name}/header")

@@ -40,7 +40,7 @@ pub(crate) mod package;
 pub(crate) mod stages;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 #[cfg(test)]
 mod tests_interop;
 #[cfg(test)]

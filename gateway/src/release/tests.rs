@@ -24,7 +24,7 @@ pub(super) fn blob(dir: &Path, name: &str, bytes: &[u8]) -> PackageFile {
 }
 
 /// Deterministic, incompressible bytes.
-pub(super) fn noise(len: usize, seed: u64) -> Vec<u8> {
+pub(crate) fn noise(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed | 1;
     let mut out = Vec::with_capacity(len + 8);
     while out.len() < len {

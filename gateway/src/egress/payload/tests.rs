@@ -1,36 +1,21 @@
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::AtomicBool;
 
 use super::*;
-use crate::release::{self, Approved, BuildError, Built, PayloadAt, new_identity};
+use crate::release::tests::noise;
+use crate::release::{self, Approved, BuildError, Built, new_identity};
 
-/// A payload written as a request writes one, and what the database would keep of it.
+/// A payload written as a request writes one: what the writer answered, and what the
+/// database would keep of it, opened (through which the payload is read: `made.at()`).
 pub(crate) struct Made {
-    pub path: PathBuf,
-    pub keys: PayloadKeys,
     pub written: Written,
-    /// Chunk `full_chunks`, sealed.
-    pub seed: Vec<u8>,
-    /// The recipient the release was prepared for at the request, its header and the digest.
-    pub prepared: Option<(String, Vec<u8>, sealed::ResumableSha256)>,
+    pub unsealed: Unsealed,
 }
 
-impl Made {
-    pub(crate) fn at(&self) -> PayloadAt<'_> {
-        PayloadAt {
-            path: &self.path,
-            keys: &self.keys,
-            full_chunks: self.written.full_chunks,
-            seed: &self.seed,
-            prepared: self
-                .prepared
-                .as_ref()
-                .map(|(recipient, header, hash)| release::Prepared {
-                    recipient,
-                    header,
-                    hash,
-                }),
-        }
+impl std::ops::Deref for Made {
+    type Target = Unsealed;
+    fn deref(&self) -> &Unsealed {
+        &self.unsealed
     }
 }
 
@@ -70,11 +55,14 @@ pub(crate) fn write_for(
         other => panic!("prepared for {:?} but not whole", other.0),
     };
     Made {
-        path,
-        keys,
+        unsealed: Unsealed {
+            path,
+            keys,
+            full_chunks: written.full_chunks,
+            seed,
+            prepared,
+        },
         written,
-        seed,
-        prepared,
     }
 }
 
@@ -107,18 +95,6 @@ pub(crate) fn finish(
         1_764_777_600,
         &AtomicBool::new(false),
     )
-}
-
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 /// Files that cross every boundary: one larger than a frame and many chunks, a table, an
